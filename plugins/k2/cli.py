@@ -1,0 +1,177 @@
+"""The ``k2`` command: bring the stack up and down, and operate its parts."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from k2.errors import K2Error
+from k2.log import configure_logging, get_logger
+from k2.settings import Settings, load_settings
+
+log = get_logger("k2.cli")
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    cells = [[str(c) for c in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+# --- commands ------------------------------------------------------------------------------------
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from k2.jvm import ensure_jars
+    from k2.kafka.broker import LocalKafkaBroker
+    from k2.kafka.topics import ensure_topics
+    from k2.lake.catalog import load_catalog
+    from k2.lake.tables import all_tables, ensure_tables
+
+    steps = 4
+    print(f"[1/{steps}] JVM artifacts", file=sys.stderr, flush=True)
+    ensure_jars(settings)
+    print(f"[2/{steps}] Kafka broker", file=sys.stderr, flush=True)
+    if settings.kafka_embedded:
+        LocalKafkaBroker(settings).ensure_running()
+    print(f"[3/{steps}] topics", file=sys.stderr, flush=True)
+    ensure_topics(settings)
+    print(f"[4/{steps}] Iceberg tables", file=sys.stderr, flush=True)
+    ensure_tables(load_catalog(settings), all_tables(settings))
+    print()
+    return cmd_status(settings, args)
+
+
+def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    from k2.kafka.broker import LocalKafkaBroker
+
+    stopped = LocalKafkaBroker(settings).stop() if settings.kafka_embedded else False
+    print("Kafka broker: " + ("stopped" if stopped else "was not running"))
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from k2.status import stack_status
+
+    print_table(("component", "state", "where", "details"), stack_status(settings))
+    return 0
+
+
+def cmd_jars(settings: Settings, args: argparse.Namespace) -> int:
+    from k2.jvm import ensure_jars
+
+    jars = ensure_jars(settings, force=args.force)
+    print_table(("module", "jars", "directory"), [
+        ("kafka-broker", len(jars.kafka_broker), settings.jars_dir / "kafka-broker"),
+        ("spark-connectors", len(jars.spark_connectors), settings.jars_dir / "spark-connectors")])
+    return 0
+
+
+def cmd_kafka(settings: Settings, args: argparse.Namespace) -> int:
+    from k2.kafka.broker import LocalKafkaBroker, reset_storage
+
+    broker = LocalKafkaBroker(settings)
+    if args.action == "start":
+        from k2.jvm import ensure_jars
+
+        ensure_jars(settings)
+        status = broker.start()
+        print(f"Kafka broker running: pid {status.pid}, bootstrap {status.bootstrap_servers}, "
+              f"data {status.data_dir}")
+    elif args.action == "stop":
+        print("Kafka broker " + ("stopped" if broker.stop() else "was not running"))
+    elif args.action == "status":
+        status = broker.status()
+        print_table(("state", "pid", "bootstrap", "data", "log"), [(
+            "running" if status.running else "stopped", status.pid or "-", status.bootstrap_servers,
+            status.data_dir, status.log_file)])
+        return 0 if status.running else 3
+    elif args.action == "reset":
+        if not args.yes:
+            raise K2Error(f"`k2 kafka reset` deletes every topic and message in {broker.data_dir}",
+                          "re-run with --yes to confirm.")
+        print(f"deleted {reset_storage(settings)}")
+    elif args.action == "topics":
+        from k2.kafka.topics import ensure_topics
+
+        print_table(("topic", "action"), sorted(ensure_topics(settings).items()))
+    return 0
+
+
+def cmd_lake(settings: Settings, args: argparse.Namespace) -> int:
+    from k2.lake.catalog import load_catalog
+    from k2.lake.tables import all_tables, ensure_tables
+
+    catalog = load_catalog(settings)
+    if args.action == "init":
+        print_table(("table", "action"), sorted(ensure_tables(catalog, all_tables(settings)).items()))
+    else:
+        rows = []
+        for spec in all_tables(settings):
+            if catalog.table_exists(spec.identifier):
+                table = catalog.load_table(spec.identifier)
+                snap = table.current_snapshot()
+                rows.append((spec.identifier, snap.summary.get("total-records", "0") if snap else 0,
+                             snap.summary.get("total-data-files", "0") if snap else 0, table.location()))
+            else:
+                rows.append((spec.identifier, "missing", "-", "run `k2 lake init`"))
+        print_table(("table", "rows", "files", "location"), rows)
+    return 0
+
+
+def cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
+    print_table(("variable", "value", "source", "meaning"), settings.describe())
+    return 0
+
+
+# --- parser --------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="k2", description="K2 crypto market-data lakehouse. Settings come from K2_* variables "
+        "(see `k2 settings`).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[Settings, argparse.Namespace], int], help: str):
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    add("up", cmd_up, "Fetch jars, start the broker, create topics and tables, show status.")
+    add("down", cmd_down, "Stop everything `k2 up` started (data is kept).")
+    add("status", cmd_status, "Show what runs where.")
+    p = add("jars", cmd_jars, "Resolve the JVM artifacts with Maven (no-op when up to date).")
+    p.add_argument("--force", action="store_true", help="resolve again even if up to date")
+    p = add("kafka", cmd_kafka, "Operate the embedded Kafka broker and the exchange topics.")
+    p.add_argument("action", choices=("start", "stop", "status", "topics", "reset"),
+                   help="start/stop/status the broker; topics: create or align the exchange topics; "
+                   "reset: delete the broker's data directory")
+    p.add_argument("--yes", action="store_true", help="confirm `reset`")
+    p = add("lake", cmd_lake, "Create or list K2's Iceberg namespaces and tables.")
+    p.add_argument("action", choices=("init", "tables"),
+                   help="init: create missing namespaces and tables; tables: list them")
+    add("settings", cmd_settings, "Show every K2_* setting with its value and meaning.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        configure_logging(settings)
+        return args.func(settings, args)
+    except K2Error as exc:
+        print(f"k2: error: {exc.cause}", file=sys.stderr)
+        if exc.fix:
+            print(f"k2: fix: {exc.fix}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""JVM prerequisites: Java and Maven on PATH, and K2's jars resolved from ``jvm/pom.xml``.
+
+Maven copies each module's runtime classpath into ``<jars_dir>/<module>/``. A stamp file records
+the inputs of the last successful resolution (POMs, pyspark version, profiles) and the jars it
+produced, so a repeated ``k2 jars`` with nothing changed returns in milliseconds without Maven.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from k2.errors import K2Error
+from k2.log import get_logger
+from k2.settings import PROJECT_ROOT, Settings
+
+log = get_logger(__name__)
+
+JVM_DIR = PROJECT_ROOT / "jvm"
+MODULES = ("kafka-broker", "spark-connectors")
+MIN_JAVA = 17
+_STAMP = ".k2-resolved.json"
+
+
+@dataclass(frozen=True)
+class JarSet:
+    kafka_broker: list[Path]
+    spark_connectors: list[Path]
+
+
+def java_major_version(java: str) -> int:
+    """Major version of the given java launcher, or a K2Error saying how to install one."""
+    exe = shutil.which(java)
+    if exe is None:
+        raise K2Error(f"Java launcher {java!r} not found on PATH",
+                      f"install JDK {MIN_JAVA} (e.g. `apt-get install openjdk-17-jdk-headless`) "
+                      "or point K2_JAVA at a java binary.")
+    out = subprocess.run([exe, "-version"], capture_output=True, text=True, check=False).stderr
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    if not match:
+        raise K2Error(f"could not read the Java version from `{exe} -version`: {out.strip()[:200]}",
+                      f"install JDK {MIN_JAVA} or point K2_JAVA at one.")
+    major = int(match.group(1))
+    return int(match.group(2)) if major == 1 and match.group(2) else major
+
+
+def require_java(settings: Settings) -> str:
+    major = java_major_version(settings.java)
+    if major < MIN_JAVA:
+        raise K2Error(f"Java {major} found, K2 needs Java {MIN_JAVA}+ (Kafka 4 and Spark 4 require it)",
+                      f"install JDK {MIN_JAVA} and put it first on PATH, or set K2_JAVA.")
+    return shutil.which(settings.java) or settings.java
+
+
+def pyspark_version() -> str:
+    versions = {name: _installed_version(name) for name in ("pyspark", "pyspark-client")}
+    if versions["pyspark"] is None:
+        raise K2Error("pyspark is not installed", "install K2 with `pip install -e .` into this Python.")
+    client = versions["pyspark-client"]
+    if client is not None and client != versions["pyspark"]:
+        raise K2Error(
+            f"pyspark {versions['pyspark']} and pyspark-client {client} differ; pyspark-client "
+            "overwrites pyspark's Python files, so a mismatch breaks Spark",
+            "reinstall with the versions pinned in pyproject.toml (`pip install -e .`).",
+        )
+    return versions["pyspark"]
+
+
+def _installed_version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def maven_profiles(settings: Settings) -> list[str]:
+    """Extra jars only the scale-out forms need: S3 file IO, PostgreSQL JDBC."""
+    profiles = []
+    if settings.warehouse.startswith(("s3://", "s3a://")):
+        profiles.append("s3")
+    if settings.catalog_uri.startswith("postgresql"):
+        profiles.append("postgresql")
+    return profiles
+
+
+def _inputs_digest(spark_version: str, profiles: list[str]) -> str:
+    h = hashlib.sha256()
+    for pom in [*sorted(JVM_DIR.glob("**/pom.xml")), JVM_DIR / "maven-settings.xml"]:
+        h.update(pom.read_bytes())
+    h.update(f"spark={spark_version};profiles={','.join(profiles)}".encode())
+    return h.hexdigest()
+
+
+def _read_stamp(jars_dir: Path) -> dict | None:
+    try:
+        return json.loads((jars_dir / _STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_jars(settings: Settings, *, force: bool = False) -> JarSet:
+    """Resolve the JVM artifacts with Maven unless the last resolution is still valid."""
+    spark_version = pyspark_version()
+    profiles = maven_profiles(settings)
+    digest = _inputs_digest(spark_version, profiles)
+    stamp = _read_stamp(settings.jars_dir)
+    if not force and stamp and stamp.get("digest") == digest:
+        jars = [settings.jars_dir / rel for rel in stamp["jars"]]
+        if all(j.is_file() for j in jars):
+            log.debug("jars.up_to_date", dir=str(settings.jars_dir), count=len(jars))
+            return _jar_set(settings.jars_dir)
+    require_java(settings)
+    mvn = shutil.which(settings.maven)
+    if mvn is None:
+        raise K2Error(f"Maven launcher {settings.maven!r} not found on PATH",
+                      "install Maven 3.8+ (e.g. `apt-get install maven`) or set K2_MAVEN.")
+    for module in MODULES:  # stale jars of an older resolution must not linger on a classpath
+        shutil.rmtree(settings.jars_dir / module, ignore_errors=True)
+    cmd = [mvn, "-B", "-ntp", "-f", str(JVM_DIR / "pom.xml"), "-gs", str(JVM_DIR / "maven-settings.xml"),
+           f"-Dspark.version={spark_version}", f"-Dk2.lib.dir={settings.jars_dir}", "package"]
+    if profiles:
+        cmd.insert(1, "-P" + ",".join(profiles))
+    log.info("jars.resolving", spark_version=spark_version, profiles=profiles, dir=str(settings.jars_dir),
+             note="first run downloads about 120 MB from Maven Central")
+    _run_maven(cmd)
+    jar_set = _jar_set(settings.jars_dir)
+    rel = [str(p.relative_to(settings.jars_dir)) for p in jar_set.kafka_broker + jar_set.spark_connectors]
+    (settings.jars_dir / _STAMP).write_text(json.dumps({"digest": digest, "jars": rel}, indent=1))
+    log.info("jars.resolved", kafka_broker=len(jar_set.kafka_broker),
+             spark_connectors=len(jar_set.spark_connectors))
+    return jar_set
+
+
+def _run_maven(cmd: list[str]) -> None:
+    """Run Maven, streaming its progress lines; on failure show the error lines."""
+    tail: list[str] = []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            tail = [*tail[-40:], line]
+            if re.search(r"Building |Copying |BUILD ", line):
+                print(f"  mvn: {line.removeprefix('[INFO] ')}", file=sys.stderr, flush=True)
+    if proc.returncode != 0:
+        errors = "\n".join(ln for ln in tail if "[ERROR]" in ln)[:3000] or "\n".join(tail[-15:])
+        raise K2Error(f"Maven could not resolve K2's JVM artifacts:\n{errors}",
+                      "check network access to Maven Central (or your mirror in ~/.m2/settings.xml) "
+                      "and re-run `k2 jars`.")
+
+
+def _jar_set(jars_dir: Path) -> JarSet:
+    return JarSet(
+        kafka_broker=sorted((jars_dir / "kafka-broker").glob("*.jar")),
+        spark_connectors=sorted((jars_dir / "spark-connectors").glob("*.jar")),
+    )
+
+
+def installed_jars(settings: Settings) -> JarSet:
+    """The resolved jars, or a K2Error telling to run ``k2 jars`` (never resolves by itself)."""
+    jar_set = _jar_set(settings.jars_dir)
+    if not jar_set.kafka_broker or not jar_set.spark_connectors:
+        raise K2Error(f"K2's JVM artifacts are missing from {settings.jars_dir}",
+                      "run `k2 jars` (needs Maven and network access to Maven Central).")
+    return jar_set

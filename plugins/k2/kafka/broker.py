@@ -1,0 +1,338 @@
+"""Lifecycle of K2's embedded single-node Apache Kafka broker (KRaft, no ZooKeeper).
+
+The broker runs from the jars Maven fetched (``java -cp jvm/lib/kafka-broker/* kafka.Kafka``) with
+its data under ``$K2_HOME/kafka/data`` and its logs under ``$K2_HOME/logs/kafka``. Two guards keep
+a second broker off the same data directory: the pid file, and Kafka's own lock on ``data/.lock``,
+which is probed before start so the refusal also holds when the pid file was lost.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from k2.errors import K2Error
+from k2.jvm import installed_jars, require_java
+from k2.log import get_logger
+from k2.settings import Settings
+
+log = get_logger(__name__)
+
+NODE_ID = 1
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    running: bool
+    pid: int | None
+    bootstrap_servers: str
+    data_dir: Path
+    log_file: Path
+
+
+class LocalKafkaBroker:
+    """Start, stop and inspect the embedded broker described by ``settings``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir = settings.kafka_dir / "data"
+        self.config_file = settings.kafka_dir / "server.properties"
+        self.log4j_file = settings.kafka_dir / "log4j2.properties"
+        self.log_dir = settings.logs_dir / "kafka"
+        self.pid_file = settings.run_dir / "kafka.pid"
+
+    # --- inspection ------------------------------------------------------------------------------
+    def status(self) -> BrokerStatus:
+        pid = self._live_pid()
+        return BrokerStatus(pid is not None, pid, self.settings.kafka_bootstrap_servers, self.data_dir,
+                            self.log_dir / "server.log")
+
+    def _live_pid(self) -> int | None:
+        """The broker's pid if the pid file names a live broker process on our config."""
+        try:
+            pid = int(json.loads(self.pid_file.read_text())["pid"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise K2Error(f"cannot read the broker pid file {self.pid_file}: {exc}",
+                          "check its permissions; if no broker runs, remove that file.") from exc
+        return pid if _is_broker_process(pid, self.config_file) else None
+
+    def data_dir_locked(self) -> bool:
+        """True while some broker process holds Kafka's lock on the data directory."""
+        lock = self.data_dir / ".lock"
+        if not lock.exists():
+            return False
+        with lock.open("a") as fh:
+            try:
+                fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.lockf(fh, fcntl.LOCK_UN)
+        return False
+
+    # --- start -----------------------------------------------------------------------------------
+    def start(self) -> BrokerStatus:
+        """Format on first use, launch, and wait until the broker answers clients."""
+        if not self.settings.kafka_embedded:
+            raise K2Error("K2_KAFKA_EMBEDDED is false: K2 uses the cluster at "
+                          f"{self.settings.kafka_bootstrap_servers} and starts no broker",
+                          "unset K2_KAFKA_EMBEDDED to run the embedded broker.")
+        pid = self._live_pid()
+        if pid is not None:
+            raise K2Error(f"a K2 broker already runs on {self.data_dir} (pid {pid})",
+                          "use it, or stop it first with `k2 kafka stop`.")
+        if self.data_dir_locked():
+            raise K2Error(f"another Kafka broker holds the lock on {self.data_dir}",
+                          "stop that broker (see `ps aux | grep kafka.Kafka`) before starting this one.")
+        java = require_java(self.settings)
+        jars = installed_jars(self.settings).kafka_broker
+        for port in (self.settings.kafka_port, self.settings.kafka_controller_port):
+            _require_free_port(self.settings.kafka_host, port)
+        self._prepare_dirs()
+        self._write_config()
+        if not (self.data_dir / "meta.properties").exists():
+            self._format(java, jars)
+        else:
+            self._check_formatted()
+
+        cmd = [java, f"-Xmx{self.settings.kafka_heap}", f"-Xms{self.settings.kafka_heap}",
+               "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+               f"-Dlog4j2.configurationFile={self.log4j_file}", f"-Dkafka.logs.dir={self.log_dir}",
+               "-cp", os.pathsep.join(str(j) for j in jars), "kafka.Kafka", str(self.config_file)]
+        stdout = (self.log_dir / "stdout.log").open("ab")
+        proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        stdout.close()
+        self.pid_file.write_text(json.dumps({"pid": proc.pid, "data_dir": str(self.data_dir),
+                                             "bootstrap": self.settings.kafka_bootstrap_servers,
+                                             "started_at": time.time()}))
+        log.info("broker.starting", pid=proc.pid, bootstrap=self.settings.kafka_bootstrap_servers,
+                 data_dir=str(self.data_dir))
+        self._wait_ready(proc)
+        log.info("broker.ready", pid=proc.pid, bootstrap=self.settings.kafka_bootstrap_servers)
+        return self.status()
+
+    def ensure_running(self) -> BrokerStatus:
+        """Idempotent start, for ``k2 up``."""
+        status = self.status()
+        return status if status.running else self.start()
+
+    def _prepare_dirs(self) -> None:
+        for directory in (self.settings.kafka_dir, self.log_dir, self.settings.run_dir):
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise K2Error(f"cannot create {directory}: {exc.strerror}",
+                              "make K2_HOME writable for this user, or point K2_HOME elsewhere.") from exc
+        if self.data_dir.exists() and not os.access(self.data_dir, os.R_OK | os.W_OK | os.X_OK):
+            raise K2Error(f"the broker data directory {self.data_dir} is not readable and writable",
+                          f"fix its permissions (e.g. `chown -R $USER {self.data_dir}`).")
+
+    def _write_config(self) -> None:
+        s = self.settings
+        host = s.kafka_host
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": NODE_ID,
+            "controller.quorum.voters": f"{NODE_ID}@{host}:{s.kafka_controller_port}",
+            "listeners": f"PLAINTEXT://{host}:{s.kafka_port},CONTROLLER://{host}:{s.kafka_controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{host}:{s.kafka_port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": self.data_dir,
+            # topics are created explicitly from K2's settings, so a typo never makes a new topic
+            "auto.create.topics.enable": "false",
+            "num.partitions": s.topic_partitions,
+            "offsets.topic.replication.factor": 1,
+            "offsets.topic.num.partitions": 5,
+            "transaction.state.log.replication.factor": 1,
+            "transaction.state.log.min.isr": 1,
+            "share.coordinator.state.topic.replication.factor": 1,
+            "share.coordinator.state.topic.min.isr": 1,
+            "group.initial.rebalance.delay.ms": 0,
+        }
+        self.config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        self.log4j_file.write_text(_LOG4J2.format(log_dir=self.log_dir))
+
+    def _format(self, java: str, jars: list[Path]) -> None:
+        if self.data_dir.exists() and any(self.data_dir.iterdir()):
+            raise K2Error(
+                f"{self.data_dir} holds files but no meta.properties: an interrupted format or "
+                "a directory that is not a Kafka data directory",
+                f"move it aside, or delete it with `k2 kafka reset` (which removes {self.data_dir}).")
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cmd = [java, f"-Dlog4j2.configurationFile={self.log4j_file}", f"-Dkafka.logs.dir={self.log_dir}",
+               "-cp", os.pathsep.join(str(j) for j in jars), "kafka.tools.StorageTool", "format",
+               "-t", cluster_id, "-c", str(self.config_file)]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise K2Error(f"formatting the broker storage in {self.data_dir} failed:\n"
+                          f"{(result.stderr or result.stdout).strip()[-2000:]}",
+                          "fix the cause above; `k2 kafka reset` removes a half-formatted directory.")
+        log.info("broker.formatted", data_dir=str(self.data_dir), cluster_id=cluster_id)
+
+    def _check_formatted(self) -> None:
+        meta = self.data_dir / "meta.properties"
+        try:
+            text = meta.read_text()
+        except OSError as exc:
+            raise K2Error(f"cannot read {meta}: {exc.strerror}",
+                          "fix its permissions; `k2 kafka reset` starts over with empty storage.") from exc
+        entries = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+        if entries.get("node.id") != str(NODE_ID) or "cluster.id" not in entries:
+            raise K2Error(f"{meta} does not describe K2's node {NODE_ID}: {entries}",
+                          "point K2_HOME at K2's own state, or `k2 kafka reset` to start over.")
+
+    def _wait_ready(self, proc: subprocess.Popen) -> None:
+        deadline = time.monotonic() + self.settings.kafka_start_timeout_s
+        next_note = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                self.pid_file.unlink(missing_ok=True)
+                raise K2Error(f"the Kafka broker exited with code {proc.returncode} during start-up:\n"
+                              f"{self._log_tail()}",
+                              f"see {self.log_dir / 'server.log'}; fix the cause and start again.")
+            if broker_reachable(self.settings.kafka_bootstrap_servers, timeout=1.0):
+                return
+            if time.monotonic() > next_note:
+                log.info("broker.waiting", pid=proc.pid, log=str(self.log_dir / "server.log"))
+                next_note = time.monotonic() + 10
+            time.sleep(0.2)
+        self._terminate(proc.pid)
+        raise K2Error(f"the Kafka broker did not accept clients within {self.settings.kafka_start_timeout_s}s"
+                      f"; it was stopped. Last log lines:\n{self._log_tail()}",
+                      "raise K2_KAFKA_START_TIMEOUT_S on a slow machine, or see the broker log.")
+
+    def _log_tail(self, lines: int = 20) -> str:
+        parts = []
+        for name in ("server.log", "stdout.log"):
+            path = self.log_dir / name
+            if path.exists():
+                parts += path.read_text(errors="replace").splitlines()[-lines:]
+        return "\n".join(parts[-lines:]) or "(no log output)"
+
+    # --- stop ------------------------------------------------------------------------------------
+    def stop(self) -> bool:
+        """Stop the broker: SIGTERM, then SIGKILL after the grace period. False if none ran."""
+        pid = self._live_pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        self._terminate(pid)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def _terminate(self, pid: int) -> None:
+        log.info("broker.stopping", pid=pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if _wait_gone(pid, self.settings.kafka_stop_timeout_s):
+            log.info("broker.stopped", pid=pid)
+            return
+        log.warning("broker.kill", pid=pid, reason=f"still alive {self.settings.kafka_stop_timeout_s}s after "
+                    "SIGTERM")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid, 10)
+
+
+def broker_reachable(bootstrap_servers: str, timeout: float = 2.0) -> bool:
+    """True if a broker answers a metadata request within ``timeout`` seconds."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 0,
+                         "socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000))})
+    try:
+        return bool(admin.list_topics(timeout=timeout).brokers)
+    except Exception:
+        return False
+
+
+def _is_broker_process(pid: int, config_file: Path) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        cmdline = proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return "kafka.Kafka" in cmdline and str(config_file) in cmdline
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)  # reap our own child so the pid goes away
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _require_free_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise K2Error(f"port {host}:{port} is already in use by another process",
+                              f"stop that process (`ss -ltnp | grep :{port}`) or choose other ports "
+                              "with K2_KAFKA_PORT / K2_KAFKA_CONTROLLER_PORT.") from exc
+            raise K2Error(f"cannot bind {host}:{port}: {exc.strerror}",
+                          "set K2_KAFKA_HOST to an address of this machine (default 127.0.0.1).") from exc
+
+
+_LOG4J2 = """\
+# Written by K2 at each broker start.
+status = warn
+appender.file.type = RollingFile
+appender.file.name = file
+appender.file.fileName = {log_dir}/server.log
+appender.file.filePattern = {log_dir}/server.log.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d{{ISO8601}}] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 50MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 5
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.state.name = state.change.logger
+logger.state.level = WARN
+"""
+
+
+def reset_storage(settings: Settings) -> Path:
+    """Delete the broker's data directory (``k2 kafka reset``). Refuses while a broker runs."""
+    broker = LocalKafkaBroker(settings)
+    if broker.status().running or broker.data_dir_locked():
+        raise K2Error(f"a broker is running on {broker.data_dir}", "stop it first with `k2 kafka stop`.")
+    if broker.data_dir.exists():
+        shutil.rmtree(broker.data_dir)
+    log.warning("broker.storage_deleted", data_dir=str(broker.data_dir))
+    return broker.data_dir

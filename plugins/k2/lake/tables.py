@@ -1,0 +1,247 @@
+"""Every K2 table, defined once: schema, partitioning, properties.
+
+Tables are created through pyiceberg (no JVM needed) and written by Spark, which resolves them by
+name in the same catalog. Namespaces follow the layers: ``bronze``, ``silver``, ``gold`` (and
+``ops`` for operations data).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.transforms import DayTransform, IdentityTransform, MonthTransform, Transform, YearTransform
+from pyiceberg.types import (
+    BinaryType,
+    DecimalType,
+    IcebergType,
+    IntegerType,
+    ListType,
+    LongType,
+    NestedField,
+    StringType,
+    StructType,
+    TimestamptzType,
+)
+
+from k2.errors import K2Error
+from k2.log import get_logger
+from k2.settings import Settings
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+
+log = get_logger(__name__)
+
+# Prices and sizes are exact decimals end to end. 18 fractional digits hold the product of two
+# 8-decimal exchange values (quote amount) without rounding.
+MONEY = DecimalType(38, 18)
+
+TABLE_PROPERTIES = {
+    "format-version": "2",
+    "write.parquet.compression-codec": "zstd",
+    # the streams, batch jobs and maintenance commit concurrently: retry instead of failing
+    "commit.retry.num-retries": "20",
+    "commit.retry.min-wait-ms": "100",
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "100",
+}
+
+GOLD_INTERVALS: dict[str, type[Transform]] = {"1m": DayTransform, "5m": DayTransform,
+                                               "1h": MonthTransform, "1d": YearTransform}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: IcebergType
+    required: bool = False
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    namespace: str
+    name: str
+    columns: tuple[Column, ...]
+    partitioning: tuple[tuple[str, type[Transform]], ...] = ()
+    identifier_columns: tuple[str, ...] = ()
+    doc: str = ""
+    properties: dict[str, str] = field(default_factory=lambda: dict(TABLE_PROPERTIES))
+
+    @property
+    def identifier(self) -> str:
+        return f"{self.namespace}.{self.name}"
+
+    def schema(self) -> Schema:
+        ids = iter(range(1, 10_000))
+        nested = []
+        for col in self.columns:
+            field_id = next(ids)
+            nested.append(NestedField(field_id, col.name, _renumber(col.type, ids), col.required, col.doc))
+        by_name = {f.name: f.field_id for f in nested}
+        return Schema(*nested, identifier_field_ids=[by_name[c] for c in self.identifier_columns])
+
+    def partition_spec(self, schema: Schema) -> PartitionSpec:
+        parts = []
+        for i, (column, transform) in enumerate(self.partitioning):
+            source = schema.find_field(column).field_id
+            suffix = "" if transform is IdentityTransform else "_" + transform.__name__.removesuffix(
+                "Transform").lower()
+            parts.append(PartitionField(source, 1000 + i, transform(), f"{column}{suffix}"))
+        return PartitionSpec(*parts)
+
+
+def _renumber(kind: IcebergType, ids) -> IcebergType:
+    """Fresh field ids for nested types (pyiceberg reassigns them again on create)."""
+    if isinstance(kind, ListType):
+        return ListType(next(ids), _renumber(kind.element_type, ids), kind.element_required)
+    if isinstance(kind, StructType):
+        return StructType(*[NestedField(next(ids), f.name, _renumber(f.field_type, ids), f.required, f.doc)
+                            for f in kind.fields])
+    return kind
+
+
+KAFKA_COORDINATES = (
+    Column("kafka_topic", StringType(), True, "Source topic"),
+    Column("kafka_partition", IntegerType(), True, "Source partition"),
+    Column("kafka_offset", LongType(), True, "Offset in the source partition"),
+    Column("kafka_timestamp", TimestamptzType(), True, "Kafka record timestamp (broker append time)"),
+)
+
+
+def bronze_table(exchange: str) -> TableSpec:
+    """Raw Kafka records of one exchange, exactly as published, plus where and when they came from."""
+    return TableSpec(
+        "bronze", f"{exchange}_trades",
+        (*KAFKA_COORDINATES,
+         Column("kafka_timestamp_type", IntegerType(), False, "0 = create time, 1 = log append time"),
+         Column("key", BinaryType(), False, "Record key (the exchange symbol)"),
+         Column("value", BinaryType(), False, "Raw exchange payload, unparsed"),
+         Column("headers", ListType(0, StructType(NestedField(0, "key", StringType(), False),
+                                                  NestedField(0, "value", BinaryType(), False)), False),
+                False, "Record headers in order (exchange, format version, received-at)"),
+         Column("ingested_at", TimestamptzType(), True, "When the Bronze stream wrote the record")),
+        partitioning=(("kafka_timestamp", DayTransform),),
+        identifier_columns=("kafka_topic", "kafka_partition", "kafka_offset"),
+        doc=f"Bronze: raw {exchange} trade messages from Kafka, one row per record",
+    )
+
+
+SILVER_TRADES = TableSpec(
+    "silver", "trades",
+    (Column("exchange", StringType(), True),
+     Column("symbol", StringType(), True, "Normalised symbol, BASE-QUOTE (e.g. BTC-USDT)"),
+     Column("exchange_symbol", StringType(), True, "Symbol as the exchange spells it"),
+     Column("trade_id", StringType(), True, "Exchange trade id (unique per exchange and symbol)"),
+     Column("event_time", TimestamptzType(), True, "Trade time at the exchange, UTC, microseconds"),
+     Column("price", MONEY, True),
+     Column("quantity", MONEY, True, "Base-asset quantity"),
+     Column("quote_amount", MONEY, True, "price * quantity"),
+     Column("taker_side", StringType(), True, "buy or sell: the side of the aggressor"),
+     *KAFKA_COORDINATES,
+     Column("bronze_ingested_at", TimestamptzType(), True),
+     Column("processed_at", TimestamptzType(), True, "When the Silver job wrote the row")),
+    partitioning=(("exchange", IdentityTransform), ("event_time", DayTransform)),
+    identifier_columns=("exchange", "symbol", "trade_id"),
+    doc="Silver: unified, typed, de-duplicated trades of all exchanges",
+)
+
+DEAD_LETTER = TableSpec(
+    "silver", "dead_letter",
+    (Column("exchange", StringType(), True),
+     *KAFKA_COORDINATES,
+     Column("item_index", IntegerType(), True, "Index of the trade in a batch message; -1: whole message"),
+     Column("reason", StringType(), True, "Machine-readable reason code"),
+     Column("detail", StringType(), False, "Human-readable explanation"),
+     Column("raw_value", BinaryType(), False, "The raw payload as Bronze holds it"),
+     Column("bronze_ingested_at", TimestamptzType(), True),
+     Column("detected_at", TimestamptzType(), True)),
+    partitioning=(("exchange", IdentityTransform), ("kafka_timestamp", DayTransform)),
+    identifier_columns=("kafka_topic", "kafka_partition", "kafka_offset", "item_index"),
+    doc="Silver dead letters: Bronze records or trades that could not become Silver trades, with why",
+)
+
+
+def gold_table(interval: str) -> TableSpec:
+    if interval not in GOLD_INTERVALS:
+        raise K2Error(f"unknown OHLCV interval {interval!r}", f"use one of {', '.join(GOLD_INTERVALS)}.")
+    return TableSpec(
+        "gold", f"ohlcv_{interval}",
+        (Column("exchange", StringType(), True),
+         Column("symbol", StringType(), True),
+         Column("bar_start", TimestamptzType(), True, "Inclusive start of the bar, UTC"),
+         Column("bar_end", TimestamptzType(), True, "Exclusive end of the bar, UTC"),
+         Column("open", MONEY, True, "Price of the first trade (event time, then trade id)"),
+         Column("high", MONEY, True),
+         Column("low", MONEY, True),
+         Column("close", MONEY, True, "Price of the last trade (event time, then trade id)"),
+         Column("volume_base", MONEY, True),
+         Column("volume_quote", MONEY, True),
+         Column("vwap", MONEY, True, "volume_quote / volume_base"),
+         Column("trade_count", LongType(), True),
+         Column("taker_buy_base", MONEY, True),
+         Column("taker_sell_base", MONEY, True),
+         Column("computed_at", TimestamptzType(), True)),
+        partitioning=(("exchange", IdentityTransform), ("bar_start", GOLD_INTERVALS[interval])),
+        identifier_columns=("exchange", "symbol", "bar_start"),
+        doc=f"Gold: {interval} OHLCV bars per exchange and symbol",
+    )
+
+
+def all_tables(settings: Settings) -> list[TableSpec]:
+    return [*(bronze_table(ex) for ex in settings.exchanges), SILVER_TRADES, DEAD_LETTER,
+            *(gold_table(i) for i in GOLD_INTERVALS)]
+
+
+def ensure_tables(catalog: Catalog, specs: list[TableSpec]) -> dict[str, str]:
+    """Create missing namespaces and tables; add columns a newer spec declares. name -> action."""
+    from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
+
+    actions: dict[str, str] = {}
+    for namespace in sorted({s.namespace for s in specs}):
+        with contextlib.suppress(NamespaceAlreadyExistsError):
+            catalog.create_namespace(namespace)
+    for spec in specs:
+        schema = spec.schema()
+        try:
+            table = catalog.load_table(spec.identifier)
+        except NoSuchTableError:
+            props = {**spec.properties, "comment": spec.doc}
+            catalog.create_table(spec.identifier, schema, partition_spec=spec.partition_spec(schema),
+                                 properties=props)
+            actions[spec.identifier] = "created"
+        else:
+            actions[spec.identifier] = _evolve(table, spec, schema)
+        log.info("table.ensured", table=spec.identifier, action=actions[spec.identifier])
+    return actions
+
+
+def _same_type(a: IcebergType, b: IcebergType) -> bool:
+    """Type equality ignoring nested field ids, which each catalog assigns on its own."""
+    if isinstance(a, ListType) and isinstance(b, ListType):
+        return _same_type(a.element_type, b.element_type)
+    if isinstance(a, StructType) and isinstance(b, StructType):
+        return [f.name for f in a.fields] == [f.name for f in b.fields] and all(
+            _same_type(x.field_type, y.field_type) for x, y in zip(a.fields, b.fields, strict=True))
+    return a == b
+
+
+def _evolve(table, spec: TableSpec, schema: Schema) -> str:
+    have = {f.name: f for f in table.schema().fields}
+    for wanted in schema.fields:
+        current = have.get(wanted.name)
+        if current is not None and not _same_type(current.field_type, wanted.field_type):
+            raise K2Error(
+                f"{spec.identifier}.{wanted.name} is {current.field_type} in the catalog but "
+                f"{wanted.field_type} in K2's table definition",
+                "migrate the table (Iceberg allows only widening type changes) or restore the definition.")
+    missing = [f.name for f in schema.fields if f.name not in have]
+    if not missing:
+        return "exists"
+    with table.update_schema() as update:
+        update.union_by_name(schema)
+    return "evolved: added " + ", ".join(missing)

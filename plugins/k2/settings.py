@@ -1,0 +1,269 @@
+"""K2's one settings module: embedded defaults, overridden by ``K2_*`` environment variables.
+
+Every field of :class:`Settings` is one variable, ``K2_<FIELD NAME IN UPPER CASE>``. Values are
+parsed by the field's type and validated on load; an unknown ``K2_*`` variable is an error, so a
+typo never silently falls back to a default. Defaults describe the embedded single-machine stack;
+the same fields point K2 at a Kafka cluster, a Spark cluster, a PostgreSQL or REST catalog and S3.
+
+Per-exchange options are ``K2_<EXCHANGE>_<OPTION>`` (e.g. ``K2_BINANCE_SYMBOLS``), so adding an
+exchange needs no change here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from k2.errors import K2Error
+
+ENV_PREFIX = "K2_"
+PER_EXCHANGE_OPTIONS = ("SYMBOLS", "WS_URL")
+
+
+def _project_root() -> Path:
+    """The checkout K2 runs from (editable install), else the working directory."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() else Path.cwd()
+
+
+PROJECT_ROOT = _project_root()
+
+
+def setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- state and logging -------------------------------------------------------------------
+    home: Path = setting(PROJECT_ROOT / ".k2", "State directory: Kafka data, lake, checkpoints, pids, logs.")
+    log_level: str = setting("INFO", "Log level of K2's own loggers: DEBUG, INFO, WARNING, ERROR.")
+    log_format: str = setting("console", "Log rendering: console (human), logfmt or json (for collectors).")
+    exchanges: tuple[str, ...] = setting(("binance", "kraken"), "Exchanges to run, comma-separated.")
+
+    # --- JVM -------------------------------------------------------------------------------------
+    jars_dir: Path = setting(PROJECT_ROOT / "jvm" / "lib", "Where Maven copies the JVM artifacts.")
+    java: str = setting("java", "Java 17+ launcher used for the Kafka broker (and by Spark via PATH).")
+    maven: str = setting("mvn", "Maven launcher used to fetch the JVM artifacts.")
+
+    # --- Kafka -----------------------------------------------------------------------------------
+    kafka_embedded: bool = setting(True, "Run K2's own single-node KRaft broker; false to use a cluster.")
+    kafka_bootstrap_servers: str = setting("", "Bootstrap servers; default is the embedded broker.")
+    kafka_host: str = setting("127.0.0.1", "Address the embedded broker binds to (loopback by default).")
+    kafka_port: int = setting(9092, "Client port of the embedded broker.")
+    kafka_controller_port: int = setting(9093, "KRaft controller port of the embedded broker.")
+    kafka_heap: str = setting("512m", "JVM heap (-Xmx) of the embedded broker.")
+    kafka_start_timeout_s: float = setting(60.0, "How long to wait for the broker to accept clients.")
+    kafka_stop_timeout_s: float = setting(30.0, "Grace period after SIGTERM before the broker is killed.")
+    topic_template: str = setting("market.crypto.trades.{exchange}.raw", "Topic name per exchange.")
+    topic_partitions: int = setting(3, "Partitions per exchange topic (raised, never lowered).")
+    topic_replication_factor: int = setting(1, "Replication factor of new topics (3 on a cluster).")
+    topic_retention_ms: int = setting(7 * 24 * 3600 * 1000, "Topic retention; Bronze replays from it.")
+    topic_compression: str = setting("lz4", "Topic compression.type: none, gzip, snappy, lz4, zstd.")
+
+    # --- Iceberg catalog and storage ------------------------------------------------------------
+    catalog_name: str = setting("k2", "Iceberg catalog name, the same in Spark and pyiceberg.")
+    catalog_type: str = setting("sql", "sql (JDBC: SQLite or PostgreSQL) or rest.")
+    catalog_uri: str = setting("", "SQLAlchemy URL (sql) or REST endpoint; default SQLite in the lake dir.")
+    catalog_credential: str = setting("", "REST catalog OAuth2 credential (client_id:secret).")
+    warehouse: str = setting("", "Warehouse location: file:// path (default in the lake dir) or s3://.")
+    s3_endpoint: str = setting("", "S3-compatible endpoint URL (MinIO, Ceph, ...); empty for AWS.")
+    s3_region: str = setting("us-east-1", "S3 region.")
+    s3_access_key_id: str = setting("", "S3 access key id; empty uses the default AWS credential chain.")
+    s3_secret_access_key: str = setting("", "S3 secret access key.")
+    s3_path_style_access: bool = setting(True, "Path-style S3 URLs (needed by MinIO).")
+
+    # --- Spark -----------------------------------------------------------------------------------
+    spark_master: str = setting("", "Spark master URL; default local[<cores>].")
+    spark_driver_memory: str = setting("2g", "Driver memory (in local mode, all of Spark's memory).")
+    spark_shuffle_partitions: int = setting(0, "spark.sql.shuffle.partitions; 0 means the core count.")
+    spark_ui_enabled: bool = setting(True, "Serve the Spark UI (on 127.0.0.1 in local mode).")
+    spark_log_level: str = setting("WARN", "Spark's own log level.")
+
+    # values resolved from others in __post_init__, so every consumer sees concrete values
+    _derived: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        derived: set[str] = set()
+
+        def derive(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+            derived.add(name)
+
+        object.__setattr__(self, "home", Path(self.home).expanduser().resolve())
+        object.__setattr__(self, "jars_dir", Path(self.jars_dir).expanduser().resolve())
+        if not self.kafka_bootstrap_servers:
+            derive("kafka_bootstrap_servers", f"{self.kafka_host}:{self.kafka_port}")
+        if not self.catalog_uri and self.catalog_type == "sql":
+            derive("catalog_uri", f"sqlite:///{self.lake_dir / 'catalog.db'}")
+        if not self.warehouse:
+            derive("warehouse", (self.lake_dir / "warehouse").as_uri())
+        if not self.spark_master:
+            derive("spark_master", f"local[{os.cpu_count() or 1}]")
+        if self.spark_shuffle_partitions == 0:
+            derive("spark_shuffle_partitions", os.cpu_count() or 1)
+        object.__setattr__(self, "_derived", frozenset(derived))
+        self._validate()
+
+    # --- state directory layout ----------------------------------------------------------------
+    @property
+    def kafka_dir(self) -> Path:
+        return self.home / "kafka"
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.home / "lake"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.home / "checkpoints"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    def topic_for(self, exchange: str) -> str:
+        return self.topic_template.format(exchange=exchange)
+
+    def exchange_option(self, exchange: str, option: str, environ: Mapping[str, str] | None = None) -> str:
+        """``K2_<EXCHANGE>_<OPTION>`` or "" when unset; exchanges bring their own defaults."""
+        env = os.environ if environ is None else environ
+        return env.get(f"{ENV_PREFIX}{exchange.upper()}_{option.upper()}", "")
+
+    # --- loading ---------------------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        known = {env_name(f.name): f for f in _public_fields()}
+        values: dict[str, Any] = {}
+        for key, raw in env.items():
+            if not key.startswith(ENV_PREFIX):
+                continue
+            if key in known:
+                values[known[key].name] = _parse(known[key], raw)
+            elif not _is_exchange_option(key):
+                close = difflib.get_close_matches(key, list(known), n=1)
+                hint = f"did you mean {close[0]}? " if close else ""
+                raise K2Error(
+                    f"unknown setting {key}",
+                    f"{hint}unset it, or pick one of the settings listed by `k2 settings`.",
+                )
+        values.update(overrides)
+        return cls(**values)
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields changed; derived values are derived again."""
+        base = {f.name: getattr(self, f.name) for f in _public_fields() if f.name not in self._derived}
+        return Settings(**{**base, **changes})
+
+    def describe(self) -> list[tuple[str, str, str, str]]:
+        """(variable, value, source, help) for every setting; secrets are masked."""
+        rows = []
+        for f in _public_fields():
+            value = getattr(self, f.name)
+            shown = ",".join(value) if isinstance(value, tuple) else str(value)
+            if "secret" in f.name or "credential" in f.name:
+                shown = "****" if shown else ""
+            source = "derived" if f.name in self._derived else (
+                "env" if env_name(f.name) in os.environ else "default")
+            rows.append((env_name(f.name), shown, source, f.metadata["help"]))
+        return rows
+
+    def _validate(self) -> None:
+        for name in ("kafka_port", "kafka_controller_port"):
+            port = getattr(self, name)
+            if not 0 < port < 65536:
+                raise K2Error(f"{env_name(name)}={port} is not a TCP port", "use a port in 1..65535.")
+        if self.kafka_port == self.kafka_controller_port:
+            raise K2Error(
+                f"K2_KAFKA_PORT and K2_KAFKA_CONTROLLER_PORT are both {self.kafka_port}",
+                "give the controller its own port.",
+            )
+        for name in ("topic_partitions", "topic_replication_factor", "topic_retention_ms",
+                     "spark_shuffle_partitions", "kafka_start_timeout_s", "kafka_stop_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise K2Error(f"{env_name(name)} must be positive, got {getattr(self, name)}",
+                              "set a positive number or unset it for the default.")
+        _check_choice("log_format", self.log_format, ("console", "logfmt", "json"))
+        _check_choice("log_level", self.log_level.upper(), ("DEBUG", "INFO", "WARNING", "ERROR"))
+        _check_choice("catalog_type", self.catalog_type, ("sql", "rest"))
+        _check_choice("topic_compression", self.topic_compression,
+                      ("producer", "none", "gzip", "snappy", "lz4", "zstd"))
+        if self.catalog_type == "rest" and not self.catalog_uri:
+            raise K2Error("K2_CATALOG_TYPE=rest needs K2_CATALOG_URI", "set it to the REST catalog URL.")
+        if not self.exchanges:
+            raise K2Error("K2_EXCHANGES is empty", "name at least one exchange, e.g. binance,kraken.")
+        for exchange in self.exchanges:
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", exchange):
+                raise K2Error(f"K2_EXCHANGES holds {exchange!r}, not a lower-case identifier",
+                              "use names like binance,kraken.")
+        if "{exchange}" not in self.topic_template:
+            raise K2Error("K2_TOPIC_TEMPLATE has no {exchange} placeholder",
+                          "keep one topic per exchange, e.g. market.crypto.trades.{exchange}.raw.")
+        if not self.warehouse.startswith(("file:/", "s3://", "s3a://")):
+            raise K2Error(f"K2_WAREHOUSE={self.warehouse} is neither file:// nor s3://",
+                          "use an absolute file:// URI or an s3:// location.")
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def _public_fields() -> list[Any]:
+    return [f for f in fields(Settings) if not f.name.startswith("_")]
+
+
+def _is_exchange_option(key: str) -> bool:
+    return any(key.endswith(f"_{opt}") and len(key) > len(ENV_PREFIX) + len(opt) + 1
+               for opt in PER_EXCHANGE_OPTIONS)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise K2Error(f"{env_name(name)}={value!r} is not one of {', '.join(choices)}",
+                      f"set {env_name(name)} to one of them.")
+
+
+_HINTS = typing.get_type_hints(Settings)
+
+
+def _parse(f: Any, raw: str) -> Any:
+    kind = _HINTS[f.name]
+    name = env_name(f.name)
+    try:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind is Path:
+            return Path(raw)
+        if typing.get_origin(kind) is tuple or isinstance(kind, types.GenericAlias):
+            return tuple(item.strip() for item in raw.split(",") if item.strip())
+        return raw.strip()
+    except ValueError:
+        type_name = getattr(kind, "__name__", str(kind))
+        raise K2Error(f"{name}={raw!r} is not a valid {type_name}",
+                      f"fix the value of {name} or unset it for the default.") from None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the process environment (the one entry point for K2 code)."""
+    return Settings.from_env(**overrides)

@@ -1,0 +1,1 @@
+"""Spark entry points (one per job) on top of pure DataFrame -> DataFrame transforms."""

@@ -1,0 +1,62 @@
+"""Session-wide real services for the integration tests: K2's jars, a Kafka broker started from
+them on free loopback ports, a fresh Iceberg catalog and warehouse, and one local SparkSession.
+Everything lives in a temporary K2_HOME, so tests never touch a developer's own .k2/ state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from k2.settings import Settings
+from tests.helpers import free_port
+
+
+def make_settings(home: Path, **overrides) -> Settings:
+    """Settings isolated from the caller's K2_* environment, on free ports."""
+    values = dict(home=home, kafka_port=free_port(), kafka_controller_port=free_port(),
+                  spark_ui_enabled=False, spark_driver_memory="1g", topic_partitions=2)
+    values.update(overrides)
+    return Settings.from_env({}, **values)
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return make_settings(tmp_path_factory.mktemp("k2home"))
+
+
+@pytest.fixture(scope="session")
+def jars(settings: Settings):
+    from k2.jvm import ensure_jars
+
+    return ensure_jars(settings)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(settings: Settings, jars) -> Iterator:
+    from k2.kafka.broker import LocalKafkaBroker
+
+    broker = LocalKafkaBroker(settings)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def catalog(settings: Settings):
+    from k2.lake.catalog import load_catalog
+    from k2.lake.tables import all_tables, ensure_tables
+
+    cat = load_catalog(settings)
+    ensure_tables(cat, all_tables(settings))
+    return cat
+
+
+@pytest.fixture(scope="session")
+def spark(settings: Settings, jars, catalog) -> Iterator:
+    from k2.spark import build_spark_session
+
+    session = build_spark_session(settings, "k2-tests")
+    yield session
+    session.stop()

@@ -1,0 +1,66 @@
+"""The `k2` command as a user runs it: a separate process configured only by K2_* variables."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def run_k2(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
+    return subprocess.run([sys.executable, "-m", "k2.cli", *args], env={**base, **env}, text=True,
+                          capture_output=True, timeout=timeout, check=False)
+
+
+def test_up_status_down(tmp_path: Path, jars) -> None:
+    env = {"K2_HOME": str(tmp_path / "home"), "K2_KAFKA_PORT": str(free_port()),
+           "K2_KAFKA_CONTROLLER_PORT": str(free_port()), "K2_LOG_FORMAT": "logfmt"}
+    up = run_k2("up", env=env)
+    try:
+        assert up.returncode == 0, up.stderr
+        lines = [line for line in up.stdout.splitlines() if line.strip()]
+        assert lines[0].split()[:4] == ["component", "state", "where", "details"]
+        table = {line.split()[0]: line for line in lines[2:]}
+        assert "running (pid" in table["kafka"]
+        assert "2/2 present" in table["topics"]
+        assert "8/8 tables" in up.stdout
+        assert "event=broker.ready" in up.stderr  # structured progress on stderr
+
+        again = run_k2("up", env=env)  # idempotent: same broker, nothing re-created
+        assert again.returncode == 0, again.stderr
+        assert "broker.starting" not in again.stderr
+        assert "action=created" not in again.stderr
+    finally:
+        down = run_k2("down", env=env)
+    assert down.returncode == 0 and "stopped" in down.stdout
+    status = run_k2("kafka", "status", env=env)
+    assert status.returncode == 3 and "stopped" in status.stdout
+    assert (tmp_path / "home" / "lake" / "catalog.db").is_file()  # down keeps the data
+
+
+def test_jars_is_a_fast_no_op_when_resolved(jars) -> None:
+    # Maven is made unreachable: an up-to-date resolution must not need it
+    started = time.monotonic()
+    result = run_k2("jars", env={"K2_MAVEN": "/nonexistent/mvn"})
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 10
+    assert "spark-connectors" in result.stdout
+
+
+def test_errors_name_cause_and_fix(tmp_path: Path) -> None:
+    result = run_k2("status", env={"K2_KAFKA_PROT": "9092"})
+    assert result.returncode == 2
+    assert "unknown setting K2_KAFKA_PROT" in result.stderr and "K2_KAFKA_PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    reset = run_k2("kafka", "reset", env={"K2_HOME": str(tmp_path)})
+    assert reset.returncode == 2 and "--yes" in reset.stderr
