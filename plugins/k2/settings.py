@@ -87,6 +87,20 @@ class Settings:
     spark_ui_enabled: bool = setting(True, "Serve the Spark UI (on 127.0.0.1 in local mode).")
     spark_log_level: str = setting("WARN", "Spark's own log level.")
 
+    # --- Bronze streams and their supervisor ---------------------------------------------------
+    bronze_trigger_interval_s: float = setting(1.0, "Micro-batch trigger interval of the Bronze streams.")
+    bronze_max_offsets_per_trigger: int = setting(200_000, "Cap on records per Bronze micro-batch.")
+    bronze_fail_on_data_loss: bool = setting(True, "Fail the stream when Kafka dropped unread records.")
+    stream_driver_memory: str = setting("1g", "Driver memory of each Bronze stream (local mode: all of it).")
+    stream_check_interval_s: float = setting(5.0, "How often the supervisor checks each stream.")
+    stream_stall_timeout_s: float = setting(60.0, "No completed batch for this long, with Kafka ahead: stalled.")
+    stream_start_timeout_s: float = setting(180.0, "Time a starting stream gets to complete its first batch.")
+    stream_backoff_base_s: float = setting(2.0, "First restart delay; doubles per consecutive failure.")
+    stream_backoff_max_s: float = setting(120.0, "Longest restart delay.")
+    stream_max_restarts_per_hour: int = setting(10, "Restarts in an hour after which the supervisor gives up.")
+    stream_lease_ttl_s: float = setting(180.0, "A stream stops itself when no supervisor renewed its lease "
+                                        "for this long (e.g. its DAG is paused).")
+
     # values resolved from others in __post_init__, so every consumer sees concrete values
     _derived: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
 
@@ -191,7 +205,10 @@ class Settings:
                 "give the controller its own port.",
             )
         for name in ("topic_partitions", "topic_replication_factor", "topic_retention_ms",
-                     "spark_shuffle_partitions", "kafka_start_timeout_s", "kafka_stop_timeout_s"):
+                     "spark_shuffle_partitions", "kafka_start_timeout_s", "kafka_stop_timeout_s",
+                     "bronze_trigger_interval_s", "bronze_max_offsets_per_trigger", "stream_check_interval_s",
+                     "stream_stall_timeout_s", "stream_start_timeout_s", "stream_backoff_base_s",
+                     "stream_backoff_max_s", "stream_max_restarts_per_hour", "stream_lease_ttl_s"):
             if getattr(self, name) <= 0:
                 raise K2Error(f"{env_name(name)} must be positive, got {getattr(self, name)}",
                               "set a positive number or unset it for the default.")

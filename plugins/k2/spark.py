@@ -36,7 +36,12 @@ def spark_conf(settings: Settings, app_name: str, *, ui: bool | None = None) -> 
         "spark.driver.memory": settings.spark_driver_memory,
         "spark.ui.enabled": str(ui_enabled).lower(),
         "spark.ui.showConsoleProgress": "false",
+        "spark.log.level": settings.spark_log_level,
         "spark.sql.streaming.metricsEnabled": "true",
+        # Spark marks every Kafka source column and most expressions nullable; K2's tables declare
+        # the columns that can never be null as required (and as identifier fields). Let Iceberg
+        # accept the writes and enforce required-ness on the values themselves.
+        "spark.sql.iceberg.check-nullability": "false",
     }
     if is_local(settings):
         # everything stays on loopback: driver, block manager and UI

@@ -1,0 +1,73 @@
+"""Shared benchmark plumbing: an isolated embedded stack, timing, and result files."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from k2.settings import Settings
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def embedded_broker(**overrides) -> Iterator[Settings]:
+    """A broker of its own in a temporary K2_HOME, so a benchmark never touches real state."""
+    from k2.jvm import ensure_jars
+    from k2.kafka.broker import LocalKafkaBroker
+
+    with tempfile.TemporaryDirectory(prefix="k2-bench-") as home:
+        settings = Settings.from_env({}, home=Path(home), kafka_port=free_port(),
+                                     kafka_controller_port=free_port(), spark_ui_enabled=False, **overrides)
+        ensure_jars(settings)
+        broker = LocalKafkaBroker(settings)
+        broker.start()
+        try:
+            yield settings
+        finally:
+            broker.stop()
+
+
+def timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def progress(message: str) -> None:
+    print(f"  .. {message}", file=sys.stderr, flush=True)
+
+
+def write_results(name: str, results: dict) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    payload = {"benchmark": name, "machine": {"python": platform.python_version(), "cpus": _cpus(),
+                                              "platform": platform.platform()},
+               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **results}
+    path.write_text(json.dumps(payload, indent=2))
+    return path
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 1

@@ -1,0 +1,35 @@
+"""Exchange registry: every :class:`~k2.exchanges.base.Exchange` subclass in this package.
+
+Modules are discovered, not listed, so adding an exchange is adding one module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from functools import cache
+
+from k2.errors import K2Error
+from k2.exchanges.base import Exchange, Frame, FrameKind, Instrument, TradeBatch
+
+__all__ = ["Exchange", "Frame", "FrameKind", "Instrument", "TradeBatch", "available", "get_exchange"]
+
+
+@cache
+def _registry() -> dict[str, type[Exchange]]:
+    for module in pkgutil.iter_modules(__path__):
+        if module.name != "base":
+            importlib.import_module(f"{__name__}.{module.name}")
+    return {cls.name: cls for cls in Exchange.__subclasses__()}
+
+
+def available() -> list[str]:
+    return sorted(_registry())
+
+
+def get_exchange(name: str) -> Exchange:
+    try:
+        return _registry()[name]()
+    except KeyError:
+        raise K2Error(f"unknown exchange {name!r}",
+                      f"use one of: {', '.join(available())} (or add a module to k2/exchanges/).") from None

@@ -1,0 +1,94 @@
+"""Kraken WebSocket v2: the ``trade`` channel.
+
+Payload (unchanged in Kafka): ``{"channel": "trade", "type": "snapshot"|"update", "data": [{"symbol":
+"BTC/USD", "side": "buy"|"sell", "price": 68000.1, "qty": 0.01, "ord_type": "market"|"limit",
+"trade_id": 123, "timestamp": "2024-01-01T00:00:00.123456Z"}, ...]}``. One message carries a batch of
+trades; prices and quantities are JSON numbers; trade ids are unique per book. The server sends a
+heartbeat frame about every second while subscribed; the client may ping with ``{"method": "ping"}``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import re
+from typing import ClassVar
+
+from k2.errors import K2Error
+from k2.exchanges.base import Exchange, Frame, FrameKind, Instrument, TradeBatch, loads_or_none
+
+
+class Kraken(Exchange):
+    name = "kraken"
+    payload_format = "kraken.v2-trade.v1"
+    price_field = "price"
+    default_ws_url = "wss://ws.kraken.com/v2"
+    instruments: ClassVar[dict[str, Instrument]] = {i.symbol: i for i in (
+        Instrument("BTC/USD", "BTC", "USD", 1, 8, 65000.0, 0.01),
+        Instrument("ETH/USD", "ETH", "USD", 2, 8, 3200.0, 0.2),
+        Instrument("SOL/USD", "SOL", "USD", 2, 8, 150.0, 3.0),
+        Instrument("BTC/EUR", "BTC", "EUR", 1, 8, 60000.0, 0.01),
+        Instrument("ETH/BTC", "ETH", "BTC", 5, 8, 0.0492, 0.3),
+    )}
+    default_symbols = ("BTC/USD", "ETH/USD", "SOL/USD", "BTC/EUR", "ETH/BTC")
+    idle_timeout_s = 10.0  # heartbeats arrive every second; ten silent seconds mean a dead link
+    ping_interval_s = 30.0
+    max_trades_per_message = 8
+
+    def split_symbol(self, symbol: str) -> tuple[str, str]:
+        match = re.fullmatch(r"([A-Z0-9]{2,12})/([A-Z0-9]{2,12})", symbol)
+        if not match:
+            raise K2Error(f"{symbol!r} is not a Kraken v2 symbol (BASE/QUOTE, e.g. BTC/USD)",
+                          f"use symbols like {', '.join(self.default_symbols[:3])}.")
+        return match.group(1), match.group(2)
+
+    def connect_url(self, base_url: str, symbols: list[str]) -> str:
+        return base_url
+
+    def subscribe_frames(self, symbols: list[str]) -> list[str]:
+        return [json.dumps({"method": "subscribe",
+                            "params": {"channel": "trade", "symbol": symbols, "snapshot": True}})]
+
+    def ping_frame(self, req_id: int) -> str | None:
+        return json.dumps({"method": "ping", "req_id": req_id})
+
+    def classify(self, frame: str | bytes) -> Frame:
+        msg = loads_or_none(frame)
+        if not isinstance(msg, dict):
+            return Frame(FrameKind.UNKNOWN)
+        channel = msg.get("channel")
+        if channel == "trade" and isinstance(msg.get("data"), list):
+            first = msg["data"][0] if msg["data"] and isinstance(msg["data"][0], dict) else {}
+            return Frame(FrameKind.TRADES, str(first.get("symbol", "")))
+        if channel == "heartbeat":
+            return Frame(FrameKind.HEARTBEAT)
+        if msg.get("success") is False or "error" in msg:
+            return Frame(FrameKind.ERROR)
+        if channel == "status" or msg.get("method") in ("subscribe", "unsubscribe", "pong"):
+            return Frame(FrameKind.CONTROL)
+        return Frame(FrameKind.UNKNOWN)
+
+    def render(self, batch: TradeBatch) -> list[bytes]:
+        items = [f'{{"symbol":"{s}","side":"{"buy" if buy else "sell"}","price":{p},"qty":{q},'
+                 f'"ord_type":"{"limit" if t % 3 == 0 else "market"}","trade_id":{t},'
+                 f'"timestamp":"{_rfc3339(us)}"}}'
+                 for s, t, p, q, us, buy in zip(batch.symbol, batch.trade_id, batch.price, batch.qty,
+                                                batch.event_time_us, batch.is_buy, strict=True)]
+        payloads, start = [], 0
+        for i, size in enumerate(batch.sizes):
+            kind = "snapshot" if i in batch.snapshot else "update"
+            data = ",".join(items[start:start + size])
+            payloads.append(f'{{"channel":"trade","type":"{kind}","data":[{data}]}}'.encode())
+            start += size
+        return payloads
+
+
+@functools.lru_cache(maxsize=4096)
+def _rfc3339_second(seconds: int) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _rfc3339(us: int) -> str:
+    """RFC 3339 with microseconds, UTC; the second part is cached since trades cluster in time."""
+    return f"{_rfc3339_second(us // 1_000_000)}.{us % 1_000_000:06d}Z"

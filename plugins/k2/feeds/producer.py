@@ -1,0 +1,157 @@
+"""Publishes raw exchange payloads to the exchange's topic, losing nothing silently.
+
+Idempotent producer (``enable.idempotence``, ``acks=all``): retries never duplicate or reorder
+records. Key = exchange symbol (per-symbol ordering); value = the payload exactly as the exchange
+sent it; headers = exchange, payload format, received-at (epoch microseconds). A full local queue
+blocks the caller (backpressure) instead of dropping; every delivery failure is counted and logged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from k2.errors import K2Error
+from k2.exchanges import Exchange
+from k2.log import get_logger
+from k2.settings import Settings
+
+log = get_logger(__name__)
+
+DeliveryCallback = Callable[[Any, Any], None]  # (KafkaError | None, Message)
+
+
+@dataclass
+class DeliveryStats:
+    produced: int = 0
+    delivered: int = 0
+    failed: int = 0
+    backpressure_waits: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def in_flight(self) -> int:
+        return self.produced - self.delivered - self.failed
+
+
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": "lz4",
+        "linger.ms": 10,
+        "batch.size": 1_000_000,
+        "queue.buffering.max.messages": 500_000,
+        "queue.buffering.max.kbytes": 512 * 1024,
+        # a broker outage longer than this turns into counted delivery failures, not a hang
+        "message.timeout.ms": 120_000,
+        "log_level": 3,
+        **overrides,
+    }
+
+
+class TradeProducer:
+    """One exchange's producer. Call :meth:`publish` per message and :meth:`close` at the end."""
+
+    _LOG_EVERY_FAILURE_UNTIL = 20
+
+    def __init__(self, settings: Settings, exchange: Exchange, *, report_successes: bool = True,
+                 **config_overrides: Any) -> None:
+        """``report_successes=False`` asks the broker client for failure reports only, which saves a
+        callback per record; delivered is then derived at close (produced - failed - undelivered).
+        Per-record callbacks passed to :meth:`publish` need ``report_successes=True``."""
+        from confluent_kafka import Producer
+
+        self.settings = settings
+        self.report_successes = report_successes
+        if not report_successes:
+            config_overrides["delivery.report.only.error"] = True
+        self.exchange = exchange
+        self.topic = settings.topic_for(exchange.name)
+        self.stats = DeliveryStats()
+        self._exchange_header = exchange.name.encode()
+        self._format_header = exchange.payload_format.encode()
+        self._producer = Producer(producer_config(settings, **config_overrides))
+
+    def check_ready(self, timeout: float = 10.0) -> None:
+        """Fail fast with a clear message when the broker or the topic is missing."""
+        from confluent_kafka import KafkaException
+
+        try:
+            topics = self._producer.list_topics(timeout=timeout).topics
+        except KafkaException as exc:
+            raise K2Error(f"cannot reach Kafka at {self.settings.kafka_bootstrap_servers}: {exc}",
+                          "start the embedded broker with `k2 kafka start` (or `k2 up`), or fix "
+                          "K2_KAFKA_BOOTSTRAP_SERVERS.") from exc
+        if self.topic not in topics:
+            raise K2Error(f"topic {self.topic} does not exist on {self.settings.kafka_bootstrap_servers}",
+                          "create the exchange topics with `k2 kafka topics` (or `k2 up`).")
+
+    def publish(self, payload: bytes, key: bytes, on_delivery: DeliveryCallback | None = None) -> None:
+        """Queue one record; blocks while the local queue is full. ``on_delivery`` replaces the
+        default counting callback and must call :meth:`count_delivery` itself."""
+        self._produce_waiting(payload, key, self._headers(), on_delivery or self._count_delivery)
+        self.stats.produced += 1
+
+    def publish_batch(self, payloads: list[bytes], keys: list[bytes]) -> None:
+        """Queue many records received together (one received-at for all): the hot path of the
+        simulator, with the per-record work cut to the produce call itself."""
+        headers = self._headers()
+        produce, topic, callback = self._producer.produce, self.topic, self._count_delivery
+        for payload, key in zip(payloads, keys, strict=True):
+            try:
+                produce(topic, payload, key, headers=headers, on_delivery=callback)
+            except BufferError:
+                self._produce_waiting(payload, key, headers, callback)
+        self.stats.produced += len(payloads)
+
+    def _headers(self) -> list[tuple[str, bytes]]:
+        return [("exchange", self._exchange_header), ("format", self._format_header),
+                ("received_at", str(time.time_ns() // 1000).encode())]
+
+    def _produce_waiting(self, payload: bytes, key: bytes, headers: list, callback: DeliveryCallback) -> None:
+        while True:
+            try:
+                self._producer.produce(self.topic, payload, key, headers=headers, on_delivery=callback)
+                return
+            except BufferError:  # local queue full: serve deliveries until it has room, never drop
+                self.stats.backpressure_waits += 1
+                self._producer.poll(0.05)
+
+    def poll(self, timeout: float = 0.0) -> None:
+        """Serve delivery callbacks."""
+        self._producer.poll(timeout)
+
+    def queue_length(self) -> int:
+        return len(self._producer)
+
+    def count_delivery(self, err: Any, msg: Any) -> None:
+        """The default delivery callback; custom callbacks call it to keep the counts right."""
+        self._count_delivery(err, msg)
+
+    def _count_delivery(self, err: Any, msg: Any) -> None:
+        if err is None:
+            self.stats.delivered += 1
+            return
+        self.stats.failed += 1
+        reason = err.str()
+        self.stats.errors[reason] = self.stats.errors.get(reason, 0) + 1
+        if self.stats.failed <= self._LOG_EVERY_FAILURE_UNTIL or self.stats.failed % 1000 == 0:
+            value = msg.value() or b""
+            log.error("feed.delivery_failed", topic=self.topic, key=msg.key(), error=reason,
+                      failed=self.stats.failed, payload=value[:200])
+
+    def close(self, timeout: float = 60.0) -> DeliveryStats:
+        """Flush everything queued; records still undelivered afterwards are counted as failed."""
+        remaining = self._producer.flush(timeout)
+        if not self.report_successes:
+            self.stats.delivered = self.stats.produced - self.stats.failed - remaining
+        if remaining:
+            log.error("feed.flush_incomplete", topic=self.topic, undelivered=remaining, timeout_s=timeout)
+            self.stats.failed += remaining
+            self.stats.errors["undelivered at shutdown"] = remaining
+        self._producer.close()  # drop broker connections now, not at garbage collection
+        return self.stats

@@ -1,0 +1,110 @@
+"""The supervisor's rules, as a pure function of what it observed: no I/O, unit-tested directly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+HOUR_S = 3600.0
+
+
+class Action(Enum):
+    NONE = "none"  # healthy, starting, stopped on request, or given up already
+    START = "start"  # launch the job (first start or restart)
+    WAIT = "wait"  # down, but inside its back-off delay
+    KILL = "kill"  # alive but stalled: kill it (a later check restarts it)
+    GIVE_UP = "give_up"  # too many restarts, or a failure a restart cannot fix: alert, stop trying
+
+
+@dataclass(frozen=True)
+class Policy:
+    stall_timeout_s: float
+    start_timeout_s: float
+    backoff_base_s: float
+    backoff_max_s: float
+    max_restarts_per_hour: int
+
+
+@dataclass(frozen=True)
+class Observation:
+    now: float
+    running_pid: int | None  # holder of the instance lock: the job is up
+    launcher_alive: bool  # the submitted process group still exists (e.g. JVM still booting)
+    job_state: str | None  # status.json "state"
+    failure_reason: str | None  # status.json "reason" of the last failure
+    last_active_at: float | None  # newest completed micro-batch or "no new data" report
+    lag: int | None  # Kafka end offsets minus the stream's committed offsets (None: unknown)
+    stop_requested: bool
+
+
+@dataclass
+class SupervisorState:
+    """What the supervisor remembers between checks (persisted in supervisor.json)."""
+
+    launched_at: float | None = None
+    launcher_pgid: int | None = None
+    restarts: list[float] = field(default_factory=list)  # restart times, pruned to the last hour
+    consecutive_failures: int = 0
+    down_since: float | None = None
+    gave_up_at: float | None = None
+    gave_up_reason: str | None = None
+    alerted: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str
+    retry_at: float | None = None
+
+
+UNFIXABLE_BY_RESTART = {"checkpoint_corrupt": "the checkpoint is corrupt (see the stream status for the path "
+                                              "and recovery choices)"}
+
+
+def backoff_s(policy: Policy, consecutive_failures: int) -> float:
+    if consecutive_failures <= 0:
+        return 0.0
+    return min(policy.backoff_max_s, policy.backoff_base_s * 2 ** (consecutive_failures - 1))
+
+
+def decide(obs: Observation, state: SupervisorState, policy: Policy) -> Decision:
+    if obs.running_pid is not None:
+        return _judge_running(obs, state, policy)
+    if obs.stop_requested:
+        return Decision(Action.NONE, "stopped on request (`k2 stream start` resumes it)")
+    if state.gave_up_at is not None:
+        return Decision(Action.NONE, f"given up: {state.gave_up_reason}")
+    starting = state.launched_at is not None and obs.now - state.launched_at < policy.start_timeout_s
+    if obs.launcher_alive and starting:
+        return Decision(Action.NONE, "starting")
+    if obs.failure_reason in UNFIXABLE_BY_RESTART and state.launched_at is not None:
+        return Decision(Action.GIVE_UP, UNFIXABLE_BY_RESTART[obs.failure_reason])
+    if state.launched_at is None:
+        return Decision(Action.START, "not running: first start")
+    recent = [t for t in state.restarts if obs.now - t < HOUR_S]
+    if len(recent) >= policy.max_restarts_per_hour:
+        return Decision(Action.GIVE_UP, f"{len(recent)} restarts within the last hour "
+                                        f"(limit {policy.max_restarts_per_hour})")
+    down_since = state.down_since if state.down_since is not None else obs.now
+    retry_at = down_since + backoff_s(policy, state.consecutive_failures + 1)
+    if obs.now < retry_at:
+        return Decision(Action.WAIT, f"down, restart in {retry_at - obs.now:.1f}s (back-off)", retry_at)
+    what = obs.failure_reason or obs.job_state or "process gone"
+    return Decision(Action.START, f"not running ({what}): restart")
+
+
+def _judge_running(obs: Observation, state: SupervisorState, policy: Policy) -> Decision:
+    if obs.stop_requested:
+        return Decision(Action.NONE, "stopping on request")
+    behind = obs.lag is not None and obs.lag > 0
+    if obs.last_active_at is None or (state.launched_at and obs.last_active_at < state.launched_at):
+        since = state.launched_at or obs.now
+        if behind and obs.now - since > policy.start_timeout_s:
+            return Decision(Action.KILL, f"no batch completed {obs.now - since:.0f}s after start "
+                                         f"while {obs.lag} records wait in Kafka")
+        return Decision(Action.NONE, "running, first batch pending")
+    silent = obs.now - obs.last_active_at
+    if behind and silent > policy.stall_timeout_s:
+        return Decision(Action.KILL, f"stalled: no batch for {silent:.0f}s while {obs.lag} records wait in Kafka")
+    return Decision(Action.NONE, "running")

@@ -1,0 +1,287 @@
+"""Keeps exactly one Bronze stream per exchange running: observe, decide (k2.streams.health), act.
+
+The supervisor is stateless between processes except for ``supervisor.json``; any number of
+supervisors may run (an Airflow task, ``k2 stream start``): a supervisor lock serialises their
+checks, and the job's own instance lock makes a second copy of the job exit at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from k2.log import get_logger
+from k2.settings import Settings
+from k2.streams.health import Action, Decision, Observation, Policy, SupervisorState, decide
+from k2.streams.state import InstanceLock, StreamPaths, read_json, renew_lease, write_json
+
+log = get_logger(__name__)
+
+AlertCallback = Callable[[str, str, str], None]  # (severity, exchange, message)
+
+
+@dataclass(frozen=True)
+class StreamReport:
+    """One check's outcome: what the UI, the task log and ``k2 status`` show."""
+
+    exchange: str
+    action: str
+    reason: str
+    state: str  # running / starting / down / stopped / given_up
+    pid: int | None
+    batch_id: int | None
+    last_batch_age_s: float | None
+    lag: int | None
+    input_rows_per_s: float | None
+    restarts_last_hour: int
+
+    def line(self) -> str:
+        age = "-" if self.last_batch_age_s is None else f"{self.last_batch_age_s:.1f}s"
+        rate = "-" if self.input_rows_per_s is None else f"{self.input_rows_per_s:.0f}"
+        return (f"stream={self.exchange} state={self.state} pid={self.pid or '-'} batch={self.batch_id} "
+                f"last_batch_age={age} lag={self.lag if self.lag is not None else '-'} rows_per_s={rate} "
+                f"restarts_1h={self.restarts_last_hour} action={self.action} reason={self.reason!r}")
+
+
+def _log_alert(severity: str, exchange: str, message: str) -> None:
+    log.critical("stream.alert", severity=severity, exchange=exchange, message=message)
+
+
+class StreamSupervisor:
+    def __init__(self, settings: Settings, exchange: str, *, alert: AlertCallback = _log_alert,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.exchange = exchange
+        self.paths = StreamPaths.of(settings, exchange).ensure()
+        self.policy = Policy(settings.stream_stall_timeout_s, settings.stream_start_timeout_s,
+                             settings.stream_backoff_base_s, settings.stream_backoff_max_s,
+                             settings.stream_max_restarts_per_hour)
+        self.alert = alert
+        self.clock = clock
+        self.instance = InstanceLock(self.paths.lock)
+        self._children: list[subprocess.Popen] = []
+        self._consumer: Any = None
+
+    # --- state -----------------------------------------------------------------------------------
+    def load_state(self) -> SupervisorState:
+        data = read_json(self.paths.supervisor) or {}
+        known = SupervisorState.__dataclass_fields__
+        return SupervisorState(**{k: v for k, v in data.items() if k in known})
+
+    def save_state(self, state: SupervisorState) -> None:
+        write_json(self.paths.supervisor, asdict(state))
+
+    # --- observing -------------------------------------------------------------------------------
+    def observe(self, state: SupervisorState) -> Observation:
+        self._reap()
+        status = read_json(self.paths.status) or {}
+        progress = read_json(self.paths.progress) or {}
+        idle = read_json(self.paths.idle) or {}
+        active = [t for t in (progress.get("completed_at"), idle.get("idle_at")) if t]
+        return Observation(
+            now=self.clock(),
+            running_pid=self.instance.holder_pid(),
+            launcher_alive=_group_alive(state.launcher_pgid),
+            job_state=status.get("state"),
+            failure_reason=status.get("reason") if status.get("state") == "failed" else None,
+            last_active_at=max(active) if active else None,
+            lag=self._lag(progress),
+            stop_requested=self.paths.stop_request.exists(),
+        )
+
+    def _lag(self, progress: dict) -> int | None:
+        """Records in Kafka the stream has not committed yet; None when Kafka cannot be asked."""
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+        topic = self.settings.topic_for(self.exchange)
+        committed = {int(p): o for p, o in (progress.get("end_offsets") or {}).get(topic, {}).items()}
+        try:
+            if self._consumer is None:
+                self._consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap_servers,
+                                           "group.id": f"k2-supervisor-{self.exchange}", "log_level": 0,
+                                           "enable.auto.commit": False})
+            partitions = self._consumer.list_topics(topic, timeout=5).topics[topic].partitions
+            ends = {p: self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
+                    for p in partitions}
+        except (KafkaException, KeyError, TypeError):
+            return None
+        return sum(max(0, end - committed.get(p, 0)) for p, end in ends.items())
+
+    # --- acting ----------------------------------------------------------------------------------
+    def reconcile(self) -> StreamReport:
+        """One supervision step. Serialised with other supervisors of the same stream."""
+        with self._supervisor_lock() as acquired:
+            if not acquired:
+                return self._report(None, Decision(Action.NONE, "another supervisor is checking"),
+                                    self.load_state())
+            state = self.load_state()
+            renew_lease(self.paths, self.settings.stream_lease_ttl_s, holder=f"supervisor:{os.getpid()}")
+            obs = self.observe(state)
+            decision = decide(obs, state, self.policy)
+            self._apply(decision, obs, state)
+            self.save_state(state)
+            return self._report(obs, decision, state)
+
+    def inspect(self) -> StreamReport:
+        """What a check would see and decide, without acting (and without renewing the lease)."""
+        state = self.load_state()
+        obs = self.observe(state)
+        return self._report(obs, decide(obs, state, self.policy), state, acted=False)
+
+    def _apply(self, decision: Decision, obs: Observation, state: SupervisorState) -> None:
+        now = obs.now
+        state.restarts = [t for t in state.restarts if now - t < 3600]
+        if decision.action is Action.NONE and obs.running_pid is not None and obs.last_active_at and \
+                state.launched_at and obs.last_active_at > state.launched_at:
+            state.consecutive_failures = 0  # it made progress since its launch: healthy again
+            state.down_since = None
+        elif decision.action is Action.WAIT and state.down_since is None:
+            state.down_since = now
+            log.warning("stream.down", exchange=self.exchange, reason=decision.reason)
+        elif decision.action is Action.START:
+            if state.launched_at is not None:
+                state.restarts.append(now)
+                state.consecutive_failures += 1
+            state.down_since = None
+            state.launched_at = now
+            state.launcher_pgid = self.launch()
+        elif decision.action is Action.KILL:
+            log.warning("stream.killing", exchange=self.exchange, reason=decision.reason, pid=obs.running_pid)
+            self.kill(state, grace_s=5.0)
+            state.down_since = now
+        elif decision.action is Action.GIVE_UP:
+            state.gave_up_at, state.gave_up_reason = now, decision.reason
+            if not state.alerted:
+                self.alert("critical", self.exchange, f"Bronze stream {self.exchange}: supervisor gave up: "
+                           f"{decision.reason}. Fix the cause, then `k2 stream start {self.exchange}`.")
+                state.alerted = True
+
+    def launch(self) -> int:
+        """Submit the job through the Spark provider, detached from this process. Returns its pgid."""
+        self.paths.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.paths.log_file.open("ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "k2.streams.launcher", "--exchange", self.exchange],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                env=os.environ.copy())
+        self._children.append(proc)
+        log.info("stream.launched", exchange=self.exchange, pgid=proc.pid, log=str(self.paths.log_file))
+        return proc.pid
+
+    def kill(self, state: SupervisorState, grace_s: float = 10.0) -> None:
+        """SIGTERM the job's process group, SIGKILL what is left after ``grace_s``."""
+        pgid = state.launcher_pgid
+        if pgid is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and _group_alive(pgid):
+            self._reap()
+            time.sleep(0.2)
+        if _group_alive(pgid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+        self._reap()
+
+    def request_stop(self, timeout_s: float = 60.0) -> bool:
+        """Ask the job to stop cleanly (it finishes its batch); True once it is down."""
+        self.paths.stop_request.write_text(str(time.time()))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._reap()
+            if self.instance.holder_pid() is None:
+                return True
+            time.sleep(0.2)
+        self.kill(self.load_state())
+        return self.instance.holder_pid() is None
+
+    def clear_stop(self) -> None:
+        """Allow the stream to run again: drop a stop request and a previous give-up."""
+        self.paths.stop_request.unlink(missing_ok=True)
+        state = self.load_state()
+        state.gave_up_at = state.gave_up_reason = None
+        state.alerted, state.restarts, state.consecutive_failures = False, [], 0
+        self.save_state(state)
+
+    def supervise(self, window_s: float, on_report: Callable[[StreamReport], None] | None = None,
+                  should_continue: Callable[[], bool] = lambda: True) -> list[StreamReport]:
+        """Check every ``stream_check_interval_s`` for ``window_s`` seconds."""
+        reports = []
+        deadline = time.monotonic() + window_s
+        while should_continue():
+            report = self.reconcile()
+            reports.append(report)
+            if on_report is not None:
+                on_report(report)
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(self.settings.stream_check_interval_s, max(0.0, deadline - time.monotonic())))
+        return reports
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _reap(self) -> None:
+        self._children = [p for p in self._children if p.poll() is None]
+
+    @contextlib.contextmanager
+    def _supervisor_lock(self):
+        path = self.paths.root / "supervisor.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _report(self, obs: Observation | None, decision: Decision, state: SupervisorState, *,
+                acted: bool = True) -> StreamReport:
+        progress = read_json(self.paths.progress) or {}
+        now = self.clock()
+        if state.gave_up_at is not None:
+            shown = "given_up"
+        elif obs is not None and obs.running_pid is not None:
+            shown = "running"
+        elif obs is not None and obs.stop_requested:
+            shown = "stopped"
+        elif decision.reason == "starting" or (acted and decision.action is Action.START):
+            shown = "starting"
+        else:
+            shown = "down"
+        completed = progress.get("completed_at")
+        return StreamReport(
+            exchange=self.exchange, action=decision.action.value, reason=decision.reason, state=shown,
+            pid=obs.running_pid if obs else None, batch_id=progress.get("batch_id"),
+            last_batch_age_s=round(now - completed, 1) if completed else None,
+            lag=obs.lag if obs else None, input_rows_per_s=progress.get("input_rows_per_s"),
+            restarts_last_hour=len([t for t in state.restarts if now - t < 3600]))
+
+
+def _group_alive(pgid: int | None) -> bool:
+    if pgid is None:
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

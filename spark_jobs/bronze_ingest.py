@@ -1,0 +1,157 @@
+"""Bronze ingestion: one exchange's Kafka topic -> ``bronze.<exchange>_trades``, forever.
+
+    spark-submit ... spark_jobs/bronze_ingest.py --exchange binance
+
+One instance per checkpoint: the job holds the stream's instance lock for its whole life and
+exits with EXIT_ALREADY_RUNNING when another process has it. Iceberg's streaming sink commits each
+micro-batch once (a replayed batch id is skipped), so restarts from the checkpoint neither lose
+nor duplicate rows. The job stops cleanly on SIGTERM, on ``k2 stream stop``, and when its
+supervisor's lease expires (the supervising DAG was paused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+
+from k2.errors import K2Error
+from k2.exchanges import get_exchange
+from k2.kafka.broker import broker_reachable
+from k2.lake.tables import bronze_table
+from k2.log import configure_logging, get_logger
+from k2.settings import Settings, load_settings
+from k2.streams.checkpoint import checkpoint_problem
+from k2.streams.state import InstanceLock, StreamPaths, lease_valid, write_json
+
+log = get_logger("k2.bronze")
+
+EXIT_ALREADY_RUNNING = 75  # EX_TEMPFAIL
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: broker or catalog unreachable
+EXIT_CHECKPOINT = 78  # EX_CONFIG: the checkpoint needs an operator's decision
+
+
+class StreamStartError(K2Error):
+    """A start-up failure with the exit code that tells the supervisor how to react."""
+
+    def __init__(self, cause: str, fix: str, *, reason: str, exit_code: int) -> None:
+        super().__init__(cause, fix)
+        self.reason = reason
+        self.exit_code = exit_code
+
+
+def run(settings: Settings, exchange_name: str) -> int:
+    exchange = get_exchange(exchange_name)
+    paths = StreamPaths.of(settings, exchange.name).ensure()
+    lock = InstanceLock(paths.lock)
+    if not lock.acquire():
+        log.error("bronze.already_running", exchange=exchange.name, holder=lock.holder_pid())
+        return EXIT_ALREADY_RUNNING
+    status = {"exchange": exchange.name, "pid": os.getpid(), "driver_pid": os.getppid(),
+              "started_at": time.time(), "checkpoint": str(paths.checkpoint)}
+
+    def set_status(state: str, **fields) -> None:
+        status.update(state=state, updated_at=time.time(), **fields)
+        write_json(paths.status, status)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        set_status("starting")
+        preflight(settings, paths)
+        query = start_query(settings, exchange.name, paths)
+        set_status("running", query_id=str(query.id), run_id=str(query.runId))
+        log.info("bronze.running", exchange=exchange.name, query_id=str(query.id),
+                 trigger_s=settings.bronze_trigger_interval_s,
+                 max_offsets=settings.bronze_max_offsets_per_trigger)
+        reason = watch(query, paths, stop, set_status)
+        set_status("stopping", reason=reason)
+        query.stop()
+        set_status("stopped", reason=reason)
+        log.info("bronze.stopped", exchange=exchange.name, reason=reason)
+        return 0
+    except StreamStartError as exc:
+        set_status("failed", error=exc.cause, fix=exc.fix, reason=exc.reason, exit_code=exc.exit_code)
+        log.error("bronze.failed", exchange=exchange.name, reason=exc.reason, error=exc.cause, fix=exc.fix)
+        return exc.exit_code
+    except Exception as exc:
+        set_status("failed", error=f"{type(exc).__name__}: {exc}"[:4000], reason="error",
+                   traceback=traceback.format_exc()[-4000:])
+        log.error("bronze.failed", exchange=exchange.name, error=str(exc)[:2000])
+        return 1
+    finally:
+        lock.release()
+
+
+def preflight(settings: Settings, paths: StreamPaths) -> None:
+    """Fail loudly, before Spark starts, on what would otherwise make the stream hang or spin."""
+    if not broker_reachable(settings.kafka_bootstrap_servers, timeout=10):
+        raise StreamStartError(f"Kafka at {settings.kafka_bootstrap_servers} is unreachable",
+                               "start it (`k2 kafka start`) or fix K2_KAFKA_BOOTSTRAP_SERVERS; the supervisor "
+                               "retries with back-off.", reason="kafka_unreachable", exit_code=EXIT_UNAVAILABLE)
+    problem = checkpoint_problem(paths.checkpoint)
+    if problem is not None:
+        raise StreamStartError(problem.cause, problem.fix, reason="checkpoint_corrupt", exit_code=EXIT_CHECKPOINT)
+
+
+def start_query(settings: Settings, exchange: str, paths: StreamPaths):
+    from k2.spark import build_spark_session
+    from k2.streams.listener import ProgressListener
+    from spark_jobs.transforms.bronze import KAFKA_OPTIONS_DEFAULTS, kafka_to_bronze
+
+    spark = build_spark_session(settings, f"k2-bronze-{exchange}")
+    table = f"{settings.catalog_name}.{bronze_table(exchange).identifier}"
+    try:
+        spark.table(table)
+    except Exception as exc:
+        raise StreamStartError(f"the Bronze table {table} is not reachable in the catalog: {exc}"[:1000],
+                               "run `k2 lake init`, and check K2_CATALOG_URI.", reason="catalog_unreachable",
+                               exit_code=EXIT_UNAVAILABLE) from exc
+    spark.streams.addListener(ProgressListener(paths))
+    source = (spark.readStream.format("kafka")
+              .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
+              .option("subscribe", settings.topic_for(exchange))
+              .options(**KAFKA_OPTIONS_DEFAULTS)
+              .option("maxOffsetsPerTrigger", settings.bronze_max_offsets_per_trigger)
+              .option("failOnDataLoss", str(settings.bronze_fail_on_data_loss).lower())
+              .load())
+    return (kafka_to_bronze(source).writeStream.format("iceberg").outputMode("append")
+            .queryName(f"bronze_{exchange}")
+            .trigger(processingTime=f"{settings.bronze_trigger_interval_s} seconds")
+            .option("checkpointLocation", str(paths.checkpoint))
+            .option("fanout-enabled", "true")  # rows of several days in one batch need no sort
+            .toTable(table))
+
+
+def watch(query, paths: StreamPaths, stop: threading.Event, set_status) -> str:
+    """Block until the query ends or should end; returns why it should stop."""
+    while True:
+        if query.awaitTermination(1):
+            exc = query.exception()
+            if exc is not None:
+                raise RuntimeError(f"streaming query failed: {exc}")
+            return "query ended"
+        if stop.is_set():
+            return "SIGTERM"
+        if paths.stop_request.exists():
+            return "stop requested"
+        if paths.lease.exists() and not lease_valid(paths):
+            return "supervisor lease expired (DAG paused or supervisor gone)"
+        set_status("running", heartbeat_at=time.time())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Kafka -> Bronze Iceberg stream for one exchange.")
+    parser.add_argument("--exchange", required=True)
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    configure_logging(settings)
+    return run(settings, args.exchange)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
