@@ -25,31 +25,17 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Non
 
 # --- commands ------------------------------------------------------------------------------------
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    from k2.jvm import ensure_jars
-    from k2.kafka.broker import LocalKafkaBroker
-    from k2.kafka.topics import ensure_topics
-    from k2.lake.catalog import load_catalog
-    from k2.lake.tables import all_tables, ensure_tables
+    from k2.stack import bring_up
 
-    steps = 4
-    print(f"[1/{steps}] JVM artifacts", file=sys.stderr, flush=True)
-    ensure_jars(settings)
-    print(f"[2/{steps}] Kafka broker", file=sys.stderr, flush=True)
-    if settings.kafka_embedded:
-        LocalKafkaBroker(settings).ensure_running()
-    print(f"[3/{steps}] topics", file=sys.stderr, flush=True)
-    ensure_topics(settings)
-    print(f"[4/{steps}] Iceberg tables", file=sys.stderr, flush=True)
-    ensure_tables(load_catalog(settings), all_tables(settings))
+    bring_up(settings, feeds=not args.no_feeds, wait_for_streams=not args.no_wait)
     print()
     return cmd_status(settings, args)
 
 
 def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
-    from k2.kafka.broker import LocalKafkaBroker
+    from k2.stack import bring_down
 
-    stopped = LocalKafkaBroker(settings).stop() if settings.kafka_embedded else False
-    print("Kafka broker: " + ("stopped" if stopped else "was not running"))
+    print_table(("component", "result"), bring_down(settings))
     return 0
 
 
@@ -219,7 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    add("up", cmd_up, "Fetch jars, start the broker, create topics and tables, show status.")
+    p = add("up", cmd_up, "Start everything: broker, topics, tables, Airflow, simulated feeds, supervised "
+            "Bronze streams; then show status.")
+    p.add_argument("--no-feeds", action="store_true", help="do not start the simulated feeds")
+    p.add_argument("--no-wait", action="store_true", help="do not wait for the streams' first batches")
     add("down", cmd_down, "Stop everything `k2 up` started (data is kept).")
     add("status", cmd_status, "Show what runs where.")
     p = add("jars", cmd_jars, "Resolve the JVM artifacts with Maven (no-op when up to date).")

@@ -98,8 +98,21 @@ class Settings:
     stream_backoff_base_s: float = setting(2.0, "First restart delay; doubles per consecutive failure.")
     stream_backoff_max_s: float = setting(120.0, "Longest restart delay.")
     stream_max_restarts_per_hour: int = setting(10, "Restarts in an hour after which the supervisor gives up.")
+    stream_supervise_window_s: float = setting(600.0, "How long one supervisor DAG run supervises before the "
+                                               "next run takes over.")
     stream_lease_ttl_s: float = setting(180.0, "A stream stops itself when no supervisor renewed its lease "
                                         "for this long (e.g. its DAG is paused).")
+
+    # --- Airflow (run by `k2 up`) and the simulated feeds it starts ------------------------------
+    airflow_host: str = setting("127.0.0.1", "Address the Airflow API server and UI bind to.")
+    airflow_port: int = setting(8080, "Port of the Airflow API server and UI.")
+    airflow_db_uri: str = setting("", "Airflow metadata DB; default SQLite in K2_HOME/airflow "
+                                  "(postgresql+psycopg2://... to scale out).")
+    airflow_executor: str = setting("LocalExecutor", "Airflow executor (CeleryExecutor or KubernetesExecutor "
+                                    "with their provider, to scale out).")
+    airflow_admin_user: str = setting("admin", "Airflow UI user created by K2; its password is generated "
+                                      "into K2_HOME/airflow/passwords.json.")
+    feed_sim_rate: float = setting(200.0, "Messages per second of each simulated feed started by `k2 up`.")
 
     # values resolved from others in __post_init__, so every consumer sees concrete values
     _derived: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
@@ -121,6 +134,8 @@ class Settings:
             derive("warehouse", (self.lake_dir / "warehouse").as_uri())
         if not self.spark_master:
             derive("spark_master", f"local[{os.cpu_count() or 1}]")
+        if not self.airflow_db_uri:
+            derive("airflow_db_uri", f"sqlite:///{self.home / 'airflow' / 'airflow.db'}")
         if self.spark_shuffle_partitions == 0:
             derive("spark_shuffle_partitions", os.cpu_count() or 1)
         object.__setattr__(self, "_derived", frozenset(derived))
@@ -195,7 +210,7 @@ class Settings:
         return rows
 
     def _validate(self) -> None:
-        for name in ("kafka_port", "kafka_controller_port"):
+        for name in ("kafka_port", "kafka_controller_port", "airflow_port"):
             port = getattr(self, name)
             if not 0 < port < 65536:
                 raise K2Error(f"{env_name(name)}={port} is not a TCP port", "use a port in 1..65535.")
@@ -208,7 +223,8 @@ class Settings:
                      "spark_shuffle_partitions", "kafka_start_timeout_s", "kafka_stop_timeout_s",
                      "bronze_trigger_interval_s", "bronze_max_offsets_per_trigger", "stream_check_interval_s",
                      "stream_stall_timeout_s", "stream_start_timeout_s", "stream_backoff_base_s",
-                     "stream_backoff_max_s", "stream_max_restarts_per_hour", "stream_lease_ttl_s"):
+                     "stream_backoff_max_s", "stream_max_restarts_per_hour", "stream_lease_ttl_s",
+                     "stream_supervise_window_s"):
             if getattr(self, name) <= 0:
                 raise K2Error(f"{env_name(name)} must be positive, got {getattr(self, name)}",
                               "set a positive number or unset it for the default.")

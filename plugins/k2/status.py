@@ -9,7 +9,50 @@ Row = tuple[str, str, str, str]
 
 
 def stack_status(settings: Settings) -> list[Row]:
-    return [_kafka(settings), _topics(settings), _catalog(settings), _spark(settings)]
+    return [_kafka(settings), _topics(settings), _catalog(settings), _spark(settings), _airflow(settings),
+            *_feeds(settings), *_streams(settings)]
+
+
+def _airflow(settings: Settings) -> Row:
+    from k2.airflow.services import AirflowServices
+
+    airflow = AirflowServices(settings)
+    components = airflow.status()
+    up = [c.name for c in components if c.pid]
+    state = "running" if len(up) == len(components) else ("stopped" if not up else f"PARTIAL ({', '.join(up)})")
+    password = airflow.password()
+    login = (f"login {settings.airflow_admin_user} / password in {airflow.passwords_file}" if password
+             else "login created on first start")
+    return ("airflow", state, airflow.url, f"{settings.airflow_executor}, {login}")
+
+
+def _feeds(settings: Settings) -> list[Row]:
+    from k2 import procs
+    from k2.stack import feed_pid_file
+
+    rows = []
+    for exchange in settings.exchanges:
+        pid = procs.running_pid(feed_pid_file(settings, exchange))
+        rows.append((f"feed {exchange}", f"running (pid {pid})" if pid else "stopped",
+                     settings.topic_for(exchange), f"simulated, {settings.feed_sim_rate:g} msg/s"))
+    return rows
+
+
+def _streams(settings: Settings) -> list[Row]:
+    from k2.streams.supervisor import StreamSupervisor
+
+    rows = []
+    for exchange in settings.exchanges:
+        supervisor = StreamSupervisor(settings, exchange)
+        try:
+            r = supervisor.inspect()
+        finally:
+            supervisor.close()
+        batch = "no batch yet" if r.batch_id is None else f"batch {r.batch_id} {r.last_batch_age_s:.0f}s ago"
+        lag = "?" if r.lag is None else r.lag
+        rows.append((f"stream {exchange}", r.state + (f" (pid {r.pid})" if r.pid else ""),
+                     f"bronze.{exchange}_trades", f"{batch}, lag {lag}, restarts 1h {r.restarts_last_hour}"))
+    return rows
 
 
 def _kafka(settings: Settings) -> Row:
@@ -56,4 +99,4 @@ def _catalog(settings: Settings) -> Row:
 
 def _spark(settings: Settings) -> Row:
     ui = "UI on 127.0.0.1:4040+" if settings.spark_ui_enabled else "UI off"
-    return ("spark", "on demand", settings.spark_master, f"driver {settings.spark_driver_memory}, {ui}")
+    return ("spark", "per job", settings.spark_master, f"one driver per stream ({settings.stream_driver_memory}), {ui}")

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,17 +25,28 @@ def run_k2(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.
 
 def test_up_status_down(tmp_path: Path, jars) -> None:
     env = {"K2_HOME": str(tmp_path / "home"), "K2_KAFKA_PORT": str(free_port()),
-           "K2_KAFKA_CONTROLLER_PORT": str(free_port()), "K2_LOG_FORMAT": "logfmt"}
+           "K2_KAFKA_CONTROLLER_PORT": str(free_port()), "K2_AIRFLOW_PORT": str(free_port()),
+           "K2_SPARK_UI_ENABLED": "false", "K2_FEED_SIM_RATE": "50", "K2_LOG_FORMAT": "logfmt"}
     up = run_k2("up", env=env)
     try:
         assert up.returncode == 0, up.stderr
         lines = [line for line in up.stdout.splitlines() if line.strip()]
         assert lines[0].split()[:4] == ["component", "state", "where", "details"]
-        table = {line.split()[0]: line for line in lines[2:]}
+        table = {" ".join(line.split()[:2]) if line.startswith(("feed", "stream")) else line.split()[0]: line
+                 for line in lines[2:]}
         assert "running (pid" in table["kafka"]
         assert "2/2 present" in table["topics"]
         assert "8/8 tables" in up.stdout
+        assert "running" in table["airflow"] and "password in" in table["airflow"]
+        for exchange in ("binance", "kraken"):
+            assert "running (pid" in table[f"feed {exchange}"]
+            assert "running (pid" in table[f"stream {exchange}"] and "batch " in table[f"stream {exchange}"]
         assert "event=broker.ready" in up.stderr  # structured progress on stderr
+        # the UI and API need a login
+        port = env["K2_AIRFLOW_PORT"]
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/dags", timeout=10)
+        assert denied.value.code == 401
 
         again = run_k2("up", env=env)  # idempotent: same broker, nothing re-created
         assert again.returncode == 0, again.stderr
@@ -42,6 +55,8 @@ def test_up_status_down(tmp_path: Path, jars) -> None:
     finally:
         down = run_k2("down", env=env)
     assert down.returncode == 0 and "stopped" in down.stdout
+    results = dict(line.split(None, 1) for line in down.stdout.splitlines()[2:] if line.strip())
+    assert "stopped" in results["airflow"] and "stopped" in results["kafka"]
     status = run_k2("kafka", "status", env=env)
     assert status.returncode == 3 and "stopped" in status.stdout
     assert (tmp_path / "home" / "lake" / "catalog.db").is_file()  # down keeps the data

@@ -75,9 +75,11 @@ def decide(obs: Observation, state: SupervisorState, policy: Policy) -> Decision
         return Decision(Action.NONE, "stopped on request (`k2 stream start` resumes it)")
     if state.gave_up_at is not None:
         return Decision(Action.NONE, f"given up: {state.gave_up_reason}")
-    starting = state.launched_at is not None and obs.now - state.launched_at < policy.start_timeout_s
-    if obs.launcher_alive and starting:
-        return Decision(Action.NONE, "starting")
+    if obs.launcher_alive and state.launched_at is not None:
+        age = obs.now - state.launched_at
+        if age < policy.start_timeout_s:
+            return Decision(Action.NONE, "starting")
+        return Decision(Action.KILL, f"launched {age:.0f}s ago and still not running: hung start-up")
     if obs.failure_reason in UNFIXABLE_BY_RESTART and state.launched_at is not None:
         return Decision(Action.GIVE_UP, UNFIXABLE_BY_RESTART[obs.failure_reason])
     if state.launched_at is None:

@@ -167,11 +167,14 @@ class StreamSupervisor:
     def launch(self) -> int:
         """Submit the job through the Spark provider, detached from this process. Returns its pgid."""
         self.paths.log_file.parent.mkdir(parents=True, exist_ok=True)
+        # Inside an Airflow task the metadata DB URL is replaced by a sentinel that makes importing
+        # Airflow fail; the launcher needs no DB, so it gets the plain configuration back.
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__SQL_ALCHEMY_CONN")}
         with self.paths.log_file.open("ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "k2.streams.launcher", "--exchange", self.exchange],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                env=os.environ.copy())
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
         self._children.append(proc)
         log.info("stream.launched", exchange=self.exchange, pgid=proc.pid, log=str(self.paths.log_file))
         return proc.pid

@@ -1,0 +1,1 @@
+"""Airflow adapters over the K2 library: operators, notifiers and the local Airflow services."""

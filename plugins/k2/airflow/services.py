@@ -1,0 +1,181 @@
+"""Airflow on the embedded stack: API server (UI), scheduler, DAG processor and triggerer, each a
+detached process on 127.0.0.1 with a pid file and a log under K2_HOME, sharing one generated
+configuration. Login is required (SimpleAuthManager); the password and the signing secrets are
+generated into K2_HOME/airflow on first start and never written anywhere else."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from k2 import procs
+from k2.errors import K2Error
+from k2.log import get_logger
+from k2.settings import PROJECT_ROOT, Settings
+
+log = get_logger(__name__)
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    pid: int | None
+    log_file: Path
+
+
+class AirflowServices:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.home / "airflow"
+        self.log_dir = settings.logs_dir / "airflow"
+        self.url = f"http://{settings.airflow_host}:{settings.airflow_port}"
+
+    @property
+    def passwords_file(self) -> Path:
+        return self.home / "passwords.json"
+
+    def environment(self) -> dict[str, str]:
+        """The whole Airflow configuration, as environment variables for every component."""
+        secrets_ = self._secrets()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
+        env.update({
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": self.settings.airflow_executor,
+            "AIRFLOW__CORE__PARALLELISM": "16",
+            "AIRFLOW__CORE__FERNET_KEY": secrets_["fernet_key"],
+            "AIRFLOW__CORE__AUTH_MANAGER": AUTH_MANAGER,
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.settings.airflow_admin_user}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.settings.airflow_db_uri,
+            "AIRFLOW__API__HOST": self.settings.airflow_host,
+            "AIRFLOW__API__PORT": str(self.settings.airflow_port),
+            "AIRFLOW__API__BASE_URL": self.url,
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__SECRET_KEY": secrets_["api_secret_key"],
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets_["jwt_secret"],
+            "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "True",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.log_dir / "tasks"),
+            "K2_HOME": str(self.settings.home),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        })
+        return env
+
+    def _secrets(self) -> dict[str, str]:
+        """Per-installation secrets, generated once, readable by this user only."""
+        path = self.home / "secrets.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        from cryptography.fernet import Fernet
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        values = {"fernet_key": Fernet.generate_key().decode(), "api_secret_key": secrets.token_urlsafe(32),
+                  "jwt_secret": secrets.token_urlsafe(48)}
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(values))
+        return values
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def migrate(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log.info("airflow.migrating", db=self.settings.airflow_db_uri.split("@")[-1])
+        result = subprocess.run([self._airflow(), "db", "migrate"], env=self.environment(), capture_output=True,
+                                text=True, check=False)
+        if result.returncode != 0:
+            raise K2Error(f"`airflow db migrate` failed:\n{(result.stderr or result.stdout)[-2000:]}",
+                          "check K2_AIRFLOW_DB_URI and that the database is reachable.")
+
+    def start(self, timeout_s: float = 180.0) -> None:
+        running = [c.name for c in self.status() if c.pid]
+        if len(running) == len(COMPONENTS):
+            return
+        self._require_free_port()
+        self.migrate()
+        env = self.environment()
+        for name in COMPONENTS:
+            if name in running:
+                continue
+            pid = procs.spawn([self._airflow(), name], pid_file=self._pid_file(name),
+                              log_file=self.log_dir / f"{name}.log", env=env)
+            log.info("airflow.started", component=name, pid=pid, log=str(self.log_dir / f"{name}.log"))
+        self.wait_ready(timeout_s)
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        next_note = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            dead = [c.name for c in self.status() if c.pid is None]
+            if dead:
+                raise K2Error(f"Airflow {', '.join(dead)} exited during start-up; see {self.log_dir}",
+                              "read the component log; `k2 down` then `k2 up` retries.")
+            if self._healthy():
+                log.info("airflow.ready", url=self.url)
+                return
+            if time.monotonic() > next_note:
+                log.info("airflow.waiting", url=self.url)
+                next_note = time.monotonic() + 15
+            time.sleep(1)
+        raise K2Error(f"Airflow did not become healthy at {self.url} within {timeout_s:.0f}s",
+                      f"see the logs in {self.log_dir}.")
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=3) as response:
+                health = json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+        return all(health.get(k, {}).get("status") == "healthy" for k in ("metadatabase", "scheduler"))
+
+    def stop(self, timeout_s: float = 30.0) -> list[str]:
+        return [name for name in COMPONENTS if procs.stop(self._pid_file(name), timeout_s)]
+
+    def status(self) -> list[ComponentStatus]:
+        return [ComponentStatus(name, procs.running_pid(self._pid_file(name)), self.log_dir / f"{name}.log")
+                for name in COMPONENTS]
+
+    def password(self) -> str | None:
+        try:
+            return json.loads(self.passwords_file.read_text()).get(self.settings.airflow_admin_user)
+        except (OSError, ValueError):
+            return None
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run an `airflow` CLI command against this installation."""
+        result = subprocess.run([self._airflow(), *args], env=self.environment(), capture_output=True, text=True,
+                                check=False)
+        if check and result.returncode != 0:
+            raise K2Error(f"`airflow {' '.join(args)}` failed:\n{(result.stderr or result.stdout)[-1500:]}",
+                          f"see the Airflow logs in {self.log_dir}.")
+        return result
+
+    def _pid_file(self, name: str) -> Path:
+        self.settings.run_dir.mkdir(parents=True, exist_ok=True)
+        return self.settings.run_dir / f"airflow-{name}.pid"
+
+    def _airflow(self) -> str:
+        return str(Path(sys.executable).parent / "airflow")
+
+    def _require_free_port(self) -> None:
+        from k2.kafka.broker import _require_free_port
+
+        try:
+            _require_free_port(self.settings.airflow_host, self.settings.airflow_port)
+        except K2Error as exc:
+            raise K2Error(exc.cause, "stop that process, or choose another port with K2_AIRFLOW_PORT.") from None
+

@@ -1,0 +1,1 @@
+"""Monitoring: alerts now; metrics, thresholds and incidents with the monitoring issue."""

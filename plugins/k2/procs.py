@@ -1,0 +1,50 @@
+"""Detached background processes with pid files: how `k2 up` runs Airflow and the feeds."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+
+
+def spawn(cmd: list[str], *, pid_file: Path, log_file: Path, env: dict[str, str] | None = None) -> int:
+    """Start ``cmd`` in its own session (it outlives the caller); returns its pid."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    pid_file.write_text(str(proc.pid))
+    return proc.pid
+
+
+def running_pid(pid_file: Path) -> int | None:
+    """The pid in ``pid_file`` if that process is alive (zombies count as gone)."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        return pid if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE else None
+    except (OSError, ValueError, psutil.NoSuchProcess):
+        return None
+
+
+def stop(pid_file: Path, timeout_s: float = 30.0) -> bool:
+    """SIGTERM the process group, SIGKILL it after ``timeout_s``; False if nothing ran."""
+    pid = running_pid(pid_file)
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while running_pid(pid_file) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if running_pid(pid_file):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    return True

@@ -1,0 +1,135 @@
+"""The embedded stack as one unit: what `k2 up` starts, in order, and what `k2 down` stops."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from k2 import procs
+from k2.errors import K2Error
+from k2.log import get_logger
+from k2.settings import Settings
+
+log = get_logger(__name__)
+
+STEPS = ("JVM artifacts", "Kafka broker", "topics", "Iceberg tables", "Airflow", "supervisor DAGs",
+         "simulated feeds", "Bronze streams")
+
+
+def _step(n: int) -> None:
+    print(f"[{n}/{len(STEPS)}] {STEPS[n - 1]}", file=sys.stderr, flush=True)
+
+
+def bring_up(settings: Settings, *, feeds: bool = True, wait_for_streams: bool = True) -> None:
+    from k2.airflow.services import AirflowServices
+    from k2.jvm import ensure_jars
+    from k2.kafka.broker import LocalKafkaBroker
+    from k2.kafka.topics import ensure_topics
+    from k2.lake.catalog import load_catalog
+    from k2.lake.tables import all_tables, ensure_tables
+    from k2.streams.supervisor import StreamSupervisor
+
+    _step(1)
+    ensure_jars(settings)
+    _step(2)
+    if settings.kafka_embedded:
+        LocalKafkaBroker(settings).ensure_running()
+    _step(3)
+    ensure_topics(settings)
+    _step(4)
+    ensure_tables(load_catalog(settings), all_tables(settings))
+    _step(5)
+    for exchange in settings.exchanges:  # a previous `k2 down` asked the streams to stay stopped
+        StreamSupervisor(settings, exchange).clear_stop()
+    airflow = AirflowServices(settings)
+    airflow.start()
+    _step(6)
+    unpause_supervisors(airflow, settings)
+    _step(7)
+    if feeds:
+        for exchange in settings.exchanges:
+            start_feed(settings, exchange)
+    _step(8)
+    if wait_for_streams:
+        wait_streams_running(settings)
+
+
+def unpause_supervisors(airflow, settings: Settings, timeout_s: float = 180.0) -> None:
+    """Unpause each supervisor DAG once the DAG processor has registered it."""
+    pending = [f"k2_bronze_stream_{ex}" for ex in settings.exchanges]
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        listed = airflow.cli("dags", "list", "-o", "json", check=False).stdout
+        for dag_id in list(pending):
+            if f'"{dag_id}"' in listed:
+                airflow.cli("dags", "unpause", "-y", dag_id)
+                log.info("airflow.dag_unpaused", dag_id=dag_id)
+                pending.remove(dag_id)
+        if pending and time.monotonic() > deadline:
+            raise K2Error(f"Airflow did not register {', '.join(pending)} within {timeout_s:.0f}s",
+                          f"check `{settings.logs_dir / 'airflow' / 'dag-processor.log'}` for import errors.")
+        if pending:
+            time.sleep(2)
+
+
+def feed_pid_file(settings: Settings, exchange: str):
+    return settings.run_dir / f"feed-{exchange}.pid"
+
+
+def start_feed(settings: Settings, exchange: str) -> None:
+    pid_file = feed_pid_file(settings, exchange)
+    if procs.running_pid(pid_file):
+        return
+    pid = procs.spawn([sys.executable, "-m", "k2.cli", "feed", "--exchange", exchange, "--mode", "sim",
+                       "--rate", str(settings.feed_sim_rate), "--seed", str(int(time.time()))],
+                      pid_file=pid_file, log_file=settings.logs_dir / "feeds" / f"{exchange}.log")
+    log.info("feed.spawned", exchange=exchange, pid=pid, rate=settings.feed_sim_rate)
+
+
+def wait_streams_running(settings: Settings, timeout_s: float = 420.0) -> None:
+    """Until every stream completed a batch since it started (Spark's start-up takes a while)."""
+    from k2.streams.supervisor import StreamSupervisor
+
+    supervisors = {ex: StreamSupervisor(settings, ex) for ex in settings.exchanges}
+    deadline = time.monotonic() + timeout_s
+    next_note = 0.0
+    try:
+        while True:
+            reports = {ex: s.inspect() for ex, s in supervisors.items()}
+            ready = [ex for ex, r in reports.items() if r.state == "running" and r.last_batch_age_s is not None
+                     and r.last_batch_age_s < 60]
+            if len(ready) == len(reports):
+                return
+            if time.monotonic() > deadline:
+                raise K2Error(f"Bronze streams not running after {timeout_s:.0f}s: "
+                              + "; ".join(f"{ex}: {r.state} ({r.reason})" for ex, r in reports.items()),
+                              f"see {settings.logs_dir / 'streams'} and the supervisor task logs in Airflow.")
+            if time.monotonic() > next_note:
+                log.info("streams.waiting", **{ex: r.state for ex, r in reports.items()})
+                next_note = time.monotonic() + 15
+            time.sleep(2)
+    finally:
+        for s in supervisors.values():
+            s.close()
+
+
+def bring_down(settings: Settings) -> list[tuple[str, str]]:
+    """Stop feeds, streams (cleanly), Airflow and the broker. Data stays."""
+    from k2.airflow.services import AirflowServices
+    from k2.kafka.broker import LocalKafkaBroker
+    from k2.streams.supervisor import StreamSupervisor
+
+    results = []
+    for exchange in settings.exchanges:
+        stopped = procs.stop(feed_pid_file(settings, exchange))
+        results.append((f"feed {exchange}", "stopped" if stopped else "was not running"))
+    for exchange in settings.exchanges:
+        supervisor = StreamSupervisor(settings, exchange)
+        was_running = supervisor.instance.holder_pid() is not None
+        supervisor.request_stop()
+        results.append((f"stream {exchange}", "stopped" if was_running else "was not running"))
+    stopped_airflow = AirflowServices(settings).stop()
+    results.append(("airflow", ", ".join(stopped_airflow) + " stopped" if stopped_airflow else "was not running"))
+    if settings.kafka_embedded:
+        results.append(("kafka", "stopped" if LocalKafkaBroker(settings).stop() else "was not running"))
+    return results

@@ -1,0 +1,75 @@
+"""DAG integrity: every DAG imports, has no cycle, is documented and owned, parses fast, and
+keeps heavy libraries out of module level (they load inside tasks only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DAGS = ROOT / "dags"
+PARSE_BUDGET_S = 0.5
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    home = tmp_path_factory.mktemp("airflow")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "K2_"))},
+           "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS), "K2_HOME": str(home / "k2")}
+    result = subprocess.run([sys.executable, str(Path(__file__).with_name("inspect_dags.py")), str(DAGS)],
+                            env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_every_dag_file_imports(report: dict) -> None:
+    assert report["import_errors"] == {}
+    assert set(report["files"]) == {p.name for p in DAGS.glob("*.py")}
+    assert report["dags"], "no DAGs found"
+
+
+def test_one_supervisor_dag_per_exchange(report: dict) -> None:
+    assert {"k2_bronze_stream_binance", "k2_bronze_stream_kraken"} <= set(report["dags"])
+
+
+def test_no_cycles(report: dict) -> None:
+    assert [d for d, info in report["dags"].items() if info["has_cycle"]] == []
+
+
+def test_every_dag_is_owned_tagged_retried_and_described(report: dict) -> None:
+    for dag_id, info in report["dags"].items():
+        assert info["description"], f"{dag_id} has no description"
+        assert info["tags"], f"{dag_id} has no tags"
+        assert info["owners"] and "airflow" not in info["owners"], f"{dag_id} has no owner"
+        assert info["task_count"] > 0
+        assert all(r >= 1 for r in info["retries"]), f"{dag_id} has tasks without retries"
+
+
+def test_dag_files_parse_fast(report: dict) -> None:
+    slow = {f: round(s["parse_s"], 3) for f, s in report["files"].items() if s["parse_s"] > PARSE_BUDGET_S}
+    assert slow == {}, f"DAG files slower than {PARSE_BUDGET_S}s to parse: {slow}"
+
+
+def test_dag_files_do_not_import_heavy_libraries(report: dict) -> None:
+    heavy = {f: s["heavy_modules"] for f, s in report["files"].items() if s["heavy_modules"]}
+    assert heavy == {}, f"DAG files import heavy modules at module level: {heavy}"
+
+
+def test_the_heavy_import_check_catches_a_violation(tmp_path: Path) -> None:
+    """The inspector itself: a DAG file importing pyspark at module level is reported."""
+    (tmp_path / "bad_dag.py").write_text(
+        "import pyspark\nfrom datetime import datetime\nfrom airflow.sdk import DAG\n"
+        "with DAG('bad', schedule=None, start_date=datetime(2026, 1, 1), description='x', tags=['t']):\n"
+        "    pass\n")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
+           "AIRFLOW_HOME": str(tmp_path / "home"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    result = subprocess.run([sys.executable, str(Path(__file__).with_name("inspect_dags.py")), str(tmp_path)],
+                            env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["files"]["bad_dag.py"]["heavy_modules"] == ["pyspark"]

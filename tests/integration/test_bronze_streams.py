@@ -1,0 +1,240 @@
+"""Bronze streams under supervision, with the real broker, Spark, Iceberg and Airflow.
+
+The supervisor launches the job exactly as in production (detached launcher -> SparkSubmitHook ->
+spark-submit -> spark_jobs/bronze_ingest.py), so each test configures K2 through K2_* variables,
+which the launched processes inherit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from k2.exchanges import get_exchange
+from k2.feeds.producer import TradeProducer
+from k2.feeds.runner import run_simulated_feed
+from k2.kafka.topics import ensure_topics
+from k2.lake.catalog import load_catalog
+from k2.lake.tables import all_tables, ensure_tables
+from k2.settings import PROJECT_ROOT, Settings, load_settings
+from k2.streams.state import StreamPaths, read_json
+from k2.streams.supervisor import StreamSupervisor
+from tests.helpers import free_port, wait_for
+
+pytestmark = pytest.mark.integration
+EXCHANGE = "binance"
+
+
+@pytest.fixture
+def stream_settings(kafka_broker, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """A K2 installation of its own (home, topic, tables) on the session's broker."""
+    env = {
+        "K2_HOME": str(tmp_path / "home"), "K2_KAFKA_PORT": str(settings.kafka_port),
+        "K2_KAFKA_CONTROLLER_PORT": str(settings.kafka_controller_port),
+        "K2_TOPIC_TEMPLATE": f"bronze-{uuid.uuid4().hex[:8]}.{{exchange}}.raw", "K2_TOPIC_PARTITIONS": "2",
+        "K2_EXCHANGES": EXCHANGE, "K2_SPARK_UI_ENABLED": "false", "K2_STREAM_DRIVER_MEMORY": "768m",
+        "K2_STREAM_CHECK_INTERVAL_S": "1", "K2_STREAM_BACKOFF_BASE_S": "1", "K2_STREAM_STALL_TIMEOUT_S": "20",
+        "K2_STREAM_START_TIMEOUT_S": "150", "K2_STREAM_LEASE_TTL_S": "600", "K2_LOG_FORMAT": "logfmt",
+        "K2_AIRFLOW_PORT": str(free_port()),
+    }
+    for key in [k for k in os.environ if k.startswith("K2_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    scoped = load_settings()
+    ensure_topics(scoped)
+    ensure_tables(load_catalog(scoped), all_tables(scoped))
+    yield scoped
+    supervisor = StreamSupervisor(scoped, EXCHANGE)
+    supervisor.request_stop(timeout_s=30)
+    supervisor.close()
+
+
+class BackgroundFeed:
+    """Simulated load on the stream's topic until stopped."""
+
+    def __init__(self, settings: Settings, rate: float) -> None:
+        self.stop_event = threading.Event()
+        self.summary = None
+        exchange = get_exchange(EXCHANGE)
+        producer = TradeProducer(settings, exchange, report_successes=False)
+        self.thread = threading.Thread(target=lambda: setattr(self, "summary", run_simulated_feed(
+            producer, exchange, ["BTCUSDT", "ETHUSDT"], rate=rate, stop=self.stop_event, progress_every_s=3600)),
+            daemon=True)
+        self.thread.start()
+
+    def finish(self):
+        self.stop_event.set()
+        self.thread.join(60)
+        return self.summary
+
+
+def end_offsets(settings: Settings) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "t"})
+    try:
+        topic = settings.topic_for(EXCHANGE)
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in range(settings.topic_partitions)}
+    finally:
+        consumer.close()
+
+
+def bronze_coordinates(settings: Settings) -> list[tuple[int, int]]:
+    table = load_catalog(settings).load_table(f"bronze.{EXCHANGE}_trades")
+    arrow = table.scan(selected_fields=("kafka_partition", "kafka_offset")).to_arrow()
+    return list(zip(arrow["kafka_partition"].to_pylist(), arrow["kafka_offset"].to_pylist(), strict=True))
+
+
+def running_job(paths: StreamPaths, after: float = 0.0) -> dict | None:
+    """status.json of a job that runs and completed a batch after ``after``."""
+    status = read_json(paths.status) or {}
+    progress = read_json(paths.progress) or {}
+    if status.get("state") == "running" and progress.get("completed_at", 0) > max(after, status["started_at"]):
+        return status
+    return None
+
+
+def airflow_dags_test(settings: Settings, log_file: Path) -> subprocess.Popen:
+    """A real Airflow run of the supervisor DAG (`airflow dags test`), in the background."""
+    from k2.airflow.services import AirflowServices
+
+    airflow = AirflowServices(settings)
+    airflow.migrate()
+    with log_file.open("wb") as out:
+        return subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "dags", "test",
+                                 f"k2_bronze_stream_{EXCHANGE}"], env=airflow.environment(), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_process_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+
+
+def test_supervised_stream_survives_kills_and_a_stall_with_exactly_once_bronze(
+        stream_settings: Settings, tmp_path: Path) -> None:
+    paths = StreamPaths.of(stream_settings, EXCHANGE)
+    feed = BackgroundFeed(stream_settings, rate=2000)
+    airflow_log = tmp_path / "airflow-dags-test.log"
+    airflow = airflow_dags_test(stream_settings, airflow_log)
+    try:
+        status = wait_for(lambda: running_job(paths), 240, "the supervised stream's first batch")
+        restart_times = []
+        for _ in range(3):  # kill -9 of the Spark driver (the JVM) under load
+            killed_at = time.time()
+            os.kill(status["driver_pid"], signal.SIGKILL)
+            status = wait_for(lambda t=killed_at: running_job(paths, after=t), 180, "a restart after kill -9")
+            restart_times.append(time.time() - killed_at)
+        assert all(t < 120 for t in restart_times), restart_times
+
+        # a stall: the driver is alive but frozen while Kafka keeps growing
+        frozen = status["driver_pid"]
+        stalled_at = time.time()
+        os.kill(frozen, signal.SIGSTOP)
+        status = wait_for(lambda: running_job(paths, after=stalled_at), 240, "a restart after a stall")
+        assert status["driver_pid"] != frozen
+        state = read_json(paths.supervisor)
+        assert len(state["restarts"]) == 4
+
+        summary = feed.finish()
+        assert summary.ok and summary.messages > 10_000
+        ends = end_offsets(stream_settings)
+        assert sum(ends.values()) == summary.delivery.delivered
+        wait_for(lambda: sum(1 for _ in bronze_coordinates(stream_settings)) >= sum(ends.values()), 180,
+                 "Bronze to catch up with Kafka")
+        coords = bronze_coordinates(stream_settings)
+        assert len(coords) == len(set(coords)), "a record is in Bronze twice"
+        for partition, end in ends.items():
+            offsets = sorted(o for p, o in coords if p == partition)
+            assert offsets == list(range(end)), f"partition {partition} is not contiguous"
+    finally:
+        feed.finish()
+        StreamSupervisor(stream_settings, EXCHANGE).request_stop(timeout_s=60)
+        stop_process_group(airflow)
+    log = airflow_log.read_text(errors="replace")
+    assert "state=running" in log and "action=start" in log  # the Airflow task did the supervising
+    assert "stalled: no batch for" in log
+    final = read_json(paths.status)
+    assert final["state"] == "stopped" and final["reason"] == "stop requested"
+
+
+def test_racing_supervisors_run_one_job_and_a_lapsed_lease_stops_it(
+        stream_settings: Settings, tmp_path: Path) -> None:
+    paths = StreamPaths.of(stream_settings, EXCHANGE)
+    env = {**os.environ, "K2_STREAM_LEASE_TTL_S": "15"}
+    check = [sys.executable, "-m", "k2.cli", "stream", "check"]
+    deadline = time.monotonic() + 240
+    launches = set()
+    while time.monotonic() < deadline and running_job(paths) is None:
+        racers = [subprocess.Popen(check, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                  for _ in range(2)]
+        for racer in racers:
+            racer.wait(120)
+        state = read_json(paths.supervisor) or {}
+        launches.add(state.get("launcher_pgid"))
+    status = running_job(paths)
+    assert status is not None, "the stream never ran"
+    assert len(launches - {None}) == 1, f"supervisors launched {len(launches)} jobs"
+
+    # a job launched behind the supervisors' backs cannot run on the same checkpoint
+    rogue = subprocess.run([sys.executable, "-m", "k2.streams.launcher", "--exchange", EXCHANGE], env=env,
+                           capture_output=True, text=True, timeout=240)
+    assert rogue.returncode != 0
+    assert "bronze.already_running" in rogue.stdout + rogue.stderr
+    assert read_json(paths.status)["pid"] == status["pid"]  # the running job is untouched
+
+    # nobody renews the lease any more (the supervising DAG is paused): the job stops itself
+    wait_for(lambda: (read_json(paths.status) or {}).get("state") == "stopped", 120, "the job to stop itself")
+    assert "lease expired" in read_json(paths.status)["reason"]
+
+
+def run_job_directly(settings: Settings) -> subprocess.CompletedProcess:
+    """The job's pre-flight checks run before Spark starts, so no spark-submit is needed here."""
+    return subprocess.run([sys.executable, str(PROJECT_ROOT / "spark_jobs" / "bronze_ingest.py"), "--exchange",
+                           EXCHANGE], env=os.environ.copy(), capture_output=True, text=True, timeout=120)
+
+
+def test_unreachable_broker_fails_loudly(stream_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("K2_KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
+    result = run_job_directly(load_settings())
+    assert result.returncode == 69
+    status = read_json(StreamPaths.of(stream_settings, EXCHANGE).status)
+    assert status["state"] == "failed" and status["reason"] == "kafka_unreachable"
+    assert "k2 kafka start" in status["fix"]
+
+
+def test_corrupt_checkpoint_is_reported_kept_and_not_restarted(stream_settings: Settings) -> None:
+    paths = StreamPaths.of(stream_settings, EXCHANGE)
+    broken = paths.checkpoint / "offsets" / "7"
+    broken.parent.mkdir(parents=True)
+    (paths.checkpoint / "metadata").write_text(json.dumps({"id": "q"}))
+    broken.write_bytes(b"\x00garbage")
+    result = run_job_directly(stream_settings)
+    assert result.returncode == 78
+    status = read_json(paths.status)
+    assert status["reason"] == "checkpoint_corrupt" and str(broken) in status["error"]
+    assert broken.read_bytes() == b"\x00garbage"
+
+    alerts = []
+    supervisor = StreamSupervisor(stream_settings, EXCHANGE, alert=lambda *a: alerts.append(a))
+    state = supervisor.load_state()
+    state.launched_at = time.time() - 5  # as if it had launched the job that failed
+    supervisor.save_state(state)
+    first, second = supervisor.reconcile(), supervisor.reconcile()
+    supervisor.close()
+    assert first.state == second.state == "given_up"
+    assert len(alerts) == 1 and alerts[0][0] == "critical" and "checkpoint" in alerts[0][2]

@@ -1,0 +1,74 @@
+from dataclasses import replace
+
+import pytest
+
+from k2.streams.health import Action, Observation, Policy, SupervisorState, backoff_s, decide
+
+POLICY = Policy(stall_timeout_s=60, start_timeout_s=120, backoff_base_s=2, backoff_max_s=30,
+                max_restarts_per_hour=3)
+NOW = 10_000.0
+DOWN = Observation(now=NOW, running_pid=None, launcher_alive=False, job_state=None, failure_reason=None,
+                   last_active_at=None, lag=0, stop_requested=False)
+UP = replace(DOWN, running_pid=123, job_state="running", last_active_at=NOW - 1, lag=10)
+
+
+def test_first_start() -> None:
+    assert decide(DOWN, SupervisorState(), POLICY).action is Action.START
+
+
+def test_restart_waits_out_an_exponential_backoff() -> None:
+    state = SupervisorState(launched_at=NOW - 50, consecutive_failures=2, down_since=NOW - 3)
+    decision = decide(DOWN, state, POLICY)
+    assert decision.action is Action.WAIT and decision.retry_at == NOW - 3 + 8
+    assert decide(replace(DOWN, now=NOW + 5.1), state, POLICY).action is Action.START
+    assert [backoff_s(POLICY, n) for n in range(1, 7)] == [2, 4, 8, 16, 30, 30]
+
+
+def test_gives_up_after_too_many_restarts_in_an_hour() -> None:
+    state = SupervisorState(launched_at=NOW - 10, restarts=[NOW - 3000, NOW - 2000, NOW - 100])
+    assert decide(DOWN, state, POLICY).action is Action.GIVE_UP
+    old = SupervisorState(launched_at=NOW - 10, restarts=[NOW - 4000, NOW - 2000, NOW - 100])
+    assert decide(DOWN, old, POLICY).action is not Action.GIVE_UP
+
+
+def test_corrupt_checkpoint_is_not_restarted() -> None:
+    state = SupervisorState(launched_at=NOW - 10)
+    decision = decide(replace(DOWN, job_state="failed", failure_reason="checkpoint_corrupt"), state, POLICY)
+    assert decision.action is Action.GIVE_UP and "checkpoint" in decision.reason
+
+
+def test_a_booting_job_is_left_alone() -> None:
+    state = SupervisorState(launched_at=NOW - 20, launcher_pgid=99)
+    assert decide(replace(DOWN, launcher_alive=True), state, POLICY).reason == "starting"
+    # ... but not forever
+    late = SupervisorState(launched_at=NOW - 500, launcher_pgid=99)
+    assert decide(replace(DOWN, launcher_alive=True), late, POLICY).action is Action.KILL
+
+
+@pytest.mark.parametrize(("last_active", "lag", "action"), [
+    (NOW - 1, 10, Action.NONE),  # healthy
+    (NOW - 61, 10, Action.KILL),  # silent with work waiting: stalled
+    (NOW - 600, 0, Action.NONE),  # silent and nothing to read: idle, not stalled
+    (NOW - 600, None, Action.NONE),  # Kafka unknown: do not guess
+])
+def test_stall_needs_silence_and_waiting_records(last_active: float, lag: int | None, action: Action) -> None:
+    state = SupervisorState(launched_at=NOW - 1000)
+    assert decide(replace(UP, last_active_at=last_active, lag=lag), state, POLICY).action is action
+
+
+def test_no_first_batch_within_start_timeout_is_a_stall() -> None:
+    state = SupervisorState(launched_at=NOW - 200)
+    assert decide(replace(UP, last_active_at=NOW - 900), state, POLICY).action is Action.KILL
+    young = SupervisorState(launched_at=NOW - 30)
+    assert decide(replace(UP, last_active_at=None), young, POLICY).action is Action.NONE
+
+
+def test_stop_request_is_respected() -> None:
+    assert decide(replace(DOWN, stop_requested=True), SupervisorState(launched_at=NOW - 5), POLICY).action \
+        is Action.NONE
+    assert decide(replace(UP, stop_requested=True), SupervisorState(), POLICY).action is Action.NONE
+
+
+def test_given_up_stays_given_up() -> None:
+    state = SupervisorState(launched_at=NOW - 10, gave_up_at=NOW - 5, gave_up_reason="x")
+    assert decide(DOWN, state, POLICY).action is Action.NONE

@@ -1,0 +1,54 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from k2.settings import Settings
+from k2.streams.checkpoint import checkpoint_problem
+from k2.streams.state import InstanceLock, StreamPaths, read_json, write_json
+
+
+def test_instance_lock_is_exclusive_across_processes_and_probed_without_taking_it(tmp_path: Path) -> None:
+    lock = InstanceLock(tmp_path / "instance.lock")
+    assert lock.holder_pid() is None
+    assert lock.acquire()
+    probe = ("import sys; from pathlib import Path; from k2.streams.state import InstanceLock; "
+             "l = InstanceLock(Path(sys.argv[1])); print(l.holder_pid(), l.acquire())")
+    out = subprocess.run([sys.executable, "-c", probe, str(lock.path)], capture_output=True, text=True, check=True)
+    import os
+
+    assert out.stdout.split() == [str(os.getpid()), "False"]
+    lock.release()
+    out = subprocess.run([sys.executable, "-c", probe, str(lock.path)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["None", "True"]
+
+
+def test_json_state_is_replaced_atomically(tmp_path: Path) -> None:
+    path = tmp_path / "status.json"
+    write_json(path, {"state": "running"})
+    assert read_json(path) == {"state": "running"}
+    path.write_text("{torn")
+    assert read_json(path) is None
+    assert list(tmp_path.glob(".*.tmp")) == []
+
+
+def test_stream_paths_live_under_k2_home(tmp_path: Path) -> None:
+    paths = StreamPaths.of(Settings.from_env({"K2_HOME": str(tmp_path)}), "kraken").ensure()
+    assert paths.checkpoint == tmp_path.resolve() / "checkpoints" / "kraken"
+    assert paths.root.is_dir() and paths.log_file.parent.is_dir()
+
+
+def test_checkpoint_checks(tmp_path: Path) -> None:
+    cp = tmp_path / "cp"
+    assert checkpoint_problem(cp) is None  # first start
+    (cp / "offsets").mkdir(parents=True)
+    (cp / "metadata").write_text(json.dumps({"id": "abc"}))
+    (cp / "offsets" / "0").write_text('v1\n{"batchWatermarkMs":0}\n{"t":{"0":5}}\n')
+    assert checkpoint_problem(cp) is None
+    (cp / "offsets" / "1").write_bytes(b"v1\n{\"batchWatermarkMs\":0\n\x00\x00")
+    problem = checkpoint_problem(cp)
+    assert problem is not None and str(cp / "offsets" / "1") in problem.cause
+    assert "restore" in problem.fix and "never deletes" in problem.fix
+    assert (cp / "offsets" / "1").exists()  # reported, not touched
+    (cp / "metadata").write_text("garbage")
+    assert "metadata" in checkpoint_problem(cp).cause
