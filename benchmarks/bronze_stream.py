@@ -41,6 +41,7 @@ from k2.settings import Settings
 from k2.streams.state import StreamPaths, read_json, recent_progress
 from k2.streams.supervisor import StreamSupervisor
 
+WARM_UP_S = 20.0
 SEEDS = {"K2_BRONZE_TRIGGER_INTERVAL_S": "10", "K2_BRONZE_MAX_OFFSETS_PER_TRIGGER": "10000"}
 
 
@@ -118,8 +119,9 @@ def throughput(settings: Settings, home: Path, backlog: int) -> dict:
             "max_offsets_per_trigger": scoped.bronze_max_offsets_per_trigger}
 
 
-def commit_latencies(settings: Settings, exchange: str, since_ms: int) -> np.ndarray:
-    """Per row: commit time of the snapshot that added its file minus its Kafka timestamp (ms)."""
+def commit_latencies(settings: Settings, exchange: str, since_ms: int, until_ms: int) -> np.ndarray:
+    """Per row produced in [since, until): commit time of the snapshot that added its file minus
+    its Kafka timestamp (ms)."""
     table = load_catalog(settings).load_table(bronze_table(exchange).identifier)
     commit_ms = {s.snapshot_id: s.timestamp_ms for s in table.snapshots()}
     entries = table.inspect.entries().to_pylist()
@@ -130,22 +132,31 @@ def commit_latencies(settings: Settings, exchange: str, since_ms: int) -> np.nda
             continue
         path = urlparse(entry["data_file"]["file_path"]).path  # file:/x and file:///x alike
         ts = pq.read_table(path, columns=["kafka_timestamp"]).column(0).cast("int64").to_numpy() // 1000
-        out.append(committed - ts[ts >= since_ms])
+        out.append(committed - ts[(ts >= since_ms) & (ts < until_ms)])
     return np.concatenate(out) if out else np.array([])
 
 
 def latency(settings: Settings, home: Path, window_s: float, extra: dict[str, str]) -> dict:
+    """Steady state: streams up first, then the feeds, a warm-up, then the measured window."""
     scoped = configure(settings, home, K2_EXCHANGES="binance,kraken", **extra)
     stop = threading.Event()
-    feeds = [feed(scoped, "binance", 10_000, stop=stop), feed(scoped, "kraken", 500, stop=stop)]
     supervisors = Supervisors(scoped, ["binance", "kraken"])
     paths = {ex: StreamPaths.of(scoped, ex) for ex in ("binance", "kraken")}
+    feeds: list[threading.Thread] = []
     try:
-        wait(lambda: all((read_json(p.progress) or {}).get("batch_id", -1) >= 1 for p in paths.values()), 300,
+        wait(lambda: all((read_json(p.status) or {}).get("state") == "running" for p in paths.values()), 300,
+             "both streams to run")
+        feeds = [feed(scoped, "binance", 10_000, stop=stop), feed(scoped, "kraken", 500, stop=stop)]
+        wait(lambda: all((read_json(p.progress) or {}).get("batch_id", -1) >= 3 for p in paths.values()), 300,
              "both streams' first batches")
+        time.sleep(WARM_UP_S)  # JIT and file-system caches settle before the window opens
         progress(f"latency: warm, measuring {window_s:.0f}s")
         since_ms = int(time.time() * 1000)
         time.sleep(window_s)  # the measurement window itself, not a synchronisation
+        until_ms = int(time.time() * 1000)
+        # the window's last records are committed before anything else happens
+        wait(lambda: all((read_json(p.progress) or {}).get("completed_at", 0) * 1000 > until_ms + 2000
+                         for p in paths.values()), 120, "the window's last commits")
         restart = restart_time(scoped, paths["binance"]) if not extra else None
     finally:
         stop.set()
@@ -154,7 +165,7 @@ def latency(settings: Settings, home: Path, window_s: float, extra: dict[str, st
         supervisors.shutdown()
     result = {}
     for exchange in ("binance", "kraken"):
-        lat = commit_latencies(scoped, exchange, since_ms) / 1000
+        lat = commit_latencies(scoped, exchange, since_ms, until_ms) / 1000
         result[exchange] = {"rows": int(lat.size), "p50_s": round(float(np.percentile(lat, 50)), 2),
                             "p99_s": round(float(np.percentile(lat, 99)), 2),
                             "max_s": round(float(lat.max()), 2)} if lat.size else {"rows": 0}

@@ -119,3 +119,21 @@ def test_stop_then_start_keeps_the_data(tmp_path: Path, jars) -> None:
         broker.stop()
     assert not broker.status().running
     assert not broker.data_dir_locked()
+
+
+def test_cluster_ids_starting_with_a_dash_format(tmp_path: Path, jars, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A regression: such an id was once read as a command-line option by Kafka's storage tool."""
+    import base64
+
+    from k2.kafka import broker as broker_module
+
+    dashed = next(i for i in iter(broker_module.new_cluster_id, None) if i.startswith("-"))
+    monkeypatch.setattr(broker_module, "new_cluster_id", lambda: dashed)
+    broker = LocalKafkaBroker(make_settings(tmp_path))
+    try:
+        broker.start()
+        meta = (broker.data_dir / "meta.properties").read_text()
+        assert f"cluster.id={dashed}" in meta
+        assert len(base64.urlsafe_b64decode(dashed + "==")) == 16
+    finally:
+        broker.stop()

@@ -176,10 +176,10 @@ class LocalKafkaBroker:
                 f"{self.data_dir} holds files but no meta.properties: an interrupted format or "
                 "a directory that is not a Kafka data directory",
                 f"move it aside, or delete it with `k2 kafka reset` (which removes {self.data_dir}).")
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         cmd = [java, f"-Dlog4j2.configurationFile={self.log4j_file}", f"-Dkafka.logs.dir={self.log_dir}",
                "-cp", os.pathsep.join(str(j) for j in jars), "kafka.tools.StorageTool", "format",
-               "-t", cluster_id, "-c", str(self.config_file)]
+               f"--cluster-id={cluster_id}", f"--config={self.config_file}"]  # ids may start with "-"
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise K2Error(f"formatting the broker storage in {self.data_dir} failed:\n"
@@ -250,6 +250,11 @@ class LocalKafkaBroker:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         _wait_gone(pid, 10)
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a random UUID in URL-safe base64 (it may start with "-")."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
 def broker_reachable(bootstrap_servers: str, timeout: float = 2.0) -> bool:
