@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import psutil
+
+from k2.errors import K2Error
+
+
+def require_free_port(host: str, port: int, setting: str) -> None:
+    """Fail with the cause and the fix when ``host:port`` cannot be bound (``setting`` moves it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise K2Error(f"port {host}:{port} is already in use by another process",
+                              f"stop that process (`ss -ltnp | grep :{port}`) or choose another port "
+                              f"with {setting}.") from exc
+            raise K2Error(f"cannot bind {host}:{port}: {exc.strerror}",
+                          "use an address of this machine (default 127.0.0.1).") from exc
 
 
 def spawn(cmd: list[str], *, pid_file: Path, log_file: Path, env: dict[str, str] | None = None) -> int:

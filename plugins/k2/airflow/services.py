@@ -105,7 +105,7 @@ class AirflowServices:
         running = [c.name for c in self.status() if c.pid]
         if len(running) == len(COMPONENTS):
             return
-        self._require_free_port()
+        procs.require_free_port(self.settings.airflow_host, self.settings.airflow_port, "K2_AIRFLOW_PORT")
         self.migrate()
         env = self.environment()
         for name in COMPONENTS:
@@ -171,11 +171,4 @@ class AirflowServices:
     def _airflow(self) -> str:
         return str(Path(sys.executable).parent / "airflow")
 
-    def _require_free_port(self) -> None:
-        from k2.kafka.broker import _require_free_port
-
-        try:
-            _require_free_port(self.settings.airflow_host, self.settings.airflow_port)
-        except K2Error as exc:
-            raise K2Error(exc.cause, "stop that process, or choose another port with K2_AIRFLOW_PORT.") from None
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import errno
 import fcntl
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -28,6 +26,7 @@ import psutil
 from k2.errors import K2Error
 from k2.jvm import installed_jars, require_java
 from k2.log import get_logger
+from k2.procs import require_free_port
 from k2.settings import Settings
 
 log = get_logger(__name__)
@@ -102,7 +101,7 @@ class LocalKafkaBroker:
         java = require_java(self.settings)
         jars = installed_jars(self.settings).kafka_broker
         for port in (self.settings.kafka_port, self.settings.kafka_controller_port):
-            _require_free_port(self.settings.kafka_host, port)
+            require_free_port(self.settings.kafka_host, port, "K2_KAFKA_PORT / K2_KAFKA_CONTROLLER_PORT")
         self._prepare_dirs()
         self._write_config()
         if not (self.data_dir / "meta.properties").exists():
@@ -293,20 +292,6 @@ def _wait_gone(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.1)
     return False
-
-
-def _require_free_port(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise K2Error(f"port {host}:{port} is already in use by another process",
-                              f"stop that process (`ss -ltnp | grep :{port}`) or choose other ports "
-                              "with K2_KAFKA_PORT / K2_KAFKA_CONTROLLER_PORT.") from exc
-            raise K2Error(f"cannot bind {host}:{port}: {exc.strerror}",
-                          "set K2_KAFKA_HOST to an address of this machine (default 127.0.0.1).") from exc
 
 
 _LOG4J2 = """\
