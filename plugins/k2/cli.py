@@ -109,15 +109,12 @@ def cmd_lake(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_feed(settings: Settings, args: argparse.Namespace) -> int:
-    from k2.exchanges import get_exchange
+    from k2.exchanges import get_exchange, resolve_symbols
     from k2.feeds.producer import TradeProducer
 
     exchange = get_exchange(args.exchange)
-    configured = settings.exchange_option(exchange.name, "SYMBOLS")
-    raw_symbols = args.symbols or configured
-    symbols = [s.strip() for s in raw_symbols.split(",") if s.strip()] if raw_symbols else list(
-        exchange.default_symbols)
-    exchange.validate_symbols(symbols, simulated=args.mode == "sim")
+    given = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    symbols = resolve_symbols(settings, exchange, given, simulated=args.mode == "sim")
     if args.mode == "sim":
         from k2.feeds.runner import run_simulated_feed
         from k2.feeds.simulator import FaultPlan

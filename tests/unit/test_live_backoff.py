@@ -7,9 +7,9 @@ import random
 import pytest
 
 from k2.errors import K2Error
-from k2.exchanges import Frame, FrameKind, get_exchange
+from k2.exchanges import Frame, FrameKind, get_exchange, resolve_symbols
 from k2.exchanges.kraken import Kraken
-from k2.feeds.live import Backoff, plan_frame, resolve_symbols, resolve_url
+from k2.feeds.live import Backoff, plan_frame, resolve_url
 from k2.settings import Settings
 from tests.fakes.exchange_servers import binance_trade, kraken_trades
 

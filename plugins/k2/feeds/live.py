@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.uri import parse_uri
 
 from k2.errors import K2Error
-from k2.exchanges import Exchange, FrameKind
+from k2.exchanges import Exchange, FrameKind, resolve_symbols
 from k2.feeds.producer import DeliveryStats, TradeProducer
 from k2.log import get_logger
 from k2.settings import Settings
@@ -76,12 +76,6 @@ def plan_frame(exchange: Exchange, frame: str | bytes) -> FrameAction:
     return FrameAction(classified.kind, publish, classified.key.encode())
 
 
-def resolve_symbols(settings: Settings, exchange: Exchange, symbols: list[str] | None) -> list[str]:
-    option = settings.exchange_option(exchange.name, "SYMBOLS")
-    configured = [s.strip() for s in option.split(",") if s.strip()]
-    return exchange.validate_symbols(symbols or configured or list(exchange.default_symbols), simulated=False)
-
-
 def resolve_url(settings: Settings, exchange: Exchange, symbols: list[str], url: str | None = None) -> str:
     """The URL to open; a K2Error (not endless retries) when it can never work."""
     base = url or settings.exchange_option(exchange.name, "WS_URL") or exchange.default_ws_url
@@ -114,9 +108,6 @@ class LiveFeedSummary:
     @property
     def ok(self) -> bool:
         return self.publish_failed == 0 and self.delivery.failed == 0 and self.delivery.in_flight == 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "reconnects": self.reconnects, "ok": self.ok}
 
 
 class LiveFeed:
