@@ -103,6 +103,14 @@ class Settings:
     stream_lease_ttl_s: float = setting(180.0, "A stream stops itself when no supervisor renewed its lease "
                                         "for this long (e.g. its DAG is paused).")
 
+    # --- batch: Bronze -> Silver -> Gold ---------------------------------------------------------
+    silver_max_event_lead_s: int = setting(300, "A trade whose event time is this far after its Kafka timestamp "
+                                           "goes to the dead letters (future_timestamp).")
+    silver_max_event_age_s: int = setting(7 * 86_400, "A trade whose event time is this far before its Kafka "
+                                          "timestamp goes to the dead letters (stale_timestamp).")
+    batch_settle_timeout_s: float = setting(1800.0, "How long the batch waits for Bronze to hold every Kafka "
+                                            "record of its interval before it fails (and retries).")
+
     # --- Airflow (run by `k2 up`) and the simulated feeds it starts ------------------------------
     airflow_host: str = setting("127.0.0.1", "Address the Airflow API server and UI bind to.")
     airflow_port: int = setting(8080, "Port of the Airflow API server and UI.")
@@ -224,7 +232,8 @@ class Settings:
                      "bronze_trigger_interval_s", "bronze_max_offsets_per_trigger", "stream_check_interval_s",
                      "stream_stall_timeout_s", "stream_start_timeout_s", "stream_backoff_base_s",
                      "stream_backoff_max_s", "stream_max_restarts_per_hour", "stream_lease_ttl_s",
-                     "stream_supervise_window_s"):
+                     "stream_supervise_window_s", "silver_max_event_lead_s", "silver_max_event_age_s",
+                     "batch_settle_timeout_s"):
             if getattr(self, name) <= 0:
                 raise K2Error(f"{env_name(name)} must be positive, got {getattr(self, name)}",
                               "set a positive number or unset it for the default.")

@@ -14,7 +14,7 @@ from k2.exchanges.base import Exchange, Frame, FrameKind, Instrument, TradeBatch
 from k2.settings import Settings
 
 __all__ = ["Exchange", "Frame", "FrameKind", "Instrument", "TradeBatch", "available", "get_exchange",
-           "resolve_symbols"]
+           "known_symbols", "resolve_symbols"]
 
 
 @cache
@@ -43,3 +43,10 @@ def resolve_symbols(settings: Settings, exchange: Exchange, symbols: list[str] |
     option = settings.exchange_option(exchange.name, "SYMBOLS")
     configured = [s.strip() for s in option.split(",") if s.strip()]
     return exchange.validate_symbols(symbols or configured or list(exchange.default_symbols), simulated=simulated)
+
+
+def known_symbols(settings: Settings, exchange: Exchange) -> dict[str, str]:
+    """Exchange symbol -> K2's normalised symbol, for every symbol K2 accepts in Silver: the
+    simulator's instruments plus the configured (or default) live symbols."""
+    symbols = {*exchange.instruments, *resolve_symbols(settings, exchange, None)}
+    return {s: exchange.normalise_symbol(s) for s in sorted(symbols)}

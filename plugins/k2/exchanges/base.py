@@ -12,9 +12,12 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from k2.errors import K2Error
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,24 @@ class Exchange(ABC):
     def render(self, batch: TradeBatch) -> list[bytes]:
         """The exchange's own messages for these trades, one payload per message, as the live
         exchange would send them."""
+
+    @abstractmethod
+    def parse_bronze(self, bronze: DataFrame) -> DataFrame:
+        """Bronze rows -> one row per trade each payload carries, as Spark expressions (no UDFs).
+
+        Output columns (see ``k2.exchanges.spark.CANDIDATE_COLUMNS``): the Bronze row's Kafka
+        coordinates, ``ingested_at`` and raw ``value``; ``item_index`` (position of the trade in its
+        message, -1 when the message as a whole is rejected); ``exchange_symbol``, ``trade_id``,
+        ``event_time`` (timestamp), ``price_text`` and ``quantity_text`` (exact decimal text),
+        ``taker_side`` ("buy"/"sell"); ``parse_error`` (a reason code, null when the payload was
+        readable) and ``parse_detail``. Field values are not validated here: Silver does that the
+        same way for every exchange.
+        """
+
+    @abstractmethod
+    def event_times_us(self, payload: bytes) -> list[int]:
+        """Exchange event time (epoch microseconds) of each trade in one payload, for monitoring
+        without Spark. Raises ValueError when the payload is not a trade message."""
 
 
 def loads_or_none(frame: str | bytes) -> object | None:

@@ -8,11 +8,15 @@ The server pings every 20 s (answered by the WebSocket layer) and closes connect
 
 from __future__ import annotations
 
+import json
 import re
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from k2.errors import K2Error
 from k2.exchanges.base import Exchange, Frame, FrameKind, Instrument, TradeBatch, loads_or_none
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
 
 _QUOTES = ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "BTC", "ETH", "BNB", "EUR", "TRY", "BRL", "JPY")
 
@@ -73,3 +77,29 @@ class Binance(Exchange):
         return [f'{head[s]}{ms + 1}{mid[s]}{t},"p":"{p}","q":"{q}","T":{ms}{tail[buy]}'.encode()
                 for s, t, p, q, ms, buy in zip(batch.symbol, batch.trade_id, batch.price, batch.qty,
                                                trade_ms, batch.is_buy, strict=True)]
+
+    def event_times_us(self, payload: bytes) -> list[int]:
+        try:
+            return [int(json.loads(payload)["data"]["T"]) * 1000]
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"not a Binance trade payload: {exc}") from None
+
+    def parse_bronze(self, bronze: DataFrame) -> DataFrame:
+        from pyspark.sql import functions as F
+
+        from k2.exchanges.spark import candidates, payload_text
+
+        # a map, not a struct: Binance's keys differ only in case ("t" id / "T" time), and Spark
+        # resolves struct fields case-insensitively; map lookups are exact
+        df = payload_text(bronze).withColumn("msg", F.from_json("payload", "stream STRING, data MAP<STRING, STRING>")
+                                             .getField("data"))
+        field = F.col("msg").getItem
+        error = F.coalesce(F.col("payload_error"),
+                           F.when(F.coalesce(field("e"), F.lit("")) != "trade", F.lit("not_a_trade")))
+        return candidates(
+            df, item_index=F.lit(0), exchange_symbol=field("s"), trade_id=field("t"),
+            event_time=F.timestamp_millis(field("T").try_cast("bigint")),
+            price_text=field("p"), quantity_text=field("q"),
+            # "m": the buyer was the maker, so the aggressor sold
+            taker_side=F.when(field("m") == "true", F.lit("sell")).when(field("m") == "false", F.lit("buy")),
+            parse_error=error)

@@ -13,10 +13,13 @@ import datetime as dt
 import functools
 import json
 import re
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from k2.errors import K2Error
 from k2.exchanges.base import Exchange, Frame, FrameKind, Instrument, TradeBatch, loads_or_none
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
 
 
 class Kraken(Exchange):
@@ -82,6 +85,41 @@ class Kraken(Exchange):
             payloads.append(f'{{"channel":"trade","type":"{kind}","data":[{data}]}}'.encode())
             start += size
         return payloads
+
+    def parse_bronze(self, bronze: DataFrame) -> DataFrame:
+        from pyspark.sql import functions as F
+
+        from k2.exchanges.spark import candidates, payload_text
+
+        # prices and quantities are JSON numbers: read as STRING, Spark keeps the number's own text
+        item = "STRUCT<symbol: STRING, side: STRING, price: STRING, qty: STRING, trade_id: STRING, timestamp: STRING>"
+        df = payload_text(bronze)
+        df = df.withColumn("msg", F.from_json("payload", f"channel STRING, type STRING, data ARRAY<{item}>"))
+        error = F.coalesce(
+            F.col("payload_error"),
+            F.when(F.col("msg.channel").isNull() | (F.col("msg.channel") != "trade") | F.col("msg.data").isNull(),
+                   F.lit("not_a_trade")),
+            F.when(F.size("msg.data") == 0, F.lit("no_trades")))
+        # a rejected message still yields one row (item_index -1) so it reaches the dead letters
+        items = F.when(error.isNull(), F.col("msg.data")).otherwise(F.array(F.lit(None).cast(item)))
+        df = df.withColumn("parse_error", error).select("*", F.posexplode(items).alias("pos", "trade"))
+        return candidates(
+            df, item_index=F.col("pos"), exchange_symbol=F.col("trade.symbol"), trade_id=F.col("trade.trade_id"),
+            event_time=F.try_to_timestamp(F.col("trade.timestamp")),
+            price_text=F.col("trade.price"), quantity_text=F.col("trade.qty"),
+            taker_side=F.lower(F.col("trade.side")), parse_error=F.col("parse_error"))
+
+    def event_times_us(self, payload: bytes) -> list[int]:
+        try:
+            items = json.loads(payload)["data"]
+            return [_parse_rfc3339_us(item["timestamp"]) for item in items]
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"not a Kraken trade payload: {exc}") from None
+
+
+def _parse_rfc3339_us(text: str) -> int:
+    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
 
 
 @functools.lru_cache(maxsize=4096)

@@ -1,0 +1,1 @@
+"""Bronze -> Silver -> Gold batch processing: intervals, parameters, the Bronze readiness check."""

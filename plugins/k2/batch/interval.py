@@ -1,0 +1,69 @@
+"""Batch intervals and their validation: checked before any work starts, with a message that says
+what is wrong."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from k2.errors import K2Error
+
+MAX_BACKFILL = dt.timedelta(days=366)
+EARLIEST = dt.datetime(2009, 1, 3, tzinfo=dt.UTC)  # nothing crypto traded before the genesis block
+
+
+@dataclass(frozen=True)
+class Interval:
+    """[start, end) in UTC, for one exchange's data."""
+
+    exchange: str
+    start: dt.datetime
+    end: dt.datetime
+
+    @property
+    def label(self) -> str:
+        return f"{self.exchange}/{self.start:%Y-%m-%dT%H:%M}..{self.end:%Y-%m-%dT%H:%M}"
+
+    def hours(self) -> list[Interval]:
+        """The interval split into whole hours (a backfill runs hour by hour, like the schedule)."""
+        out, cursor = [], self.start
+        while cursor < self.end:
+            step = min(cursor + dt.timedelta(hours=1), self.end)
+            out.append(Interval(self.exchange, cursor, step))
+            cursor = step
+        return out
+
+
+def parse_time(value: str | dt.datetime, name: str) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        moment = value
+    else:
+        try:
+            moment = dt.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise K2Error(f"{name}={value!r} is not a date-time",
+                          f"give {name} in ISO 8601, e.g. 2026-11-20T13:00:00Z.") from None
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def validate_interval(exchange: str, start: str | dt.datetime, end: str | dt.datetime, *,
+                      exchanges: tuple[str, ...], now: dt.datetime | None = None) -> Interval:
+    """A validated interval, or a K2Error naming the parameter and the fix."""
+    if exchange not in exchanges:
+        raise K2Error(f"exchange={exchange!r} is not one of K2's exchanges ({', '.join(exchanges)})",
+                      "pick one of them, or add it to K2_EXCHANGES.")
+    begin, finish = parse_time(start, "start"), parse_time(end, "end")
+    now = now or dt.datetime.now(dt.UTC)
+    if begin >= finish:
+        raise K2Error(f"start {begin.isoformat()} is not before end {finish.isoformat()}",
+                      "swap them, or give an end later than the start.")
+    if begin < EARLIEST:
+        raise K2Error(f"start {begin.isoformat()} is before {EARLIEST.date()}, when no crypto trades existed",
+                      "give a start after that date.")
+    if finish > now + dt.timedelta(hours=1):
+        raise K2Error(f"end {finish.isoformat()} is in the future (now {now.isoformat(timespec='seconds')})",
+                      "give an end no later than the current hour.")
+    if finish - begin > MAX_BACKFILL:
+        raise K2Error(f"the interval spans {(finish - begin).days} days, more than {MAX_BACKFILL.days}",
+                      "split the backfill into intervals of at most a year.")
+    return Interval(exchange, begin, finish)
