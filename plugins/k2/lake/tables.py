@@ -28,6 +28,7 @@ from pyiceberg.types import (
 )
 
 from k2.errors import K2Error
+from k2.lake.names import GOLD_INTERVAL_NAMES
 from k2.log import get_logger
 from k2.settings import Settings
 
@@ -50,8 +51,8 @@ TABLE_PROPERTIES = {
     "write.metadata.previous-versions-max": "100",
 }
 
-GOLD_INTERVALS: dict[str, type[Transform]] = {"1m": DayTransform, "5m": DayTransform,
-                                               "1h": MonthTransform, "1d": YearTransform}
+GOLD_INTERVALS: dict[str, type[Transform]] = dict(zip(GOLD_INTERVAL_NAMES, (DayTransform, DayTransform,
+                                                                          MonthTransform, YearTransform), strict=True))
 
 
 @dataclass(frozen=True)
