@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
 from airflow.sdk.definitions.taskgroup import TaskGroup
 
 from k2.airflow.assets import GOLD_ASSETS, SILVER_ASSETS, bronze_asset
@@ -28,7 +28,8 @@ with DAG(
     dag_id="k2_medallion",
     description="Bronze -> Silver -> Gold per hour, with Great Expectations gates",
     doc_md=DOC,
-    schedule="@hourly",
+    # data intervals [hh:00, hh+1:00), each run after its hour has ended
+    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=2,
@@ -55,8 +56,9 @@ with DAG(
         with TaskGroup(group_id=exchange):
             wait = BronzeSettledSensor(task_id="wait_for_bronze", exchange=exchange, mode="reschedule",
                                        poke_interval=30, timeout=settings.batch_settle_timeout_s)
-            silver = MedallionOperator(task_id="silver", layer="silver", exchange=exchange,
+            # one Silver and one Gold task per exchange at a time: their idempotency relies on it
+            silver = MedallionOperator(task_id="silver", layer="silver", exchange=exchange, max_active_tis_per_dag=1,
                                        inlets=[bronze_asset(exchange)], outlets=SILVER_ASSETS)
-            gold = MedallionOperator(task_id="gold", layer="gold", exchange=exchange,
+            gold = MedallionOperator(task_id="gold", layer="gold", exchange=exchange, max_active_tis_per_dag=1,
                                      inlets=SILVER_ASSETS[:1], outlets=GOLD_ASSETS)
             checked >> wait >> silver >> gold

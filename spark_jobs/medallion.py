@@ -40,31 +40,40 @@ def _table(settings: Settings, identifier: str) -> str:
     return f"{settings.catalog_name}.{identifier}"
 
 
+def _floor(moment: dt.datetime, width: dt.timedelta) -> dt.datetime:
+    seconds = width.total_seconds()
+    return dt.datetime.fromtimestamp(moment.replace(tzinfo=dt.UTC).timestamp() // seconds * seconds, dt.UTC)
+
+
 def _between(column: str, start: dt.datetime, end: dt.datetime):
     from pyspark.sql import functions as F
 
     return (F.col(column) >= F.lit(start)) & (F.col(column) < F.lit(end))
 
 
-def merge_insert_new(spark: SparkSession, source: DataFrame, table: str, key: tuple[str, ...],
-                     update_when_changed: tuple[str, ...] = ()) -> None:
-    """MERGE ``source`` into ``table`` on ``key``: insert what is new; with ``update_when_changed``,
-    also replace rows whose listed columns differ (and only those, so re-runs change nothing)."""
-    view = f"k2_merge_source_{abs(hash((table, time.time_ns())))}"
-    source.createOrReplaceTempView(view)
+def merge_bars(spark: SparkSession, bars: DataFrame, table: str, exchange: str, span: tuple[dt.datetime, dt.datetime],
+               key: tuple[str, ...], measures: tuple[str, ...]) -> None:
+    """MERGE recomputed bars into a Gold table: insert new bars, replace those whose measures
+    changed, leave equal ones alone (so a re-run commits nothing new). The target is pruned to the
+    exchange and the bars' time span."""
+    view = f"k2_bars_{abs(hash((table, time.time_ns())))}"
+    bars.createOrReplaceTempView(view)
     on = " AND ".join(f"t.{c} = s.{c}" for c in key)
-    update = ""
-    if update_when_changed:
-        changed = " OR ".join(f"NOT (t.{c} <=> s.{c})" for c in update_when_changed)
-        update = f"WHEN MATCHED AND ({changed}) THEN UPDATE SET *"
+    changed = " OR ".join(f"NOT (t.{c} <=> s.{c})" for c in measures)
+    pruned = (f"t.exchange = '{exchange}' AND t.bar_start >= TIMESTAMP '{span[0].isoformat()}' "
+              f"AND t.bar_start < TIMESTAMP '{span[1].isoformat()}'")
     try:
-        spark.sql(f"MERGE INTO {table} t USING {view} s ON {on} {update} WHEN NOT MATCHED THEN INSERT *")
+        spark.sql(f"""MERGE INTO {table} t USING {view} s ON {on} AND {pruned}
+                      WHEN MATCHED AND ({changed}) THEN UPDATE SET *
+                      WHEN NOT MATCHED THEN INSERT *""")
     finally:
         spark.catalog.dropTempView(view)
 
 
 # --- Silver --------------------------------------------------------------------------------------
 def run_silver(spark: SparkSession, settings: Settings, interval: Interval, gate: Gate) -> dict[str, Any]:
+    """Appends what is new. Only one Silver task per exchange runs at a time (the DAG says so),
+    so the anti-joins against the tables are the whole idempotency story."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -72,33 +81,40 @@ def run_silver(spark: SparkSession, settings: Settings, interval: Interval, gate
 
     exchange = get_exchange(interval.exchange)
     now = F.current_timestamp()
-    bronze = spark.table(_table(settings, bronze_table(exchange.name).identifier)) \
-        .where(_between("kafka_timestamp", interval.start, interval.end))
+    in_interval = _between("kafka_timestamp", interval.start, interval.end)
+    bronze = spark.table(_table(settings, bronze_table(exchange.name).identifier)).where(in_interval)
     rules = SilverRules(exchange.name, known_symbols(settings, exchange), settings.silver_max_event_lead_s,
                         settings.silver_max_event_age_s)
     classified = classify(exchange.parse_bronze(bronze), rules).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        counts = {r["reason"]: r["n"] for r in classified.groupBy("reason").agg(F.count("*").alias("n")).collect()}
-        items = sum(counts.values())
+        # one pass for the accounting: items per outcome, Bronze rows (each has one item at index
+        # 0 or -1), and the event-time span of the valid trades (to prune Silver's partitions)
+        stats = classified.groupBy("reason").agg(
+            F.count(F.lit(1)).alias("n"), F.sum((F.col("item_index") <= 0).cast("int")).alias("rows"),
+            F.min("event_time").alias("lo"), F.max("event_time").alias("hi")).collect()
+        counts = {r["reason"]: r["n"] for r in stats}
+        items, bronze_rows = sum(counts.values()), sum(r["rows"] for r in stats)
         valid = counts.pop(None, 0)
-        bronze_rows = classified.select("kafka_partition", "kafka_offset").distinct().count() if items else 0
+        span = next(((r["lo"], r["hi"]) for r in stats if r["reason"] is None), None)
 
         silver_name = _table(settings, SILVER_TRADES.identifier)
-        trades = first_per_key(to_trades(classified, exchange.name, now))
-        span = trades.agg(F.min("event_time").alias("lo"), F.max("event_time").alias("hi")).first()
-        fresh = trades
-        if span["lo"] is not None:  # leave out trades Silver already holds (duplicates across intervals)
+        fresh = first_per_key(to_trades(classified, exchange.name, now))
+        if span is not None:  # leave out trades Silver already holds (duplicates across intervals)
             existing = spark.table(silver_name).where(
-                (F.col("exchange") == exchange.name) & (F.col("event_time") >= F.lit(span["lo"]))
-                & (F.col("event_time") <= F.lit(span["hi"]))).select("exchange", "symbol", "trade_id")
-            fresh = trades.join(existing, ["exchange", "symbol", "trade_id"], "left_anti")
+                (F.col("exchange") == exchange.name) & (F.col("event_time") >= F.lit(span[0]))
+                & (F.col("event_time") <= F.lit(span[1]))).select("exchange", "symbol", "trade_id")
+            fresh = fresh.join(existing, ["exchange", "symbol", "trade_id"], "left_anti")
         fresh = fresh.persist(StorageLevel.MEMORY_AND_DISK)
         new_trades = fresh.count()
-        dead = to_dead_letters(classified, exchange.name, now)
+        dead_name = _table(settings, DEAD_LETTER.identifier)
+        seen = spark.table(dead_name).where((F.col("exchange") == exchange.name) & in_interval) \
+            .select(*DEAD_LETTER.identifier_columns)
+        dead = to_dead_letters(classified, exchange.name, now).join(seen, list(DEAD_LETTER.identifier_columns),
+                                                                     "left_anti")
 
         quality = gate("silver", fresh, interval)
-        merge_insert_new(spark, fresh, silver_name, SILVER_TRADES.identifier_columns)
-        merge_insert_new(spark, dead, _table(settings, DEAD_LETTER.identifier), DEAD_LETTER.identifier_columns)
+        fresh.writeTo(silver_name).append()
+        dead.writeTo(dead_name).append()
         fresh.unpersist()
     finally:
         classified.unpersist()
@@ -142,7 +158,7 @@ def run_gold(spark: SparkSession, settings: Settings, interval: Interval, gate: 
         if name == "1m":
             continue
         seconds = INTERVAL_SECONDS[name]
-        first = dt.datetime.fromtimestamp(lo.timestamp() // seconds * seconds, dt.UTC)
+        first = _floor(lo, dt.timedelta(seconds=seconds))
         coarse = keys_1m.select("exchange", "symbol", bar_start(F.col("bar_start"), name).alias("_bar")).distinct()
         # the coarse bars' other minutes come from Gold 1m, the touched minutes from the fresh bars
         others = (gold_1m.where((F.col("exchange") == interval.exchange) & (F.col("bar_start") >= F.lit(first))
@@ -155,7 +171,9 @@ def run_gold(spark: SparkSession, settings: Settings, interval: Interval, gate: 
         report["quality"][name] = gate(f"gold_{name}", frame, interval)
     for name, frame in bars.items():
         report["bars"][name] = frame.count()
-        merge_insert_new(spark, frame, _table(settings, gold_table(name).identifier), BAR_KEY, MEASURES)
+        width = dt.timedelta(seconds=INTERVAL_SECONDS[name])
+        merge_bars(spark, frame, _table(settings, gold_table(name).identifier), interval.exchange,
+                   (_floor(lo, width), hi + width), BAR_KEY, MEASURES)
         frame.unpersist()
     return report
 

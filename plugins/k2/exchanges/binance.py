@@ -87,14 +87,14 @@ class Binance(Exchange):
     def parse_bronze(self, bronze: DataFrame) -> DataFrame:
         from pyspark.sql import functions as F
 
-        from k2.exchanges.spark import candidates, payload_text
+        from k2.exchanges.spark import candidates, payload_text, unparsed_reason
 
         # a map, not a struct: Binance's keys differ only in case ("t" id / "T" time), and Spark
         # resolves struct fields case-insensitively; map lookups are exact
         df = payload_text(bronze).withColumn("msg", F.from_json("payload", "stream STRING, data MAP<STRING, STRING>")
                                              .getField("data"))
         field = F.col("msg").getItem
-        error = F.coalesce(F.col("payload_error"),
+        error = F.coalesce(F.col("payload_error"), F.when(F.col("msg").isNull(), unparsed_reason()),
                            F.when(F.coalesce(field("e"), F.lit("")) != "trade", F.lit("not_a_trade")))
         return candidates(
             df, item_index=F.lit(0), exchange_symbol=field("s"), trade_id=field("t"),

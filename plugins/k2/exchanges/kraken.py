@@ -89,7 +89,7 @@ class Kraken(Exchange):
     def parse_bronze(self, bronze: DataFrame) -> DataFrame:
         from pyspark.sql import functions as F
 
-        from k2.exchanges.spark import candidates, payload_text
+        from k2.exchanges.spark import candidates, payload_text, unparsed_reason
 
         # prices and quantities are JSON numbers: read as STRING, Spark keeps the number's own text
         item = "STRUCT<symbol: STRING, side: STRING, price: STRING, qty: STRING, trade_id: STRING, timestamp: STRING>"
@@ -97,8 +97,8 @@ class Kraken(Exchange):
         df = df.withColumn("msg", F.from_json("payload", f"channel STRING, type STRING, data ARRAY<{item}>"))
         error = F.coalesce(
             F.col("payload_error"),
-            F.when(F.col("msg.channel").isNull() | (F.col("msg.channel") != "trade") | F.col("msg.data").isNull(),
-                   F.lit("not_a_trade")),
+            F.when(F.col("msg").isNull() | F.col("msg.channel").isNull(), unparsed_reason()),
+            F.when((F.col("msg.channel") != "trade") | F.col("msg.data").isNull(), F.lit("not_a_trade")),
             F.when(F.size("msg.data") == 0, F.lit("no_trades")))
         # a rejected message still yields one row (item_index -1) so it reaches the dead letters
         items = F.when(error.isNull(), F.col("msg.data")).otherwise(F.array(F.lit(None).cast(item)))

@@ -14,13 +14,18 @@ CANDIDATE_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_ti
 
 
 def payload_text(bronze: DataFrame) -> DataFrame:
-    """Adds ``payload`` (the value as UTF-8 text) and ``payload_error`` for values that are empty,
-    not UTF-8 or not JSON at all; exchanges add their own structural checks."""
+    """Adds ``payload`` (the value as UTF-8 text) and ``payload_error`` for values that are empty or
+    not UTF-8; exchanges add their own structural checks (see ``unparsed_reason``)."""
     text = F.col("value").cast("string")
     error = (F.when(F.col("value").isNull() | (F.length("value") == 0), F.lit("empty_payload"))
-             .when(~F.is_valid_utf8(text), F.lit("not_utf8"))
-             .when(F.get_json_object(text, "$").isNull(), F.lit("malformed_json")))
+             .when(~F.is_valid_utf8(text), F.lit("not_utf8")))
     return bronze.withColumn("payload", text).withColumn("payload_error", error)
+
+
+def unparsed_reason() -> Column:
+    """Why a payload did not parse into the exchange's message shape: not JSON at all, or JSON of
+    another kind. Meant for rows whose parse failed only, so valid rows are parsed once."""
+    return F.when(F.get_json_object("payload", "$").isNull(), F.lit("malformed_json")).otherwise(F.lit("not_a_trade"))
 
 
 def candidates(df: DataFrame, *, item_index: Column, exchange_symbol: Column, trade_id: Column,
