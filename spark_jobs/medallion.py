@@ -85,6 +85,7 @@ def run_silver(spark: SparkSession, settings: Settings, interval: Interval, gate
     bronze = spark.table(_table(settings, bronze_table(exchange.name).identifier)).where(in_interval)
     rules = SilverRules(exchange.name, known_symbols(settings, exchange), settings.silver_max_event_lead_s,
                         settings.silver_max_event_age_s)
+    bronze_quality = gate("bronze", bronze, interval)
     classified = classify(exchange.parse_bronze(bronze), rules).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         # one pass for the accounting: items per outcome, Bronze rows (each has one item at index
@@ -122,7 +123,7 @@ def run_silver(spark: SparkSession, settings: Settings, interval: Interval, gate
         "layer": "silver", "exchange": exchange.name, "start": interval.start.isoformat(),
         "end": interval.end.isoformat(), "bronze_rows": bronze_rows, "items": items, "silver_new": new_trades,
         "duplicates": valid - new_trades, "dead_letters": sum(counts.values()), "dead_letter_reasons": counts,
-        "quality": quality,
+        "quality": {"bronze": bronze_quality, "silver": quality},
     }
     if report["silver_new"] + report["duplicates"] + report["dead_letters"] != items:
         raise RuntimeError(f"Silver accounting does not add up for {interval.label}: {report}")
@@ -181,9 +182,13 @@ def run_gold(spark: SparkSession, settings: Settings, interval: Interval, gate: 
 # --- quality gate and entry point ---------------------------------------------------------------
 def quality_gate(settings: Settings) -> Gate:
     def gate(layer: str, frame: DataFrame, interval: Interval) -> dict[str, Any]:
-        from k2.quality import enforce, validate
+        from k2.monitoring.alerts import send_alert
+        from k2.quality import QualityGateFailed, enforce, validate
 
-        report = validate(layer, frame, settings=settings, run_name=interval.label.replace("/", "_"))
+        report = validate(layer, frame, settings=settings, exchange=interval.exchange,
+                          run_name=interval.label.replace("/", "_"))
+        if not report.passed:
+            send_alert("critical", f"quality {layer}.{interval.exchange}", str(QualityGateFailed(report)))
         enforce(report)
         return report.summary()
 

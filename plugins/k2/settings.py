@@ -110,6 +110,16 @@ class Settings:
                                           "timestamp goes to the dead letters (stale_timestamp).")
     batch_settle_timeout_s: float = setting(1800.0, "How long the batch waits for Bronze to hold every Kafka "
                                             "record of its interval before it fails (and retries).")
+    expectations_dir: Path = setting(PROJECT_ROOT / "expectations", "The Great Expectations project whose "
+                                     "suites gate Bronze, Silver and Gold (results go to K2_HOME/quality).")
+
+    # --- Iceberg table maintenance ---------------------------------------------------------------
+    maintenance_snapshot_retention_h: float = setting(72.0, "Snapshots older than this are expired "
+                                                      "(time travel and rollback reach this far back).")
+    maintenance_min_snapshots: int = setting(10, "Snapshots always kept per table, however old.")
+    maintenance_orphan_age_h: float = setting(72.0, "Unreferenced files younger than this are never deleted "
+                                              "(they may belong to a commit in flight).")
+    maintenance_target_file_mb: int = setting(128, "Target data file size when compacting.")
 
     # --- Airflow (run by `k2 up`) and the simulated feeds it starts ------------------------------
     airflow_host: str = setting("127.0.0.1", "Address the Airflow API server and UI bind to.")
@@ -134,6 +144,7 @@ class Settings:
 
         object.__setattr__(self, "home", Path(self.home).expanduser().resolve())
         object.__setattr__(self, "jars_dir", Path(self.jars_dir).expanduser().resolve())
+        object.__setattr__(self, "expectations_dir", Path(self.expectations_dir).expanduser().resolve())
         if not self.kafka_bootstrap_servers:
             derive("kafka_bootstrap_servers", f"{self.kafka_host}:{self.kafka_port}")
         if not self.catalog_uri and self.catalog_type == "sql":
@@ -233,7 +244,8 @@ class Settings:
                      "stream_stall_timeout_s", "stream_start_timeout_s", "stream_backoff_base_s",
                      "stream_backoff_max_s", "stream_max_restarts_per_hour", "stream_lease_ttl_s",
                      "stream_supervise_window_s", "silver_max_event_lead_s", "silver_max_event_age_s",
-                     "batch_settle_timeout_s"):
+                     "batch_settle_timeout_s", "maintenance_snapshot_retention_h", "maintenance_min_snapshots",
+                     "maintenance_orphan_age_h", "maintenance_target_file_mb"):
             if getattr(self, name) <= 0:
                 raise K2Error(f"{env_name(name)} must be positive, got {getattr(self, name)}",
                               "set a positive number or unset it for the default.")

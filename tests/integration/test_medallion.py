@@ -7,7 +7,8 @@ from decimal import Decimal as D
 import pytest
 
 from k2.batch.interval import Interval
-from spark_jobs.medallion import run
+from k2.quality import QualityGateFailed
+from spark_jobs.medallion import quality_gate, run
 from tests.integration.medallion_fixtures import at, binance, kraken, naive, own_lake, table_rows, write_bronze
 
 pytestmark = pytest.mark.integration
@@ -142,3 +143,40 @@ def test_three_reruns_give_identical_tables(spark, lake) -> None:
         silver, _ = both_layers(spark, lake, H10)
         assert silver["silver_new"] == 0 and silver["duplicates"] == 5
         assert {t: table_rows(spark, lake, t) for t in tables} == first
+
+
+def test_great_expectations_gates_pass_clean_layers_and_keep_their_results(spark, lake) -> None:
+    gate = quality_gate(lake)
+    silver, gold = both_layers(spark, lake, H10, gate)
+    assert silver["quality"]["silver"]["passed"] and not silver["quality"]["silver"]["critical"]
+    assert silver["quality"]["silver"]["evaluated"] >= 20
+    # 3 of the 15 Bronze rows carry the empty/truncated payloads the suite only warns about: none here
+    assert silver["quality"]["bronze"]["passed"]
+    assert set(gold["quality"]) == {"1m", "5m", "1h", "1d"} and all(q["passed"] for q in gold["quality"].values())
+    docs = silver["quality"]["silver"]["docs"]
+    assert docs.startswith("file://") and (lake.home / "quality").as_uri() in docs
+    results = list((lake.home / "quality" / "gx" / "uncommitted" / "validations").rglob("*.json"))
+    assert {".".join(p.relative_to(lake.home / "quality" / "gx" / "uncommitted" / "validations").parts[:2])
+            for p in results} >= {"bronze.binance", "silver.binance", "gold_1m.binance", "gold_1d.binance"}
+    empty, _ = both_layers(spark, lake, Interval("binance", at("2026-11-20T20:00:00"), at("2026-11-20T21:00:00")),
+                           gate)
+    warnings = {w["expectation"] for w in empty["quality"]["silver"]["warnings"]}
+    assert empty["quality"]["silver"]["passed"] and warnings == {"expect_table_row_count_to_be_between"}
+
+
+def test_critical_quality_failure_blocks_gold(spark, lake) -> None:
+    run(spark, lake, "silver", H10, quality_gate(lake))
+    gold_tables = [f"{lake.catalog_name}.gold.ohlcv_{i}" for i in ("1m", "5m", "1h", "1d")]
+    snapshots = {t: spark.sql(f"SELECT count(*) FROM {t}.snapshots").first()[0] for t in gold_tables}
+    # a bad row that got into Silver behind the gate's back (a hand edit, a buggy writer)
+    spark.sql(f"""INSERT INTO {lake.catalog_name}.silver.trades
+                  SELECT exchange, symbol, exchange_symbol, '999', event_time, price, -10 * quantity,
+                         -10 * quote_amount, taker_side, kafka_topic, kafka_partition, 999, kafka_timestamp,
+                         bronze_ingested_at, processed_at
+                  FROM {lake.catalog_name}.silver.trades WHERE trade_id = '1'""")
+    with pytest.raises(QualityGateFailed) as failed:
+        run(spark, lake, "gold", H10, quality_gate(lake))
+    message = str(failed.value)
+    assert "gold_1m.binance" in message and "volume_base" in message and "nothing was published" in message
+    assert {t: spark.sql(f"SELECT count(*) FROM {t}.snapshots").first()[0] for t in gold_tables} == snapshots
+    assert spark.table(gold_tables[0]).count() == 0

@@ -108,11 +108,14 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines = [f"bronze_rows={report['bronze_rows']} items={report['items']} silver_new={report['silver_new']} "
                  f"duplicates={report['duplicates']} dead_letters={report['dead_letters']} "
                  f"reasons={json.dumps(report['dead_letter_reasons'], sort_keys=True)}"]
-        quality = {"silver": report.get("quality")}
     else:
         lines = [f"bars={json.dumps(report['bars'], sort_keys=True)}"]
-        quality = report.get("quality") or {}
-    for layer, result in quality.items():
-        if isinstance(result, dict):
-            lines.append(f"quality {layer}: " + " ".join(f"{k}={v}" for k, v in sorted(result.items())))
+    for layer, result in (report.get("quality") or {}).items():
+        if not isinstance(result, dict) or "passed" not in result:
+            continue
+        lines.append(f"quality {layer}: passed={result['passed']} evaluated={result['evaluated']} "
+                     f"critical={len(result['critical'])} warnings={len(result['warnings'])} "
+                     f"results={result['docs'] or 'K2_HOME/quality'}")
+        findings = result["critical"] + result["warnings"]
+        lines += [f"  {f['severity']}: {f['expectation']}: {f['detail']}" for f in findings]
     return lines

@@ -1,0 +1,170 @@
+"""Run a layer's suite on a Spark DataFrame and decide: critical failures stop publication, warnings
+are reported. Results and data docs are kept in a runtime GX project under ``$K2_HOME/quality``
+(the repository's ``expectations/`` stays read-only at run time)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from k2.errors import K2Error
+from k2.log import get_logger
+from k2.quality.suites import load_suite
+from k2.settings import Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+log = get_logger("k2.quality")
+
+DATASOURCE = "k2_spark"
+BATCH_DEFINITION = "whole_dataframe"
+
+
+@dataclass(frozen=True)
+class Finding:
+    expectation: str
+    severity: str
+    detail: str
+
+
+@dataclass
+class QualityReport:
+    layer: str
+    exchange: str
+    run_name: str
+    evaluated: int
+    failures: list[Finding] = field(default_factory=list)
+    docs: str = ""
+
+    @property
+    def critical(self) -> list[Finding]:
+        return [f for f in self.failures if f.severity == "critical"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.failures if f.severity != "critical"]
+
+    @property
+    def passed(self) -> bool:
+        return not self.critical
+
+    def summary(self) -> dict[str, Any]:
+        return {"suite": f"{self.layer}.{self.exchange}", "passed": self.passed, "evaluated": self.evaluated,
+                "critical": [asdict(f) for f in self.critical], "warnings": [asdict(f) for f in self.warnings],
+                "docs": self.docs}
+
+
+class QualityGateFailed(K2Error):
+    def __init__(self, report: QualityReport) -> None:
+        failed = "; ".join(f"{f.expectation}: {f.detail}" for f in report.critical)
+        super().__init__(f"quality gate {report.layer}.{report.exchange} failed for {report.run_name}: {failed}",
+                         f"nothing was published; see {report.docs or 'the validation results'}, fix the data "
+                         "or the transform, then clear the task to re-run the interval")
+        self.report = report
+
+
+def validate(layer: str, frame: DataFrame, *, settings: Settings, exchange: str, run_name: str) -> QualityReport:
+    """Validate ``frame`` with the suite of ``layer`` and keep the result. One validation at a time
+    per state directory: the runtime project's files (config, data docs index) are shared."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    root = settings.home / "quality"
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(root / ".lock"):
+        from great_expectations.core.run_identifier import RunIdentifier
+
+        context = _runtime_context(root)
+        checkpoint = _checkpoint(context, load_suite(settings.expectations_dir, layer, exchange))
+        result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name))
+        (result_id, suite_result), = result.run_results.items()
+        docs = _docs_url(context, result_id)
+    report = QualityReport(layer, exchange, run_name, evaluated=len(suite_result.results), docs=docs,
+                           failures=[_finding(r) for r in suite_result.results if not r.success])
+    log.info("quality.validated", suite=f"{layer}.{exchange}", run=run_name, passed=report.passed,
+             evaluated=report.evaluated, critical=len(report.critical), warnings=len(report.warnings), docs=docs)
+    for finding in report.failures:
+        log.warning("quality.expectation_failed", suite=f"{layer}.{exchange}", **asdict(finding))
+    return report
+
+
+def enforce(report: QualityReport) -> None:
+    """Raise when a critical expectation failed, so the caller publishes nothing."""
+    if not report.passed:
+        raise QualityGateFailed(report)
+
+
+def _runtime_context(root: Path):
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="file", project_root_dir=root)
+    bars = context.variables.progress_bars
+    if bars is None or (bars.get("globally", True) if isinstance(bars, dict) else bars.globally):
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)  # task logs, not terminals
+        context.variables.save()
+    return context
+
+
+def _checkpoint(context, suite):
+    """The checkpoint for one suite, created on first use; the suite is refreshed from the project
+    every run, so edited rules apply at once."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+
+    try:
+        source = context.data_sources.get(DATASOURCE)
+    except KeyError:
+        source = context.data_sources.add_spark(name=DATASOURCE, persist=False)  # callers cache what they reuse
+    try:
+        asset = source.get_asset(suite.name)
+    except LookupError:
+        asset = source.add_dataframe_asset(name=suite.name)
+    try:
+        batch = asset.get_batch_definition(BATCH_DEFINITION)
+    except KeyError:
+        batch = asset.add_batch_definition_whole_dataframe(BATCH_DEFINITION)
+    suite = context.suites.add_or_update(suite)
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=suite.name, data=batch, suite=suite))
+    return context.checkpoints.add_or_update(gx.Checkpoint(
+        name=suite.name, validation_definitions=[definition], actions=[UpdateDataDocsAction(name="data_docs")],
+        result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5}))
+
+
+def _finding(result) -> Finding:
+    config = result.expectation_config
+    severity = str(getattr(config, "severity", "critical") or "critical")
+    severity = getattr(severity, "value", severity).split(".")[-1].lower()
+    columns = {k: v for k, v in config.kwargs.items() if k in ("column", "column_list", "column_A", "column_B")}
+    name = config.type + (f"({', '.join(f'{k}={v}' for k, v in columns.items())})" if columns else "")
+    if result.exception_info and result.exception_info.get("raised_exception"):
+        return Finding(name, severity, f"could not be evaluated: {result.exception_info.get('exception_message')}")
+    outcome = result.result or {}
+    if "unexpected_count" in outcome:
+        sample = outcome.get("partial_unexpected_list") or []
+        return Finding(name, severity, f"{outcome['unexpected_count']} unexpected rows, e.g. {sample[:3]}")
+    return Finding(name, severity, f"observed {outcome.get('observed_value')!r}")
+
+
+def _docs_url(context, result_id) -> str:
+    try:
+        sites = context.get_docs_sites_urls(resource_identifier=result_id)
+        return next((s["site_url"] for s in sites if s.get("site_url")), "")
+    except Exception as exc:  # docs are a convenience; the stored result is what counts
+        log.warning("quality.docs_unavailable", error=str(exc))
+        return ""
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
