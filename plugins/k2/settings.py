@@ -249,6 +249,10 @@ class Settings:
             if getattr(self, name) <= 0:
                 raise K2Error(f"{env_name(name)} must be positive, got {getattr(self, name)}",
                               "set a positive number or unset it for the default.")
+        if self.maintenance_orphan_age_h < 24:
+            raise K2Error(f"K2_MAINTENANCE_ORPHAN_AGE_H={self.maintenance_orphan_age_h:g} is under 24 hours: files "
+                          "that young may belong to a commit in flight",
+                          "use 24 or more (Iceberg refuses shorter windows for the same reason).")
         _check_choice("log_format", self.log_format, ("console", "logfmt", "json"))
         _check_choice("log_level", self.log_level.upper(), ("DEBUG", "INFO", "WARNING", "ERROR"))
         _check_choice("catalog_type", self.catalog_type, ("sql", "rest"))

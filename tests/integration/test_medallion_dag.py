@@ -25,15 +25,14 @@ from tests.integration.test_bronze_streams import EXCHANGE, stream_settings  # n
 pytestmark = pytest.mark.integration
 
 
-def airflow_dags_test(settings: Settings, dag_id: str, conf: dict, log_file: Path) -> int:
+def airflow(settings: Settings, args: list[str], log_file: Path) -> int:
     from k2.airflow.services import AirflowServices
 
-    airflow = AirflowServices(settings)
-    airflow.migrate()
+    services = AirflowServices(settings)
+    services.migrate()
     with log_file.open("wb") as out:
-        return subprocess.run([str(Path(sys.executable).parent / "airflow"), "dags", "test", dag_id, "-c",
-                               json.dumps(conf)], env=airflow.environment(), stdout=out, stderr=subprocess.STDOUT,
-                              timeout=900, check=False).returncode
+        return subprocess.run([str(Path(sys.executable).parent / "airflow"), *args], env=services.environment(),
+                              stdout=out, stderr=subprocess.STDOUT, timeout=900, check=False).returncode
 
 
 def committed(settings: Settings) -> int:
@@ -44,19 +43,23 @@ def committed(settings: Settings) -> int:
 def test_medallion_dag_turns_streamed_bronze_into_silver_and_gold(stream_settings: Settings,  # noqa: F811
                                                                     tmp_path: Path) -> None:
     exchange = get_exchange(EXCHANGE)
-    summary = run_simulated_feed(TradeProducer(stream_settings, exchange), exchange, ["BTCUSDT", "ETHUSDT"], rate=0,
-                                 count=3000, seed=5, manifest_path=tmp_path / "manifest.json",
-                                 faults=FaultPlan(duplicate=0.02, malformed=0.02))
-    assert summary.ok
     supervisor = StreamSupervisor(stream_settings, EXCHANGE)
-    supervisor.reconcile()  # starts the stream
-    wait_for(lambda: committed(stream_settings) == 3000, 240, "the Bronze stream to commit every record")
+    entries = []
+    for burst, seed in enumerate((5, 6, 7), start=1):  # three bursts: three micro-batches, three files
+        manifest = tmp_path / f"manifest-{seed}.json"
+        summary = run_simulated_feed(TradeProducer(stream_settings, exchange), exchange, ["BTCUSDT", "ETHUSDT"],
+                                     rate=0, count=1000, seed=seed, manifest_path=manifest,
+                                     faults=FaultPlan(duplicate=0.02, malformed=0.02))
+        assert summary.ok
+        entries += json.loads(manifest.read_text())["entries"]
+        supervisor.reconcile()  # starts the stream (once)
+        wait_for(lambda n=burst: committed(stream_settings) == 1000 * n, 240, "the Bronze stream to commit the burst")
 
     now = dt.datetime.now(dt.UTC)
     conf = {"exchange": EXCHANGE, "start": (now - dt.timedelta(hours=1)).isoformat(),
             "end": (now + dt.timedelta(seconds=1)).isoformat()}
     log_file = tmp_path / "airflow.log"
-    code = airflow_dags_test(stream_settings, "k2_medallion", conf, log_file)
+    code = airflow(stream_settings, ["dags", "test", "k2_medallion", "-c", json.dumps(conf)], log_file)
     log = log_file.read_text(errors="replace")
     assert code == 0, log[-5000:]
 
@@ -65,9 +68,8 @@ def test_medallion_dag_turns_streamed_bronze_into_silver_and_gold(stream_setting
     catalog = load_catalog(stream_settings)
     silver = catalog.load_table("silver.trades").scan().to_arrow()
     dead = catalog.load_table("silver.dead_letter").scan().to_arrow()
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
-    malformed = [e for e in manifest["entries"] if e["fault"] == "malformed"]
-    duplicates = [e for e in manifest["entries"] if e["fault"] == "duplicate"]
+    malformed = [e for e in entries if e["fault"] == "malformed"]
+    duplicates = [e for e in entries if e["fault"] == "duplicate"]
     assert silver.num_rows == 3000 - len(malformed) - len(duplicates) > 0
     assert dead.num_rows == len(malformed) > 0
     assert f"duplicates={len(duplicates)} dead_letters={len(malformed)}" in log
@@ -76,3 +78,15 @@ def test_medallion_dag_turns_streamed_bronze_into_silver_and_gold(stream_setting
     day = catalog.load_table("gold.ohlcv_1d").scan().to_arrow()
     assert sorted(set(day.column("symbol").to_pylist())) == ["BTC-USDT", "ETH-USDT"]
     assert "quality silver: passed=True" in log and "quality 1m: passed=True" in log
+
+    # maintenance of Bronze while its stream keeps running: fewer files, every offset still once
+    bronze = catalog.load_table(f"bronze.{EXCHANGE}_trades")
+    files_before = len(bronze.inspect.files())
+    code = airflow(stream_settings, ["tasks", "test", "k2_maintenance", "maintain_bronze"], tmp_path / "maint.log")
+    maintenance_log = (tmp_path / "maint.log").read_text(errors="replace")
+    assert code == 0, maintenance_log[-5000:]
+    bronze = catalog.load_table(f"bronze.{EXCHANGE}_trades")
+    assert f"bronze.{EXCHANGE}_trades: data files {files_before} -> " in maintenance_log
+    assert len(bronze.inspect.files()) < files_before
+    offsets = bronze.scan(selected_fields=("kafka_partition", "kafka_offset")).to_arrow()
+    assert offsets.num_rows == 3000 and len(set(zip(*offsets.to_pydict().values(), strict=True))) == 3000

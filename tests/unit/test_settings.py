@@ -62,6 +62,8 @@ def test_per_exchange_options_are_accepted(tmp_path: Path) -> None:
     ("K2_EXCHANGES", "Binance", "lower-case identifier"),
     ("K2_TOPIC_TEMPLATE", "trades", "no {exchange} placeholder"),
     ("K2_WAREHOUSE", "relative/path", "neither file:// nor s3://"),
+    ("K2_MAINTENANCE_ORPHAN_AGE_H", "2", "under 24 hours"),
+    ("K2_MAINTENANCE_MIN_SNAPSHOTS", "-1", "must be positive"),
 ])
 def test_bad_values_name_the_variable(key: str, value: str, message: str) -> None:
     with pytest.raises(K2Error) as err:

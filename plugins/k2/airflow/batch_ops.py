@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseOperator, BaseSensorOperator
@@ -85,18 +83,13 @@ class MedallionOperator(BaseOperator):
         self.exchange = exchange
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from k2.airflow.hooks import spark_submit_hook
+        from k2.airflow.hooks import submit_job
 
-        settings = load_settings()
         interval = run_interval(context, self.exchange)
-        with tempfile.TemporaryDirectory(prefix="k2-medallion-") as tmp:
-            report_file = Path(tmp) / "report.json"
-            hook = spark_submit_hook(settings, name=f"k2-{self.layer}-{self.exchange}", application_args=[
-                "--layer", self.layer, "--exchange", self.exchange, "--start", interval.start.isoformat(),
-                "--end", interval.end.isoformat(), "--report", str(report_file)])
-            self.log.info("submitting %s for %s", self.layer, interval.label)
-            hook.submit(application=str(MEDALLION_APPLICATION))
-            report = json.loads(report_file.read_text())
+        self.log.info("submitting %s for %s", self.layer, interval.label)
+        report = submit_job(load_settings(), name=f"k2-{self.layer}-{self.exchange}", application=MEDALLION_APPLICATION,
+                            args=["--layer", self.layer, "--exchange", self.exchange,
+                                  "--start", interval.start.isoformat(), "--end", interval.end.isoformat()])
         for line in summary_lines(report):
             self.log.info("%s", line)
         return report

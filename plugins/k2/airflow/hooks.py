@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from k2.settings import Settings
@@ -40,3 +42,18 @@ def spark_submit_hook(settings: Settings, *, name: str, application_args: list[s
                   # local mode stays on loopback instead of the first network interface
                   **({"SPARK_LOCAL_IP": "127.0.0.1"} if is_local(settings) else {})},
     )
+
+
+def submit_job(settings: Settings, *, name: str, application: Path, args: list[str],
+               log: logging.Logger | None = None) -> dict:
+    """spark-submit one of K2's jobs with ``--report`` and return the JSON report it wrote. A job
+    that fails after writing its report (e.g. maintenance with one bad table) still has it logged."""
+    with tempfile.TemporaryDirectory(prefix="k2-job-") as tmp:
+        report_file = Path(tmp) / "report.json"
+        hook = spark_submit_hook(settings, name=name, application_args=[*args, "--report", str(report_file)])
+        try:
+            hook.submit(application=str(application))
+        finally:
+            if report_file.is_file() and log is not None:
+                log.info("report: %s", report_file.read_text())
+        return json.loads(report_file.read_text())

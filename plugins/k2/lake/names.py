@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+NAMESPACES = ("bronze", "silver", "gold", "ops")
 GOLD_INTERVAL_NAMES = ("1m", "5m", "1h", "1d")
 SILVER_TRADES_ID = "silver.trades"
 DEAD_LETTER_ID = "silver.dead_letter"

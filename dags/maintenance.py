@@ -1,0 +1,42 @@
+"""Iceberg table maintenance for every K2 table, daily, safe while the streams run."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG
+
+from k2.airflow.maintenance_ops import IcebergMaintenanceOperator
+from k2.lake.names import NAMESPACES
+from k2.settings import load_settings
+
+settings = load_settings()
+
+DOC = f"""
+Per namespace, on every table: **rewrite_data_files** (compact the streams' small files to
+{settings.maintenance_target_file_mb} MB), **rewrite_manifests**, **expire_snapshots** (older than
+{settings.maintenance_snapshot_retention_h:g} h, keeping the last {settings.maintenance_min_snapshots}) and
+**remove_orphan_files** (older than {settings.maintenance_orphan_age_h:g} h). Commit conflicts with the
+streams and the batch are retried; compaction never changes a row. Retention: `K2_MAINTENANCE_*`.
+"""
+
+with DAG(
+    dag_id="k2_maintenance",
+    description="Iceberg compaction, manifest rewrite, snapshot expiry and orphan removal on every K2 table",
+    doc_md=DOC,
+    schedule="30 3 * * *",  # daily, off the hour so it does not meet the batch's start
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["k2", "maintenance", "iceberg"],
+    default_args={"owner": "k2", "retries": 2, "retry_delay": timedelta(minutes=5),
+                  "retry_exponential_backoff": True},
+):
+    previous = None
+    for namespace in NAMESPACES:  # one after the other: each is a Spark job, and cores are few
+        # all_done: a table that failed in one namespace does not hold back the others
+        task = IcebergMaintenanceOperator(task_id=f"maintain_{namespace}", namespace=namespace,
+                                          trigger_rule="all_done")
+        if previous is not None:
+            previous >> task
+        previous = task
