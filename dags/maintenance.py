@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG
 
 from k2.airflow.maintenance_ops import IcebergMaintenanceOperator
+from k2.airflow.notifiers import K2AlertNotifier, batch_deadline
 from k2.lake.names import NAMESPACES
 from k2.settings import load_settings
 
@@ -28,6 +29,8 @@ with DAG(
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
+    deadline=batch_deadline(settings.maintenance_deadline_min),
+    on_failure_callback=K2AlertNotifier("warning"),
     tags=["k2", "maintenance", "iceberg"],
     default_args={"owner": "k2", "retries": 2, "retry_delay": timedelta(minutes=5),
                   "retry_exponential_backoff": True},

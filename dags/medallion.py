@@ -9,6 +9,7 @@ from airflow.sdk.definitions.taskgroup import TaskGroup
 
 from k2.airflow.assets import GOLD_ASSETS, SILVER_ASSETS, bronze_asset
 from k2.airflow.batch_ops import BronzeSettledSensor, MedallionOperator
+from k2.airflow.notifiers import K2AlertNotifier, batch_deadline
 from k2.settings import load_settings
 
 settings = load_settings()
@@ -33,6 +34,8 @@ with DAG(
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=2,
+    deadline=batch_deadline(settings.medallion_deadline_min),
+    on_failure_callback=K2AlertNotifier("critical"),
     tags=["k2", "silver", "gold", "batch"],
     params={
         "exchange": Param("all", type="string", enum=["all", *settings.exchanges],

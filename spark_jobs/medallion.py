@@ -202,6 +202,10 @@ def run(spark: SparkSession, settings: Settings, layer: str, interval: Interval,
     log.info("medallion.started", layer=layer, interval=interval.label)
     report = (run_silver if layer == "silver" else run_gold)(spark, settings, interval, gate)
     report["duration_s"] = round(time.monotonic() - started, 2)
+    if layer == "silver":
+        from k2.monitoring.metrics import record_silver_run
+
+        record_silver_run(settings, report)  # monitoring's dead-letter ratio
     log.info("medallion.finished", **{k: v for k, v in report.items() if k != "quality"})
     return report
 

@@ -40,9 +40,48 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from k2.monitoring.report import STREAM_HEADERS, stream_rows
     from k2.status import stack_status
 
     print_table(("component", "state", "where", "details"), stack_status(settings))
+    print()
+    rows = stream_rows(settings)
+    if rows:
+        print_table(STREAM_HEADERS, rows)
+    else:
+        print("streams: no monitoring measurement yet (the k2_monitoring DAG runs every minute; "
+              "`k2 monitor` measures now)")
+    if getattr(args, "plot", None) is not None:
+        from k2.monitoring.report import write_chart
+
+        chart = Path(args.plot).resolve() if args.plot else settings.monitoring_dir / "status.html"
+        points = write_chart(settings, chart)
+        print(f"\nchart of latency and lag over the last hour ({points} measurements): {chart.as_uri()}")
+    return 0
+
+
+def cmd_monitor(settings: Settings, args: argparse.Namespace) -> int:
+    from k2.monitoring.monitor import run_monitor
+    from k2.monitoring.report import STREAM_HEADERS, stream_rows
+    from k2.monitoring.thresholds import configured_thresholds
+
+    result = run_monitor(settings, configured_thresholds(settings))
+    print_table(STREAM_HEADERS, stream_rows(settings))
+    for alert in result.alerts:
+        print(f"alert: {alert.text} (delivery: {alert.delivery or 'log only'})")
+    return 0
+
+
+def cmd_thresholds(settings: Settings, args: argparse.Namespace) -> int:
+    from k2.monitoring.thresholds import DEFAULTS, configured_thresholds
+
+    thresholds = configured_thresholds(settings)
+    print_table(("exchange", "metric", "warning above", "critical above", "meaning"),
+                [(ex, metric, "off" if t.warning is None else f"{t.warning:.10g}",
+                  "off" if t.critical is None else f"{t.critical:.10g}", DEFAULTS[metric][1])
+                 for ex, metrics in thresholds.per_exchange.items() for metric, t in metrics.items()])
+    print("\nsources: defaults, K2_MONITOR_THRESHOLDS_FILE, then the Airflow Variable k2_alert_thresholds "
+          "(same JSON, read by the monitoring DAG)")
     return 0
 
 
@@ -94,6 +133,8 @@ def cmd_lake(settings: Settings, args: argparse.Namespace) -> int:
     catalog = load_catalog(settings)
     if args.action == "init":
         print_table(("table", "action"), sorted(ensure_tables(catalog, all_tables(settings)).items()))
+    elif args.action == "show":
+        return show_table(catalog, args.table, args.where, args.limit)
     else:
         rows = []
         for spec in all_tables(settings):
@@ -106,6 +147,37 @@ def cmd_lake(settings: Settings, args: argparse.Namespace) -> int:
                 rows.append((spec.identifier, "missing", "-", "run `k2 lake init`"))
         print_table(("table", "rows", "files", "location"), rows)
     return 0
+
+
+def show_table(catalog, identifier: str | None, where: str | None, limit: int) -> int:
+    """Print up to ``limit`` rows of a table, optionally filtered (pyiceberg row filter syntax)."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    if not identifier:
+        raise K2Error("`k2 lake show` needs a table", "e.g. `k2 lake show gold.ohlcv_1m --where \"symbol = "
+                      "'BTC-USDT'\"`; `k2 lake tables` lists them.")
+    try:
+        table = catalog.load_table(identifier)
+    except NoSuchTableError as exc:
+        raise K2Error(f"no table {identifier}", "`k2 lake tables` lists K2's tables.") from exc
+    from pyiceberg.expressions.parser import parse
+
+    try:
+        row_filter = parse(where or "true")
+    except Exception as exc:  # pyparsing's errors, which pyiceberg does not wrap
+        raise K2Error(f"cannot read the filter {where!r} (at character {getattr(exc, 'loc', '?')})",
+                      "use column comparisons such as \"symbol = 'BTC-USDT' and trade_count > 10\".") from exc
+    rows = table.scan(row_filter=row_filter, limit=limit).to_arrow().to_pylist()
+    columns = [f.name for f in table.schema().fields]
+    print_table(tuple(columns), [tuple(_cell(r[c]) for c in columns) for r in rows])
+    return 0
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, bytes):
+        text = value[:60].decode("utf-8", "replace")
+        return text + ("..." if len(value) > 60 else "")
+    return "" if value is None else str(value)
 
 
 def cmd_feed(settings: Settings, args: argparse.Namespace) -> int:
@@ -207,7 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-feeds", action="store_true", help="do not start the simulated feeds")
     p.add_argument("--no-wait", action="store_true", help="do not wait for the streams' first batches")
     add("down", cmd_down, "Stop everything `k2 up` started (data is kept).")
-    add("status", cmd_status, "Show what runs where.")
+    p = add("status", cmd_status, "Show what runs where, and each stream's latest monitoring figures.")
+    p.add_argument("--plot", nargs="?", const="", default=None, metavar="HTML",
+                   help="also chart latency and lag over the last hour (default file: "
+                   "K2_HOME/monitoring/status.html)")
+    add("monitor", cmd_monitor, "Measure the streams now, as the k2_monitoring DAG does (alerts included).")
+    add("thresholds", cmd_thresholds, "Show the alert thresholds in force, validating their sources.")
     p = add("jars", cmd_jars, "Resolve the JVM artifacts with Maven (no-op when up to date).")
     p.add_argument("--force", action="store_true", help="resolve again even if up to date")
     p = add("kafka", cmd_kafka, "Operate the embedded Kafka broker and the exchange topics.")
@@ -216,8 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "reset: delete the broker's data directory")
     p.add_argument("--yes", action="store_true", help="confirm `reset`")
     p = add("lake", cmd_lake, "Create or list K2's Iceberg namespaces and tables.")
-    p.add_argument("action", choices=("init", "tables"),
-                   help="init: create missing namespaces and tables; tables: list them")
+    p.add_argument("action", choices=("init", "tables", "show"),
+                   help="init: create missing namespaces and tables; tables: list them; show: print rows of one")
+    p.add_argument("table", nargs="?", help="show: the table, e.g. silver.trades or gold.ohlcv_1m")
+    p.add_argument("--where", help="show: row filter, e.g. \"symbol = 'BTC-USDT'\"")
+    p.add_argument("--limit", type=int, default=20, help="show: at most this many rows (default 20)")
     p = add("feed", cmd_feed, "Publish an exchange's trades to its Kafka topic (simulated or live).")
     p.add_argument("--exchange", required=True, help="exchange name, e.g. binance or kraken")
     p.add_argument("--mode", choices=("sim", "live"), default="sim",

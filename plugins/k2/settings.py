@@ -121,6 +121,30 @@ class Settings:
                                               "(they may belong to a commit in flight).")
     maintenance_target_file_mb: int = setting(128, "Target data file size when compacting.")
 
+    # --- monitoring and alerts ------------------------------------------------------------------
+    monitor_window_s: float = setting(60.0, "Window over which monitoring computes latency percentiles and "
+                                      "throughput.")
+    monitor_thresholds_file: str = setting("", "JSON file overriding alert thresholds per metric and "
+                                            "exchange (see `k2 thresholds`); the Airflow Variable "
+                                            "k2_alert_thresholds overrides it in turn.")
+    alert_resolve_after_s: float = setting(120.0, "A metric back under its thresholds for this long resolves "
+                                           "its incident.")
+    alert_webhook_url: str = setting("", "Slack-compatible incoming webhook for alerts; empty: not used.")
+    alert_smtp_host: str = setting("", "SMTP server for alert e-mails; empty: not used.")
+    alert_smtp_port: int = setting(587, "SMTP port.")
+    alert_smtp_starttls: bool = setting(True, "Upgrade the SMTP connection with STARTTLS.")
+    alert_smtp_user: str = setting("", "SMTP login; empty: no authentication.")
+    alert_smtp_password: str = setting("", "SMTP password.")
+    alert_email_from: str = setting("k2@localhost", "Sender of alert e-mails.")
+    alert_email_to: tuple[str, ...] = setting((), "Recipients of alert e-mails, comma-separated.")
+    alert_delivery_attempts: int = setting(3, "Attempts per alert and channel before it waits in the outbox "
+                                           "for the next monitoring run.")
+    alert_retry_backoff_s: float = setting(1.0, "First delay between delivery attempts; doubles per attempt.")
+    medallion_deadline_min: float = setting(45.0, "A k2_medallion run still unfinished this long after it was "
+                                            "queued fires a deadline alert.")
+    maintenance_deadline_min: float = setting(180.0, "Deadline of a k2_maintenance run, from when it was "
+                                              "queued.")
+
     # --- Airflow (run by `k2 up`) and the simulated feeds it starts ------------------------------
     airflow_host: str = setting("127.0.0.1", "Address the Airflow API server and UI bind to.")
     airflow_port: int = setting(8080, "Port of the Airflow API server and UI.")
@@ -174,6 +198,10 @@ class Settings:
         return self.home / "checkpoints"
 
     @property
+    def monitoring_dir(self) -> Path:
+        return self.home / "monitoring"
+
+    @property
     def run_dir(self) -> Path:
         return self.home / "run"
 
@@ -221,7 +249,7 @@ class Settings:
         for f in _public_fields():
             value = getattr(self, f.name)
             shown = ",".join(value) if isinstance(value, tuple) else str(value)
-            if "secret" in f.name or "credential" in f.name:
+            if any(word in f.name for word in ("secret", "credential", "password")):
                 shown = "****" if shown else ""
             source = "derived" if f.name in self._derived else (
                 "env" if env_name(f.name) in os.environ else "default")
@@ -245,7 +273,9 @@ class Settings:
                      "stream_backoff_max_s", "stream_max_restarts_per_hour", "stream_lease_ttl_s",
                      "stream_supervise_window_s", "silver_max_event_lead_s", "silver_max_event_age_s",
                      "batch_settle_timeout_s", "maintenance_snapshot_retention_h", "maintenance_min_snapshots",
-                     "maintenance_orphan_age_h", "maintenance_target_file_mb"):
+                     "maintenance_orphan_age_h", "maintenance_target_file_mb", "monitor_window_s",
+                     "alert_resolve_after_s", "alert_smtp_port", "alert_delivery_attempts", "alert_retry_backoff_s",
+                     "medallion_deadline_min", "maintenance_deadline_min"):
             if getattr(self, name) <= 0:
                 raise K2Error(f"{env_name(name)} must be positive, got {getattr(self, name)}",
                               "set a positive number or unset it for the default.")
@@ -269,6 +299,12 @@ class Settings:
         if "{exchange}" not in self.topic_template:
             raise K2Error("K2_TOPIC_TEMPLATE has no {exchange} placeholder",
                           "keep one topic per exchange, e.g. market.crypto.trades.{exchange}.raw.")
+        if self.alert_smtp_host and not self.alert_email_to:
+            raise K2Error("K2_ALERT_SMTP_HOST is set but K2_ALERT_EMAIL_TO is empty",
+                          "name the recipients of alert e-mails, comma-separated, or unset K2_ALERT_SMTP_HOST.")
+        if self.alert_webhook_url and not self.alert_webhook_url.startswith(("http://", "https://")):
+            raise K2Error(f"K2_ALERT_WEBHOOK_URL={self.alert_webhook_url!r} is not an http(s) URL",
+                          "use the webhook URL your chat tool gave you (https://...).")
         if not self.warehouse.startswith(("file:/", "s3://", "s3a://")):
             raise K2Error(f"K2_WAREHOUSE={self.warehouse} is neither file:// nor s3://",
                           "use an absolute file:// URI or an s3:// location.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import sys
 import time
 
@@ -13,14 +15,16 @@ from k2.settings import Settings
 log = get_logger(__name__)
 
 STEPS = ("JVM artifacts", "Kafka broker", "topics", "Iceberg tables", "Airflow", "supervisor DAGs",
-         "simulated feeds", "Bronze streams")
+         "simulated feeds", "Bronze streams", "batch DAGs: first Bronze -> Silver -> Gold run")
+BATCH_DAGS = ("k2_medallion", "k2_maintenance", "k2_monitoring")
 
 
 def _step(n: int) -> None:
     print(f"[{n}/{len(STEPS)}] {STEPS[n - 1]}", file=sys.stderr, flush=True)
 
 
-def bring_up(settings: Settings, *, feeds: bool = True, wait_for_streams: bool = True) -> None:
+def bring_up(settings: Settings, *, feeds: bool = True, wait_for_streams: bool = True,
+             first_batch: bool = True) -> None:
     from k2.airflow.services import AirflowServices
     from k2.jvm import ensure_jars
     from k2.kafka.broker import LocalKafkaBroker
@@ -44,7 +48,7 @@ def bring_up(settings: Settings, *, feeds: bool = True, wait_for_streams: bool =
     airflow = AirflowServices(settings)
     airflow.start()
     _step(6)
-    unpause_supervisors(airflow, settings)
+    unpause_dags(airflow, settings, [f"k2_bronze_stream_{ex}" for ex in settings.exchanges])
     _step(7)
     if feeds:
         for exchange in settings.exchanges:
@@ -52,11 +56,39 @@ def bring_up(settings: Settings, *, feeds: bool = True, wait_for_streams: bool =
     _step(8)
     if wait_for_streams:
         wait_streams_running(settings)
+    _step(9)
+    unpause_dags(airflow, settings, list(BATCH_DAGS))
+    if wait_for_streams and first_batch:
+        run_first_batch(airflow)
 
 
-def unpause_supervisors(airflow, settings: Settings, timeout_s: float = 180.0) -> None:
-    """Unpause each supervisor DAG once the DAG processor has registered it."""
-    pending = [f"k2_bronze_stream_{ex}" for ex in settings.exchanges]
+def run_first_batch(airflow, timeout_s: float = 1200.0) -> None:
+    """Process what the streams wrote this hour so far (the hourly schedule takes over from there):
+    a k2_medallion run from the start of the hour to now, waited for."""
+    now = dt.datetime.now(dt.UTC)
+    conf = {"exchange": "all", "start": now.replace(minute=0, second=0, microsecond=0).isoformat(),
+            "end": now.isoformat()}
+    run_id = f"k2_up__{now.strftime('%Y%m%dT%H%M%S')}"
+    airflow.cli("dags", "trigger", "k2_medallion", "--run-id", run_id, "--conf", json.dumps(conf))
+    log.info("batch.triggered", dag_id="k2_medallion", run_id=run_id, **conf)
+    deadline = time.monotonic() + timeout_s
+    state = "queued"
+    while state not in ("success", "failed"):
+        if time.monotonic() > deadline:
+            raise K2Error(f"k2_medallion run {run_id} still {state} after {timeout_s:.0f}s",
+                          "watch it in the Airflow UI (DAG k2_medallion); `k2 status` shows the tables.")
+        time.sleep(10)  # each poll is an `airflow` CLI call: seconds of its own
+        state = next((r.get("state") for r in airflow.dag_runs("k2_medallion") if r.get("run_id") == run_id), state)
+        log.info("batch.waiting", run_id=run_id, state=state)
+    if state == "failed":
+        raise K2Error(f"k2_medallion run {run_id} failed",
+                      "open it in the Airflow UI (DAG k2_medallion) and read the failed task's log.")
+    log.info("batch.finished", run_id=run_id, state=state)
+
+
+def unpause_dags(airflow, settings: Settings, dag_ids: list[str], timeout_s: float = 180.0) -> None:
+    """Unpause each DAG once the DAG processor has registered it."""
+    pending = list(dag_ids)
     deadline = time.monotonic() + timeout_s
     while pending:
         listed = airflow.cli("dags", "list", "-o", "json", check=False).stdout

@@ -1,38 +1,33 @@
-"""A real Airflow run of k2_medallion over data that came the production way: simulator (with
-faults) -> Kafka -> supervised Bronze stream -> Silver and Gold through spark-submit, with the
-Great Expectations gates on."""
+"""k2_medallion and k2_maintenance in a real Airflow (scheduler, triggerer, LocalExecutor,
+spark-submit) over data that came the production way: Kafka -> supervised Bronze stream. Three past
+hours arrive with their Kafka timestamps; an Airflow backfill processes the three intervals, each
+run overruns a (deliberately tiny) deadline and fires its deadline alert once to a real webhook,
+and maintenance compacts Bronze."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import subprocess
-import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from k2.exchanges import get_exchange
-from k2.feeds.producer import TradeProducer
-from k2.feeds.runner import run_simulated_feed
-from k2.feeds.simulator import FaultPlan
+from k2.airflow.services import AirflowServices
+from k2.lake.catalog import load_catalog
+from k2.monitoring.metrics import StreamMetrics
+from k2.monitoring.prometheus import write_textfile
 from k2.settings import Settings
 from k2.streams.state import StreamPaths, read_json
 from k2.streams.supervisor import StreamSupervisor
+from tests.fakes.webhook import WebhookReceiver
 from tests.helpers import wait_for
-from tests.integration.test_bronze_streams import EXCHANGE, stream_settings  # noqa: F401 (fixture)
+from tests.integration.medallion_fixtures import binance
+from tests.integration.stream_support import EXCHANGE
 
 pytestmark = pytest.mark.integration
 
-
-def airflow(settings: Settings, args: list[str], log_file: Path) -> int:
-    from k2.airflow.services import AirflowServices
-
-    services = AirflowServices(settings)
-    services.migrate()
-    with log_file.open("wb") as out:
-        return subprocess.run([str(Path(sys.executable).parent / "airflow"), *args], env=services.environment(),
-                              stdout=out, stderr=subprocess.STDOUT, timeout=900, check=False).returncode
+TRADES_PER_HOUR = 20
 
 
 def committed(settings: Settings) -> int:
@@ -40,53 +35,101 @@ def committed(settings: Settings) -> int:
     return sum((progress.get("end_offsets") or {}).get(settings.topic_for(EXCHANGE), {}).values())
 
 
-def test_medallion_dag_turns_streamed_bronze_into_silver_and_gold(stream_settings: Settings,  # noqa: F811
-                                                                    tmp_path: Path) -> None:
-    exchange = get_exchange(EXCHANGE)
+def produce_hour(settings: Settings, hour: dt.datetime, first_id: int) -> int:
+    """TRADES_PER_HOUR trades over two symbols, one exact duplicate and one malformed message,
+    with Kafka timestamps inside the hour. Returns the number of records."""
+    from confluent_kafka import Producer
+
+    records = []
+    for i in range(TRADES_PER_HOUR):
+        when = hour + dt.timedelta(minutes=2 * i, seconds=5)
+        symbol = ("BTCUSDT", "ETHUSDT")[i % 2]
+        payload = binance(first_id + i, f"{100 + i}.5", "0.25", when.strftime("%Y-%m-%dT%H:%M:%S"), symbol=symbol,
+                          buyer_maker=i % 3 == 0)
+        records.append((when + dt.timedelta(seconds=1), payload, symbol))
+    records.append((hour + dt.timedelta(minutes=50), records[0][1], "BTCUSDT"))  # the feed sent it twice
+    records.append((hour + dt.timedelta(minutes=51), b'{"stream":"btcusdt@trade","data":{"e":"tra', "BTCUSDT"))
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    for when, payload, symbol in records:
+        producer.produce(settings.topic_for(EXCHANGE), payload, symbol.encode(),
+                         timestamp=int(when.timestamp() * 1000))
+    assert producer.flush(30) == 0
+    return len(records)
+
+
+def dag_runs(airflow: AirflowServices) -> dict[str, dict]:
+    return {r["run_id"]: r for r in airflow.dag_runs("k2_medallion")}
+
+
+def finished(airflow: AirflowServices, expected: int) -> dict[str, dict] | None:
+    runs = dag_runs(airflow)
+    failed = [r for r in runs.values() if r["state"] == "failed"]
+    assert not failed, f"k2_medallion runs failed: {failed}; logs in {airflow.log_dir}"
+    done = {k: r for k, r in runs.items() if r["state"] == "success"}
+    return done if len(done) >= expected else None
+
+
+@pytest.mark.timeout(1500)
+def test_backfill_deadline_alerts_and_maintenance_through_airflow(
+        stream_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    this_hour = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    # the last three hours: the backfill's run for the latest one stops the scheduler from adding its own
+    hours = [this_hour - dt.timedelta(hours=n) for n in (3, 2, 1)]
     supervisor = StreamSupervisor(stream_settings, EXCHANGE)
-    entries = []
-    for burst, seed in enumerate((5, 6, 7), start=1):  # three bursts: three micro-batches, three files
-        manifest = tmp_path / f"manifest-{seed}.json"
-        summary = run_simulated_feed(TradeProducer(stream_settings, exchange), exchange, ["BTCUSDT", "ETHUSDT"],
-                                     rate=0, count=1000, seed=seed, manifest_path=manifest,
-                                     faults=FaultPlan(duplicate=0.02, malformed=0.02))
-        assert summary.ok
-        entries += json.loads(manifest.read_text())["entries"]
+    produced = 0
+    for n, hour in enumerate(hours):  # one burst per hour, each its own micro-batch and file
+        produced += produce_hour(stream_settings, hour, first_id=1000 * (n + 1))
         supervisor.reconcile()  # starts the stream (once)
-        wait_for(lambda n=burst: committed(stream_settings) == 1000 * n, 240, "the Bronze stream to commit the burst")
+        wait_for(lambda p=produced: committed(stream_settings) == p, 240, "the Bronze stream to commit the burst")
+    supervisor.request_stop(timeout_s=60)  # Bronze is complete; two cores are better spent on the batch
 
-    now = dt.datetime.now(dt.UTC)
-    conf = {"exchange": EXCHANGE, "start": (now - dt.timedelta(hours=1)).isoformat(),
-            "end": (now + dt.timedelta(seconds=1)).isoformat()}
-    log_file = tmp_path / "airflow.log"
-    code = airflow(stream_settings, ["dags", "test", "k2_medallion", "-c", json.dumps(conf)], log_file)
-    log = log_file.read_text(errors="replace")
-    assert code == 0, log[-5000:]
+    with WebhookReceiver() as hook:
+        monkeypatch.setenv("K2_ALERT_WEBHOOK_URL", hook.url)  # Airflow's processes inherit K2_* settings
+        monkeypatch.setenv("K2_MEDALLION_DEADLINE_MIN", "0.05")  # 3 s: every run overruns it
+        airflow = AirflowServices(stream_settings)
+        airflow.start()
+        try:
+            # Airflow's own backfill: one run per hourly data interval, logical dates = interval starts
+            airflow.cli("backfill", "create", "--dag-id", "k2_medallion", "--from-date", hours[0].isoformat(),
+                        "--to-date", hours[-1].isoformat(), "--max-active-runs", "2")
+            airflow.cli("dags", "unpause", "-y", "k2_medallion")  # tasks of paused DAGs never start
+            wait_for(lambda: len([r for r in (finished(airflow, 3) or {}) if r.startswith("backfill__")]) == 3, 900,
+                     "three backfill runs to succeed", interval=5)
 
-    from k2.lake.catalog import load_catalog
+            catalog = load_catalog(stream_settings)
+            silver = catalog.load_table("silver.trades").scan().to_arrow()
+            dead = catalog.load_table("silver.dead_letter").scan().to_arrow()
+            assert silver.num_rows == 3 * TRADES_PER_HOUR and dead.num_rows == 3
+            assert set(dead.column("reason").to_pylist()) == {"malformed_json"}
+            bars = catalog.load_table("gold.ohlcv_1h").scan().to_arrow().to_pylist()
+            assert sorted((b["bar_start"], b["symbol"], b["trade_count"]) for b in bars) == sorted(
+                (h, s, TRADES_PER_HOUR // 2) for h in hours for s in ("BTC-USDT", "ETH-USDT"))
+            minute_bars = catalog.load_table("gold.ohlcv_1m").scan().to_arrow()
+            assert minute_bars.num_rows == 3 * TRADES_PER_HOUR  # one trade every two minutes
+            assert not [r for r in dag_runs(airflow) if not r.startswith("backfill__")]
 
-    catalog = load_catalog(stream_settings)
-    silver = catalog.load_table("silver.trades").scan().to_arrow()
-    dead = catalog.load_table("silver.dead_letter").scan().to_arrow()
-    malformed = [e for e in entries if e["fault"] == "malformed"]
-    duplicates = [e for e in entries if e["fault"] == "duplicate"]
-    assert silver.num_rows == 3000 - len(malformed) - len(duplicates) > 0
-    assert dead.num_rows == len(malformed) > 0
-    assert f"duplicates={len(duplicates)} dead_letters={len(malformed)}" in log
-    minute = catalog.load_table("gold.ohlcv_1m").scan().to_arrow()
-    assert sum(minute.column("trade_count").to_pylist()) == silver.num_rows
-    day = catalog.load_table("gold.ohlcv_1d").scan().to_arrow()
-    assert sorted(set(day.column("symbol").to_pylist())) == ["BTC-USDT", "ETH-USDT"]
-    assert "quality silver: passed=True" in log and "quality 1m: passed=True" in log
+            # one deadline alert per overrunning run, through the webhook channel, never repeated
+            wait_for(lambda: len(hook.alerts("deadline k2_medallion")) >= 3, 120, "three deadline alerts", interval=1)
+            messages = [a["message"] for a in hook.alerts("deadline k2_medallion")]
+            assert sorted(m.split()[1] for m in messages) == sorted(dag_runs(airflow)), messages
+            assert all("past its deadline" in m for m in messages)
 
-    # maintenance of Bronze while its stream keeps running: fewer files, every offset still once
+            # the API server serves the monitoring figures to Prometheus (k2_plugin.py)
+            write_textfile(stream_settings, [StreamMetrics(EXCHANGE, time.time(), "running", 60.0, lag_s=1.5)], [])
+            with urllib.request.urlopen(f"{airflow.url}/k2/metrics", timeout=30) as response:
+                assert f'k2_stream_lag_s{{exchange="{EXCHANGE}"}} 1.5' in response.read().decode()
+        finally:
+            airflow.stop()
+
+    # maintenance of Bronze (concurrent writers: tests/integration/test_maintenance.py)
     bronze = catalog.load_table(f"bronze.{EXCHANGE}_trades")
     files_before = len(bronze.inspect.files())
-    code = airflow(stream_settings, ["tasks", "test", "k2_maintenance", "maintain_bronze"], tmp_path / "maint.log")
-    maintenance_log = (tmp_path / "maint.log").read_text(errors="replace")
-    assert code == 0, maintenance_log[-5000:]
+    result = airflow.cli("tasks", "test", "k2_maintenance", "maintain_bronze", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    assert f"bronze.{EXCHANGE}_trades: data files {files_before} -> " in output
     bronze = catalog.load_table(f"bronze.{EXCHANGE}_trades")
-    assert f"bronze.{EXCHANGE}_trades: data files {files_before} -> " in maintenance_log
     assert len(bronze.inspect.files()) < files_before
     offsets = bronze.scan(selected_fields=("kafka_partition", "kafka_offset")).to_arrow()
-    assert offsets.num_rows == 3000 and len(set(zip(*offsets.to_pydict().values(), strict=True))) == 3000
+    assert offsets.num_rows == produced
+    assert len(set(zip(*offsets.to_pydict().values(), strict=True))) == produced

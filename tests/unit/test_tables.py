@@ -7,7 +7,7 @@ from k2.settings import Settings
 def test_every_layer_has_its_tables() -> None:
     names = [t.identifier for t in all_tables(Settings.from_env({}))]
     assert names == ["bronze.binance_trades", "bronze.kraken_trades", "silver.trades", "silver.dead_letter",
-                     *(f"gold.ohlcv_{i}" for i in GOLD_INTERVALS)]
+                     *(f"gold.ohlcv_{i}" for i in GOLD_INTERVALS), "ops.stream_metrics", "ops.alert_events"]
 
 
 def test_bronze_keeps_raw_payload_and_kafka_coordinates() -> None:

@@ -164,6 +164,17 @@ class AirflowServices:
                           f"see the Airflow logs in {self.log_dir}.")
         return result
 
+    def dag_runs(self, dag_id: str) -> list[dict]:
+        """The DAG's runs (run_id, state, dates) as the CLI reports them."""
+        out = self.cli("dags", "list-runs", dag_id, "-o", "json").stdout
+        for line in reversed(out.splitlines()):  # warnings may come first, on stdout too
+            if line.startswith("["):
+                try:
+                    return json.loads(line)
+                except ValueError:
+                    continue
+        return []
+
     def _pid_file(self, name: str) -> Path:
         self.settings.run_dir.mkdir(parents=True, exist_ok=True)
         return self.settings.run_dir / f"airflow-{name}.pid"

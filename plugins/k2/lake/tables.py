@@ -17,6 +17,7 @@ from pyiceberg.transforms import DayTransform, IdentityTransform, MonthTransform
 from pyiceberg.types import (
     BinaryType,
     DecimalType,
+    DoubleType,
     IcebergType,
     IntegerType,
     ListType,
@@ -193,9 +194,57 @@ def gold_table(interval: str) -> TableSpec:
     )
 
 
+def _metric(name: str, doc: str) -> Column:
+    return Column(name, DoubleType(), False, doc)
+
+
+STREAM_METRICS = TableSpec(
+    "ops", "stream_metrics",
+    (Column("measured_at", TimestamptzType(), True, "When the monitoring run measured"),
+     Column("exchange", StringType(), True),
+     Column("stream_state", StringType(), True, "running / starting / down / stopped / given_up"),
+     _metric("window_s", "Window of the percentiles and throughput"),
+     Column("rows_committed", LongType(), True, "Rows Bronze committed in the window"),
+     _metric("kafka_latency_p50_s", "Kafka timestamp -> Iceberg commit, rows committed in the window"),
+     _metric("kafka_latency_p95_s", ""),
+     _metric("kafka_latency_p99_s", ""),
+     _metric("event_latency_p50_s", "Exchange event time -> Iceberg commit (sampled rows)"),
+     _metric("event_latency_p95_s", ""),
+     _metric("event_latency_p99_s", ""),
+     _metric("latency_p99_s", "Alerting latency: the larger of kafka_latency_p99_s and lag_s, so a stream "
+             "that stopped committing shows its waiting records' age"),
+     Column("lag_messages", LongType(), False, "Kafka end offsets minus the stream's committed offsets"),
+     _metric("lag_s", "Age of the oldest record the stream has not committed"),
+     _metric("freshness_s", "Now minus the newest Bronze commit"),
+     _metric("throughput_rows_per_s", "Rows committed per second over the window"),
+     Column("restarts_1h", IntegerType(), False, "Supervisor restarts in the last hour"),
+     _metric("dead_letter_ratio", "Dead letters / (Silver trades + dead letters) of the last processed hour")),
+    partitioning=(("measured_at", DayTransform),),
+    doc="Operations: one row per exchange per monitoring run",
+)
+
+ALERT_EVENTS = TableSpec(
+    "ops", "alert_events",
+    (Column("at", TimestamptzType(), True),
+     Column("incident_id", StringType(), True),
+     Column("exchange", StringType(), True),
+     Column("metric", StringType(), True),
+     Column("kind", StringType(), True, "opened, escalated or resolved"),
+     Column("severity", StringType(), True, "warning, critical or resolved"),
+     _metric("value", "The metric's value when the event fired"),
+     _metric("threshold", "The threshold it crossed (for resolved: the warning threshold)"),
+     Column("message", StringType(), True),
+     Column("delivery", StringType(), False, "Per channel: sent, or queued with the error")),
+    partitioning=(("at", MonthTransform),),
+    doc="Operations: incident history (opened, escalated, resolved) of the monitoring thresholds",
+)
+
+OPS_TABLES = (STREAM_METRICS, ALERT_EVENTS)
+
+
 def all_tables(settings: Settings) -> list[TableSpec]:
     return [*(bronze_table(ex) for ex in settings.exchanges), SILVER_TRADES, DEAD_LETTER,
-            *(gold_table(i) for i in GOLD_INTERVALS)]
+            *(gold_table(i) for i in GOLD_INTERVALS), *OPS_TABLES]
 
 
 def ensure_tables(catalog: Catalog, specs: list[TableSpec]) -> dict[str, str]:

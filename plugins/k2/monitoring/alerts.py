@@ -1,5 +1,6 @@
-"""Alert delivery. Every alert goes to the log; configured webhook/SMTP channels come with the
-monitoring issue and plug in here, so callers (supervisor, deadline callbacks) never change."""
+"""Alert delivery for every K2 component (monitoring, stream supervisors, batch gates, deadline
+callbacks): one call that logs the alert and delivers it on the configured channels, through the
+outbox so an unreachable channel loses nothing (see ``k2.monitoring.notifiers``)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,31 @@ import logging
 from typing import Any
 
 from k2.log import get_logger
+from k2.monitoring.notifiers import SEVERITIES, Alert, outbox
+from k2.settings import Settings, load_settings
 
 _log = get_logger("k2.alerts")
 
 
-def send_alert(severity: str, source: str, message: str, *, logger: logging.Logger | Any | None = None) -> None:
+def send_alert(severity: str, source: str, message: str, *, logger: logging.Logger | Any | None = None,
+               settings: Settings | None = None) -> Alert:
     """Deliver one alert. ``severity`` is info, warning, critical or resolved."""
-    if logger is not None:
-        level = logging.CRITICAL if severity == "critical" else logging.WARNING
-        logger.log(level, "ALERT [%s] %s: %s", severity.upper(), source, message)
-    _log.warning("alert", severity=severity, source=source, message=message)
+    if severity not in SEVERITIES:
+        raise ValueError(f"unknown alert severity {severity!r}; use one of {', '.join(SEVERITIES)}")
+    return send_alerts([Alert(severity, source, message)], logger=logger, settings=settings)[0]
+
+
+def send_alerts(alerts: list[Alert], *, logger: logging.Logger | Any | None = None,
+                settings: Settings | None = None) -> list[Alert]:
+    """Log, persist to the outbox, then deliver (with whatever else was still pending)."""
+    settings = settings or load_settings()
+    for alert in alerts:
+        if logger is not None:
+            level = logging.CRITICAL if alert.severity == "critical" else logging.WARNING
+            logger.log(level, "ALERT %s", alert.text)
+        _log.warning("alert", severity=alert.severity, source=alert.source, message=alert.message,
+                     alert_id=alert.alert_id)
+    box = outbox(settings)
+    box.add(alerts)
+    attempted = {a.alert_id: a for a in box.flush(settings)}
+    return [attempted.get(a.alert_id, a) for a in alerts]

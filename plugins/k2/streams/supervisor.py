@@ -213,6 +213,8 @@ class StreamSupervisor:
         state = self.load_state()
         state.gave_up_at = state.gave_up_reason = None
         state.alerted, state.restarts, state.consecutive_failures = False, [], 0
+        # an explicit start is a first start: launch now, not after a restart back-off
+        state.launched_at = state.down_since = None
         self.save_state(state)
 
     def supervise(self, window_s: float, on_report: Callable[[StreamReport], None] | None = None,

@@ -1,0 +1,185 @@
+"""Per-exchange stream metrics, measured without Spark: from the Bronze table's Iceberg snapshots,
+Kafka, and the small state files the stream and its supervisor write.
+
+Latency is per row: the commit time of the snapshot that added the row's data file minus the row's
+Kafka timestamp (and minus its exchange event time, parsed from a bounded sample of payloads).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from k2.log import get_logger
+from k2.settings import Settings
+from k2.streams.state import StreamPaths, read_json, write_json
+
+log = get_logger(__name__)
+
+EVENT_TIME_SAMPLE = 5_000  # payloads parsed per exchange and run: percentiles need no more
+
+
+@dataclass
+class StreamMetrics:
+    exchange: str
+    measured_at: float
+    stream_state: str
+    window_s: float
+    rows_committed: int = 0
+    kafka_latency_p50_s: float | None = None
+    kafka_latency_p95_s: float | None = None
+    kafka_latency_p99_s: float | None = None
+    event_latency_p50_s: float | None = None
+    event_latency_p95_s: float | None = None
+    event_latency_p99_s: float | None = None
+    latency_p99_s: float | None = None
+    lag_messages: int | None = None
+    lag_s: float | None = None
+    freshness_s: float | None = None
+    throughput_rows_per_s: float | None = None
+    restarts_1h: int | None = None
+    dead_letter_ratio: float | None = None
+
+    def alerting_values(self) -> dict[str, float | None]:
+        from k2.monitoring.thresholds import DEFAULTS
+
+        return {metric: getattr(self, metric) for metric in DEFAULTS}
+
+    def row(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["measured_at"] = dt.datetime.fromtimestamp(self.measured_at, dt.UTC)
+        return out
+
+
+def measure(settings: Settings, exchange: str, now: float | None = None) -> StreamMetrics:
+    from k2.streams.supervisor import StreamSupervisor
+
+    now = time.time() if now is None else now
+    supervisor = StreamSupervisor(settings, exchange)
+    try:
+        report = supervisor.inspect()
+    finally:
+        supervisor.close()
+    m = StreamMetrics(exchange, now, report.state, settings.monitor_window_s, lag_messages=report.lag,
+                      restarts_1h=report.restarts_last_hour)
+    _from_bronze(settings, m, now)
+    m.lag_s = pending_age_s(settings, exchange, now) if m.lag_messages != 0 else 0.0
+    known = [v for v in (m.kafka_latency_p99_s, m.lag_s) if v is not None]
+    m.latency_p99_s = max(known) if known else None
+    m.dead_letter_ratio = _dead_letter_ratio(settings, exchange)
+    return m
+
+
+def _from_bronze(settings: Settings, m: StreamMetrics, now: float) -> None:
+    from k2.exchanges import get_exchange
+    from k2.lake.catalog import load_catalog
+    from k2.lake.tables import bronze_table
+
+    table = load_catalog(settings).load_table(bronze_table(m.exchange).identifier)
+    appends = [s for s in table.snapshots() if s.summary is not None and s.summary.operation.value == "append"]
+    if not appends:
+        return
+    m.freshness_s = round(now - max(s.timestamp_ms for s in appends) / 1000, 3)
+    since_ms = (now - m.window_s) * 1000
+    recent = [s for s in appends if s.timestamp_ms >= since_ms]
+    kafka_lat, event_lat = [], []
+    sample_left = EVENT_TIME_SAMPLE
+    exchange = get_exchange(m.exchange)
+    for snapshot in recent:
+        for columns in _added_rows(table, snapshot):
+            commit_us = snapshot.timestamp_ms * 1000
+            kafka_lat.append((commit_us - columns["kafka_timestamp"]) / 1e6)
+            values = columns["value"]
+            if sample_left > 0 and values:
+                picked = random.sample(values, min(sample_left, len(values)))
+                sample_left -= len(picked)
+                event_lat.append(np.array([(commit_us - t) / 1e6 for v in picked for t in _event_times(exchange, v)]))
+    m.rows_committed = int(sum(a.size for a in kafka_lat))
+    m.throughput_rows_per_s = round(m.rows_committed / m.window_s, 2)
+    for prefix, parts in (("kafka", kafka_lat), ("event", event_lat)):
+        values = np.concatenate(parts) if parts else np.array([])
+        if values.size:
+            for q in (50, 95, 99):
+                setattr(m, f"{prefix}_latency_p{q}_s", round(float(np.percentile(values, q)), 3))
+
+
+def _added_rows(table: Any, snapshot: Any):
+    """Kafka timestamps (epoch µs, numpy) and raw payloads of each data file ``snapshot`` added."""
+    import pyarrow.parquet as pq
+    from pyiceberg.manifest import ManifestEntryStatus
+
+    for manifest in snapshot.manifests(table.io):
+        if manifest.added_snapshot_id != snapshot.snapshot_id:
+            continue
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+            if entry.status != ManifestEntryStatus.ADDED:
+                continue
+            with table.io.new_input(entry.data_file.file_path).open() as fh:
+                data = pq.read_table(fh, columns=["kafka_timestamp", "value"])
+            yield {"kafka_timestamp": data.column("kafka_timestamp").cast("int64").to_numpy(),
+                   "value": data.column("value").to_pylist()}
+
+
+def _event_times(exchange: Any, payload: bytes | None) -> list[int]:
+    if payload is None:
+        return []
+    try:
+        return exchange.event_times_us(payload)
+    except ValueError:
+        return []  # not a trade message: Silver routes it to the dead letters, latency ignores it
+
+
+def pending_age_s(settings: Settings, exchange: str, now: float) -> float | None:
+    """Age of the oldest record in Kafka the stream has not committed (0 when none waits)."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    progress = read_json(StreamPaths.of(settings, exchange).progress) or {}
+    topic = settings.topic_for(exchange)
+    committed = {int(p): o for p, o in (progress.get("end_offsets") or {}).get(topic, {}).items()}
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"k2-monitor-{exchange}",
+                         "enable.auto.commit": False, "log_level": 0})
+    try:
+        partitions = consumer.list_topics(topic, timeout=5).topics[topic].partitions
+        oldest: float | None = None
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
+            start = max(committed.get(p, low), low)
+            if start >= high:
+                continue
+            consumer.assign([TopicPartition(topic, p, start)])
+            msg = consumer.poll(5)
+            if msg is None or msg.error():
+                return None
+            ts = msg.timestamp()[1] / 1000
+            oldest = ts if oldest is None else min(oldest, ts)
+        return 0.0 if oldest is None else round(max(0.0, now - oldest), 3)
+    except (KafkaException, KeyError, TypeError):
+        return None
+    finally:
+        consumer.close()
+
+
+# --- dead-letter ratio: written by the Silver job, read here -------------------------------------
+def _silver_stats_path(settings: Settings, exchange: str):
+    return settings.monitoring_dir / "silver" / f"{exchange}.json"
+
+
+def record_silver_run(settings: Settings, report: dict[str, Any]) -> None:
+    """Keep the newest interval's Silver accounting (re-runs of older intervals do not replace it)."""
+    path = _silver_stats_path(settings, report["exchange"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    current = read_json(path)
+    if current is None or current.get("end", "") <= report["end"]:
+        write_json(path, {k: report[k] for k in ("exchange", "start", "end", "items", "dead_letters")})
+
+
+def _dead_letter_ratio(settings: Settings, exchange: str) -> float | None:
+    stats = read_json(_silver_stats_path(settings, exchange))
+    if not stats or not stats.get("items"):
+        return None
+    return round(stats["dead_letters"] / stats["items"], 6)

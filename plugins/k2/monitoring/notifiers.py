@@ -1,0 +1,163 @@
+"""Alert channels and the outbox that makes delivery reliable.
+
+Every alert goes to the log. A Slack-compatible webhook and SMTP e-mail are used when configured.
+An alert is first written to the outbox (``$K2_HOME/monitoring/outbox.json``), then delivered;
+a channel that fails after its retries keeps the alert in the outbox with the error, and the next
+monitoring run tries again. A dead webhook or mail server therefore never loses an alert, and a
+delivery attempt is bounded in time so it never holds up monitoring for long.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import smtplib
+import ssl
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+
+from k2.log import get_logger
+from k2.settings import Settings
+from k2.streams.state import read_json, write_json
+
+log = get_logger("k2.alerts")
+
+SEVERITIES = ("info", "warning", "critical", "resolved")
+ICONS = {"info": ":information_source:", "warning": ":warning:", "critical": ":rotating_light:",
+         "resolved": ":white_check_mark:"}
+
+
+@dataclass
+class Alert:
+    severity: str
+    source: str  # what raised it: "monitor binance latency_p99_s", "deadline k2_medallion", ...
+    message: str
+    at: float = field(default_factory=time.time)
+    alert_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    # channel -> "sent" or the last error; channels not listed are still to do
+    delivery: dict[str, str] = field(default_factory=dict)
+    attempts: int = 0
+
+    @property
+    def text(self) -> str:
+        return f"[K2 {self.severity.upper()}] {self.source}: {self.message}"
+
+
+class Channel:
+    name = "channel"
+
+    def send(self, alert: Alert) -> None:
+        raise NotImplementedError
+
+
+class WebhookChannel(Channel):
+    """Slack-compatible incoming webhook: a JSON body with ``text`` (other fields are extras)."""
+
+    name = "webhook"
+
+    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
+        self.url, self.timeout_s = url, timeout_s
+
+    def send(self, alert: Alert) -> None:
+        body = json.dumps({"text": f"{ICONS.get(alert.severity, '')} {alert.text}".strip(),
+                           "k2": {"alert_id": alert.alert_id, "severity": alert.severity,
+                                  "source": alert.source, "message": alert.message, "at": alert.at}}).encode()
+        request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            if response.status >= 300:
+                raise OSError(f"webhook answered HTTP {response.status}")
+
+
+class SmtpChannel(Channel):
+    name = "email"
+
+    def __init__(self, settings: Settings, timeout_s: float = 10.0) -> None:
+        self.settings, self.timeout_s = settings, timeout_s
+
+    def send(self, alert: Alert) -> None:
+        s = self.settings
+        msg = EmailMessage()
+        msg["Subject"], msg["From"], msg["To"] = alert.text[:200], s.alert_email_from, ", ".join(s.alert_email_to)
+        msg.set_content(f"{alert.text}\n\nalert id {alert.alert_id}, raised at "
+                        f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(alert.at))}\n")
+        with smtplib.SMTP(s.alert_smtp_host, s.alert_smtp_port, timeout=self.timeout_s) as smtp:
+            if s.alert_smtp_starttls:
+                smtp.starttls(context=ssl.create_default_context())
+            if s.alert_smtp_user:
+                smtp.login(s.alert_smtp_user, s.alert_smtp_password)
+            smtp.send_message(msg)
+
+
+def channels(settings: Settings) -> list[Channel]:
+    out: list[Channel] = []
+    if settings.alert_webhook_url:
+        out.append(WebhookChannel(settings.alert_webhook_url))
+    if settings.alert_smtp_host:
+        out.append(SmtpChannel(settings))
+    return out
+
+
+class Outbox:
+    """Alerts not yet delivered on every channel, persisted under an exclusive lock."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "outbox.json"
+        self._lock = directory / "outbox.lock"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[list[Alert]]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            pending = [Alert(**a) for a in (read_json(self.path) or {}).get("pending", [])]
+            yield pending
+            write_json(self.path, {"pending": [asdict(a) for a in pending]})
+
+    def add(self, alerts: list[Alert]) -> None:
+        with self._locked() as pending:
+            pending.extend(alerts)
+
+    def pending(self) -> list[Alert]:
+        return [Alert(**a) for a in (read_json(self.path) or {}).get("pending", [])]
+
+    def flush(self, settings: Settings, sleep: Callable[[float], None] = time.sleep) -> list[Alert]:
+        """Deliver what is pending; returns the alerts attempted, with their delivery state."""
+        with self._locked() as pending:
+            targets = channels(settings)
+            for alert in pending:
+                alert.attempts += 1
+                for channel in targets:
+                    if alert.delivery.get(channel.name) != "sent":
+                        alert.delivery[channel.name] = _deliver(channel, alert, settings, sleep)
+            attempted = list(pending)
+            pending[:] = [a for a in pending if any(a.delivery.get(c.name) != "sent" for c in targets)]
+        return attempted
+
+
+def _deliver(channel: Channel, alert: Alert, settings: Settings, sleep: Callable[[float], None]) -> str:
+    delay = settings.alert_retry_backoff_s
+    for attempt in range(1, settings.alert_delivery_attempts + 1):
+        try:
+            channel.send(alert)
+        except (OSError, urllib.error.URLError, smtplib.SMTPException) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning("alert.delivery_failed", channel=channel.name, alert_id=alert.alert_id, attempt=attempt,
+                        error=error)
+            if attempt < settings.alert_delivery_attempts:
+                sleep(delay)
+                delay *= 2
+        else:
+            log.info("alert.delivered", channel=channel.name, alert_id=alert.alert_id, severity=alert.severity)
+            return "sent"
+    return f"queued: {error}"
+
+
+def outbox(settings: Settings) -> Outbox:
+    return Outbox(settings.monitoring_dir)

@@ -1,0 +1,78 @@
+"""What the tests of running Bronze streams share: an isolated K2 installation on the session's
+broker (configured through K2_* variables, which launched processes inherit), simulated load, and
+the condition that a job runs."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+from k2.exchanges import get_exchange
+from k2.feeds.producer import TradeProducer
+from k2.feeds.runner import run_simulated_feed
+from k2.kafka.topics import ensure_topics
+from k2.lake.catalog import load_catalog
+from k2.lake.tables import all_tables, ensure_tables
+from k2.settings import Settings, load_settings
+from k2.streams.state import StreamPaths, read_json
+from k2.streams.supervisor import StreamSupervisor
+from tests.helpers import free_port
+
+EXCHANGE = "binance"
+
+
+@pytest.fixture
+def stream_settings(kafka_broker, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """A K2 installation of its own (home, topic, tables) on the session's broker."""
+    env = {
+        "K2_HOME": str(tmp_path / "home"), "K2_KAFKA_PORT": str(settings.kafka_port),
+        "K2_KAFKA_CONTROLLER_PORT": str(settings.kafka_controller_port),
+        "K2_TOPIC_TEMPLATE": f"bronze-{uuid.uuid4().hex[:8]}.{{exchange}}.raw", "K2_TOPIC_PARTITIONS": "2",
+        "K2_EXCHANGES": EXCHANGE, "K2_SPARK_UI_ENABLED": "false", "K2_STREAM_DRIVER_MEMORY": "768m",
+        "K2_STREAM_CHECK_INTERVAL_S": "1", "K2_STREAM_BACKOFF_BASE_S": "1", "K2_STREAM_STALL_TIMEOUT_S": "20",
+        "K2_STREAM_START_TIMEOUT_S": "150", "K2_STREAM_LEASE_TTL_S": "600", "K2_LOG_FORMAT": "logfmt",
+        "K2_AIRFLOW_PORT": str(free_port()),
+    }
+    for key in [k for k in os.environ if k.startswith("K2_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    scoped = load_settings()
+    ensure_topics(scoped)
+    ensure_tables(load_catalog(scoped), all_tables(scoped))
+    yield scoped
+    supervisor = StreamSupervisor(scoped, EXCHANGE)
+    supervisor.request_stop(timeout_s=30)
+    supervisor.close()
+
+
+class BackgroundFeed:
+    """Simulated load on the stream's topic until stopped."""
+
+    def __init__(self, settings: Settings, rate: float) -> None:
+        self.stop_event = threading.Event()
+        self.summary = None
+        exchange = get_exchange(EXCHANGE)
+        producer = TradeProducer(settings, exchange, report_successes=False)
+        self.thread = threading.Thread(target=lambda: setattr(self, "summary", run_simulated_feed(
+            producer, exchange, ["BTCUSDT", "ETHUSDT"], rate=rate, stop=self.stop_event, progress_every_s=3600)),
+            daemon=True)
+        self.thread.start()
+
+    def finish(self):
+        self.stop_event.set()
+        self.thread.join(60)
+        return self.summary
+
+
+def running_job(paths: StreamPaths, after: float = 0.0) -> dict | None:
+    """status.json of a job that runs and completed a batch after ``after``."""
+    status = read_json(paths.status) or {}
+    progress = read_json(paths.progress) or {}
+    if status.get("state") == "running" and progress.get("completed_at", 0) > max(after, status["started_at"]):
+        return status
+    return None
