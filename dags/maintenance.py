@@ -39,7 +39,8 @@ with DAG(
     for namespace in NAMESPACES:  # one after the other: each is a Spark job, and cores are few
         # all_done: a table that failed in one namespace does not hold back the others
         task = IcebergMaintenanceOperator(task_id=f"maintain_{namespace}", namespace=namespace,
-                                          trigger_rule="all_done")
+                                          trigger_rule="all_done", pool=settings.spark_pool or "default_pool",
+                                          priority_weight=0)  # the hourly batch goes first
         if previous is not None:
             previous >> task
         previous = task

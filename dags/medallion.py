@@ -13,6 +13,7 @@ from k2.airflow.notifiers import K2AlertNotifier, batch_deadline
 from k2.settings import load_settings
 
 settings = load_settings()
+spark_pool = settings.spark_pool or "default_pool"  # bounds concurrent Spark jobs (K2_SPARK_POOL_SLOTS)
 
 DOC = """
 Each hour, per exchange: wait until Bronze holds every Kafka record of the data interval, parse
@@ -61,7 +62,7 @@ with DAG(
                                        poke_interval=30, timeout=settings.batch_settle_timeout_s)
             # one Silver and one Gold task per exchange at a time: their idempotency relies on it
             silver = MedallionOperator(task_id="silver", layer="silver", exchange=exchange, max_active_tis_per_dag=1,
-                                       inlets=[bronze_asset(exchange)], outlets=SILVER_ASSETS)
+                                       pool=spark_pool, inlets=[bronze_asset(exchange)], outlets=SILVER_ASSETS)
             gold = MedallionOperator(task_id="gold", layer="gold", exchange=exchange, max_active_tis_per_dag=1,
-                                     inlets=SILVER_ASSETS[:1], outlets=GOLD_ASSETS)
+                                     pool=spark_pool, inlets=SILVER_ASSETS[:1], outlets=GOLD_ASSETS)
             checked >> wait >> silver >> gold

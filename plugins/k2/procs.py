@@ -52,11 +52,14 @@ def running_pid(pid_file: Path) -> int | None:
 
 
 def stop(pid_file: Path, timeout_s: float = 30.0) -> bool:
-    """SIGTERM the process group, SIGKILL it after ``timeout_s``; False if nothing ran."""
+    """SIGTERM the process group, SIGKILL it after ``timeout_s``, then whatever else still runs in the
+    process's session (e.g. Airflow task workers and their spark-submit, which make their own process
+    groups); False if nothing ran."""
     pid = running_pid(pid_file)
     if pid is None:
         pid_file.unlink(missing_ok=True)
         return False
+    session = _session_of(pid)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
@@ -65,5 +68,34 @@ def stop(pid_file: Path, timeout_s: float = 30.0) -> bool:
     if running_pid(pid_file):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
+    if session == pid:  # spawn() made it a session leader: its session is ours to clean up
+        _stop_session(session, timeout_s)
     pid_file.unlink(missing_ok=True)
     return True
+
+
+def _session_of(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
+def _session_members(session: int) -> list[psutil.Process]:
+    members = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if proc.pid != os.getpid() and os.getsid(proc.pid) == session and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc)
+    return members
+
+
+def _stop_session(session: int, timeout_s: float) -> None:
+    members = _session_members(session)
+    for proc in members:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(members, timeout=timeout_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()

@@ -110,6 +110,10 @@ class Settings:
                                           "timestamp goes to the dead letters (stale_timestamp).")
     batch_settle_timeout_s: float = setting(1800.0, "How long the batch waits for Bronze to hold every Kafka "
                                             "record of its interval before it fails (and retries).")
+    spark_pool: str = setting("k2_spark", "Airflow pool the Spark batch tasks (Silver, Gold, maintenance) run in; "
+                              "`k2 up` creates it. Empty: Airflow's default_pool.")
+    spark_pool_slots: int = setting(1, "Slots of that pool: Spark batch jobs at a time (1 on two cores; more "
+                                    "with a Spark cluster).")
     expectations_dir: Path = setting(PROJECT_ROOT / "expectations", "The Great Expectations project whose "
                                      "suites gate Bronze, Silver and Gold (results go to K2_HOME/quality).")
 
@@ -272,7 +276,8 @@ class Settings:
                      "stream_stall_timeout_s", "stream_start_timeout_s", "stream_backoff_base_s",
                      "stream_backoff_max_s", "stream_max_restarts_per_hour", "stream_lease_ttl_s",
                      "stream_supervise_window_s", "silver_max_event_lead_s", "silver_max_event_age_s",
-                     "batch_settle_timeout_s", "maintenance_snapshot_retention_h", "maintenance_min_snapshots",
+                     "batch_settle_timeout_s", "spark_pool_slots", "maintenance_snapshot_retention_h",
+                     "maintenance_min_snapshots",
                      "maintenance_orphan_age_h", "maintenance_target_file_mb", "monitor_window_s",
                      "alert_resolve_after_s", "alert_smtp_port", "alert_delivery_attempts", "alert_retry_backoff_s",
                      "medallion_deadline_min", "maintenance_deadline_min"):

@@ -16,7 +16,8 @@ log = get_logger(__name__)
 
 STEPS = ("JVM artifacts", "Kafka broker", "topics", "Iceberg tables", "Airflow", "supervisor DAGs",
          "simulated feeds", "Bronze streams", "batch DAGs: first Bronze -> Silver -> Gold run")
-BATCH_DAGS = ("k2_medallion", "k2_maintenance", "k2_monitoring")
+MONITORING_AND_BATCH_DAGS = ("k2_monitoring", "k2_medallion")
+MAINTENANCE_DAG = "k2_maintenance"  # unpaused last: its first run starts at once and queues Spark jobs
 
 
 def _step(n: int) -> None:
@@ -57,17 +58,20 @@ def bring_up(settings: Settings, *, feeds: bool = True, wait_for_streams: bool =
     if wait_for_streams:
         wait_streams_running(settings)
     _step(9)
-    unpause_dags(airflow, settings, list(BATCH_DAGS))
+    unpause_dags(airflow, settings, list(MONITORING_AND_BATCH_DAGS))
     if wait_for_streams and first_batch:
         run_first_batch(airflow)
+    unpause_dags(airflow, settings, [MAINTENANCE_DAG])
 
 
 def run_first_batch(airflow, timeout_s: float = 1200.0) -> None:
     """Process what the streams wrote this hour so far (the hourly schedule takes over from there):
     a k2_medallion run from the start of the hour to now, waited for."""
     now = dt.datetime.now(dt.UTC)
-    conf = {"exchange": "all", "start": now.replace(minute=0, second=0, microsecond=0).isoformat(),
-            "end": now.isoformat()}
+    start = now.replace(minute=0, second=0, microsecond=0)
+    if now - start < dt.timedelta(minutes=5):  # just past the hour: the streams' first records are before it
+        start -= dt.timedelta(hours=1)
+    conf = {"exchange": "all", "start": start.isoformat(), "end": now.isoformat()}
     run_id = f"k2_up__{now.strftime('%Y%m%dT%H%M%S')}"
     airflow.cli("dags", "trigger", "k2_medallion", "--run-id", run_id, "--conf", json.dumps(conf))
     log.info("batch.triggered", dag_id="k2_medallion", run_id=run_id, **conf)

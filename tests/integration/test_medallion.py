@@ -180,3 +180,12 @@ def test_critical_quality_failure_blocks_gold(spark, lake) -> None:
     assert "gold_1m.binance" in message and "volume_base" in message and "nothing was published" in message
     assert {t: spark.sql(f"SELECT count(*) FROM {t}.snapshots").first()[0] for t in gold_tables} == snapshots
     assert spark.table(gold_tables[0]).count() == 0
+
+
+def test_empty_interval_is_known_from_metadata_alone(lake) -> None:
+    from k2.batch.settle import bronze_rows_at_most
+
+    assert bronze_rows_at_most(lake, "binance", at("2026-11-20T10:00:00"), at("2026-11-20T11:00:00")) >= 15
+    assert bronze_rows_at_most(lake, "kraken", at("2026-11-20T10:00:00"), at("2026-11-20T11:00:00")) >= 3
+    assert bronze_rows_at_most(lake, "binance", at("2026-11-20T11:00:00"), at("2026-11-20T12:00:00")) == 0
+    assert bronze_rows_at_most(lake, "kraken", at("2026-11-19T10:00:00"), at("2026-11-19T11:00:00")) == 0

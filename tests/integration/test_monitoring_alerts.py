@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 def test_paused_stream_warns_escalates_once_and_resolves_once(
         stream_settings: Settings, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     thresholds_file = tmp_path / "thresholds.json"
-    thresholds_file.write_text(json.dumps({"latency_p99_s": {"warning": 6, "critical": 18}}))
+    thresholds_file.write_text(json.dumps({"latency_p99_s": {"warning": 10, "critical": 20}}))
     with WebhookReceiver() as hook:
         for key, value in {"K2_ALERT_WEBHOOK_URL": hook.url, "K2_MONITOR_THRESHOLDS_FILE": str(thresholds_file),
                            "K2_MONITOR_WINDOW_S": "10", "K2_ALERT_RESOLVE_AFTER_S": "10"}.items():
@@ -47,7 +47,9 @@ def test_paused_stream_warns_escalates_once_and_resolves_once(
             wait_for(lambda: (read_json(paths.status) or {}).get("state") == "running", 240, "the stream to start")
             feed = BackgroundFeed(settings, rate=300)
             wait_for(lambda: running_job(paths), 120, "the stream's first batch")
-            healthy = monitor_until(lambda: (monitored[-1].kafka_latency_p99_s or 99) < 6
+            # warm: a few batches in, so a cold JVM's first slow commits are out of the 10 s window
+            wait_for(lambda: (read_json(paths.progress) or {}).get("batch_id", 0) >= 8, 120, "a warm stream")
+            healthy = monitor_until(lambda: (monitored[-1].kafka_latency_p99_s or 99) < 5
                                     and monitored[-1].rows_committed > 0, 60, "steady, measured latency")
             assert healthy and hook.received == []
             m = monitored[-1]
@@ -57,7 +59,7 @@ def test_paused_stream_warns_escalates_once_and_resolves_once(
             supervisor.request_stop(timeout_s=60)  # paused under load: records pile up in Kafka
             monitor_until(lambda: "critical" in hook.severities("monitor"), 120, "the critical alert")
             assert hook.severities("monitor") == ["warning", "critical"]
-            assert monitored[-1].lag_messages > 0 and monitored[-1].lag_s > 18
+            assert monitored[-1].lag_messages > 0 and monitored[-1].lag_s > 20
 
             supervisor.clear_stop()
             supervisor.reconcile()
@@ -81,6 +83,6 @@ def test_paused_stream_warns_escalates_once_and_resolves_once(
         ("opened", "warning"), ("escalated", "critical"), ("resolved", "resolved")]
     assert len({e["incident_id"] for e in events}) == 1
     history = catalog.load_table("ops.stream_metrics").scan().to_arrow()
-    assert history.num_rows >= len(monitored) and max(history["lag_s"].to_pylist(), key=lambda v: v or 0) > 18
+    assert history.num_rows >= len(monitored) and max(history["lag_s"].to_pylist(), key=lambda v: v or 0) > 20
     prom = (settings.monitoring_dir / "k2.prom").read_text()
     assert f'k2_stream_latency_p99_s{{exchange="{EXCHANGE}"}}' in prom and "k2_open_incident{" not in prom

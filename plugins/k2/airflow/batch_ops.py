@@ -60,11 +60,15 @@ class BronzeSettledSensor(BaseSensorOperator):
         self.exchange = exchange
 
     def poke(self, context: Any) -> bool:
-        from k2.batch.settle import bronze_settlement
+        from k2.batch.settle import bronze_rows_at_most, bronze_settlement
 
         interval = run_interval(context, self.exchange)
-        settlement = bronze_settlement(load_settings(), self.exchange, interval.end)
+        settings = load_settings()
+        settlement = bronze_settlement(settings, self.exchange, interval.end)
         self.log.info("interval=%s settled=%s %s", interval.label, settlement.settled, settlement.detail)
+        if settlement.settled and bronze_rows_at_most(settings, self.exchange, interval.start, interval.end) == 0:
+            # no Spark job for an hour without data (e.g. the hour before the streams started)
+            raise AirflowSkipException(f"Bronze {self.exchange} holds no record in {interval.label}: nothing to do")
         return settlement.settled
 
 

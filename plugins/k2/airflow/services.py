@@ -107,6 +107,7 @@ class AirflowServices:
             return
         procs.require_free_port(self.settings.airflow_host, self.settings.airflow_port, "K2_AIRFLOW_PORT")
         self.migrate()
+        self.ensure_pool()
         env = self.environment()
         for name in COMPONENTS:
             if name in running:
@@ -115,6 +116,13 @@ class AirflowServices:
                               log_file=self.log_dir / f"{name}.log", env=env)
             log.info("airflow.started", component=name, pid=pid, log=str(self.log_dir / f"{name}.log"))
         self.wait_ready(timeout_s)
+
+    def ensure_pool(self) -> None:
+        """The pool that bounds how many Spark batch jobs run at once (K2_SPARK_POOL_SLOTS)."""
+        if self.settings.spark_pool:
+            self.cli("pools", "set", self.settings.spark_pool, str(self.settings.spark_pool_slots),
+                     "K2 Spark batch jobs (Silver, Gold, maintenance) at a time")
+            log.info("airflow.pool", pool=self.settings.spark_pool, slots=self.settings.spark_pool_slots)
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

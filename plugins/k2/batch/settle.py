@@ -50,3 +50,17 @@ def bronze_settlement(settings: Settings, exchange: str, end: dt.datetime, timeo
         return Settlement(False, missing, f"Bronze {exchange} still lacks {missing} records from before "
                                           f"{end.isoformat()} (stream batch {progress.get('batch_id')})")
     return Settlement(True, 0, f"Bronze {exchange} holds every record from before {end.isoformat()}")
+
+
+def bronze_rows_at_most(settings: Settings, exchange: str, start: dt.datetime, end: dt.datetime) -> int:
+    """An upper bound of Bronze rows with a Kafka timestamp in [start, end), from Iceberg metadata
+    alone (partitions and column bounds prune the data files): 0 means the interval is empty."""
+    from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
+
+    from k2.lake.catalog import load_catalog
+    from k2.lake.tables import bronze_table
+
+    table = load_catalog(settings).load_table(bronze_table(exchange).identifier)
+    scan = table.scan(row_filter=And(GreaterThanOrEqual("kafka_timestamp", start.isoformat()),
+                                     LessThan("kafka_timestamp", end.isoformat())))
+    return sum(task.file.record_count for task in scan.plan_files())

@@ -65,10 +65,9 @@ def measure(settings: Settings, exchange: str, now: float | None = None) -> Stre
         report = supervisor.inspect()
     finally:
         supervisor.close()
-    m = StreamMetrics(exchange, now, report.state, settings.monitor_window_s, lag_messages=report.lag,
-                      restarts_1h=report.restarts_last_hour)
+    m = StreamMetrics(exchange, now, report.state, settings.monitor_window_s, restarts_1h=report.restarts_last_hour)
     _from_bronze(settings, m, now)
-    m.lag_s = pending_age_s(settings, exchange, now) if m.lag_messages != 0 else 0.0
+    m.lag_messages, m.lag_s = kafka_lag(settings, exchange)
     known = [v for v in (m.kafka_latency_p99_s, m.lag_s) if v is not None]
     m.latency_p99_s = max(known) if known else None
     m.dead_letter_ratio = _dead_letter_ratio(settings, exchange)
@@ -84,7 +83,8 @@ def _from_bronze(settings: Settings, m: StreamMetrics, now: float) -> None:
     appends = [s for s in table.snapshots() if s.summary is not None and s.summary.operation.value == "append"]
     if not appends:
         return
-    m.freshness_s = round(now - max(s.timestamp_ms for s in appends) / 1000, 3)
+    # measured against the clock now, not the run's start: commits keep landing while we read
+    m.freshness_s = round(max(0.0, time.time() - max(s.timestamp_ms for s in appends) / 1000), 3)
     since_ms = (now - m.window_s) * 1000
     recent = [s for s in appends if s.timestamp_ms >= since_ms]
     kafka_lat, event_lat = [], []
@@ -134,8 +134,9 @@ def _event_times(exchange: Any, payload: bytes | None) -> list[int]:
         return []  # not a trade message: Silver routes it to the dead letters, latency ignores it
 
 
-def pending_age_s(settings: Settings, exchange: str, now: float) -> float | None:
-    """Age of the oldest record in Kafka the stream has not committed (0 when none waits)."""
+def kafka_lag(settings: Settings, exchange: str) -> tuple[int | None, float | None]:
+    """Records in Kafka the stream has not committed, and the age of the oldest of them (0 when none
+    waits), from one look at the offsets; (None, None) when Kafka cannot be asked."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     progress = read_json(StreamPaths.of(settings, exchange).progress) or {}
@@ -145,21 +146,22 @@ def pending_age_s(settings: Settings, exchange: str, now: float) -> float | None
                          "enable.auto.commit": False, "log_level": 0})
     try:
         partitions = consumer.list_topics(topic, timeout=5).topics[topic].partitions
-        oldest: float | None = None
+        waiting, oldest = 0, None
         for p in partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
             start = max(committed.get(p, low), low)
             if start >= high:
                 continue
+            waiting += high - start
             consumer.assign([TopicPartition(topic, p, start)])
             msg = consumer.poll(5)
             if msg is None or msg.error():
-                return None
+                return waiting, None
             ts = msg.timestamp()[1] / 1000
             oldest = ts if oldest is None else min(oldest, ts)
-        return 0.0 if oldest is None else round(max(0.0, now - oldest), 3)
+        return waiting, 0.0 if oldest is None else round(max(0.0, time.time() - oldest), 3)
     except (KafkaException, KeyError, TypeError):
-        return None
+        return None, None
     finally:
         consumer.close()
 
