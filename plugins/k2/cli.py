@@ -27,7 +27,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Non
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from k2.stack import bring_up
 
-    bring_up(settings, feeds=not args.no_feeds, wait_for_streams=not args.no_wait)
+    bring_up(settings, feeds=not args.no_feeds, wait_for_streams=not args.no_wait, first_batch=not args.no_batch)
     print()
     return cmd_status(settings, args)
 
@@ -277,7 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("up", cmd_up, "Start everything: broker, topics, tables, Airflow, simulated feeds, supervised "
             "Bronze streams; then show status.")
     p.add_argument("--no-feeds", action="store_true", help="do not start the simulated feeds")
-    p.add_argument("--no-wait", action="store_true", help="do not wait for the streams' first batches")
+    p.add_argument("--no-wait", action="store_true", help="do not wait for the streams' first batches (nor run "
+                   "the first batch)")
+    p.add_argument("--no-batch", action="store_true", help="do not run and wait for a first k2_medallion run "
+                   "(the hourly schedule runs it)")
     add("down", cmd_down, "Stop everything `k2 up` started (data is kept).")
     p = add("status", cmd_status, "Show what runs where, and each stream's latest monitoring figures.")
     p.add_argument("--plot", nargs="?", const="", default=None, metavar="HTML",

@@ -44,3 +44,26 @@ def test_email_without_recipients_is_a_clear_error(tmp_path) -> None:
 
     with pytest.raises(K2Error, match="K2_ALERT_EMAIL_TO is empty"):
         make_settings(tmp_path, alert_smtp_host="127.0.0.1")
+
+
+def test_alert_is_mailed_through_a_real_smtp_conversation(tmp_path) -> None:
+    from tests.fakes.smtp import SmtpReceiver
+
+    with SmtpReceiver() as smtp:
+        settings = make_settings(tmp_path, alert_smtp_host="127.0.0.1", alert_smtp_port=smtp.port,
+                                 alert_smtp_starttls=False, alert_email_to=("oncall@example.org", "data@example.org"),
+                                 alert_email_from="k2@example.org")
+        alert = send_alert("critical", "monitor binance latency_p99_s", "p99 = 42 s", settings=settings)
+    assert alert.delivery == {"email": "sent"} and outbox(settings).pending() == []
+    (mail,) = smtp.messages
+    assert mail["To"] == "oncall@example.org, data@example.org" and mail["From"] == "k2@example.org"
+    assert mail["Subject"] == "[K2 CRITICAL] monitor binance latency_p99_s: p99 = 42 s"
+    assert "p99 = 42 s" in mail.get_payload()
+
+
+def test_unreachable_smtp_server_keeps_the_alert_queued(tmp_path) -> None:
+    settings = make_settings(tmp_path, alert_smtp_host="127.0.0.1", alert_smtp_port=free_port(),
+                             alert_email_to=("oncall@example.org",), alert_retry_backoff_s=0.01)
+    alert = send_alert("warning", "test", "mail server down", settings=settings)
+    assert alert.delivery["email"].startswith("queued: ConnectionRefusedError")
+    assert [a.alert_id for a in outbox(settings).pending()] == [alert.alert_id]

@@ -7,6 +7,7 @@ and maintenance compacts Bronze."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 import urllib.request
 from pathlib import Path
@@ -86,6 +87,7 @@ def test_backfill_deadline_alerts_and_maintenance_through_airflow(
     with WebhookReceiver() as hook:
         monkeypatch.setenv("K2_ALERT_WEBHOOK_URL", hook.url)  # Airflow's processes inherit K2_* settings
         monkeypatch.setenv("K2_MEDALLION_DEADLINE_MIN", "0.05")  # 3 s: every run overruns it
+        monkeypatch.setenv("K2_SPARK_POOL_SLOTS", "2")  # two Spark jobs at a time: JVM start-ups overlap
         airflow = AirflowServices(stream_settings)
         airflow.start()
         try:
@@ -133,3 +135,20 @@ def test_backfill_deadline_alerts_and_maintenance_through_airflow(
     offsets = bronze.scan(selected_fields=("kafka_partition", "kafka_offset")).to_arrow()
     assert offsets.num_rows == produced
     assert len(set(zip(*offsets.to_pydict().values(), strict=True))) == produced
+
+    # the monitoring task through Airflow, its thresholds from the Airflow Variable, validated on load
+    airflow.cli("variables", "set", "k2_alert_thresholds", json.dumps({"latency_p99_s": {"warnig": 5}}))
+    bad = airflow.cli("tasks", "test", "k2_monitoring", "measure_and_alert", check=False)
+    # (`tasks test` exits 0 whatever the task did: its log says)
+    assert "Task failed" in bad.stdout + bad.stderr
+    assert "unknown key latency_p99_s.warnig" in bad.stdout + bad.stderr
+    airflow.cli("variables", "set", "k2_alert_thresholds", json.dumps({"freshness_s": {"warning": 86400,
+                                                                                       "critical": None}}))
+    good = airflow.cli("tasks", "test", "k2_monitoring", "measure_and_alert", check=False)
+    output = good.stdout + good.stderr
+    assert good.returncode == 0 and "Task failed" not in output, output[-5000:]
+    assert f"stream={EXCHANGE} state=stopped" in output
+    # each hour had 1 malformed record in 22 items: above the 1% default warning
+    assert f"[K2 WARNING] monitor {EXCHANGE} dead_letter_ratio" in output
+    latest = read_json(stream_settings.monitoring_dir / "latest.json")["metrics"][0]
+    assert latest["lag_messages"] == 0 and round(latest["dead_letter_ratio"], 4) == round(1 / 22, 4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException
 
 
 class StreamMonitorOperator(BaseOperator):
@@ -35,5 +36,8 @@ class StreamMonitorOperator(BaseOperator):
         for alert in result.alerts:
             self.log.warning("ALERT %s (delivery: %s)", alert.text, alert.delivery or "log only")
         self.log.info("open incidents: %d", result.open_incidents)
+        if result.failures:  # red in the UI: monitoring that cannot measure must not look healthy
+            failed = "; ".join(f"{exchange}: {why}" for exchange, why in result.failures.items())
+            raise AirflowException(f"could not measure {failed}")
         return {"open_incidents": result.open_incidents, "events": len(result.events),
                 "streams": {m.exchange: m.stream_state for m in result.metrics}}

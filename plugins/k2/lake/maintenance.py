@@ -18,7 +18,10 @@ if TYPE_CHECKING:
 
 log = get_logger("k2.maintenance")
 
-CONFLICTS = ("CommitFailedException", "ValidationException", "CommitStateUnknownException")
+# commit conflicts with the streams and the batch, and files that vanish while a step lists or reads
+# them (a concurrent commit replaced them): both pass when the step runs again on the new state
+CONFLICTS = ("CommitFailedException", "ValidationException", "CommitStateUnknownException", "NotFoundException",
+             "FileNotFoundException")
 
 
 @dataclass
@@ -114,5 +117,9 @@ def _sql_time(moment: dt.datetime) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The cause in one line: for errors from the JVM, the Java exception, not Py4J's wrapper line."""
+    java = getattr(exc, "java_exception", None)
+    if java is not None:
+        return str(java.toString())[:500]
     text = str(exc).strip().splitlines()
     return text[0][:500] if text else type(exc).__name__

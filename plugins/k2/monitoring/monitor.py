@@ -31,16 +31,18 @@ class MonitorResult:
     events: list[IncidentEvent]
     alerts: list[Alert]
     open_incidents: int
+    failures: dict[str, str]  # exchange -> why it could not be measured
 
 
 def run_monitor(settings: Settings, thresholds: Thresholds, now: float | None = None) -> MonitorResult:
     now = time.time() if now is None else now
-    metrics = []
+    metrics, failures = [], {}
     for exchange in settings.exchanges:
         try:
             metrics.append(measure(settings, exchange, now))
         except Exception as exc:  # one exchange's outage must not blind monitoring of the others
-            log.error("monitor.measure_failed", exchange=exchange, error=f"{type(exc).__name__}: {exc}")
+            failures[exchange] = f"{type(exc).__name__}: {exc}"
+            log.error("monitor.measure_failed", exchange=exchange, error=failures[exchange])
             metrics.append(StreamMetrics(exchange, now, "unknown", settings.monitor_window_s))
     _append(settings, "ops.stream_metrics", [m.row() for m in metrics])
 
@@ -63,7 +65,7 @@ def run_monitor(settings: Settings, thresholds: Thresholds, now: float | None = 
     write_textfile(settings, metrics, incidents)
     write_json(settings.monitoring_dir / "latest.json",
                {"metrics": [asdict(m) for m in metrics], "incidents": [asdict(i) for i in incidents]})
-    return MonitorResult(metrics, events, delivered, open_count)
+    return MonitorResult(metrics, events, delivered, open_count, failures)
 
 
 def _event_row(event: IncidentEvent, alert: Alert) -> dict[str, Any]:
