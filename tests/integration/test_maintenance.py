@@ -47,8 +47,10 @@ def test_maintenance_compacts_expires_and_removes_orphans_without_changing_rows(
                                                "remove_orphan_files"]
     assert done.data_files_before >= 8 and done.data_files_after == 1 and done.rewritten_files == done.data_files_before
     assert table_rows(spark, lake, BRONZE) == rows
-    snapshots = spark.sql(f"SELECT count(*) FROM {lake.catalog_name}.{BRONZE}.snapshots").first()[0]
-    assert snapshots <= 2 and done.expired_snapshots >= 8  # the newest (compaction, manifests) stay
+    left = [r.operation for r in spark.sql(f"SELECT operation FROM {lake.catalog_name}.{BRONZE}.snapshots").collect()]
+    # appends older than the retention are gone; the last one may be younger than it (a fast machine),
+    # and maintenance's own snapshots (compaction, manifests) are younger still
+    assert left.count("append") <= 1 and done.expired_snapshots >= 7 and len(left) <= 3
     assert done.orphans_removed >= 1 and not old_orphan.exists() and young_orphan.exists()
     again = maintain_table(spark, lake, BRONZE)  # nothing left to do: still the same rows
     assert again.error == "" and again.rewritten_files == 0 and table_rows(spark, lake, BRONZE) == rows
