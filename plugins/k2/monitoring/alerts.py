@@ -26,13 +26,18 @@ def send_alerts(alerts: list[Alert], *, logger: logging.Logger | Any | None = No
                 settings: Settings | None = None) -> list[Alert]:
     """Log, persist to the outbox, then deliver (with whatever else was still pending)."""
     settings = settings or load_settings()
+    outbox(settings).add(alerts)
+    return log_and_deliver(alerts, settings, logger=logger)
+
+
+def log_and_deliver(alerts: list[Alert], settings: Settings, *, logger: logging.Logger | Any | None = None
+                    ) -> list[Alert]:
+    """Log ``alerts`` (already in the outbox) and flush the outbox; returns them as attempted."""
     for alert in alerts:
         if logger is not None:
             level = logging.CRITICAL if alert.severity == "critical" else logging.WARNING
             logger.log(level, "ALERT %s", alert.text)
         _log.warning("alert", severity=alert.severity, source=alert.source, message=alert.message,
                      alert_id=alert.alert_id)
-    box = outbox(settings)
-    box.add(alerts)
-    attempted = {a.alert_id: a for a in box.flush(settings)}
+    attempted = {a.alert_id: a for a in outbox(settings).flush(settings)}
     return [attempted.get(a.alert_id, a) for a in alerts]

@@ -60,14 +60,15 @@ def measure(settings: Settings, exchange: str, now: float | None = None) -> Stre
     from k2.streams.supervisor import StreamSupervisor
 
     now = time.time() if now is None else now
+    lag_messages, lag_s = kafka_lag(settings, exchange)
     supervisor = StreamSupervisor(settings, exchange)
     try:
-        report = supervisor.inspect()
+        report = supervisor.inspect(known_lag=lag_messages)  # Kafka is asked once per exchange
     finally:
         supervisor.close()
-    m = StreamMetrics(exchange, now, report.state, settings.monitor_window_s, restarts_1h=report.restarts_last_hour)
+    m = StreamMetrics(exchange, now, report.state, settings.monitor_window_s, restarts_1h=report.restarts_last_hour,
+                      lag_messages=lag_messages, lag_s=lag_s)
     _from_bronze(settings, m, now)
-    m.lag_messages, m.lag_s = kafka_lag(settings, exchange)
     known = [v for v in (m.kafka_latency_p99_s, m.lag_s) if v is not None]
     m.latency_p99_s = max(known) if known else None
     m.dead_letter_ratio = _dead_letter_ratio(settings, exchange)
@@ -137,33 +138,16 @@ def _event_times(exchange: Any, payload: bytes | None) -> list[int]:
 def kafka_lag(settings: Settings, exchange: str) -> tuple[int | None, float | None]:
     """Records in Kafka the stream has not committed, and the age of the oldest of them (0 when none
     waits), from one look at the offsets; (None, None) when Kafka cannot be asked."""
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from k2.kafka.lag import committed_offsets, lag_consumer, measure_lag
 
-    progress = read_json(StreamPaths.of(settings, exchange).progress) or {}
     topic = settings.topic_for(exchange)
-    committed = {int(p): o for p, o in (progress.get("end_offsets") or {}).get(topic, {}).items()}
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"k2-monitor-{exchange}",
-                         "enable.auto.commit": False, "log_level": 0})
+    committed = committed_offsets(read_json(StreamPaths.of(settings, exchange).progress) or {}, topic)
+    consumer = lag_consumer(settings, f"k2-monitor-{exchange}")
     try:
-        partitions = consumer.list_topics(topic, timeout=5).topics[topic].partitions
-        waiting, oldest = 0, None
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
-            start = max(committed.get(p, low), low)
-            if start >= high:
-                continue
-            waiting += high - start
-            consumer.assign([TopicPartition(topic, p, start)])
-            msg = consumer.poll(5)
-            if msg is None or msg.error():
-                return waiting, None
-            ts = msg.timestamp()[1] / 1000
-            oldest = ts if oldest is None else min(oldest, ts)
-        return waiting, 0.0 if oldest is None else round(max(0.0, time.time() - oldest), 3)
-    except (KafkaException, KeyError, TypeError):
-        return None, None
+        lag = measure_lag(consumer, topic, committed, with_age=True)
     finally:
         consumer.close()
+    return (None, None) if lag is None else (lag.records, lag.oldest_age_s)
 
 
 # --- dead-letter ratio: written by the Silver job, read here -------------------------------------

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from k2.log import get_logger
+from k2.monitoring.alerts import log_and_deliver
 from k2.monitoring.incidents import IncidentEvent, IncidentStore
 from k2.monitoring.metrics import StreamMetrics, measure
 from k2.monitoring.notifiers import Alert, outbox
@@ -56,11 +57,7 @@ def run_monitor(settings: Settings, thresholds: Thresholds, now: float | None = 
         outbox(settings).add(alerts)
         open_count = len(book.open)
         incidents = list(book.open.values())
-    for alert in alerts:
-        log.warning("alert", severity=alert.severity, source=alert.source, message=alert.message,
-                    alert_id=alert.alert_id)
-    attempted = {a.alert_id: a for a in outbox(settings).flush(settings)}
-    delivered = [attempted.get(a.alert_id, a) for a in alerts]
+    delivered = log_and_deliver(alerts, settings)  # added to the outbox with the incidents above
     _append(settings, "ops.alert_events", [_event_row(e, a) for e, a in zip(events, delivered, strict=True)])
     write_textfile(settings, metrics, incidents)
     write_json(settings.monitoring_dir / "latest.json",

@@ -80,7 +80,8 @@ class StreamSupervisor:
         write_json(self.paths.supervisor, asdict(state))
 
     # --- observing -------------------------------------------------------------------------------
-    def observe(self, state: SupervisorState) -> Observation:
+    def observe(self, state: SupervisorState, known_lag: int | None = None) -> Observation:
+        """``known_lag``: records waiting in Kafka, when the caller has just asked Kafka itself."""
         self._reap()
         status = read_json(self.paths.status) or {}
         progress = read_json(self.paths.progress) or {}
@@ -93,27 +94,19 @@ class StreamSupervisor:
             job_state=status.get("state"),
             failure_reason=status.get("reason") if status.get("state") == "failed" else None,
             last_active_at=max(active) if active else None,
-            lag=self._lag(progress),
+            lag=self._lag(progress) if known_lag is None else known_lag,
             stop_requested=self.paths.stop_request.exists(),
         )
 
     def _lag(self, progress: dict) -> int | None:
         """Records in Kafka the stream has not committed yet; None when Kafka cannot be asked."""
-        from confluent_kafka import Consumer, KafkaException, TopicPartition
+        from k2.kafka.lag import committed_offsets, lag_consumer, measure_lag
 
         topic = self.settings.topic_for(self.exchange)
-        committed = {int(p): o for p, o in (progress.get("end_offsets") or {}).get(topic, {}).items()}
-        try:
-            if self._consumer is None:
-                self._consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap_servers,
-                                           "group.id": f"k2-supervisor-{self.exchange}", "log_level": 0,
-                                           "enable.auto.commit": False})
-            partitions = self._consumer.list_topics(topic, timeout=5).topics[topic].partitions
-            ends = {p: self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
-                    for p in partitions}
-        except (KafkaException, KeyError, TypeError):
-            return None
-        return sum(max(0, end - committed.get(p, 0)) for p, end in ends.items())
+        if self._consumer is None:
+            self._consumer = lag_consumer(self.settings, f"k2-supervisor-{self.exchange}")
+        lag = measure_lag(self._consumer, topic, committed_offsets(progress, topic), with_age=False)
+        return None if lag is None else lag.records
 
     # --- acting ----------------------------------------------------------------------------------
     def reconcile(self) -> StreamReport:
@@ -130,10 +123,10 @@ class StreamSupervisor:
             self.save_state(state)
             return self._report(obs, decision, state)
 
-    def inspect(self) -> StreamReport:
+    def inspect(self, known_lag: int | None = None) -> StreamReport:
         """What a check would see and decide, without acting (and without renewing the lease)."""
         state = self.load_state()
-        obs = self.observe(state)
+        obs = self.observe(state, known_lag)
         return self._report(obs, decide(obs, state, self.policy), state, acted=False)
 
     def _apply(self, decision: Decision, obs: Observation, state: SupervisorState) -> None:
