@@ -70,14 +70,29 @@ def merge_bars(spark: SparkSession, bars: DataFrame, table: str, exchange: str, 
         spark.catalog.dropTempView(view)
 
 
+def _append(frame: DataFrame, table: str) -> None:
+    """Each task writes its own rows to the partitions it holds. Iceberg's default for partitioned
+    tables (hash distribution) would first shuffle every row of one day to a single task: one core
+    writing while the others wait. Maintenance compacts the extra files."""
+    frame.writeTo(table).option("distribution-mode", "none").option("fanout-enabled", "true").append()
+
+
 # --- Silver --------------------------------------------------------------------------------------
 def run_silver(spark: SparkSession, settings: Settings, interval: Interval, gate: Gate) -> dict[str, Any]:
     """Appends what is new. Only one Silver task per exchange runs at a time (the DAG says so),
     so the anti-joins against the tables are the whole idempotency story."""
     from pyspark import StorageLevel
+    from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
-    from spark_jobs.transforms.silver import SilverRules, classify, first_per_key, to_dead_letters, to_trades
+    from spark_jobs.transforms.silver import (
+        SilverRules,
+        classify,
+        outcome_columns,
+        rank_copies,
+        to_dead_letters,
+        to_trades,
+    )
 
     exchange = get_exchange(interval.exchange)
     now = F.current_timestamp()
@@ -86,7 +101,11 @@ def run_silver(spark: SparkSession, settings: Settings, interval: Interval, gate
     rules = SilverRules(exchange.name, known_symbols(settings, exchange), settings.silver_max_event_lead_s,
                         settings.silver_max_event_age_s)
     bronze_quality = gate("bronze", bronze, interval)
-    classified = classify(exchange.parse_bronze(bronze), rules).persist(StorageLevel.MEMORY_AND_DISK)
+    # Parsed, ranked (the de-duplication's shuffle) and cached once: it feeds the accounting,
+    # Silver and the dead letters. Filtering before the cache would be slower: Spark pushes a filter
+    # on ``reason`` below the JSON parse, inlining the parse into every condition on a parsed field.
+    classified = rank_copies(outcome_columns(classify(exchange.parse_bronze(bronze), rules))) \
+        .persist(StorageLevel.MEMORY_AND_DISK)
     try:
         # one pass for the accounting: items per outcome, Bronze rows (each has one item at index
         # 0 or -1), and the event-time span of the valid trades (to prune Silver's partitions)
@@ -99,14 +118,12 @@ def run_silver(spark: SparkSession, settings: Settings, interval: Interval, gate
         span = next(((r["lo"], r["hi"]) for r in stats if r["reason"] is None), None)
 
         silver_name = _table(settings, SILVER_TRADES.identifier)
-        fresh = first_per_key(to_trades(classified, exchange.name, now))
+        fresh = to_trades(classified.where(F.col("copy") == 1), exchange.name, now)
         if span is not None:  # leave out trades Silver already holds (duplicates across intervals)
             existing = spark.table(silver_name).where(
                 (F.col("exchange") == exchange.name) & (F.col("event_time") >= F.lit(span[0]))
                 & (F.col("event_time") <= F.lit(span[1]))).select("exchange", "symbol", "trade_id")
             fresh = fresh.join(existing, ["exchange", "symbol", "trade_id"], "left_anti")
-        fresh = fresh.persist(StorageLevel.MEMORY_AND_DISK)
-        new_trades = fresh.count()
         dead_name = _table(settings, DEAD_LETTER.identifier)
         seen = spark.table(dead_name).where((F.col("exchange") == exchange.name) & in_interval) \
             .select(*DEAD_LETTER.identifier_columns)
@@ -114,9 +131,11 @@ def run_silver(spark: SparkSession, settings: Settings, interval: Interval, gate
                                                                      "left_anti")
 
         quality = gate("silver", fresh, interval)
-        fresh.writeTo(silver_name).append()
-        dead.writeTo(dead_name).append()
-        fresh.unpersist()
+        written = Observation(f"silver_new_{interval.label}")
+        _append(fresh.observe(written, F.count(F.lit(1)).alias("rows")), silver_name)
+        new_trades = written.get["rows"]
+        _append(dead, dead_name)
+        fresh.unpersist()  # cached by the quality gate
     finally:
         classified.unpersist()
     report = {
@@ -182,9 +201,16 @@ def run_gold(spark: SparkSession, settings: Settings, interval: Interval, gate: 
 # --- quality gate and entry point ---------------------------------------------------------------
 def quality_gate(settings: Settings) -> Gate:
     def gate(layer: str, frame: DataFrame, interval: Interval) -> dict[str, Any]:
+        from pyspark import StorageLevel
+
         from k2.monitoring.alerts import send_alert
         from k2.quality import QualityGateFailed, enforce, validate
 
+        if layer != "bronze":
+            # GX reads the frame once per metric, and the caller then publishes the same frame:
+            # computed once. Bronze is only re-read column-wise from Parquet; caching it would
+            # hold every raw payload in memory.
+            frame.persist(StorageLevel.MEMORY_AND_DISK)
         report = validate(layer, frame, settings=settings, exchange=interval.exchange,
                           run_name=interval.label.replace("/", "_"))
         if not report.passed:

@@ -79,6 +79,16 @@ def classify(candidates: DataFrame, rules: SilverRules) -> DataFrame:
     return df.withColumn("reason", reason).withColumn("detail", detail)
 
 
+def outcome_columns(classified: DataFrame) -> DataFrame:
+    """What ``to_trades``, ``to_dead_letters`` and the accounting read, and no more: the raw payload
+    only for rejected rows (a valid trade carries its values typed). Worth it when the classified
+    rows are cached: the payload is most of a Bronze row."""
+    return classified.select(
+        "kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingested_at", "item_index",
+        "symbol", "exchange_symbol", "trade_id", "event_time", "price", "quantity", "taker_side", "reason", "detail",
+        F.when(F.col("reason").isNotNull(), F.col("value")).alias("value"))
+
+
 def to_trades(classified: DataFrame, exchange: str, processed_at: Column) -> DataFrame:
     """Valid candidates as ``silver.trades`` rows (duplicates still included)."""
     return classified.where(F.col("reason").isNull()).select(
@@ -117,7 +127,10 @@ def to_dead_letters(classified: DataFrame, exchange: str, detected_at: Column) -
     )
 
 
-def first_per_key(trades: DataFrame) -> DataFrame:
-    """One row per (exchange, symbol, trade_id): the earliest in Kafka order, so re-runs pick the same."""
-    order = Window.partitionBy("exchange", "symbol", "trade_id").orderBy("kafka_partition", "kafka_offset")
-    return trades.withColumn("_n", F.row_number().over(order)).where("_n = 1").drop("_n")
+def rank_copies(classified: DataFrame) -> DataFrame:
+    """Adds ``copy``: 1 for the first valid candidate of each (symbol, trade_id) in Kafka order (so
+    re-runs pick the same one), 2, 3, ... for later copies. Rejected candidates rank after the
+    valid ones; their number means nothing."""
+    order = Window.partitionBy("symbol", "trade_id").orderBy(
+        F.col("reason").isNotNull(), "kafka_partition", "kafka_offset", "item_index")
+    return classified.withColumn("copy", F.row_number().over(order))
