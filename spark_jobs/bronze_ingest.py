@@ -123,7 +123,9 @@ def start_query(settings: Settings, exchange: str, paths: StreamPaths):
             .queryName(f"bronze_{exchange}")
             .trigger(processingTime=f"{settings.bronze_trigger_interval_s} seconds")
             .option("checkpointLocation", str(paths.checkpoint))
-            .option("fanout-enabled", "true")  # rows of several days in one batch need no sort
+            # each task writes its own rows: no per-batch shuffle to cluster rows by day (Iceberg's
+            # default for partitioned tables), and rows of several days in one task need no sort
+            .option("distribution-mode", "none").option("fanout-enabled", "true")
             .toTable(table))
 
 
