@@ -7,7 +7,9 @@ All in one run, on an embedded broker of its own, with the stream launched the p
    offset with K2's defaults; rows/s over the batches that drained it.
 2. latency: Binance at 10,000 msg/s plus Kraken at 500 msg/s, both streams running, for the seeds'
    configuration (10 s trigger, 10,000 offsets per trigger) and for K2's defaults. Latency per row is
-   the commit time of the Iceberg snapshot that made the row visible minus the row's Kafka timestamp.
+   the commit time of the Iceberg snapshot that made the row visible minus the row's Kafka timestamp;
+   a configuration that cannot keep up commits none of the window's rows, so how far behind each
+   stream is at the window's end (records, age of the oldest) is reported too.
 3. restart: kill -9 of the Binance driver under load; seconds until the supervisor's replacement
    completed a batch.
 
@@ -37,6 +39,7 @@ from k2.feeds.runner import run_simulated_feed
 from k2.kafka.topics import ensure_topics
 from k2.lake.catalog import load_catalog
 from k2.lake.tables import all_tables, bronze_table, ensure_tables
+from k2.monitoring.metrics import kafka_lag
 from k2.settings import Settings
 from k2.streams.state import StreamPaths, read_json, recent_progress
 from k2.streams.supervisor import StreamSupervisor
@@ -49,7 +52,10 @@ def configure(settings: Settings, home: Path, **extra: str) -> Settings:
     """Point this process (and so every stream it launches) at one K2 installation."""
     for key in [k for k in os.environ if k.startswith("K2_")]:
         del os.environ[key]
-    env = {"K2_HOME": str(home), "K2_KAFKA_PORT": str(settings.kafka_port),
+    # each phase has topics of its own: a stream starts from the earliest offset, and must not
+    # first drain what an earlier phase produced
+    env = {"K2_HOME": str(home), "K2_TOPIC_TEMPLATE": f"bench-{home.name}.{{exchange}}.raw",
+           "K2_KAFKA_PORT": str(settings.kafka_port),
            "K2_KAFKA_CONTROLLER_PORT": str(settings.kafka_controller_port), "K2_SPARK_UI_ENABLED": "false",
            "K2_STREAM_CHECK_INTERVAL_S": "2", "K2_LOG_LEVEL": "WARNING", **extra}
     os.environ.update(env)
@@ -154,6 +160,7 @@ def latency(settings: Settings, home: Path, window_s: float, extra: dict[str, st
         since_ms = int(time.time() * 1000)
         time.sleep(window_s)  # the measurement window itself, not a synchronisation
         until_ms = int(time.time() * 1000)
+        behind = {ex: kafka_lag(scoped, ex) for ex in ("binance", "kraken")}  # a stream that cannot keep up
         # the window's last records are committed before anything else happens
         wait(lambda: all((read_json(p.progress) or {}).get("completed_at", 0) * 1000 > until_ms + 2000
                          for p in paths.values()), 120, "the window's last commits")
@@ -169,6 +176,7 @@ def latency(settings: Settings, home: Path, window_s: float, extra: dict[str, st
         result[exchange] = {"rows": int(lat.size), "p50_s": round(float(np.percentile(lat, 50)), 2),
                             "p99_s": round(float(np.percentile(lat, 99)), 2),
                             "max_s": round(float(lat.max()), 2)} if lat.size else {"rows": 0}
+        result[exchange]["lag_records_at_end"], result[exchange]["lag_s_at_end"] = behind[exchange]
     result["trigger_s"] = scoped.bronze_trigger_interval_s
     result["max_offsets_per_trigger"] = scoped.bronze_max_offsets_per_trigger
     if restart is not None:
@@ -207,11 +215,13 @@ def main() -> None:
     }
     path = write_results("bronze_stream", results)
     print(f"throughput (local[2], K2 defaults): {results['throughput']['rows_per_s']:,} rows/s")
-    print(f"{'config':22} {'exchange':9} {'p50 s':>7} {'p99 s':>7} {'rows':>9}")
+    print(f"{'config':22} {'exchange':9} {'p50 s':>7} {'p99 s':>7} {'rows':>9}  behind at the window's end")
     for label, r in (("seeds 10s/10k", seeds), ("K2 defaults", k2)):
         for ex in ("binance", "kraken"):
             x = r[ex]
-            print(f"{label:22} {ex:9} {x.get('p50_s', '-'):>7} {x.get('p99_s', '-'):>7} {x['rows']:>9,}")
+            behind = f"{x['lag_records_at_end']:,} records, oldest {x['lag_s_at_end']} s old" \
+                if x.get("lag_records_at_end") is not None else "unknown"
+            print(f"{label:22} {ex:9} {x.get('p50_s', '-'):>7} {x.get('p99_s', '-'):>7} {x['rows']:>9,}  {behind}")
     print(f"supervisor restart after kill -9: {k2.get('restart_after_kill_s')} s")
     print(f"targets met: {results['targets']['met']}  (written to {path})")
 

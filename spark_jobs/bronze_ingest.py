@@ -12,6 +12,7 @@ supervisor's lease expires (the supervising DAG was paused).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import signal
 import sys
@@ -63,12 +64,13 @@ def run(settings: Settings, exchange_name: str) -> int:
     try:
         set_status("starting")
         preflight(settings, paths)
-        query = start_query(settings, exchange.name, paths)
+        spark, query = start_query(settings, exchange.name, paths)
+        expiry = SnapshotExpiry(spark, settings, bronze_table(exchange.name).identifier)
         set_status("running", query_id=str(query.id), run_id=str(query.runId))
         log.info("bronze.running", exchange=exchange.name, query_id=str(query.id),
                  trigger_s=settings.bronze_trigger_interval_s,
                  max_offsets=settings.bronze_max_offsets_per_trigger)
-        reason = watch(query, paths, stop, set_status)
+        reason = watch(query, paths, stop, set_status, housekeeping=expiry)
         set_status("stopping", reason=reason)
         query.stop()
         set_status("stopped", reason=reason)
@@ -119,7 +121,7 @@ def start_query(settings: Settings, exchange: str, paths: StreamPaths):
               .option("maxOffsetsPerTrigger", settings.bronze_max_offsets_per_trigger)
               .option("failOnDataLoss", str(settings.bronze_fail_on_data_loss).lower())
               .load())
-    return (kafka_to_bronze(source).writeStream.format("iceberg").outputMode("append")
+    return spark, (kafka_to_bronze(source).writeStream.format("iceberg").outputMode("append")
             .queryName(f"bronze_{exchange}")
             .trigger(processingTime=f"{settings.bronze_trigger_interval_s} seconds")
             .option("checkpointLocation", str(paths.checkpoint))
@@ -129,8 +131,38 @@ def start_query(settings: Settings, exchange: str, paths: StreamPaths):
             .toTable(table))
 
 
-def watch(query, paths: StreamPaths, stop: threading.Event, set_status) -> str:
-    """Block until the query ends or should end; returns why it should stop."""
+class SnapshotExpiry:
+    """Each micro-batch commits a snapshot (one a second by default), and every commit rewrites the
+    table metadata that lists them all: left alone, commits slow down hour by hour. The stream
+    expires its own old snapshots, every ``bronze_expire_every_s``, in its driver (the query runs on
+    in its own thread). Appends never drop data files, so expiring them deletes only metadata."""
+
+    def __init__(self, spark, settings: Settings, identifier: str, clock=time.monotonic) -> None:
+        self.spark, self.settings, self.identifier, self.clock = spark, settings, identifier, clock
+        self.every_s = settings.bronze_expire_every_s
+        self.due_at = clock() + self.every_s
+
+    def __call__(self) -> None:
+        if self.every_s <= 0 or self.clock() < self.due_at:
+            return
+        from k2.lake.maintenance import expire_snapshots
+
+        self.due_at = self.clock() + self.every_s
+        older_than = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.settings.bronze_snapshot_retention_s)
+        started = time.monotonic()
+        try:
+            expired = expire_snapshots(self.spark, self.settings, self.identifier, older_than,
+                                       retain_last=self.settings.maintenance_min_snapshots)
+        except Exception as exc:  # metadata upkeep must never stop ingestion: next time, or maintenance
+            log.warning("bronze.expire_failed", table=self.identifier, error=str(exc).splitlines()[0][:500])
+            return
+        log.info("bronze.snapshots_expired", table=self.identifier, expired=expired,
+                 duration_s=round(time.monotonic() - started, 2))
+
+
+def watch(query, paths: StreamPaths, stop: threading.Event, set_status, housekeeping=lambda: None) -> str:
+    """Block until the query ends or should end; returns why it should stop. ``housekeeping`` runs
+    once a second alongside (it decides itself whether there is anything to do)."""
     while True:
         if query.awaitTermination(1):
             exc = query.exception()
@@ -144,6 +176,7 @@ def watch(query, paths: StreamPaths, stop: threading.Event, set_status) -> str:
         if paths.lease.exists() and not lease_valid(paths):
             return "supervisor lease expired (DAG paused or supervisor gone)"
         set_status("running", heartbeat_at=time.time())
+        housekeeping()
 
 
 def main(argv: list[str] | None = None) -> int:

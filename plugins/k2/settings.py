@@ -91,6 +91,11 @@ class Settings:
     bronze_trigger_interval_s: float = setting(1.0, "Micro-batch trigger interval of the Bronze streams.")
     bronze_max_offsets_per_trigger: int = setting(200_000, "Cap on records per Bronze micro-batch.")
     bronze_fail_on_data_loss: bool = setting(True, "Fail the stream when Kafka dropped unread records.")
+    bronze_snapshot_retention_s: float = setting(3600.0, "A Bronze stream expires its own snapshots older than "
+                                                 "this (it commits one per micro-batch, and every commit "
+                                                 "rewrites the list of them); Bronze time travel reaches this far.")
+    bronze_expire_every_s: float = setting(600.0, "How often a Bronze stream expires its old snapshots; 0: never "
+                                           "(then only the maintenance DAG does).")
     stream_driver_memory: str = setting("1g", "Driver memory of each Bronze stream (local mode: all of it).")
     stream_check_interval_s: float = setting(5.0, "How often the supervisor checks each stream.")
     stream_stall_timeout_s: float = setting(60.0, "No completed batch for this long, with Kafka ahead: stalled.")

@@ -44,6 +44,10 @@ def bronze_coordinates(settings: Settings) -> list[tuple[int, int]]:
     return list(zip(arrow["kafka_partition"].to_pylist(), arrow["kafka_offset"].to_pylist(), strict=True))
 
 
+def bronze_snapshots(settings: Settings) -> list:
+    return load_catalog(settings).load_table(f"bronze.{EXCHANGE}_trades").snapshots()
+
+
 def airflow_dags_test(settings: Settings, log_file: Path) -> subprocess.Popen:
     """A real Airflow run of the supervisor DAG (`airflow dags test`), in the background."""
     from k2.airflow.services import AirflowServices
@@ -66,7 +70,11 @@ def stop_process_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
 
 
 def test_supervised_stream_survives_kills_and_a_stall_with_exactly_once_bronze(
-        stream_settings: Settings, tmp_path: Path) -> None:
+        stream_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the stream expires its own snapshots every few seconds here, racing its own commits
+    monkeypatch.setenv("K2_BRONZE_EXPIRE_EVERY_S", "5")
+    monkeypatch.setenv("K2_BRONZE_SNAPSHOT_RETENTION_S", "5")
+    monkeypatch.setenv("K2_MAINTENANCE_MIN_SNAPSHOTS", "1")
     paths = StreamPaths.of(stream_settings, EXCHANGE)
     feed = BackgroundFeed(stream_settings, rate=2000)
     airflow_log = tmp_path / "airflow-dags-test.log"
@@ -96,7 +104,12 @@ def test_supervised_stream_survives_kills_and_a_stall_with_exactly_once_bronze(
         assert sum(ends.values()) == summary.delivery.delivered
         wait_for(lambda: sum(1 for _ in bronze_coordinates(stream_settings)) >= sum(ends.values()), 180,
                  "Bronze to catch up with Kafka")
-        coords = bronze_coordinates(stream_settings)
+        # one snapshot per batch, but the idle stream soon expires all but the newest
+        batches = read_json(paths.progress)["batch_id"] + 1
+        wait_for(lambda: len(bronze_snapshots(stream_settings)) == 1, 60, "the stream to expire its snapshots")
+        assert batches > 5, batches
+        assert "bronze.snapshots_expired" in paths.log_file.read_text(errors="replace")
+        coords = bronze_coordinates(stream_settings)  # and every row is still there, once
         assert len(coords) == len(set(coords)), "a record is in Bronze twice"
         for partition, end in ends.items():
             offsets = sorted(o for p, o in coords if p == partition)

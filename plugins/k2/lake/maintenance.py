@@ -53,7 +53,7 @@ def maintain_table(spark: SparkSession, settings: Settings, identifier: str, *,
     done = TableMaintenance(identifier)
     started = time.monotonic()
     call = f"CALL {settings.catalog_name}.system"
-    expire_before = _sql_time(now - dt.timedelta(hours=settings.maintenance_snapshot_retention_h))
+    expire_before = now - dt.timedelta(hours=settings.maintenance_snapshot_retention_h)
     orphans_before = _sql_time(now - dt.timedelta(hours=settings.maintenance_orphan_age_h))
     target = settings.maintenance_target_file_mb * 1024 * 1024
     steps = [
@@ -61,8 +61,8 @@ def maintain_table(spark: SparkSession, settings: Settings, identifier: str, *,
             options => map('target-file-size-bytes', '{target}', 'min-input-files', '2',
                            'partial-progress.enabled', 'true', 'partial-progress.max-commits', '10'))"""),
         ("rewrite_manifests", f"{call}.rewrite_manifests(table => '{identifier}')"),
-        ("expire_snapshots", f"""{call}.expire_snapshots(table => '{identifier}', older_than => {expire_before},
-            retain_last => {settings.maintenance_min_snapshots})"""),
+        ("expire_snapshots",
+         _expire_statement(settings, identifier, expire_before, settings.maintenance_min_snapshots)),
         ("remove_orphan_files", f"{call}.remove_orphan_files(table => '{identifier}', older_than => {orphans_before})"),
     ]
     try:
@@ -78,6 +78,19 @@ def maintain_table(spark: SparkSession, settings: Settings, identifier: str, *,
     done.duration_s = round(time.monotonic() - started, 2)
     log.info("maintenance.table", **{k: v for k, v in done.as_dict().items() if k != "steps"})
     return done
+
+
+def expire_snapshots(spark: SparkSession, settings: Settings, identifier: str, older_than: dt.datetime,
+                     retain_last: int) -> int:
+    """Expire one table's snapshots older than ``older_than`` (keeping the newest ``retain_last``);
+    returns how many were expired. Iceberg retries a commit that meets a concurrent one."""
+    rows = spark.sql(_expire_statement(settings, identifier, older_than, retain_last)).collect()
+    return int(rows[0]["deleted_manifest_lists_count"]) if rows else 0  # one manifest list per snapshot
+
+
+def _expire_statement(settings: Settings, identifier: str, older_than: dt.datetime, retain_last: int) -> str:
+    return (f"CALL {settings.catalog_name}.system.expire_snapshots(table => '{identifier}', "
+            f"older_than => {_sql_time(older_than)}, retain_last => {max(1, retain_last)})")
 
 
 def _with_retries(spark: SparkSession, statement: str, step: str, identifier: str, attempts: int,
