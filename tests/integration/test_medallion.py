@@ -79,6 +79,19 @@ def test_silver_accounts_for_every_bronze_record(spark, lake) -> None:
                                 else 0) and d.detail for d in dead)
 
 
+def test_copies_rank_valid_first_then_in_kafka_order(spark) -> None:
+    from spark_jobs.transforms.silver import rank_copies
+
+    candidates = spark.createDataFrame([
+        ("BTC-USDT", "1", None, 1, 5, 0), ("BTC-USDT", "1", None, 0, 9, 0), ("BTC-USDT", "1", "invalid_price", 0, 1, 0),
+        ("BTC-USDT", "2", "invalid_price", 0, 2, 0), ("BTC-USDT", "2", None, 0, 3, 0), ("ETH-USDT", "1", None, 0, 4, 0),
+    ], "symbol string, trade_id string, reason string, kafka_partition int, kafka_offset long, item_index int")
+    copies = {(r.symbol, r.trade_id, r.kafka_partition, r.kafka_offset): r.copy
+              for r in rank_copies(candidates).collect()}
+    assert copies == {("BTC-USDT", "1", 0, 9): 1, ("BTC-USDT", "1", 1, 5): 2, ("BTC-USDT", "1", 0, 1): 3,
+                      ("BTC-USDT", "2", 0, 3): 1, ("BTC-USDT", "2", 0, 2): 2, ("ETH-USDT", "1", 0, 4): 1}
+
+
 def test_kraken_batches_split_into_trades_and_item_dead_letters(spark, lake) -> None:
     silver, _ = both_layers(spark, lake, KRAKEN_H10)
     assert (silver["bronze_rows"], silver["items"], silver["silver_new"]) == (3, 6, 4)

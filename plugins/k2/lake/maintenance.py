@@ -18,10 +18,11 @@ if TYPE_CHECKING:
 
 log = get_logger("k2.maintenance")
 
-# commit conflicts with the streams and the batch, and files that vanish while a step lists or reads
-# them (a concurrent commit replaced them): both pass when the step runs again on the new state
+# commit conflicts with the streams and the batch, files that vanish while a step lists or reads
+# them (a concurrent commit replaced them), and a metadata-table scan whose table moved on between
+# planning and scanning: all pass when the step runs again on the new state
 CONFLICTS = ("CommitFailedException", "ValidationException", "CommitStateUnknownException", "NotFoundException",
-             "FileNotFoundException")
+             "FileNotFoundException", "Failed to enforce scan consistency")
 
 
 @dataclass
@@ -66,12 +67,12 @@ def maintain_table(spark: SparkSession, settings: Settings, identifier: str, *,
         ("remove_orphan_files", f"{call}.remove_orphan_files(table => '{identifier}', older_than => {orphans_before})"),
     ]
     try:
-        done.data_files_before = _data_files(spark, table)
+        done.data_files_before = _data_files(spark, table, identifier, attempts, done)
         for name, statement in steps:
             rows = _with_retries(spark, statement, name, identifier, attempts, done)
             _record(done, name, rows)
             done.steps.append(name)
-        done.data_files_after = _data_files(spark, table)
+        done.data_files_after = _data_files(spark, table, identifier, attempts, done)
     except Exception as exc:  # recorded and reported; the caller fails the task after the other tables
         done.error = _first_line(exc)
         log.error("maintenance.failed", table=identifier, step=len(done.steps), error=done.error)
@@ -121,8 +122,10 @@ def _record(done: TableMaintenance, step: str, rows: list) -> None:
         done.orphans_removed = len(rows)
 
 
-def _data_files(spark: SparkSession, table: str) -> int:
-    return spark.sql(f"SELECT count(*) AS n FROM {table}.files WHERE content = 0").first()["n"]
+def _data_files(spark: SparkSession, table: str, identifier: str, attempts: int, done: TableMaintenance) -> int:
+    rows = _with_retries(spark, f"SELECT count(*) AS n FROM {table}.files WHERE content = 0", "count_data_files",
+                         identifier, attempts, done)
+    return rows[0]["n"]
 
 
 def _sql_time(moment: dt.datetime) -> str:
