@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import socketserver
-import threading
 from email import message_from_bytes
 from email.message import Message
 
+from tests.fakes import LoopbackServer
 
-class SmtpReceiver:
+
+class SmtpReceiver(LoopbackServer):
     def __init__(self) -> None:
         self.messages: list[Message] = []
         receiver = self
@@ -41,12 +42,4 @@ class SmtpReceiver:
         self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> SmtpReceiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(self.server)

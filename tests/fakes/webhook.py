@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.fakes import LoopbackServer
 
-class WebhookReceiver:
+
+class WebhookReceiver(LoopbackServer):
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
         self.refuse = False  # answer 503, as a webhook having an outage would
@@ -31,15 +32,8 @@ class WebhookReceiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/k2"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.serve(self.server)
 
-    def __enter__(self) -> WebhookReceiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     def alerts(self, source_prefix: str = "") -> list[dict[str, Any]]:
         return [r["k2"] for r in list(self.received) if r["k2"]["source"].startswith(source_prefix)]

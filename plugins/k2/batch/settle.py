@@ -23,13 +23,14 @@ class Settlement:
 
 
 def bronze_settlement(settings: Settings, exchange: str, end: dt.datetime, timeout_s: float = 10.0) -> Settlement:
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from confluent_kafka import KafkaException, TopicPartition
+
+    from k2.kafka.lag import committed_offsets, offsets_consumer
 
     topic = settings.topic_for(exchange)
     progress = read_json(StreamPaths.of(settings, exchange).progress) or {}
-    committed = {int(p): o for p, o in (progress.get("end_offsets") or {}).get(topic, {}).items()}
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"k2-settle-{exchange}",
-                         "enable.auto.commit": False, "log_level": 0})
+    committed = committed_offsets(progress, topic)
+    consumer = offsets_consumer(settings, f"k2-settle-{exchange}")
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if meta is None or meta.error is not None:

@@ -24,7 +24,7 @@ def committed_offsets(progress: dict[str, Any], topic: str) -> dict[int, int]:
     return {int(p): o for p, o in (progress.get("end_offsets") or {}).get(topic, {}).items()}
 
 
-def lag_consumer(settings: Settings, group: str):  # -> confluent_kafka.Consumer
+def offsets_consumer(settings: Settings, group: str):  # -> confluent_kafka.Consumer; reads offsets, commits none
     from confluent_kafka import Consumer
 
     return Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": group,

@@ -138,11 +138,11 @@ def _event_times(exchange: Any, payload: bytes | None) -> list[int]:
 def kafka_lag(settings: Settings, exchange: str) -> tuple[int | None, float | None]:
     """Records in Kafka the stream has not committed, and the age of the oldest of them (0 when none
     waits), from one look at the offsets; (None, None) when Kafka cannot be asked."""
-    from k2.kafka.lag import committed_offsets, lag_consumer, measure_lag
+    from k2.kafka.lag import committed_offsets, measure_lag, offsets_consumer
 
     topic = settings.topic_for(exchange)
     committed = committed_offsets(read_json(StreamPaths.of(settings, exchange).progress) or {}, topic)
-    consumer = lag_consumer(settings, f"k2-monitor-{exchange}")
+    consumer = offsets_consumer(settings, f"k2-monitor-{exchange}")
     try:
         lag = measure_lag(consumer, topic, committed, with_age=True)
     finally:

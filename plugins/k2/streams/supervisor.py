@@ -100,11 +100,11 @@ class StreamSupervisor:
 
     def _lag(self, progress: dict) -> int | None:
         """Records in Kafka the stream has not committed yet; None when Kafka cannot be asked."""
-        from k2.kafka.lag import committed_offsets, lag_consumer, measure_lag
+        from k2.kafka.lag import committed_offsets, measure_lag, offsets_consumer
 
         topic = self.settings.topic_for(self.exchange)
         if self._consumer is None:
-            self._consumer = lag_consumer(self.settings, f"k2-supervisor-{self.exchange}")
+            self._consumer = offsets_consumer(self.settings, f"k2-supervisor-{self.exchange}")
         lag = measure_lag(self._consumer, topic, committed_offsets(progress, topic), with_age=False)
         return None if lag is None else lag.records
 
