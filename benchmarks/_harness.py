@@ -28,12 +28,18 @@ def free_port() -> int:
 @contextmanager
 def embedded_broker(**overrides) -> Iterator[Settings]:
     """A broker of its own in a temporary K2_HOME, so a benchmark never touches real state."""
-    from k2.jvm import ensure_jars
-    from k2.kafka.broker import LocalKafkaBroker
+    from k2.runtime.broker import LocalKafkaBroker
+    from k2.runtime.jvm import ensure_jars
 
     with tempfile.TemporaryDirectory(prefix="k2-bench-") as home:
-        settings = Settings.from_env({}, home=Path(home), kafka_port=free_port(),
-                                     kafka_controller_port=free_port(), spark_ui_enabled=False, **overrides)
+        settings = Settings.from_env(
+            {},
+            home=Path(home),
+            kafka_port=free_port(),
+            kafka_controller_port=free_port(),
+            spark_ui_enabled=False,
+            **overrides,
+        )
         ensure_jars(settings)
         broker = LocalKafkaBroker(settings)
         broker.start()
@@ -60,9 +66,12 @@ def progress(message: str) -> None:
 def write_results(name: str, results: dict) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
-    payload = {"benchmark": name, "machine": {"python": platform.python_version(), "cpus": _cpus(),
-                                              "platform": platform.platform()},
-               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **results}
+    payload = {
+        "benchmark": name,
+        "machine": {"python": platform.python_version(), "cpus": _cpus(), "platform": platform.platform()},
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **results,
+    }
     path.write_text(json.dumps(payload, indent=2))
     return path
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 from _harness import progress, write_results
 
-from k2.batch.interval import Interval
 from k2.exchanges import get_exchange
 from k2.feeds.simulator import TradeSimulator
 from k2.lake.catalog import load_catalog
 from k2.lake.tables import all_tables, bronze_table, ensure_tables
+from k2.medallion.interval import Interval
 from k2.settings import Settings
 
 START_US = int(dt.datetime(2026, 11, 20, 10, tzinfo=dt.UTC).timestamp() * 1_000_000)
@@ -56,8 +56,10 @@ def fill_bronze(settings: Settings, trades: int, chunk: int = 1_000_000) -> list
             "kafka_partition": pa.array([0] * n, pa.int32()),
             "kafka_offset": pa.array(range(offset, offset + n), pa.int64()),
             "kafka_timestamp": pa.array(kafka_ts, pa.timestamp("us", "UTC")),
-            "kafka_timestamp_type": pa.array([0] * n, pa.int32()), "key": pa.array(keys, pa.binary()),
-            "value": pa.array(payloads, pa.binary()), "headers": pa.array([[]] * n, schema.field("headers").type),
+            "kafka_timestamp_type": pa.array([0] * n, pa.int32()),
+            "key": pa.array(keys, pa.binary()),
+            "value": pa.array(payloads, pa.binary()),
+            "headers": pa.array([[]] * n, schema.field("headers").type),
             "ingested_at": pa.array(kafka_ts, pa.timestamp("us", "UTC")),
         }
         table.append(pa.Table.from_pydict(columns, schema=schema))
@@ -69,8 +71,8 @@ def fill_bronze(settings: Settings, trades: int, chunk: int = 1_000_000) -> list
 
 
 def run_spark(settings: Settings, interval: Interval) -> dict:
+    from k2.medallion.job import run
     from k2.spark import build_spark_session
-    from spark_jobs.medallion import run
 
     spark = build_spark_session(settings, "k2-bench-medallion")
     try:
@@ -81,8 +83,14 @@ def run_spark(settings: Settings, interval: Interval) -> dict:
         total = time.perf_counter() - started
     finally:
         spark.stop()
-    return {"seconds": round(total, 2), "silver_s": round(silver_s, 2), "gold_s": round(total - silver_s, 2),
-            "silver_rows": silver["silver_new"], "dead_letters": silver["dead_letters"], "bars": gold["bars"]}
+    return {
+        "seconds": round(total, 2),
+        "silver_s": round(silver_s, 2),
+        "gold_s": round(total - silver_s, 2),
+        "silver_rows": silver.silver_new,
+        "dead_letters": silver.dead_letters,
+        "bars": gold.bars,
+    }
 
 
 DUCKDB_SQL = """
@@ -170,8 +178,9 @@ def main() -> None:
     parser.add_argument("--driver-memory", default="8g")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="k2-bench-batch-") as home:
-        settings = Settings.from_env({}, home=Path(home), spark_ui_enabled=False, exchanges=("binance",),
-                                     spark_driver_memory=args.driver_memory)
+        settings = Settings.from_env(
+            {}, home=Path(home), spark_ui_enabled=False, exchanges=("binance",), spark_driver_memory=args.driver_memory
+        )
         ensure_tables(load_catalog(settings), all_tables(settings))
         progress(f"writing {args.trades:,} Bronze trades")
         files = fill_bronze(settings, args.trades)
@@ -184,10 +193,15 @@ def main() -> None:
         progress("Spark (K2's job, local mode): Silver + Gold into Iceberg")
         spark = run_spark(settings, interval)
     ratio = spark["seconds"] / duck["seconds"]
-    results = {"trades": args.trades, "spark": spark, "duckdb": duck, "spark_over_duckdb": round(ratio, 2),
-               "target_ratio": 3.0, "met": ratio <= 3.0,
-               "rows_per_s": {"spark": round(args.trades / spark["seconds"]),
-                              "duckdb": round(args.trades / duck["seconds"])}}
+    results = {
+        "trades": args.trades,
+        "spark": spark,
+        "duckdb": duck,
+        "spark_over_duckdb": round(ratio, 2),
+        "target_ratio": 3.0,
+        "met": ratio <= 3.0,
+        "rows_per_s": {"spark": round(args.trades / spark["seconds"]), "duckdb": round(args.trades / duck["seconds"])},
+    }
     print(f"{'engine':<8} {'seconds':>9} {'trades/s':>10} {'silver rows':>12}")
     for name in ("spark", "duckdb"):
         r = results[name]

@@ -54,10 +54,16 @@ def configure(settings: Settings, home: Path, **extra: str) -> Settings:
         del os.environ[key]
     # each phase has topics of its own: a stream starts from the earliest offset, and must not
     # first drain what an earlier phase produced
-    env = {"K2_HOME": str(home), "K2_TOPIC_TEMPLATE": f"bench-{home.name}.{{exchange}}.raw",
-           "K2_KAFKA_PORT": str(settings.kafka_port),
-           "K2_KAFKA_CONTROLLER_PORT": str(settings.kafka_controller_port), "K2_SPARK_UI_ENABLED": "false",
-           "K2_STREAM_CHECK_INTERVAL_S": "2", "K2_LOG_LEVEL": "WARNING", **extra}
+    env = {
+        "K2_HOME": str(home),
+        "K2_TOPIC_TEMPLATE": f"bench-{home.name}.{{exchange}}.raw",
+        "K2_KAFKA_PORT": str(settings.kafka_port),
+        "K2_KAFKA_CONTROLLER_PORT": str(settings.kafka_controller_port),
+        "K2_SPARK_UI_ENABLED": "false",
+        "K2_STREAM_CHECK_INTERVAL_S": "2",
+        "K2_LOG_LEVEL": "WARNING",
+        **extra,
+    }
     os.environ.update(env)
     scoped = Settings.from_env()
     ensure_topics(scoped)
@@ -71,9 +77,15 @@ class Supervisors:
     def __init__(self, settings: Settings, exchanges: list[str]) -> None:
         self.stop = threading.Event()
         self.supervisors = [StreamSupervisor(settings, ex) for ex in exchanges]
-        self.threads = [threading.Thread(target=s.supervise, args=(24 * 3600,),
-                                         kwargs={"should_continue": lambda: not self.stop.is_set()}, daemon=True)
-                        for s in self.supervisors]
+        self.threads = [
+            threading.Thread(
+                target=s.supervise,
+                args=(24 * 3600,),
+                kwargs={"should_continue": lambda: not self.stop.is_set()},
+                daemon=True,
+            )
+            for s in self.supervisors
+        ]
         for t in self.threads:
             t.start()
 
@@ -94,13 +106,17 @@ def wait(condition, timeout: float, what: str) -> None:
         time.sleep(0.5)
 
 
-def feed(settings: Settings, exchange: str, rate: float, count: int | None = None,
-         stop: threading.Event | None = None) -> threading.Thread:
+def feed(
+    settings: Settings, exchange: str, rate: float, count: int | None = None, stop: threading.Event | None = None
+) -> threading.Thread:
     ex = get_exchange(exchange)
     producer = TradeProducer(settings, ex, report_successes=False)
-    thread = threading.Thread(target=run_simulated_feed, args=(producer, ex, list(ex.default_symbols)),
-                              kwargs={"rate": rate, "count": count, "stop": stop, "progress_every_s": 3600},
-                              daemon=True)
+    thread = threading.Thread(
+        target=run_simulated_feed,
+        args=(producer, ex, list(ex.default_symbols)),
+        kwargs={"rate": rate, "count": count, "stop": stop, "progress_every_s": 3600},
+        daemon=True,
+    )
     thread.start()
     return thread
 
@@ -120,9 +136,13 @@ def throughput(settings: Settings, home: Path, backlog: int) -> dict:
     steady = batches[1:] or batches  # the first batch also pays for JIT warm-up
     rows = sum(r["rows"] for r in steady)
     busy_s = sum(r["batch_duration_ms"] for r in steady) / 1000
-    return {"backlog": backlog, "batches": len(batches), "rows_per_s": round(rows / busy_s),
-            "first_batch_s": round(batches[0]["batch_duration_ms"] / 1000, 1),
-            "max_offsets_per_trigger": scoped.bronze_max_offsets_per_trigger}
+    return {
+        "backlog": backlog,
+        "batches": len(batches),
+        "rows_per_s": round(rows / busy_s),
+        "first_batch_s": round(batches[0]["batch_duration_ms"] / 1000, 1),
+        "max_offsets_per_trigger": scoped.bronze_max_offsets_per_trigger,
+    }
 
 
 def commit_latencies(settings: Settings, exchange: str, since_ms: int, until_ms: int) -> np.ndarray:
@@ -150,11 +170,17 @@ def latency(settings: Settings, home: Path, window_s: float, extra: dict[str, st
     paths = {ex: StreamPaths.of(scoped, ex) for ex in ("binance", "kraken")}
     feeds: list[threading.Thread] = []
     try:
-        wait(lambda: all((read_json(p.status) or {}).get("state") == "running" for p in paths.values()), 300,
-             "both streams to run")
+        wait(
+            lambda: all((read_json(p.status) or {}).get("state") == "running" for p in paths.values()),
+            300,
+            "both streams to run",
+        )
         feeds = [feed(scoped, "binance", 10_000, stop=stop), feed(scoped, "kraken", 500, stop=stop)]
-        wait(lambda: all((read_json(p.progress) or {}).get("batch_id", -1) >= 3 for p in paths.values()), 300,
-             "both streams' first batches")
+        wait(
+            lambda: all((read_json(p.progress) or {}).get("batch_id", -1) >= 3 for p in paths.values()),
+            300,
+            "both streams' first batches",
+        )
         time.sleep(WARM_UP_S)  # JIT and file-system caches settle before the window opens
         progress(f"latency: warm, measuring {window_s:.0f}s")
         since_ms = int(time.time() * 1000)
@@ -162,8 +188,13 @@ def latency(settings: Settings, home: Path, window_s: float, extra: dict[str, st
         until_ms = int(time.time() * 1000)
         behind = {ex: kafka_lag(scoped, ex) for ex in ("binance", "kraken")}  # a stream that cannot keep up
         # the window's last records are committed before anything else happens
-        wait(lambda: all((read_json(p.progress) or {}).get("completed_at", 0) * 1000 > until_ms + 2000
-                         for p in paths.values()), 120, "the window's last commits")
+        wait(
+            lambda: all(
+                (read_json(p.progress) or {}).get("completed_at", 0) * 1000 > until_ms + 2000 for p in paths.values()
+            ),
+            120,
+            "the window's last commits",
+        )
         restart = restart_time(scoped, paths["binance"]) if not extra else None
     finally:
         stop.set()
@@ -173,9 +204,16 @@ def latency(settings: Settings, home: Path, window_s: float, extra: dict[str, st
     result = {}
     for exchange in ("binance", "kraken"):
         lat = commit_latencies(scoped, exchange, since_ms, until_ms) / 1000
-        result[exchange] = {"rows": int(lat.size), "p50_s": round(float(np.percentile(lat, 50)), 2),
-                            "p99_s": round(float(np.percentile(lat, 99)), 2),
-                            "max_s": round(float(lat.max()), 2)} if lat.size else {"rows": 0}
+        result[exchange] = (
+            {
+                "rows": int(lat.size),
+                "p50_s": round(float(np.percentile(lat, 50)), 2),
+                "p99_s": round(float(np.percentile(lat, 99)), 2),
+                "max_s": round(float(lat.max()), 2),
+            }
+            if lat.size
+            else {"rows": 0}
+        )
         result[exchange]["lag_records_at_end"], result[exchange]["lag_s_at_end"] = behind[exchange]
     result["trigger_s"] = scoped.bronze_trigger_interval_s
     result["max_offsets_per_trigger"] = scoped.bronze_max_offsets_per_trigger
@@ -189,8 +227,14 @@ def restart_time(settings: Settings, paths: StreamPaths) -> float:
     killed_at = time.time()
     os.kill(status["driver_pid"], signal.SIGKILL)
     progress("restart: driver killed, waiting for the replacement's first batch")
-    wait(lambda: (read_json(paths.progress) or {}).get("completed_at", 0) > killed_at
-         and (read_json(paths.status) or {}).get("pid") != status["pid"], 300, "the restart")
+    wait(
+        lambda: (
+            (read_json(paths.progress) or {}).get("completed_at", 0) > killed_at
+            and (read_json(paths.status) or {}).get("pid") != status["pid"]
+        ),
+        300,
+        "the restart",
+    )
     return round(time.time() - killed_at, 1)
 
 
@@ -209,8 +253,11 @@ def main() -> None:
         results["latency_k2_defaults"] = latency(settings, root / "k2", args.window, {})
     k2, seeds = results["latency_k2_defaults"], results["latency_seeds_config"]
     results["targets"] = {
-        "throughput_min_rows_per_s": 50_000, "p99_max_s": 2.0, "restart_max_s": 60,
-        "met": results["throughput"]["rows_per_s"] >= 50_000 and k2["binance"].get("p99_s", 1e9) <= 2.0
+        "throughput_min_rows_per_s": 50_000,
+        "p99_max_s": 2.0,
+        "restart_max_s": 60,
+        "met": results["throughput"]["rows_per_s"] >= 50_000
+        and k2["binance"].get("p99_s", 1e9) <= 2.0
         and k2.get("restart_after_kill_s", 1e9) <= 60,
     }
     path = write_results("bronze_stream", results)
@@ -219,8 +266,11 @@ def main() -> None:
     for label, r in (("seeds 10s/10k", seeds), ("K2 defaults", k2)):
         for ex in ("binance", "kraken"):
             x = r[ex]
-            behind = f"{x['lag_records_at_end']:,} records, oldest {x['lag_s_at_end']} s old" \
-                if x.get("lag_records_at_end") is not None else "unknown"
+            behind = (
+                f"{x['lag_records_at_end']:,} records, oldest {x['lag_s_at_end']} s old"
+                if x.get("lag_records_at_end") is not None
+                else "unknown"
+            )
             print(f"{label:22} {ex:9} {x.get('p50_s', '-'):>7} {x.get('p99_s', '-'):>7} {x['rows']:>9,}  {behind}")
     print(f"supervisor restart after kill -9: {k2.get('restart_after_kill_s')} s")
     print(f"targets met: {results['targets']['met']}  (written to {path})")

@@ -30,8 +30,15 @@ def bare_loop(settings, exchange, payloads: list[bytes], keys: list[bytes], *, h
 
     producer = Producer(producer_config(settings, **{"delivery.report.only.error": True}))
     topic = settings.topic_for(exchange.name)
-    hdrs = [("exchange", exchange.name.encode()), ("format", exchange.payload_format.encode()),
-            ("received_at", str(time.time_ns() // 1000).encode())] if headers else None
+    hdrs = (
+        [
+            ("exchange", exchange.name.encode()),
+            ("format", exchange.payload_format.encode()),
+            ("received_at", str(time.time_ns() // 1000).encode()),
+        ]
+        if headers
+        else None
+    )
     started = time.perf_counter()
     for payload, key in zip(payloads, keys, strict=True):
         while True:
@@ -49,8 +56,9 @@ def bare_loop(settings, exchange, payloads: list[bytes], keys: list[bytes], *, h
 
 def simulated(settings, exchange, count: int) -> float:
     producer = TradeProducer(settings, exchange, report_successes=False)
-    summary = run_simulated_feed(producer, exchange, list(exchange.default_symbols), rate=0, count=count,
-                                 progress_every_s=3600)
+    summary = run_simulated_feed(
+        producer, exchange, list(exchange.default_symbols), rate=0, count=count, progress_every_s=3600
+    )
     assert summary.ok, summary.delivery
     return summary.messages / summary.elapsed_s
 
@@ -66,8 +74,9 @@ def main() -> None:
         ensure_topics(settings)
         for name in ("binance", "kraken"):
             exchange = get_exchange(name)
-            sim = TradeSimulator(exchange, list(exchange.default_symbols), seed=1, rate=0,
-                                 start_us=time.time_ns() // 1000)
+            sim = TradeSimulator(
+                exchange, list(exchange.default_symbols), seed=1, rate=0, start_us=time.time_ns() // 1000
+            )
             payloads: list[bytes] = []
             keys: list[bytes] = []
             while len(payloads) < args.messages:
@@ -83,13 +92,15 @@ def main() -> None:
                 runs["simulator"].append(simulated(settings, exchange, args.messages))
             med = {k: round(median(v)) for k, v in runs.items()}
             results["exchanges"][name] = {
-                "msg_per_s_median": med, "runs": {k: [round(x) for x in v] for k, v in runs.items()},
+                "msg_per_s_median": med,
+                "runs": {k: [round(x) for x in v] for k, v in runs.items()},
                 "simulator_vs_bare": round(med["simulator"] / med["bare_same_records"], 3),
                 "avg_payload_bytes": round(sum(map(len, payloads)) / len(payloads), 1),
             }
     b = results["exchanges"]["binance"]
     results["targets"] = {
-        "binance_min_msg_per_s": 50_000, "binance_min_ratio": 0.70,
+        "binance_min_msg_per_s": 50_000,
+        "binance_min_ratio": 0.70,
         "met": b["msg_per_s_median"]["simulator"] >= 50_000 and b["simulator_vs_bare"] >= 0.70,
     }
     path = write_results("feed_throughput", results)
@@ -97,8 +108,10 @@ def main() -> None:
     print(f"{'exchange':10} {'bare, no headers':>18} {'bare, same records':>19} {'simulator':>11} {'ratio':>7}")
     for name, r in results["exchanges"].items():
         m = r["msg_per_s_median"]
-        print(f"{name:10} {m['bare_no_headers']:>18,} {m['bare_same_records']:>19,} {m['simulator']:>11,} "
-              f"{r['simulator_vs_bare']:>7.0%}")
+        print(
+            f"{name:10} {m['bare_no_headers']:>18,} {m['bare_same_records']:>19,} {m['simulator']:>11,} "
+            f"{r['simulator_vs_bare']:>7.0%}"
+        )
     print(f"targets met: {results['targets']['met']}  (written to {path})")
 
 

@@ -6,8 +6,9 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG
 
-from k2.airflow.maintenance_ops import IcebergMaintenanceOperator
-from k2.airflow.notifiers import K2AlertNotifier, batch_deadline
+from k2 import dag_ids
+from k2.airflow.notifiers.alerts import K2AlertNotifier, batch_deadline
+from k2.airflow.operators.maintenance import IcebergMaintenanceOperator
 from k2.lake.names import NAMESPACES
 from k2.settings import load_settings
 
@@ -22,7 +23,7 @@ streams and the batch are retried; compaction never changes a row. Retention: `K
 """
 
 with DAG(
-    dag_id="k2_maintenance",
+    dag_id=dag_ids.MAINTENANCE,
     description="Iceberg compaction, manifest rewrite, snapshot expiry and orphan removal on every K2 table",
     doc_md=DOC,
     schedule="30 3 * * *",  # daily, off the hour so it does not meet the batch's start
@@ -32,15 +33,18 @@ with DAG(
     deadline=batch_deadline(settings.maintenance_deadline_min),
     on_failure_callback=K2AlertNotifier("warning"),
     tags=["k2", "maintenance", "iceberg"],
-    default_args={"owner": "k2", "retries": 2, "retry_delay": timedelta(minutes=5),
-                  "retry_exponential_backoff": True},
+    default_args={"owner": "k2", "retries": 2, "retry_delay": timedelta(minutes=5), "retry_exponential_backoff": True},
 ):
     previous = None
     for namespace in NAMESPACES:  # one after the other: each is a Spark job, and cores are few
         # all_done: a table that failed in one namespace does not hold back the others
-        task = IcebergMaintenanceOperator(task_id=f"maintain_{namespace}", namespace=namespace,
-                                          trigger_rule="all_done", pool=settings.spark_pool or "default_pool",
-                                          priority_weight=0)  # the hourly batch goes first
+        task = IcebergMaintenanceOperator(
+            task_id=f"maintain_{namespace}",
+            namespace=namespace,
+            trigger_rule="all_done",
+            pool=settings.spark_pool or "default_pool",
+            priority_weight=0,
+        )  # the hourly batch goes first
         if previous is not None:
             previous >> task
         previous = task

@@ -7,9 +7,11 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
 from airflow.sdk.definitions.taskgroup import TaskGroup
 
+from k2 import dag_ids
 from k2.airflow.assets import GOLD_ASSETS, SILVER_ASSETS, bronze_asset
-from k2.airflow.batch_ops import BronzeSettledSensor, MedallionOperator
-from k2.airflow.notifiers import K2AlertNotifier, batch_deadline
+from k2.airflow.notifiers.alerts import K2AlertNotifier, batch_deadline
+from k2.airflow.operators.medallion import MedallionOperator
+from k2.airflow.sensors.settle import BronzeSettledSensor
 from k2.settings import load_settings
 
 settings = load_settings()
@@ -27,7 +29,7 @@ the REST API or the UI), or trigger with parameters `exchange`, `start`, `end` (
 """
 
 with DAG(
-    dag_id="k2_medallion",
+    dag_id=dag_ids.MEDALLION,
     description="Bronze -> Silver -> Gold per hour, with Great Expectations gates",
     doc_md=DOC,
     # data intervals [hh:00, hh+1:00), each run after its hour has ended
@@ -39,30 +41,46 @@ with DAG(
     on_failure_callback=K2AlertNotifier("critical"),
     tags=["k2", "silver", "gold", "batch"],
     params={
-        "exchange": Param("all", type="string", enum=["all", *settings.exchanges],
-                          description="Exchange to process, or all"),
-        "start": Param("", type="string", description="Manual runs: interval start, ISO 8601 UTC (empty: "
-                       "the run's data interval)"),
+        "exchange": Param(
+            "all", type="string", enum=["all", *settings.exchanges], description="Exchange to process, or all"
+        ),
+        "start": Param(
+            "", type="string", description="Manual runs: interval start, ISO 8601 UTC (empty: the run's data interval)"
+        ),
         "end": Param("", type="string", description="Manual runs: interval end, exclusive"),
     },
-    default_args={"owner": "k2", "retries": 2, "retry_delay": timedelta(minutes=1),
-                  "retry_exponential_backoff": True},
+    default_args={"owner": "k2", "retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
 ):
 
     @task(task_id="check_params")
     def check_params(params=None) -> str:
-        from k2.airflow.batch_ops import validate_run_params
+        from k2.airflow.intervals import validate_run_params
 
         return validate_run_params(params or {})
 
     checked = check_params()
     for exchange in settings.exchanges:
         with TaskGroup(group_id=exchange):
-            wait = BronzeSettledSensor(task_id="wait_for_bronze", exchange=exchange, mode="reschedule",
-                                       poke_interval=30, timeout=settings.batch_settle_timeout_s)
+            wait = BronzeSettledSensor(
+                task_id="wait_for_bronze", exchange=exchange, poke_interval=30, timeout=settings.batch_settle_timeout_s
+            )
             # one Silver and one Gold task per exchange at a time: their idempotency relies on it
-            silver = MedallionOperator(task_id="silver", layer="silver", exchange=exchange, max_active_tis_per_dag=1,
-                                       pool=spark_pool, inlets=[bronze_asset(exchange)], outlets=SILVER_ASSETS)
-            gold = MedallionOperator(task_id="gold", layer="gold", exchange=exchange, max_active_tis_per_dag=1,
-                                     pool=spark_pool, inlets=SILVER_ASSETS[:1], outlets=GOLD_ASSETS)
+            silver = MedallionOperator(
+                task_id="silver",
+                layer="silver",
+                exchange=exchange,
+                max_active_tis_per_dag=1,
+                pool=spark_pool,
+                inlets=[bronze_asset(exchange)],
+                outlets=SILVER_ASSETS,
+            )
+            gold = MedallionOperator(
+                task_id="gold",
+                layer="gold",
+                exchange=exchange,
+                max_active_tis_per_dag=1,
+                pool=spark_pool,
+                inlets=SILVER_ASSETS[:1],
+                outlets=GOLD_ASSETS,
+            )
             checked >> wait >> silver >> gold

@@ -6,7 +6,8 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG
 
-from k2.airflow.monitoring_ops import StreamMonitorOperator
+from k2 import dag_ids
+from k2.airflow.operators.monitoring import StreamMonitorOperator
 
 DOC = """
 Every minute, per exchange: ingest latency p50/p95/p99 (Kafka timestamp and exchange event time to
@@ -19,7 +20,7 @@ in **ops.alert_events**.
 """
 
 with DAG(
-    dag_id="k2_monitoring",
+    dag_id=dag_ids.MONITORING,
     description="Latency, lag and freshness of the Bronze streams; threshold alerts",
     doc_md=DOC,
     schedule="* * * * *",
@@ -28,7 +29,11 @@ with DAG(
     max_active_runs=1,
     dagrun_timeout=timedelta(minutes=5),
     tags=["k2", "monitoring", "ops"],
-    default_args={"owner": "k2", "retries": 1, "retry_delay": timedelta(seconds=10),
-                  "execution_timeout": timedelta(minutes=4)},
+    default_args={
+        "owner": "k2",
+        "retries": 1,
+        "retry_delay": timedelta(seconds=10),
+        "execution_timeout": timedelta(minutes=4),
+    },
 ):
     StreamMonitorOperator(task_id="measure_and_alert")

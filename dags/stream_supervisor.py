@@ -6,7 +6,8 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG
 
-from k2.airflow.operators import BronzeStreamSupervisorOperator
+from k2 import dag_ids
+from k2.airflow.operators.streams import BronzeStreamSupervisorOperator
 from k2.settings import load_settings
 
 DOC = """
@@ -22,7 +23,7 @@ settings = load_settings()
 
 for exchange in settings.exchanges:
     with DAG(
-        dag_id=f"k2_bronze_stream_{exchange}",
+        dag_id=dag_ids.bronze_stream(exchange),
         description=f"Keeps the {exchange} Kafka -> Bronze stream running",
         doc_md=DOC.format(exchange=exchange, topic=settings.topic_for(exchange)),
         schedule="@continuous",
@@ -30,8 +31,13 @@ for exchange in settings.exchanges:
         catchup=False,
         max_active_runs=1,
         tags=["k2", "bronze", "streaming", exchange],
-        default_args={"owner": "k2", "retries": 3, "retry_delay": timedelta(seconds=15),
-                      "retry_exponential_backoff": True},
+        default_args={
+            "owner": "k2",
+            "retries": 3,
+            "retry_delay": timedelta(seconds=15),
+            "retry_exponential_backoff": True,
+        },
     ):
-        BronzeStreamSupervisorOperator(task_id="supervise", exchange=exchange,
-                                       window=timedelta(seconds=settings.stream_supervise_window_s))
+        BronzeStreamSupervisorOperator(
+            task_id="supervise", exchange=exchange, window=timedelta(seconds=settings.stream_supervise_window_s)
+        )

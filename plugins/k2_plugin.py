@@ -18,8 +18,9 @@ def metrics() -> PlainTextResponse:
     try:
         return PlainTextResponse(path.read_text(), media_type="text/plain; version=0.0.4")
     except FileNotFoundError:
-        return PlainTextResponse("# no measurement yet: the k2_monitoring DAG writes one every minute\n",
-                                 status_code=503)
+        return PlainTextResponse(
+            "# no measurement yet: the k2_monitoring DAG writes one every minute\n", status_code=503
+        )
 
 
 class K2Plugin(AirflowPlugin):

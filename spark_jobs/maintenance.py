@@ -1,52 +1,11 @@
-"""Iceberg maintenance for K2's tables, one namespace (layer) or all:
+"""What spark-submit runs for Iceberg maintenance (see k2.lake.maintenance_job):
 
-    spark-submit ... spark_jobs/maintenance.py [--namespace bronze] [--report out.json]
-
-Every table is maintained even when another fails; the job exits non-zero if any table failed,
-after reporting what it did for each.
+spark-submit ... spark_jobs/maintenance.py [--namespace bronze] [--report out.json]
 """
 
-from __future__ import annotations
-
-import argparse
-import json
 import sys
-from pathlib import Path
 
-from k2.lake.maintenance import maintain_table
-from k2.lake.tables import all_tables
-from k2.log import configure_logging, get_logger
-from k2.settings import load_settings
-
-log = get_logger("k2.maintenance")
-
-
-def main(argv: list[str] | None = None) -> int:
-    from k2.spark import build_spark_session
-
-    parser = argparse.ArgumentParser(description="Compact, rewrite manifests, expire snapshots, remove orphans.")
-    parser.add_argument("--namespace", help="only the tables of this namespace (bronze, silver, gold, ops)")
-    parser.add_argument("--report", type=Path, help="write the run's report (JSON) here")
-    args = parser.parse_args(argv)
-    settings = load_settings()
-    configure_logging(settings)
-    tables = [t.identifier for t in all_tables(settings)
-              if args.namespace in (None, t.identifier.split(".", 1)[0])]
-    spark = build_spark_session(settings, f"k2-maintenance-{args.namespace or 'all'}")
-    try:
-        results = [maintain_table(spark, settings, table).as_dict() for table in tables]
-    finally:
-        spark.stop()
-    report = {"namespace": args.namespace or "all", "tables": results}
-    if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report))
-    failed = [r["table"] for r in results if r["error"]]
-    if failed:
-        log.error("maintenance.incomplete", failed=failed)
-    return 1 if failed else 0
-
+from k2.lake.maintenance_job import main
 
 if __name__ == "__main__":
     sys.exit(main())

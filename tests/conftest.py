@@ -15,8 +15,14 @@ from tests.helpers import free_port
 
 def make_settings(home: Path, **overrides) -> Settings:
     """Settings isolated from the caller's K2_* environment, on free ports."""
-    values = dict(home=home, kafka_port=free_port(), kafka_controller_port=free_port(),
-                  spark_ui_enabled=False, spark_driver_memory="1g", topic_partitions=2)
+    values = dict(
+        home=home,
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        spark_ui_enabled=False,
+        spark_driver_memory="1g",
+        topic_partitions=2,
+    )
     values.update(overrides)
     return Settings.from_env({}, **values)
 
@@ -28,14 +34,14 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="session")
 def jars(settings: Settings):
-    from k2.jvm import ensure_jars
+    from k2.runtime.jvm import ensure_jars
 
     return ensure_jars(settings)
 
 
 @pytest.fixture(scope="session")
 def kafka_broker(settings: Settings, jars) -> Iterator:
-    from k2.kafka.broker import LocalKafkaBroker
+    from k2.runtime.broker import LocalKafkaBroker
 
     broker = LocalKafkaBroker(settings)
     broker.start()

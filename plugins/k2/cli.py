@@ -25,7 +25,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Non
 
 # --- commands ------------------------------------------------------------------------------------
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    from k2.stack import bring_up
+    from k2.runtime.stack import bring_up
 
     bring_up(settings, feeds=not args.no_feeds, wait_for_streams=not args.no_wait, first_batch=not args.no_batch)
     print()
@@ -33,7 +33,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
-    from k2.stack import bring_down
+    from k2.runtime.stack import bring_down
 
     print_table(("component", "result"), bring_down(settings))
     return 0
@@ -49,8 +49,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     if rows:
         print_table(STREAM_HEADERS, rows)
     else:
-        print("streams: no monitoring measurement yet (the k2_monitoring DAG runs every minute; "
-              "`k2 monitor` measures now)")
+        print(
+            "streams: no monitoring measurement yet (the k2_monitoring DAG runs every minute; "
+            "`k2 monitor` measures now)"
+        )
     if getattr(args, "plot", None) is not None:
         from k2.monitoring.report import write_chart
 
@@ -76,48 +78,74 @@ def cmd_thresholds(settings: Settings, args: argparse.Namespace) -> int:
     from k2.monitoring.thresholds import DEFAULTS, configured_thresholds
 
     thresholds = configured_thresholds(settings)
-    print_table(("exchange", "metric", "warning above", "critical above", "meaning"),
-                [(ex, metric, "off" if t.warning is None else f"{t.warning:.10g}",
-                  "off" if t.critical is None else f"{t.critical:.10g}", DEFAULTS[metric][1])
-                 for ex, metrics in thresholds.per_exchange.items() for metric, t in metrics.items()])
-    print("\nsources: defaults, K2_MONITOR_THRESHOLDS_FILE, then the Airflow Variable k2_alert_thresholds "
-          "(same JSON, read by the monitoring DAG)")
+    print_table(
+        ("exchange", "metric", "warning above", "critical above", "meaning"),
+        [
+            (
+                ex,
+                metric,
+                "off" if t.warning is None else f"{t.warning:.10g}",
+                "off" if t.critical is None else f"{t.critical:.10g}",
+                DEFAULTS[metric][1],
+            )
+            for ex, metrics in thresholds.per_exchange.items()
+            for metric, t in metrics.items()
+        ],
+    )
+    print(
+        "\nsources: defaults, K2_MONITOR_THRESHOLDS_FILE, then the Airflow Variable k2_alert_thresholds "
+        "(same JSON, read by the monitoring DAG)"
+    )
     return 0
 
 
 def cmd_jars(settings: Settings, args: argparse.Namespace) -> int:
-    from k2.jvm import ensure_jars
+    from k2.runtime.jvm import ensure_jars
 
     jars = ensure_jars(settings, force=args.force)
-    print_table(("module", "jars", "directory"), [
-        ("kafka-broker", len(jars.kafka_broker), settings.jars_dir / "kafka-broker"),
-        ("spark-connectors", len(jars.spark_connectors), settings.jars_dir / "spark-connectors")])
+    print_table(
+        ("module", "jars", "directory"),
+        [
+            ("kafka-broker", len(jars.kafka_broker), settings.jars_dir / "kafka-broker"),
+            ("spark-connectors", len(jars.spark_connectors), settings.jars_dir / "spark-connectors"),
+        ],
+    )
     return 0
 
 
 def cmd_kafka(settings: Settings, args: argparse.Namespace) -> int:
-    from k2.kafka.broker import LocalKafkaBroker, reset_storage
+    from k2.runtime.broker import LocalKafkaBroker, reset_storage
 
     broker = LocalKafkaBroker(settings)
     if args.action == "start":
-        from k2.jvm import ensure_jars
+        from k2.runtime.jvm import ensure_jars
 
         ensure_jars(settings)
         status = broker.start()
-        print(f"Kafka broker running: pid {status.pid}, bootstrap {status.bootstrap_servers}, "
-              f"data {status.data_dir}")
+        print(f"Kafka broker running: pid {status.pid}, bootstrap {status.bootstrap_servers}, data {status.data_dir}")
     elif args.action == "stop":
         print("Kafka broker " + ("stopped" if broker.stop() else "was not running"))
     elif args.action == "status":
         status = broker.status()
-        print_table(("state", "pid", "bootstrap", "data", "log"), [(
-            "running" if status.running else "stopped", status.pid or "-", status.bootstrap_servers,
-            status.data_dir, status.log_file)])
+        print_table(
+            ("state", "pid", "bootstrap", "data", "log"),
+            [
+                (
+                    "running" if status.running else "stopped",
+                    status.pid or "-",
+                    status.bootstrap_servers,
+                    status.data_dir,
+                    status.log_file,
+                )
+            ],
+        )
         return 0 if status.running else 3
     elif args.action == "reset":
         if not args.yes:
-            raise K2Error(f"`k2 kafka reset` deletes every topic and message in {broker.data_dir}",
-                          "re-run with --yes to confirm.")
+            raise K2Error(
+                f"`k2 kafka reset` deletes every topic and message in {broker.data_dir}",
+                "re-run with --yes to confirm.",
+            )
         print(f"deleted {reset_storage(settings)}")
     elif args.action == "topics":
         from k2.kafka.topics import ensure_topics
@@ -141,8 +169,14 @@ def cmd_lake(settings: Settings, args: argparse.Namespace) -> int:
             if catalog.table_exists(spec.identifier):
                 table = catalog.load_table(spec.identifier)
                 snap = table.current_snapshot()
-                rows.append((spec.identifier, snap.summary.get("total-records", "0") if snap else 0,
-                             snap.summary.get("total-data-files", "0") if snap else 0, table.location()))
+                rows.append(
+                    (
+                        spec.identifier,
+                        snap.summary.get("total-records", "0") if snap else 0,
+                        snap.summary.get("total-data-files", "0") if snap else 0,
+                        table.location(),
+                    )
+                )
             else:
                 rows.append((spec.identifier, "missing", "-", "run `k2 lake init`"))
         print_table(("table", "rows", "files", "location"), rows)
@@ -154,8 +188,10 @@ def show_table(catalog, identifier: str | None, where: str | None, limit: int) -
     from pyiceberg.exceptions import NoSuchTableError
 
     if not identifier:
-        raise K2Error("`k2 lake show` needs a table", "e.g. `k2 lake show gold.ohlcv_1m --where \"symbol = "
-                      "'BTC-USDT'\"`; `k2 lake tables` lists them.")
+        raise K2Error(
+            "`k2 lake show` needs a table",
+            "e.g. `k2 lake show gold.ohlcv_1m --where \"symbol = 'BTC-USDT'\"`; `k2 lake tables` lists them.",
+        )
     try:
         table = catalog.load_table(identifier)
     except NoSuchTableError as exc:
@@ -165,8 +201,10 @@ def show_table(catalog, identifier: str | None, where: str | None, limit: int) -
     try:
         row_filter = parse(where or "true")
     except Exception as exc:  # pyparsing's errors, which pyiceberg does not wrap
-        raise K2Error(f"cannot read the filter {where!r} (at character {getattr(exc, 'loc', '?')})",
-                      "use column comparisons such as \"symbol = 'BTC-USDT' and trade_count > 10\".") from exc
+        raise K2Error(
+            f"cannot read the filter {where!r} (at character {getattr(exc, 'loc', '?')})",
+            "use column comparisons such as \"symbol = 'BTC-USDT' and trade_count > 10\".",
+        ) from exc
     rows = table.scan(row_filter=row_filter, limit=limit).to_arrow().to_pylist()
     columns = [f.name for f in table.schema().fields]
     print_table(tuple(columns), [tuple(_cell(r[c]) for c in columns) for r in rows])
@@ -193,16 +231,32 @@ def cmd_feed(settings: Settings, args: argparse.Namespace) -> int:
 
         faults = FaultPlan.parse(args.faults or "")
         manifest = args.manifest or (
-            settings.home / "feeds" / f"{exchange.name}-faults-seed{args.seed}.json" if faults.any else None)
+            settings.home / "feeds" / f"{exchange.name}-faults-seed{args.seed}.json" if faults.any else None
+        )
         producer = TradeProducer(settings, exchange, report_successes=manifest is not None)
         producer.check_ready()
-        summary = run_simulated_feed(producer, exchange, symbols, rate=args.rate, duration_s=args.duration,
-                                     count=args.count, seed=args.seed, faults=faults, manifest_path=manifest)
-        rows = [("messages", summary.messages), ("trades", summary.trades), ("elapsed s", summary.elapsed_s),
-                ("rate msg/s", summary.rate), ("delivered", summary.delivery.delivered),
-                ("failed", summary.delivery.failed), ("backpressure waits", summary.delivery.backpressure_waits),
-                *((f"fault {k}", v) for k, v in sorted(summary.faults.items())),
-                *([("manifest", summary.manifest)] if summary.manifest else [])]
+        summary = run_simulated_feed(
+            producer,
+            exchange,
+            symbols,
+            rate=args.rate,
+            duration_s=args.duration,
+            count=args.count,
+            seed=args.seed,
+            faults=faults,
+            manifest_path=manifest,
+        )
+        rows = [
+            ("messages", summary.messages),
+            ("trades", summary.trades),
+            ("elapsed s", summary.elapsed_s),
+            ("rate msg/s", summary.rate),
+            ("delivered", summary.delivery.delivered),
+            ("failed", summary.delivery.failed),
+            ("backpressure waits", summary.delivery.backpressure_waits),
+            *((f"fault {k}", v) for k, v in sorted(summary.faults.items())),
+            *([("manifest", summary.manifest)] if summary.manifest else []),
+        ]
     else:
         import threading
 
@@ -216,15 +270,23 @@ def cmd_feed(settings: Settings, args: argparse.Namespace) -> int:
             timer.daemon = True
             timer.start()
         summary = run_live_feed(settings, exchange, symbols, producer, url=args.url, stop_event=stop)
-        rows = [("url", summary.url), ("connections", summary.connections), ("reconnects", summary.reconnects),
-                *((f"frames {k}", v) for k, v in sorted(summary.frames.items())),
-                ("published", summary.published), ("publish failed", summary.publish_failed),
-                ("delivered", summary.delivery.delivered), ("failed", summary.delivery.failed),
-                ("elapsed s", round(summary.elapsed_s, 1))]
+        rows = [
+            ("url", summary.url),
+            ("connections", summary.connections),
+            ("reconnects", summary.reconnects),
+            *((f"frames {k}", v) for k, v in sorted(summary.frames.items())),
+            ("published", summary.published),
+            ("publish failed", summary.publish_failed),
+            ("delivered", summary.delivery.delivered),
+            ("failed", summary.delivery.failed),
+            ("elapsed s", round(summary.elapsed_s, 1)),
+        ]
     print_table((f"{exchange.name} {args.mode} feed", "value"), rows)
     if not summary.ok:
-        print(f"k2: error: {summary.delivery.failed} messages were not delivered to Kafka "
-              f"({summary.delivery.errors})", file=sys.stderr)
+        print(
+            f"k2: error: {summary.delivery.failed} messages were not delivered to Kafka ({summary.delivery.errors})",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -250,9 +312,18 @@ def cmd_stream(settings: Settings, args: argparse.Namespace) -> int:
                 report = supervisor.reconcile() if args.action == "check" else supervisor.inspect()
         finally:
             supervisor.close()
-        rows.append((name, report.state, report.pid or "-", report.batch_id if report.batch_id is not None else "-",
-                     "-" if report.last_batch_age_s is None else f"{report.last_batch_age_s}s",
-                     "-" if report.lag is None else report.lag, report.restarts_last_hour, report.reason))
+        rows.append(
+            (
+                name,
+                report.state,
+                report.pid or "-",
+                report.batch_id if report.batch_id is not None else "-",
+                "-" if report.last_batch_age_s is None else f"{report.last_batch_age_s}s",
+                "-" if report.lag is None else report.lag,
+                report.restarts_last_hour,
+                report.reason,
+            )
+        )
     print_table(("stream", "state", "pid", "batch", "last batch", "lag", "restarts 1h", "why"), rows)
     return 0
 
@@ -265,8 +336,8 @@ def cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
 # --- parser --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="k2", description="K2 crypto market-data lakehouse. Settings come from K2_* variables "
-        "(see `k2 settings`).")
+        prog="k2", description="K2 crypto market-data lakehouse. Settings come from K2_* variables (see `k2 settings`)."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable[[Settings, argparse.Namespace], int], help: str):
@@ -274,53 +345,83 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = add("up", cmd_up, "Start everything: broker, topics, tables, Airflow, simulated feeds, supervised "
-            "Bronze streams; then show status.")
+    p = add(
+        "up",
+        cmd_up,
+        "Start everything: broker, topics, tables, Airflow, simulated feeds, supervised "
+        "Bronze streams; then show status.",
+    )
     p.add_argument("--no-feeds", action="store_true", help="do not start the simulated feeds")
-    p.add_argument("--no-wait", action="store_true", help="do not wait for the streams' first batches (nor run "
-                   "the first batch)")
-    p.add_argument("--no-batch", action="store_true", help="do not run and wait for a first k2_medallion run "
-                   "(the hourly schedule runs it)")
+    p.add_argument(
+        "--no-wait", action="store_true", help="do not wait for the streams' first batches (nor run the first batch)"
+    )
+    p.add_argument(
+        "--no-batch",
+        action="store_true",
+        help="do not run and wait for a first k2_medallion run (the hourly schedule runs it)",
+    )
     add("down", cmd_down, "Stop everything `k2 up` started (data is kept).")
     p = add("status", cmd_status, "Show what runs where, and each stream's latest monitoring figures.")
-    p.add_argument("--plot", nargs="?", const="", default=None, metavar="HTML",
-                   help="also chart latency and lag over the last hour (default file: "
-                   "K2_HOME/monitoring/status.html)")
+    p.add_argument(
+        "--plot",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="HTML",
+        help="also chart latency and lag over the last hour (default file: K2_HOME/monitoring/status.html)",
+    )
     add("monitor", cmd_monitor, "Measure the streams now, as the k2_monitoring DAG does (alerts included).")
     add("thresholds", cmd_thresholds, "Show the alert thresholds in force, validating their sources.")
     p = add("jars", cmd_jars, "Resolve the JVM artifacts with Maven (no-op when up to date).")
     p.add_argument("--force", action="store_true", help="resolve again even if up to date")
     p = add("kafka", cmd_kafka, "Operate the embedded Kafka broker and the exchange topics.")
-    p.add_argument("action", choices=("start", "stop", "status", "topics", "reset"),
-                   help="start/stop/status the broker; topics: create or align the exchange topics; "
-                   "reset: delete the broker's data directory")
+    p.add_argument(
+        "action",
+        choices=("start", "stop", "status", "topics", "reset"),
+        help="start/stop/status the broker; topics: create or align the exchange topics; "
+        "reset: delete the broker's data directory",
+    )
     p.add_argument("--yes", action="store_true", help="confirm `reset`")
     p = add("lake", cmd_lake, "Create or list K2's Iceberg namespaces and tables.")
-    p.add_argument("action", choices=("init", "tables", "show"),
-                   help="init: create missing namespaces and tables; tables: list them; show: print rows of one")
+    p.add_argument(
+        "action",
+        choices=("init", "tables", "show"),
+        help="init: create missing namespaces and tables; tables: list them; show: print rows of one",
+    )
     p.add_argument("table", nargs="?", help="show: the table, e.g. silver.trades or gold.ohlcv_1m")
     p.add_argument("--where", help="show: row filter, e.g. \"symbol = 'BTC-USDT'\"")
     p.add_argument("--limit", type=int, default=20, help="show: at most this many rows (default 20)")
     p = add("feed", cmd_feed, "Publish an exchange's trades to its Kafka topic (simulated or live).")
     p.add_argument("--exchange", required=True, help="exchange name, e.g. binance or kraken")
-    p.add_argument("--mode", choices=("sim", "live"), default="sim",
-                   help="sim: deterministic simulator (default); live: the exchange's WebSocket feed")
-    p.add_argument("--symbols", help="comma-separated exchange symbols (default: K2_<EXCHANGE>_SYMBOLS "
-                   "or the exchange's defaults)")
-    p.add_argument("--rate", type=float, default=1000.0, help="sim: messages per second, 0 = as fast as "
-                   "possible (default 1000)")
+    p.add_argument(
+        "--mode",
+        choices=("sim", "live"),
+        default="sim",
+        help="sim: deterministic simulator (default); live: the exchange's WebSocket feed",
+    )
+    p.add_argument(
+        "--symbols", help="comma-separated exchange symbols (default: K2_<EXCHANGE>_SYMBOLS or the exchange's defaults)"
+    )
+    p.add_argument(
+        "--rate", type=float, default=1000.0, help="sim: messages per second, 0 = as fast as possible (default 1000)"
+    )
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--count", type=int, help="sim: stop after this many messages")
     p.add_argument("--seed", type=int, default=42, help="sim: random seed (same seed, same messages)")
-    p.add_argument("--faults", help="sim: fault probabilities, e.g. duplicate=0.01,malformed=0.005,"
-                   "late=0.01,out_of_order=0.01")
+    p.add_argument(
+        "--faults", help="sim: fault probabilities, e.g. duplicate=0.01,malformed=0.005,late=0.01,out_of_order=0.01"
+    )
     p.add_argument("--manifest", type=Path, help="sim: where to write the fault manifest (JSON)")
-    p.add_argument("--url", help="live: WebSocket base URL (default: K2_<EXCHANGE>_WS_URL or the "
-                   "exchange's public endpoint)")
+    p.add_argument(
+        "--url", help="live: WebSocket base URL (default: K2_<EXCHANGE>_WS_URL or the exchange's public endpoint)"
+    )
     p = add("stream", cmd_stream, "Start, stop or inspect the supervised Bronze streams.")
-    p.add_argument("action", choices=("start", "stop", "status", "check"),
-                   help="start: clear a stop or give-up and launch; stop: stop cleanly and keep it stopped; "
-                   "status: show state without acting; check: one supervision step")
+    p.add_argument(
+        "action",
+        choices=("start", "stop", "status", "check"),
+        help="start: clear a stop or give-up and launch; stop: stop cleanly and keep it stopped; "
+        "status: show state without acting; check: one supervision step",
+    )
     p.add_argument("--exchange", help="one exchange (default: all of K2_EXCHANGES)")
     add("settings", cmd_settings, "Show every K2_* setting with its value and meaning.")
     return parser

@@ -91,11 +91,15 @@ class Settings:
     bronze_trigger_interval_s: float = setting(1.0, "Micro-batch trigger interval of the Bronze streams.")
     bronze_max_offsets_per_trigger: int = setting(200_000, "Cap on records per Bronze micro-batch.")
     bronze_fail_on_data_loss: bool = setting(True, "Fail the stream when Kafka dropped unread records.")
-    bronze_snapshot_retention_s: float = setting(3600.0, "A Bronze stream expires its own snapshots older than "
-                                                 "this (it commits one per micro-batch, and every commit "
-                                                 "rewrites the list of them); Bronze time travel reaches this far.")
-    bronze_expire_every_s: float = setting(600.0, "How often a Bronze stream expires its old snapshots; 0: never "
-                                           "(then only the maintenance DAG does).")
+    bronze_snapshot_retention_s: float = setting(
+        3600.0,
+        "A Bronze stream expires its own snapshots older than "
+        "this (it commits one per micro-batch, and every commit "
+        "rewrites the list of them); Bronze time travel reaches this far.",
+    )
+    bronze_expire_every_s: float = setting(
+        600.0, "How often a Bronze stream expires its old snapshots; 0: never (then only the maintenance DAG does)."
+    )
     stream_driver_memory: str = setting("1g", "Driver memory of each Bronze stream (local mode: all of it).")
     stream_check_interval_s: float = setting(5.0, "How often the supervisor checks each stream.")
     stream_stall_timeout_s: float = setting(60.0, "No completed batch for this long, with Kafka ahead: stalled.")
@@ -103,41 +107,60 @@ class Settings:
     stream_backoff_base_s: float = setting(2.0, "First restart delay; doubles per consecutive failure.")
     stream_backoff_max_s: float = setting(120.0, "Longest restart delay.")
     stream_max_restarts_per_hour: int = setting(10, "Restarts in an hour after which the supervisor gives up.")
-    stream_supervise_window_s: float = setting(600.0, "How long one supervisor DAG run supervises before the "
-                                               "next run takes over.")
-    stream_lease_ttl_s: float = setting(180.0, "A stream stops itself when no supervisor renewed its lease "
-                                        "for this long (e.g. its DAG is paused).")
+    stream_supervise_window_s: float = setting(
+        600.0, "How long one supervisor DAG run supervises before the next run takes over."
+    )
+    stream_lease_ttl_s: float = setting(
+        180.0, "A stream stops itself when no supervisor renewed its lease for this long (e.g. its DAG is paused)."
+    )
 
     # --- batch: Bronze -> Silver -> Gold ---------------------------------------------------------
-    silver_max_event_lead_s: int = setting(300, "A trade whose event time is this far after its Kafka timestamp "
-                                           "goes to the dead letters (future_timestamp).")
-    silver_max_event_age_s: int = setting(7 * 86_400, "A trade whose event time is this far before its Kafka "
-                                          "timestamp goes to the dead letters (stale_timestamp).")
-    batch_settle_timeout_s: float = setting(1800.0, "How long the batch waits for Bronze to hold every Kafka "
-                                            "record of its interval before it fails (and retries).")
-    spark_pool: str = setting("k2_spark", "Airflow pool the Spark batch tasks (Silver, Gold, maintenance) run in; "
-                              "`k2 up` creates it. Empty: Airflow's default_pool.")
-    spark_pool_slots: int = setting(1, "Slots of that pool: Spark batch jobs at a time (1 on two cores; more "
-                                    "with a Spark cluster).")
-    expectations_dir: Path = setting(PROJECT_ROOT / "expectations", "The Great Expectations project whose "
-                                     "suites gate Bronze, Silver and Gold (results go to K2_HOME/quality).")
+    silver_max_event_lead_s: int = setting(
+        300,
+        "A trade whose event time is this far after its Kafka timestamp goes to the dead letters (future_timestamp).",
+    )
+    silver_max_event_age_s: int = setting(
+        7 * 86_400,
+        "A trade whose event time is this far before its Kafka timestamp goes to the dead letters (stale_timestamp).",
+    )
+    batch_settle_timeout_s: float = setting(
+        1800.0,
+        "How long the batch waits for Bronze to hold every Kafka record of its interval before it fails (and retries).",
+    )
+    spark_pool: str = setting(
+        "k2_spark",
+        "Airflow pool the Spark batch tasks (Silver, Gold, maintenance) run in; "
+        "`k2 up` creates it. Empty: Airflow's default_pool.",
+    )
+    spark_pool_slots: int = setting(
+        1, "Slots of that pool: Spark batch jobs at a time (1 on two cores; more with a Spark cluster)."
+    )
+    expectations_dir: Path = setting(
+        PROJECT_ROOT / "expectations",
+        "The Great Expectations project whose suites gate Bronze, Silver and Gold (results go to K2_HOME/quality).",
+    )
 
     # --- Iceberg table maintenance ---------------------------------------------------------------
-    maintenance_snapshot_retention_h: float = setting(72.0, "Snapshots older than this are expired "
-                                                      "(time travel and rollback reach this far back).")
+    maintenance_snapshot_retention_h: float = setting(
+        72.0, "Snapshots older than this are expired (time travel and rollback reach this far back)."
+    )
     maintenance_min_snapshots: int = setting(10, "Snapshots always kept per table, however old.")
-    maintenance_orphan_age_h: float = setting(72.0, "Unreferenced files younger than this are never deleted "
-                                              "(they may belong to a commit in flight).")
+    maintenance_orphan_age_h: float = setting(
+        72.0, "Unreferenced files younger than this are never deleted (they may belong to a commit in flight)."
+    )
     maintenance_target_file_mb: int = setting(128, "Target data file size when compacting.")
 
     # --- monitoring and alerts ------------------------------------------------------------------
-    monitor_window_s: float = setting(60.0, "Window over which monitoring computes latency percentiles and "
-                                      "throughput.")
-    monitor_thresholds_file: str = setting("", "JSON file overriding alert thresholds per metric and "
-                                            "exchange (see `k2 thresholds`); the Airflow Variable "
-                                            "k2_alert_thresholds overrides it in turn.")
-    alert_resolve_after_s: float = setting(120.0, "A metric back under its thresholds for this long resolves "
-                                           "its incident.")
+    monitor_window_s: float = setting(60.0, "Window over which monitoring computes latency percentiles and throughput.")
+    monitor_thresholds_file: str = setting(
+        "",
+        "JSON file overriding alert thresholds per metric and "
+        "exchange (see `k2 thresholds`); the Airflow Variable "
+        "k2_alert_thresholds overrides it in turn.",
+    )
+    alert_resolve_after_s: float = setting(
+        120.0, "A metric back under its thresholds for this long resolves its incident."
+    )
     alert_webhook_url: str = setting("", "Slack-compatible incoming webhook for alerts; empty: not used.")
     alert_smtp_host: str = setting("", "SMTP server for alert e-mails; empty: not used.")
     alert_smtp_port: int = setting(587, "SMTP port.")
@@ -146,23 +169,27 @@ class Settings:
     alert_smtp_password: str = setting("", "SMTP password.")
     alert_email_from: str = setting("k2@localhost", "Sender of alert e-mails.")
     alert_email_to: tuple[str, ...] = setting((), "Recipients of alert e-mails, comma-separated.")
-    alert_delivery_attempts: int = setting(3, "Attempts per alert and channel before it waits in the outbox "
-                                           "for the next monitoring run.")
+    alert_delivery_attempts: int = setting(
+        3, "Attempts per alert and channel before it waits in the outbox for the next monitoring run."
+    )
     alert_retry_backoff_s: float = setting(1.0, "First delay between delivery attempts; doubles per attempt.")
-    medallion_deadline_min: float = setting(45.0, "A k2_medallion run still unfinished this long after it was "
-                                            "queued fires a deadline alert.")
-    maintenance_deadline_min: float = setting(180.0, "Deadline of a k2_maintenance run, from when it was "
-                                              "queued.")
+    medallion_deadline_min: float = setting(
+        45.0, "A k2_medallion run still unfinished this long after it was queued fires a deadline alert."
+    )
+    maintenance_deadline_min: float = setting(180.0, "Deadline of a k2_maintenance run, from when it was queued.")
 
     # --- Airflow (run by `k2 up`) and the simulated feeds it starts ------------------------------
     airflow_host: str = setting("127.0.0.1", "Address the Airflow API server and UI bind to.")
     airflow_port: int = setting(8080, "Port of the Airflow API server and UI.")
-    airflow_db_uri: str = setting("", "Airflow metadata DB; default SQLite in K2_HOME/airflow "
-                                  "(postgresql+psycopg2://... to scale out).")
-    airflow_executor: str = setting("LocalExecutor", "Airflow executor (CeleryExecutor or KubernetesExecutor "
-                                    "with their provider, to scale out).")
-    airflow_admin_user: str = setting("admin", "Airflow UI user created by K2; its password is generated "
-                                      "into K2_HOME/airflow/passwords.json.")
+    airflow_db_uri: str = setting(
+        "", "Airflow metadata DB; default SQLite in K2_HOME/airflow (postgresql+psycopg2://... to scale out)."
+    )
+    airflow_executor: str = setting(
+        "LocalExecutor", "Airflow executor (CeleryExecutor or KubernetesExecutor with their provider, to scale out)."
+    )
+    airflow_admin_user: str = setting(
+        "admin", "Airflow UI user created by K2; its password is generated into K2_HOME/airflow/passwords.json."
+    )
     feed_sim_rate: float = setting(200.0, "Messages per second of each simulated feed started by `k2 up`.")
 
     # values resolved from others in __post_init__, so every consumer sees concrete values
@@ -260,8 +287,7 @@ class Settings:
             shown = ",".join(value) if isinstance(value, tuple) else str(value)
             if any(word in f.name for word in ("secret", "credential", "password")):
                 shown = "****" if shown else ""
-            source = "derived" if f.name in self._derived else (
-                "env" if env_name(f.name) in os.environ else "default")
+            source = "derived" if f.name in self._derived else ("env" if env_name(f.name) in os.environ else "default")
             rows.append((env_name(f.name), shown, source, f.metadata["help"]))
         return rows
 
@@ -275,49 +301,85 @@ class Settings:
                 f"K2_KAFKA_PORT and K2_KAFKA_CONTROLLER_PORT are both {self.kafka_port}",
                 "give the controller its own port.",
             )
-        for name in ("topic_partitions", "topic_replication_factor", "topic_retention_ms",
-                     "spark_shuffle_partitions", "kafka_start_timeout_s", "kafka_stop_timeout_s",
-                     "bronze_trigger_interval_s", "bronze_max_offsets_per_trigger", "stream_check_interval_s",
-                     "stream_stall_timeout_s", "stream_start_timeout_s", "stream_backoff_base_s",
-                     "stream_backoff_max_s", "stream_max_restarts_per_hour", "stream_lease_ttl_s",
-                     "stream_supervise_window_s", "silver_max_event_lead_s", "silver_max_event_age_s",
-                     "batch_settle_timeout_s", "spark_pool_slots", "maintenance_snapshot_retention_h",
-                     "maintenance_min_snapshots",
-                     "maintenance_orphan_age_h", "maintenance_target_file_mb", "monitor_window_s",
-                     "alert_resolve_after_s", "alert_smtp_port", "alert_delivery_attempts", "alert_retry_backoff_s",
-                     "medallion_deadline_min", "maintenance_deadline_min"):
+        for name in (
+            "topic_partitions",
+            "topic_replication_factor",
+            "topic_retention_ms",
+            "spark_shuffle_partitions",
+            "kafka_start_timeout_s",
+            "kafka_stop_timeout_s",
+            "bronze_trigger_interval_s",
+            "bronze_max_offsets_per_trigger",
+            "stream_check_interval_s",
+            "stream_stall_timeout_s",
+            "stream_start_timeout_s",
+            "stream_backoff_base_s",
+            "stream_backoff_max_s",
+            "stream_max_restarts_per_hour",
+            "stream_lease_ttl_s",
+            "stream_supervise_window_s",
+            "silver_max_event_lead_s",
+            "silver_max_event_age_s",
+            "batch_settle_timeout_s",
+            "spark_pool_slots",
+            "maintenance_snapshot_retention_h",
+            "maintenance_min_snapshots",
+            "maintenance_orphan_age_h",
+            "maintenance_target_file_mb",
+            "monitor_window_s",
+            "alert_resolve_after_s",
+            "alert_smtp_port",
+            "alert_delivery_attempts",
+            "alert_retry_backoff_s",
+            "medallion_deadline_min",
+            "maintenance_deadline_min",
+        ):
             if getattr(self, name) <= 0:
-                raise K2Error(f"{env_name(name)} must be positive, got {getattr(self, name)}",
-                              "set a positive number or unset it for the default.")
+                raise K2Error(
+                    f"{env_name(name)} must be positive, got {getattr(self, name)}",
+                    "set a positive number or unset it for the default.",
+                )
         if self.maintenance_orphan_age_h < 24:
-            raise K2Error(f"K2_MAINTENANCE_ORPHAN_AGE_H={self.maintenance_orphan_age_h:g} is under 24 hours: files "
-                          "that young may belong to a commit in flight",
-                          "use 24 or more (Iceberg refuses shorter windows for the same reason).")
+            raise K2Error(
+                f"K2_MAINTENANCE_ORPHAN_AGE_H={self.maintenance_orphan_age_h:g} is under 24 hours: files "
+                "that young may belong to a commit in flight",
+                "use 24 or more (Iceberg refuses shorter windows for the same reason).",
+            )
         _check_choice("log_format", self.log_format, ("console", "logfmt", "json"))
         _check_choice("log_level", self.log_level.upper(), ("DEBUG", "INFO", "WARNING", "ERROR"))
         _check_choice("catalog_type", self.catalog_type, ("sql", "rest"))
-        _check_choice("topic_compression", self.topic_compression,
-                      ("producer", "none", "gzip", "snappy", "lz4", "zstd"))
+        _check_choice(
+            "topic_compression", self.topic_compression, ("producer", "none", "gzip", "snappy", "lz4", "zstd")
+        )
         if self.catalog_type == "rest" and not self.catalog_uri:
             raise K2Error("K2_CATALOG_TYPE=rest needs K2_CATALOG_URI", "set it to the REST catalog URL.")
         if not self.exchanges:
             raise K2Error("K2_EXCHANGES is empty", "name at least one exchange, e.g. binance,kraken.")
         for exchange in self.exchanges:
             if not re.fullmatch(r"[a-z][a-z0-9_]*", exchange):
-                raise K2Error(f"K2_EXCHANGES holds {exchange!r}, not a lower-case identifier",
-                              "use names like binance,kraken.")
+                raise K2Error(
+                    f"K2_EXCHANGES holds {exchange!r}, not a lower-case identifier", "use names like binance,kraken."
+                )
         if "{exchange}" not in self.topic_template:
-            raise K2Error("K2_TOPIC_TEMPLATE has no {exchange} placeholder",
-                          "keep one topic per exchange, e.g. market.crypto.trades.{exchange}.raw.")
+            raise K2Error(
+                "K2_TOPIC_TEMPLATE has no {exchange} placeholder",
+                "keep one topic per exchange, e.g. market.crypto.trades.{exchange}.raw.",
+            )
         if self.alert_smtp_host and not self.alert_email_to:
-            raise K2Error("K2_ALERT_SMTP_HOST is set but K2_ALERT_EMAIL_TO is empty",
-                          "name the recipients of alert e-mails, comma-separated, or unset K2_ALERT_SMTP_HOST.")
+            raise K2Error(
+                "K2_ALERT_SMTP_HOST is set but K2_ALERT_EMAIL_TO is empty",
+                "name the recipients of alert e-mails, comma-separated, or unset K2_ALERT_SMTP_HOST.",
+            )
         if self.alert_webhook_url and not self.alert_webhook_url.startswith(("http://", "https://")):
-            raise K2Error(f"K2_ALERT_WEBHOOK_URL={self.alert_webhook_url!r} is not an http(s) URL",
-                          "use the webhook URL your chat tool gave you (https://...).")
+            raise K2Error(
+                f"K2_ALERT_WEBHOOK_URL={self.alert_webhook_url!r} is not an http(s) URL",
+                "use the webhook URL your chat tool gave you (https://...).",
+            )
         if not self.warehouse.startswith(("file:/", "s3://", "s3a://")):
-            raise K2Error(f"K2_WAREHOUSE={self.warehouse} is neither file:// nor s3://",
-                          "use an absolute file:// URI or an s3:// location.")
+            raise K2Error(
+                f"K2_WAREHOUSE={self.warehouse} is neither file:// nor s3://",
+                "use an absolute file:// URI or an s3:// location.",
+            )
 
 
 def env_name(field_name: str) -> str:
@@ -329,14 +391,14 @@ def _public_fields() -> list[Any]:
 
 
 def _is_exchange_option(key: str) -> bool:
-    return any(key.endswith(f"_{opt}") and len(key) > len(ENV_PREFIX) + len(opt) + 1
-               for opt in PER_EXCHANGE_OPTIONS)
+    return any(key.endswith(f"_{opt}") and len(key) > len(ENV_PREFIX) + len(opt) + 1 for opt in PER_EXCHANGE_OPTIONS)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise K2Error(f"{env_name(name)}={value!r} is not one of {', '.join(choices)}",
-                      f"set {env_name(name)} to one of them.")
+        raise K2Error(
+            f"{env_name(name)}={value!r} is not one of {', '.join(choices)}", f"set {env_name(name)} to one of them."
+        )
 
 
 _HINTS = typing.get_type_hints(Settings)
@@ -364,8 +426,9 @@ def _parse(f: Any, raw: str) -> Any:
         return raw.strip()
     except ValueError:
         type_name = getattr(kind, "__name__", str(kind))
-        raise K2Error(f"{name}={raw!r} is not a valid {type_name}",
-                      f"fix the value of {name} or unset it for the default.") from None
+        raise K2Error(
+            f"{name}={raw!r} is not a valid {type_name}", f"fix the value of {name} or unset it for the default."
+        ) from None
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -1,15 +1,19 @@
 """The one place that configures Spark for K2.
 
 ``spark_conf`` is the whole configuration as plain strings, so the same values serve an in-process
-SparkSession (``build_spark_session``) and a ``spark-submit`` from Airflow (``--conf`` pairs).
+SparkSession (``build_spark_session``) and a ``spark-submit`` (``spark_job``: ``--conf`` pairs).
 """
 
 from __future__ import annotations
 
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from k2.jvm import installed_jars
 from k2.lake.catalog import spark_catalog_conf
+from k2.runtime.jvm import installed_jars
 from k2.settings import Settings
 
 if TYPE_CHECKING:
@@ -50,8 +54,9 @@ def spark_conf(settings: Settings, app_name: str, *, ui: bool | None = None) -> 
     return conf
 
 
-def build_spark_session(settings: Settings, app_name: str, *, ui: bool | None = None,
-                        extra_conf: dict[str, str] | None = None) -> SparkSession:
+def build_spark_session(
+    settings: Settings, app_name: str, *, ui: bool | None = None, extra_conf: dict[str, str] | None = None
+) -> SparkSession:
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder
@@ -60,3 +65,48 @@ def build_spark_session(settings: Settings, app_name: str, *, ui: bool | None = 
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel(settings.spark_log_level)
     return session
+
+
+@dataclass(frozen=True)
+class SparkJob:
+    """One of K2's Spark applications as spark-submit needs it: whoever submits it (the stream
+    launcher directly, batch tasks through the Airflow hook) reads everything from here."""
+
+    name: str
+    application: Path
+    args: tuple[str, ...] = ()
+    conf: dict[str, str] = field(default_factory=dict)  # --conf pairs, master and app name excluded
+    env: dict[str, str] = field(default_factory=dict)  # environment of spark-submit
+
+    def command(self, master: str) -> list[str]:
+        conf = [arg for key, value in self.conf.items() for arg in ("--conf", f"{key}={value}")]
+        return [SPARK_SUBMIT, "--master", master, "--name", self.name, *conf, str(self.application), *self.args]
+
+
+SPARK_SUBMIT = "spark-submit"
+
+
+def spark_job(
+    settings: Settings,
+    *,
+    name: str,
+    application: Path,
+    args: list[str] | tuple[str, ...] = (),
+    driver_memory: str | None = None,
+) -> SparkJob:
+    """K2's whole Spark configuration (k2.spark.spark_conf) for a spark-submit of ``application``."""
+    conf = spark_conf(settings, name)
+    conf.pop("spark.master")  # the submitter decides: K2_SPARK_MASTER, or the Airflow connection
+    conf.pop("spark.app.name")
+    if driver_memory:
+        conf["spark.driver.memory"] = driver_memory
+    python = sys.executable
+    bin_dir = str(Path(python).parent)  # spark-submit ships with pyspark, next to this interpreter
+    env = {
+        "PYSPARK_PYTHON": python,
+        "PYSPARK_DRIVER_PYTHON": python,
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+    }
+    if is_local(settings):
+        env["SPARK_LOCAL_IP"] = "127.0.0.1"  # local mode stays on loopback, not the first interface
+    return SparkJob(name, application, tuple(args), conf, env)

@@ -9,32 +9,48 @@ Row = tuple[str, str, str, str]
 
 
 def stack_status(settings: Settings) -> list[Row]:
-    return [_kafka(settings), _topics(settings), _catalog(settings), _spark(settings), _airflow(settings),
-            *_feeds(settings), *_streams(settings)]
+    return [
+        _kafka(settings),
+        _topics(settings),
+        _catalog(settings),
+        _spark(settings),
+        _airflow(settings),
+        *_feeds(settings),
+        *_streams(settings),
+    ]
 
 
 def _airflow(settings: Settings) -> Row:
-    from k2.airflow.services import AirflowServices
+    from k2.runtime.airflow import AirflowServices
 
     airflow = AirflowServices(settings)
     components = airflow.status()
     up = [c.name for c in components if c.pid]
     state = "running" if len(up) == len(components) else ("stopped" if not up else f"PARTIAL ({', '.join(up)})")
     password = airflow.password()
-    login = (f"login {settings.airflow_admin_user} / password in {airflow.passwords_file}" if password
-             else "login created on first start")
+    login = (
+        f"login {settings.airflow_admin_user} / password in {airflow.passwords_file}"
+        if password
+        else "login created on first start"
+    )
     return ("airflow", state, airflow.url, f"{settings.airflow_executor}, {login}")
 
 
 def _feeds(settings: Settings) -> list[Row]:
     from k2 import procs
-    from k2.stack import feed_pid_file
+    from k2.runtime.stack import feed_pid_file
 
     rows = []
     for exchange in settings.exchanges:
         pid = procs.running_pid(feed_pid_file(settings, exchange))
-        rows.append((f"feed {exchange}", f"running (pid {pid})" if pid else "stopped",
-                     settings.topic_for(exchange), f"simulated, {settings.feed_sim_rate:g} msg/s"))
+        rows.append(
+            (
+                f"feed {exchange}",
+                f"running (pid {pid})" if pid else "stopped",
+                settings.topic_for(exchange),
+                f"simulated, {settings.feed_sim_rate:g} msg/s",
+            )
+        )
     return rows
 
 
@@ -50,13 +66,20 @@ def _streams(settings: Settings) -> list[Row]:
             supervisor.close()
         batch = "no batch yet" if r.batch_id is None else f"batch {r.batch_id} {r.last_batch_age_s:.0f}s ago"
         lag = "?" if r.lag is None else r.lag
-        rows.append((f"stream {exchange}", r.state + (f" (pid {r.pid})" if r.pid else ""),
-                     f"bronze.{exchange}_trades", f"{batch}, lag {lag}, restarts 1h {r.restarts_last_hour}"))
+        rows.append(
+            (
+                f"stream {exchange}",
+                r.state + (f" (pid {r.pid})" if r.pid else ""),
+                f"bronze.{exchange}_trades",
+                f"{batch}, lag {lag}, restarts 1h {r.restarts_last_hour}",
+            )
+        )
     return rows
 
 
 def _kafka(settings: Settings) -> Row:
-    from k2.kafka.broker import LocalKafkaBroker, broker_reachable
+    from k2.kafka.clients import broker_reachable
+    from k2.runtime.broker import LocalKafkaBroker
 
     if not settings.kafka_embedded:
         up = broker_reachable(settings.kafka_bootstrap_servers)
@@ -68,7 +91,7 @@ def _kafka(settings: Settings) -> Row:
 
 
 def _topics(settings: Settings) -> Row:
-    from k2.kafka.broker import broker_reachable
+    from k2.kafka.clients import broker_reachable
     from k2.kafka.topics import admin_client, exchange_topics
 
     wanted = [t.name for t in exchange_topics(settings)]
@@ -78,8 +101,12 @@ def _topics(settings: Settings) -> Row:
     present = [t for t in wanted if t in existing]
     parts = {t: len(existing[t].partitions) for t in present}
     state = f"{len(present)}/{len(wanted)} present"
-    return ("topics", state, settings.kafka_bootstrap_servers,
-            ", ".join(f"{t} ({parts[t]}p)" for t in present) or "run `k2 kafka topics`")
+    return (
+        "topics",
+        state,
+        settings.kafka_bootstrap_servers,
+        ", ".join(f"{t} ({parts[t]}p)" for t in present) or "run `k2 kafka topics`",
+    )
 
 
 def _catalog(settings: Settings) -> Row:
@@ -93,8 +120,12 @@ def _catalog(settings: Settings) -> Row:
     except K2Error as exc:
         return ("iceberg catalog", "UNAVAILABLE", where, exc.cause)
     kind = "sqlite (JDBC + pyiceberg SqlCatalog)" if sqlite_path(settings) else settings.catalog_type
-    return ("iceberg catalog", f"{present}/{len(all_tables(settings))} tables", where,
-            f"{kind}, warehouse {settings.warehouse}")
+    return (
+        "iceberg catalog",
+        f"{present}/{len(all_tables(settings))} tables",
+        where,
+        f"{kind}, warehouse {settings.warehouse}",
+    )
 
 
 def _spark(settings: Settings) -> Row:

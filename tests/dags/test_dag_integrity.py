@@ -19,11 +19,21 @@ PARSE_BUDGET_S = 0.5
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     home = tmp_path_factory.mktemp("airflow")
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "K2_"))},
-           "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS), "K2_HOME": str(home / "k2")}
-    result = subprocess.run([sys.executable, str(Path(__file__).with_name("inspect_dags.py")), str(DAGS)],
-                            env=env, capture_output=True, text=True, timeout=300, check=False)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "K2_"))},
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "K2_HOME": str(home / "k2"),
+    }
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("inspect_dags.py")), str(DAGS)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -66,10 +76,20 @@ def test_the_heavy_import_check_catches_a_violation(tmp_path: Path) -> None:
     (tmp_path / "bad_dag.py").write_text(
         "import pyspark\nfrom datetime import datetime\nfrom airflow.sdk import DAG\n"
         "with DAG('bad', schedule=None, start_date=datetime(2026, 1, 1), description='x', tags=['t']):\n"
-        "    pass\n")
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
-           "AIRFLOW_HOME": str(tmp_path / "home"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
-    result = subprocess.run([sys.executable, str(Path(__file__).with_name("inspect_dags.py")), str(tmp_path)],
-                            env=env, capture_output=True, text=True, timeout=300, check=False)
+        "    pass\n"
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
+        "AIRFLOW_HOME": str(tmp_path / "home"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("inspect_dags.py")), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1])["files"]["bad_dag.py"]["heavy_modules"] == ["pyspark"]

@@ -66,8 +66,9 @@ class FakeExchangeServer:
         return f"ws://127.0.0.1:{self.port}{self.path}"
 
     def start(self) -> Self:
-        self._thread = threading.Thread(target=asyncio.run, args=(self._serve(),), daemon=True,
-                                        name=f"fake-{type(self).__name__}")
+        self._thread = threading.Thread(
+            target=asyncio.run, args=(self._serve(),), daemon=True, name=f"fake-{type(self).__name__}"
+        )
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError(f"{type(self).__name__} did not start")
@@ -121,8 +122,9 @@ class FakeExchangeServer:
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
         self._stopped = asyncio.Event()
-        async with serve(self._handle, "127.0.0.1", 0, process_request=self._check_request,
-                         ping_interval=None) as server:
+        async with serve(
+            self._handle, "127.0.0.1", 0, process_request=self._check_request, ping_interval=None
+        ) as server:
             self.port = server.sockets[0].getsockname()[1]
             self._ready.set()
             await self._stopped.wait()
@@ -135,8 +137,10 @@ class FakeExchangeServer:
         conn = _Conn(self.connections, ws)
         self._current = conn
         self.paths.append(ws.request.path if ws.request else "")
-        tasks = [asyncio.create_task(coro) for coro in
-                 (self._read(conn), self._write(conn), self._keepalive(conn), *self._extra_tasks(conn))]
+        tasks = [
+            asyncio.create_task(coro)
+            for coro in (self._read(conn), self._write(conn), self._keepalive(conn), *self._extra_tasks(conn))
+        ]
         try:
             await self._on_open(conn)
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -230,8 +234,9 @@ class FakeKrakenServer(FakeExchangeServer):
 
     path = "/v2"
 
-    def __init__(self, *, heartbeat_s: float = 0.1, snapshot: list[Frame] | None = None,
-                 ping_interval_s: float | None = None) -> None:
+    def __init__(
+        self, *, heartbeat_s: float = 0.1, snapshot: list[Frame] | None = None, ping_interval_s: float | None = None
+    ) -> None:
         super().__init__(ping_interval_s=ping_interval_s)
         self.heartbeat_s = heartbeat_s
         self.snapshot = [f.encode() if isinstance(f, str) else f for f in snapshot or []]
@@ -239,8 +244,17 @@ class FakeKrakenServer(FakeExchangeServer):
         self.pings_answered = 0
 
     async def _on_open(self, conn: _Conn) -> None:
-        await conn.ws.send(json.dumps({"channel": "status", "type": "update", "data": [
-            {"version": "2.0.10", "system": "online", "api_version": "v2", "connection_id": conn.number}]}))
+        await conn.ws.send(
+            json.dumps(
+                {
+                    "channel": "status",
+                    "type": "update",
+                    "data": [
+                        {"version": "2.0.10", "system": "online", "api_version": "v2", "connection_id": conn.number}
+                    ],
+                }
+            )
+        )
 
     async def _on_message(self, conn: _Conn, text: str) -> None:
         msg = _json_or_text(text)
@@ -252,16 +266,24 @@ class FakeKrakenServer(FakeExchangeServer):
         if method == "subscribe" and params.get("channel") == "trade" and params.get("symbol"):
             self.subscriptions.append(list(params["symbol"]))
             for symbol in params["symbol"]:
-                await conn.ws.send(json.dumps({"method": "subscribe", "result": {
-                    "channel": "trade", "snapshot": bool(params.get("snapshot")), "symbol": symbol},
-                    "success": True, **stamps}))
+                await conn.ws.send(
+                    json.dumps(
+                        {
+                            "method": "subscribe",
+                            "result": {"channel": "trade", "snapshot": bool(params.get("snapshot")), "symbol": symbol},
+                            "success": True,
+                            **stamps,
+                        }
+                    )
+                )
             conn.subscribed.set()
         elif method == "ping":
             await conn.ws.send(json.dumps({"method": "pong", "req_id": msg.get("req_id"), **stamps}))
             self.pings_answered += 1
         else:
-            await conn.ws.send(json.dumps({"error": "unsupported request", "method": method,
-                                           "success": False, **stamps}))
+            await conn.ws.send(
+                json.dumps({"error": "unsupported request", "method": method, "success": False, **stamps})
+            )
 
     async def _after_subscribe(self, conn: _Conn) -> None:
         for frame in self.snapshot:
@@ -282,18 +304,43 @@ class FakeKrakenServer(FakeExchangeServer):
 def binance_trade(symbol: str, trade_id: int, price: str = "65000.10", qty: str = "0.01000") -> bytes:
     """One Binance combined-stream trade message."""
     ms = time.time_ns() // 1_000_000
-    return json.dumps({"stream": f"{symbol.lower()}@trade", "data": {
-        "e": "trade", "E": ms + 1, "s": symbol, "t": trade_id, "p": price, "q": qty, "T": ms,
-        "m": trade_id % 2 == 0, "M": True}}, separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "stream": f"{symbol.lower()}@trade",
+            "data": {
+                "e": "trade",
+                "E": ms + 1,
+                "s": symbol,
+                "t": trade_id,
+                "p": price,
+                "q": qty,
+                "T": ms,
+                "m": trade_id % 2 == 0,
+                "M": True,
+            },
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 def kraken_trades(symbol: str, trade_ids: list[int], *, snapshot: bool = False) -> bytes:
     """One Kraken v2 trade message holding a batch of trades."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S.123456Z", time.gmtime())
-    data = [{"symbol": symbol, "side": "buy" if tid % 2 else "sell", "price": 65000.1, "qty": 0.01,
-             "ord_type": "market", "trade_id": tid, "timestamp": stamp} for tid in trade_ids]
-    return json.dumps({"channel": "trade", "type": "snapshot" if snapshot else "update", "data": data},
-                      separators=(",", ":")).encode()
+    data = [
+        {
+            "symbol": symbol,
+            "side": "buy" if tid % 2 else "sell",
+            "price": 65000.1,
+            "qty": 0.01,
+            "ord_type": "market",
+            "trade_id": tid,
+            "timestamp": stamp,
+        }
+        for tid in trade_ids
+    ]
+    return json.dumps(
+        {"channel": "trade", "type": "snapshot" if snapshot else "update", "data": data}, separators=(",", ":")
+    ).encode()
 
 
 def _json_or_text(text: str) -> Any:

@@ -34,7 +34,6 @@ class WebhookReceiver(LoopbackServer):
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/k2"
         self.serve(self.server)
 
-
     def alerts(self, source_prefix: str = "") -> list[dict[str, Any]]:
         return [r["k2"] for r in list(self.received) if r["k2"]["source"].startswith(source_prefix)]
 

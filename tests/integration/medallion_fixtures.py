@@ -39,15 +39,32 @@ def ms(text: str) -> int:
 
 
 def binance(t: int, price: str, qty: str, when: str, *, buyer_maker: bool = False, symbol: str = "BTCUSDT") -> bytes:
-    return json.dumps({"stream": f"{symbol.lower()}@trade", "data": {
-        "e": "trade", "E": ms(when) + 1, "s": symbol, "t": t, "p": price, "q": qty, "T": ms(when),
-        "m": buyer_maker, "M": True}}, separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "stream": f"{symbol.lower()}@trade",
+            "data": {
+                "e": "trade",
+                "E": ms(when) + 1,
+                "s": symbol,
+                "t": t,
+                "p": price,
+                "q": qty,
+                "T": ms(when),
+                "m": buyer_maker,
+                "M": True,
+            },
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 def kraken(*trades: tuple) -> bytes:
     """trades: (trade_id, price_json_text, qty_json_text, side, iso_timestamp, symbol)."""
-    items = ",".join(f'{{"symbol":"{s}","side":"{side}","price":{p},"qty":{q},"ord_type":"market",'
-                     f'"trade_id":{t},"timestamp":"{ts}"}}' for t, p, q, side, ts, s in trades)
+    items = ",".join(
+        f'{{"symbol":"{s}","side":"{side}","price":{p},"qty":{q},"ord_type":"market",'
+        f'"trade_id":{t},"timestamp":"{ts}"}}'
+        for t, p, q, side, ts, s in trades
+    )
     return f'{{"channel":"trade","type":"update","data":[{items}]}}'.encode()
 
 
@@ -56,10 +73,20 @@ def write_bronze(spark, settings: Settings, exchange: str, records: list[tuple[i
     from pyspark.sql import Row
 
     now = dt.datetime.now(UTC)
-    rows = [Row(kafka_topic=settings.topic_for(exchange), kafka_partition=p, kafka_offset=o,
-                kafka_timestamp=at(ts), kafka_timestamp_type=0, key=b"k", value=value,
-                headers=[Row(key="exchange", value=exchange.encode())], ingested_at=now)
-            for p, o, ts, value in records]
+    rows = [
+        Row(
+            kafka_topic=settings.topic_for(exchange),
+            kafka_partition=p,
+            kafka_offset=o,
+            kafka_timestamp=at(ts),
+            kafka_timestamp_type=0,
+            key=b"k",
+            value=value,
+            headers=[Row(key="exchange", value=exchange.encode())],
+            ingested_at=now,
+        )
+        for p, o, ts, value in records
+    ]
     table = f"{settings.catalog_name}.{bronze_table(exchange).identifier}"
     spark.createDataFrame(rows, schema=spark.table(table).schema).writeTo(table).append()
 

@@ -29,12 +29,20 @@ EXCHANGE = "binance"
 def stream_settings(kafka_broker, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """A K2 installation of its own (home, topic, tables) on the session's broker."""
     env = {
-        "K2_HOME": str(tmp_path / "home"), "K2_KAFKA_PORT": str(settings.kafka_port),
+        "K2_HOME": str(tmp_path / "home"),
+        "K2_KAFKA_PORT": str(settings.kafka_port),
         "K2_KAFKA_CONTROLLER_PORT": str(settings.kafka_controller_port),
-        "K2_TOPIC_TEMPLATE": f"bronze-{uuid.uuid4().hex[:8]}.{{exchange}}.raw", "K2_TOPIC_PARTITIONS": "2",
-        "K2_EXCHANGES": EXCHANGE, "K2_SPARK_UI_ENABLED": "false", "K2_STREAM_DRIVER_MEMORY": "768m",
-        "K2_STREAM_CHECK_INTERVAL_S": "1", "K2_STREAM_BACKOFF_BASE_S": "1", "K2_STREAM_STALL_TIMEOUT_S": "20",
-        "K2_STREAM_START_TIMEOUT_S": "150", "K2_STREAM_LEASE_TTL_S": "600", "K2_LOG_FORMAT": "logfmt",
+        "K2_TOPIC_TEMPLATE": f"bronze-{uuid.uuid4().hex[:8]}.{{exchange}}.raw",
+        "K2_TOPIC_PARTITIONS": "2",
+        "K2_EXCHANGES": EXCHANGE,
+        "K2_SPARK_UI_ENABLED": "false",
+        "K2_STREAM_DRIVER_MEMORY": "768m",
+        "K2_STREAM_CHECK_INTERVAL_S": "1",
+        "K2_STREAM_BACKOFF_BASE_S": "1",
+        "K2_STREAM_STALL_TIMEOUT_S": "20",
+        "K2_STREAM_START_TIMEOUT_S": "150",
+        "K2_STREAM_LEASE_TTL_S": "600",
+        "K2_LOG_FORMAT": "logfmt",
         "K2_AIRFLOW_PORT": str(free_port()),
     }
     for key in [k for k in os.environ if k.startswith("K2_")]:
@@ -58,9 +66,16 @@ class BackgroundFeed:
         self.summary = None
         exchange = get_exchange(EXCHANGE)
         producer = TradeProducer(settings, exchange, report_successes=False)
-        self.thread = threading.Thread(target=lambda: setattr(self, "summary", run_simulated_feed(
-            producer, exchange, ["BTCUSDT", "ETHUSDT"], rate=rate, stop=self.stop_event, progress_every_s=3600)),
-            daemon=True)
+        self.thread = threading.Thread(
+            target=lambda: setattr(
+                self,
+                "summary",
+                run_simulated_feed(
+                    producer, exchange, ["BTCUSDT", "ETHUSDT"], rate=rate, stop=self.stop_event, progress_every_s=3600
+                ),
+            ),
+            daemon=True,
+        )
         self.thread.start()
 
     def finish(self):

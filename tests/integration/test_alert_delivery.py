@@ -29,8 +29,12 @@ def test_unreachable_webhook_keeps_the_alert_until_it_is_delivered(tmp_path) -> 
 
 
 def test_refused_connection_is_retried_with_backoff_then_queued(tmp_path) -> None:
-    settings = make_settings(tmp_path, alert_webhook_url=f"http://127.0.0.1:{free_port()}/x",
-                             alert_delivery_attempts=3, alert_retry_backoff_s=0.5)
+    settings = make_settings(
+        tmp_path,
+        alert_webhook_url=f"http://127.0.0.1:{free_port()}/x",
+        alert_delivery_attempts=3,
+        alert_retry_backoff_s=0.5,
+    )
     delays: list[float] = []
     box = outbox(settings)
     box.add([Alert("warning", "test", "nobody listens")])
@@ -50,9 +54,14 @@ def test_alert_is_mailed_through_a_real_smtp_conversation(tmp_path) -> None:
     from tests.fakes.smtp import SmtpReceiver
 
     with SmtpReceiver() as smtp:
-        settings = make_settings(tmp_path, alert_smtp_host="127.0.0.1", alert_smtp_port=smtp.port,
-                                 alert_smtp_starttls=False, alert_email_to=("oncall@example.org", "data@example.org"),
-                                 alert_email_from="k2@example.org")
+        settings = make_settings(
+            tmp_path,
+            alert_smtp_host="127.0.0.1",
+            alert_smtp_port=smtp.port,
+            alert_smtp_starttls=False,
+            alert_email_to=("oncall@example.org", "data@example.org"),
+            alert_email_from="k2@example.org",
+        )
         alert = send_alert("critical", "monitor binance latency_p99_s", "p99 = 42 s", settings=settings)
     assert alert.delivery == {"email": "sent"} and outbox(settings).pending() == []
     (mail,) = smtp.messages
@@ -62,8 +71,13 @@ def test_alert_is_mailed_through_a_real_smtp_conversation(tmp_path) -> None:
 
 
 def test_unreachable_smtp_server_keeps_the_alert_queued(tmp_path) -> None:
-    settings = make_settings(tmp_path, alert_smtp_host="127.0.0.1", alert_smtp_port=free_port(),
-                             alert_email_to=("oncall@example.org",), alert_retry_backoff_s=0.01)
+    settings = make_settings(
+        tmp_path,
+        alert_smtp_host="127.0.0.1",
+        alert_smtp_port=free_port(),
+        alert_email_to=("oncall@example.org",),
+        alert_retry_backoff_s=0.01,
+    )
     alert = send_alert("warning", "test", "mail server down", settings=settings)
     assert alert.delivery["email"].startswith("queued: ConnectionRefusedError")
     assert [a.alert_id for a in outbox(settings).pending()] == [alert.alert_id]

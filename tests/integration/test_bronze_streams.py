@@ -32,8 +32,10 @@ def end_offsets(settings: Settings) -> dict[int, int]:
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "t"})
     try:
         topic = settings.topic_for(EXCHANGE)
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in range(settings.topic_partitions)}
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(settings.topic_partitions)
+        }
     finally:
         consumer.close()
 
@@ -50,14 +52,18 @@ def bronze_snapshots(settings: Settings) -> list:
 
 def airflow_dags_test(settings: Settings, log_file: Path) -> subprocess.Popen:
     """A real Airflow run of the supervisor DAG (`airflow dags test`), in the background."""
-    from k2.airflow.services import AirflowServices
+    from k2.runtime.airflow import AirflowServices
 
     airflow = AirflowServices(settings)
     airflow.migrate()
     with log_file.open("wb") as out:
-        return subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "dags", "test",
-                                 f"k2_bronze_stream_{EXCHANGE}"], env=airflow.environment(), stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [str(Path(sys.executable).parent / "airflow"), "dags", "test", f"k2_bronze_stream_{EXCHANGE}"],
+            env=airflow.environment(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def stop_process_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
@@ -70,7 +76,8 @@ def stop_process_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
 
 
 def test_supervised_stream_survives_kills_and_a_stall_with_exactly_once_bronze(
-        stream_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stream_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # the stream expires its own snapshots every few seconds here, racing its own commits
     monkeypatch.setenv("K2_BRONZE_EXPIRE_EVERY_S", "5")
     monkeypatch.setenv("K2_BRONZE_SNAPSHOT_RETENTION_S", "5")
@@ -102,8 +109,11 @@ def test_supervised_stream_survives_kills_and_a_stall_with_exactly_once_bronze(
         assert summary.ok and summary.messages > 10_000
         ends = end_offsets(stream_settings)
         assert sum(ends.values()) == summary.delivery.delivered
-        wait_for(lambda: sum(1 for _ in bronze_coordinates(stream_settings)) >= sum(ends.values()), 180,
-                 "Bronze to catch up with Kafka")
+        wait_for(
+            lambda: sum(1 for _ in bronze_coordinates(stream_settings)) >= sum(ends.values()),
+            180,
+            "Bronze to catch up with Kafka",
+        )
         # one snapshot per batch, but the idle stream soon expires all but the newest
         batches = read_json(paths.progress)["batch_id"] + 1
         wait_for(lambda: len(bronze_snapshots(stream_settings)) == 1, 60, "the stream to expire its snapshots")
@@ -125,16 +135,16 @@ def test_supervised_stream_survives_kills_and_a_stall_with_exactly_once_bronze(
     assert final["state"] == "stopped" and final["reason"] == "stop requested"
 
 
-def test_racing_supervisors_run_one_job_and_a_lapsed_lease_stops_it(
-        stream_settings: Settings, tmp_path: Path) -> None:
+def test_racing_supervisors_run_one_job_and_a_lapsed_lease_stops_it(stream_settings: Settings, tmp_path: Path) -> None:
     paths = StreamPaths.of(stream_settings, EXCHANGE)
     env = {**os.environ, "K2_STREAM_LEASE_TTL_S": "15"}
     check = [sys.executable, "-m", "k2.cli", "stream", "check"]
     deadline = time.monotonic() + 240
     launches = set()
     while time.monotonic() < deadline and running_job(paths) is None:
-        racers = [subprocess.Popen(check, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                  for _ in range(2)]
+        racers = [
+            subprocess.Popen(check, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)
+        ]
         for racer in racers:
             racer.wait(120)
         state = read_json(paths.supervisor) or {}
@@ -144,8 +154,13 @@ def test_racing_supervisors_run_one_job_and_a_lapsed_lease_stops_it(
     assert len(launches - {None}) == 1, f"supervisors launched {len(launches)} jobs"
 
     # a job launched behind the supervisors' backs cannot run on the same checkpoint
-    rogue = subprocess.run([sys.executable, "-m", "k2.streams.launcher", "--exchange", EXCHANGE], env=env,
-                           capture_output=True, text=True, timeout=240)
+    rogue = subprocess.run(
+        [sys.executable, "-m", "k2.streams.launcher", "--exchange", EXCHANGE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert rogue.returncode != 0
     assert "bronze.already_running" in rogue.stdout + rogue.stderr
     assert read_json(paths.status)["pid"] == status["pid"]  # the running job is untouched
@@ -157,8 +172,13 @@ def test_racing_supervisors_run_one_job_and_a_lapsed_lease_stops_it(
 
 def run_job_directly(settings: Settings) -> subprocess.CompletedProcess:
     """The job's pre-flight checks run before Spark starts, so no spark-submit is needed here."""
-    return subprocess.run([sys.executable, str(PROJECT_ROOT / "spark_jobs" / "bronze_ingest.py"), "--exchange",
-                           EXCHANGE], env=os.environ.copy(), capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "spark_jobs" / "bronze_ingest.py"), "--exchange", EXCHANGE],
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_unreachable_broker_fails_loudly(stream_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:

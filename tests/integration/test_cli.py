@@ -19,14 +19,26 @@ pytestmark = pytest.mark.integration
 
 def run_k2(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
-    return subprocess.run([sys.executable, "-m", "k2.cli", *args], env={**base, **env}, text=True,
-                          capture_output=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "k2.cli", *args],
+        env={**base, **env},
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_up_status_down(tmp_path: Path, jars) -> None:
-    env = {"K2_HOME": str(tmp_path / "home"), "K2_KAFKA_PORT": str(free_port()),
-           "K2_KAFKA_CONTROLLER_PORT": str(free_port()), "K2_AIRFLOW_PORT": str(free_port()),
-           "K2_SPARK_UI_ENABLED": "false", "K2_FEED_SIM_RATE": "50", "K2_LOG_FORMAT": "logfmt"}
+    env = {
+        "K2_HOME": str(tmp_path / "home"),
+        "K2_KAFKA_PORT": str(free_port()),
+        "K2_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "K2_AIRFLOW_PORT": str(free_port()),
+        "K2_SPARK_UI_ENABLED": "false",
+        "K2_FEED_SIM_RATE": "50",
+        "K2_LOG_FORMAT": "logfmt",
+    }
     # the first batch run is left out here (minutes of Spark on two cores): the same DAG runs through
     # Airflow in test_medallion_dag.py
     up = run_k2("up", "--no-batch", env=env)
@@ -34,8 +46,10 @@ def test_up_status_down(tmp_path: Path, jars) -> None:
         assert up.returncode == 0, up.stderr
         lines = [line for line in up.stdout.splitlines() if line.strip()]
         assert lines[0].split()[:4] == ["component", "state", "where", "details"]
-        table = {" ".join(line.split()[:2]) if line.startswith(("feed", "stream")) else line.split()[0]: line
-                 for line in lines[2:]}
+        table = {
+            " ".join(line.split()[:2]) if line.startswith(("feed", "stream")) else line.split()[0]: line
+            for line in lines[2:]
+        }
         assert "running (pid" in table["kafka"]
         assert "2/2 present" in table["topics"]
         assert "10/10 tables" in up.stdout

@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from k2.errors import K2Error
-from k2.kafka.broker import LocalKafkaBroker
+from k2.runtime.broker import LocalKafkaBroker
 from k2.settings import Settings
 from tests.conftest import make_settings
 
@@ -53,8 +53,7 @@ def test_independent_client_produces_and_consumes(kafka_broker: LocalKafkaBroker
     assert received == sent
 
 
-def test_second_start_on_the_same_data_dir_is_refused(kafka_broker: LocalKafkaBroker,
-                                                      settings: Settings) -> None:
+def test_second_start_on_the_same_data_dir_is_refused(kafka_broker: LocalKafkaBroker, settings: Settings) -> None:
     with pytest.raises(K2Error, match="already runs"):
         LocalKafkaBroker(settings).start()
     # even when the pid file is lost, Kafka's own lock on the data directory still refuses
@@ -113,8 +112,7 @@ def test_stop_then_start_keeps_the_data(tmp_path: Path, jars) -> None:
         assert broker.stop() is False  # idempotent
         second = broker.start()
         assert second.pid != first.pid
-        assert "kept" in AdminClient({"bootstrap.servers": s.kafka_bootstrap_servers}).list_topics(
-            timeout=10).topics
+        assert "kept" in AdminClient({"bootstrap.servers": s.kafka_bootstrap_servers}).list_topics(timeout=10).topics
     finally:
         broker.stop()
     assert not broker.status().running

@@ -50,17 +50,21 @@ def test_spark_writes_pyiceberg_reads_and_back(spark, settings: Settings) -> Non
     table = load_catalog(settings).load_table(name)  # a fresh pyiceberg client on the same catalog
     rows = table.scan().to_arrow().sort_by("id").to_pylist()
     assert [(r["id"], str(r["price"]), r["note"]) for r in rows] == [
-        (1, "101.500000000000000000", "spark"), (2, "102.250000000000000000", "spark")]
+        (1, "101.500000000000000000", "spark"),
+        (2, "102.250000000000000000", "spark"),
+    ]
 
-    table.append(pa.Table.from_pylist([{"id": 3, "price": None, "note": "pyiceberg"}],
-                                      schema=table.schema().as_arrow()))
+    table.append(
+        pa.Table.from_pylist([{"id": 3, "price": None, "note": "pyiceberg"}], schema=table.schema().as_arrow())
+    )
     spark.sql(f"REFRESH TABLE {name}")
     seen = {(r.id, r.note) for r in spark.table(name).collect()}
     assert seen == {(1, "spark"), (2, "spark"), (3, "pyiceberg")}
 
 
 def test_kafka_records_land_in_bronze_and_an_independent_reader_sees_them(
-        spark, kafka_broker, catalog, settings: Settings) -> None:
+    spark, kafka_broker, catalog, settings: Settings
+) -> None:
     """Spark reads the exchange topic (batch) into the Bronze table; the table's metadata file
     alone is enough for a reader that never talks to the catalog database."""
     ensure_topics(settings)
@@ -73,14 +77,25 @@ def test_kafka_records_land_in_bronze_and_an_independent_reader_sees_them(
 
     from pyspark.sql import functions as F
 
-    raw = (spark.read.format("kafka").option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
-           .option("subscribe", topic).option("startingOffsets", "earliest").option("includeHeaders", "true")
-           .load())
+    raw = (
+        spark.read.format("kafka")
+        .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+        .option("includeHeaders", "true")
+        .load()
+    )
     bronze = raw.select(
-        F.col("topic").alias("kafka_topic"), F.col("partition").alias("kafka_partition"),
-        F.col("offset").alias("kafka_offset"), F.col("timestamp").alias("kafka_timestamp"),
-        F.col("timestampType").alias("kafka_timestamp_type"), "key", "value", "headers",
-        F.current_timestamp().alias("ingested_at"))
+        F.col("topic").alias("kafka_topic"),
+        F.col("partition").alias("kafka_partition"),
+        F.col("offset").alias("kafka_offset"),
+        F.col("timestamp").alias("kafka_timestamp"),
+        F.col("timestampType").alias("kafka_timestamp_type"),
+        "key",
+        "value",
+        "headers",
+        F.current_timestamp().alias("ingested_at"),
+    )
     bronze.writeTo(bronze_table("binance").identifier).append()
 
     table = load_catalog(settings).load_table(bronze_table("binance").identifier)
@@ -88,7 +103,9 @@ def test_kafka_records_land_in_bronze_and_an_independent_reader_sees_them(
     got = static.scan().to_arrow()
     assert sorted(got.column("value").to_pylist()) == sorted(payloads)
     assert got.column("headers").to_pylist()[0] == [{"key": "exchange", "value": b"binance"}]
-    assert all(ts.tzinfo is not None and ts < dt.datetime.now(dt.UTC)
-               for ts in got.column("kafka_timestamp").to_pylist())
-    assert len({(r["kafka_partition"], r["kafka_offset"]) for r in got.select(
-        ["kafka_partition", "kafka_offset"]).to_pylist()}) == len(payloads)
+    assert all(
+        ts.tzinfo is not None and ts < dt.datetime.now(dt.UTC) for ts in got.column("kafka_timestamp").to_pylist()
+    )
+    assert len(
+        {(r["kafka_partition"], r["kafka_offset"]) for r in got.select(["kafka_partition", "kafka_offset"]).to_pylist()}
+    ) == len(payloads)

@@ -48,8 +48,15 @@ def topics(kafka_broker, settings: Settings) -> Settings:
 class RunningFeed:
     """A LiveFeed on its own event loop in a background thread; leaving the block stops it."""
 
-    def __init__(self, settings: Settings, exchange: str, url: str, symbols: list[str],
-                 producer: TradeProducer | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        exchange: str,
+        url: str,
+        symbols: list[str],
+        producer: TradeProducer | None = None,
+        **options: Any,
+    ) -> None:
         ex = get_exchange(exchange)
         self.producer = producer or TradeProducer(settings, ex)
         self.feed = LiveFeed(settings, ex, symbols, self.producer, url=url, **options)
@@ -103,9 +110,14 @@ def records_since(settings: Settings, exchange: str, start: dict[int, int], mark
 
     topic = settings.topic_for(exchange)
     end = end_offsets(settings, exchange)
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
-                         "group.id": f"live-test-{uuid.uuid4()}", "auto.offset.reset": "earliest",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"live-test-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     pending = {p for p in end if end[p] > start.get(p, 0)}
     consumer.assign([TopicPartition(topic, p, start.get(p, 0)) for p in pending])
     found: list[Any] = []
@@ -132,18 +144,20 @@ def assert_headers(msg: Any, exchange: str, since_us: int) -> None:
     assert since_us <= int(headers["received_at"]) <= time.time_ns() // 1000
 
 
-def test_binance_trades_arrive_byte_for_byte_and_none_are_lost_across_a_dropped_connection(
-        topics: Settings) -> None:
+def test_binance_trades_arrive_byte_for_byte_and_none_are_lost_across_a_dropped_connection(topics: Settings) -> None:
     t0 = time.time_ns() // 1000
     before = end_offsets(topics, "binance")
     trade_ids = ids(8)
     frames = [binance_trade("BTCUSDT" if i % 2 else "ETHUSDT", tid) for i, tid in enumerate(trade_ids)]
-    with FakeBinanceServer(ping_interval_s=0.1) as server, \
-            RunningFeed(topics, "binance", server.url, ["BTCUSDT", "ETHUSDT"]) as feed:
+    with (
+        FakeBinanceServer(ping_interval_s=0.1) as server,
+        RunningFeed(topics, "binance", server.url, ["BTCUSDT", "ETHUSDT"]) as feed,
+    ):
         server.drop_after(4)  # abort TCP after 4 frames; the other 4 must go out on the next connection
         server.send(*frames)
-        wait_for(lambda: server.connections == 2 and feed.frames(FrameKind.TRADES) == 8, 10,
-                 "a reconnect and all 8 trades")
+        wait_for(
+            lambda: server.connections == 2 and feed.frames(FrameKind.TRADES) == 8, 10, "a reconnect and all 8 trades"
+        )
         wait_for(lambda: server.pongs >= 1, 5, "the client to answer a WebSocket ping")
     summary = feed.summary
     assert summary is not None and summary.ok
@@ -167,24 +181,32 @@ def test_kraken_subscribes_and_a_batch_message_stays_one_record(topics: Settings
     snap, batch, single = ids(3), ids(4), ids(1)
     snapshot = kraken_trades("BTC/USD", snap, snapshot=True)
     updates = [kraken_trades("ETH/USD", batch), kraken_trades("BTC/USD", single)]
-    with FakeKrakenServer(heartbeat_s=0.05, snapshot=[snapshot]) as server, \
-            RunningFeed(topics, "kraken", server.url, ["BTC/USD", "ETH/USD"], ping_interval_s=0.2) as feed:
+    with (
+        FakeKrakenServer(heartbeat_s=0.05, snapshot=[snapshot]) as server,
+        RunningFeed(topics, "kraken", server.url, ["BTC/USD", "ETH/USD"], ping_interval_s=0.2) as feed,
+    ):
         server.send(*updates)
         wait_for(lambda: feed.frames(FrameKind.TRADES) == 3, 10, "the snapshot and 2 updates")
         # status + one ack per symbol + a pong are control frames: counted, never published
-        wait_for(lambda: feed.frames(FrameKind.CONTROL) >= 4 and feed.frames(FrameKind.HEARTBEAT) >= 2, 5,
-                 "the status, 2 acks, a pong and heartbeats")
+        wait_for(
+            lambda: feed.frames(FrameKind.CONTROL) >= 4 and feed.frames(FrameKind.HEARTBEAT) >= 2,
+            5,
+            "the status, 2 acks, a pong and heartbeats",
+        )
     summary = feed.summary
     assert summary is not None and summary.ok and summary.connections == 1
-    assert server.sent_by_clients(1)[0] == {"method": "subscribe", "params": {
-        "channel": "trade", "symbol": ["BTC/USD", "ETH/USD"], "snapshot": True}}
+    assert server.sent_by_clients(1)[0] == {
+        "method": "subscribe",
+        "params": {"channel": "trade", "symbol": ["BTC/USD", "ETH/USD"], "snapshot": True},
+    }
     assert any(m.get("method") == "ping" for m in server.sent_by_clients(1) if isinstance(m, dict))
     assert server.pings_answered >= 1 and summary.frames["control"] >= 4
     assert summary.published == 3
 
     records = records_since(topics, "kraken", before, {snapshot, *updates})
     assert sorted((m.key(), m.value()) for m in records) == sorted(
-        [(b"BTC/USD", snapshot), (b"ETH/USD", updates[0]), (b"BTC/USD", updates[1])])
+        [(b"BTC/USD", snapshot), (b"ETH/USD", updates[0]), (b"BTC/USD", updates[1])]
+    )
     for msg in records:
         assert_headers(msg, "kraken", t0)
 
@@ -192,8 +214,10 @@ def test_kraken_subscribes_and_a_batch_message_stays_one_record(topics: Settings
 def test_kraken_silence_trips_the_idle_timeout_and_the_feed_resubscribes(topics: Settings) -> None:
     before = end_offsets(topics, "kraken")
     after = kraken_trades("SOL/USD", ids(2))
-    with FakeKrakenServer(heartbeat_s=0.05) as server, \
-            RunningFeed(topics, "kraken", server.url, ["SOL/USD"], idle_timeout_s=0.5) as feed:
+    with (
+        FakeKrakenServer(heartbeat_s=0.05) as server,
+        RunningFeed(topics, "kraken", server.url, ["SOL/USD"], idle_timeout_s=0.5) as feed,
+    ):
         wait_for(lambda: feed.frames(FrameKind.HEARTBEAT) >= 3, 5, "heartbeats on the first connection")
         server.go_silent()
         server.send(after)  # held back while silent: goes out on the next connection
@@ -227,15 +251,18 @@ def test_malformed_and_unexpected_frames_are_published_unchanged_and_counted(top
 
     sent = {truncated, garbage, other_stream, binary, error, trade}
     records = records_since(topics, "binance", before, sent)
-    assert sorted((m.value(), m.key()) for m in records) == sorted([
-        (truncated, b""), (garbage, b""), (binary, b""), (other_stream, b"BTCUSDT"), (trade, b"BTCUSDT")])
+    assert sorted((m.value(), m.key()) for m in records) == sorted(
+        [(truncated, b""), (garbage, b""), (binary, b""), (other_stream, b"BTCUSDT"), (trade, b"BTCUSDT")]
+    )
 
 
 def test_a_connection_is_replaced_cleanly_when_it_reaches_the_maximum_age(topics: Settings) -> None:
     before = end_offsets(topics, "binance")
     late = binance_trade("BTCUSDT", next(_ids))
-    with FakeBinanceServer() as server, \
-            RunningFeed(topics, "binance", server.url, ["BTCUSDT"], max_connection_age_s=1.0) as feed:
+    with (
+        FakeBinanceServer() as server,
+        RunningFeed(topics, "binance", server.url, ["BTCUSDT"], max_connection_age_s=1.0) as feed,
+    ):
         wait_for(lambda: server.connections >= 2, 10, "the connection to be replaced at max age")
         server.send(late)
         wait_for(lambda: feed.frames(FrameKind.TRADES) == 1, 5, "a trade on the replacement connection")
@@ -257,8 +284,7 @@ def test_an_unreachable_exchange_is_retried_with_backoff_not_a_crash(topics: Set
     assert summary.retry_reasons["connect_failed"] >= 4 and set(summary.retry_reasons) == {"connect_failed"}
 
 
-def test_a_bad_url_is_a_k2error_before_any_connection(topics: Settings,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bad_url_is_a_k2error_before_any_connection(topics: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     binance = get_exchange("binance")
     producer = TradeProducer(topics, binance)
     with pytest.raises(K2Error) as err:
@@ -274,8 +300,10 @@ def test_delivery_failures_are_visible_in_the_summary(topics: Settings) -> None:
     nowhere = topics.with_overrides(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")
     quiet = {"message.timeout.ms": 1000, "logger": logging.getLogger("tests.unreachable_kafka")}  # no C stderr
     producer = TradeProducer(nowhere, get_exchange("binance"), **quiet)
-    with FakeBinanceServer() as server, \
-            RunningFeed(topics, "binance", server.url, ["BTCUSDT"], producer=producer) as feed:
+    with (
+        FakeBinanceServer() as server,
+        RunningFeed(topics, "binance", server.url, ["BTCUSDT"], producer=producer) as feed,
+    ):
         server.send(*(binance_trade("BTCUSDT", tid) for tid in ids(3)))
         wait_for(lambda: feed.frames(FrameKind.TRADES) == 3, 10, "3 trades received")
     summary = feed.summary

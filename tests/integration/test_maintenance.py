@@ -21,8 +21,12 @@ TS = "2026-11-20T10:00:40"
 
 def append_batches(spark, settings, first: int, batches: int, size: int = 5) -> None:
     for b in range(first, first + batches):
-        write_bronze(spark, settings, "binance", [
-            (0, b * size + i, TS, binance(b * size + i, "100.0", "1.0", "2026-11-20T10:00:05")) for i in range(size)])
+        write_bronze(
+            spark,
+            settings,
+            "binance",
+            [(0, b * size + i, TS, binance(b * size + i, "100.0", "1.0", "2026-11-20T10:00:05")) for i in range(size)],
+        )
 
 
 def table_dir(settings, identifier: str) -> Path:
@@ -43,8 +47,12 @@ def test_maintenance_compacts_expires_and_removes_orphans_without_changing_rows(
 
     done = maintain_table(spark, lake, BRONZE)
 
-    assert done.error == "" and done.steps == ["rewrite_data_files", "rewrite_manifests", "expire_snapshots",
-                                               "remove_orphan_files"]
+    assert done.error == "" and done.steps == [
+        "rewrite_data_files",
+        "rewrite_manifests",
+        "expire_snapshots",
+        "remove_orphan_files",
+    ]
     assert done.data_files_before >= 8 and done.data_files_after == 1 and done.rewritten_files == done.data_files_before
     assert table_rows(spark, lake, BRONZE) == rows
     left = [r.operation for r in spark.sql(f"SELECT operation FROM {lake.catalog_name}.{BRONZE}.snapshots").collect()]

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from k2.airflow.services import AirflowServices
 from k2.lake.catalog import load_catalog
 from k2.monitoring.metrics import StreamMetrics
 from k2.monitoring.prometheus import write_textfile
+from k2.runtime.airflow import AirflowServices
 from k2.settings import Settings
 from k2.streams.state import StreamPaths, read_json
 from k2.streams.supervisor import StreamSupervisor
@@ -45,15 +45,20 @@ def produce_hour(settings: Settings, hour: dt.datetime, first_id: int) -> int:
     for i in range(TRADES_PER_HOUR):
         when = hour + dt.timedelta(minutes=2 * i, seconds=5)
         symbol = ("BTCUSDT", "ETHUSDT")[i % 2]
-        payload = binance(first_id + i, f"{100 + i}.5", "0.25", when.strftime("%Y-%m-%dT%H:%M:%S"), symbol=symbol,
-                          buyer_maker=i % 3 == 0)
+        payload = binance(
+            first_id + i,
+            f"{100 + i}.5",
+            "0.25",
+            when.strftime("%Y-%m-%dT%H:%M:%S"),
+            symbol=symbol,
+            buyer_maker=i % 3 == 0,
+        )
         records.append((when + dt.timedelta(seconds=1), payload, symbol))
     records.append((hour + dt.timedelta(minutes=50), records[0][1], "BTCUSDT"))  # the feed sent it twice
     records.append((hour + dt.timedelta(minutes=51), b'{"stream":"btcusdt@trade","data":{"e":"tra', "BTCUSDT"))
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
     for when, payload, symbol in records:
-        producer.produce(settings.topic_for(EXCHANGE), payload, symbol.encode(),
-                         timestamp=int(when.timestamp() * 1000))
+        producer.produce(settings.topic_for(EXCHANGE), payload, symbol.encode(), timestamp=int(when.timestamp() * 1000))
     assert producer.flush(30) == 0
     return len(records)
 
@@ -72,7 +77,8 @@ def finished(airflow: AirflowServices, expected: int) -> dict[str, dict] | None:
 
 @pytest.mark.timeout(1500)
 def test_backfill_deadline_alerts_and_maintenance_through_airflow(
-        stream_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stream_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     this_hour = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
     # the last three hours: the backfill's run for the latest one stops the scheduler from adding its own
     hours = [this_hour - dt.timedelta(hours=n) for n in (3, 2, 1)]
@@ -92,11 +98,25 @@ def test_backfill_deadline_alerts_and_maintenance_through_airflow(
         airflow.start()
         try:
             # Airflow's own backfill: one run per hourly data interval, logical dates = interval starts
-            airflow.cli("backfill", "create", "--dag-id", "k2_medallion", "--from-date", hours[0].isoformat(),
-                        "--to-date", hours[-1].isoformat(), "--max-active-runs", "2")
+            airflow.cli(
+                "backfill",
+                "create",
+                "--dag-id",
+                "k2_medallion",
+                "--from-date",
+                hours[0].isoformat(),
+                "--to-date",
+                hours[-1].isoformat(),
+                "--max-active-runs",
+                "2",
+            )
             airflow.cli("dags", "unpause", "-y", "k2_medallion")  # tasks of paused DAGs never start
-            wait_for(lambda: len([r for r in (finished(airflow, 3) or {}) if r.startswith("backfill__")]) == 3, 900,
-                     "three backfill runs to succeed", interval=5)
+            wait_for(
+                lambda: len([r for r in (finished(airflow, 3) or {}) if r.startswith("backfill__")]) == 3,
+                900,
+                "three backfill runs to succeed",
+                interval=5,
+            )
 
             catalog = load_catalog(stream_settings)
             silver = catalog.load_table("silver.trades").scan().to_arrow()
@@ -105,7 +125,8 @@ def test_backfill_deadline_alerts_and_maintenance_through_airflow(
             assert set(dead.column("reason").to_pylist()) == {"malformed_json"}
             bars = catalog.load_table("gold.ohlcv_1h").scan().to_arrow().to_pylist()
             assert sorted((b["bar_start"], b["symbol"], b["trade_count"]) for b in bars) == sorted(
-                (h, s, TRADES_PER_HOUR // 2) for h in hours for s in ("BTC-USDT", "ETH-USDT"))
+                (h, s, TRADES_PER_HOUR // 2) for h in hours for s in ("BTC-USDT", "ETH-USDT")
+            )
             minute_bars = catalog.load_table("gold.ohlcv_1m").scan().to_arrow()
             assert minute_bars.num_rows == 3 * TRADES_PER_HOUR  # one trade every two minutes
             assert not [r for r in dag_runs(airflow) if not r.startswith("backfill__")]
@@ -142,8 +163,9 @@ def test_backfill_deadline_alerts_and_maintenance_through_airflow(
     # (`tasks test` exits 0 whatever the task did: its log says)
     assert "Task failed" in bad.stdout + bad.stderr
     assert "unknown key latency_p99_s.warnig" in bad.stdout + bad.stderr
-    airflow.cli("variables", "set", "k2_alert_thresholds", json.dumps({"freshness_s": {"warning": 86400,
-                                                                                       "critical": None}}))
+    airflow.cli(
+        "variables", "set", "k2_alert_thresholds", json.dumps({"freshness_s": {"warning": 86400, "critical": None}})
+    )
     good = airflow.cli("tasks", "test", "k2_monitoring", "measure_and_alert", check=False)
     output = good.stdout + good.stderr
     assert good.returncode == 0 and "Task failed" not in output, output[-5000:]

@@ -22,12 +22,17 @@ pytestmark = pytest.mark.integration
 
 
 def test_paused_stream_warns_escalates_once_and_resolves_once(
-        stream_settings: Settings, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stream_settings: Settings, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     thresholds_file = tmp_path / "thresholds.json"
     thresholds_file.write_text(json.dumps({"latency_p99_s": {"warning": 10, "critical": 20}}))
     with WebhookReceiver() as hook:
-        for key, value in {"K2_ALERT_WEBHOOK_URL": hook.url, "K2_MONITOR_THRESHOLDS_FILE": str(thresholds_file),
-                           "K2_MONITOR_WINDOW_S": "10", "K2_ALERT_RESOLVE_AFTER_S": "10"}.items():
+        for key, value in {
+            "K2_ALERT_WEBHOOK_URL": hook.url,
+            "K2_MONITOR_THRESHOLDS_FILE": str(thresholds_file),
+            "K2_MONITOR_WINDOW_S": "10",
+            "K2_ALERT_RESOLVE_AFTER_S": "10",
+        }.items():
             monkeypatch.setenv(key, value)
         settings = load_settings()
         thresholds = configured_thresholds(settings)
@@ -40,6 +45,7 @@ def test_paused_stream_warns_escalates_once_and_resolves_once(
             def step():
                 monitored.append(run_monitor(settings, thresholds).metrics[0])
                 return condition()
+
             return wait_for(step, timeout, what, interval=1.0)
 
         try:
@@ -49,8 +55,11 @@ def test_paused_stream_warns_escalates_once_and_resolves_once(
             wait_for(lambda: running_job(paths), 120, "the stream's first batch")
             # warm: a few batches in, so a cold JVM's first slow commits are out of the 10 s window
             wait_for(lambda: (read_json(paths.progress) or {}).get("batch_id", 0) >= 8, 120, "a warm stream")
-            healthy = monitor_until(lambda: (monitored[-1].kafka_latency_p99_s or 99) < 5
-                                    and monitored[-1].rows_committed > 0, 60, "steady, measured latency")
+            healthy = monitor_until(
+                lambda: (monitored[-1].kafka_latency_p99_s or 99) < 5 and monitored[-1].rows_committed > 0,
+                60,
+                "steady, measured latency",
+            )
             assert healthy and hook.received == []
             m = monitored[-1]
             assert m.stream_state == "running" and m.throughput_rows_per_s > 0 and m.freshness_s < 10
@@ -70,7 +79,8 @@ def test_paused_stream_warns_escalates_once_and_resolves_once(
                 run_monitor(settings, thresholds)
             assert hook.severities("monitor") == ["warning", "critical", "resolved"]
             assert "latency_p99_s" in hook.alerts()[0]["source"] and hook.alerts()[0]["source"].startswith(
-                f"monitor {EXCHANGE}")
+                f"monitor {EXCHANGE}"
+            )
         finally:
             if feed is not None:
                 feed.finish()
@@ -80,7 +90,10 @@ def test_paused_stream_warns_escalates_once_and_resolves_once(
     catalog = load_catalog(settings)
     events = catalog.load_table("ops.alert_events").scan().to_arrow().to_pylist()
     assert [(e["kind"], e["severity"]) for e in sorted(events, key=lambda e: e["at"])] == [
-        ("opened", "warning"), ("escalated", "critical"), ("resolved", "resolved")]
+        ("opened", "warning"),
+        ("escalated", "critical"),
+        ("resolved", "resolved"),
+    ]
     assert len({e["incident_id"] for e in events}) == 1
     history = catalog.load_table("ops.stream_metrics").scan().to_arrow()
     assert history.num_rows >= len(monitored) and max(history["lag_s"].to_pylist(), key=lambda v: v or 0) > 20

@@ -36,8 +36,14 @@ def own_topics(kafka_broker, settings: Settings) -> Settings:
 
 def read_all(settings: Settings, topic: str, expected: int, timeout: float = 60.0) -> list:
     """Every record of ``topic`` (until ``expected`` arrived), read by an independent consumer."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": uuid.uuid4().hex,
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": uuid.uuid4().hex,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topic])
     records: list = []
     deadline = time.monotonic() + timeout
@@ -89,8 +95,16 @@ def test_fault_manifest_matches_what_a_consumer_reads(own_topics: Settings, tmp_
     manifest_path = tmp_path / "manifest.json"
     producer = TradeProducer(own_topics, exchange)
     plan = FaultPlan(duplicate=0.02, malformed=0.02, late=0.02, out_of_order=0.02)
-    summary = run_simulated_feed(producer, exchange, list(exchange.default_symbols), rate=0, count=5000,
-                                 seed=3, faults=plan, manifest_path=manifest_path)
+    summary = run_simulated_feed(
+        producer,
+        exchange,
+        list(exchange.default_symbols),
+        rate=0,
+        count=5000,
+        seed=3,
+        faults=plan,
+        manifest_path=manifest_path,
+    )
     assert summary.ok
     manifest = json.loads(manifest_path.read_text())
     entries = manifest["entries"]
@@ -144,19 +158,47 @@ def test_delivery_failures_are_counted_not_dropped(settings: Settings) -> None:
 
 
 def test_cli_feed_runs_and_reports(own_topics: Settings) -> None:
-    env = {"PATH": "/usr/bin:/bin", "K2_HOME": str(own_topics.home),
-           "K2_KAFKA_PORT": str(own_topics.kafka_port), "K2_TOPIC_TEMPLATE": own_topics.topic_template,
-           "K2_LOG_FORMAT": "logfmt"}
-    result = subprocess.run([sys.executable, "-m", "k2.cli", "feed", "--exchange", "kraken", "--rate", "500",
-                             "--count", "500", "--symbols", "BTC/USD,ETH/USD"], env=env, capture_output=True,
-                            text=True, timeout=120, check=False)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "K2_HOME": str(own_topics.home),
+        "K2_KAFKA_PORT": str(own_topics.kafka_port),
+        "K2_TOPIC_TEMPLATE": own_topics.topic_template,
+        "K2_LOG_FORMAT": "logfmt",
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "k2.cli",
+            "feed",
+            "--exchange",
+            "kraken",
+            "--rate",
+            "500",
+            "--count",
+            "500",
+            "--symbols",
+            "BTC/USD,ETH/USD",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     rows = dict(line.split(None, 1) for line in result.stdout.splitlines()[2:] if line.strip())
     assert rows["messages"].strip() == "500" and rows["failed"].strip() == "0"
     assert "event=feed.finished" in result.stderr
 
-    bad = subprocess.run([sys.executable, "-m", "k2.cli", "feed", "--exchange", "kraken", "--symbols", "XBTUSD"],
-                         env=env, capture_output=True, text=True, timeout=60, check=False)
+    bad = subprocess.run(
+        [sys.executable, "-m", "k2.cli", "feed", "--exchange", "kraken", "--symbols", "XBTUSD"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert bad.returncode == 2 and "not a Kraken v2 symbol" in bad.stderr
 
 
@@ -167,8 +209,10 @@ def test_watermarks_match_delivered(own_topics: Settings) -> None:
     summary = run_simulated_feed(producer, exchange, list(exchange.default_symbols), rate=0, count=1234)
     consumer = Consumer({"bootstrap.servers": own_topics.kafka_bootstrap_servers, "group.id": "wm"})
     try:
-        total = sum(consumer.get_watermark_offsets(TopicPartition(producer.topic, p), timeout=10)[1]
-                    for p in range(own_topics.topic_partitions))
+        total = sum(
+            consumer.get_watermark_offsets(TopicPartition(producer.topic, p), timeout=10)[1]
+            for p in range(own_topics.topic_partitions)
+        )
     finally:
         consumer.close()
     assert total == summary.delivery.delivered == 1234

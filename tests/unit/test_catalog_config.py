@@ -22,8 +22,9 @@ def test_sqlite_catalog_is_shared_by_spark_and_pyiceberg(tmp_path: Path) -> None
 
 
 def test_postgresql_catalog_gets_jdbc_credentials(tmp_path: Path) -> None:
-    s = Settings.from_env({"K2_HOME": str(tmp_path),
-                           "K2_CATALOG_URI": "postgresql+psycopg2://k2:pw@db.internal:5433/lake"})
+    s = Settings.from_env(
+        {"K2_HOME": str(tmp_path), "K2_CATALOG_URI": "postgresql+psycopg2://k2:pw@db.internal:5433/lake"}
+    )
     conf = spark_catalog_conf(s)
     assert conf["spark.sql.catalog.k2.uri"] == "jdbc:postgresql://db.internal:5433/lake"
     assert conf["spark.sql.catalog.k2.jdbc.user"] == "k2"
@@ -31,9 +32,16 @@ def test_postgresql_catalog_gets_jdbc_credentials(tmp_path: Path) -> None:
 
 
 def test_rest_catalog_with_s3_storage() -> None:
-    s = Settings.from_env({"K2_CATALOG_TYPE": "rest", "K2_CATALOG_URI": "http://rest:8181",
-                           "K2_WAREHOUSE": "s3://lake/k2", "K2_S3_ENDPOINT": "http://minio:9000",
-                           "K2_S3_ACCESS_KEY_ID": "key", "K2_S3_SECRET_ACCESS_KEY": "secret"})
+    s = Settings.from_env(
+        {
+            "K2_CATALOG_TYPE": "rest",
+            "K2_CATALOG_URI": "http://rest:8181",
+            "K2_WAREHOUSE": "s3://lake/k2",
+            "K2_S3_ENDPOINT": "http://minio:9000",
+            "K2_S3_ACCESS_KEY_ID": "key",
+            "K2_S3_SECRET_ACCESS_KEY": "secret",
+        }
+    )
     py = pyiceberg_properties(s)
     sp = spark_catalog_conf(s)
     assert py["type"] == "rest" and py["uri"] == "http://rest:8181"

@@ -45,22 +45,31 @@ def test_backoff_reset_starts_over_and_huge_attempt_counts_do_not_overflow() -> 
     assert backoff.attempt == 0 and backoff.ceiling() == 0.5
 
 
-@pytest.mark.parametrize(("exchange", "frame", "kind", "publish", "key"), [
-    ("binance", binance_trade("BTCUSDT", 1), FrameKind.TRADES, True, b"BTCUSDT"),
-    ("binance", b'{"stream":"btcusdt@trade","data":{"e":"trade"', FrameKind.UNKNOWN, True, b""),
-    ("binance", b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","s":"BTCUSDT"}}', FrameKind.UNKNOWN,
-     True, b"BTCUSDT"),
-    ("binance", b"\xff\xfe not utf-8", FrameKind.UNKNOWN, True, b""),
-    ("binance", b'{"error":{"code":2,"msg":"Invalid request"}}', FrameKind.ERROR, False, b""),
-    ("binance", b'{"result":null,"id":1}', FrameKind.CONTROL, False, b""),
-    ("kraken", kraken_trades("ETH/USD", [1, 2, 3]), FrameKind.TRADES, True, b"ETH/USD"),
-    ("kraken", '{"channel":"heartbeat"}', FrameKind.HEARTBEAT, False, b""),
-    ("kraken", '{"method":"pong","req_id":3}', FrameKind.CONTROL, False, b""),
-    ("kraken", '{"error":"Currency pair not supported","success":false}', FrameKind.ERROR, False, b""),
-    ("kraken", "[1, 2, 3]", FrameKind.UNKNOWN, True, b""),
-])
+@pytest.mark.parametrize(
+    ("exchange", "frame", "kind", "publish", "key"),
+    [
+        ("binance", binance_trade("BTCUSDT", 1), FrameKind.TRADES, True, b"BTCUSDT"),
+        ("binance", b'{"stream":"btcusdt@trade","data":{"e":"trade"', FrameKind.UNKNOWN, True, b""),
+        (
+            "binance",
+            b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","s":"BTCUSDT"}}',
+            FrameKind.UNKNOWN,
+            True,
+            b"BTCUSDT",
+        ),
+        ("binance", b"\xff\xfe not utf-8", FrameKind.UNKNOWN, True, b""),
+        ("binance", b'{"error":{"code":2,"msg":"Invalid request"}}', FrameKind.ERROR, False, b""),
+        ("binance", b'{"result":null,"id":1}', FrameKind.CONTROL, False, b""),
+        ("kraken", kraken_trades("ETH/USD", [1, 2, 3]), FrameKind.TRADES, True, b"ETH/USD"),
+        ("kraken", '{"channel":"heartbeat"}', FrameKind.HEARTBEAT, False, b""),
+        ("kraken", '{"method":"pong","req_id":3}', FrameKind.CONTROL, False, b""),
+        ("kraken", '{"error":"Currency pair not supported","success":false}', FrameKind.ERROR, False, b""),
+        ("kraken", "[1, 2, 3]", FrameKind.UNKNOWN, True, b""),
+    ],
+)
 def test_trades_and_unknown_frames_are_published_the_rest_only_counted(
-        exchange: str, frame: str | bytes, kind: FrameKind, publish: bool, key: bytes) -> None:
+    exchange: str, frame: str | bytes, kind: FrameKind, publish: bool, key: bytes
+) -> None:
     action = plan_frame(get_exchange(exchange), frame)
     assert (action.kind, action.publish, action.key) == (kind, publish, key)
 
@@ -82,24 +91,25 @@ def test_url_precedence_argument_then_environment_then_default(monkeypatch: pyte
     binance = get_exchange("binance")
     settings = _settings()
     monkeypatch.delenv("K2_BINANCE_WS_URL", raising=False)
-    assert resolve_url(settings, binance, ["BTCUSDT"]) == \
-        "wss://stream.binance.com:9443/stream?streams=btcusdt@trade"
+    assert resolve_url(settings, binance, ["BTCUSDT"]) == "wss://stream.binance.com:9443/stream?streams=btcusdt@trade"
     monkeypatch.setenv("K2_BINANCE_WS_URL", "ws://127.0.0.1:1/stream")
-    assert resolve_url(settings, binance, ["BTCUSDT", "ETHBTC"]) == \
-        "ws://127.0.0.1:1/stream?streams=btcusdt@trade/ethbtc@trade"
+    assert (
+        resolve_url(settings, binance, ["BTCUSDT", "ETHBTC"])
+        == "ws://127.0.0.1:1/stream?streams=btcusdt@trade/ethbtc@trade"
+    )
     assert resolve_url(settings, binance, ["BTCUSDT"], "ws://h:2/stream") == "ws://h:2/stream?streams=btcusdt@trade"
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:1/v2", "not a url", "ws://", "wss://host:99999/v2",
-                                 "ws://host:port/v2"])
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:1/v2", "not a url", "ws://", "wss://host:99999/v2", "ws://host:port/v2"]
+)
 def test_a_url_that_can_never_work_is_a_k2error_with_a_fix(url: str) -> None:
     with pytest.raises(K2Error) as err:
         resolve_url(_settings(), get_exchange("kraken"), ["BTC/USD"], url)
     assert "ws://" in err.value.fix and "K2_KRAKEN_WS_URL" in err.value.fix
 
 
-def test_symbols_come_from_the_argument_then_the_environment_then_the_defaults(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_symbols_come_from_the_argument_then_the_environment_then_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     kraken = get_exchange("kraken")
     monkeypatch.delenv("K2_KRAKEN_SYMBOLS", raising=False)
     assert resolve_symbols(_settings(), kraken, None) == list(kraken.default_symbols)

@@ -27,18 +27,21 @@ def test_overrides_apply_in_order_and_per_exchange() -> None:
     assert t.of("kraken", "freshness_s").critical is None and t.of("kraken", "freshness_s").level(10**6) == "warning"
 
 
-@pytest.mark.parametrize(("raw", "named"), [
-    ('{"latency_p99": {"warning": 1}}', "unknown key latency_p99"),
-    ('{"latency_p99_s": {"warn": 1}}', "unknown key latency_p99_s.warn"),
-    ('{"latency_p99_s": {"warning": -1}}', "latency_p99_s.warning is -1"),
-    ('{"latency_p99_s": {"warning": "ten"}}', "latency_p99_s.warning is 'ten', not a number"),
-    ('{"latency_p99_s": {"warning": true}}', "latency_p99_s.warning is True, not a number"),
-    ('{"exchanges": {"kraken": {"lag_s": {"warning": 1}}}}', "unknown key exchanges.kraken.lag_s"),
-    ('{"exchanges": {"coinbase": {}}}', "exchanges.coinbase is not a configured exchange"),
-    ('{"latency_p99_s": {"warning": 40}}', "warning 40 is above critical 30"),
-    ("[1]", "must hold a JSON object"),
-    ("{nope", "is not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        ('{"latency_p99": {"warning": 1}}', "unknown key latency_p99"),
+        ('{"latency_p99_s": {"warn": 1}}', "unknown key latency_p99_s.warn"),
+        ('{"latency_p99_s": {"warning": -1}}', "latency_p99_s.warning is -1"),
+        ('{"latency_p99_s": {"warning": "ten"}}', "latency_p99_s.warning is 'ten', not a number"),
+        ('{"latency_p99_s": {"warning": true}}', "latency_p99_s.warning is True, not a number"),
+        ('{"exchanges": {"kraken": {"lag_s": {"warning": 1}}}}', "unknown key exchanges.kraken.lag_s"),
+        ('{"exchanges": {"coinbase": {}}}', "exchanges.coinbase is not a configured exchange"),
+        ('{"latency_p99_s": {"warning": 40}}', "warning 40 is above critical 30"),
+        ("[1]", "must hold a JSON object"),
+        ("{nope", "is not valid JSON"),
+    ],
+)
 def test_bad_thresholds_are_rejected_naming_the_key(raw: str, named: str) -> None:
     with pytest.raises(K2Error, match=named.replace("(", r"\(").replace(")", r"\)")):
         load_thresholds(EXCHANGES, ("Airflow Variable k2_alert_thresholds", raw))
@@ -48,10 +51,24 @@ def test_one_alert_per_incident_escalation_then_resolution_after_quiet_period() 
     t = load_thresholds(EXCHANGES)
     book = IncidentBook()
     kinds = []
-    for now, value in [(0, 1), (60, 12), (120, 15), (180, 31), (240, 45), (300, 20), (360, 2), (420, 12),
-                       (480, 2), (540, 2), (600, 2), (660, 2)]:
-        kinds += [(now, e.kind, e.severity) for e in
-                  book.evaluate("binance", {"latency_p99_s": value}, t, float(now), resolve_after_s=120)]
+    for now, value in [
+        (0, 1),
+        (60, 12),
+        (120, 15),
+        (180, 31),
+        (240, 45),
+        (300, 20),
+        (360, 2),
+        (420, 12),
+        (480, 2),
+        (540, 2),
+        (600, 2),
+        (660, 2),
+    ]:
+        kinds += [
+            (now, e.kind, e.severity)
+            for e in book.evaluate("binance", {"latency_p99_s": value}, t, float(now), resolve_after_s=120)
+        ]
     # 20 after critical does not de-escalate; the 420 blip restarts the quiet period
     assert kinds == [(60, "opened", "warning"), (180, "escalated", "critical"), (600, "resolved", "resolved")]
     assert book.open == {}

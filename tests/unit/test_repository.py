@@ -27,8 +27,11 @@ def test_ruff_is_clean() -> None:
 def test_ci_runs_exactly_the_readme_test_command() -> None:
     commands = readme_commands()
     assert len(commands) == 2, "the README holds exactly two set-up commands"
-    ci_lines = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines()
-                if ln.strip() and not ln.startswith("#") and not ln.startswith(("set ", "cd "))]
+    ci_lines = [
+        ln
+        for ln in (ROOT / ".ci" / "run").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#") and not ln.startswith(("set ", "cd "))
+    ]
     assert ci_lines == [commands[1]]
 
 

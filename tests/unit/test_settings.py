@@ -18,11 +18,17 @@ def test_defaults_describe_the_embedded_stack(tmp_path: Path) -> None:
 
 
 def test_environment_overrides_are_parsed_by_type(tmp_path: Path) -> None:
-    s = Settings.from_env({
-        "K2_HOME": str(tmp_path), "K2_KAFKA_PORT": "19092", "K2_KAFKA_EMBEDDED": "false",
-        "K2_KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092", "K2_EXCHANGES": "binance, kraken ,coinbase",
-        "K2_KAFKA_START_TIMEOUT_S": "12.5", "K2_SPARK_MASTER": "spark://master:7077",
-    })
+    s = Settings.from_env(
+        {
+            "K2_HOME": str(tmp_path),
+            "K2_KAFKA_PORT": "19092",
+            "K2_KAFKA_EMBEDDED": "false",
+            "K2_KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092",
+            "K2_EXCHANGES": "binance, kraken ,coinbase",
+            "K2_KAFKA_START_TIMEOUT_S": "12.5",
+            "K2_SPARK_MASTER": "spark://master:7077",
+        }
+    )
     assert s.kafka_port == 19092
     assert s.kafka_embedded is False
     assert s.kafka_bootstrap_servers == "k1:9092,k2:9092"
@@ -52,19 +58,22 @@ def test_per_exchange_options_are_accepted(tmp_path: Path) -> None:
     assert s.exchange_option("kraken", "symbols", env) == ""
 
 
-@pytest.mark.parametrize(("key", "value", "message"), [
-    ("K2_KAFKA_PORT", "ninety", "is not a valid int"),
-    ("K2_KAFKA_PORT", "70000", "is not a TCP port"),
-    ("K2_KAFKA_EMBEDDED", "maybe", "is not a valid bool"),
-    ("K2_TOPIC_PARTITIONS", "0", "must be positive"),
-    ("K2_CATALOG_TYPE", "hive", "is not one of"),
-    ("K2_LOG_FORMAT", "xml", "is not one of"),
-    ("K2_EXCHANGES", "Binance", "lower-case identifier"),
-    ("K2_TOPIC_TEMPLATE", "trades", "no {exchange} placeholder"),
-    ("K2_WAREHOUSE", "relative/path", "neither file:// nor s3://"),
-    ("K2_MAINTENANCE_ORPHAN_AGE_H", "2", "under 24 hours"),
-    ("K2_MAINTENANCE_MIN_SNAPSHOTS", "-1", "must be positive"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("K2_KAFKA_PORT", "ninety", "is not a valid int"),
+        ("K2_KAFKA_PORT", "70000", "is not a TCP port"),
+        ("K2_KAFKA_EMBEDDED", "maybe", "is not a valid bool"),
+        ("K2_TOPIC_PARTITIONS", "0", "must be positive"),
+        ("K2_CATALOG_TYPE", "hive", "is not one of"),
+        ("K2_LOG_FORMAT", "xml", "is not one of"),
+        ("K2_EXCHANGES", "Binance", "lower-case identifier"),
+        ("K2_TOPIC_TEMPLATE", "trades", "no {exchange} placeholder"),
+        ("K2_WAREHOUSE", "relative/path", "neither file:// nor s3://"),
+        ("K2_MAINTENANCE_ORPHAN_AGE_H", "2", "under 24 hours"),
+        ("K2_MAINTENANCE_MIN_SNAPSHOTS", "-1", "must be positive"),
+    ],
+)
 def test_bad_values_name_the_variable(key: str, value: str, message: str) -> None:
     with pytest.raises(K2Error) as err:
         Settings.from_env({key: value})

@@ -4,11 +4,18 @@ import pytest
 
 from k2.streams.health import Action, Observation, Policy, SupervisorState, backoff_s, decide
 
-POLICY = Policy(stall_timeout_s=60, start_timeout_s=120, backoff_base_s=2, backoff_max_s=30,
-                max_restarts_per_hour=3)
+POLICY = Policy(stall_timeout_s=60, start_timeout_s=120, backoff_base_s=2, backoff_max_s=30, max_restarts_per_hour=3)
 NOW = 10_000.0
-DOWN = Observation(now=NOW, running_pid=None, launcher_alive=False, job_state=None, failure_reason=None,
-                   last_active_at=None, lag=0, stop_requested=False)
+DOWN = Observation(
+    now=NOW,
+    running_pid=None,
+    launcher_alive=False,
+    job_state=None,
+    failure_reason=None,
+    last_active_at=None,
+    lag=0,
+    stop_requested=False,
+)
 UP = replace(DOWN, running_pid=123, job_state="running", last_active_at=NOW - 1, lag=10)
 
 
@@ -45,12 +52,15 @@ def test_a_booting_job_is_left_alone() -> None:
     assert decide(replace(DOWN, launcher_alive=True), late, POLICY).action is Action.KILL
 
 
-@pytest.mark.parametrize(("last_active", "lag", "action"), [
-    (NOW - 1, 10, Action.NONE),  # healthy
-    (NOW - 61, 10, Action.KILL),  # silent with work waiting: stalled
-    (NOW - 600, 0, Action.NONE),  # silent and nothing to read: idle, not stalled
-    (NOW - 600, None, Action.NONE),  # Kafka unknown: do not guess
-])
+@pytest.mark.parametrize(
+    ("last_active", "lag", "action"),
+    [
+        (NOW - 1, 10, Action.NONE),  # healthy
+        (NOW - 61, 10, Action.KILL),  # silent with work waiting: stalled
+        (NOW - 600, 0, Action.NONE),  # silent and nothing to read: idle, not stalled
+        (NOW - 600, None, Action.NONE),  # Kafka unknown: do not guess
+    ],
+)
 def test_stall_needs_silence_and_waiting_records(last_active: float, lag: int | None, action: Action) -> None:
     state = SupervisorState(launched_at=NOW - 1000)
     assert decide(replace(UP, last_active_at=last_active, lag=lag), state, POLICY).action is action
@@ -64,8 +74,9 @@ def test_no_first_batch_within_start_timeout_is_a_stall() -> None:
 
 
 def test_stop_request_is_respected() -> None:
-    assert decide(replace(DOWN, stop_requested=True), SupervisorState(launched_at=NOW - 5), POLICY).action \
-        is Action.NONE
+    assert (
+        decide(replace(DOWN, stop_requested=True), SupervisorState(launched_at=NOW - 5), POLICY).action is Action.NONE
+    )
     assert decide(replace(UP, stop_requested=True), SupervisorState(), POLICY).action is Action.NONE
 
 

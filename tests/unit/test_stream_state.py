@@ -12,8 +12,10 @@ def test_instance_lock_is_exclusive_across_processes_and_probed_without_taking_i
     lock = InstanceLock(tmp_path / "instance.lock")
     assert lock.holder_pid() is None
     assert lock.acquire()
-    probe = ("import sys; from pathlib import Path; from k2.streams.state import InstanceLock; "
-             "l = InstanceLock(Path(sys.argv[1])); print(l.holder_pid(), l.acquire())")
+    probe = (
+        "import sys; from pathlib import Path; from k2.streams.state import InstanceLock; "
+        "l = InstanceLock(Path(sys.argv[1])); print(l.holder_pid(), l.acquire())"
+    )
     out = subprocess.run([sys.executable, "-c", probe, str(lock.path)], capture_output=True, text=True, check=True)
     import os
 
@@ -45,7 +47,7 @@ def test_checkpoint_checks(tmp_path: Path) -> None:
     (cp / "metadata").write_text(json.dumps({"id": "abc"}))
     (cp / "offsets" / "0").write_text('v1\n{"batchWatermarkMs":0}\n{"t":{"0":5}}\n')
     assert checkpoint_problem(cp) is None
-    (cp / "offsets" / "1").write_bytes(b"v1\n{\"batchWatermarkMs\":0\n\x00\x00")
+    (cp / "offsets" / "1").write_bytes(b'v1\n{"batchWatermarkMs":0\n\x00\x00')
     problem = checkpoint_problem(cp)
     assert problem is not None and str(cp / "offsets" / "1") in problem.cause
     assert "restore" in problem.fix and "never deletes" in problem.fix

@@ -6,16 +6,31 @@ from k2.settings import Settings
 
 def test_every_layer_has_its_tables() -> None:
     names = [t.identifier for t in all_tables(Settings.from_env({}))]
-    assert names == ["bronze.binance_trades", "bronze.kraken_trades", "silver.trades", "silver.dead_letter",
-                     *(f"gold.ohlcv_{i}" for i in GOLD_INTERVALS), "ops.stream_metrics", "ops.alert_events"]
+    assert names == [
+        "bronze.binance_trades",
+        "bronze.kraken_trades",
+        "silver.trades",
+        "silver.dead_letter",
+        *(f"gold.ohlcv_{i}" for i in GOLD_INTERVALS),
+        "ops.stream_metrics",
+        "ops.alert_events",
+    ]
 
 
 def test_bronze_keeps_raw_payload_and_kafka_coordinates() -> None:
     spec = bronze_table("binance")
     schema = spec.schema()
     cols = [f.name for f in schema.fields]
-    for name in ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "key", "value",
-                 "headers", "ingested_at"):
+    for name in (
+        "kafka_topic",
+        "kafka_partition",
+        "kafka_offset",
+        "kafka_timestamp",
+        "key",
+        "value",
+        "headers",
+        "ingested_at",
+    ):
         assert name in cols
     assert isinstance(schema.find_field("headers").field_type, ListType)
     ids = [schema.find_field(n).field_id for n in ("kafka_topic", "kafka_partition", "kafka_offset")]

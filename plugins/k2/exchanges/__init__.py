@@ -13,8 +13,17 @@ from k2.errors import K2Error
 from k2.exchanges.base import Exchange, Frame, FrameKind, Instrument, TradeBatch
 from k2.settings import Settings
 
-__all__ = ["Exchange", "Frame", "FrameKind", "Instrument", "TradeBatch", "available", "get_exchange",
-           "known_symbols", "resolve_symbols"]
+__all__ = [
+    "Exchange",
+    "Frame",
+    "FrameKind",
+    "Instrument",
+    "TradeBatch",
+    "available",
+    "get_exchange",
+    "known_symbols",
+    "resolve_symbols",
+]
 
 
 @cache
@@ -33,12 +42,14 @@ def get_exchange(name: str) -> Exchange:
     try:
         return _registry()[name]()
     except KeyError:
-        raise K2Error(f"unknown exchange {name!r}",
-                      f"use one of: {', '.join(available())} (or add a module to k2/exchanges/).") from None
+        raise K2Error(
+            f"unknown exchange {name!r}", f"use one of: {', '.join(available())} (or add a module to k2/exchanges/)."
+        ) from None
 
 
-def resolve_symbols(settings: Settings, exchange: Exchange, symbols: list[str] | None, *,
-                    simulated: bool = False) -> list[str]:
+def resolve_symbols(
+    settings: Settings, exchange: Exchange, symbols: list[str] | None, *, simulated: bool = False
+) -> list[str]:
     """Symbols to use, validated: the given ones, else K2_<EXCHANGE>_SYMBOLS, else the exchange's."""
     option = settings.exchange_option(exchange.name, "SYMBOLS")
     configured = [s.strip() for s in option.split(",") if s.strip()]

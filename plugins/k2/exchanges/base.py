@@ -55,14 +55,21 @@ class TradeBatch:
         """The single message ``index`` as a batch of its own."""
         start = sum(self.sizes[:index])
         end = start + self.sizes[index]
-        return TradeBatch(self.symbol[start:end], self.trade_id[start:end], self.price[start:end],
-                          self.qty[start:end], self.event_time_us[start:end], self.is_buy[start:end],
-                          [self.sizes[index]], frozenset({0}) if index in self.snapshot else frozenset())
+        return TradeBatch(
+            self.symbol[start:end],
+            self.trade_id[start:end],
+            self.price[start:end],
+            self.qty[start:end],
+            self.event_time_us[start:end],
+            self.is_buy[start:end],
+            [self.sizes[index]],
+            frozenset({0}) if index in self.snapshot else frozenset(),
+        )
 
     def trade_ids_by_message(self) -> list[tuple[int, ...]]:
         out, start = [], 0
         for size in self.sizes:
-            out.append(tuple(self.trade_id[start:start + size]))
+            out.append(tuple(self.trade_id[start : start + size]))
             start += size
         return out
 
@@ -107,13 +114,16 @@ class Exchange(ABC):
 
     def validate_symbols(self, symbols: list[str] | tuple[str, ...], *, simulated: bool) -> list[str]:
         if not symbols:
-            raise K2Error(f"no symbols configured for {self.name}",
-                          f"set K2_{self.name.upper()}_SYMBOLS or pass --symbols.")
+            raise K2Error(
+                f"no symbols configured for {self.name}", f"set K2_{self.name.upper()}_SYMBOLS or pass --symbols."
+            )
         for symbol in symbols:
             self.split_symbol(symbol)
             if simulated and symbol not in self.instruments:
-                raise K2Error(f"the {self.name} simulator has no model for {symbol!r}",
-                              f"use one of {', '.join(self.instruments)}.")
+                raise K2Error(
+                    f"the {self.name} simulator has no model for {symbol!r}",
+                    f"use one of {', '.join(self.instruments)}.",
+                )
         return list(symbols)
 
     # --- live feed protocol -----------------------------------------------------------------------

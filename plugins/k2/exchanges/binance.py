@@ -26,14 +26,17 @@ class Binance(Exchange):
     payload_format = "binance.combined-trade.v1"
     price_field = "p"
     default_ws_url = "wss://stream.binance.com:9443/stream"
-    instruments: ClassVar[dict[str, Instrument]] = {i.symbol: i for i in (
-        Instrument("BTCUSDT", "BTC", "USDT", 2, 5, 65000.0, 0.01),
-        Instrument("ETHUSDT", "ETH", "USDT", 2, 4, 3200.0, 0.1),
-        Instrument("SOLUSDT", "SOL", "USDT", 2, 3, 150.0, 2.0),
-        Instrument("BNBUSDT", "BNB", "USDT", 2, 3, 580.0, 0.5),
-        Instrument("XRPUSDT", "XRP", "USDT", 4, 1, 0.55, 800.0),
-        Instrument("ETHBTC", "ETH", "BTC", 5, 4, 0.0492, 0.2),
-    )}
+    instruments: ClassVar[dict[str, Instrument]] = {
+        i.symbol: i
+        for i in (
+            Instrument("BTCUSDT", "BTC", "USDT", 2, 5, 65000.0, 0.01),
+            Instrument("ETHUSDT", "ETH", "USDT", 2, 4, 3200.0, 0.1),
+            Instrument("SOLUSDT", "SOL", "USDT", 2, 3, 150.0, 2.0),
+            Instrument("BNBUSDT", "BNB", "USDT", 2, 3, 580.0, 0.5),
+            Instrument("XRPUSDT", "XRP", "USDT", 4, 1, 0.55, 800.0),
+            Instrument("ETHBTC", "ETH", "BTC", 5, 4, 0.0492, 0.2),
+        )
+    }
     default_symbols = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "ETHBTC")
     idle_timeout_s = 60.0  # Binance pings every 20 s; a minute of silence means a dead link
     max_connection_age_s = 23.5 * 3600  # reconnect before the 24 h cut-off, on our own terms
@@ -43,8 +46,10 @@ class Binance(Exchange):
             for quote in _QUOTES:
                 if symbol.endswith(quote) and len(symbol) > len(quote):
                     return symbol[: -len(quote)], quote
-        raise K2Error(f"{symbol!r} is not a Binance spot symbol (upper case BASEQUOTE, e.g. BTCUSDT)",
-                      f"use symbols like {', '.join(self.default_symbols[:3])}.")
+        raise K2Error(
+            f"{symbol!r} is not a Binance spot symbol (upper case BASEQUOTE, e.g. BTCUSDT)",
+            f"use symbols like {', '.join(self.default_symbols[:3])}.",
+        )
 
     def connect_url(self, base_url: str, symbols: list[str]) -> str:
         streams = "/".join(f"{s.lower()}@trade" for s in symbols)
@@ -74,9 +79,12 @@ class Binance(Exchange):
         mid = {s: f',"s":"{s}","t":' for s in head}
         tail = {True: ',"m":false,"M":true}}', False: ',"m":true,"M":true}}'}
         trade_ms = [us // 1000 for us in batch.event_time_us]
-        return [f'{head[s]}{ms + 1}{mid[s]}{t},"p":"{p}","q":"{q}","T":{ms}{tail[buy]}'.encode()
-                for s, t, p, q, ms, buy in zip(batch.symbol, batch.trade_id, batch.price, batch.qty,
-                                               trade_ms, batch.is_buy, strict=True)]
+        return [
+            f'{head[s]}{ms + 1}{mid[s]}{t},"p":"{p}","q":"{q}","T":{ms}{tail[buy]}'.encode()
+            for s, t, p, q, ms, buy in zip(
+                batch.symbol, batch.trade_id, batch.price, batch.qty, trade_ms, batch.is_buy, strict=True
+            )
+        ]
 
     def event_times_us(self, payload: bytes) -> list[int]:
         try:
@@ -91,15 +99,24 @@ class Binance(Exchange):
 
         # a map, not a struct: Binance's keys differ only in case ("t" id / "T" time), and Spark
         # resolves struct fields case-insensitively; map lookups are exact
-        df = payload_text(bronze).withColumn("msg", F.from_json("payload", "stream STRING, data MAP<STRING, STRING>")
-                                             .getField("data"))
+        df = payload_text(bronze).withColumn(
+            "msg", F.from_json("payload", "stream STRING, data MAP<STRING, STRING>").getField("data")
+        )
         field = F.col("msg").getItem
-        error = F.coalesce(F.col("payload_error"), F.when(F.col("msg").isNull(), unparsed_reason()),
-                           F.when(F.coalesce(field("e"), F.lit("")) != "trade", F.lit("not_a_trade")))
+        error = F.coalesce(
+            F.col("payload_error"),
+            F.when(F.col("msg").isNull(), unparsed_reason()),
+            F.when(F.coalesce(field("e"), F.lit("")) != "trade", F.lit("not_a_trade")),
+        )
         return candidates(
-            df, item_index=F.lit(0), exchange_symbol=field("s"), trade_id=field("t"),
+            df,
+            item_index=F.lit(0),
+            exchange_symbol=field("s"),
+            trade_id=field("t"),
             event_time=F.timestamp_millis(field("T").try_cast("bigint")),
-            price_text=field("p"), quantity_text=field("q"),
+            price_text=field("p"),
+            quantity_text=field("q"),
             # "m": the buyer was the maker, so the aggressor sold
             taker_side=F.when(field("m") == "true", F.lit("sell")).when(field("m") == "false", F.lit("buy")),
-            parse_error=error)
+            parse_error=error,
+        )

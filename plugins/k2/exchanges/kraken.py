@@ -27,13 +27,16 @@ class Kraken(Exchange):
     payload_format = "kraken.v2-trade.v1"
     price_field = "price"
     default_ws_url = "wss://ws.kraken.com/v2"
-    instruments: ClassVar[dict[str, Instrument]] = {i.symbol: i for i in (
-        Instrument("BTC/USD", "BTC", "USD", 1, 8, 65000.0, 0.01),
-        Instrument("ETH/USD", "ETH", "USD", 2, 8, 3200.0, 0.2),
-        Instrument("SOL/USD", "SOL", "USD", 2, 8, 150.0, 3.0),
-        Instrument("BTC/EUR", "BTC", "EUR", 1, 8, 60000.0, 0.01),
-        Instrument("ETH/BTC", "ETH", "BTC", 5, 8, 0.0492, 0.3),
-    )}
+    instruments: ClassVar[dict[str, Instrument]] = {
+        i.symbol: i
+        for i in (
+            Instrument("BTC/USD", "BTC", "USD", 1, 8, 65000.0, 0.01),
+            Instrument("ETH/USD", "ETH", "USD", 2, 8, 3200.0, 0.2),
+            Instrument("SOL/USD", "SOL", "USD", 2, 8, 150.0, 3.0),
+            Instrument("BTC/EUR", "BTC", "EUR", 1, 8, 60000.0, 0.01),
+            Instrument("ETH/BTC", "ETH", "BTC", 5, 8, 0.0492, 0.3),
+        )
+    }
     default_symbols = ("BTC/USD", "ETH/USD", "SOL/USD", "BTC/EUR", "ETH/BTC")
     idle_timeout_s = 10.0  # heartbeats arrive every second; ten silent seconds mean a dead link
     ping_interval_s = 30.0
@@ -42,16 +45,19 @@ class Kraken(Exchange):
     def split_symbol(self, symbol: str) -> tuple[str, str]:
         match = re.fullmatch(r"([A-Z0-9]{2,12})/([A-Z0-9]{2,12})", symbol)
         if not match:
-            raise K2Error(f"{symbol!r} is not a Kraken v2 symbol (BASE/QUOTE, e.g. BTC/USD)",
-                          f"use symbols like {', '.join(self.default_symbols[:3])}.")
+            raise K2Error(
+                f"{symbol!r} is not a Kraken v2 symbol (BASE/QUOTE, e.g. BTC/USD)",
+                f"use symbols like {', '.join(self.default_symbols[:3])}.",
+            )
         return match.group(1), match.group(2)
 
     def connect_url(self, base_url: str, symbols: list[str]) -> str:
         return base_url
 
     def subscribe_frames(self, symbols: list[str]) -> list[str]:
-        return [json.dumps({"method": "subscribe",
-                            "params": {"channel": "trade", "symbol": symbols, "snapshot": True}})]
+        return [
+            json.dumps({"method": "subscribe", "params": {"channel": "trade", "symbol": symbols, "snapshot": True}})
+        ]
 
     def ping_frame(self, req_id: int) -> str | None:
         return json.dumps({"method": "ping", "req_id": req_id})
@@ -73,15 +79,18 @@ class Kraken(Exchange):
         return Frame(FrameKind.UNKNOWN)
 
     def render(self, batch: TradeBatch) -> list[bytes]:
-        items = [f'{{"symbol":"{s}","side":"{"buy" if buy else "sell"}","price":{p},"qty":{q},'
-                 f'"ord_type":"{"limit" if t % 3 == 0 else "market"}","trade_id":{t},'
-                 f'"timestamp":"{_rfc3339(us)}"}}'
-                 for s, t, p, q, us, buy in zip(batch.symbol, batch.trade_id, batch.price, batch.qty,
-                                                batch.event_time_us, batch.is_buy, strict=True)]
+        items = [
+            f'{{"symbol":"{s}","side":"{"buy" if buy else "sell"}","price":{p},"qty":{q},'
+            f'"ord_type":"{"limit" if t % 3 == 0 else "market"}","trade_id":{t},'
+            f'"timestamp":"{_rfc3339(us)}"}}'
+            for s, t, p, q, us, buy in zip(
+                batch.symbol, batch.trade_id, batch.price, batch.qty, batch.event_time_us, batch.is_buy, strict=True
+            )
+        ]
         payloads, start = [], 0
         for i, size in enumerate(batch.sizes):
             kind = "snapshot" if i in batch.snapshot else "update"
-            data = ",".join(items[start:start + size])
+            data = ",".join(items[start : start + size])
             payloads.append(f'{{"channel":"trade","type":"{kind}","data":[{data}]}}'.encode())
             start += size
         return payloads
@@ -99,15 +108,22 @@ class Kraken(Exchange):
             F.col("payload_error"),
             F.when(F.col("msg").isNull() | F.col("msg.channel").isNull(), unparsed_reason()),
             F.when((F.col("msg.channel") != "trade") | F.col("msg.data").isNull(), F.lit("not_a_trade")),
-            F.when(F.size("msg.data") == 0, F.lit("no_trades")))
+            F.when(F.size("msg.data") == 0, F.lit("no_trades")),
+        )
         # a rejected message still yields one row (item_index -1) so it reaches the dead letters
         items = F.when(error.isNull(), F.col("msg.data")).otherwise(F.array(F.lit(None).cast(item)))
         df = df.withColumn("parse_error", error).select("*", F.posexplode(items).alias("pos", "trade"))
         return candidates(
-            df, item_index=F.col("pos"), exchange_symbol=F.col("trade.symbol"), trade_id=F.col("trade.trade_id"),
+            df,
+            item_index=F.col("pos"),
+            exchange_symbol=F.col("trade.symbol"),
+            trade_id=F.col("trade.trade_id"),
             event_time=F.try_to_timestamp(F.col("trade.timestamp")),
-            price_text=F.col("trade.price"), quantity_text=F.col("trade.qty"),
-            taker_side=F.lower(F.col("trade.side")), parse_error=F.col("parse_error"))
+            price_text=F.col("trade.price"),
+            quantity_text=F.col("trade.qty"),
+            taker_side=F.lower(F.col("trade.side")),
+            parse_error=F.col("parse_error"),
+        )
 
     def event_times_us(self, payload: bytes) -> list[int]:
         try:

@@ -83,9 +83,11 @@ def resolve_url(settings: Settings, exchange: Exchange, symbols: list[str], url:
     try:
         parse_uri(full)
     except (InvalidURI, ValueError) as exc:
-        raise K2Error(f"{base!r} is not a usable WebSocket URL for {exchange.name}: {exc}",
-                      f"pass a ws:// or wss:// URL with a host (or set K2_{exchange.name.upper()}_WS_URL), "
-                      f"e.g. {exchange.default_ws_url}; unset it for the default.") from None
+        raise K2Error(
+            f"{base!r} is not a usable WebSocket URL for {exchange.name}: {exc}",
+            f"pass a ws:// or wss:// URL with a host (or set K2_{exchange.name.upper()}_WS_URL), "
+            f"e.g. {exchange.default_ws_url}; unset it for the default.",
+        ) from None
     return full
 
 
@@ -117,12 +119,22 @@ class LiveFeed:
     values (tests shorten them). The stop event may be set from any thread.
     """
 
-    def __init__(self, settings: Settings, exchange: Exchange, symbols: list[str] | None,
-                 producer: TradeProducer, *, url: str | None = None,
-                 stop_event: threading.Event | None = None, idle_timeout_s: float | None = None,
-                 ping_interval_s: float | None = None, max_connection_age_s: float | None = None,
-                 backoff: Backoff | None = None, open_timeout_s: float = 10.0,
-                 close_timeout_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        exchange: Exchange,
+        symbols: list[str] | None,
+        producer: TradeProducer,
+        *,
+        url: str | None = None,
+        stop_event: threading.Event | None = None,
+        idle_timeout_s: float | None = None,
+        ping_interval_s: float | None = None,
+        max_connection_age_s: float | None = None,
+        backoff: Backoff | None = None,
+        open_timeout_s: float = 10.0,
+        close_timeout_s: float = 2.0,
+    ) -> None:
         from confluent_kafka import KafkaException  # lazy like the producer: CLI start-up stays fast
 
         self._kafka_exception = KafkaException
@@ -153,8 +165,14 @@ class LiveFeed:
 
     async def run(self) -> LiveFeedSummary:
         started = time.monotonic()
-        log.info("feed.started", exchange=self.exchange.name, mode="live", url=self.url,
-                 symbols=self.symbols, topic=self.producer.topic)
+        log.info(
+            "feed.started",
+            exchange=self.exchange.name,
+            mode="live",
+            url=self.url,
+            symbols=self.symbols,
+            topic=self.producer.topic,
+        )
         session = asyncio.create_task(self._connect_forever())
         watcher = asyncio.create_task(self._watch(session))
         try:
@@ -169,13 +187,27 @@ class LiveFeed:
             if not task.cancelled():
                 task.result()  # re-raise a crash (a stop ends the session by cancellation)
         summary = LiveFeedSummary(
-            self.exchange.name, self.url, self.frame_counts(), self.published,
-            self.publish_failed, self.connections, dict(self.retry_reasons),
-            round(time.monotonic() - started, 3), stats)
-        log.info("feed.finished", exchange=self.exchange.name, published=self.published,
-                 publish_failed=self.publish_failed, connections=self.connections,
-                 retry_reasons=self.retry_reasons, delivered=stats.delivered, failed=stats.failed,
-                 frames=summary.frames)
+            self.exchange.name,
+            self.url,
+            self.frame_counts(),
+            self.published,
+            self.publish_failed,
+            self.connections,
+            dict(self.retry_reasons),
+            round(time.monotonic() - started, 3),
+            stats,
+        )
+        log.info(
+            "feed.finished",
+            exchange=self.exchange.name,
+            published=self.published,
+            publish_failed=self.publish_failed,
+            connections=self.connections,
+            retry_reasons=self.retry_reasons,
+            delivered=stats.delivered,
+            failed=stats.failed,
+            frames=summary.frames,
+        )
         return summary
 
     async def _watch(self, session: asyncio.Task[None]) -> None:
@@ -187,9 +219,15 @@ class LiveFeed:
             if time.monotonic() >= next_progress:
                 next_progress += PROGRESS_EVERY_S
                 s = self.producer.stats
-                log.info("feed.progress", exchange=self.exchange.name, published=self.published,
-                         delivered=s.delivered, failed=s.failed, connections=self.connections,
-                         frames=self.frame_counts())
+                log.info(
+                    "feed.progress",
+                    exchange=self.exchange.name,
+                    published=self.published,
+                    delivered=s.delivered,
+                    failed=s.failed,
+                    connections=self.connections,
+                    frames=self.frame_counts(),
+                )
             await asyncio.sleep(WATCH_EVERY_S)
         log.info("feed.stopping", exchange=self.exchange.name)
         session.cancel()
@@ -200,20 +238,25 @@ class LiveFeed:
             self.retry_reasons[reason] = self.retry_reasons.get(reason, 0) + 1
             # a planned replacement at max age is not a failure: reconnect at once
             delay = 0.0 if reason == "max_connection_age" else self.backoff.next_delay()
-            log.warning("feed.reconnecting", exchange=self.exchange.name, reason=reason, detail=detail,
-                        attempt=self.backoff.attempt, delay_s=round(delay, 3), connections=self.connections)
+            log.warning(
+                "feed.reconnecting",
+                exchange=self.exchange.name,
+                reason=reason,
+                detail=detail,
+                attempt=self.backoff.attempt,
+                delay_s=round(delay, 3),
+                connections=self.connections,
+            )
             await asyncio.sleep(delay)
 
     async def _session(self) -> tuple[str, str]:
         """One connection from open to end; returns (reason, detail) for why it ended."""
         opened = False
         try:
-            async with connect(self.url, open_timeout=self.open_timeout_s,
-                               close_timeout=self.close_timeout_s) as ws:
+            async with connect(self.url, open_timeout=self.open_timeout_s, close_timeout=self.close_timeout_s) as ws:
                 opened = True
                 self.connections += 1
-                log.info("feed.connected", exchange=self.exchange.name, url=self.url,
-                         connection=self.connections)
+                log.info("feed.connected", exchange=self.exchange.name, url=self.url, connection=self.connections)
                 try:
                     for frame in self.exchange.subscribe_frames(self.symbols):
                         await ws.send(frame)
@@ -268,8 +311,14 @@ class LiveFeed:
             return action.kind
         if count <= _LOG_EVERY_FRAME_UNTIL or count % 1000 == 0:
             level = {FrameKind.ERROR: log.error, FrameKind.UNKNOWN: log.warning}.get(action.kind, log.info)
-            level(f"feed.{action.kind.value}_frame", exchange=self.exchange.name, count=count,
-                  published=action.publish, size=len(payload), content=_preview(payload))
+            level(
+                f"feed.{action.kind.value}_frame",
+                exchange=self.exchange.name,
+                count=count,
+                published=action.publish,
+                size=len(payload),
+                content=_preview(payload),
+            )
         return action.kind
 
     def _publish(self, payload: bytes, key: bytes) -> None:
@@ -277,8 +326,14 @@ class LiveFeed:
             self.producer.publish(payload, key)
         except self._kafka_exception as exc:  # e.g. a frame over message.max.bytes: skip it, loudly
             self.publish_failed += 1
-            log.error("feed.publish_failed", exchange=self.exchange.name, error=str(exc), size=len(payload),
-                      failed=self.publish_failed, content=_preview(payload))
+            log.error(
+                "feed.publish_failed",
+                exchange=self.exchange.name,
+                error=str(exc),
+                size=len(payload),
+                failed=self.publish_failed,
+                content=_preview(payload),
+            )
             return
         self.published += 1
         self.producer.poll(0)
@@ -288,9 +343,16 @@ def _preview(payload: bytes) -> str:
     return payload[:LOG_CONTENT_CHARS].decode("utf-8", "replace")
 
 
-def run_live_feed(settings: Settings, exchange: Exchange, symbols: list[str] | None,
-                  producer: TradeProducer, *, url: str | None = None,
-                  stop_event: threading.Event | None = None, **options: Any) -> LiveFeedSummary:
+def run_live_feed(
+    settings: Settings,
+    exchange: Exchange,
+    symbols: list[str] | None,
+    producer: TradeProducer,
+    *,
+    url: str | None = None,
+    stop_event: threading.Event | None = None,
+    **options: Any,
+) -> LiveFeedSummary:
     """Run a :class:`LiveFeed` to completion; SIGINT/SIGTERM stop it gracefully (main thread only)."""
     feed = LiveFeed(settings, exchange, symbols, producer, url=url, stop_event=stop_event, **options)
     with _stop_on_signals(feed.stop_event):

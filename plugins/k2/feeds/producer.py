@@ -58,8 +58,9 @@ class TradeProducer:
 
     _LOG_EVERY_FAILURE_UNTIL = 20
 
-    def __init__(self, settings: Settings, exchange: Exchange, *, report_successes: bool = True,
-                 **config_overrides: Any) -> None:
+    def __init__(
+        self, settings: Settings, exchange: Exchange, *, report_successes: bool = True, **config_overrides: Any
+    ) -> None:
         """``report_successes=False`` asks the broker client for failure reports only, which saves a
         callback per record; delivered is then derived at close (produced - failed - undelivered).
         Per-record callbacks passed to :meth:`publish` need ``report_successes=True``."""
@@ -83,12 +84,15 @@ class TradeProducer:
         try:
             topics = self._producer.list_topics(timeout=timeout).topics
         except KafkaException as exc:
-            raise K2Error(f"cannot reach Kafka at {self.settings.kafka_bootstrap_servers}: {exc}",
-                          "start the embedded broker with `k2 kafka start` (or `k2 up`), or fix "
-                          "K2_KAFKA_BOOTSTRAP_SERVERS.") from exc
+            raise K2Error(
+                f"cannot reach Kafka at {self.settings.kafka_bootstrap_servers}: {exc}",
+                "start the embedded broker with `k2 kafka start` (or `k2 up`), or fix K2_KAFKA_BOOTSTRAP_SERVERS.",
+            ) from exc
         if self.topic not in topics:
-            raise K2Error(f"topic {self.topic} does not exist on {self.settings.kafka_bootstrap_servers}",
-                          "create the exchange topics with `k2 kafka topics` (or `k2 up`).")
+            raise K2Error(
+                f"topic {self.topic} does not exist on {self.settings.kafka_bootstrap_servers}",
+                "create the exchange topics with `k2 kafka topics` (or `k2 up`).",
+            )
 
     def publish(self, payload: bytes, key: bytes, on_delivery: DeliveryCallback | None = None) -> None:
         """Queue one record; blocks while the local queue is full. ``on_delivery`` replaces the
@@ -109,8 +113,11 @@ class TradeProducer:
         self.stats.produced += len(payloads)
 
     def _headers(self) -> list[tuple[str, bytes]]:
-        return [("exchange", self._exchange_header), ("format", self._format_header),
-                ("received_at", str(time.time_ns() // 1000).encode())]
+        return [
+            ("exchange", self._exchange_header),
+            ("format", self._format_header),
+            ("received_at", str(time.time_ns() // 1000).encode()),
+        ]
 
     def _produce_waiting(self, payload: bytes, key: bytes, headers: list, callback: DeliveryCallback) -> None:
         while True:
@@ -141,8 +148,14 @@ class TradeProducer:
         self.stats.errors[reason] = self.stats.errors.get(reason, 0) + 1
         if self.stats.failed <= self._LOG_EVERY_FAILURE_UNTIL or self.stats.failed % 1000 == 0:
             value = msg.value() or b""
-            log.error("feed.delivery_failed", topic=self.topic, key=msg.key(), error=reason,
-                      failed=self.stats.failed, payload=value[:200])
+            log.error(
+                "feed.delivery_failed",
+                topic=self.topic,
+                key=msg.key(),
+                error=reason,
+                failed=self.stats.failed,
+                payload=value[:200],
+            )
 
     def close(self, timeout: float = 60.0) -> DeliveryStats:
         """Flush everything queued; records still undelivered afterwards are counted as failed."""

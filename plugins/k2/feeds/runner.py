@@ -47,9 +47,17 @@ class _Manifest:
         self.producer = producer
 
     def track(self, index: int, fault: Fault, payload: bytes, key: bytes) -> Callable[[Any, Any], None]:
-        entry = {"index": index, "fault": fault.kind, "detail": fault.detail, "key": key.decode(),
-                 "trade_ids": list(fault.trade_ids), "payload_sha256": hashlib.sha256(payload).hexdigest(),
-                 "partition": None, "offset": None, "delivered": None}
+        entry = {
+            "index": index,
+            "fault": fault.kind,
+            "detail": fault.detail,
+            "key": key.decode(),
+            "trade_ids": list(fault.trade_ids),
+            "payload_sha256": hashlib.sha256(payload).hexdigest(),
+            "partition": None,
+            "offset": None,
+            "delivered": None,
+        }
         self.entries.append(entry)
 
         def on_delivery(err, kafka_msg) -> None:
@@ -68,11 +76,21 @@ class _Manifest:
         path.write_text(json.dumps({**header, "fault_counts": counts, "entries": self.entries}, indent=1))
 
 
-def run_simulated_feed(producer: TradeProducer, exchange: Exchange, symbols: list[str], *, rate: float,
-                       duration_s: float | None = None, count: int | None = None, seed: int = 42,
-                       faults: FaultPlan | None = None, manifest_path: Path | None = None,
-                       start_us: int | None = None, progress_every_s: float = 2.0,
-                       stop: threading.Event | None = None) -> FeedSummary:
+def run_simulated_feed(
+    producer: TradeProducer,
+    exchange: Exchange,
+    symbols: list[str],
+    *,
+    rate: float,
+    duration_s: float | None = None,
+    count: int | None = None,
+    seed: int = 42,
+    faults: FaultPlan | None = None,
+    manifest_path: Path | None = None,
+    start_us: int | None = None,
+    progress_every_s: float = 2.0,
+    stop: threading.Event | None = None,
+) -> FeedSummary:
     """Publish simulated messages at ``rate`` msg/s (0 = as fast as possible) until ``count``
     messages or ``duration_s`` seconds, or until ``stop`` is set (SIGINT/SIGTERM set it)."""
     faults = faults or FaultPlan()
@@ -90,8 +108,17 @@ def run_simulated_feed(producer: TradeProducer, exchange: Exchange, symbols: lis
     next_progress = started + progress_every_s
     sent = trades = 0
     fault_counts: dict[str, int] = {}
-    log.info("feed.started", exchange=exchange.name, mode="sim", rate=rate or "max", symbols=symbols,
-             seed=seed, duration_s=duration_s, count=count, topic=producer.topic)
+    log.info(
+        "feed.started",
+        exchange=exchange.name,
+        mode="sim",
+        rate=rate or "max",
+        symbols=symbols,
+        seed=seed,
+        duration_s=duration_s,
+        count=count,
+        topic=producer.topic,
+    )
     with _stop_on_signals(stop):
         for batch in sim.batches():
             pos = 0
@@ -122,20 +149,46 @@ def run_simulated_feed(producer: TradeProducer, exchange: Exchange, symbols: lis
                 break
     elapsed = time.monotonic() - started
     stats = producer.close()
-    summary = FeedSummary(exchange.name, "sim", sent, trades, round(elapsed, 3),
-                          round(sent / elapsed, 1) if elapsed else 0.0, stats, fault_counts)
+    summary = FeedSummary(
+        exchange.name,
+        "sim",
+        sent,
+        trades,
+        round(elapsed, 3),
+        round(sent / elapsed, 1) if elapsed else 0.0,
+        stats,
+        fault_counts,
+    )
     if manifest is not None and manifest_path is not None:
-        manifest.write(manifest_path, {"exchange": exchange.name, "topic": producer.topic, "seed": seed,
-                                       "rate": rate, "start_us": start_us, "messages": sent,
-                                       "symbols": symbols})
+        manifest.write(
+            manifest_path,
+            {
+                "exchange": exchange.name,
+                "topic": producer.topic,
+                "seed": seed,
+                "rate": rate,
+                "start_us": start_us,
+                "messages": sent,
+                "symbols": symbols,
+            },
+        )
         summary.manifest = str(manifest_path)
-    log.info("feed.finished", exchange=exchange.name, messages=sent, trades=trades,
-             rate=summary.rate, delivered=stats.delivered, failed=stats.failed, faults=fault_counts)
+    log.info(
+        "feed.finished",
+        exchange=exchange.name,
+        messages=sent,
+        trades=trades,
+        rate=summary.rate,
+        delivered=stats.delivered,
+        failed=stats.failed,
+        faults=fault_counts,
+    )
     return summary
 
 
-def _publish(producer: TradeProducer, batch: MessageBatch, start: int, end: int, sent_before: int,
-             manifest: _Manifest | None) -> None:
+def _publish(
+    producer: TradeProducer, batch: MessageBatch, start: int, end: int, sent_before: int, manifest: _Manifest | None
+) -> None:
     """Publish batch[start:end]; fault messages go one by one so the manifest learns their offsets."""
     faults = [i for i in batch.faults if start <= i < end] if manifest else []
     if not faults:
@@ -155,9 +208,16 @@ def _publish(producer: TradeProducer, batch: MessageBatch, start: int, end: int,
 def _progress(exchange: str, producer: TradeProducer, sent: int, started: float) -> None:
     elapsed = time.monotonic() - started
     s = producer.stats
-    log.info("feed.progress", exchange=exchange, sent=sent, rate=round(sent / elapsed) if elapsed else 0,
-             delivered=s.delivered, errors=s.failed, queued=producer.queue_length(),
-             backpressure_waits=s.backpressure_waits)
+    log.info(
+        "feed.progress",
+        exchange=exchange,
+        sent=sent,
+        rate=round(sent / elapsed) if elapsed else 0,
+        delivered=s.delivered,
+        errors=s.failed,
+        queued=producer.queue_length(),
+        backpressure_waits=s.backpressure_waits,
+    )
 
 
 class _stop_on_signals:

@@ -21,8 +21,16 @@ from k2.exchanges import Exchange, TradeBatch
 
 FAULT_KINDS = ("duplicate", "malformed", "late", "out_of_order")
 # Ways a payload can be broken; Silver must route each of them to the dead-letter table.
-MALFORMED_KINDS = ("truncated_json", "not_utf8", "empty", "missing_price", "bad_number",
-                   "non_positive_price", "future_time", "ancient_time")
+MALFORMED_KINDS = (
+    "truncated_json",
+    "not_utf8",
+    "empty",
+    "missing_price",
+    "bad_number",
+    "non_positive_price",
+    "future_time",
+    "ancient_time",
+)
 LATE_BY_S = (30, 600)  # late events are 30 s to 10 min behind the clock
 FORTY_YEARS_US = 40 * 365 * 86_400 * 1_000_000
 BATCH_MESSAGES = 2048  # fixed, so the random stream (and every payload) does not depend on pacing
@@ -46,16 +54,21 @@ class FaultPlan:
         for part in filter(None, (p.strip() for p in text.split(","))):
             name, _, raw = part.partition("=")
             if name not in FAULT_KINDS:
-                raise K2Error(f"unknown fault kind {name!r} in {text!r}",
-                              f"use {', '.join(FAULT_KINDS)} as kind=probability pairs.")
+                raise K2Error(
+                    f"unknown fault kind {name!r} in {text!r}",
+                    f"use {', '.join(FAULT_KINDS)} as kind=probability pairs.",
+                )
             try:
                 values[name] = float(raw)
             except ValueError:
-                raise K2Error(f"fault probability {raw!r} for {name} is not a number",
-                              "write it like duplicate=0.01.") from None
+                raise K2Error(
+                    f"fault probability {raw!r} for {name} is not a number", "write it like duplicate=0.01."
+                ) from None
             if not 0.0 <= values[name] <= 0.5:
-                raise K2Error(f"fault probability {name}={raw} is outside 0..0.5",
-                              "faults are rare events: use a probability between 0 and 0.5.")
+                raise K2Error(
+                    f"fault probability {name}={raw} is outside 0..0.5",
+                    "faults are rare events: use a probability between 0 and 0.5.",
+                )
         return cls(**values)
 
     @property
@@ -79,8 +92,16 @@ class MessageBatch:
 
 
 class TradeSimulator:
-    def __init__(self, exchange: Exchange, symbols: list[str], *, seed: int, rate: float,
-                 start_us: int, faults: FaultPlan | None = None) -> None:
+    def __init__(
+        self,
+        exchange: Exchange,
+        symbols: list[str],
+        *,
+        seed: int,
+        rate: float,
+        start_us: int,
+        faults: FaultPlan | None = None,
+    ) -> None:
         exchange.validate_symbols(symbols, simulated=True)
         instruments = [exchange.instruments[s] for s in symbols]
         self.exchange = exchange
@@ -96,7 +117,8 @@ class TradeSimulator:
         self._qty_strings = [
             _decimal_string(int(max(1, round(q))), i.qty_decimals)
             for i in instruments
-            for q in self.rng.lognormal(0.0, 1.0, QTY_SAMPLE) * i.typical_qty * 10**i.qty_decimals]
+            for q in self.rng.lognormal(0.0, 1.0, QTY_SAMPLE) * i.typical_qty * 10**i.qty_decimals
+        ]
         self._next_id = self.rng.integers(1_000_000, 9_000_000, len(symbols))
         self._keys = [s.encode() for s in symbols]
         self._snapshot_due = set(range(len(symbols)))  # first message per symbol is a snapshot
@@ -202,8 +224,11 @@ class TradeSimulator:
                 emit(i, self._malformed(trades.message(i), payloads[i], variant), Fault("malformed", variant, ids[i]))
             elif roll < plan.malformed + plan.late:
                 late_by = int(rng.integers(*LATE_BY_S))
-                emit(i, self._shifted(trades.message(i), -late_by * 1_000_000),
-                     Fault("late", f"event time {late_by}s behind the clock", ids[i]))
+                emit(
+                    i,
+                    self._shifted(trades.message(i), -late_by * 1_000_000),
+                    Fault("late", f"event time {late_by}s behind the clock", ids[i]),
+                )
             elif roll < plan.malformed + plan.late + plan.out_of_order and i + 1 < len(payloads):
                 # the next message overtakes this one: newer events arrive first
                 emit(i + 1, payloads[i + 1], Fault("out_of_order", f"overtakes trade_ids {list(ids[i])}", ids[i + 1]))
@@ -217,8 +242,15 @@ class TradeSimulator:
         return out
 
     def _shifted(self, message: TradeBatch, by_us: int) -> bytes:
-        moved = TradeBatch(message.symbol, message.trade_id, message.price, message.qty,
-                           [t + by_us for t in message.event_time_us], message.is_buy, message.sizes)
+        moved = TradeBatch(
+            message.symbol,
+            message.trade_id,
+            message.price,
+            message.qty,
+            [t + by_us for t in message.event_time_us],
+            message.is_buy,
+            message.sizes,
+        )
         return self.exchange.render(moved)[0]
 
     def _malformed(self, message: TradeBatch, payload: bytes, variant: str) -> bytes:

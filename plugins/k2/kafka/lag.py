@@ -27,8 +27,14 @@ def committed_offsets(progress: dict[str, Any], topic: str) -> dict[int, int]:
 def offsets_consumer(settings: Settings, group: str):  # -> confluent_kafka.Consumer; reads offsets, commits none
     from confluent_kafka import Consumer
 
-    return Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": group,
-                     "enable.auto.commit": False, "log_level": 0})
+    return Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "log_level": 0,
+        }
+    )
 
 
 def measure_lag(consumer: Any, topic: str, committed: dict[int, int], *, with_age: bool) -> Lag | None:

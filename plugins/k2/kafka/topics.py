@@ -25,8 +25,10 @@ def exchange_topics(settings: Settings) -> list[TopicSpec]:
         "compression.type": settings.topic_compression,
         "cleanup.policy": "delete",
     }
-    return [TopicSpec(settings.topic_for(ex), settings.topic_partitions, settings.topic_replication_factor,
-                      dict(config)) for ex in settings.exchanges]
+    return [
+        TopicSpec(settings.topic_for(ex), settings.topic_partitions, settings.topic_replication_factor, dict(config))
+        for ex in settings.exchanges
+    ]
 
 
 def admin_client(settings: Settings):  # -> confluent_kafka.admin.AdminClient
@@ -35,8 +37,7 @@ def admin_client(settings: Settings):  # -> confluent_kafka.admin.AdminClient
     return AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "log_level": 3})
 
 
-def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None,
-                  timeout: float = 30.0) -> dict[str, str]:
+def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None, timeout: float = 30.0) -> dict[str, str]:
     """Create missing topics, raise partition counts, align configs. Returns name -> action."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import (
@@ -52,9 +53,10 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None,
     try:
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
-        raise K2Error(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}",
-                      "start the embedded broker with `k2 kafka start`, or fix K2_KAFKA_BOOTSTRAP_SERVERS."
-                      ) from exc
+        raise K2Error(
+            f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}",
+            "start the embedded broker with `k2 kafka start`, or fix K2_KAFKA_BOOTSTRAP_SERVERS.",
+        ) from exc
     actions: dict[str, str] = {}
     for spec in specs:
         if spec.name not in existing:
@@ -68,17 +70,25 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None,
             _wait(admin.create_partitions([NewPartitions(spec.name, spec.partitions)]), spec.name, "grow")
             changed.append(f"partitions {have}->{spec.partitions}")
         elif have > spec.partitions:
-            log.warning("topic.more_partitions_than_configured", topic=spec.name, have=have,
-                        configured=spec.partitions, note="Kafka cannot remove partitions; left as is")
+            log.warning(
+                "topic.more_partitions_than_configured",
+                topic=spec.name,
+                have=have,
+                configured=spec.partitions,
+                note="Kafka cannot remove partitions; left as is",
+            )
         resource = ConfigResource(ConfigResource.Type.TOPIC, spec.name)
         current = _wait(admin.describe_configs([resource]), spec.name, "describe")
         drift = {k: v for k, v in spec.config.items() if current[k].value != v}
         if drift:
-            entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
-                       for k, v in drift.items()]
-            _wait(admin.incremental_alter_configs([ConfigResource(ConfigResource.Type.TOPIC, spec.name,
-                                                                   incremental_configs=entries)]),
-                  spec.name, "configure")
+            entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in drift.items()]
+            _wait(
+                admin.incremental_alter_configs(
+                    [ConfigResource(ConfigResource.Type.TOPIC, spec.name, incremental_configs=entries)]
+                ),
+                spec.name,
+                "configure",
+            )
             changed.append("config " + ",".join(sorted(drift)))
         actions[spec.name] = ("updated: " + "; ".join(changed)) if changed else "exists"
     for name, action in actions.items():
@@ -92,5 +102,6 @@ def _wait(futures: dict, topic: str, what: str):
     try:
         return future.result()
     except Exception as exc:
-        raise K2Error(f"Kafka refused to {what} topic {topic}: {exc}",
-                      "check the broker log and the K2_TOPIC_* settings.") from exc
+        raise K2Error(
+            f"Kafka refused to {what} topic {topic}: {exc}", "check the broker log and the K2_TOPIC_* settings."
+        ) from exc

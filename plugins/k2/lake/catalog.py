@@ -41,13 +41,17 @@ def pyiceberg_properties(settings: Settings) -> dict[str, str]:
             uri += f"?timeout={SQLITE_BUSY_TIMEOUT_S}"  # wait for a concurrent commit, never fail on it
         props.update(type="sql", uri=uri)
     if settings.warehouse.startswith(("s3://", "s3a://")):
-        props.update(_drop_empty({
-            "s3.endpoint": settings.s3_endpoint,
-            "s3.region": settings.s3_region,
-            "s3.access-key-id": settings.s3_access_key_id,
-            "s3.secret-access-key": settings.s3_secret_access_key,
-            "s3.force-virtual-addressing": str(not settings.s3_path_style_access).lower(),
-        }))
+        props.update(
+            _drop_empty(
+                {
+                    "s3.endpoint": settings.s3_endpoint,
+                    "s3.region": settings.s3_region,
+                    "s3.access-key-id": settings.s3_access_key_id,
+                    "s3.secret-access-key": settings.s3_secret_access_key,
+                    "s3.force-virtual-addressing": str(not settings.s3_path_style_access).lower(),
+                }
+            )
+        )
     return props
 
 
@@ -66,14 +70,18 @@ def spark_catalog_conf(settings: Settings) -> dict[str, str]:
         if url.startswith("jdbc:sqlite:"):
             conf[f"{prefix}.jdbc.busy_timeout"] = str(SQLITE_BUSY_TIMEOUT_S * 1000)
     if settings.warehouse.startswith(("s3://", "s3a://")):
-        conf.update(_drop_empty({
-            f"{prefix}.io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
-            f"{prefix}.s3.endpoint": settings.s3_endpoint,
-            f"{prefix}.client.region": settings.s3_region,
-            f"{prefix}.s3.access-key-id": settings.s3_access_key_id,
-            f"{prefix}.s3.secret-access-key": settings.s3_secret_access_key,
-            f"{prefix}.s3.path-style-access": str(settings.s3_path_style_access).lower(),
-        }))
+        conf.update(
+            _drop_empty(
+                {
+                    f"{prefix}.io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
+                    f"{prefix}.s3.endpoint": settings.s3_endpoint,
+                    f"{prefix}.client.region": settings.s3_region,
+                    f"{prefix}.s3.access-key-id": settings.s3_access_key_id,
+                    f"{prefix}.s3.secret-access-key": settings.s3_secret_access_key,
+                    f"{prefix}.s3.path-style-access": str(settings.s3_path_style_access).lower(),
+                }
+            )
+        )
     return conf
 
 
@@ -84,14 +92,18 @@ def jdbc_url(sqlalchemy_uri: str) -> tuple[str, str, str]:
     url = make_url(sqlalchemy_uri)
     if url.get_backend_name() == "sqlite":
         if not url.database or url.database == ":memory:":
-            raise K2Error("the SQLite catalog needs a file, not an in-memory database",
-                          "set K2_CATALOG_URI to sqlite:////absolute/path/catalog.db.")
+            raise K2Error(
+                "the SQLite catalog needs a file, not an in-memory database",
+                "set K2_CATALOG_URI to sqlite:////absolute/path/catalog.db.",
+            )
         return f"jdbc:sqlite:{url.database}", "", ""
     if url.get_backend_name() == "postgresql":
         port = f":{url.port}" if url.port else ""
         return f"jdbc:postgresql://{url.host}{port}/{url.database}", url.username or "", url.password or ""
-    raise K2Error(f"K2_CATALOG_URI uses {url.get_backend_name()!r}; K2 supports sqlite and postgresql",
-                  "use sqlite:////path/catalog.db, postgresql://user:pass@host/db, or K2_CATALOG_TYPE=rest.")
+    raise K2Error(
+        f"K2_CATALOG_URI uses {url.get_backend_name()!r}; K2 supports sqlite and postgresql",
+        "use sqlite:////path/catalog.db, postgresql://user:pass@host/db, or K2_CATALOG_TYPE=rest.",
+    )
 
 
 def load_catalog(settings: Settings) -> Catalog:
@@ -106,13 +118,17 @@ def load_catalog(settings: Settings) -> Catalog:
         try:
             warehouse.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise K2Error(f"cannot create the warehouse {warehouse}: {exc.strerror}",
-                          "make K2_HOME writable, or set K2_WAREHOUSE to a writable file:// URI.") from exc
+            raise K2Error(
+                f"cannot create the warehouse {warehouse}: {exc.strerror}",
+                "make K2_HOME writable, or set K2_WAREHOUSE to a writable file:// URI.",
+            ) from exc
     try:
         return _load(settings.catalog_name, **pyiceberg_properties(settings))
     except Exception as exc:
-        raise K2Error(f"cannot open the Iceberg catalog at {settings.catalog_uri}: {exc}",
-                      "check K2_CATALOG_URI and that the catalog service is reachable.") from exc
+        raise K2Error(
+            f"cannot open the Iceberg catalog at {settings.catalog_uri}: {exc}",
+            "check K2_CATALOG_URI and that the catalog service is reachable.",
+        ) from exc
 
 
 def _prepare_sqlite(db: Path) -> None:
@@ -124,12 +140,14 @@ def _prepare_sqlite(db: Path) -> None:
                 conn.execute("PRAGMA journal_mode=WAL")
         conn.close()
     except sqlite3.DatabaseError as exc:
-        raise K2Error(f"the catalog database {db} cannot be opened: {exc}",
-                      "check its permissions; if it is corrupt, restore it from a backup "
-                      "(the warehouse files are untouched).") from exc
+        raise K2Error(
+            f"the catalog database {db} cannot be opened: {exc}",
+            "check its permissions; if it is corrupt, restore it from a backup (the warehouse files are untouched).",
+        ) from exc
     except OSError as exc:
-        raise K2Error(f"cannot create {db.parent}: {exc.strerror}",
-                      "make K2_HOME writable, or point K2_HOME elsewhere.") from exc
+        raise K2Error(
+            f"cannot create {db.parent}: {exc.strerror}", "make K2_HOME writable, or point K2_HOME elsewhere."
+        ) from exc
 
 
 def _drop_empty(values: dict[str, str]) -> dict[str, str]:

@@ -8,9 +8,10 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from k2.log import get_logger
+from k2.reports import JsonReport
 from k2.settings import Settings
 
 if TYPE_CHECKING:
@@ -21,8 +22,14 @@ log = get_logger("k2.maintenance")
 # commit conflicts with the streams and the batch, files that vanish while a step lists or reads
 # them (a concurrent commit replaced them), and a metadata-table scan whose table moved on between
 # planning and scanning: all pass when the step runs again on the new state
-CONFLICTS = ("CommitFailedException", "ValidationException", "CommitStateUnknownException", "NotFoundException",
-             "FileNotFoundException", "Failed to enforce scan consistency")
+CONFLICTS = (
+    "CommitFailedException",
+    "ValidationException",
+    "CommitStateUnknownException",
+    "NotFoundException",
+    "FileNotFoundException",
+    "Failed to enforce scan consistency",
+)
 
 
 @dataclass
@@ -44,8 +51,32 @@ class TableMaintenance:
         return asdict(self)
 
 
-def maintain_table(spark: SparkSession, settings: Settings, identifier: str, *,
-                   now: dt.datetime | None = None, attempts: int = 5) -> TableMaintenance:
+@dataclass
+class MaintenanceReport(JsonReport):
+    namespace: str
+    tables: list[TableMaintenance] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        return cls(namespace=data["namespace"], tables=[TableMaintenance(**t) for t in data.get("tables", [])])
+
+    @property
+    def failed(self) -> list[str]:
+        return [t.table for t in self.tables if t.error]
+
+    def lines(self) -> list[str]:
+        return [
+            f"{t.table}: data files {t.data_files_before} -> {t.data_files_after} (rewrote {t.rewritten_files} "
+            f"into {t.added_files}), manifests rewritten {t.rewritten_manifests}, snapshots expired "
+            f"{t.expired_snapshots}, orphans removed {t.orphans_removed}, conflicts retried "
+            f"{t.conflicts_retried}, {t.duration_s}s{f', ERROR {t.error}' if t.error else ''}"
+            for t in self.tables
+        ]
+
+
+def maintain_table(
+    spark: SparkSession, settings: Settings, identifier: str, *, now: dt.datetime | None = None, attempts: int = 5
+) -> TableMaintenance:
     """All four steps on one table (``namespace.name`` in K2's catalog), each retried on commit
     conflicts. Returns what was done; a step that still fails is recorded, not raised, so one bad
     table does not stop the others."""
@@ -58,12 +89,17 @@ def maintain_table(spark: SparkSession, settings: Settings, identifier: str, *,
     orphans_before = _sql_time(now - dt.timedelta(hours=settings.maintenance_orphan_age_h))
     target = settings.maintenance_target_file_mb * 1024 * 1024
     steps = [
-        ("rewrite_data_files", f"""{call}.rewrite_data_files(table => '{identifier}', strategy => 'binpack',
+        (
+            "rewrite_data_files",
+            f"""{call}.rewrite_data_files(table => '{identifier}', strategy => 'binpack',
             options => map('target-file-size-bytes', '{target}', 'min-input-files', '2',
-                           'partial-progress.enabled', 'true', 'partial-progress.max-commits', '10'))"""),
+                           'partial-progress.enabled', 'true', 'partial-progress.max-commits', '10'))""",
+        ),
         ("rewrite_manifests", f"{call}.rewrite_manifests(table => '{identifier}')"),
-        ("expire_snapshots",
-         _expire_statement(settings, identifier, expire_before, settings.maintenance_min_snapshots)),
+        (
+            "expire_snapshots",
+            _expire_statement(settings, identifier, expire_before, settings.maintenance_min_snapshots),
+        ),
         ("remove_orphan_files", f"{call}.remove_orphan_files(table => '{identifier}', older_than => {orphans_before})"),
     ]
     try:
@@ -81,8 +117,9 @@ def maintain_table(spark: SparkSession, settings: Settings, identifier: str, *,
     return done
 
 
-def expire_snapshots(spark: SparkSession, settings: Settings, identifier: str, older_than: dt.datetime,
-                     retain_last: int) -> int:
+def expire_snapshots(
+    spark: SparkSession, settings: Settings, identifier: str, older_than: dt.datetime, retain_last: int
+) -> int:
     """Expire one table's snapshots older than ``older_than`` (keeping the newest ``retain_last``);
     returns how many were expired. Iceberg retries a commit that meets a concurrent one."""
     rows = spark.sql(_expire_statement(settings, identifier, older_than, retain_last)).collect()
@@ -90,12 +127,15 @@ def expire_snapshots(spark: SparkSession, settings: Settings, identifier: str, o
 
 
 def _expire_statement(settings: Settings, identifier: str, older_than: dt.datetime, retain_last: int) -> str:
-    return (f"CALL {settings.catalog_name}.system.expire_snapshots(table => '{identifier}', "
-            f"older_than => {_sql_time(older_than)}, retain_last => {max(1, retain_last)})")
+    return (
+        f"CALL {settings.catalog_name}.system.expire_snapshots(table => '{identifier}', "
+        f"older_than => {_sql_time(older_than)}, retain_last => {max(1, retain_last)})"
+    )
 
 
-def _with_retries(spark: SparkSession, statement: str, step: str, identifier: str, attempts: int,
-                  done: TableMaintenance) -> list:
+def _with_retries(
+    spark: SparkSession, statement: str, step: str, identifier: str, attempts: int, done: TableMaintenance
+) -> list:
     for attempt in range(1, attempts + 1):
         try:
             return spark.sql(statement).collect()
@@ -103,9 +143,15 @@ def _with_retries(spark: SparkSession, statement: str, step: str, identifier: st
             if attempt == attempts or not any(c in str(exc) for c in CONFLICTS):
                 raise
             done.conflicts_retried += 1
-            delay = min(30.0, 0.5 * 2 ** attempt)
-            log.warning("maintenance.conflict_retry", table=identifier, step=step, attempt=attempt, delay_s=delay,
-                        error=_first_line(exc))
+            delay = min(30.0, 0.5 * 2**attempt)
+            log.warning(
+                "maintenance.conflict_retry",
+                table=identifier,
+                step=step,
+                attempt=attempt,
+                delay_s=delay,
+                error=_first_line(exc),
+            )
             time.sleep(delay)  # back-off before retrying a conflicting commit
     return []
 
@@ -123,8 +169,14 @@ def _record(done: TableMaintenance, step: str, rows: list) -> None:
 
 
 def _data_files(spark: SparkSession, table: str, identifier: str, attempts: int, done: TableMaintenance) -> int:
-    rows = _with_retries(spark, f"SELECT count(*) AS n FROM {table}.files WHERE content = 0", "count_data_files",
-                         identifier, attempts, done)
+    rows = _with_retries(
+        spark,
+        f"SELECT count(*) AS n FROM {table}.files WHERE content = 0",
+        "count_data_files",
+        identifier,
+        attempts,
+        done,
+    )
     return rows[0]["n"]
 
 

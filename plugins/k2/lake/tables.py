@@ -29,7 +29,15 @@ from pyiceberg.types import (
 )
 
 from k2.errors import K2Error
-from k2.lake.names import GOLD_INTERVAL_NAMES
+from k2.lake.names import (
+    DEAD_LETTER_ID,
+    GOLD_INTERVAL_NAMES,
+    MONEY_PRECISION,
+    MONEY_SCALE,
+    SILVER_TRADES_ID,
+    bronze_id,
+    gold_id,
+)
 from k2.log import get_logger
 from k2.settings import Settings
 
@@ -38,9 +46,7 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-# Prices and sizes are exact decimals end to end. 18 fractional digits hold the product of two
-# 8-decimal exchange values (quote amount) without rounding.
-MONEY = DecimalType(38, 18)
+MONEY = DecimalType(MONEY_PRECISION, MONEY_SCALE)
 
 TABLE_PROPERTIES = {
     "format-version": "2",
@@ -52,8 +58,14 @@ TABLE_PROPERTIES = {
     "write.metadata.previous-versions-max": "100",
 }
 
-GOLD_INTERVALS: dict[str, type[Transform]] = dict(zip(GOLD_INTERVAL_NAMES, (DayTransform, DayTransform,
-                                                                          MonthTransform, YearTransform), strict=True))
+GOLD_INTERVALS: dict[str, type[Transform]] = dict(
+    zip(GOLD_INTERVAL_NAMES, (DayTransform, DayTransform, MonthTransform, YearTransform), strict=True)
+)
+
+
+def _split(identifier: str) -> tuple[str, str]:
+    namespace, name = identifier.split(".", 1)
+    return namespace, name
 
 
 @dataclass(frozen=True)
@@ -91,8 +103,9 @@ class TableSpec:
         parts = []
         for i, (column, transform) in enumerate(self.partitioning):
             source = schema.find_field(column).field_id
-            suffix = "" if transform is IdentityTransform else "_" + transform.__name__.removesuffix(
-                "Transform").lower()
+            suffix = (
+                "" if transform is IdentityTransform else "_" + transform.__name__.removesuffix("Transform").lower()
+            )
             parts.append(PartitionField(source, 1000 + i, transform(), f"{column}{suffix}"))
         return PartitionSpec(*parts)
 
@@ -102,8 +115,9 @@ def _renumber(kind: IcebergType, ids) -> IcebergType:
     if isinstance(kind, ListType):
         return ListType(next(ids), _renumber(kind.element_type, ids), kind.element_required)
     if isinstance(kind, StructType):
-        return StructType(*[NestedField(next(ids), f.name, _renumber(f.field_type, ids), f.required, f.doc)
-                            for f in kind.fields])
+        return StructType(
+            *[NestedField(next(ids), f.name, _renumber(f.field_type, ids), f.required, f.doc) for f in kind.fields]
+        )
     return kind
 
 
@@ -118,15 +132,26 @@ KAFKA_COORDINATES = (
 def bronze_table(exchange: str) -> TableSpec:
     """Raw Kafka records of one exchange, exactly as published, plus where and when they came from."""
     return TableSpec(
-        "bronze", f"{exchange}_trades",
-        (*KAFKA_COORDINATES,
-         Column("kafka_timestamp_type", IntegerType(), False, "0 = create time, 1 = log append time"),
-         Column("key", BinaryType(), False, "Record key (the exchange symbol)"),
-         Column("value", BinaryType(), False, "Raw exchange payload, unparsed"),
-         Column("headers", ListType(0, StructType(NestedField(0, "key", StringType(), False),
-                                                  NestedField(0, "value", BinaryType(), False)), False),
-                False, "Record headers in order (exchange, format version, received-at)"),
-         Column("ingested_at", TimestamptzType(), True, "When the Bronze stream wrote the record")),
+        *_split(bronze_id(exchange)),
+        (
+            *KAFKA_COORDINATES,
+            Column("kafka_timestamp_type", IntegerType(), False, "0 = create time, 1 = log append time"),
+            Column("key", BinaryType(), False, "Record key (the exchange symbol)"),
+            Column("value", BinaryType(), False, "Raw exchange payload, unparsed"),
+            Column(
+                "headers",
+                ListType(
+                    0,
+                    StructType(
+                        NestedField(0, "key", StringType(), False), NestedField(0, "value", BinaryType(), False)
+                    ),
+                    False,
+                ),
+                False,
+                "Record headers in order (exchange, format version, received-at)",
+            ),
+            Column("ingested_at", TimestamptzType(), True, "When the Bronze stream wrote the record"),
+        ),
         partitioning=(("kafka_timestamp", DayTransform),),
         identifier_columns=("kafka_topic", "kafka_partition", "kafka_offset"),
         doc=f"Bronze: raw {exchange} trade messages from Kafka, one row per record",
@@ -134,34 +159,38 @@ def bronze_table(exchange: str) -> TableSpec:
 
 
 SILVER_TRADES = TableSpec(
-    "silver", "trades",
-    (Column("exchange", StringType(), True),
-     Column("symbol", StringType(), True, "Normalised symbol, BASE-QUOTE (e.g. BTC-USDT)"),
-     Column("exchange_symbol", StringType(), True, "Symbol as the exchange spells it"),
-     Column("trade_id", StringType(), True, "Exchange trade id (unique per exchange and symbol)"),
-     Column("event_time", TimestamptzType(), True, "Trade time at the exchange, UTC, microseconds"),
-     Column("price", MONEY, True),
-     Column("quantity", MONEY, True, "Base-asset quantity"),
-     Column("quote_amount", MONEY, True, "price * quantity"),
-     Column("taker_side", StringType(), True, "buy or sell: the side of the aggressor"),
-     *KAFKA_COORDINATES,
-     Column("bronze_ingested_at", TimestamptzType(), True),
-     Column("processed_at", TimestamptzType(), True, "When the Silver job wrote the row")),
+    *_split(SILVER_TRADES_ID),
+    (
+        Column("exchange", StringType(), True),
+        Column("symbol", StringType(), True, "Normalised symbol, BASE-QUOTE (e.g. BTC-USDT)"),
+        Column("exchange_symbol", StringType(), True, "Symbol as the exchange spells it"),
+        Column("trade_id", StringType(), True, "Exchange trade id (unique per exchange and symbol)"),
+        Column("event_time", TimestamptzType(), True, "Trade time at the exchange, UTC, microseconds"),
+        Column("price", MONEY, True),
+        Column("quantity", MONEY, True, "Base-asset quantity"),
+        Column("quote_amount", MONEY, True, "price * quantity"),
+        Column("taker_side", StringType(), True, "buy or sell: the side of the aggressor"),
+        *KAFKA_COORDINATES,
+        Column("bronze_ingested_at", TimestamptzType(), True),
+        Column("processed_at", TimestamptzType(), True, "When the Silver job wrote the row"),
+    ),
     partitioning=(("exchange", IdentityTransform), ("event_time", DayTransform)),
     identifier_columns=("exchange", "symbol", "trade_id"),
     doc="Silver: unified, typed, de-duplicated trades of all exchanges",
 )
 
 DEAD_LETTER = TableSpec(
-    "silver", "dead_letter",
-    (Column("exchange", StringType(), True),
-     *KAFKA_COORDINATES,
-     Column("item_index", IntegerType(), True, "Index of the trade in a batch message; -1: whole message"),
-     Column("reason", StringType(), True, "Machine-readable reason code"),
-     Column("detail", StringType(), False, "Human-readable explanation"),
-     Column("raw_value", BinaryType(), False, "The raw payload as Bronze holds it"),
-     Column("bronze_ingested_at", TimestamptzType(), True),
-     Column("detected_at", TimestamptzType(), True)),
+    *_split(DEAD_LETTER_ID),
+    (
+        Column("exchange", StringType(), True),
+        *KAFKA_COORDINATES,
+        Column("item_index", IntegerType(), True, "Index of the trade in a batch message; -1: whole message"),
+        Column("reason", StringType(), True, "Machine-readable reason code"),
+        Column("detail", StringType(), False, "Human-readable explanation"),
+        Column("raw_value", BinaryType(), False, "The raw payload as Bronze holds it"),
+        Column("bronze_ingested_at", TimestamptzType(), True),
+        Column("detected_at", TimestamptzType(), True),
+    ),
     partitioning=(("exchange", IdentityTransform), ("kafka_timestamp", DayTransform)),
     identifier_columns=("kafka_topic", "kafka_partition", "kafka_offset", "item_index"),
     doc="Silver dead letters: Bronze records or trades that could not become Silver trades, with why",
@@ -172,22 +201,24 @@ def gold_table(interval: str) -> TableSpec:
     if interval not in GOLD_INTERVALS:
         raise K2Error(f"unknown OHLCV interval {interval!r}", f"use one of {', '.join(GOLD_INTERVALS)}.")
     return TableSpec(
-        "gold", f"ohlcv_{interval}",
-        (Column("exchange", StringType(), True),
-         Column("symbol", StringType(), True),
-         Column("bar_start", TimestamptzType(), True, "Inclusive start of the bar, UTC"),
-         Column("bar_end", TimestamptzType(), True, "Exclusive end of the bar, UTC"),
-         Column("open", MONEY, True, "Price of the first trade (event time, then trade id)"),
-         Column("high", MONEY, True),
-         Column("low", MONEY, True),
-         Column("close", MONEY, True, "Price of the last trade (event time, then trade id)"),
-         Column("volume_base", MONEY, True),
-         Column("volume_quote", MONEY, True),
-         Column("vwap", MONEY, True, "volume_quote / volume_base"),
-         Column("trade_count", LongType(), True),
-         Column("taker_buy_base", MONEY, True),
-         Column("taker_sell_base", MONEY, True),
-         Column("computed_at", TimestamptzType(), True)),
+        *_split(gold_id(interval)),
+        (
+            Column("exchange", StringType(), True),
+            Column("symbol", StringType(), True),
+            Column("bar_start", TimestamptzType(), True, "Inclusive start of the bar, UTC"),
+            Column("bar_end", TimestamptzType(), True, "Exclusive end of the bar, UTC"),
+            Column("open", MONEY, True, "Price of the first trade (event time, then trade id)"),
+            Column("high", MONEY, True),
+            Column("low", MONEY, True),
+            Column("close", MONEY, True, "Price of the last trade (event time, then trade id)"),
+            Column("volume_base", MONEY, True),
+            Column("volume_quote", MONEY, True),
+            Column("vwap", MONEY, True, "volume_quote / volume_base"),
+            Column("trade_count", LongType(), True),
+            Column("taker_buy_base", MONEY, True),
+            Column("taker_sell_base", MONEY, True),
+            Column("computed_at", TimestamptzType(), True),
+        ),
         partitioning=(("exchange", IdentityTransform), ("bar_start", GOLD_INTERVALS[interval])),
         identifier_columns=("exchange", "symbol", "bar_start"),
         doc=f"Gold: {interval} OHLCV bars per exchange and symbol",
@@ -199,42 +230,51 @@ def _metric(name: str, doc: str) -> Column:
 
 
 STREAM_METRICS = TableSpec(
-    "ops", "stream_metrics",
-    (Column("measured_at", TimestamptzType(), True, "When the monitoring run measured"),
-     Column("exchange", StringType(), True),
-     Column("stream_state", StringType(), True, "running / starting / down / stopped / given_up"),
-     _metric("window_s", "Window of the percentiles and throughput"),
-     Column("rows_committed", LongType(), True, "Rows Bronze committed in the window"),
-     _metric("kafka_latency_p50_s", "Kafka timestamp -> Iceberg commit, rows committed in the window"),
-     _metric("kafka_latency_p95_s", ""),
-     _metric("kafka_latency_p99_s", ""),
-     _metric("event_latency_p50_s", "Exchange event time -> Iceberg commit (sampled rows)"),
-     _metric("event_latency_p95_s", ""),
-     _metric("event_latency_p99_s", ""),
-     _metric("latency_p99_s", "Alerting latency: the larger of kafka_latency_p99_s and lag_s, so a stream "
-             "that stopped committing shows its waiting records' age"),
-     Column("lag_messages", LongType(), False, "Kafka end offsets minus the stream's committed offsets"),
-     _metric("lag_s", "Age of the oldest record the stream has not committed"),
-     _metric("freshness_s", "Now minus the newest Bronze commit"),
-     _metric("throughput_rows_per_s", "Rows committed per second over the window"),
-     Column("restarts_1h", IntegerType(), False, "Supervisor restarts in the last hour"),
-     _metric("dead_letter_ratio", "Dead letters / (Silver trades + dead letters) of the last processed hour")),
+    "ops",
+    "stream_metrics",
+    (
+        Column("measured_at", TimestamptzType(), True, "When the monitoring run measured"),
+        Column("exchange", StringType(), True),
+        Column("stream_state", StringType(), True, "running / starting / down / stopped / given_up"),
+        _metric("window_s", "Window of the percentiles and throughput"),
+        Column("rows_committed", LongType(), True, "Rows Bronze committed in the window"),
+        _metric("kafka_latency_p50_s", "Kafka timestamp -> Iceberg commit, rows committed in the window"),
+        _metric("kafka_latency_p95_s", ""),
+        _metric("kafka_latency_p99_s", ""),
+        _metric("event_latency_p50_s", "Exchange event time -> Iceberg commit (sampled rows)"),
+        _metric("event_latency_p95_s", ""),
+        _metric("event_latency_p99_s", ""),
+        _metric(
+            "latency_p99_s",
+            "Alerting latency: the larger of kafka_latency_p99_s and lag_s, so a stream "
+            "that stopped committing shows its waiting records' age",
+        ),
+        Column("lag_messages", LongType(), False, "Kafka end offsets minus the stream's committed offsets"),
+        _metric("lag_s", "Age of the oldest record the stream has not committed"),
+        _metric("freshness_s", "Now minus the newest Bronze commit"),
+        _metric("throughput_rows_per_s", "Rows committed per second over the window"),
+        Column("restarts_1h", IntegerType(), False, "Supervisor restarts in the last hour"),
+        _metric("dead_letter_ratio", "Dead letters / (Silver trades + dead letters) of the last processed hour"),
+    ),
     partitioning=(("measured_at", DayTransform),),
     doc="Operations: one row per exchange per monitoring run",
 )
 
 ALERT_EVENTS = TableSpec(
-    "ops", "alert_events",
-    (Column("at", TimestamptzType(), True),
-     Column("incident_id", StringType(), True),
-     Column("exchange", StringType(), True),
-     Column("metric", StringType(), True),
-     Column("kind", StringType(), True, "opened, escalated or resolved"),
-     Column("severity", StringType(), True, "warning, critical or resolved"),
-     _metric("value", "The metric's value when the event fired"),
-     _metric("threshold", "The threshold it crossed (for resolved: the warning threshold)"),
-     Column("message", StringType(), True),
-     Column("delivery", StringType(), False, "Per channel: sent, or queued with the error")),
+    "ops",
+    "alert_events",
+    (
+        Column("at", TimestamptzType(), True),
+        Column("incident_id", StringType(), True),
+        Column("exchange", StringType(), True),
+        Column("metric", StringType(), True),
+        Column("kind", StringType(), True, "opened, escalated or resolved"),
+        Column("severity", StringType(), True, "warning, critical or resolved"),
+        _metric("value", "The metric's value when the event fired"),
+        _metric("threshold", "The threshold it crossed (for resolved: the warning threshold)"),
+        Column("message", StringType(), True),
+        Column("delivery", StringType(), False, "Per channel: sent, or queued with the error"),
+    ),
     partitioning=(("at", MonthTransform),),
     doc="Operations: incident history (opened, escalated, resolved) of the monitoring thresholds",
 )
@@ -243,8 +283,13 @@ OPS_TABLES = (STREAM_METRICS, ALERT_EVENTS)
 
 
 def all_tables(settings: Settings) -> list[TableSpec]:
-    return [*(bronze_table(ex) for ex in settings.exchanges), SILVER_TRADES, DEAD_LETTER,
-            *(gold_table(i) for i in GOLD_INTERVALS), *OPS_TABLES]
+    return [
+        *(bronze_table(ex) for ex in settings.exchanges),
+        SILVER_TRADES,
+        DEAD_LETTER,
+        *(gold_table(i) for i in GOLD_INTERVALS),
+        *OPS_TABLES,
+    ]
 
 
 def ensure_tables(catalog: Catalog, specs: list[TableSpec]) -> dict[str, str]:
@@ -261,8 +306,7 @@ def ensure_tables(catalog: Catalog, specs: list[TableSpec]) -> dict[str, str]:
             table = catalog.load_table(spec.identifier)
         except NoSuchTableError:
             props = {**spec.properties, "comment": spec.doc}
-            catalog.create_table(spec.identifier, schema, partition_spec=spec.partition_spec(schema),
-                                 properties=props)
+            catalog.create_table(spec.identifier, schema, partition_spec=spec.partition_spec(schema), properties=props)
             actions[spec.identifier] = "created"
         else:
             actions[spec.identifier] = _evolve(table, spec, schema)
@@ -276,7 +320,8 @@ def _same_type(a: IcebergType, b: IcebergType) -> bool:
         return _same_type(a.element_type, b.element_type)
     if isinstance(a, StructType) and isinstance(b, StructType):
         return [f.name for f in a.fields] == [f.name for f in b.fields] and all(
-            _same_type(x.field_type, y.field_type) for x, y in zip(a.fields, b.fields, strict=True))
+            _same_type(x.field_type, y.field_type) for x, y in zip(a.fields, b.fields, strict=True)
+        )
     return a == b
 
 
@@ -288,7 +333,8 @@ def _evolve(table, spec: TableSpec, schema: Schema) -> str:
             raise K2Error(
                 f"{spec.identifier}.{wanted.name} is {current.field_type} in the catalog but "
                 f"{wanted.field_type} in K2's table definition",
-                "migrate the table (Iceberg allows only widening type changes) or restore the definition.")
+                "migrate the table (Iceberg allows only widening type changes) or restore the definition.",
+            )
     missing = [f.name for f in schema.fields if f.name not in have]
     if not missing:
         return "exists"

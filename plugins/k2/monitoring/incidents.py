@@ -46,8 +46,10 @@ class IncidentEvent:
     def message(self) -> str:
         i = self.incident
         if self.kind == "resolved":
-            return (f"{i.exchange} {i.metric} back to {self.value:g} (under {self.threshold:g}) after "
-                    f"{self.at - i.opened_at:.0f}s: resolved")
+            return (
+                f"{i.exchange} {i.metric} back to {self.value:g} (under {self.threshold:g}) after "
+                f"{self.at - i.opened_at:.0f}s: resolved"
+            )
         return f"{i.exchange} {i.metric} = {self.value:g}, above the {self.severity} threshold {self.threshold:g}"
 
 
@@ -55,8 +57,14 @@ class IncidentEvent:
 class IncidentBook:
     open: dict[str, Incident] = field(default_factory=dict)  # "exchange/metric" -> incident
 
-    def evaluate(self, exchange: str, values: Mapping[str, float | None], thresholds: Thresholds, now: float,
-                 resolve_after_s: float) -> list[IncidentEvent]:
+    def evaluate(
+        self,
+        exchange: str,
+        values: Mapping[str, float | None],
+        thresholds: Thresholds,
+        now: float,
+        resolve_after_s: float,
+    ) -> list[IncidentEvent]:
         """Update the incidents of one exchange with its latest metric values."""
         events = []
         for metric, value in values.items():

@@ -11,13 +11,16 @@ import datetime as dt
 import random
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from k2.log import get_logger
 from k2.settings import Settings
 from k2.streams.state import StreamPaths, read_json, write_json
+
+if TYPE_CHECKING:
+    from k2.medallion.reports import SilverReport
 
 log = get_logger(__name__)
 
@@ -66,8 +69,15 @@ def measure(settings: Settings, exchange: str, now: float | None = None) -> Stre
         report = supervisor.inspect(known_lag=lag_messages)  # Kafka is asked once per exchange
     finally:
         supervisor.close()
-    m = StreamMetrics(exchange, now, report.state, settings.monitor_window_s, restarts_1h=report.restarts_last_hour,
-                      lag_messages=lag_messages, lag_s=lag_s)
+    m = StreamMetrics(
+        exchange,
+        now,
+        report.state,
+        settings.monitor_window_s,
+        restarts_1h=report.restarts_last_hour,
+        lag_messages=lag_messages,
+        lag_s=lag_s,
+    )
     _from_bronze(settings, m, now)
     known = [v for v in (m.kafka_latency_p99_s, m.lag_s) if v is not None]
     m.latency_p99_s = max(known) if known else None
@@ -122,8 +132,10 @@ def _added_rows(table: Any, snapshot: Any):
                 continue
             with table.io.new_input(entry.data_file.file_path).open() as fh:
                 data = pq.read_table(fh, columns=["kafka_timestamp", "value"])
-            yield {"kafka_timestamp": data.column("kafka_timestamp").cast("int64").to_numpy(),
-                   "value": data.column("value").to_pylist()}
+            yield {
+                "kafka_timestamp": data.column("kafka_timestamp").cast("int64").to_numpy(),
+                "value": data.column("value").to_pylist(),
+            }
 
 
 def _event_times(exchange: Any, payload: bytes | None) -> list[int]:
@@ -155,13 +167,22 @@ def _silver_stats_path(settings: Settings, exchange: str):
     return settings.monitoring_dir / "silver" / f"{exchange}.json"
 
 
-def record_silver_run(settings: Settings, report: dict[str, Any]) -> None:
+def record_silver_run(settings: Settings, report: SilverReport) -> None:
     """Keep the newest interval's Silver accounting (re-runs of older intervals do not replace it)."""
-    path = _silver_stats_path(settings, report["exchange"])
+    path = _silver_stats_path(settings, report.exchange)
     path.parent.mkdir(parents=True, exist_ok=True)
     current = read_json(path)
-    if current is None or current.get("end", "") <= report["end"]:
-        write_json(path, {k: report[k] for k in ("exchange", "start", "end", "items", "dead_letters")})
+    if current is None or current.get("end", "") <= report.end:
+        write_json(
+            path,
+            {
+                "exchange": report.exchange,
+                "start": report.start,
+                "end": report.end,
+                "items": report.items,
+                "dead_letters": report.dead_letters,
+            },
+        )
 
 
 def _dead_letter_ratio(settings: Settings, exchange: str) -> float | None:

@@ -50,26 +50,38 @@ def run_monitor(settings: Settings, thresholds: Thresholds, now: float | None = 
     store = IncidentStore(settings.monitoring_dir)
     with store.transaction() as book:
         resolve_after = settings.alert_resolve_after_s
-        events = [e for m in metrics
-                  for e in book.evaluate(m.exchange, m.alerting_values(), thresholds, now, resolve_after)]
-        alerts = [Alert(e.severity, f"monitor {e.incident.exchange} {e.incident.metric}", e.message, at=e.at)
-                  for e in events]
+        events = [
+            e for m in metrics for e in book.evaluate(m.exchange, m.alerting_values(), thresholds, now, resolve_after)
+        ]
+        alerts = [
+            Alert(e.severity, f"monitor {e.incident.exchange} {e.incident.metric}", e.message, at=e.at) for e in events
+        ]
         outbox(settings).add(alerts)
         open_count = len(book.open)
         incidents = list(book.open.values())
     delivered = log_and_deliver(alerts, settings)  # added to the outbox with the incidents above
     _append(settings, "ops.alert_events", [_event_row(e, a) for e, a in zip(events, delivered, strict=True)])
     write_textfile(settings, metrics, incidents)
-    write_json(settings.monitoring_dir / "latest.json",
-               {"metrics": [asdict(m) for m in metrics], "incidents": [asdict(i) for i in incidents]})
+    write_json(
+        settings.monitoring_dir / "latest.json",
+        {"metrics": [asdict(m) for m in metrics], "incidents": [asdict(i) for i in incidents]},
+    )
     return MonitorResult(metrics, events, delivered, open_count, failures)
 
 
 def _event_row(event: IncidentEvent, alert: Alert) -> dict[str, Any]:
-    return {"at": dt.datetime.fromtimestamp(event.at, dt.UTC), "incident_id": event.incident.incident_id,
-            "exchange": event.incident.exchange, "metric": event.incident.metric, "kind": event.kind,
-            "severity": event.severity, "value": float(event.value), "threshold": float(event.threshold),
-            "message": event.message, "delivery": json.dumps(alert.delivery) if alert.delivery else "log only"}
+    return {
+        "at": dt.datetime.fromtimestamp(event.at, dt.UTC),
+        "incident_id": event.incident.incident_id,
+        "exchange": event.incident.exchange,
+        "metric": event.incident.metric,
+        "kind": event.kind,
+        "severity": event.severity,
+        "value": float(event.value),
+        "threshold": float(event.threshold),
+        "message": event.message,
+        "delivery": json.dumps(alert.delivery) if alert.delivery else "log only",
+    }
 
 
 def _append(settings: Settings, identifier: str, rows: list[dict[str, Any]]) -> None:
@@ -85,5 +97,6 @@ def _append(settings: Settings, identifier: str, rows: list[dict[str, Any]]) -> 
         schema = table.schema().as_arrow()
         table.append(pa.Table.from_pylist(rows, schema=schema))
     except Exception as exc:
-        log.error("monitor.history_write_failed", table=identifier, rows=len(rows),
-                  error=f"{type(exc).__name__}: {exc}")
+        log.error(
+            "monitor.history_write_failed", table=identifier, rows=len(rows), error=f"{type(exc).__name__}: {exc}"
+        )

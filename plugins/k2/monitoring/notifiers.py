@@ -30,8 +30,12 @@ from k2.streams.state import read_json, write_json
 log = get_logger("k2.alerts")
 
 SEVERITIES = ("info", "warning", "critical", "resolved")
-ICONS = {"info": ":information_source:", "warning": ":warning:", "critical": ":rotating_light:",
-         "resolved": ":white_check_mark:"}
+ICONS = {
+    "info": ":information_source:",
+    "warning": ":warning:",
+    "critical": ":rotating_light:",
+    "resolved": ":white_check_mark:",
+}
 
 
 @dataclass
@@ -66,9 +70,18 @@ class WebhookChannel(Channel):
         self.url, self.timeout_s = url, timeout_s
 
     def send(self, alert: Alert) -> None:
-        body = json.dumps({"text": f"{ICONS.get(alert.severity, '')} {alert.text}".strip(),
-                           "k2": {"alert_id": alert.alert_id, "severity": alert.severity,
-                                  "source": alert.source, "message": alert.message, "at": alert.at}}).encode()
+        body = json.dumps(
+            {
+                "text": f"{ICONS.get(alert.severity, '')} {alert.text}".strip(),
+                "k2": {
+                    "alert_id": alert.alert_id,
+                    "severity": alert.severity,
+                    "source": alert.source,
+                    "message": alert.message,
+                    "at": alert.at,
+                },
+            }
+        ).encode()
         request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
             if response.status >= 300:
@@ -85,8 +98,10 @@ class SmtpChannel(Channel):
         s = self.settings
         msg = EmailMessage()
         msg["Subject"], msg["From"], msg["To"] = alert.text[:200], s.alert_email_from, ", ".join(s.alert_email_to)
-        msg.set_content(f"{alert.text}\n\nalert id {alert.alert_id}, raised at "
-                        f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(alert.at))}\n")
+        msg.set_content(
+            f"{alert.text}\n\nalert id {alert.alert_id}, raised at "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(alert.at))}\n"
+        )
         with smtplib.SMTP(s.alert_smtp_host, s.alert_smtp_port, timeout=self.timeout_s) as smtp:
             if s.alert_smtp_starttls:
                 smtp.starttls(context=ssl.create_default_context())
@@ -148,8 +163,9 @@ def _deliver(channel: Channel, alert: Alert, settings: Settings, sleep: Callable
             channel.send(alert)
         except (OSError, urllib.error.URLError, smtplib.SMTPException) as exc:
             error = f"{type(exc).__name__}: {exc}"
-            log.warning("alert.delivery_failed", channel=channel.name, alert_id=alert.alert_id, attempt=attempt,
-                        error=error)
+            log.warning(
+                "alert.delivery_failed", channel=channel.name, alert_id=alert.alert_id, attempt=attempt, error=error
+            )
             if attempt < settings.alert_delivery_attempts:
                 sleep(delay)
                 delay *= 2

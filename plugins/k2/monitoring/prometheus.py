@@ -39,17 +39,27 @@ def render(metrics: Iterable[StreamMetrics], incidents: Iterable[Incident]) -> s
     lines: list[str] = []
     for name, help_text in GAUGES.items():
         lines += [f"# HELP k2_stream_{name} {help_text}", f"# TYPE k2_stream_{name} gauge"]
-        lines += [f'k2_stream_{name}{{exchange="{_escape(m.exchange)}"}} {float(getattr(m, name)):g}'
-                  for m in metrics if getattr(m, name) is not None]
+        lines += [
+            f'k2_stream_{name}{{exchange="{_escape(m.exchange)}"}} {float(getattr(m, name)):g}'
+            for m in metrics
+            if getattr(m, name) is not None
+        ]
     lines += ["# HELP k2_stream_up 1 when the Bronze stream is running", "# TYPE k2_stream_up gauge"]
-    lines += [f'k2_stream_up{{exchange="{_escape(m.exchange)}",state="{_escape(m.stream_state)}"}} '
-              f'{int(m.stream_state == "running")}' for m in metrics]
+    lines += [
+        f'k2_stream_up{{exchange="{_escape(m.exchange)}",state="{_escape(m.stream_state)}"}} '
+        f"{int(m.stream_state == 'running')}"
+        for m in metrics
+    ]
     lines += ["# HELP k2_open_incident Open incidents: 1 warning, 2 critical", "# TYPE k2_open_incident gauge"]
-    lines += [f'k2_open_incident{{exchange="{_escape(i.exchange)}",metric="{_escape(i.metric)}"}} '
-              f'{SEVERITY_RANK[i.severity]}' for i in incidents]
-    lines += ["# HELP k2_monitor_last_run_timestamp_seconds When monitoring last measured",
-              "# TYPE k2_monitor_last_run_timestamp_seconds gauge",
-              f"k2_monitor_last_run_timestamp_seconds {max((m.measured_at for m in metrics), default=0):.3f}"]
+    lines += [
+        f'k2_open_incident{{exchange="{_escape(i.exchange)}",metric="{_escape(i.metric)}"}} {SEVERITY_RANK[i.severity]}'
+        for i in incidents
+    ]
+    lines += [
+        "# HELP k2_monitor_last_run_timestamp_seconds When monitoring last measured",
+        "# TYPE k2_monitor_last_run_timestamp_seconds gauge",
+        f"k2_monitor_last_run_timestamp_seconds {max((m.measured_at for m in metrics), default=0):.3f}",
+    ]
     return "\n".join(lines) + "\n"
 
 

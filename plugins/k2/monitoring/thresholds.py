@@ -61,8 +61,10 @@ class Thresholds:
         return self.per_exchange[exchange][metric]
 
     def as_dict(self) -> dict[str, dict[str, dict[str, float | None]]]:
-        return {ex: {m: {"warning": t.warning, "critical": t.critical} for m, t in metrics.items()}
-                for ex, metrics in self.per_exchange.items()}
+        return {
+            ex: {m: {"warning": t.warning, "critical": t.critical} for m, t in metrics.items()}
+            for ex, metrics in self.per_exchange.items()
+        }
 
 
 def load_thresholds(exchanges: Iterable[str], *sources: tuple[str, str | Mapping[str, Any] | None]) -> Thresholds:
@@ -76,28 +78,36 @@ def load_thresholds(exchanges: Iterable[str], *sources: tuple[str, str | Mapping
         for key, value in data.items():
             if key == "exchanges":
                 if not isinstance(value, dict):
-                    raise K2Error(f"{name}: 'exchanges' must be an object of exchange -> metrics",
-                                  'write e.g. {"exchanges": {"kraken": {"latency_p99_s": {"warning": 20}}}}.')
+                    raise K2Error(
+                        f"{name}: 'exchanges' must be an object of exchange -> metrics",
+                        'write e.g. {"exchanges": {"kraken": {"latency_p99_s": {"warning": 20}}}}.',
+                    )
                 for exchange, metrics in value.items():
                     if exchange not in table:
-                        raise K2Error(f"{name}: exchanges.{exchange} is not a configured exchange",
-                                      f"use one of {', '.join(exchanges)} (K2_EXCHANGES) or remove it.")
+                        raise K2Error(
+                            f"{name}: exchanges.{exchange} is not a configured exchange",
+                            f"use one of {', '.join(exchanges)} (K2_EXCHANGES) or remove it.",
+                        )
                     _apply(name, f"exchanges.{exchange}", metrics, [table[exchange]])
             else:
                 _apply(name, "", {key: value}, list(table.values()))
     for exchange, metrics in table.items():
         for metric, t in metrics.items():
             if t.warning is not None and t.critical is not None and t.warning > t.critical:
-                raise K2Error(f"thresholds: {exchange}.{metric} warning {t.warning:g} is above critical "
-                              f"{t.critical:g}", "make the warning threshold the lower one.")
+                raise K2Error(
+                    f"thresholds: {exchange}.{metric} warning {t.warning:g} is above critical {t.critical:g}",
+                    "make the warning threshold the lower one.",
+                )
     return Thresholds(table)
 
 
 def configured_thresholds(settings: Settings, variable: str | None = None) -> Thresholds:
     """The thresholds in force: defaults, the settings' file, then the Airflow Variable's JSON."""
-    return load_thresholds(settings.exchanges,
-                           ("K2_MONITOR_THRESHOLDS_FILE", read_threshold_file(settings.monitor_thresholds_file)),
-                           (f"Airflow Variable {VARIABLE_KEY}", variable))
+    return load_thresholds(
+        settings.exchanges,
+        ("K2_MONITOR_THRESHOLDS_FILE", read_threshold_file(settings.monitor_thresholds_file)),
+        (f"Airflow Variable {VARIABLE_KEY}", variable),
+    )
 
 
 def read_threshold_file(path: str) -> str | None:
@@ -106,8 +116,10 @@ def read_threshold_file(path: str) -> str | None:
     try:
         return Path(path).read_text()
     except OSError as exc:
-        raise K2Error(f"cannot read K2_MONITOR_THRESHOLDS_FILE {path}: {exc.strerror}",
-                      "fix the path or unset K2_MONITOR_THRESHOLDS_FILE for the defaults.") from None
+        raise K2Error(
+            f"cannot read K2_MONITOR_THRESHOLDS_FILE {path}: {exc.strerror}",
+            "fix the path or unset K2_MONITOR_THRESHOLDS_FILE for the defaults.",
+        ) from None
 
 
 def _decode(name: str, raw: str | Mapping[str, Any]) -> dict[str, Any]:
@@ -116,11 +128,15 @@ def _decode(name: str, raw: str | Mapping[str, Any]) -> dict[str, Any]:
     try:
         data = json.loads(raw)
     except ValueError as exc:
-        raise K2Error(f"{name} is not valid JSON: {exc}",
-                      'write an object like {"latency_p99_s": {"warning": 10, "critical": 30}}.') from None
+        raise K2Error(
+            f"{name} is not valid JSON: {exc}",
+            'write an object like {"latency_p99_s": {"warning": 10, "critical": 30}}.',
+        ) from None
     if not isinstance(data, dict):
-        raise K2Error(f"{name} must hold a JSON object, not {type(data).__name__}",
-                      'write an object like {"latency_p99_s": {"warning": 10, "critical": 30}}.')
+        raise K2Error(
+            f"{name} must hold a JSON object, not {type(data).__name__}",
+            'write an object like {"latency_p99_s": {"warning": 10, "critical": 30}}.',
+        )
     return data
 
 
@@ -132,8 +148,10 @@ def _apply(name: str, prefix: str, metrics: Any, targets: list[dict[str, Thresho
         if metric not in DEFAULTS:
             raise K2Error(f"{name}: unknown key {where}{metric}", f"known metrics: {', '.join(DEFAULTS)}.")
         if not isinstance(levels, dict):
-            raise K2Error(f"{name}: {where}{metric} must be an object like {{\"warning\": 10, \"critical\": 30}}",
-                          "give each level a number, or null to switch it off.")
+            raise K2Error(
+                f'{name}: {where}{metric} must be an object like {{"warning": 10, "critical": 30}}',
+                "give each level a number, or null to switch it off.",
+            )
         changes = {}
         for level, value in levels.items():
             key = f"{where}{metric}.{level}"
@@ -142,8 +160,10 @@ def _apply(name: str, prefix: str, metrics: Any, targets: list[dict[str, Thresho
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
                 raise K2Error(f"{name}: {key} is {value!r}, not a number", "give a number, or null to switch it off.")
             if value is not None and (value < 0 or not math.isfinite(value)):
-                raise K2Error(f"{name}: {key} is {value}, must be a finite number >= 0",
-                              "give a non-negative number, or null to switch it off.")
+                raise K2Error(
+                    f"{name}: {key} is {value}, must be a finite number >= 0",
+                    "give a non-negative number, or null to switch it off.",
+                )
             changes[level] = None if value is None else float(value)
         for target in targets:
             target[metric] = replace(target[metric], **changes)

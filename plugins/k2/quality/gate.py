@@ -55,17 +55,24 @@ class QualityReport:
         return not self.critical
 
     def summary(self) -> dict[str, Any]:
-        return {"suite": f"{self.layer}.{self.exchange}", "passed": self.passed, "evaluated": self.evaluated,
-                "critical": [asdict(f) for f in self.critical], "warnings": [asdict(f) for f in self.warnings],
-                "docs": self.docs}
+        return {
+            "suite": f"{self.layer}.{self.exchange}",
+            "passed": self.passed,
+            "evaluated": self.evaluated,
+            "critical": [asdict(f) for f in self.critical],
+            "warnings": [asdict(f) for f in self.warnings],
+            "docs": self.docs,
+        }
 
 
 class QualityGateFailed(K2Error):
     def __init__(self, report: QualityReport) -> None:
         failed = "; ".join(f"{f.expectation}: {f.detail}" for f in report.critical)
-        super().__init__(f"quality gate {report.layer}.{report.exchange} failed for {report.run_name}: {failed}",
-                         f"nothing was published; see {report.docs or 'the validation results'}, fix the data "
-                         "or the transform, then clear the task to re-run the interval")
+        super().__init__(
+            f"quality gate {report.layer}.{report.exchange} failed for {report.run_name}: {failed}",
+            f"nothing was published; see {report.docs or 'the validation results'}, fix the data "
+            "or the transform, then clear the task to re-run the interval",
+        )
         self.report = report
 
 
@@ -81,12 +88,26 @@ def validate(layer: str, frame: DataFrame, *, settings: Settings, exchange: str,
         context = _runtime_context(root)
         checkpoint = _checkpoint(context, load_suite(settings.expectations_dir, layer, exchange))
         result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name))
-        (result_id, suite_result), = result.run_results.items()
+        ((result_id, suite_result),) = result.run_results.items()
         docs = _docs_url(context, result_id)
-    report = QualityReport(layer, exchange, run_name, evaluated=len(suite_result.results), docs=docs,
-                           failures=[_finding(r) for r in suite_result.results if not r.success])
-    log.info("quality.validated", suite=f"{layer}.{exchange}", run=run_name, passed=report.passed,
-             evaluated=report.evaluated, critical=len(report.critical), warnings=len(report.warnings), docs=docs)
+    report = QualityReport(
+        layer,
+        exchange,
+        run_name,
+        evaluated=len(suite_result.results),
+        docs=docs,
+        failures=[_finding(r) for r in suite_result.results if not r.success],
+    )
+    log.info(
+        "quality.validated",
+        suite=f"{layer}.{exchange}",
+        run=run_name,
+        passed=report.passed,
+        evaluated=report.evaluated,
+        critical=len(report.critical),
+        warnings=len(report.warnings),
+        docs=docs,
+    )
     for finding in report.failures:
         log.warning("quality.expectation_failed", suite=f"{layer}.{exchange}", **asdict(finding))
     return report
@@ -130,10 +151,16 @@ def _checkpoint(context, suite):
         batch = asset.add_batch_definition_whole_dataframe(BATCH_DEFINITION)
     suite = context.suites.add_or_update(suite)
     definition = context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=suite.name, data=batch, suite=suite))
-    return context.checkpoints.add_or_update(gx.Checkpoint(
-        name=suite.name, validation_definitions=[definition], actions=[UpdateDataDocsAction(name="data_docs")],
-        result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5}))
+        gx.ValidationDefinition(name=suite.name, data=batch, suite=suite)
+    )
+    return context.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=suite.name,
+            validation_definitions=[definition],
+            actions=[UpdateDataDocsAction(name="data_docs")],
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},
+        )
+    )
 
 
 def _finding(result) -> Finding:

@@ -46,11 +46,12 @@ def load_suite(project_dir: Path, layer: str, exchange: str) -> ExpectationSuite
     try:
         spec = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise K2Error(f"cannot read the GX suite {path}: {exc}",
-                      "restore it from git or fix its JSON (K2_EXPECTATIONS_DIR points at the project)") from exc
+        raise K2Error(
+            f"cannot read the GX suite {path}: {exc}",
+            "restore it from git or fix its JSON (K2_EXPECTATIONS_DIR points at the project)",
+        ) from exc
     rules = [{k: v for k, v in e.items() if k != "id"} for e in spec.get("expectations", [])]
     suite = gx.ExpectationSuite(name=f"{layer}.{exchange}", expectations=rules, meta=spec.get("meta") or {})
     columns = [c.name for c in table_for(layer, exchange).columns]
     suite.add_expectation(gxe.ExpectTableColumnsToMatchSet(column_set=columns, exact_match=True, severity="critical"))
     return suite
-

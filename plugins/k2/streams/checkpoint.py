@@ -10,10 +10,12 @@ from k2.errors import K2Error
 
 
 def _recovery(checkpoint: Path) -> str:
-    return (f"choose one: (1) restore {checkpoint} from a backup and restart; (2) move it aside "
-            f"(`mv {checkpoint} {checkpoint}.broken`) to re-read the topic from its earliest retained offset "
-            "(Bronze then holds some records twice; Silver de-duplicates them); (3) move it aside and set "
-            "startingOffsets to latest by hand, accepting a gap. K2 never deletes a checkpoint itself.")
+    return (
+        f"choose one: (1) restore {checkpoint} from a backup and restart; (2) move it aside "
+        f"(`mv {checkpoint} {checkpoint}.broken`) to re-read the topic from its earliest retained offset "
+        "(Bronze then holds some records twice; Silver de-duplicates them); (3) move it aside and set "
+        "startingOffsets to latest by hand, accepting a gap. K2 never deletes a checkpoint itself."
+    )
 
 
 def checkpoint_problem(checkpoint: Path) -> K2Error | None:

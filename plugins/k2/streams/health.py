@@ -58,8 +58,9 @@ class Decision:
     retry_at: float | None = None
 
 
-UNFIXABLE_BY_RESTART = {"checkpoint_corrupt": "the checkpoint is corrupt (see the stream status for the path "
-                                              "and recovery choices)"}
+UNFIXABLE_BY_RESTART = {
+    "checkpoint_corrupt": "the checkpoint is corrupt (see the stream status for the path and recovery choices)"
+}
 
 
 def backoff_s(policy: Policy, consecutive_failures: int) -> float:
@@ -86,8 +87,9 @@ def decide(obs: Observation, state: SupervisorState, policy: Policy) -> Decision
         return Decision(Action.START, "not running: first start")
     recent = [t for t in state.restarts if obs.now - t < HOUR_S]
     if len(recent) >= policy.max_restarts_per_hour:
-        return Decision(Action.GIVE_UP, f"{len(recent)} restarts within the last hour "
-                                        f"(limit {policy.max_restarts_per_hour})")
+        return Decision(
+            Action.GIVE_UP, f"{len(recent)} restarts within the last hour (limit {policy.max_restarts_per_hour})"
+        )
     down_since = state.down_since if state.down_since is not None else obs.now
     retry_at = down_since + backoff_s(policy, state.consecutive_failures + 1)
     if obs.now < retry_at:
@@ -103,8 +105,10 @@ def _judge_running(obs: Observation, state: SupervisorState, policy: Policy) -> 
     if obs.last_active_at is None or (state.launched_at and obs.last_active_at < state.launched_at):
         since = state.launched_at or obs.now
         if behind and obs.now - since > policy.start_timeout_s:
-            return Decision(Action.KILL, f"no batch completed {obs.now - since:.0f}s after start "
-                                         f"while {obs.lag} records wait in Kafka")
+            return Decision(
+                Action.KILL,
+                f"no batch completed {obs.now - since:.0f}s after start while {obs.lag} records wait in Kafka",
+            )
         return Decision(Action.NONE, "running, first batch pending")
     silent = obs.now - obs.last_active_at
     if behind and silent > policy.stall_timeout_s:

@@ -1,50 +1,52 @@
-"""Submits one exchange's Bronze job with the Apache Spark provider's SparkSubmitHook.
+"""Submits one exchange's Bronze job with spark-submit.
 
 Run detached by the supervisor (``python -m k2.streams.launcher --exchange binance``): it lives as
-long as the job, forwards spark-submit's output to the stream log, and exits with the job. The
-Spark master comes from K2_SPARK_MASTER through the ``k2_spark`` Airflow connection, which is
-defined here from K2's settings unless the deployment defines it (env, secrets backend, UI).
+long as the job, spark-submit's output goes to the stream log, and it exits with the job. The
+master is K2_SPARK_MASTER; every other Spark setting comes from k2.spark, as for batch jobs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 
 from k2.log import configure_logging, get_logger
 from k2.settings import PROJECT_ROOT, Settings, load_settings
+from k2.spark import SparkJob, spark_job
 
 log = get_logger(__name__)
 
 BRONZE_APPLICATION = PROJECT_ROOT / "spark_jobs" / "bronze_ingest.py"
 
 
-def submit_hook(settings: Settings, exchange: str):
-    """The SparkSubmitHook for one exchange's stream."""
-    from k2.airflow.hooks import spark_submit_hook
-
-    return spark_submit_hook(settings, name=f"k2-bronze-{exchange}", application_args=["--exchange", exchange],
-                             driver_memory=settings.stream_driver_memory)
+def bronze_job(settings: Settings, exchange: str) -> SparkJob:
+    """The spark-submit of one exchange's stream."""
+    return spark_job(
+        settings,
+        name=f"k2-bronze-{exchange}",
+        application=BRONZE_APPLICATION,
+        args=["--exchange", exchange],
+        driver_memory=settings.stream_driver_memory,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Submit a Bronze stream through SparkSubmitHook.")
+    parser = argparse.ArgumentParser(description="Submit a Bronze stream with spark-submit.")
     parser.add_argument("--exchange", required=True)
     args = parser.parse_args(argv)
     settings = load_settings()
     configure_logging(settings)
-    os.environ.setdefault("AIRFLOW_HOME", str(settings.home / "airflow"))
-    hook = submit_hook(settings, args.exchange)
-    log.info("stream.submitting", exchange=args.exchange, master=settings.spark_master,
-             application=str(BRONZE_APPLICATION))
-    try:
-        hook.submit(application=str(BRONZE_APPLICATION))
-    except Exception as exc:  # the provider raises AirflowException with spark-submit's exit code
-        log.error("stream.exited", exchange=args.exchange, error=str(exc)[:500])
-        return 1
-    log.info("stream.exited", exchange=args.exchange, returncode=0)
-    return 0
+    job = bronze_job(settings, args.exchange)
+    log.info(
+        "stream.submitting", exchange=args.exchange, master=settings.spark_master, application=str(BRONZE_APPLICATION)
+    )
+    # spark-submit is found on the job's PATH (next to this interpreter); the conf travels in the
+    # command line, as with the Airflow hook
+    returncode = subprocess.call(job.command(settings.spark_master), env={**os.environ, **job.env})
+    log.info("stream.exited", exchange=args.exchange, returncode=returncode)
+    return 0 if returncode == 0 else 1
 
 
 if __name__ == "__main__":

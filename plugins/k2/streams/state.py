@@ -38,8 +38,12 @@ class StreamPaths:
 
     @classmethod
     def of(cls, settings: Settings, exchange: str) -> StreamPaths:
-        return cls(exchange, settings.home / "streams" / exchange, settings.checkpoints_dir / exchange,
-                   settings.logs_dir / "streams" / f"bronze-{exchange}.log")
+        return cls(
+            exchange,
+            settings.home / "streams" / exchange,
+            settings.checkpoints_dir / exchange,
+            settings.logs_dir / "streams" / f"bronze-{exchange}.log",
+        )
 
     @property
     def lock(self) -> Path:

@@ -46,9 +46,11 @@ class StreamReport:
     def line(self) -> str:
         age = "-" if self.last_batch_age_s is None else f"{self.last_batch_age_s:.1f}s"
         rate = "-" if self.input_rows_per_s is None else f"{self.input_rows_per_s:.0f}"
-        return (f"stream={self.exchange} state={self.state} pid={self.pid or '-'} batch={self.batch_id} "
-                f"last_batch_age={age} lag={self.lag if self.lag is not None else '-'} rows_per_s={rate} "
-                f"restarts_1h={self.restarts_last_hour} action={self.action} reason={self.reason!r}")
+        return (
+            f"stream={self.exchange} state={self.state} pid={self.pid or '-'} batch={self.batch_id} "
+            f"last_batch_age={age} lag={self.lag if self.lag is not None else '-'} rows_per_s={rate} "
+            f"restarts_1h={self.restarts_last_hour} action={self.action} reason={self.reason!r}"
+        )
 
 
 def _log_alert(severity: str, exchange: str, message: str) -> None:
@@ -56,14 +58,24 @@ def _log_alert(severity: str, exchange: str, message: str) -> None:
 
 
 class StreamSupervisor:
-    def __init__(self, settings: Settings, exchange: str, *, alert: AlertCallback = _log_alert,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        exchange: str,
+        *,
+        alert: AlertCallback = _log_alert,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.exchange = exchange
         self.paths = StreamPaths.of(settings, exchange).ensure()
-        self.policy = Policy(settings.stream_stall_timeout_s, settings.stream_start_timeout_s,
-                             settings.stream_backoff_base_s, settings.stream_backoff_max_s,
-                             settings.stream_max_restarts_per_hour)
+        self.policy = Policy(
+            settings.stream_stall_timeout_s,
+            settings.stream_start_timeout_s,
+            settings.stream_backoff_base_s,
+            settings.stream_backoff_max_s,
+            settings.stream_max_restarts_per_hour,
+        )
         self.alert = alert
         self.clock = clock
         self.instance = InstanceLock(self.paths.lock)
@@ -113,8 +125,7 @@ class StreamSupervisor:
         """One supervision step. Serialised with other supervisors of the same stream."""
         with self._supervisor_lock() as acquired:
             if not acquired:
-                return self._report(None, Decision(Action.NONE, "another supervisor is checking"),
-                                    self.load_state())
+                return self._report(None, Decision(Action.NONE, "another supervisor is checking"), self.load_state())
             state = self.load_state()
             renew_lease(self.paths, self.settings.stream_lease_ttl_s, holder=f"supervisor:{os.getpid()}")
             obs = self.observe(state)
@@ -132,8 +143,13 @@ class StreamSupervisor:
     def _apply(self, decision: Decision, obs: Observation, state: SupervisorState) -> None:
         now = obs.now
         state.restarts = [t for t in state.restarts if now - t < 3600]
-        if decision.action is Action.NONE and obs.running_pid is not None and obs.last_active_at and \
-                state.launched_at and obs.last_active_at > state.launched_at:
+        if (
+            decision.action is Action.NONE
+            and obs.running_pid is not None
+            and obs.last_active_at
+            and state.launched_at
+            and obs.last_active_at > state.launched_at
+        ):
             state.consecutive_failures = 0  # it made progress since its launch: healthy again
             state.down_since = None
         elif decision.action is Action.WAIT and state.down_since is None:
@@ -153,8 +169,12 @@ class StreamSupervisor:
         elif decision.action is Action.GIVE_UP:
             state.gave_up_at, state.gave_up_reason = now, decision.reason
             if not state.alerted:
-                self.alert("critical", self.exchange, f"Bronze stream {self.exchange}: supervisor gave up: "
-                           f"{decision.reason}. Fix the cause, then `k2 stream start {self.exchange}`.")
+                self.alert(
+                    "critical",
+                    self.exchange,
+                    f"Bronze stream {self.exchange}: supervisor gave up: "
+                    f"{decision.reason}. Fix the cause, then `k2 stream start {self.exchange}`.",
+                )
                 state.alerted = True
 
     def launch(self) -> int:
@@ -162,12 +182,20 @@ class StreamSupervisor:
         self.paths.log_file.parent.mkdir(parents=True, exist_ok=True)
         # Inside an Airflow task the metadata DB URL is replaced by a sentinel that makes importing
         # Airflow fail; the launcher needs no DB, so it gets the plain configuration back.
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__SQL_ALCHEMY_CONN")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__SQL_ALCHEMY_CONN")
+        }
         with self.paths.log_file.open("ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "k2.streams.launcher", "--exchange", self.exchange],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+            )
         self._children.append(proc)
         log.info("stream.launched", exchange=self.exchange, pgid=proc.pid, log=str(self.paths.log_file))
         return proc.pid
@@ -210,8 +238,12 @@ class StreamSupervisor:
         state.launched_at = state.down_since = None
         self.save_state(state)
 
-    def supervise(self, window_s: float, on_report: Callable[[StreamReport], None] | None = None,
-                  should_continue: Callable[[], bool] = lambda: True) -> list[StreamReport]:
+    def supervise(
+        self,
+        window_s: float,
+        on_report: Callable[[StreamReport], None] | None = None,
+        should_continue: Callable[[], bool] = lambda: True,
+    ) -> list[StreamReport]:
         """Check every ``stream_check_interval_s`` for ``window_s`` seconds."""
         reports = []
         deadline = time.monotonic() + window_s
@@ -250,8 +282,9 @@ class StreamSupervisor:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    def _report(self, obs: Observation | None, decision: Decision, state: SupervisorState, *,
-                acted: bool = True) -> StreamReport:
+    def _report(
+        self, obs: Observation | None, decision: Decision, state: SupervisorState, *, acted: bool = True
+    ) -> StreamReport:
         progress = read_json(self.paths.progress) or {}
         now = self.clock()
         if state.gave_up_at is not None:
@@ -266,11 +299,17 @@ class StreamSupervisor:
             shown = "down"
         completed = progress.get("completed_at")
         return StreamReport(
-            exchange=self.exchange, action=decision.action.value, reason=decision.reason, state=shown,
-            pid=obs.running_pid if obs else None, batch_id=progress.get("batch_id"),
+            exchange=self.exchange,
+            action=decision.action.value,
+            reason=decision.reason,
+            state=shown,
+            pid=obs.running_pid if obs else None,
+            batch_id=progress.get("batch_id"),
             last_batch_age_s=round(now - completed, 1) if completed else None,
-            lag=obs.lag if obs else None, input_rows_per_s=progress.get("input_rows_per_s"),
-            restarts_last_hour=len([t for t in state.restarts if now - t < 3600]))
+            lag=obs.lag if obs else None,
+            input_rows_per_s=progress.get("input_rows_per_s"),
+            restarts_last_hour=len([t for t in state.restarts if now - t < 3600]),
+        )
 
 
 def _group_alive(pgid: int | None) -> bool:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-MONEY = "decimal(38,18)"
+from k2.lake.names import MONEY_SQL as MONEY
+
 SIDES = ("buy", "sell")
 
 
@@ -39,8 +40,11 @@ def quote_amount(price: Column, quantity: Column) -> Column:
 
 def classify(candidates: DataFrame, rules: SilverRules) -> DataFrame:
     """Adds typed columns and ``reason``/``detail`` (null for a valid trade). One row in, one row out."""
-    symbol_map = F.create_map(*[F.lit(x) for pair in sorted(rules.symbols.items()) for x in pair]) \
-        if rules.symbols else F.create_map().cast("map<string,string>")
+    symbol_map = (
+        F.create_map(*[F.lit(x) for pair in sorted(rules.symbols.items()) for x in pair])
+        if rules.symbols
+        else F.create_map().cast("map<string,string>")
+    )
     df = candidates.select(
         "*",
         symbol_map[F.col("exchange_symbol")].alias("symbol"),
@@ -51,25 +55,54 @@ def classify(candidates: DataFrame, rules: SilverRules) -> DataFrame:
     age = F.col("event_time") < F.col("kafka_timestamp") - F.expr(f"INTERVAL {rules.max_event_age_s} SECONDS")
     checks: list[tuple[str, Column, Column]] = [
         ("missing_symbol", F.col("exchange_symbol").isNull(), F.lit("the trade has no symbol")),
-        ("unknown_symbol", F.col("symbol").isNull(),
-         F.concat(F.lit("symbol "), F.col("exchange_symbol"), F.lit(" is not configured for " + rules.exchange))),
+        (
+            "unknown_symbol",
+            F.col("symbol").isNull(),
+            F.concat(F.lit("symbol "), F.col("exchange_symbol"), F.lit(" is not configured for " + rules.exchange)),
+        ),
         ("missing_trade_id", F.col("trade_id").isNull(), F.lit("the trade has no trade id")),
         ("missing_price", F.col("price_text").isNull(), F.lit("the trade has no price")),
-        ("invalid_price", F.col("price").isNull(), F.concat(F.lit("price is not a decimal number: "),
-                                                            F.substring("price_text", 1, 100))),
+        (
+            "invalid_price",
+            F.col("price").isNull(),
+            F.concat(F.lit("price is not a decimal number: "), F.substring("price_text", 1, 100)),
+        ),
         ("non_positive_price", F.col("price") <= 0, F.concat(F.lit("price must be > 0, got "), F.col("price_text"))),
         ("missing_quantity", F.col("quantity_text").isNull(), F.lit("the trade has no quantity")),
-        ("invalid_quantity", F.col("quantity").isNull(), F.concat(F.lit("quantity is not a decimal number: "),
-                                                                  F.substring("quantity_text", 1, 100))),
-        ("non_positive_quantity", F.col("quantity") <= 0,
-         F.concat(F.lit("quantity must be > 0, got "), F.col("quantity_text"))),
-        ("invalid_side", ~F.coalesce(F.col("taker_side").isin(*SIDES), F.lit(False)),
-         F.lit("taker side is neither buy nor sell")),
+        (
+            "invalid_quantity",
+            F.col("quantity").isNull(),
+            F.concat(F.lit("quantity is not a decimal number: "), F.substring("quantity_text", 1, 100)),
+        ),
+        (
+            "non_positive_quantity",
+            F.col("quantity") <= 0,
+            F.concat(F.lit("quantity must be > 0, got "), F.col("quantity_text")),
+        ),
+        (
+            "invalid_side",
+            ~F.coalesce(F.col("taker_side").isin(*SIDES), F.lit(False)),
+            F.lit("taker side is neither buy nor sell"),
+        ),
         ("invalid_timestamp", F.col("event_time").isNull(), F.lit("the trade time is missing or unreadable")),
-        ("future_timestamp", lead, F.concat(F.lit("event time "), F.col("event_time").cast("string"),
-                                            F.lit(f" is over {rules.max_event_lead_s}s after its Kafka timestamp"))),
-        ("stale_timestamp", age, F.concat(F.lit("event time "), F.col("event_time").cast("string"),
-                                          F.lit(f" is over {rules.max_event_age_s}s before its Kafka timestamp"))),
+        (
+            "future_timestamp",
+            lead,
+            F.concat(
+                F.lit("event time "),
+                F.col("event_time").cast("string"),
+                F.lit(f" is over {rules.max_event_lead_s}s after its Kafka timestamp"),
+            ),
+        ),
+        (
+            "stale_timestamp",
+            age,
+            F.concat(
+                F.lit("event time "),
+                F.col("event_time").cast("string"),
+                F.lit(f" is over {rules.max_event_age_s}s before its Kafka timestamp"),
+            ),
+        ),
     ]
     reason = F.when(F.col("parse_error").isNotNull(), F.col("parse_error"))
     detail = F.when(F.col("parse_error").isNotNull(), F.col("parse_detail"))
@@ -84,9 +117,23 @@ def outcome_columns(classified: DataFrame) -> DataFrame:
     only for rejected rows (a valid trade carries its values typed). Worth it when the classified
     rows are cached: the payload is most of a Bronze row."""
     return classified.select(
-        "kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingested_at", "item_index",
-        "symbol", "exchange_symbol", "trade_id", "event_time", "price", "quantity", "taker_side", "reason", "detail",
-        F.when(F.col("reason").isNotNull(), F.col("value")).alias("value"))
+        "kafka_topic",
+        "kafka_partition",
+        "kafka_offset",
+        "kafka_timestamp",
+        "ingested_at",
+        "item_index",
+        "symbol",
+        "exchange_symbol",
+        "trade_id",
+        "event_time",
+        "price",
+        "quantity",
+        "taker_side",
+        "reason",
+        "detail",
+        F.when(F.col("reason").isNotNull(), F.col("value")).alias("value"),
+    )
 
 
 def to_trades(classified: DataFrame, exchange: str, processed_at: Column) -> DataFrame:
@@ -132,5 +179,6 @@ def rank_copies(classified: DataFrame) -> DataFrame:
     re-runs pick the same one), 2, 3, ... for later copies. Rejected candidates rank after the
     valid ones; their number means nothing."""
     order = Window.partitionBy("symbol", "trade_id").orderBy(
-        F.col("reason").isNotNull(), "kafka_partition", "kafka_offset", "item_index")
+        F.col("reason").isNotNull(), "kafka_partition", "kafka_offset", "item_index"
+    )
     return classified.withColumn("copy", F.row_number().over(order))

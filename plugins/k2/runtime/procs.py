@@ -24,11 +24,13 @@ def require_free_port(host: str, port: int, setting: str) -> None:
             sock.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise K2Error(f"port {host}:{port} is already in use by another process",
-                              f"stop that process (`ss -ltnp | grep :{port}`) or choose another port "
-                              f"with {setting}.") from exc
-            raise K2Error(f"cannot bind {host}:{port}: {exc.strerror}",
-                          "use an address of this machine (default 127.0.0.1).") from exc
+                raise K2Error(
+                    f"port {host}:{port} is already in use by another process",
+                    f"stop that process (`ss -ltnp | grep :{port}`) or choose another port with {setting}.",
+                ) from exc
+            raise K2Error(
+                f"cannot bind {host}:{port}: {exc.strerror}", "use an address of this machine (default 127.0.0.1)."
+            ) from exc
 
 
 def spawn(cmd: list[str], *, pid_file: Path, log_file: Path, env: dict[str, str] | None = None) -> int:
@@ -36,8 +38,9 @@ def spawn(cmd: list[str], *, pid_file: Path, log_file: Path, env: dict[str, str]
     log_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     pid_file.write_text(str(proc.pid))
     return proc.pid
 

@@ -49,31 +49,33 @@ class AirflowServices:
         """The whole Airflow configuration, as environment variables for every component."""
         secrets_ = self._secrets()
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
-        env.update({
-            "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": self.settings.airflow_executor,
-            "AIRFLOW__CORE__PARALLELISM": "16",
-            "AIRFLOW__CORE__FERNET_KEY": secrets_["fernet_key"],
-            "AIRFLOW__CORE__AUTH_MANAGER": AUTH_MANAGER,
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.settings.airflow_admin_user}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.settings.airflow_db_uri,
-            "AIRFLOW__API__HOST": self.settings.airflow_host,
-            "AIRFLOW__API__PORT": str(self.settings.airflow_port),
-            "AIRFLOW__API__BASE_URL": self.url,
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__API__SECRET_KEY": secrets_["api_secret_key"],
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets_["jwt_secret"],
-            "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "True",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.log_dir / "tasks"),
-            "K2_HOME": str(self.settings.home),
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        })
+        env.update(
+            {
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__EXECUTOR": self.settings.airflow_executor,
+                "AIRFLOW__CORE__PARALLELISM": "16",
+                "AIRFLOW__CORE__FERNET_KEY": secrets_["fernet_key"],
+                "AIRFLOW__CORE__AUTH_MANAGER": AUTH_MANAGER,
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.settings.airflow_admin_user}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.settings.airflow_db_uri,
+                "AIRFLOW__API__HOST": self.settings.airflow_host,
+                "AIRFLOW__API__PORT": str(self.settings.airflow_port),
+                "AIRFLOW__API__BASE_URL": self.url,
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__API__SECRET_KEY": secrets_["api_secret_key"],
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets_["jwt_secret"],
+                "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "True",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+                "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.log_dir / "tasks"),
+                "K2_HOME": str(self.settings.home),
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            }
+        )
         return env
 
     def _secrets(self) -> dict[str, str]:
@@ -84,8 +86,11 @@ class AirflowServices:
         from cryptography.fernet import Fernet
 
         self.home.mkdir(parents=True, exist_ok=True)
-        values = {"fernet_key": Fernet.generate_key().decode(), "api_secret_key": secrets.token_urlsafe(32),
-                  "jwt_secret": secrets.token_urlsafe(48)}
+        values = {
+            "fernet_key": Fernet.generate_key().decode(),
+            "api_secret_key": secrets.token_urlsafe(32),
+            "jwt_secret": secrets.token_urlsafe(48),
+        }
         path.touch(mode=0o600)
         path.write_text(json.dumps(values))
         return values
@@ -95,11 +100,14 @@ class AirflowServices:
         self.home.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log.info("airflow.migrating", db=self.settings.airflow_db_uri.split("@")[-1])
-        result = subprocess.run([self._airflow(), "db", "migrate"], env=self.environment(), capture_output=True,
-                                text=True, check=False)
+        result = subprocess.run(
+            [self._airflow(), "db", "migrate"], env=self.environment(), capture_output=True, text=True, check=False
+        )
         if result.returncode != 0:
-            raise K2Error(f"`airflow db migrate` failed:\n{(result.stderr or result.stdout)[-2000:]}",
-                          "check K2_AIRFLOW_DB_URI and that the database is reachable.")
+            raise K2Error(
+                f"`airflow db migrate` failed:\n{(result.stderr or result.stdout)[-2000:]}",
+                "check K2_AIRFLOW_DB_URI and that the database is reachable.",
+            )
 
     def start(self, timeout_s: float = 180.0) -> None:
         running = [c.name for c in self.status() if c.pid]
@@ -112,16 +120,22 @@ class AirflowServices:
         for name in COMPONENTS:
             if name in running:
                 continue
-            pid = procs.spawn([self._airflow(), name], pid_file=self._pid_file(name),
-                              log_file=self.log_dir / f"{name}.log", env=env)
+            pid = procs.spawn(
+                [self._airflow(), name], pid_file=self._pid_file(name), log_file=self.log_dir / f"{name}.log", env=env
+            )
             log.info("airflow.started", component=name, pid=pid, log=str(self.log_dir / f"{name}.log"))
         self.wait_ready(timeout_s)
 
     def ensure_pool(self) -> None:
         """The pool that bounds how many Spark batch jobs run at once (K2_SPARK_POOL_SLOTS)."""
         if self.settings.spark_pool:
-            self.cli("pools", "set", self.settings.spark_pool, str(self.settings.spark_pool_slots),
-                     "K2 Spark batch jobs (Silver, Gold, maintenance) at a time")
+            self.cli(
+                "pools",
+                "set",
+                self.settings.spark_pool,
+                str(self.settings.spark_pool_slots),
+                "K2 Spark batch jobs (Silver, Gold, maintenance) at a time",
+            )
             log.info("airflow.pool", pool=self.settings.spark_pool, slots=self.settings.spark_pool_slots)
 
     def wait_ready(self, timeout_s: float) -> None:
@@ -130,8 +144,10 @@ class AirflowServices:
         while time.monotonic() < deadline:
             dead = [c.name for c in self.status() if c.pid is None]
             if dead:
-                raise K2Error(f"Airflow {', '.join(dead)} exited during start-up; see {self.log_dir}",
-                              "read the component log; `k2 down` then `k2 up` retries.")
+                raise K2Error(
+                    f"Airflow {', '.join(dead)} exited during start-up; see {self.log_dir}",
+                    "read the component log; `k2 down` then `k2 up` retries.",
+                )
             if self._healthy():
                 log.info("airflow.ready", url=self.url)
                 return
@@ -139,8 +155,9 @@ class AirflowServices:
                 log.info("airflow.waiting", url=self.url)
                 next_note = time.monotonic() + 15
             time.sleep(1)
-        raise K2Error(f"Airflow did not become healthy at {self.url} within {timeout_s:.0f}s",
-                      f"see the logs in {self.log_dir}.")
+        raise K2Error(
+            f"Airflow did not become healthy at {self.url} within {timeout_s:.0f}s", f"see the logs in {self.log_dir}."
+        )
 
     def _healthy(self) -> bool:
         try:
@@ -154,8 +171,10 @@ class AirflowServices:
         return [name for name in COMPONENTS if procs.stop(self._pid_file(name), timeout_s)]
 
     def status(self) -> list[ComponentStatus]:
-        return [ComponentStatus(name, procs.running_pid(self._pid_file(name)), self.log_dir / f"{name}.log")
-                for name in COMPONENTS]
+        return [
+            ComponentStatus(name, procs.running_pid(self._pid_file(name)), self.log_dir / f"{name}.log")
+            for name in COMPONENTS
+        ]
 
     def password(self) -> str | None:
         try:
@@ -165,11 +184,14 @@ class AirflowServices:
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run an `airflow` CLI command against this installation."""
-        result = subprocess.run([self._airflow(), *args], env=self.environment(), capture_output=True, text=True,
-                                check=False)
+        result = subprocess.run(
+            [self._airflow(), *args], env=self.environment(), capture_output=True, text=True, check=False
+        )
         if check and result.returncode != 0:
-            raise K2Error(f"`airflow {' '.join(args)}` failed:\n{(result.stderr or result.stdout)[-1500:]}",
-                          f"see the Airflow logs in {self.log_dir}.")
+            raise K2Error(
+                f"`airflow {' '.join(args)}` failed:\n{(result.stderr or result.stdout)[-1500:]}",
+                f"see the Airflow logs in {self.log_dir}.",
+            )
         return result
 
     def dag_runs(self, dag_id: str) -> list[dict]:
@@ -189,5 +211,3 @@ class AirflowServices:
 
     def _airflow(self) -> str:
         return str(Path(sys.executable).parent / "airflow")
-
-

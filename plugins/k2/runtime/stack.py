@@ -7,31 +7,41 @@ import json
 import sys
 import time
 
-from k2 import procs
+from k2 import dag_ids, procs
 from k2.errors import K2Error
 from k2.log import get_logger
 from k2.settings import Settings
 
 log = get_logger(__name__)
 
-STEPS = ("JVM artifacts", "Kafka broker", "topics", "Iceberg tables", "Airflow", "supervisor DAGs",
-         "simulated feeds", "Bronze streams", "batch DAGs: first Bronze -> Silver -> Gold run")
-MONITORING_AND_BATCH_DAGS = ("k2_monitoring", "k2_medallion")
-MAINTENANCE_DAG = "k2_maintenance"  # unpaused last: its first run starts at once and queues Spark jobs
+STEPS = (
+    "JVM artifacts",
+    "Kafka broker",
+    "topics",
+    "Iceberg tables",
+    "Airflow",
+    "supervisor DAGs",
+    "simulated feeds",
+    "Bronze streams",
+    "batch DAGs: first Bronze -> Silver -> Gold run",
+)
+MONITORING_AND_BATCH_DAGS = (dag_ids.MONITORING, dag_ids.MEDALLION)
+MAINTENANCE_DAG = dag_ids.MAINTENANCE  # unpaused last: its first run starts at once and queues Spark jobs
 
 
 def _step(n: int) -> None:
     print(f"[{n}/{len(STEPS)}] {STEPS[n - 1]}", file=sys.stderr, flush=True)
 
 
-def bring_up(settings: Settings, *, feeds: bool = True, wait_for_streams: bool = True,
-             first_batch: bool = True) -> None:
-    from k2.airflow.services import AirflowServices
-    from k2.jvm import ensure_jars
-    from k2.kafka.broker import LocalKafkaBroker
+def bring_up(
+    settings: Settings, *, feeds: bool = True, wait_for_streams: bool = True, first_batch: bool = True
+) -> None:
     from k2.kafka.topics import ensure_topics
     from k2.lake.catalog import load_catalog
     from k2.lake.tables import all_tables, ensure_tables
+    from k2.runtime.airflow import AirflowServices
+    from k2.runtime.broker import LocalKafkaBroker
+    from k2.runtime.jvm import ensure_jars
     from k2.streams.supervisor import StreamSupervisor
 
     _step(1)
@@ -49,7 +59,7 @@ def bring_up(settings: Settings, *, feeds: bool = True, wait_for_streams: bool =
     airflow = AirflowServices(settings)
     airflow.start()
     _step(6)
-    unpause_dags(airflow, settings, [f"k2_bronze_stream_{ex}" for ex in settings.exchanges])
+    unpause_dags(airflow, settings, [dag_ids.bronze_stream(ex) for ex in settings.exchanges])
     _step(7)
     if feeds:
         for exchange in settings.exchanges:
@@ -73,20 +83,24 @@ def run_first_batch(airflow, timeout_s: float = 1200.0) -> None:
         start -= dt.timedelta(hours=1)
     conf = {"exchange": "all", "start": start.isoformat(), "end": now.isoformat()}
     run_id = f"k2_up__{now.strftime('%Y%m%dT%H%M%S')}"
-    airflow.cli("dags", "trigger", "k2_medallion", "--run-id", run_id, "--conf", json.dumps(conf))
-    log.info("batch.triggered", dag_id="k2_medallion", run_id=run_id, **conf)
+    airflow.cli("dags", "trigger", dag_ids.MEDALLION, "--run-id", run_id, "--conf", json.dumps(conf))
+    log.info("batch.triggered", dag_id=dag_ids.MEDALLION, run_id=run_id, **conf)
     deadline = time.monotonic() + timeout_s
     state = "queued"
     while state not in ("success", "failed"):
         if time.monotonic() > deadline:
-            raise K2Error(f"k2_medallion run {run_id} still {state} after {timeout_s:.0f}s",
-                          "watch it in the Airflow UI (DAG k2_medallion); `k2 status` shows the tables.")
+            raise K2Error(
+                f"{dag_ids.MEDALLION} run {run_id} still {state} after {timeout_s:.0f}s",
+                "watch it in the Airflow UI (DAG k2_medallion); `k2 status` shows the tables.",
+            )
         time.sleep(10)  # each poll is an `airflow` CLI call: seconds of its own
-        state = next((r.get("state") for r in airflow.dag_runs("k2_medallion") if r.get("run_id") == run_id), state)
+        state = next((r.get("state") for r in airflow.dag_runs(dag_ids.MEDALLION) if r.get("run_id") == run_id), state)
         log.info("batch.waiting", run_id=run_id, state=state)
     if state == "failed":
-        raise K2Error(f"k2_medallion run {run_id} failed",
-                      "open it in the Airflow UI (DAG k2_medallion) and read the failed task's log.")
+        raise K2Error(
+            f"{dag_ids.MEDALLION} run {run_id} failed",
+            "open it in the Airflow UI (DAG k2_medallion) and read the failed task's log.",
+        )
     log.info("batch.finished", run_id=run_id, state=state)
 
 
@@ -103,8 +117,10 @@ def unpause_dags(airflow, settings: Settings, dag_ids: list[str], timeout_s: flo
                 log.info("airflow.dag_unpaused", dag_id=dag_id)
                 pending.remove(dag_id)
         if pending and time.monotonic() > deadline:
-            raise K2Error(f"Airflow did not register {', '.join(pending)} within {timeout_s:.0f}s",
-                          f"check `{settings.logs_dir / 'airflow' / 'dag-processor.log'}` for import errors.")
+            raise K2Error(
+                f"Airflow did not register {', '.join(pending)} within {timeout_s:.0f}s",
+                f"check `{settings.logs_dir / 'airflow' / 'dag-processor.log'}` for import errors.",
+            )
         if pending:
             time.sleep(2)
 
@@ -117,9 +133,24 @@ def start_feed(settings: Settings, exchange: str) -> None:
     pid_file = feed_pid_file(settings, exchange)
     if procs.running_pid(pid_file):
         return
-    pid = procs.spawn([sys.executable, "-m", "k2.cli", "feed", "--exchange", exchange, "--mode", "sim",
-                       "--rate", str(settings.feed_sim_rate), "--seed", str(int(time.time()))],
-                      pid_file=pid_file, log_file=settings.logs_dir / "feeds" / f"{exchange}.log")
+    pid = procs.spawn(
+        [
+            sys.executable,
+            "-m",
+            "k2.cli",
+            "feed",
+            "--exchange",
+            exchange,
+            "--mode",
+            "sim",
+            "--rate",
+            str(settings.feed_sim_rate),
+            "--seed",
+            str(int(time.time())),
+        ],
+        pid_file=pid_file,
+        log_file=settings.logs_dir / "feeds" / f"{exchange}.log",
+    )
     log.info("feed.spawned", exchange=exchange, pid=pid, rate=settings.feed_sim_rate)
 
 
@@ -133,14 +164,19 @@ def wait_streams_running(settings: Settings, timeout_s: float = 420.0) -> None:
     try:
         while True:
             reports = {ex: s.inspect() for ex, s in supervisors.items()}
-            ready = [ex for ex, r in reports.items() if r.state == "running" and r.last_batch_age_s is not None
-                     and r.last_batch_age_s < 60]
+            ready = [
+                ex
+                for ex, r in reports.items()
+                if r.state == "running" and r.last_batch_age_s is not None and r.last_batch_age_s < 60
+            ]
             if len(ready) == len(reports):
                 return
             if time.monotonic() > deadline:
-                raise K2Error(f"Bronze streams not running after {timeout_s:.0f}s: "
-                              + "; ".join(f"{ex}: {r.state} ({r.reason})" for ex, r in reports.items()),
-                              f"see {settings.logs_dir / 'streams'} and the supervisor task logs in Airflow.")
+                raise K2Error(
+                    f"Bronze streams not running after {timeout_s:.0f}s: "
+                    + "; ".join(f"{ex}: {r.state} ({r.reason})" for ex, r in reports.items()),
+                    f"see {settings.logs_dir / 'streams'} and the supervisor task logs in Airflow.",
+                )
             if time.monotonic() > next_note:
                 log.info("streams.waiting", **{ex: r.state for ex, r in reports.items()})
                 next_note = time.monotonic() + 15
@@ -152,8 +188,8 @@ def wait_streams_running(settings: Settings, timeout_s: float = 420.0) -> None:
 
 def bring_down(settings: Settings) -> list[tuple[str, str]]:
     """Stop feeds, streams (cleanly), Airflow and the broker. Data stays."""
-    from k2.airflow.services import AirflowServices
-    from k2.kafka.broker import LocalKafkaBroker
+    from k2.runtime.airflow import AirflowServices
+    from k2.runtime.broker import LocalKafkaBroker
     from k2.streams.supervisor import StreamSupervisor
 
     results = []

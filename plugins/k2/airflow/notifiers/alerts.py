@@ -41,14 +41,19 @@ async def deadline_missed(context: dict[str, Any], **kwargs: Any) -> None:
     run = context.get("dag_run") or {}
     deadline = (context.get("deadline") or {}).get("deadline_time")
     run_id = run.get("dag_run_id") or run.get("run_id", "?")  # the scheduler sends the REST API's DAG run model
-    message = (f"run {run_id} is still {run.get('state', 'running')} past its deadline {deadline} "
-               f"({kwargs.get('allowed_min', '?')} min after it was queued)")
-    await asyncio.to_thread(send_alert, kwargs.get("severity", "warning"), f"deadline {run.get('dag_id', '?')}",
-                            message)
+    message = (
+        f"run {run_id} is still {run.get('state', 'running')} past its deadline {deadline} "
+        f"({kwargs.get('allowed_min', '?')} min after it was queued)"
+    )
+    await asyncio.to_thread(
+        send_alert, kwargs.get("severity", "warning"), f"deadline {run.get('dag_id', '?')}", message
+    )
 
 
 def batch_deadline(minutes: float, severity: str = "warning") -> DeadlineAlert:
     """The deadline of a batch DAG run: ``minutes`` after it was queued."""
-    return DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=timedelta(minutes=minutes),
-                         callback=AsyncCallback(deadline_missed, kwargs={"allowed_min": minutes,
-                                                                         "severity": severity}))
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=timedelta(minutes=minutes),
+        callback=AsyncCallback(deadline_missed, kwargs={"allowed_min": minutes, "severity": severity}),
+    )

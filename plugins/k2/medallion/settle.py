@@ -36,20 +36,28 @@ def bronze_settlement(settings: Settings, exchange: str, end: dt.datetime, timeo
         if meta is None or meta.error is not None:
             return Settlement(False, -1, f"topic {topic} is not available: {getattr(meta, 'error', 'missing')}")
         end_ms = int(end.timestamp() * 1000)
-        found = consumer.offsets_for_times([TopicPartition(topic, p, end_ms) for p in meta.partitions],
-                                           timeout=timeout_s)
+        found = consumer.offsets_for_times(
+            [TopicPartition(topic, p, end_ms) for p in meta.partitions], timeout=timeout_s
+        )
         missing = 0
         for tp in found:
-            need = tp.offset if tp.offset >= 0 else consumer.get_watermark_offsets(
-                TopicPartition(topic, tp.partition), timeout=timeout_s)[1]
+            need = (
+                tp.offset
+                if tp.offset >= 0
+                else consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=timeout_s)[1]
+            )
             missing += max(0, need - committed.get(tp.partition, 0))
     except KafkaException as exc:
         return Settlement(False, -1, f"Kafka at {settings.kafka_bootstrap_servers} did not answer: {exc}")
     finally:
         consumer.close()
     if missing:
-        return Settlement(False, missing, f"Bronze {exchange} still lacks {missing} records from before "
-                                          f"{end.isoformat()} (stream batch {progress.get('batch_id')})")
+        return Settlement(
+            False,
+            missing,
+            f"Bronze {exchange} still lacks {missing} records from before "
+            f"{end.isoformat()} (stream batch {progress.get('batch_id')})",
+        )
     return Settlement(True, 0, f"Bronze {exchange} holds every record from before {end.isoformat()}")
 
 
@@ -62,6 +70,9 @@ def bronze_rows_at_most(settings: Settings, exchange: str, start: dt.datetime, e
     from k2.lake.tables import bronze_table
 
     table = load_catalog(settings).load_table(bronze_table(exchange).identifier)
-    scan = table.scan(row_filter=And(GreaterThanOrEqual("kafka_timestamp", start.isoformat()),
-                                     LessThan("kafka_timestamp", end.isoformat())))
+    scan = table.scan(
+        row_filter=And(
+            GreaterThanOrEqual("kafka_timestamp", start.isoformat()), LessThan("kafka_timestamp", end.isoformat())
+        )
+    )
     return sum(task.file.record_count for task in scan.plan_files())

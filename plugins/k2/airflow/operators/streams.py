@@ -1,7 +1,8 @@
-"""Operators: each does one task with the K2 library, importing heavy modules only when it runs."""
+"""The operator of the stream supervisor DAGs."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
@@ -28,6 +29,7 @@ class BronzeStreamSupervisorOperator(BaseOperator):
         super().__init__(**kwargs)
         self.exchange = exchange
         self.window = window
+        self.killed = threading.Event()
 
     def execute(self, context: Any) -> dict[str, Any]:
         from k2.settings import load_settings
@@ -35,14 +37,22 @@ class BronzeStreamSupervisorOperator(BaseOperator):
 
         supervisor = StreamSupervisor(load_settings(), self.exchange, alert=self._alert)
         try:
-            reports = supervisor.supervise(self.window.total_seconds(),
-                                           on_report=lambda r: self.log.info("%s", r.line()))
+            reports = supervisor.supervise(
+                self.window.total_seconds(),
+                on_report=lambda r: self.log.info("%s", r.line()),
+                should_continue=lambda: not self.killed.is_set(),
+            )
         finally:
             supervisor.close()
         last = reports[-1]
         if last.state == "given_up":
             raise AirflowException(f"Bronze stream {self.exchange} is given up: {last.reason}")
         return asdict(last)
+
+    def on_kill(self) -> None:
+        # ends supervision after the current check; the stream itself keeps running on its lease
+        # and the next supervisor run takes it over
+        self.killed.set()
 
     def _alert(self, severity: str, exchange: str, message: str) -> None:
         from k2.monitoring.alerts import send_alert

@@ -29,15 +29,29 @@ class StreamMonitorOperator(BaseOperator):
         settings = load_settings()
         result = run_monitor(settings, configured_thresholds(settings, Variable.get(VARIABLE_KEY, default=None)))
         for m in result.metrics:
-            self.log.info("stream=%s state=%s p99=%ss (kafka %ss, event %ss) lag=%s msgs / %ss freshness=%ss "
-                          "throughput=%s rows/s restarts_1h=%s dead_letter_ratio=%s", m.exchange, m.stream_state,
-                          m.latency_p99_s, m.kafka_latency_p99_s, m.event_latency_p99_s, m.lag_messages, m.lag_s,
-                          m.freshness_s, m.throughput_rows_per_s, m.restarts_1h, m.dead_letter_ratio)
+            self.log.info(
+                "stream=%s state=%s p99=%ss (kafka %ss, event %ss) lag=%s msgs / %ss freshness=%ss "
+                "throughput=%s rows/s restarts_1h=%s dead_letter_ratio=%s",
+                m.exchange,
+                m.stream_state,
+                m.latency_p99_s,
+                m.kafka_latency_p99_s,
+                m.event_latency_p99_s,
+                m.lag_messages,
+                m.lag_s,
+                m.freshness_s,
+                m.throughput_rows_per_s,
+                m.restarts_1h,
+                m.dead_letter_ratio,
+            )
         for alert in result.alerts:
             self.log.warning("ALERT %s (delivery: %s)", alert.text, alert.delivery or "log only")
         self.log.info("open incidents: %d", result.open_incidents)
         if result.failures:  # red in the UI: monitoring that cannot measure must not look healthy
             failed = "; ".join(f"{exchange}: {why}" for exchange, why in result.failures.items())
             raise AirflowException(f"could not measure {failed}")
-        return {"open_incidents": result.open_incidents, "events": len(result.events),
-                "streams": {m.exchange: m.stream_state for m in result.metrics}}
+        return {
+            "open_incidents": result.open_incidents,
+            "events": len(result.events),
+            "streams": {m.exchange: m.stream_state for m in result.metrics},
+        }

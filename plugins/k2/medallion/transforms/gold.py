@@ -7,12 +7,23 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from spark_jobs.transforms.silver import MONEY
+from k2.lake.names import BAR_WIDTHS_S
+from k2.lake.names import MONEY_SQL as MONEY
 
-INTERVAL_SECONDS = {"1m": 60, "5m": 300, "1h": 3600, "1d": 86_400}
+INTERVAL_SECONDS = BAR_WIDTHS_S
 BAR_KEY = ("exchange", "symbol", "bar_start")
-MEASURES = ("open", "high", "low", "close", "volume_base", "volume_quote", "vwap", "trade_count",
-            "taker_buy_base", "taker_sell_base")
+MEASURES = (
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume_base",
+    "volume_quote",
+    "vwap",
+    "trade_count",
+    "taker_buy_base",
+    "taker_sell_base",
+)
 
 
 def bar_start(ts: Column, interval: str) -> Column:
@@ -38,8 +49,10 @@ def _finish(bars: DataFrame, interval: str, computed_at: Column) -> DataFrame:
     return bars.select(
         *BAR_KEY,
         (F.col("bar_start") + F.expr(f"INTERVAL {INTERVAL_SECONDS[interval]} SECONDS")).alias("bar_end"),
-        F.col("open").cast(MONEY).alias("open"), F.col("high").cast(MONEY).alias("high"),
-        F.col("low").cast(MONEY).alias("low"), F.col("close").cast(MONEY).alias("close"),
+        F.col("open").cast(MONEY).alias("open"),
+        F.col("high").cast(MONEY).alias("high"),
+        F.col("low").cast(MONEY).alias("low"),
+        F.col("close").cast(MONEY).alias("close"),
         F.col("volume_base").cast(MONEY).alias("volume_base"),
         F.col("volume_quote").cast(MONEY).alias("volume_quote"),
         vwap(F.col("volume_quote"), F.col("volume_base"), F.col("low"), F.col("high")).alias("vwap"),
@@ -53,32 +66,40 @@ def _finish(bars: DataFrame, interval: str, computed_at: Column) -> DataFrame:
 def minute_bars(trades: DataFrame, computed_at: Column) -> DataFrame:
     """``silver.trades`` rows -> ``gold.ohlcv_1m`` rows."""
     qty = F.col("quantity")
-    bars = (trades.withColumn("bar_start", bar_start(F.col("event_time"), "1m"))
-            .groupBy(*BAR_KEY)
-            .agg(F.min_by("price", trade_order()).alias("open"),
-                 F.max("price").alias("high"),
-                 F.min("price").alias("low"),
-                 F.max_by("price", trade_order()).alias("close"),
-                 F.sum(qty).alias("volume_base"),
-                 F.sum("quote_amount").alias("volume_quote"),
-                 F.count(F.lit(1)).alias("trade_count"),
-                 F.sum(F.when(F.col("taker_side") == "buy", qty).otherwise(F.lit(0))).alias("taker_buy_base"),
-                 F.sum(F.when(F.col("taker_side") == "sell", qty).otherwise(F.lit(0))).alias("taker_sell_base")))
+    bars = (
+        trades.withColumn("bar_start", bar_start(F.col("event_time"), "1m"))
+        .groupBy(*BAR_KEY)
+        .agg(
+            F.min_by("price", trade_order()).alias("open"),
+            F.max("price").alias("high"),
+            F.min("price").alias("low"),
+            F.max_by("price", trade_order()).alias("close"),
+            F.sum(qty).alias("volume_base"),
+            F.sum("quote_amount").alias("volume_quote"),
+            F.count(F.lit(1)).alias("trade_count"),
+            F.sum(F.when(F.col("taker_side") == "buy", qty).otherwise(F.lit(0))).alias("taker_buy_base"),
+            F.sum(F.when(F.col("taker_side") == "sell", qty).otherwise(F.lit(0))).alias("taker_sell_base"),
+        )
+    )
     return _finish(bars, "1m", computed_at)
 
 
 def roll_up(minute: DataFrame, interval: str, computed_at: Column) -> DataFrame:
     """``gold.ohlcv_1m`` rows -> bars of a coarser ``interval`` (5m, 1h, 1d)."""
-    bars = (minute.withColumn("bar_start_1m", F.col("bar_start"))
-            .withColumn("bar_start", bar_start(F.col("bar_start"), interval))
-            .groupBy(*BAR_KEY)
-            .agg(F.min_by("open", F.col("bar_start_1m")).alias("open"),
-                 F.max("high").alias("high"),
-                 F.min("low").alias("low"),
-                 F.max_by("close", F.col("bar_start_1m")).alias("close"),
-                 F.sum("volume_base").alias("volume_base"),
-                 F.sum("volume_quote").alias("volume_quote"),
-                 F.sum("trade_count").alias("trade_count"),
-                 F.sum("taker_buy_base").alias("taker_buy_base"),
-                 F.sum("taker_sell_base").alias("taker_sell_base")))
+    bars = (
+        minute.withColumn("bar_start_1m", F.col("bar_start"))
+        .withColumn("bar_start", bar_start(F.col("bar_start"), interval))
+        .groupBy(*BAR_KEY)
+        .agg(
+            F.min_by("open", F.col("bar_start_1m")).alias("open"),
+            F.max("high").alias("high"),
+            F.min("low").alias("low"),
+            F.max_by("close", F.col("bar_start_1m")).alias("close"),
+            F.sum("volume_base").alias("volume_base"),
+            F.sum("volume_quote").alias("volume_quote"),
+            F.sum("trade_count").alias("trade_count"),
+            F.sum("taker_buy_base").alias("taker_buy_base"),
+            F.sum("taker_sell_base").alias("taker_sell_base"),
+        )
+    )
     return _finish(bars, interval, computed_at)

@@ -39,14 +39,18 @@ def java_major_version(java: str) -> int:
     """Major version of the given java launcher, or a K2Error saying how to install one."""
     exe = shutil.which(java)
     if exe is None:
-        raise K2Error(f"Java launcher {java!r} not found on PATH",
-                      f"install JDK {MIN_JAVA} (e.g. `apt-get install openjdk-17-jdk-headless`) "
-                      "or point K2_JAVA at a java binary.")
+        raise K2Error(
+            f"Java launcher {java!r} not found on PATH",
+            f"install JDK {MIN_JAVA} (e.g. `apt-get install openjdk-17-jdk-headless`) "
+            "or point K2_JAVA at a java binary.",
+        )
     out = subprocess.run([exe, "-version"], capture_output=True, text=True, check=False).stderr
     match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
     if not match:
-        raise K2Error(f"could not read the Java version from `{exe} -version`: {out.strip()[:200]}",
-                      f"install JDK {MIN_JAVA} or point K2_JAVA at one.")
+        raise K2Error(
+            f"could not read the Java version from `{exe} -version`: {out.strip()[:200]}",
+            f"install JDK {MIN_JAVA} or point K2_JAVA at one.",
+        )
     major = int(match.group(1))
     return int(match.group(2)) if major == 1 and match.group(2) else major
 
@@ -54,8 +58,10 @@ def java_major_version(java: str) -> int:
 def require_java(settings: Settings) -> str:
     major = java_major_version(settings.java)
     if major < MIN_JAVA:
-        raise K2Error(f"Java {major} found, K2 needs Java {MIN_JAVA}+ (Kafka 4 and Spark 4 require it)",
-                      f"install JDK {MIN_JAVA} and put it first on PATH, or set K2_JAVA.")
+        raise K2Error(
+            f"Java {major} found, K2 needs Java {MIN_JAVA}+ (Kafka 4 and Spark 4 require it)",
+            f"install JDK {MIN_JAVA} and put it first on PATH, or set K2_JAVA.",
+        )
     return shutil.which(settings.java) or settings.java
 
 
@@ -119,22 +125,38 @@ def ensure_jars(settings: Settings, *, force: bool = False) -> JarSet:
     require_java(settings)
     mvn = shutil.which(settings.maven)
     if mvn is None:
-        raise K2Error(f"Maven launcher {settings.maven!r} not found on PATH",
-                      "install Maven 3.8+ (e.g. `apt-get install maven`) or set K2_MAVEN.")
+        raise K2Error(
+            f"Maven launcher {settings.maven!r} not found on PATH",
+            "install Maven 3.8+ (e.g. `apt-get install maven`) or set K2_MAVEN.",
+        )
     for module in MODULES:  # stale jars of an older resolution must not linger on a classpath
         shutil.rmtree(settings.jars_dir / module, ignore_errors=True)
-    cmd = [mvn, "-B", "-ntp", "-f", str(JVM_DIR / "pom.xml"), "-gs", str(JVM_DIR / "maven-settings.xml"),
-           f"-Dspark.version={spark_version}", f"-Dk2.lib.dir={settings.jars_dir}", "package"]
+    cmd = [
+        mvn,
+        "-B",
+        "-ntp",
+        "-f",
+        str(JVM_DIR / "pom.xml"),
+        "-gs",
+        str(JVM_DIR / "maven-settings.xml"),
+        f"-Dspark.version={spark_version}",
+        f"-Dk2.lib.dir={settings.jars_dir}",
+        "package",
+    ]
     if profiles:
         cmd.insert(1, "-P" + ",".join(profiles))
-    log.info("jars.resolving", spark_version=spark_version, profiles=profiles, dir=str(settings.jars_dir),
-             note="first run downloads about 120 MB from Maven Central")
+    log.info(
+        "jars.resolving",
+        spark_version=spark_version,
+        profiles=profiles,
+        dir=str(settings.jars_dir),
+        note="first run downloads about 120 MB from Maven Central",
+    )
     _run_maven(cmd)
     jar_set = _jar_set(settings.jars_dir)
     rel = [str(p.relative_to(settings.jars_dir)) for p in jar_set.kafka_broker + jar_set.spark_connectors]
     (settings.jars_dir / _STAMP).write_text(json.dumps({"digest": digest, "jars": rel}, indent=1))
-    log.info("jars.resolved", kafka_broker=len(jar_set.kafka_broker),
-             spark_connectors=len(jar_set.spark_connectors))
+    log.info("jars.resolved", kafka_broker=len(jar_set.kafka_broker), spark_connectors=len(jar_set.spark_connectors))
     return jar_set
 
 
@@ -150,9 +172,10 @@ def _run_maven(cmd: list[str]) -> None:
                 print(f"  mvn: {line.removeprefix('[INFO] ')}", file=sys.stderr, flush=True)
     if proc.returncode != 0:
         errors = "\n".join(ln for ln in tail if "[ERROR]" in ln)[:3000] or "\n".join(tail[-15:])
-        raise K2Error(f"Maven could not resolve K2's JVM artifacts:\n{errors}",
-                      "check network access to Maven Central (or your mirror in ~/.m2/settings.xml) "
-                      "and re-run `k2 jars`.")
+        raise K2Error(
+            f"Maven could not resolve K2's JVM artifacts:\n{errors}",
+            "check network access to Maven Central (or your mirror in ~/.m2/settings.xml) and re-run `k2 jars`.",
+        )
 
 
 def _jar_set(jars_dir: Path) -> JarSet:
@@ -166,6 +189,8 @@ def installed_jars(settings: Settings) -> JarSet:
     """The resolved jars, or a K2Error telling to run ``k2 jars`` (never resolves by itself)."""
     jar_set = _jar_set(settings.jars_dir)
     if not jar_set.kafka_broker or not jar_set.spark_connectors:
-        raise K2Error(f"K2's JVM artifacts are missing from {settings.jars_dir}",
-                      "run `k2 jars` (needs Maven and network access to Maven Central).")
+        raise K2Error(
+            f"K2's JVM artifacts are missing from {settings.jars_dir}",
+            "run `k2 jars` (needs Maven and network access to Maven Central).",
+        )
     return jar_set

@@ -24,9 +24,10 @@ from pathlib import Path
 import psutil
 
 from k2.errors import K2Error
-from k2.jvm import installed_jars, require_java
+from k2.kafka.clients import broker_reachable
 from k2.log import get_logger
-from k2.procs import require_free_port
+from k2.runtime.jvm import installed_jars, require_java
+from k2.runtime.procs import require_free_port
 from k2.settings import Settings
 
 log = get_logger(__name__)
@@ -57,8 +58,9 @@ class LocalKafkaBroker:
     # --- inspection ------------------------------------------------------------------------------
     def status(self) -> BrokerStatus:
         pid = self._live_pid()
-        return BrokerStatus(pid is not None, pid, self.settings.kafka_bootstrap_servers, self.data_dir,
-                            self.log_dir / "server.log")
+        return BrokerStatus(
+            pid is not None, pid, self.settings.kafka_bootstrap_servers, self.data_dir, self.log_dir / "server.log"
+        )
 
     def _live_pid(self) -> int | None:
         """The broker's pid if the pid file names a live broker process on our config."""
@@ -67,8 +69,10 @@ class LocalKafkaBroker:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise K2Error(f"cannot read the broker pid file {self.pid_file}: {exc}",
-                          "check its permissions; if no broker runs, remove that file.") from exc
+            raise K2Error(
+                f"cannot read the broker pid file {self.pid_file}: {exc}",
+                "check its permissions; if no broker runs, remove that file.",
+            ) from exc
         return pid if _is_broker_process(pid, self.config_file) else None
 
     def data_dir_locked(self) -> bool:
@@ -88,16 +92,22 @@ class LocalKafkaBroker:
     def start(self) -> BrokerStatus:
         """Format on first use, launch, and wait until the broker answers clients."""
         if not self.settings.kafka_embedded:
-            raise K2Error("K2_KAFKA_EMBEDDED is false: K2 uses the cluster at "
-                          f"{self.settings.kafka_bootstrap_servers} and starts no broker",
-                          "unset K2_KAFKA_EMBEDDED to run the embedded broker.")
+            raise K2Error(
+                "K2_KAFKA_EMBEDDED is false: K2 uses the cluster at "
+                f"{self.settings.kafka_bootstrap_servers} and starts no broker",
+                "unset K2_KAFKA_EMBEDDED to run the embedded broker.",
+            )
         pid = self._live_pid()
         if pid is not None:
-            raise K2Error(f"a K2 broker already runs on {self.data_dir} (pid {pid})",
-                          "use it, or stop it first with `k2 kafka stop`.")
+            raise K2Error(
+                f"a K2 broker already runs on {self.data_dir} (pid {pid})",
+                "use it, or stop it first with `k2 kafka stop`.",
+            )
         if self.data_dir_locked():
-            raise K2Error(f"another Kafka broker holds the lock on {self.data_dir}",
-                          "stop that broker (see `ps aux | grep kafka.Kafka`) before starting this one.")
+            raise K2Error(
+                f"another Kafka broker holds the lock on {self.data_dir}",
+                "stop that broker (see `ps aux | grep kafka.Kafka`) before starting this one.",
+            )
         java = require_java(self.settings)
         jars = installed_jars(self.settings).kafka_broker
         for port in (self.settings.kafka_port, self.settings.kafka_controller_port):
@@ -109,19 +119,41 @@ class LocalKafkaBroker:
         else:
             self._check_formatted()
 
-        cmd = [java, f"-Xmx{self.settings.kafka_heap}", f"-Xms{self.settings.kafka_heap}",
-               "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
-               f"-Dlog4j2.configurationFile={self.log4j_file}", f"-Dkafka.logs.dir={self.log_dir}",
-               "-cp", os.pathsep.join(str(j) for j in jars), "kafka.Kafka", str(self.config_file)]
+        cmd = [
+            java,
+            f"-Xmx{self.settings.kafka_heap}",
+            f"-Xms{self.settings.kafka_heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.log4j_file}",
+            f"-Dkafka.logs.dir={self.log_dir}",
+            "-cp",
+            os.pathsep.join(str(j) for j in jars),
+            "kafka.Kafka",
+            str(self.config_file),
+        ]
         stdout = (self.log_dir / "stdout.log").open("ab")
-        proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         stdout.close()
-        self.pid_file.write_text(json.dumps({"pid": proc.pid, "data_dir": str(self.data_dir),
-                                             "bootstrap": self.settings.kafka_bootstrap_servers,
-                                             "started_at": time.time()}))
-        log.info("broker.starting", pid=proc.pid, bootstrap=self.settings.kafka_bootstrap_servers,
-                 data_dir=str(self.data_dir))
+        self.pid_file.write_text(
+            json.dumps(
+                {
+                    "pid": proc.pid,
+                    "data_dir": str(self.data_dir),
+                    "bootstrap": self.settings.kafka_bootstrap_servers,
+                    "started_at": time.time(),
+                }
+            )
+        )
+        log.info(
+            "broker.starting",
+            pid=proc.pid,
+            bootstrap=self.settings.kafka_bootstrap_servers,
+            data_dir=str(self.data_dir),
+        )
         self._wait_ready(proc)
         log.info("broker.ready", pid=proc.pid, bootstrap=self.settings.kafka_bootstrap_servers)
         return self.status()
@@ -136,11 +168,15 @@ class LocalKafkaBroker:
             try:
                 directory.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise K2Error(f"cannot create {directory}: {exc.strerror}",
-                              "make K2_HOME writable for this user, or point K2_HOME elsewhere.") from exc
+                raise K2Error(
+                    f"cannot create {directory}: {exc.strerror}",
+                    "make K2_HOME writable for this user, or point K2_HOME elsewhere.",
+                ) from exc
         if self.data_dir.exists() and not os.access(self.data_dir, os.R_OK | os.W_OK | os.X_OK):
-            raise K2Error(f"the broker data directory {self.data_dir} is not readable and writable",
-                          f"fix its permissions (e.g. `chown -R $USER {self.data_dir}`).")
+            raise K2Error(
+                f"the broker data directory {self.data_dir} is not readable and writable",
+                f"fix its permissions (e.g. `chown -R $USER {self.data_dir}`).",
+            )
 
     def _write_config(self) -> None:
         s = self.settings
@@ -174,16 +210,27 @@ class LocalKafkaBroker:
             raise K2Error(
                 f"{self.data_dir} holds files but no meta.properties: an interrupted format or "
                 "a directory that is not a Kafka data directory",
-                f"move it aside, or delete it with `k2 kafka reset` (which removes {self.data_dir}).")
+                f"move it aside, or delete it with `k2 kafka reset` (which removes {self.data_dir}).",
+            )
         cluster_id = new_cluster_id()
-        cmd = [java, f"-Dlog4j2.configurationFile={self.log4j_file}", f"-Dkafka.logs.dir={self.log_dir}",
-               "-cp", os.pathsep.join(str(j) for j in jars), "kafka.tools.StorageTool", "format",
-               f"--cluster-id={cluster_id}", f"--config={self.config_file}"]  # ids may start with "-"
+        cmd = [
+            java,
+            f"-Dlog4j2.configurationFile={self.log4j_file}",
+            f"-Dkafka.logs.dir={self.log_dir}",
+            "-cp",
+            os.pathsep.join(str(j) for j in jars),
+            "kafka.tools.StorageTool",
+            "format",
+            f"--cluster-id={cluster_id}",
+            f"--config={self.config_file}",
+        ]  # ids may start with "-"
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise K2Error(f"formatting the broker storage in {self.data_dir} failed:\n"
-                          f"{(result.stderr or result.stdout).strip()[-2000:]}",
-                          "fix the cause above; `k2 kafka reset` removes a half-formatted directory.")
+            raise K2Error(
+                f"formatting the broker storage in {self.data_dir} failed:\n"
+                f"{(result.stderr or result.stdout).strip()[-2000:]}",
+                "fix the cause above; `k2 kafka reset` removes a half-formatted directory.",
+            )
         log.info("broker.formatted", data_dir=str(self.data_dir), cluster_id=cluster_id)
 
     def _check_formatted(self) -> None:
@@ -191,12 +238,16 @@ class LocalKafkaBroker:
         try:
             text = meta.read_text()
         except OSError as exc:
-            raise K2Error(f"cannot read {meta}: {exc.strerror}",
-                          "fix its permissions; `k2 kafka reset` starts over with empty storage.") from exc
+            raise K2Error(
+                f"cannot read {meta}: {exc.strerror}",
+                "fix its permissions; `k2 kafka reset` starts over with empty storage.",
+            ) from exc
         entries = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
         if entries.get("node.id") != str(NODE_ID) or "cluster.id" not in entries:
-            raise K2Error(f"{meta} does not describe K2's node {NODE_ID}: {entries}",
-                          "point K2_HOME at K2's own state, or `k2 kafka reset` to start over.")
+            raise K2Error(
+                f"{meta} does not describe K2's node {NODE_ID}: {entries}",
+                "point K2_HOME at K2's own state, or `k2 kafka reset` to start over.",
+            )
 
     def _wait_ready(self, proc: subprocess.Popen) -> None:
         deadline = time.monotonic() + self.settings.kafka_start_timeout_s
@@ -204,9 +255,10 @@ class LocalKafkaBroker:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 self.pid_file.unlink(missing_ok=True)
-                raise K2Error(f"the Kafka broker exited with code {proc.returncode} during start-up:\n"
-                              f"{self._log_tail()}",
-                              f"see {self.log_dir / 'server.log'}; fix the cause and start again.")
+                raise K2Error(
+                    f"the Kafka broker exited with code {proc.returncode} during start-up:\n{self._log_tail()}",
+                    f"see {self.log_dir / 'server.log'}; fix the cause and start again.",
+                )
             if broker_reachable(self.settings.kafka_bootstrap_servers, timeout=1.0):
                 return
             if time.monotonic() > next_note:
@@ -214,9 +266,11 @@ class LocalKafkaBroker:
                 next_note = time.monotonic() + 10
             time.sleep(0.2)
         self._terminate(proc.pid)
-        raise K2Error(f"the Kafka broker did not accept clients within {self.settings.kafka_start_timeout_s}s"
-                      f"; it was stopped. Last log lines:\n{self._log_tail()}",
-                      "raise K2_KAFKA_START_TIMEOUT_S on a slow machine, or see the broker log.")
+        raise K2Error(
+            f"the Kafka broker did not accept clients within {self.settings.kafka_start_timeout_s}s"
+            f"; it was stopped. Last log lines:\n{self._log_tail()}",
+            "raise K2_KAFKA_START_TIMEOUT_S on a slow machine, or see the broker log.",
+        )
 
     def _log_tail(self, lines: int = 20) -> str:
         parts = []
@@ -244,8 +298,7 @@ class LocalKafkaBroker:
         if _wait_gone(pid, self.settings.kafka_stop_timeout_s):
             log.info("broker.stopped", pid=pid)
             return
-        log.warning("broker.kill", pid=pid, reason=f"still alive {self.settings.kafka_stop_timeout_s}s after "
-                    "SIGTERM")
+        log.warning("broker.kill", pid=pid, reason=f"still alive {self.settings.kafka_stop_timeout_s}s after SIGTERM")
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         _wait_gone(pid, 10)
@@ -254,18 +307,6 @@ class LocalKafkaBroker:
 def new_cluster_id() -> str:
     """A KRaft cluster id: a random UUID in URL-safe base64 (it may start with "-")."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-
-
-def broker_reachable(bootstrap_servers: str, timeout: float = 2.0) -> bool:
-    """True if a broker answers a metadata request within ``timeout`` seconds."""
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 0,
-                         "socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000))})
-    try:
-        return bool(admin.list_topics(timeout=timeout).brokers)
-    except Exception:
-        return False
 
 
 def _is_broker_process(pid: int, config_file: Path) -> bool:

@@ -41,29 +41,46 @@ def parse_time(value: str | dt.datetime, name: str) -> dt.datetime:
         try:
             moment = dt.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
         except ValueError:
-            raise K2Error(f"{name}={value!r} is not a date-time",
-                          f"give {name} in ISO 8601, e.g. 2026-11-20T13:00:00Z.") from None
+            raise K2Error(
+                f"{name}={value!r} is not a date-time", f"give {name} in ISO 8601, e.g. 2026-11-20T13:00:00Z."
+            ) from None
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
-def validate_interval(exchange: str, start: str | dt.datetime, end: str | dt.datetime, *,
-                      exchanges: tuple[str, ...], now: dt.datetime | None = None) -> Interval:
+def validate_interval(
+    exchange: str,
+    start: str | dt.datetime,
+    end: str | dt.datetime,
+    *,
+    exchanges: tuple[str, ...],
+    now: dt.datetime | None = None,
+) -> Interval:
     """A validated interval, or a K2Error naming the parameter and the fix."""
     if exchange not in exchanges:
-        raise K2Error(f"exchange={exchange!r} is not one of K2's exchanges ({', '.join(exchanges)})",
-                      "pick one of them, or add it to K2_EXCHANGES.")
+        raise K2Error(
+            f"exchange={exchange!r} is not one of K2's exchanges ({', '.join(exchanges)})",
+            "pick one of them, or add it to K2_EXCHANGES.",
+        )
     begin, finish = parse_time(start, "start"), parse_time(end, "end")
     now = now or dt.datetime.now(dt.UTC)
     if begin >= finish:
-        raise K2Error(f"start {begin.isoformat()} is not before end {finish.isoformat()}",
-                      "swap them, or give an end later than the start.")
+        raise K2Error(
+            f"start {begin.isoformat()} is not before end {finish.isoformat()}",
+            "swap them, or give an end later than the start.",
+        )
     if begin < EARLIEST:
-        raise K2Error(f"start {begin.isoformat()} is before {EARLIEST.date()}, when no crypto trades existed",
-                      "give a start after that date.")
+        raise K2Error(
+            f"start {begin.isoformat()} is before {EARLIEST.date()}, when no crypto trades existed",
+            "give a start after that date.",
+        )
     if finish > now + dt.timedelta(hours=1):
-        raise K2Error(f"end {finish.isoformat()} is in the future (now {now.isoformat(timespec='seconds')})",
-                      "give an end no later than the current hour.")
+        raise K2Error(
+            f"end {finish.isoformat()} is in the future (now {now.isoformat(timespec='seconds')})",
+            "give an end no later than the current hour.",
+        )
     if finish - begin > MAX_BACKFILL:
-        raise K2Error(f"the interval spans {(finish - begin).days} days, more than {MAX_BACKFILL.days}",
-                      "split the backfill into intervals of at most a year.")
+        raise K2Error(
+            f"the interval spans {(finish - begin).days} days, more than {MAX_BACKFILL.days}",
+            "split the backfill into intervals of at most a year.",
+        )
     return Interval(exchange, begin, finish)

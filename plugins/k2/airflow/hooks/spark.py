@@ -1,0 +1,67 @@
+"""The hook through which K2's Airflow tasks submit Spark jobs (Apache Spark provider)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+from airflow.sdk import Connection
+from airflow.sdk.exceptions import AirflowNotFoundException
+
+from k2.settings import Settings
+from k2.spark import SPARK_SUBMIT, spark_job
+
+
+class K2SparkSubmitHook(SparkSubmitHook):
+    """A SparkSubmitHook for one of K2's Spark jobs, owning the ``k2_spark`` connection.
+
+    The master comes from the connection when the deployment defines it (environment, secrets
+    backend, UI); else from K2_SPARK_MASTER. Every other Spark setting comes from k2.spark, the same
+    as for an in-process session.
+    """
+
+    default_conn_name = "k2_spark"
+    hook_name = "K2 Spark"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        name: str,
+        application: Path,
+        application_args: list[str],
+        driver_memory: str | None = None,
+        conn_id: str = default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        self.settings = settings
+        self.job = spark_job(
+            settings, name=name, application=application, args=application_args, driver_memory=driver_memory
+        )
+        super().__init__(
+            conn_id=conn_id,
+            conf=self.job.conf,
+            name=name,
+            spark_binary=SPARK_SUBMIT,
+            application_args=list(self.job.args),
+            env_vars=self.job.env,
+            verbose=False,
+            **kwargs,
+        )
+
+    def get_connection(self, conn_id: str) -> Connection:  # type: ignore[override]
+        try:
+            return super().get_connection(conn_id)
+        except AirflowNotFoundException:
+            return self.default_connection(self.settings, conn_id)
+
+    @staticmethod
+    def default_connection(settings: Settings, conn_id: str = default_conn_name) -> Connection:
+        return Connection(conn_id=conn_id, conn_type="spark", host=settings.spark_master)
+
+    def submit(self, application: str = "", **kwargs: Any) -> str | None:
+        # spark-submit is found on the job's PATH (next to this interpreter)
+        kwargs.setdefault("env", {**os.environ, **self.job.env})
+        return super().submit(application or str(self.job.application), **kwargs)

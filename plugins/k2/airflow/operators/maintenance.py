@@ -1,0 +1,61 @@
+"""The operator of the maintenance DAG: one namespace's Iceberg tables per task."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException
+
+from k2.settings import PROJECT_ROOT, load_settings
+
+if TYPE_CHECKING:
+    from k2.airflow.hooks.spark import K2SparkSubmitHook
+
+MAINTENANCE_APPLICATION = PROJECT_ROOT / "spark_jobs" / "maintenance.py"
+
+
+class IcebergMaintenanceOperator(BaseOperator):
+    """Compacts data files, rewrites manifests, expires snapshots and removes orphan files on every
+    table of ``namespace`` (``k2.lake.maintenance_job`` through K2SparkSubmitHook). Fails when any
+    table could not be maintained, after the others were, and logs what was done for each."""
+
+    template_fields = ("namespace",)
+    ui_color = "#9fb4c7"
+
+    def __init__(self, *, namespace: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.namespace = namespace
+        self.hook: K2SparkSubmitHook | None = None
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from k2.airflow.hooks.spark import K2SparkSubmitHook
+        from k2.lake.maintenance import MaintenanceReport
+
+        with tempfile.TemporaryDirectory(prefix="k2-job-") as tmp:
+            report_file = Path(tmp) / "report.json"
+            self.hook = K2SparkSubmitHook(
+                load_settings(),
+                name=f"k2-maintenance-{self.namespace}",
+                application=MAINTENANCE_APPLICATION,
+                application_args=["--namespace", self.namespace, "--report", str(report_file)],
+            )
+            failure: AirflowException | None = None
+            try:
+                self.hook.submit()
+            except AirflowException as exc:  # a job with one bad table still wrote its report
+                failure = exc
+            if not report_file.is_file():
+                raise failure or AirflowException("the maintenance job wrote no report")
+            report = MaintenanceReport.read(report_file)
+        for line in report.lines():
+            self.log.info("%s", line)
+        if failure is not None:
+            raise failure
+        return report.to_dict()
+
+    def on_kill(self) -> None:
+        if self.hook is not None:
+            self.hook.on_kill()

@@ -1,0 +1,71 @@
+"""The operator of the Bronze -> Silver -> Gold batch: one layer, one exchange, one interval."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from k2.airflow.intervals import run_interval
+from k2.settings import PROJECT_ROOT, load_settings
+
+if TYPE_CHECKING:
+    from k2.airflow.hooks.spark import K2SparkSubmitHook
+
+MEDALLION_APPLICATION = PROJECT_ROOT / "spark_jobs" / "medallion.py"
+LAYERS = ("silver", "gold")
+
+
+class MedallionOperator(BaseOperator):
+    """Runs the batch job (``k2.medallion.job``) for one layer (silver or gold), exchange and
+    interval through K2SparkSubmitHook, and returns the job's report (counts, dead-letter reasons,
+    quality). Killing the task kills spark-submit and its driver."""
+
+    template_fields = ("exchange",)
+    ui_color = "#c0c0c0"
+
+    def __init__(self, *, layer: str, exchange: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if layer not in LAYERS:
+            raise ValueError(f"layer must be silver or gold, not {layer!r}")
+        self.layer = layer
+        self.exchange = exchange
+        self.hook: K2SparkSubmitHook | None = None
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from k2.airflow.hooks.spark import K2SparkSubmitHook
+        from k2.medallion.reports import medallion_report
+
+        interval = run_interval(context, self.exchange)
+        self.log.info("submitting %s for %s", self.layer, interval.label)
+        with tempfile.TemporaryDirectory(prefix="k2-job-") as tmp:
+            report_file = Path(tmp) / "report.json"
+            self.hook = K2SparkSubmitHook(
+                load_settings(),
+                name=f"k2-{self.layer}-{self.exchange}",
+                application=MEDALLION_APPLICATION,
+                application_args=[
+                    "--layer",
+                    self.layer,
+                    "--exchange",
+                    self.exchange,
+                    "--start",
+                    interval.start.isoformat(),
+                    "--end",
+                    interval.end.isoformat(),
+                    "--report",
+                    str(report_file),
+                ],
+            )
+            self.hook.submit()
+            report = medallion_report(json.loads(report_file.read_text()))
+        for line in report.lines():
+            self.log.info("%s", line)
+        return report.to_dict()
+
+    def on_kill(self) -> None:
+        if self.hook is not None:
+            self.hook.on_kill()

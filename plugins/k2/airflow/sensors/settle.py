@@ -1,0 +1,62 @@
+"""The batch's Bronze sensor: Silver may read an interval only once Bronze holds all of it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator
+from airflow.sdk.exceptions import AirflowSkipException
+
+from k2.airflow.intervals import run_interval
+from k2.medallion.interval import Interval
+from k2.settings import load_settings
+
+
+class BronzeSettledSensor(BaseSensorOperator):
+    """Waits until Bronze holds every Kafka record of the interval (k2.medallion.settle). Deferrable
+    by default: after one check the wait moves to the triggerer (BronzeSettledTrigger), so a
+    waiting batch holds no worker slot. Skips Silver and Gold when Bronze has no row in the interval
+    (no Spark job for an hour without data)."""
+
+    template_fields = ("exchange",)
+    ui_color = "#cd7f32"
+
+    def __init__(self, *, exchange: str, deferrable: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.exchange = exchange
+        self.deferrable = deferrable
+
+    def execute(self, context: Any) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        if self.poke(context):
+            return None
+        from k2.airflow.triggers.settle import BronzeSettledTrigger
+
+        interval = run_interval(context, self.exchange)
+        self.defer(
+            trigger=BronzeSettledTrigger(self.exchange, interval.end.isoformat(), self.poke_interval),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> None:
+        self.log.info("%s", event.get("detail"))
+        self._skip_if_empty(run_interval(context, self.exchange))
+
+    def poke(self, context: Any) -> bool:
+        from k2.medallion.settle import bronze_settlement
+
+        interval = run_interval(context, self.exchange)
+        settlement = bronze_settlement(load_settings(), self.exchange, interval.end)
+        self.log.info("interval=%s settled=%s %s", interval.label, settlement.settled, settlement.detail)
+        if settlement.settled:
+            self._skip_if_empty(interval)
+        return settlement.settled
+
+    def _skip_if_empty(self, interval: Interval) -> None:
+        from k2.medallion.settle import bronze_rows_at_most
+
+        if bronze_rows_at_most(load_settings(), self.exchange, interval.start, interval.end) == 0:
+            raise AirflowSkipException(f"Bronze {self.exchange} holds no record in {interval.label}: nothing to do")

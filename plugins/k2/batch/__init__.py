@@ -1,1 +1,0 @@
-"""Bronze -> Silver -> Gold batch processing: intervals, parameters, the Bronze readiness check."""

@@ -1,0 +1,51 @@
+"""Kafka -> Bronze for one exchange, as a Structured Streaming query: read the topic -> map the
+records onto the Bronze table (no parsing) -> append. The stream's process life (lock, status,
+lease, restarts) is k2.streams.job's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from k2.lake.names import bronze_id, qualified
+from k2.settings import Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+
+
+def bronze_table_name(settings: Settings, exchange: str) -> str:
+    return qualified(settings.catalog_name, bronze_id(exchange))
+
+
+def read_kafka(spark: SparkSession, settings: Settings, exchange: str) -> DataFrame:
+    from k2.medallion.transforms.bronze import KAFKA_OPTIONS_DEFAULTS
+
+    return (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
+        .option("subscribe", settings.topic_for(exchange))
+        .options(**KAFKA_OPTIONS_DEFAULTS)
+        .option("maxOffsetsPerTrigger", settings.bronze_max_offsets_per_trigger)
+        .option("failOnDataLoss", str(settings.bronze_fail_on_data_loss).lower())
+        .load()
+    )
+
+
+def start_bronze_query(spark: SparkSession, settings: Settings, exchange: str, checkpoint: Path) -> StreamingQuery:
+    from k2.medallion.transforms.bronze import kafka_to_bronze
+
+    return (
+        kafka_to_bronze(read_kafka(spark, settings, exchange))
+        .writeStream.format("iceberg")
+        .outputMode("append")
+        .queryName(f"bronze_{exchange}")
+        .trigger(processingTime=f"{settings.bronze_trigger_interval_s} seconds")
+        .option("checkpointLocation", str(checkpoint))
+        # each task writes its own rows: no per-batch shuffle to cluster rows by day (Iceberg's
+        # default for partitioned tables), and rows of several days in one task need no sort
+        .option("distribution-mode", "none")
+        .option("fanout-enabled", "true")
+        .toTable(bronze_table_name(settings, exchange))
+    )

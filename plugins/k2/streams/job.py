@@ -1,0 +1,202 @@
+"""A Bronze stream's process: one exchange's Kafka topic -> ``bronze.<exchange>_trades``, forever
+(the query itself is k2.medallion.bronze). spark-submit runs it as ``spark_jobs/bronze_ingest.py``:
+
+    spark-submit ... spark_jobs/bronze_ingest.py --exchange binance
+
+One instance per checkpoint: the job holds the stream's instance lock for its whole life and
+exits with EXIT_ALREADY_RUNNING when another process has it. Iceberg's streaming sink commits each
+micro-batch once (a replayed batch id is skipped), so restarts from the checkpoint neither lose
+nor duplicate rows. The job stops cleanly on SIGTERM, on ``k2 stream stop``, and when its
+supervisor's lease expires (the supervising DAG was paused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import signal
+import threading
+import time
+import traceback
+
+from k2.errors import K2Error
+from k2.exchanges import get_exchange
+from k2.kafka.clients import broker_reachable
+from k2.lake.tables import bronze_table
+from k2.log import configure_logging, get_logger
+from k2.settings import Settings, load_settings
+from k2.streams.checkpoint import checkpoint_problem
+from k2.streams.state import InstanceLock, StreamPaths, lease_valid, write_json
+
+log = get_logger("k2.bronze")
+
+EXIT_ALREADY_RUNNING = 75  # EX_TEMPFAIL
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: broker or catalog unreachable
+EXIT_CHECKPOINT = 78  # EX_CONFIG: the checkpoint needs an operator's decision
+
+
+class StreamStartError(K2Error):
+    """A start-up failure with the exit code that tells the supervisor how to react."""
+
+    def __init__(self, cause: str, fix: str, *, reason: str, exit_code: int) -> None:
+        super().__init__(cause, fix)
+        self.reason = reason
+        self.exit_code = exit_code
+
+
+def run(settings: Settings, exchange_name: str) -> int:
+    exchange = get_exchange(exchange_name)
+    paths = StreamPaths.of(settings, exchange.name).ensure()
+    lock = InstanceLock(paths.lock)
+    if not lock.acquire():
+        log.error("bronze.already_running", exchange=exchange.name, holder=lock.holder_pid())
+        return EXIT_ALREADY_RUNNING
+    status = {
+        "exchange": exchange.name,
+        "pid": os.getpid(),
+        "driver_pid": os.getppid(),
+        "started_at": time.time(),
+        "checkpoint": str(paths.checkpoint),
+    }
+
+    def set_status(state: str, **fields) -> None:
+        status.update(state=state, updated_at=time.time(), **fields)
+        write_json(paths.status, status)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        set_status("starting")
+        preflight(settings, paths)
+        spark, query = start_query(settings, exchange.name, paths)
+        expiry = SnapshotExpiry(spark, settings, bronze_table(exchange.name).identifier)
+        set_status("running", query_id=str(query.id), run_id=str(query.runId))
+        log.info(
+            "bronze.running",
+            exchange=exchange.name,
+            query_id=str(query.id),
+            trigger_s=settings.bronze_trigger_interval_s,
+            max_offsets=settings.bronze_max_offsets_per_trigger,
+        )
+        reason = watch(query, paths, stop, set_status, housekeeping=expiry)
+        set_status("stopping", reason=reason)
+        query.stop()
+        set_status("stopped", reason=reason)
+        log.info("bronze.stopped", exchange=exchange.name, reason=reason)
+        return 0
+    except StreamStartError as exc:
+        set_status("failed", error=exc.cause, fix=exc.fix, reason=exc.reason, exit_code=exc.exit_code)
+        log.error("bronze.failed", exchange=exchange.name, reason=exc.reason, error=exc.cause, fix=exc.fix)
+        return exc.exit_code
+    except Exception as exc:
+        set_status(
+            "failed",
+            error=f"{type(exc).__name__}: {exc}"[:4000],
+            reason="error",
+            traceback=traceback.format_exc()[-4000:],
+        )
+        log.error("bronze.failed", exchange=exchange.name, error=str(exc)[:2000])
+        return 1
+    finally:
+        lock.release()
+
+
+def preflight(settings: Settings, paths: StreamPaths) -> None:
+    """Fail loudly, before Spark starts, on what would otherwise make the stream hang or spin."""
+    if not broker_reachable(settings.kafka_bootstrap_servers, timeout=10):
+        raise StreamStartError(
+            f"Kafka at {settings.kafka_bootstrap_servers} is unreachable",
+            "start it (`k2 kafka start`) or fix K2_KAFKA_BOOTSTRAP_SERVERS; the supervisor retries with back-off.",
+            reason="kafka_unreachable",
+            exit_code=EXIT_UNAVAILABLE,
+        )
+    problem = checkpoint_problem(paths.checkpoint)
+    if problem is not None:
+        raise StreamStartError(problem.cause, problem.fix, reason="checkpoint_corrupt", exit_code=EXIT_CHECKPOINT)
+
+
+def start_query(settings: Settings, exchange: str, paths: StreamPaths):
+    from k2.medallion.bronze import bronze_table_name, start_bronze_query
+    from k2.spark import build_spark_session
+    from k2.streams.listener import ProgressListener
+
+    spark = build_spark_session(settings, f"k2-bronze-{exchange}")
+    table = bronze_table_name(settings, exchange)
+    try:
+        spark.table(table)
+    except Exception as exc:
+        raise StreamStartError(
+            f"the Bronze table {table} is not reachable in the catalog: {exc}"[:1000],
+            "run `k2 lake init`, and check K2_CATALOG_URI.",
+            reason="catalog_unreachable",
+            exit_code=EXIT_UNAVAILABLE,
+        ) from exc
+    spark.streams.addListener(ProgressListener(paths))
+    return spark, start_bronze_query(spark, settings, exchange, paths.checkpoint)
+
+
+class SnapshotExpiry:
+    """Each micro-batch commits a snapshot (one a second by default), and every commit rewrites the
+    table metadata that lists them all: left alone, commits slow down hour by hour. The stream
+    expires its own old snapshots, every ``bronze_expire_every_s``, in its driver (the query runs on
+    in its own thread). Appends never drop data files, so expiring them deletes only metadata."""
+
+    def __init__(self, spark, settings: Settings, identifier: str, clock=time.monotonic) -> None:
+        self.spark, self.settings, self.identifier, self.clock = spark, settings, identifier, clock
+        self.every_s = settings.bronze_expire_every_s
+        self.due_at = clock() + self.every_s
+
+    def __call__(self) -> None:
+        if self.every_s <= 0 or self.clock() < self.due_at:
+            return
+        from k2.lake.maintenance import expire_snapshots
+
+        self.due_at = self.clock() + self.every_s
+        older_than = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.settings.bronze_snapshot_retention_s)
+        started = time.monotonic()
+        try:
+            expired = expire_snapshots(
+                self.spark,
+                self.settings,
+                self.identifier,
+                older_than,
+                retain_last=self.settings.maintenance_min_snapshots,
+            )
+        except Exception as exc:  # metadata upkeep must never stop ingestion: next time, or maintenance
+            log.warning("bronze.expire_failed", table=self.identifier, error=str(exc).splitlines()[0][:500])
+            return
+        log.info(
+            "bronze.snapshots_expired",
+            table=self.identifier,
+            expired=expired,
+            duration_s=round(time.monotonic() - started, 2),
+        )
+
+
+def watch(query, paths: StreamPaths, stop: threading.Event, set_status, housekeeping=lambda: None) -> str:
+    """Block until the query ends or should end; returns why it should stop. ``housekeeping`` runs
+    once a second alongside (it decides itself whether there is anything to do)."""
+    while True:
+        if query.awaitTermination(1):
+            exc = query.exception()
+            if exc is not None:
+                raise RuntimeError(f"streaming query failed: {exc}")
+            return "query ended"
+        if stop.is_set():
+            return "SIGTERM"
+        if paths.stop_request.exists():
+            return "stop requested"
+        if paths.lease.exists() and not lease_valid(paths):
+            return "supervisor lease expired (DAG paused or supervisor gone)"
+        set_status("running", heartbeat_at=time.time())
+        housekeeping()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Kafka -> Bronze Iceberg stream for one exchange.")
+    parser.add_argument("--exchange", required=True)
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    configure_logging(settings)
+    return run(settings, args.exchange)
