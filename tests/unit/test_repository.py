@@ -39,3 +39,9 @@ def test_readme_lists_every_setting() -> None:
     text = (ROOT / "README.md").read_text()
     missing = [row[0] for row in Settings.from_env({}).describe() if f"`{row[0]}`" not in text]
     assert not missing, f"README does not document {missing}"
+
+
+def test_ruff_format_is_applied() -> None:
+    ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+    result = subprocess.run([ruff, "format", "--check", str(ROOT)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, "run `ruff format .`: " + result.stdout + result.stderr
