@@ -1,30 +1,37 @@
 """K2's one settings module: embedded defaults, overridden by ``K2_*`` environment variables.
 
-Every field of :class:`Settings` is one variable, ``K2_<FIELD NAME IN UPPER CASE>``. Values are
-parsed by the field's type and validated on load; an unknown ``K2_*`` variable is an error, so a
-typo never silently falls back to a default. Defaults describe the embedded single-machine stack;
-the same fields point K2 at a Kafka cluster, a Spark cluster, a PostgreSQL or REST catalog and S3.
+Settings come in sections (``settings.kafka``, ``settings.lake``, ``settings.spark``, ...), and a
+module takes the section it needs. Every field is one variable, ``K2_<KEY>``, whose key is the
+section's prefix plus the field name unless the field names its own (``setting(key=...)``). Values
+are parsed by the field's type and checked against the bounds and choices declared on the field; an
+unknown ``K2_*`` variable is an error, so a typo never silently falls back to a default. Defaults
+describe the embedded single-machine stack; the same fields point K2 at a Kafka cluster, a Spark
+cluster, a PostgreSQL or REST catalog and S3.
 
-Per-exchange options are ``K2_<EXCHANGE>_<OPTION>`` (e.g. ``K2_BINANCE_SYMBOLS``), so adding an
-exchange needs no change here.
+Per-exchange options are ``K2_<EXCHANGE>_<OPTION>`` (e.g. ``K2_BINANCE_SYMBOLS``), checked against
+the exchange registry and the options each exchange declares, so adding an exchange needs no change
+here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from k2.errors import K2Error
 
 ENV_PREFIX = "K2_"
-PER_EXCHANGE_OPTIONS = ("SYMBOLS", "WS_URL")
+SECRET_WORDS = ("secret", "credential", "password")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("console", "logfmt", "json")
 
 
 def _project_root() -> Path:
@@ -36,41 +43,94 @@ def _project_root() -> Path:
 PROJECT_ROOT = _project_root()
 
 
-def setting(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+def setting(
+    default: Any,
+    help: str,
+    *,
+    key: str = "",
+    gt: float | None = None,
+    ge: float | None = None,
+    le: float | None = None,
+    choices: tuple[str, ...] = (),
+) -> Any:
+    """A field with its help text, its own key if the section's prefix does not fit, and its bounds."""
+    return field(default=default, metadata={"help": help, "key": key, "gt": gt, "ge": ge, "le": le, "choices": choices})
 
 
 @dataclass(frozen=True)
-class Settings:
-    # --- state and logging -------------------------------------------------------------------
-    home: Path = setting(PROJECT_ROOT / ".k2", "State directory: Kafka data, lake, checkpoints, pids, logs.")
-    log_level: str = setting("INFO", "Log level of K2's own loggers: DEBUG, INFO, WARNING, ERROR.")
-    log_format: str = setting("console", "Log rendering: console (human), logfmt or json (for collectors).")
-    exchanges: tuple[str, ...] = setting(("binance", "kraken"), "Exchanges to run, comma-separated.")
+class Section:
+    """A group of settings; subclasses declare fields with ``setting()``."""
 
-    # --- JVM -------------------------------------------------------------------------------------
+    PREFIX: ClassVar[str] = ""
+
+    @classmethod
+    def key_of(cls, f: dataclasses.Field) -> str:
+        return f.metadata["key"] or cls.PREFIX + f.name
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_bounds(env_name(self.key_of(f)), getattr(self, f.name), f.metadata)
+        self.check()
+
+    def check(self) -> None:
+        """Constraints between fields of the section."""
+
+
+# --- sections -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class JvmSettings(Section):
     jars_dir: Path = setting(PROJECT_ROOT / "jvm" / "lib", "Where Maven copies the JVM artifacts.")
     java: str = setting("java", "Java 17+ launcher used for the Kafka broker (and by Spark via PATH).")
     maven: str = setting("mvn", "Maven launcher used to fetch the JVM artifacts.")
 
-    # --- Kafka -----------------------------------------------------------------------------------
-    kafka_embedded: bool = setting(True, "Run K2's own single-node KRaft broker; false to use a cluster.")
-    kafka_bootstrap_servers: str = setting("", "Bootstrap servers; default is the embedded broker.")
-    kafka_host: str = setting("127.0.0.1", "Address the embedded broker binds to (loopback by default).")
-    kafka_port: int = setting(9092, "Client port of the embedded broker.")
-    kafka_controller_port: int = setting(9093, "KRaft controller port of the embedded broker.")
-    kafka_heap: str = setting("512m", "JVM heap (-Xmx) of the embedded broker.")
-    kafka_start_timeout_s: float = setting(60.0, "How long to wait for the broker to accept clients.")
-    kafka_stop_timeout_s: float = setting(30.0, "Grace period after SIGTERM before the broker is killed.")
-    topic_template: str = setting("market.crypto.trades.{exchange}.raw", "Topic name per exchange.")
-    topic_partitions: int = setting(3, "Partitions per exchange topic (raised, never lowered).")
-    topic_replication_factor: int = setting(1, "Replication factor of new topics (3 on a cluster).")
-    topic_retention_ms: int = setting(7 * 24 * 3600 * 1000, "Topic retention; Bronze replays from it.")
-    topic_compression: str = setting("lz4", "Topic compression.type: none, gzip, snappy, lz4, zstd.")
 
-    # --- Iceberg catalog and storage ------------------------------------------------------------
+@dataclass(frozen=True)
+class KafkaSettings(Section):
+    PREFIX = "kafka_"
+    embedded: bool = setting(True, "Run K2's own single-node KRaft broker; false to use a cluster.")
+    bootstrap_servers: str = setting("", "Bootstrap servers; default is the embedded broker.")
+    host: str = setting("127.0.0.1", "Address the embedded broker binds to (loopback by default).")
+    port: int = setting(9092, "Client port of the embedded broker.", ge=1, le=65535)
+    controller_port: int = setting(9093, "KRaft controller port of the embedded broker.", ge=1, le=65535)
+    heap: str = setting("512m", "JVM heap (-Xmx) of the embedded broker.")
+    start_timeout_s: float = setting(60.0, "How long to wait for the broker to accept clients.", gt=0)
+    stop_timeout_s: float = setting(30.0, "Grace period after SIGTERM before the broker is killed.", gt=0)
+
+    def check(self) -> None:
+        if self.port == self.controller_port:
+            raise K2Error(
+                f"K2_KAFKA_PORT and K2_KAFKA_CONTROLLER_PORT are both {self.port}", "give the controller its own port."
+            )
+
+
+@dataclass(frozen=True)
+class TopicSettings(Section):
+    PREFIX = "topic_"
+    template: str = setting("market.crypto.trades.{exchange}.raw", "Topic name per exchange.")
+    partitions: int = setting(3, "Partitions per exchange topic (raised, never lowered).", gt=0)
+    replication_factor: int = setting(1, "Replication factor of new topics (3 on a cluster).", gt=0)
+    retention_ms: int = setting(7 * 24 * 3600 * 1000, "Topic retention; Bronze replays from it.", gt=0)
+    compression: str = setting(
+        "lz4",
+        "Topic compression.type: none, gzip, snappy, lz4, zstd.",
+        choices=("producer", "none", "gzip", "snappy", "lz4", "zstd"),
+    )
+
+    def check(self) -> None:
+        if "{exchange}" not in self.template:
+            raise K2Error(
+                "K2_TOPIC_TEMPLATE has no {exchange} placeholder",
+                "keep one topic per exchange, e.g. market.crypto.trades.{exchange}.raw.",
+            )
+
+    def topic_for(self, exchange: str) -> str:
+        return self.template.format(exchange=exchange)
+
+
+@dataclass(frozen=True)
+class LakeSettings(Section):
     catalog_name: str = setting("k2", "Iceberg catalog name, the same in Spark and pyiceberg.")
-    catalog_type: str = setting("sql", "sql (JDBC: SQLite or PostgreSQL) or rest.")
+    catalog_type: str = setting("sql", "sql (JDBC: SQLite or PostgreSQL) or rest.", choices=("sql", "rest"))
     catalog_uri: str = setting("", "SQLAlchemy URL (sql) or REST endpoint; default SQLite in the lake dir.")
     catalog_credential: str = setting("", "REST catalog OAuth2 credential (client_id:secret).")
     warehouse: str = setting("", "Warehouse location: file:// path (default in the lake dir) or s3://.")
@@ -80,145 +140,289 @@ class Settings:
     s3_secret_access_key: str = setting("", "S3 secret access key.")
     s3_path_style_access: bool = setting(True, "Path-style S3 URLs (needed by MinIO).")
 
-    # --- Spark -----------------------------------------------------------------------------------
-    spark_master: str = setting("", "Spark master URL; default local[<cores>].")
-    spark_driver_memory: str = setting("2g", "Driver memory (in local mode, all of Spark's memory).")
-    spark_shuffle_partitions: int = setting(0, "spark.sql.shuffle.partitions; 0 means the core count.")
-    spark_ui_enabled: bool = setting(True, "Serve the Spark UI (on 127.0.0.1 in local mode).")
-    spark_log_level: str = setting("WARN", "Spark's own log level.")
+    def check(self) -> None:
+        if self.catalog_type == "rest" and not self.catalog_uri:
+            raise K2Error("K2_CATALOG_TYPE=rest needs K2_CATALOG_URI", "set it to the REST catalog URL.")
+        if self.warehouse and not self.warehouse.startswith(("file:/", "s3://", "s3a://")):
+            raise K2Error(
+                f"K2_WAREHOUSE={self.warehouse} is neither file:// nor s3://",
+                "use an absolute file:// URI or an s3:// location.",
+            )
 
-    # --- Bronze streams and their supervisor ---------------------------------------------------
-    bronze_trigger_interval_s: float = setting(1.0, "Micro-batch trigger interval of the Bronze streams.")
-    bronze_max_offsets_per_trigger: int = setting(200_000, "Cap on records per Bronze micro-batch.")
-    bronze_fail_on_data_loss: bool = setting(True, "Fail the stream when Kafka dropped unread records.")
-    bronze_snapshot_retention_s: float = setting(
-        3600.0,
-        "A Bronze stream expires its own snapshots older than "
-        "this (it commits one per micro-batch, and every commit "
-        "rewrites the list of them); Bronze time travel reaches this far.",
-    )
-    bronze_expire_every_s: float = setting(
-        600.0, "How often a Bronze stream expires its old snapshots; 0: never (then only the maintenance DAG does)."
-    )
-    stream_driver_memory: str = setting("1g", "Driver memory of each Bronze stream (local mode: all of it).")
-    stream_check_interval_s: float = setting(5.0, "How often the supervisor checks each stream.")
-    stream_stall_timeout_s: float = setting(60.0, "No completed batch for this long, with Kafka ahead: stalled.")
-    stream_start_timeout_s: float = setting(180.0, "Time a starting stream gets to complete its first batch.")
-    stream_backoff_base_s: float = setting(2.0, "First restart delay; doubles per consecutive failure.")
-    stream_backoff_max_s: float = setting(120.0, "Longest restart delay.")
-    stream_max_restarts_per_hour: int = setting(10, "Restarts in an hour after which the supervisor gives up.")
-    stream_supervise_window_s: float = setting(
-        600.0, "How long one supervisor DAG run supervises before the next run takes over."
-    )
-    stream_lease_ttl_s: float = setting(
-        180.0, "A stream stops itself when no supervisor renewed its lease for this long (e.g. its DAG is paused)."
-    )
 
-    # --- batch: Bronze -> Silver -> Gold ---------------------------------------------------------
-    silver_max_event_lead_s: int = setting(
-        300,
-        "A trade whose event time is this far after its Kafka timestamp goes to the dead letters (future_timestamp).",
-    )
-    silver_max_event_age_s: int = setting(
-        7 * 86_400,
-        "A trade whose event time is this far before its Kafka timestamp goes to the dead letters (stale_timestamp).",
-    )
-    batch_settle_timeout_s: float = setting(
-        1800.0,
-        "How long the batch waits for Bronze to hold every Kafka record of its interval before it fails (and retries).",
-    )
-    spark_pool: str = setting(
+@dataclass(frozen=True)
+class SparkSettings(Section):
+    PREFIX = "spark_"
+    master: str = setting("", "Spark master URL; default local[<cores>].")
+    driver_memory: str = setting("2g", "Driver memory (in local mode, all of Spark's memory).")
+    shuffle_partitions: int = setting(0, "spark.sql.shuffle.partitions; 0 means the core count.", ge=0)
+    ui_enabled: bool = setting(True, "Serve the Spark UI (on 127.0.0.1 in local mode).")
+    log_level: str = setting("WARN", "Spark's own log level.")
+    pool: str = setting(
         "k2_spark",
         "Airflow pool the Spark batch tasks (Silver, Gold, maintenance) run in; "
         "`k2 up` creates it. Empty: Airflow's default_pool.",
     )
-    spark_pool_slots: int = setting(
-        1, "Slots of that pool: Spark batch jobs at a time (1 on two cores; more with a Spark cluster)."
+    pool_slots: int = setting(
+        1, "Slots of that pool: Spark batch jobs at a time (1 on two cores; more with a Spark cluster).", gt=0
+    )
+
+    @property
+    def is_local(self) -> bool:
+        return self.master.startswith("local")
+
+    @property
+    def airflow_pool(self) -> str:
+        return self.pool or "default_pool"
+
+
+@dataclass(frozen=True)
+class StreamSettings(Section):
+    PREFIX = "stream_"
+    trigger_interval_s: float = setting(
+        1.0, "Micro-batch trigger interval of the Bronze streams.", key="bronze_trigger_interval_s", gt=0
+    )
+    max_offsets_per_trigger: int = setting(
+        200_000, "Cap on records per Bronze micro-batch.", key="bronze_max_offsets_per_trigger", gt=0
+    )
+    fail_on_data_loss: bool = setting(
+        True, "Fail the stream when Kafka dropped unread records.", key="bronze_fail_on_data_loss"
+    )
+    snapshot_retention_s: float = setting(
+        3600.0,
+        "A Bronze stream expires its own snapshots older than this (it commits one per micro-batch, and every "
+        "commit rewrites the list of them); Bronze time travel reaches this far.",
+        key="bronze_snapshot_retention_s",
+        gt=0,
+    )
+    expire_every_s: float = setting(
+        600.0,
+        "How often a Bronze stream expires its old snapshots; 0: never (then only the maintenance DAG does).",
+        key="bronze_expire_every_s",
+        ge=0,
+    )
+    driver_memory: str = setting("1g", "Driver memory of each Bronze stream (local mode: all of it).")
+    check_interval_s: float = setting(5.0, "How often the supervisor checks each stream.", gt=0)
+    stall_timeout_s: float = setting(60.0, "No completed batch for this long, with Kafka ahead: stalled.", gt=0)
+    start_timeout_s: float = setting(180.0, "Time a starting stream gets to complete its first batch.", gt=0)
+    backoff_base_s: float = setting(2.0, "First restart delay; doubles per consecutive failure.", gt=0)
+    backoff_max_s: float = setting(120.0, "Longest restart delay.", gt=0)
+    max_restarts_per_hour: int = setting(10, "Restarts in an hour after which the supervisor gives up.", gt=0)
+    supervise_window_s: float = setting(
+        600.0, "How long one supervisor DAG run supervises before the next run takes over.", gt=0
+    )
+    lease_ttl_s: float = setting(
+        180.0,
+        "A stream stops itself when no supervisor renewed its lease for this long (e.g. its DAG is paused).",
+        gt=0,
+    )
+
+
+@dataclass(frozen=True)
+class BatchSettings(Section):
+    silver_max_event_lead_s: int = setting(
+        300,
+        "A trade whose event time is this far after its Kafka timestamp goes to the dead letters (future_timestamp).",
+        gt=0,
+    )
+    silver_max_event_age_s: int = setting(
+        7 * 86_400,
+        "A trade whose event time is this far before its Kafka timestamp goes to the dead letters (stale_timestamp).",
+        gt=0,
+    )
+    settle_timeout_s: float = setting(
+        1800.0,
+        "How long the batch waits for Bronze to hold every Kafka record of its interval before it fails (and retries).",
+        key="batch_settle_timeout_s",
+        gt=0,
     )
     expectations_dir: Path = setting(
         PROJECT_ROOT / "expectations",
         "The Great Expectations project whose suites gate Bronze, Silver and Gold (results go to K2_HOME/quality).",
     )
-
-    # --- Iceberg table maintenance ---------------------------------------------------------------
-    maintenance_snapshot_retention_h: float = setting(
-        72.0, "Snapshots older than this are expired (time travel and rollback reach this far back)."
+    deadline_min: float = setting(
+        45.0,
+        "A k2_medallion run still unfinished this long after it was queued fires a deadline alert.",
+        key="medallion_deadline_min",
+        gt=0,
     )
-    maintenance_min_snapshots: int = setting(10, "Snapshots always kept per table, however old.")
-    maintenance_orphan_age_h: float = setting(
-        72.0, "Unreferenced files younger than this are never deleted (they may belong to a commit in flight)."
-    )
-    maintenance_target_file_mb: int = setting(128, "Target data file size when compacting.")
 
-    # --- monitoring and alerts ------------------------------------------------------------------
-    monitor_window_s: float = setting(60.0, "Window over which monitoring computes latency percentiles and throughput.")
-    monitor_thresholds_file: str = setting(
+
+@dataclass(frozen=True)
+class MaintenanceSettings(Section):
+    PREFIX = "maintenance_"
+    snapshot_retention_h: float = setting(
+        72.0, "Snapshots older than this are expired (time travel and rollback reach this far back).", gt=0
+    )
+    min_snapshots: int = setting(10, "Snapshots always kept per table, however old.", gt=0)
+    orphan_age_h: float = setting(
+        72.0, "Unreferenced files younger than this are never deleted (they may belong to a commit in flight).", gt=0
+    )
+    target_file_mb: int = setting(128, "Target data file size when compacting.", gt=0)
+    deadline_min: float = setting(180.0, "Deadline of a k2_maintenance run, from when it was queued.", gt=0)
+
+    def check(self) -> None:
+        if self.orphan_age_h < 24:
+            raise K2Error(
+                f"K2_MAINTENANCE_ORPHAN_AGE_H={self.orphan_age_h:g} is under 24 hours: files "
+                "that young may belong to a commit in flight",
+                "use 24 or more (Iceberg refuses shorter windows for the same reason).",
+            )
+
+
+@dataclass(frozen=True)
+class AlertSettings(Section):
+    PREFIX = "alert_"
+    monitor_window_s: float = setting(
+        60.0, "Window over which monitoring computes latency percentiles and throughput.", key="monitor_window_s", gt=0
+    )
+    thresholds_file: str = setting(
         "",
-        "JSON file overriding alert thresholds per metric and "
-        "exchange (see `k2 thresholds`); the Airflow Variable "
-        "k2_alert_thresholds overrides it in turn.",
+        "JSON file overriding alert thresholds per metric and exchange (see `k2 thresholds`); the Airflow "
+        "Variable k2_alert_thresholds overrides it in turn.",
+        key="monitor_thresholds_file",
     )
-    alert_resolve_after_s: float = setting(
-        120.0, "A metric back under its thresholds for this long resolves its incident."
+    resolve_after_s: float = setting(
+        120.0, "A metric back under its thresholds for this long resolves its incident.", gt=0
     )
-    alert_webhook_url: str = setting("", "Slack-compatible incoming webhook for alerts; empty: not used.")
-    alert_smtp_host: str = setting("", "SMTP server for alert e-mails; empty: not used.")
-    alert_smtp_port: int = setting(587, "SMTP port.")
-    alert_smtp_starttls: bool = setting(True, "Upgrade the SMTP connection with STARTTLS.")
-    alert_smtp_user: str = setting("", "SMTP login; empty: no authentication.")
-    alert_smtp_password: str = setting("", "SMTP password.")
-    alert_email_from: str = setting("k2@localhost", "Sender of alert e-mails.")
-    alert_email_to: tuple[str, ...] = setting((), "Recipients of alert e-mails, comma-separated.")
-    alert_delivery_attempts: int = setting(
-        3, "Attempts per alert and channel before it waits in the outbox for the next monitoring run."
+    webhook_url: str = setting("", "Slack-compatible incoming webhook for alerts; empty: not used.")
+    smtp_host: str = setting("", "SMTP server for alert e-mails; empty: not used.")
+    smtp_port: int = setting(587, "SMTP port.", ge=1, le=65535)
+    smtp_starttls: bool = setting(True, "Upgrade the SMTP connection with STARTTLS.")
+    smtp_user: str = setting("", "SMTP login; empty: no authentication.")
+    smtp_password: str = setting("", "SMTP password.")
+    email_from: str = setting("k2@localhost", "Sender of alert e-mails.")
+    email_to: tuple[str, ...] = setting((), "Recipients of alert e-mails, comma-separated.")
+    delivery_attempts: int = setting(
+        3, "Attempts per alert and channel before it waits in the outbox for the next monitoring run.", gt=0
     )
-    alert_retry_backoff_s: float = setting(1.0, "First delay between delivery attempts; doubles per attempt.")
-    medallion_deadline_min: float = setting(
-        45.0, "A k2_medallion run still unfinished this long after it was queued fires a deadline alert."
-    )
-    maintenance_deadline_min: float = setting(180.0, "Deadline of a k2_maintenance run, from when it was queued.")
+    retry_backoff_s: float = setting(1.0, "First delay between delivery attempts; doubles per attempt.", gt=0)
 
-    # --- Airflow (run by `k2 up`) and the simulated feeds it starts ------------------------------
-    airflow_host: str = setting("127.0.0.1", "Address the Airflow API server and UI bind to.")
-    airflow_port: int = setting(8080, "Port of the Airflow API server and UI.")
-    airflow_db_uri: str = setting(
+    def check(self) -> None:
+        if self.smtp_host and not self.email_to:
+            raise K2Error(
+                "K2_ALERT_SMTP_HOST is set but K2_ALERT_EMAIL_TO is empty",
+                "name the recipients of alert e-mails, comma-separated, or unset K2_ALERT_SMTP_HOST.",
+            )
+        if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
+            raise K2Error(
+                f"K2_ALERT_WEBHOOK_URL={self.webhook_url!r} is not an http(s) URL",
+                "use the webhook URL your chat tool gave you (https://...).",
+            )
+
+
+@dataclass(frozen=True)
+class LocalAirflowSettings(Section):
+    """Airflow as `k2 up` runs it, and the simulated feeds it starts."""
+
+    PREFIX = "airflow_"
+    host: str = setting("127.0.0.1", "Address the Airflow API server and UI bind to.")
+    port: int = setting(8080, "Port of the Airflow API server and UI.", ge=1, le=65535)
+    db_uri: str = setting(
         "", "Airflow metadata DB; default SQLite in K2_HOME/airflow (postgresql+psycopg2://... to scale out)."
     )
-    airflow_executor: str = setting(
+    executor: str = setting(
         "LocalExecutor", "Airflow executor (CeleryExecutor or KubernetesExecutor with their provider, to scale out)."
     )
-    airflow_admin_user: str = setting(
+    admin_user: str = setting(
         "admin", "Airflow UI user created by K2; its password is generated into K2_HOME/airflow/passwords.json."
     )
-    feed_sim_rate: float = setting(200.0, "Messages per second of each simulated feed started by `k2 up`.")
+    feed_sim_rate: float = setting(
+        200.0, "Messages per second of each simulated feed started by `k2 up`.", key="feed_sim_rate", gt=0
+    )
 
-    # values resolved from others in __post_init__, so every consumer sees concrete values
+
+SECTIONS: dict[str, type[Section]] = {
+    "jvm": JvmSettings,
+    "kafka": KafkaSettings,
+    "topics": TopicSettings,
+    "lake": LakeSettings,
+    "spark": SparkSettings,
+    "streams": StreamSettings,
+    "batch": BatchSettings,
+    "maintenance": MaintenanceSettings,
+    "alerts": AlertSettings,
+    "airflow": LocalAirflowSettings,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration: the state directory, logging, the exchanges, and one section each."""
+
+    home: Path = setting(PROJECT_ROOT / ".k2", "State directory: Kafka data, lake, checkpoints, pids, logs.")
+    log_level: str = setting(
+        "INFO",
+        "Log level of K2's own loggers: DEBUG, INFO, WARNING, ERROR.",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+    )
+    log_format: str = setting(
+        "console",
+        "Log rendering: console (human), logfmt or json (for collectors).",
+        choices=("console", "logfmt", "json"),
+    )
+    exchanges: tuple[str, ...] = setting(("binance", "kraken"), "Exchanges to run, comma-separated.")
+    jvm: JvmSettings = field(default_factory=JvmSettings)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    topics: TopicSettings = field(default_factory=TopicSettings)
+    lake: LakeSettings = field(default_factory=LakeSettings)
+    spark: SparkSettings = field(default_factory=SparkSettings)
+    streams: StreamSettings = field(default_factory=StreamSettings)
+    batch: BatchSettings = field(default_factory=BatchSettings)
+    maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    airflow: LocalAirflowSettings = field(default_factory=LocalAirflowSettings)
+
+    # keys whose values were derived from others in __post_init__, so every consumer sees concrete values
     _derived: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        home = Path(self.home).expanduser().resolve()
+        object.__setattr__(self, "home", home)
+        object.__setattr__(self, "log_level", self.log_level.upper())
+        for f in _root_fields():
+            _check_bounds(env_name(f.name), getattr(self, f.name), f.metadata)
+        self._check_exchanges()
         derived: set[str] = set()
 
-        def derive(name: str, value: Any) -> None:
-            object.__setattr__(self, name, value)
-            derived.add(name)
+        def derive(section: str, name: str, value: Any) -> None:
+            current = getattr(self, section)
+            object.__setattr__(self, section, dataclasses.replace(current, **{name: value}))
+            derived.add(type(current).key_of(next(f for f in fields(current) if f.name == name)))
 
-        object.__setattr__(self, "home", Path(self.home).expanduser().resolve())
-        object.__setattr__(self, "jars_dir", Path(self.jars_dir).expanduser().resolve())
-        object.__setattr__(self, "expectations_dir", Path(self.expectations_dir).expanduser().resolve())
-        if not self.kafka_bootstrap_servers:
-            derive("kafka_bootstrap_servers", f"{self.kafka_host}:{self.kafka_port}")
-        if not self.catalog_uri and self.catalog_type == "sql":
-            derive("catalog_uri", f"sqlite:///{self.lake_dir / 'catalog.db'}")
-        if not self.warehouse:
-            derive("warehouse", (self.lake_dir / "warehouse").as_uri())
-        if not self.spark_master:
-            derive("spark_master", f"local[{os.cpu_count() or 1}]")
-        if not self.airflow_db_uri:
-            derive("airflow_db_uri", f"sqlite:///{self.home / 'airflow' / 'airflow.db'}")
-        if self.spark_shuffle_partitions == 0:
-            derive("spark_shuffle_partitions", os.cpu_count() or 1)
+        object.__setattr__(self, "jvm", dataclasses.replace(self.jvm, jars_dir=_absolute(self.jvm.jars_dir)))
+        object.__setattr__(
+            self, "batch", dataclasses.replace(self.batch, expectations_dir=_absolute(self.batch.expectations_dir))
+        )
+        if not self.kafka.bootstrap_servers:
+            derive("kafka", "bootstrap_servers", f"{self.kafka.host}:{self.kafka.port}")
+        if not self.lake.catalog_uri and self.lake.catalog_type == "sql":
+            derive("lake", "catalog_uri", f"sqlite:///{self.lake_dir / 'catalog.db'}")
+        if not self.lake.warehouse:
+            derive("lake", "warehouse", (self.lake_dir / "warehouse").as_uri())
+        if not self.spark.master:
+            derive("spark", "master", f"local[{os.cpu_count() or 1}]")
+        if self.spark.shuffle_partitions == 0:
+            derive("spark", "shuffle_partitions", os.cpu_count() or 1)
+        if not self.airflow.db_uri:
+            derive("airflow", "db_uri", f"sqlite:///{home / 'airflow' / 'airflow.db'}")
         object.__setattr__(self, "_derived", frozenset(derived))
-        self._validate()
+
+    def _check_exchanges(self) -> None:
+        from k2.exchanges import available
+
+        if not self.exchanges:
+            raise K2Error("K2_EXCHANGES is empty", "name at least one exchange, e.g. binance,kraken.")
+        for exchange in self.exchanges:
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", exchange):
+                raise K2Error(
+                    f"K2_EXCHANGES holds {exchange!r}, not a lower-case identifier", "use names like binance,kraken."
+                )
+            if exchange not in available():
+                raise K2Error(
+                    f"K2_EXCHANGES holds {exchange!r}, which no exchange module implements",
+                    f"use some of: {', '.join(available())} (or add a module to k2/exchanges/).",
+                )
 
     # --- state directory layout ----------------------------------------------------------------
     @property
@@ -246,7 +450,7 @@ class Settings:
         return self.home / "logs"
 
     def topic_for(self, exchange: str) -> str:
-        return self.topic_template.format(exchange=exchange)
+        return self.topics.topic_for(exchange)
 
     def exchange_option(self, exchange: str, option: str, environ: Mapping[str, str] | None = None) -> str:
         """``K2_<EXCHANGE>_<OPTION>`` or "" when unset; exchanges bring their own defaults."""
@@ -256,157 +460,138 @@ class Settings:
     # --- loading ---------------------------------------------------------------------------------
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``K2_*`` variables; ``overrides`` are keyed like the variables, without
+        the prefix, in lower case (``kafka_port=19092``)."""
         env = os.environ if environ is None else environ
-        known = {env_name(f.name): f for f in _public_fields()}
+        known = {env_name(key): key for key, _, _ in _all_fields()}
         values: dict[str, Any] = {}
-        for key, raw in env.items():
-            if not key.startswith(ENV_PREFIX):
+        for name, raw in env.items():
+            if not name.startswith(ENV_PREFIX):
                 continue
-            if key in known:
-                values[known[key].name] = _parse(known[key], raw)
-            elif not _is_exchange_option(key):
-                close = difflib.get_close_matches(key, list(known), n=1)
+            if name in known:
+                values[known[name]] = _parse(known[name], raw)
+            elif not _is_exchange_option(name):
+                close = difflib.get_close_matches(name, list(known), n=1)
                 hint = f"did you mean {close[0]}? " if close else ""
                 raise K2Error(
-                    f"unknown setting {key}",
-                    f"{hint}unset it, or pick one of the settings listed by `k2 settings`.",
+                    f"unknown setting {name}", f"{hint}unset it, or pick one of the settings listed by `k2 settings`."
                 )
         values.update(overrides)
-        return cls(**values)
+        return cls.from_values(values)
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> Settings:
+        """Settings from values keyed by setting key (``kafka_port``); unknown keys are refused."""
+        where = {key: (section, f.name) for key, section, f in _all_fields()}
+        unknown = sorted(set(values) - set(where))
+        if unknown:
+            raise K2Error(f"unknown setting key(s) {', '.join(unknown)}", "use the keys `k2 settings` lists.")
+        root: dict[str, Any] = {}
+        per_section: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+        for key, value in values.items():
+            section, name = where[key]
+            (root if section is None else per_section[section])[name] = value
+        sections = {name: SECTIONS[name](**kwargs) for name, kwargs in per_section.items()}
+        return cls(**root, **sections)
+
+    def values(self, *, derived: bool = True) -> dict[str, Any]:
+        """Every setting keyed by its key; without derived values, these are derived again on load."""
+        out = {key: self.value(key) for key, _, _ in _all_fields()}
+        return out if derived else {k: v for k, v in out.items() if k not in self._derived}
+
+    def value(self, key: str) -> Any:
+        for k, section, f in _all_fields():
+            if k == key:
+                return getattr(self if section is None else getattr(self, section), f.name)
+        raise KeyError(key)
 
     def with_overrides(self, **changes: Any) -> Settings:
-        """A copy with some fields changed; derived values are derived again."""
-        base = {f.name: getattr(self, f.name) for f in _public_fields() if f.name not in self._derived}
-        return Settings(**{**base, **changes})
+        """A copy with some settings changed (keyed like ``from_env``'s overrides); derived values
+        are derived again."""
+        return Settings.from_values({**self.values(derived=False), **changes})
 
     def describe(self) -> list[tuple[str, str, str, str]]:
         """(variable, value, source, help) for every setting; secrets are masked."""
         rows = []
-        for f in _public_fields():
-            value = getattr(self, f.name)
+        for key, _, f in _all_fields():
+            value = self.value(key)
             shown = ",".join(value) if isinstance(value, tuple) else str(value)
-            if any(word in f.name for word in ("secret", "credential", "password")):
+            if any(word in key for word in SECRET_WORDS):
                 shown = "****" if shown else ""
-            source = "derived" if f.name in self._derived else ("env" if env_name(f.name) in os.environ else "default")
-            rows.append((env_name(f.name), shown, source, f.metadata["help"]))
+            source = "derived" if key in self._derived else ("env" if env_name(key) in os.environ else "default")
+            rows.append((env_name(key), shown, source, f.metadata["help"]))
         return rows
 
-    def _validate(self) -> None:
-        for name in ("kafka_port", "kafka_controller_port", "airflow_port"):
-            port = getattr(self, name)
-            if not 0 < port < 65536:
-                raise K2Error(f"{env_name(name)}={port} is not a TCP port", "use a port in 1..65535.")
-        if self.kafka_port == self.kafka_controller_port:
+
+def env_name(key: str) -> str:
+    return ENV_PREFIX + key.upper()
+
+
+def _root_fields() -> list[dataclasses.Field]:
+    return [f for f in fields(Settings) if f.name not in SECTIONS and not f.name.startswith("_")]
+
+
+def _all_fields() -> Iterator[tuple[str, str | None, dataclasses.Field]]:
+    """(key, section name or None for the root, field) of every setting."""
+    for f in _root_fields():
+        yield f.name, None, f
+    for name, section in SECTIONS.items():
+        for f in fields(section):
+            yield section.key_of(f), name, f
+
+
+def _is_exchange_option(name: str) -> bool:
+    """``K2_<EXCHANGE>_<OPTION>`` for an exchange in the registry and an option it declares; a
+    variable that looks like one for an unknown exchange or option is refused with the choices."""
+    from k2.exchanges import available, get_exchange
+
+    for exchange in available():
+        prefix = f"{ENV_PREFIX}{exchange.upper()}_"
+        if name.startswith(prefix):
+            options = get_exchange(exchange).options
+            if name[len(prefix) :] in options:
+                return True
             raise K2Error(
-                f"K2_KAFKA_PORT and K2_KAFKA_CONTROLLER_PORT are both {self.kafka_port}",
-                "give the controller its own port.",
+                f"unknown option {name} for exchange {exchange}",
+                f"use one of {', '.join(prefix + o for o in options)}.",
             )
-        for name in (
-            "topic_partitions",
-            "topic_replication_factor",
-            "topic_retention_ms",
-            "spark_shuffle_partitions",
-            "kafka_start_timeout_s",
-            "kafka_stop_timeout_s",
-            "bronze_trigger_interval_s",
-            "bronze_max_offsets_per_trigger",
-            "stream_check_interval_s",
-            "stream_stall_timeout_s",
-            "stream_start_timeout_s",
-            "stream_backoff_base_s",
-            "stream_backoff_max_s",
-            "stream_max_restarts_per_hour",
-            "stream_lease_ttl_s",
-            "stream_supervise_window_s",
-            "silver_max_event_lead_s",
-            "silver_max_event_age_s",
-            "batch_settle_timeout_s",
-            "spark_pool_slots",
-            "maintenance_snapshot_retention_h",
-            "maintenance_min_snapshots",
-            "maintenance_orphan_age_h",
-            "maintenance_target_file_mb",
-            "monitor_window_s",
-            "alert_resolve_after_s",
-            "alert_smtp_port",
-            "alert_delivery_attempts",
-            "alert_retry_backoff_s",
-            "medallion_deadline_min",
-            "maintenance_deadline_min",
-        ):
-            if getattr(self, name) <= 0:
-                raise K2Error(
-                    f"{env_name(name)} must be positive, got {getattr(self, name)}",
-                    "set a positive number or unset it for the default.",
-                )
-        if self.maintenance_orphan_age_h < 24:
-            raise K2Error(
-                f"K2_MAINTENANCE_ORPHAN_AGE_H={self.maintenance_orphan_age_h:g} is under 24 hours: files "
-                "that young may belong to a commit in flight",
-                "use 24 or more (Iceberg refuses shorter windows for the same reason).",
-            )
-        _check_choice("log_format", self.log_format, ("console", "logfmt", "json"))
-        _check_choice("log_level", self.log_level.upper(), ("DEBUG", "INFO", "WARNING", "ERROR"))
-        _check_choice("catalog_type", self.catalog_type, ("sql", "rest"))
-        _check_choice(
-            "topic_compression", self.topic_compression, ("producer", "none", "gzip", "snappy", "lz4", "zstd")
-        )
-        if self.catalog_type == "rest" and not self.catalog_uri:
-            raise K2Error("K2_CATALOG_TYPE=rest needs K2_CATALOG_URI", "set it to the REST catalog URL.")
-        if not self.exchanges:
-            raise K2Error("K2_EXCHANGES is empty", "name at least one exchange, e.g. binance,kraken.")
-        for exchange in self.exchanges:
-            if not re.fullmatch(r"[a-z][a-z0-9_]*", exchange):
-                raise K2Error(
-                    f"K2_EXCHANGES holds {exchange!r}, not a lower-case identifier", "use names like binance,kraken."
-                )
-        if "{exchange}" not in self.topic_template:
-            raise K2Error(
-                "K2_TOPIC_TEMPLATE has no {exchange} placeholder",
-                "keep one topic per exchange, e.g. market.crypto.trades.{exchange}.raw.",
-            )
-        if self.alert_smtp_host and not self.alert_email_to:
-            raise K2Error(
-                "K2_ALERT_SMTP_HOST is set but K2_ALERT_EMAIL_TO is empty",
-                "name the recipients of alert e-mails, comma-separated, or unset K2_ALERT_SMTP_HOST.",
-            )
-        if self.alert_webhook_url and not self.alert_webhook_url.startswith(("http://", "https://")):
-            raise K2Error(
-                f"K2_ALERT_WEBHOOK_URL={self.alert_webhook_url!r} is not an http(s) URL",
-                "use the webhook URL your chat tool gave you (https://...).",
-            )
-        if not self.warehouse.startswith(("file:/", "s3://", "s3a://")):
-            raise K2Error(
-                f"K2_WAREHOUSE={self.warehouse} is neither file:// nor s3://",
-                "use an absolute file:// URI or an s3:// location.",
-            )
+    return False
 
 
-def env_name(field_name: str) -> str:
-    return ENV_PREFIX + field_name.upper()
+def _check_bounds(name: str, value: Any, meta: Mapping[str, Any]) -> None:
+    if meta.get("choices") and value not in meta["choices"]:
+        raise K2Error(f"{name}={value!r} is not one of {', '.join(meta['choices'])}", f"set {name} to one of them.")
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return
+    if meta.get("gt") is not None and not value > meta["gt"]:
+        if meta["gt"] == 0:
+            raise K2Error(f"{name} must be positive, got {value}", "set a positive number or unset it for the default.")
+        raise K2Error(f"{name} must be > {meta['gt']}, got {value}", f"use more than {meta['gt']}.")
+    if meta.get("ge") is not None and value < meta["ge"]:
+        if meta.get("le") == 65535:
+            raise K2Error(f"{name}={value} is not a TCP port", "use a port in 1..65535.")
+        raise K2Error(f"{name} must be >= {meta['ge']}, got {value}", f"use {meta['ge']} or more.")
+    if meta.get("le") is not None and value > meta["le"]:
+        if meta["le"] == 65535:
+            raise K2Error(f"{name}={value} is not a TCP port", "use a port in 1..65535.")
+        raise K2Error(f"{name} must be <= {meta['le']}, got {value}", f"use {meta['le']} or less.")
 
 
-def _public_fields() -> list[Any]:
-    return [f for f in fields(Settings) if not f.name.startswith("_")]
+def _absolute(path: Path | str) -> Path:
+    return Path(path).expanduser().resolve()
 
 
-def _is_exchange_option(key: str) -> bool:
-    return any(key.endswith(f"_{opt}") and len(key) > len(ENV_PREFIX) + len(opt) + 1 for opt in PER_EXCHANGE_OPTIONS)
+def _hints() -> dict[str, Any]:
+    hints: dict[str, Any] = {}
+    for key, section, f in _all_fields():
+        owner = Settings if section is None else SECTIONS[section]
+        hints[key] = typing.get_type_hints(owner)[f.name]
+    return hints
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise K2Error(
-            f"{env_name(name)}={value!r} is not one of {', '.join(choices)}", f"set {env_name(name)} to one of them."
-        )
-
-
-_HINTS = typing.get_type_hints(Settings)
-
-
-def _parse(f: Any, raw: str) -> Any:
-    kind = _HINTS[f.name]
-    name = env_name(f.name)
+def _parse(key: str, raw: str) -> Any:
+    kind = _HINTS[key]
+    name = env_name(key)
     try:
         if kind is bool:
             lowered = raw.strip().lower()
@@ -429,6 +614,9 @@ def _parse(f: Any, raw: str) -> Any:
         raise K2Error(
             f"{name}={raw!r} is not a valid {type_name}", f"fix the value of {name} or unset it for the default."
         ) from None
+
+
+_HINTS = _hints()
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -21,10 +21,10 @@ def test_unreachable_webhook_keeps_the_alert_until_it_is_delivered(tmp_path) -> 
         assert hook.received == []
 
         hook.refuse = False  # the next delivery (the next monitoring run) sends it, once
-        outbox(settings).flush(settings)
+        outbox(settings).flush(settings.alerts)
         assert hook.severities("test") == ["critical"] and hook.alerts()[0]["alert_id"] == alert.alert_id
         assert outbox(settings).pending() == []
-        outbox(settings).flush(settings)
+        outbox(settings).flush(settings.alerts)
         assert len(hook.received) == 1
 
 
@@ -38,7 +38,7 @@ def test_refused_connection_is_retried_with_backoff_then_queued(tmp_path) -> Non
     delays: list[float] = []
     box = outbox(settings)
     box.add([Alert("warning", "test", "nobody listens")])
-    box.flush(settings, sleep=delays.append)
+    box.flush(settings.alerts, sleep=delays.append)
     assert delays == [0.5, 1.0]
     assert box.pending()[0].delivery["webhook"].startswith("queued: URLError")
 

@@ -26,10 +26,14 @@ __all__ = [
 ]
 
 
+# modules of this package that hold shared code, not an exchange (spark: pyspark, imported lazily)
+NOT_EXCHANGES = ("base", "spark")
+
+
 @cache
 def _registry() -> dict[str, type[Exchange]]:
     for module in pkgutil.iter_modules(__path__):
-        if module.name != "base":
+        if module.name not in NOT_EXCHANGES:
             importlib.import_module(f"{__name__}.{module.name}")
     return {cls.name: cls for cls in Exchange.__subclasses__()}
 

@@ -96,6 +96,8 @@ class Exchange(ABC):
     instruments: ClassVar[dict[str, Instrument]]
     default_symbols: ClassVar[tuple[str, ...]]
     # Keep-alive: reconnect when no frame at all arrived for this long.
+    # per-exchange settings, K2_<EXCHANGE>_<OPTION>: symbols to trade, WebSocket endpoint
+    options: ClassVar[tuple[str, ...]] = ("SYMBOLS", "WS_URL")
     idle_timeout_s: ClassVar[float] = 60.0
     # Application-level ping every N seconds (None: the protocol uses WebSocket pings only).
     ping_interval_s: ClassVar[float | None] = None

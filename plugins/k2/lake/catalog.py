@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from k2.errors import K2Error
-from k2.settings import Settings
+from k2.settings import LakeSettings
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -21,64 +21,64 @@ if TYPE_CHECKING:
 SQLITE_BUSY_TIMEOUT_S = 30
 
 
-def sqlite_path(settings: Settings) -> Path | None:
+def sqlite_path(lake: LakeSettings) -> Path | None:
     """The SQLite file behind the catalog, or None for PostgreSQL/REST."""
-    uri = settings.catalog_uri
-    if settings.catalog_type != "sql" or not uri.startswith("sqlite:///"):
+    uri = lake.catalog_uri
+    if lake.catalog_type != "sql" or not uri.startswith("sqlite:///"):
         return None
     return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
 
 
-def pyiceberg_properties(settings: Settings) -> dict[str, str]:
-    props: dict[str, str] = {"warehouse": settings.warehouse}
-    if settings.catalog_type == "rest":
-        props.update(type="rest", uri=settings.catalog_uri)
-        if settings.catalog_credential:
-            props["credential"] = settings.catalog_credential
+def pyiceberg_properties(lake: LakeSettings) -> dict[str, str]:
+    props: dict[str, str] = {"warehouse": lake.warehouse}
+    if lake.catalog_type == "rest":
+        props.update(type="rest", uri=lake.catalog_uri)
+        if lake.catalog_credential:
+            props["credential"] = lake.catalog_credential
     else:
-        uri = settings.catalog_uri
-        if sqlite_path(settings) is not None and "?" not in uri:
+        uri = lake.catalog_uri
+        if sqlite_path(lake) is not None and "?" not in uri:
             uri += f"?timeout={SQLITE_BUSY_TIMEOUT_S}"  # wait for a concurrent commit, never fail on it
         props.update(type="sql", uri=uri)
-    if settings.warehouse.startswith(("s3://", "s3a://")):
+    if lake.warehouse.startswith(("s3://", "s3a://")):
         props.update(
             _drop_empty(
                 {
-                    "s3.endpoint": settings.s3_endpoint,
-                    "s3.region": settings.s3_region,
-                    "s3.access-key-id": settings.s3_access_key_id,
-                    "s3.secret-access-key": settings.s3_secret_access_key,
-                    "s3.force-virtual-addressing": str(not settings.s3_path_style_access).lower(),
+                    "s3.endpoint": lake.s3_endpoint,
+                    "s3.region": lake.s3_region,
+                    "s3.access-key-id": lake.s3_access_key_id,
+                    "s3.secret-access-key": lake.s3_secret_access_key,
+                    "s3.force-virtual-addressing": str(not lake.s3_path_style_access).lower(),
                 }
             )
         )
     return props
 
 
-def spark_catalog_conf(settings: Settings) -> dict[str, str]:
+def spark_catalog_conf(lake: LakeSettings) -> dict[str, str]:
     """``spark.sql.catalog.<name>.*`` entries for the same catalog."""
-    prefix = f"spark.sql.catalog.{settings.catalog_name}"
-    conf = {prefix: "org.apache.iceberg.spark.SparkCatalog", f"{prefix}.warehouse": settings.warehouse}
-    if settings.catalog_type == "rest":
-        conf.update({f"{prefix}.type": "rest", f"{prefix}.uri": settings.catalog_uri})
-        if settings.catalog_credential:
-            conf[f"{prefix}.credential"] = settings.catalog_credential
+    prefix = f"spark.sql.catalog.{lake.catalog_name}"
+    conf = {prefix: "org.apache.iceberg.spark.SparkCatalog", f"{prefix}.warehouse": lake.warehouse}
+    if lake.catalog_type == "rest":
+        conf.update({f"{prefix}.type": "rest", f"{prefix}.uri": lake.catalog_uri})
+        if lake.catalog_credential:
+            conf[f"{prefix}.credential"] = lake.catalog_credential
     else:
-        url, user, password = jdbc_url(settings.catalog_uri)
+        url, user, password = jdbc_url(lake.catalog_uri)
         conf.update({f"{prefix}.type": "jdbc", f"{prefix}.uri": url})
         conf.update(_drop_empty({f"{prefix}.jdbc.user": user, f"{prefix}.jdbc.password": password}))
         if url.startswith("jdbc:sqlite:"):
             conf[f"{prefix}.jdbc.busy_timeout"] = str(SQLITE_BUSY_TIMEOUT_S * 1000)
-    if settings.warehouse.startswith(("s3://", "s3a://")):
+    if lake.warehouse.startswith(("s3://", "s3a://")):
         conf.update(
             _drop_empty(
                 {
                     f"{prefix}.io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
-                    f"{prefix}.s3.endpoint": settings.s3_endpoint,
-                    f"{prefix}.client.region": settings.s3_region,
-                    f"{prefix}.s3.access-key-id": settings.s3_access_key_id,
-                    f"{prefix}.s3.secret-access-key": settings.s3_secret_access_key,
-                    f"{prefix}.s3.path-style-access": str(settings.s3_path_style_access).lower(),
+                    f"{prefix}.s3.endpoint": lake.s3_endpoint,
+                    f"{prefix}.client.region": lake.s3_region,
+                    f"{prefix}.s3.access-key-id": lake.s3_access_key_id,
+                    f"{prefix}.s3.secret-access-key": lake.s3_secret_access_key,
+                    f"{prefix}.s3.path-style-access": str(lake.s3_path_style_access).lower(),
                 }
             )
         )
@@ -106,15 +106,15 @@ def jdbc_url(sqlalchemy_uri: str) -> tuple[str, str, str]:
     )
 
 
-def load_catalog(settings: Settings) -> Catalog:
+def load_catalog(lake: LakeSettings) -> Catalog:
     """pyiceberg catalog; creates the SQLite file (in WAL mode) and warehouse on first use."""
     from pyiceberg.catalog import load_catalog as _load
 
-    db = sqlite_path(settings)
+    db = sqlite_path(lake)
     if db is not None:
         _prepare_sqlite(db)
-    if settings.warehouse.startswith("file:"):
-        warehouse = Path(settings.warehouse.removeprefix("file://"))
+    if lake.warehouse.startswith("file:"):
+        warehouse = Path(lake.warehouse.removeprefix("file://"))
         try:
             warehouse.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -123,10 +123,10 @@ def load_catalog(settings: Settings) -> Catalog:
                 "make K2_HOME writable, or set K2_WAREHOUSE to a writable file:// URI.",
             ) from exc
     try:
-        return _load(settings.catalog_name, **pyiceberg_properties(settings))
+        return _load(lake.catalog_name, **pyiceberg_properties(lake))
     except Exception as exc:
         raise K2Error(
-            f"cannot open the Iceberg catalog at {settings.catalog_uri}: {exc}",
+            f"cannot open the Iceberg catalog at {lake.catalog_uri}: {exc}",
             "check K2_CATALOG_URI and that the catalog service is reachable.",
         ) from exc
 

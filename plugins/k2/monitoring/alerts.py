@@ -48,5 +48,5 @@ def log_and_deliver(
         _log.warning(
             "alert", severity=alert.severity, source=alert.source, message=alert.message, alert_id=alert.alert_id
         )
-    attempted = {a.alert_id: a for a in outbox(settings).flush(settings)}
+    attempted = {a.alert_id: a for a in outbox(settings).flush(settings.alerts)}
     return [attempted.get(a.alert_id, a) for a in alerts]

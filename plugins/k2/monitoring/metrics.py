@@ -73,7 +73,7 @@ def measure(settings: Settings, exchange: str, now: float | None = None) -> Stre
         exchange,
         now,
         report.state,
-        settings.monitor_window_s,
+        settings.alerts.monitor_window_s,
         restarts_1h=report.restarts_last_hour,
         lag_messages=lag_messages,
         lag_s=lag_s,
@@ -90,7 +90,7 @@ def _from_bronze(settings: Settings, m: StreamMetrics, now: float) -> None:
     from k2.lake.catalog import load_catalog
     from k2.lake.tables import bronze_table
 
-    table = load_catalog(settings).load_table(bronze_table(m.exchange).identifier)
+    table = load_catalog(settings.lake).load_table(bronze_table(m.exchange).identifier)
     appends = [s for s in table.snapshots() if s.summary is not None and s.summary.operation.value == "append"]
     if not appends:
         return

@@ -44,12 +44,12 @@ def run_monitor(settings: Settings, thresholds: Thresholds, now: float | None = 
         except Exception as exc:  # one exchange's outage must not blind monitoring of the others
             failures[exchange] = f"{type(exc).__name__}: {exc}"
             log.error("monitor.measure_failed", exchange=exchange, error=failures[exchange])
-            metrics.append(StreamMetrics(exchange, now, "unknown", settings.monitor_window_s))
+            metrics.append(StreamMetrics(exchange, now, "unknown", settings.alerts.monitor_window_s))
     _append(settings, "ops.stream_metrics", [m.row() for m in metrics])
 
     store = IncidentStore(settings.monitoring_dir)
     with store.transaction() as book:
-        resolve_after = settings.alert_resolve_after_s
+        resolve_after = settings.alerts.resolve_after_s
         events = [
             e for m in metrics for e in book.evaluate(m.exchange, m.alerting_values(), thresholds, now, resolve_after)
         ]
@@ -93,7 +93,7 @@ def _append(settings: Settings, identifier: str, rows: list[dict[str, Any]]) -> 
     from k2.lake.catalog import load_catalog
 
     try:
-        table = load_catalog(settings).load_table(identifier)
+        table = load_catalog(settings.lake).load_table(identifier)
         schema = table.schema().as_arrow()
         table.append(pa.Table.from_pylist(rows, schema=schema))
     except Exception as exc:

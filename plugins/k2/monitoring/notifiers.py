@@ -24,7 +24,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from k2.log import get_logger
-from k2.settings import Settings
+from k2.settings import AlertSettings, Settings
 from k2.streams.state import read_json, write_json
 
 log = get_logger("k2.alerts")
@@ -91,31 +91,31 @@ class WebhookChannel(Channel):
 class SmtpChannel(Channel):
     name = "email"
 
-    def __init__(self, settings: Settings, timeout_s: float = 10.0) -> None:
-        self.settings, self.timeout_s = settings, timeout_s
+    def __init__(self, alerts: AlertSettings, timeout_s: float = 10.0) -> None:
+        self.alerts, self.timeout_s = alerts, timeout_s
 
     def send(self, alert: Alert) -> None:
-        s = self.settings
+        s = self.alerts
         msg = EmailMessage()
-        msg["Subject"], msg["From"], msg["To"] = alert.text[:200], s.alert_email_from, ", ".join(s.alert_email_to)
+        msg["Subject"], msg["From"], msg["To"] = alert.text[:200], s.email_from, ", ".join(s.email_to)
         msg.set_content(
             f"{alert.text}\n\nalert id {alert.alert_id}, raised at "
             f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(alert.at))}\n"
         )
-        with smtplib.SMTP(s.alert_smtp_host, s.alert_smtp_port, timeout=self.timeout_s) as smtp:
-            if s.alert_smtp_starttls:
+        with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=self.timeout_s) as smtp:
+            if s.smtp_starttls:
                 smtp.starttls(context=ssl.create_default_context())
-            if s.alert_smtp_user:
-                smtp.login(s.alert_smtp_user, s.alert_smtp_password)
+            if s.smtp_user:
+                smtp.login(s.smtp_user, s.smtp_password)
             smtp.send_message(msg)
 
 
-def channels(settings: Settings) -> list[Channel]:
+def channels(alerts: AlertSettings) -> list[Channel]:
     out: list[Channel] = []
-    if settings.alert_webhook_url:
-        out.append(WebhookChannel(settings.alert_webhook_url))
-    if settings.alert_smtp_host:
-        out.append(SmtpChannel(settings))
+    if alerts.webhook_url:
+        out.append(WebhookChannel(alerts.webhook_url))
+    if alerts.smtp_host:
+        out.append(SmtpChannel(alerts))
     return out
 
 
@@ -142,23 +142,23 @@ class Outbox:
     def pending(self) -> list[Alert]:
         return [Alert(**a) for a in (read_json(self.path) or {}).get("pending", [])]
 
-    def flush(self, settings: Settings, sleep: Callable[[float], None] = time.sleep) -> list[Alert]:
+    def flush(self, alerts: AlertSettings, sleep: Callable[[float], None] = time.sleep) -> list[Alert]:
         """Deliver what is pending; returns the alerts attempted, with their delivery state."""
         with self._locked() as pending:
-            targets = channels(settings)
+            targets = channels(alerts)
             for alert in pending:
                 alert.attempts += 1
                 for channel in targets:
                     if alert.delivery.get(channel.name) != "sent":
-                        alert.delivery[channel.name] = _deliver(channel, alert, settings, sleep)
+                        alert.delivery[channel.name] = _deliver(channel, alert, alerts, sleep)
             attempted = list(pending)
             pending[:] = [a for a in pending if any(a.delivery.get(c.name) != "sent" for c in targets)]
         return attempted
 
 
-def _deliver(channel: Channel, alert: Alert, settings: Settings, sleep: Callable[[float], None]) -> str:
-    delay = settings.alert_retry_backoff_s
-    for attempt in range(1, settings.alert_delivery_attempts + 1):
+def _deliver(channel: Channel, alert: Alert, alerts: AlertSettings, sleep: Callable[[float], None]) -> str:
+    delay = alerts.retry_backoff_s
+    for attempt in range(1, alerts.delivery_attempts + 1):
         try:
             channel.send(alert)
         except (OSError, urllib.error.URLError, smtplib.SMTPException) as exc:
@@ -166,7 +166,7 @@ def _deliver(channel: Channel, alert: Alert, settings: Settings, sleep: Callable
             log.warning(
                 "alert.delivery_failed", channel=channel.name, alert_id=alert.alert_id, attempt=attempt, error=error
             )
-            if attempt < settings.alert_delivery_attempts:
+            if attempt < alerts.delivery_attempts:
                 sleep(delay)
                 delay *= 2
         else:

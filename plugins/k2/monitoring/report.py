@@ -72,7 +72,7 @@ def write_chart(settings: Settings, path: Path, hours: float = 1.0) -> int:
     from k2.lake.tables import STREAM_METRICS
 
     since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)
-    table = load_catalog(settings).load_table(STREAM_METRICS.identifier)
+    table = load_catalog(settings.lake).load_table(STREAM_METRICS.identifier)
     rows = (
         table.scan(
             row_filter=GreaterThanOrEqual("measured_at", since.isoformat()),

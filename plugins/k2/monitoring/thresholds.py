@@ -105,7 +105,7 @@ def configured_thresholds(settings: Settings, variable: str | None = None) -> Th
     """The thresholds in force: defaults, the settings' file, then the Airflow Variable's JSON."""
     return load_thresholds(
         settings.exchanges,
-        ("K2_MONITOR_THRESHOLDS_FILE", read_threshold_file(settings.monitor_thresholds_file)),
+        ("K2_MONITOR_THRESHOLDS_FILE", read_threshold_file(settings.alerts.thresholds_file)),
         (f"Airflow Variable {VARIABLE_KEY}", variable),
     )
 
