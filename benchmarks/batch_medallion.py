@@ -36,7 +36,7 @@ def fill_bronze(settings: Settings, trades: int, chunk: int = 1_000_000) -> list
     import pyarrow as pa
 
     exchange = get_exchange("binance")
-    table = load_catalog(settings).load_table(bronze_table("binance").identifier)
+    table = load_catalog(settings.lake).load_table(bronze_table("binance").identifier)
     schema = table.schema().as_arrow()
     # 2,800 trades/s of event time: the whole set falls in one hour, like an hourly interval
     sim = TradeSimulator(exchange, list(exchange.default_symbols), seed=1, rate=2_800, start_us=START_US)
@@ -66,7 +66,7 @@ def fill_bronze(settings: Settings, trades: int, chunk: int = 1_000_000) -> list
         written += n
         offset += n
         progress(f"bronze: {written:,} / {trades:,} trades")
-    table = load_catalog(settings).load_table(bronze_table("binance").identifier)
+    table = load_catalog(settings.lake).load_table(bronze_table("binance").identifier)
     return [task.file.file_path.removeprefix("file://") for task in table.scan().plan_files()]
 
 
@@ -181,7 +181,7 @@ def main() -> None:
         settings = Settings.from_env(
             {}, home=Path(home), spark_ui_enabled=False, exchanges=("binance",), spark_driver_memory=args.driver_memory
         )
-        ensure_tables(load_catalog(settings), all_tables(settings))
+        ensure_tables(load_catalog(settings.lake), all_tables(settings))
         progress(f"writing {args.trades:,} Bronze trades")
         files = fill_bronze(settings, args.trades)
         day = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)

@@ -57,8 +57,8 @@ def configure(settings: Settings, home: Path, **extra: str) -> Settings:
     env = {
         "K2_HOME": str(home),
         "K2_TOPIC_TEMPLATE": f"bench-{home.name}.{{exchange}}.raw",
-        "K2_KAFKA_PORT": str(settings.kafka_port),
-        "K2_KAFKA_CONTROLLER_PORT": str(settings.kafka_controller_port),
+        "K2_KAFKA_PORT": str(settings.kafka.port),
+        "K2_KAFKA_CONTROLLER_PORT": str(settings.kafka.controller_port),
         "K2_SPARK_UI_ENABLED": "false",
         "K2_STREAM_CHECK_INTERVAL_S": "2",
         "K2_LOG_LEVEL": "WARNING",
@@ -67,7 +67,7 @@ def configure(settings: Settings, home: Path, **extra: str) -> Settings:
     os.environ.update(env)
     scoped = Settings.from_env()
     ensure_topics(scoped)
-    ensure_tables(load_catalog(scoped), all_tables(scoped))
+    ensure_tables(load_catalog(scoped.lake), all_tables(scoped))
     return scoped
 
 
@@ -141,14 +141,14 @@ def throughput(settings: Settings, home: Path, backlog: int) -> dict:
         "batches": len(batches),
         "rows_per_s": round(rows / busy_s),
         "first_batch_s": round(batches[0]["batch_duration_ms"] / 1000, 1),
-        "max_offsets_per_trigger": scoped.bronze_max_offsets_per_trigger,
+        "max_offsets_per_trigger": scoped.streams.max_offsets_per_trigger,
     }
 
 
 def commit_latencies(settings: Settings, exchange: str, since_ms: int, until_ms: int) -> np.ndarray:
     """Per row produced in [since, until): commit time of the snapshot that added its file minus
     its Kafka timestamp (ms)."""
-    table = load_catalog(settings).load_table(bronze_table(exchange).identifier)
+    table = load_catalog(settings.lake).load_table(bronze_table(exchange).identifier)
     commit_ms = {s.snapshot_id: s.timestamp_ms for s in table.snapshots()}
     entries = table.inspect.entries().to_pylist()
     out = []
@@ -215,8 +215,8 @@ def latency(settings: Settings, home: Path, window_s: float, extra: dict[str, st
             else {"rows": 0}
         )
         result[exchange]["lag_records_at_end"], result[exchange]["lag_s_at_end"] = behind[exchange]
-    result["trigger_s"] = scoped.bronze_trigger_interval_s
-    result["max_offsets_per_trigger"] = scoped.bronze_max_offsets_per_trigger
+    result["trigger_s"] = scoped.streams.trigger_interval_s
+    result["max_offsets_per_trigger"] = scoped.streams.max_offsets_per_trigger
     if restart is not None:
         result["restart_after_kill_s"] = restart
     return result

@@ -16,9 +16,9 @@ settings = load_settings()
 
 DOC = f"""
 Per namespace, on every table: **rewrite_data_files** (compact the streams' small files to
-{settings.maintenance_target_file_mb} MB), **rewrite_manifests**, **expire_snapshots** (older than
-{settings.maintenance_snapshot_retention_h:g} h, keeping the last {settings.maintenance_min_snapshots}) and
-**remove_orphan_files** (older than {settings.maintenance_orphan_age_h:g} h). Commit conflicts with the
+{settings.maintenance.target_file_mb} MB), **rewrite_manifests**, **expire_snapshots** (older than
+{settings.maintenance.snapshot_retention_h:g} h, keeping the last {settings.maintenance.min_snapshots}) and
+**remove_orphan_files** (older than {settings.maintenance.orphan_age_h:g} h). Commit conflicts with the
 streams and the batch are retried; compaction never changes a row. Retention: `K2_MAINTENANCE_*`.
 """
 
@@ -30,7 +30,7 @@ with DAG(
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    deadline=batch_deadline(settings.maintenance_deadline_min),
+    deadline=batch_deadline(settings.maintenance.deadline_min),
     on_failure_callback=K2AlertNotifier("warning"),
     tags=["k2", "maintenance", "iceberg"],
     default_args={"owner": "k2", "retries": 2, "retry_delay": timedelta(minutes=5), "retry_exponential_backoff": True},
@@ -42,7 +42,7 @@ with DAG(
             task_id=f"maintain_{namespace}",
             namespace=namespace,
             trigger_rule="all_done",
-            pool=settings.spark_pool or "default_pool",
+            pool=settings.spark.pool or "default_pool",
             priority_weight=0,
         )  # the hourly batch goes first
         if previous is not None:

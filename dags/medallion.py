@@ -15,7 +15,7 @@ from k2.airflow.sensors.settle import BronzeSettledSensor
 from k2.settings import load_settings
 
 settings = load_settings()
-spark_pool = settings.spark_pool or "default_pool"  # bounds concurrent Spark jobs (K2_SPARK_POOL_SLOTS)
+spark_pool = settings.spark.pool or "default_pool"  # bounds concurrent Spark jobs (K2_SPARK_POOL_SLOTS)
 
 DOC = """
 Each hour, per exchange: wait until Bronze holds every Kafka record of the data interval, parse
@@ -37,7 +37,7 @@ with DAG(
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=2,
-    deadline=batch_deadline(settings.medallion_deadline_min),
+    deadline=batch_deadline(settings.batch.deadline_min),
     on_failure_callback=K2AlertNotifier("critical"),
     tags=["k2", "silver", "gold", "batch"],
     params={
@@ -62,7 +62,7 @@ with DAG(
     for exchange in settings.exchanges:
         with TaskGroup(group_id=exchange):
             wait = BronzeSettledSensor(
-                task_id="wait_for_bronze", exchange=exchange, poke_interval=30, timeout=settings.batch_settle_timeout_s
+                task_id="wait_for_bronze", exchange=exchange, poke_interval=30, timeout=settings.batch.settle_timeout_s
             )
             # one Silver and one Gold task per exchange at a time: their idempotency relies on it
             silver = MedallionOperator(

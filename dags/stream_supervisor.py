@@ -39,5 +39,5 @@ for exchange in settings.exchanges:
         },
     ):
         BronzeStreamSupervisorOperator(
-            task_id="supervise", exchange=exchange, window=timedelta(seconds=settings.stream_supervise_window_s)
+            task_id="supervise", exchange=exchange, window=timedelta(seconds=settings.streams.supervise_window_s)
         )

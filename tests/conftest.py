@@ -54,7 +54,7 @@ def catalog(settings: Settings):
     from k2.lake.catalog import load_catalog
     from k2.lake.tables import all_tables, ensure_tables
 
-    cat = load_catalog(settings)
+    cat = load_catalog(settings.lake)
     ensure_tables(cat, all_tables(settings))
     return cat
 

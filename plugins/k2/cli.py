@@ -106,8 +106,8 @@ def cmd_jars(settings: Settings, args: argparse.Namespace) -> int:
     print_table(
         ("module", "jars", "directory"),
         [
-            ("kafka-broker", len(jars.kafka_broker), settings.jars_dir / "kafka-broker"),
-            ("spark-connectors", len(jars.spark_connectors), settings.jars_dir / "spark-connectors"),
+            ("kafka-broker", len(jars.kafka_broker), settings.jvm.jars_dir / "kafka-broker"),
+            ("spark-connectors", len(jars.spark_connectors), settings.jvm.jars_dir / "spark-connectors"),
         ],
     )
     return 0
@@ -158,7 +158,7 @@ def cmd_lake(settings: Settings, args: argparse.Namespace) -> int:
     from k2.lake.catalog import load_catalog
     from k2.lake.tables import all_tables, ensure_tables
 
-    catalog = load_catalog(settings)
+    catalog = load_catalog(settings.lake)
     if args.action == "init":
         print_table(("table", "action"), sorted(ensure_tables(catalog, all_tables(settings)).items()))
     elif args.action == "show":

@@ -21,26 +21,26 @@ if TYPE_CHECKING:
 
 
 def is_local(settings: Settings) -> bool:
-    return settings.spark_master.startswith("local")
+    return settings.spark.master.startswith("local")
 
 
 def spark_conf(settings: Settings, app_name: str, *, ui: bool | None = None) -> dict[str, str]:
     jars = installed_jars(settings).spark_connectors
-    ui_enabled = settings.spark_ui_enabled if ui is None else ui
+    ui_enabled = settings.spark.ui_enabled if ui is None else ui
     conf = {
-        "spark.master": settings.spark_master,
+        "spark.master": settings.spark.master,
         "spark.app.name": app_name,
         "spark.jars": ",".join(str(j) for j in jars),
         "spark.sql.extensions": "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
         # unqualified names like bronze.binance_trades resolve in K2's Iceberg catalog
-        "spark.sql.defaultCatalog": settings.catalog_name,
+        "spark.sql.defaultCatalog": settings.lake.catalog_name,
         "spark.sql.session.timeZone": "UTC",
-        "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
+        "spark.sql.shuffle.partitions": str(settings.spark.shuffle_partitions),
         "spark.sql.adaptive.enabled": "true",
-        "spark.driver.memory": settings.spark_driver_memory,
+        "spark.driver.memory": settings.spark.driver_memory,
         "spark.ui.enabled": str(ui_enabled).lower(),
         "spark.ui.showConsoleProgress": "false",
-        "spark.log.level": settings.spark_log_level,
+        "spark.log.level": settings.spark.log_level,
         "spark.sql.streaming.metricsEnabled": "true",
         # Spark marks every Kafka source column and most expressions nullable; K2's tables declare
         # the columns that can never be null as required (and as identifier fields). Let Iceberg
@@ -50,7 +50,7 @@ def spark_conf(settings: Settings, app_name: str, *, ui: bool | None = None) -> 
     if is_local(settings):
         # everything stays on loopback: driver, block manager and UI
         conf.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
-    conf.update(spark_catalog_conf(settings))
+    conf.update(spark_catalog_conf(settings.lake))
     return conf
 
 
@@ -63,7 +63,7 @@ def build_spark_session(
     for key, value in {**spark_conf(settings, app_name, ui=ui), **(extra_conf or {})}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
-    session.sparkContext.setLogLevel(settings.spark_log_level)
+    session.sparkContext.setLogLevel(settings.spark.log_level)
     return session
 
 

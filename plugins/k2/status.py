@@ -29,11 +29,11 @@ def _airflow(settings: Settings) -> Row:
     state = "running" if len(up) == len(components) else ("stopped" if not up else f"PARTIAL ({', '.join(up)})")
     password = airflow.password()
     login = (
-        f"login {settings.airflow_admin_user} / password in {airflow.passwords_file}"
+        f"login {settings.airflow.admin_user} / password in {airflow.passwords_file}"
         if password
         else "login created on first start"
     )
-    return ("airflow", state, airflow.url, f"{settings.airflow_executor}, {login}")
+    return ("airflow", state, airflow.url, f"{settings.airflow.executor}, {login}")
 
 
 def _feeds(settings: Settings) -> list[Row]:
@@ -48,7 +48,7 @@ def _feeds(settings: Settings) -> list[Row]:
                 f"feed {exchange}",
                 f"running (pid {pid})" if pid else "stopped",
                 settings.topic_for(exchange),
-                f"simulated, {settings.feed_sim_rate:g} msg/s",
+                f"simulated, {settings.airflow.feed_sim_rate:g} msg/s",
             )
         )
     return rows
@@ -81,10 +81,10 @@ def _kafka(settings: Settings) -> Row:
     from k2.kafka.clients import broker_reachable
     from k2.runtime.broker import LocalKafkaBroker
 
-    if not settings.kafka_embedded:
-        up = broker_reachable(settings.kafka_bootstrap_servers)
+    if not settings.kafka.embedded:
+        up = broker_reachable(settings.kafka.bootstrap_servers)
         state = "reachable" if up else "UNREACHABLE"
-        return ("kafka", state, settings.kafka_bootstrap_servers, "external cluster")
+        return ("kafka", state, settings.kafka.bootstrap_servers, "external cluster")
     status = LocalKafkaBroker(settings).status()
     state = f"running (pid {status.pid})" if status.running else "stopped"
     return ("kafka", state, status.bootstrap_servers, f"embedded KRaft, data {status.data_dir}")
@@ -95,8 +95,8 @@ def _topics(settings: Settings) -> Row:
     from k2.kafka.topics import admin_client, exchange_topics
 
     wanted = [t.name for t in exchange_topics(settings)]
-    if not broker_reachable(settings.kafka_bootstrap_servers, timeout=1.0):
-        return ("topics", "unknown", settings.kafka_bootstrap_servers, "broker not reachable")
+    if not broker_reachable(settings.kafka.bootstrap_servers, timeout=1.0):
+        return ("topics", "unknown", settings.kafka.bootstrap_servers, "broker not reachable")
     existing = admin_client(settings).list_topics(timeout=5).topics
     present = [t for t in wanted if t in existing]
     parts = {t: len(existing[t].partitions) for t in present}
@@ -104,7 +104,7 @@ def _topics(settings: Settings) -> Row:
     return (
         "topics",
         state,
-        settings.kafka_bootstrap_servers,
+        settings.kafka.bootstrap_servers,
         ", ".join(f"{t} ({parts[t]}p)" for t in present) or "run `k2 kafka topics`",
     )
 
@@ -113,21 +113,26 @@ def _catalog(settings: Settings) -> Row:
     from k2.lake.catalog import load_catalog, sqlite_path
     from k2.lake.tables import all_tables
 
-    where = str(sqlite_path(settings) or settings.catalog_uri)
+    where = str(sqlite_path(settings.lake) or settings.lake.catalog_uri)
     try:
-        catalog = load_catalog(settings)
+        catalog = load_catalog(settings.lake)
         present = sum(catalog.table_exists(s.identifier) for s in all_tables(settings))
     except K2Error as exc:
         return ("iceberg catalog", "UNAVAILABLE", where, exc.cause)
-    kind = "sqlite (JDBC + pyiceberg SqlCatalog)" if sqlite_path(settings) else settings.catalog_type
+    kind = "sqlite (JDBC + pyiceberg SqlCatalog)" if sqlite_path(settings.lake) else settings.lake.catalog_type
     return (
         "iceberg catalog",
         f"{present}/{len(all_tables(settings))} tables",
         where,
-        f"{kind}, warehouse {settings.warehouse}",
+        f"{kind}, warehouse {settings.lake.warehouse}",
     )
 
 
 def _spark(settings: Settings) -> Row:
-    ui = "UI on 127.0.0.1:4040+" if settings.spark_ui_enabled else "UI off"
-    return ("spark", "per job", settings.spark_master, f"one driver per stream ({settings.stream_driver_memory}), {ui}")
+    ui = "UI on 127.0.0.1:4040+" if settings.spark.ui_enabled else "UI off"
+    return (
+        "spark",
+        "per job",
+        settings.spark.master,
+        f"one driver per stream ({settings.streams.driver_memory}), {ui}",
+    )

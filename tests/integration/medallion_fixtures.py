@@ -19,9 +19,9 @@ UTC = dt.UTC
 def own_lake(spark, home: Path, **overrides) -> Settings:
     """Settings whose catalog exists only for this test; registered in the running SparkSession."""
     settings = make_settings(home, catalog_name=f"k2t{uuid.uuid4().hex[:8]}", **overrides)
-    for key, value in spark_catalog_conf(settings).items():
+    for key, value in spark_catalog_conf(settings.lake).items():
         spark.conf.set(key, value)
-    ensure_tables(load_catalog(settings), all_tables(settings))
+    ensure_tables(load_catalog(settings.lake), all_tables(settings))
     return settings
 
 
@@ -87,10 +87,10 @@ def write_bronze(spark, settings: Settings, exchange: str, records: list[tuple[i
         )
         for p, o, ts, value in records
     ]
-    table = f"{settings.catalog_name}.{bronze_table(exchange).identifier}"
+    table = f"{settings.lake.catalog_name}.{bronze_table(exchange).identifier}"
     spark.createDataFrame(rows, schema=spark.table(table).schema).writeTo(table).append()
 
 
 def table_rows(spark, settings: Settings, identifier: str, drop: tuple[str, ...] = ()) -> list[tuple]:
-    df = spark.table(f"{settings.catalog_name}.{identifier}").drop(*drop)
+    df = spark.table(f"{settings.lake.catalog_name}.{identifier}").drop(*drop)
     return sorted(tuple(r) for r in df.collect())

@@ -30,8 +30,8 @@ def stream_settings(kafka_broker, settings: Settings, tmp_path: Path, monkeypatc
     """A K2 installation of its own (home, topic, tables) on the session's broker."""
     env = {
         "K2_HOME": str(tmp_path / "home"),
-        "K2_KAFKA_PORT": str(settings.kafka_port),
-        "K2_KAFKA_CONTROLLER_PORT": str(settings.kafka_controller_port),
+        "K2_KAFKA_PORT": str(settings.kafka.port),
+        "K2_KAFKA_CONTROLLER_PORT": str(settings.kafka.controller_port),
         "K2_TOPIC_TEMPLATE": f"bronze-{uuid.uuid4().hex[:8]}.{{exchange}}.raw",
         "K2_TOPIC_PARTITIONS": "2",
         "K2_EXCHANGES": EXCHANGE,
@@ -51,7 +51,7 @@ def stream_settings(kafka_broker, settings: Settings, tmp_path: Path, monkeypatc
         monkeypatch.setenv(key, value)
     scoped = load_settings()
     ensure_topics(scoped)
-    ensure_tables(load_catalog(scoped), all_tables(scoped))
+    ensure_tables(load_catalog(scoped.lake), all_tables(scoped))
     yield scoped
     supervisor = StreamSupervisor(scoped, EXCHANGE)
     supervisor.request_stop(timeout_s=30)

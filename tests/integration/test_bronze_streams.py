@@ -29,25 +29,25 @@ pytestmark = pytest.mark.integration
 
 
 def end_offsets(settings: Settings) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "t"})
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "t"})
     try:
         topic = settings.topic_for(EXCHANGE)
         return {
             p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(settings.topic_partitions)
+            for p in range(settings.topics.partitions)
         }
     finally:
         consumer.close()
 
 
 def bronze_coordinates(settings: Settings) -> list[tuple[int, int]]:
-    table = load_catalog(settings).load_table(f"bronze.{EXCHANGE}_trades")
+    table = load_catalog(settings.lake).load_table(f"bronze.{EXCHANGE}_trades")
     arrow = table.scan(selected_fields=("kafka_partition", "kafka_offset")).to_arrow()
     return list(zip(arrow["kafka_partition"].to_pylist(), arrow["kafka_offset"].to_pylist(), strict=True))
 
 
 def bronze_snapshots(settings: Settings) -> list:
-    return load_catalog(settings).load_table(f"bronze.{EXCHANGE}_trades").snapshots()
+    return load_catalog(settings.lake).load_table(f"bronze.{EXCHANGE}_trades").snapshots()
 
 
 def airflow_dags_test(settings: Settings, log_file: Path) -> subprocess.Popen:

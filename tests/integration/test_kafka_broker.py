@@ -21,14 +21,14 @@ pytestmark = pytest.mark.integration
 def test_status_reports_the_running_broker(kafka_broker: LocalKafkaBroker, settings: Settings) -> None:
     status = kafka_broker.status()
     assert status.running and status.pid
-    assert status.bootstrap_servers == f"127.0.0.1:{settings.kafka_port}"
+    assert status.bootstrap_servers == f"127.0.0.1:{settings.kafka.port}"
     assert (status.data_dir / "meta.properties").is_file()
     assert status.data_dir.is_relative_to(settings.home)
 
 
 def test_independent_client_produces_and_consumes(kafka_broker: LocalKafkaBroker, settings: Settings) -> None:
     topic = f"roundtrip-{uuid.uuid4().hex[:8]}"
-    bootstrap = settings.kafka_bootstrap_servers
+    bootstrap = settings.kafka.bootstrap_servers
     admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive its futures
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
@@ -105,14 +105,14 @@ def test_stop_then_start_keeps_the_data(tmp_path: Path, jars) -> None:
     broker = LocalKafkaBroker(s)
     first = broker.start()
     try:
-        admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap_servers})
+        admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap_servers})
         admin.create_topics([NewTopic("kept", 1, 1)])["kept"].result(30)
         assert broker.stop() is True
         assert not broker.status().running
         assert broker.stop() is False  # idempotent
         second = broker.start()
         assert second.pid != first.pid
-        assert "kept" in AdminClient({"bootstrap.servers": s.kafka_bootstrap_servers}).list_topics(timeout=10).topics
+        assert "kept" in AdminClient({"bootstrap.servers": s.kafka.bootstrap_servers}).list_topics(timeout=10).topics
     finally:
         broker.stop()
     assert not broker.status().running

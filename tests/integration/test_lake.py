@@ -27,7 +27,7 @@ def test_tables_are_created_idempotently(catalog, settings: Settings) -> None:
 def test_catalog_file_is_in_wal_mode(catalog, settings: Settings) -> None:
     import sqlite3
 
-    with sqlite3.connect(sqlite_path(settings)) as conn:
+    with sqlite3.connect(sqlite_path(settings.lake)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -47,7 +47,7 @@ def test_spark_writes_pyiceberg_reads_and_back(spark, settings: Settings) -> Non
     spark.sql(f"CREATE TABLE {name} (id BIGINT, price DECIMAL(38,18), note STRING) USING iceberg")
     spark.sql(f"INSERT INTO {name} VALUES (1, 101.5, 'spark'), (2, 102.25, 'spark')")
 
-    table = load_catalog(settings).load_table(name)  # a fresh pyiceberg client on the same catalog
+    table = load_catalog(settings.lake).load_table(name)  # a fresh pyiceberg client on the same catalog
     rows = table.scan().to_arrow().sort_by("id").to_pylist()
     assert [(r["id"], str(r["price"]), r["note"]) for r in rows] == [
         (1, "101.500000000000000000", "spark"),
@@ -69,7 +69,7 @@ def test_kafka_records_land_in_bronze_and_an_independent_reader_sees_them(
     alone is enough for a reader that never talks to the catalog database."""
     ensure_topics(settings)
     topic = settings.topic_for("binance")
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "enable.idempotence": True})
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "enable.idempotence": True})
     payloads = [b'{"stream":"btcusdt@trade","data":{"t":%d}}' % i for i in range(50)]
     for p in payloads:
         producer.produce(topic, key=b"BTCUSDT", value=p, headers={"exchange": b"binance"})
@@ -79,7 +79,7 @@ def test_kafka_records_land_in_bronze_and_an_independent_reader_sees_them(
 
     raw = (
         spark.read.format("kafka")
-        .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
+        .option("kafka.bootstrap.servers", settings.kafka.bootstrap_servers)
         .option("subscribe", topic)
         .option("startingOffsets", "earliest")
         .option("includeHeaders", "true")
@@ -98,7 +98,7 @@ def test_kafka_records_land_in_bronze_and_an_independent_reader_sees_them(
     )
     bronze.writeTo(bronze_table("binance").identifier).append()
 
-    table = load_catalog(settings).load_table(bronze_table("binance").identifier)
+    table = load_catalog(settings.lake).load_table(bronze_table("binance").identifier)
     static = StaticTable.from_metadata(table.metadata_location)
     got = static.scan().to_arrow()
     assert sorted(got.column("value").to_pylist()) == sorted(payloads)

@@ -89,7 +89,7 @@ def end_offsets(settings: Settings, exchange: str) -> dict[int, int]:
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     topic = settings.topic_for(exchange)
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "offsets"})
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "offsets"})
 
     def watermarks() -> dict[int, int] | None:
         try:
@@ -112,7 +112,7 @@ def records_since(settings: Settings, exchange: str, start: dict[int, int], mark
     end = end_offsets(settings, exchange)
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
             "group.id": f"live-test-{uuid.uuid4()}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,

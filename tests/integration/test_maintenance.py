@@ -31,7 +31,7 @@ def append_batches(spark, settings, first: int, batches: int, size: int = 5) -> 
 
 def table_dir(settings, identifier: str) -> Path:
     namespace, name = identifier.split(".")
-    return Path(settings.warehouse.removeprefix("file://")) / namespace / name
+    return Path(settings.lake.warehouse.removeprefix("file://")) / namespace / name
 
 
 def test_maintenance_compacts_expires_and_removes_orphans_without_changing_rows(spark, tmp_path) -> None:
@@ -55,7 +55,9 @@ def test_maintenance_compacts_expires_and_removes_orphans_without_changing_rows(
     ]
     assert done.data_files_before >= 8 and done.data_files_after == 1 and done.rewritten_files == done.data_files_before
     assert table_rows(spark, lake, BRONZE) == rows
-    left = [r.operation for r in spark.sql(f"SELECT operation FROM {lake.catalog_name}.{BRONZE}.snapshots").collect()]
+    left = [
+        r.operation for r in spark.sql(f"SELECT operation FROM {lake.lake.catalog_name}.{BRONZE}.snapshots").collect()
+    ]
     # appends older than the retention are gone; the last one may be younger than it (a fast machine),
     # and maintenance's own snapshots (compaction, manifests) are younger still
     assert left.count("append") <= 1 and done.expired_snapshots >= 7 and len(left) <= 3
@@ -81,5 +83,7 @@ def test_maintenance_while_a_writer_appends_loses_nothing(spark, tmp_path) -> No
     thread.join(timeout=300)
     assert not thread.is_alive() and failures == []
     assert done.error == "" and done.rewritten_files >= 2
-    offsets = [r[0] for r in spark.sql(f"SELECT kafka_offset FROM {lake.catalog_name}.{BRONZE} ORDER BY 1").collect()]
+    offsets = [
+        r[0] for r in spark.sql(f"SELECT kafka_offset FROM {lake.lake.catalog_name}.{BRONZE} ORDER BY 1").collect()
+    ]
     assert offsets == list(range(18 * 5))  # every append landed exactly once

@@ -98,7 +98,7 @@ def test_silver_accounts_for_every_bronze_record(spark, lake) -> None:
         "unknown_symbol": 1,
         "not_a_trade": 1,
     }
-    trades = {r.trade_id: r for r in spark.table(f"{lake.catalog_name}.silver.trades").collect()}
+    trades = {r.trade_id: r for r in spark.table(f"{lake.lake.catalog_name}.silver.trades").collect()}
     assert sorted(trades) == ["1", "10", "2", "3"]
     one = trades["1"]
     assert (one.symbol, one.exchange_symbol, one.price, one.quantity, one.quote_amount, one.taker_side) == (
@@ -111,7 +111,7 @@ def test_silver_accounts_for_every_bronze_record(spark, lake) -> None:
     )
     assert one.event_time == naive("2026-11-20T10:00:05") and (one.kafka_partition, one.kafka_offset) == (0, 0)
     assert trades["2"].taker_side == "sell" and trades["2"].quote_amount == D("51.25")
-    dead = spark.table(f"{lake.catalog_name}.silver.dead_letter").collect()
+    dead = spark.table(f"{lake.lake.catalog_name}.silver.dead_letter").collect()
     assert {(d.kafka_partition, d.kafka_offset) for d in dead} == {(0, o) for o in range(2, 12)}
     assert all(
         d.item_index == (-1 if d.reason in ("malformed_json", "not_utf8", "empty_payload", "not_a_trade") else 0)
@@ -151,14 +151,14 @@ def test_kraken_batches_split_into_trades_and_item_dead_letters(spark, lake) -> 
     silver, _ = both_layers(spark, lake, KRAKEN_H10)
     assert (silver.bronze_rows, silver.items, silver.silver_new) == (3, 6, 4)
     assert silver.dead_letter_reasons == {"invalid_price": 1, "not_a_trade": 1}
-    trades = {r.trade_id: r for r in spark.table(f"{lake.catalog_name}.silver.trades").collect()}
+    trades = {r.trade_id: r for r in spark.table(f"{lake.lake.catalog_name}.silver.trades").collect()}
     assert trades["5"].price == D("65000.1") and trades["5"].quantity == D("0.01")
     assert trades["5"].event_time == naive("2026-11-20T10:02:00.000001") and trades["5"].symbol == "BTC-USD"
     assert trades["6"].quote_amount == D("1300.004") and trades["8"].taker_side == "sell"
     assert trades["9"].quote_amount == D("0.04921234") * D("12.34567891")  # exact: 16 decimals
     dead = {
         (d.kafka_offset, d.item_index): d.reason
-        for d in spark.table(f"{lake.catalog_name}.silver.dead_letter").collect()
+        for d in spark.table(f"{lake.lake.catalog_name}.silver.dead_letter").collect()
     }
     assert dead == {(1, 0): "invalid_price", (2, -1): "not_a_trade"}
 
@@ -170,7 +170,7 @@ def bar(rows, start):
 def test_gold_bars_match_hand_computed_values(spark, lake) -> None:
     _, gold = both_layers(spark, lake, H10)
     assert gold.bars == {"1m": 2, "5m": 1, "1h": 1, "1d": 1}
-    minute = spark.table(f"{lake.catalog_name}.gold.ohlcv_1m").collect()
+    minute = spark.table(f"{lake.lake.catalog_name}.gold.ohlcv_1m").collect()
     first = bar(minute, "2026-11-20T10:00:00")
     assert (first.open, first.high, first.low, first.close) == (D(100), D("102.5"), D(99), D(99))
     assert (first.volume_base, first.volume_quote, first.trade_count) == (D("3.5"), D("349.25"), 3)
@@ -182,7 +182,7 @@ def test_gold_bars_match_hand_computed_values(spark, lake) -> None:
         ("ohlcv_1h", "2026-11-20T10:00:00", "2026-11-20T11:00:00"),
         ("ohlcv_1d", "2026-11-20T00:00:00", "2026-11-21T00:00:00"),
     ):
-        (row,) = spark.table(f"{lake.catalog_name}.gold.{table}").collect()
+        (row,) = spark.table(f"{lake.lake.catalog_name}.gold.{table}").collect()
         assert (row.bar_start, row.bar_end) == (naive(start), naive(end))
         assert (row.open, row.high, row.low, row.close, row.trade_count) == (D(100), D("102.5"), D(99), D(101), 4)
         assert (row.volume_base, row.volume_quote, row.vwap) == (D("4.5"), D("450.25"), D("100.055555555556"))
@@ -190,7 +190,7 @@ def test_gold_bars_match_hand_computed_values(spark, lake) -> None:
 
 def test_late_trade_reaggregates_its_bars_without_touching_neighbours(spark, lake) -> None:
     both_layers(spark, lake, H10)
-    before = {r.bar_start: r for r in spark.table(f"{lake.catalog_name}.gold.ohlcv_1m").collect()}
+    before = {r.bar_start: r for r in spark.table(f"{lake.lake.catalog_name}.gold.ohlcv_1m").collect()}
     write_bronze(
         spark,
         lake,
@@ -201,18 +201,18 @@ def test_late_trade_reaggregates_its_bars_without_touching_neighbours(spark, lak
         ],
     )
     both_layers(spark, lake, H11)
-    after = {r.bar_start: r for r in spark.table(f"{lake.catalog_name}.gold.ohlcv_1m").collect()}
+    after = {r.bar_start: r for r in spark.table(f"{lake.lake.catalog_name}.gold.ohlcv_1m").collect()}
     late = after[naive("2026-11-20T10:00:00")]
     assert (late.close, late.low, late.trade_count, late.volume_base) == (D(98), D(98), 4, D("4.5"))
     assert after[naive("2026-11-20T10:01:00")] == before[naive("2026-11-20T10:01:00")]  # neighbour untouched
     assert len(after) == 3
     (hour10,) = [
         r
-        for r in spark.table(f"{lake.catalog_name}.gold.ohlcv_1h").collect()
+        for r in spark.table(f"{lake.lake.catalog_name}.gold.ohlcv_1h").collect()
         if r.bar_start == naive("2026-11-20T10:00:00")
     ]
     assert (hour10.trade_count, hour10.low, hour10.close) == (5, D(98), D(101))
-    (day,) = spark.table(f"{lake.catalog_name}.gold.ohlcv_1d").collect()
+    (day,) = spark.table(f"{lake.lake.catalog_name}.gold.ohlcv_1d").collect()
     assert (day.trade_count, day.low, day.close) == (6, D(50), D(50))
 
 
@@ -247,14 +247,14 @@ def test_great_expectations_gates_pass_clean_layers_and_keep_their_results(spark
 
 def test_critical_quality_failure_blocks_gold(spark, lake) -> None:
     run(spark, lake, "silver", H10, quality_gate(lake))
-    gold_tables = [f"{lake.catalog_name}.gold.ohlcv_{i}" for i in ("1m", "5m", "1h", "1d")]
+    gold_tables = [f"{lake.lake.catalog_name}.gold.ohlcv_{i}" for i in ("1m", "5m", "1h", "1d")]
     snapshots = {t: spark.sql(f"SELECT count(*) FROM {t}.snapshots").first()[0] for t in gold_tables}
     # a bad row that got into Silver behind the gate's back (a hand edit, a buggy writer)
-    spark.sql(f"""INSERT INTO {lake.catalog_name}.silver.trades
+    spark.sql(f"""INSERT INTO {lake.lake.catalog_name}.silver.trades
                   SELECT exchange, symbol, exchange_symbol, '999', event_time, price, -10 * quantity,
                          -10 * quote_amount, taker_side, kafka_topic, kafka_partition, 999, kafka_timestamp,
                          bronze_ingested_at, processed_at
-                  FROM {lake.catalog_name}.silver.trades WHERE trade_id = '1'""")
+                  FROM {lake.lake.catalog_name}.silver.trades WHERE trade_id = '1'""")
     with pytest.raises(QualityGateFailed) as failed:
         run(spark, lake, "gold", H10, quality_gate(lake))
     message = str(failed.value)

@@ -56,7 +56,7 @@ def produce_hour(settings: Settings, hour: dt.datetime, first_id: int) -> int:
         records.append((when + dt.timedelta(seconds=1), payload, symbol))
     records.append((hour + dt.timedelta(minutes=50), records[0][1], "BTCUSDT"))  # the feed sent it twice
     records.append((hour + dt.timedelta(minutes=51), b'{"stream":"btcusdt@trade","data":{"e":"tra', "BTCUSDT"))
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
     for when, payload, symbol in records:
         producer.produce(settings.topic_for(EXCHANGE), payload, symbol.encode(), timestamp=int(when.timestamp() * 1000))
     assert producer.flush(30) == 0
@@ -118,7 +118,7 @@ def test_backfill_deadline_alerts_and_maintenance_through_airflow(
                 interval=5,
             )
 
-            catalog = load_catalog(stream_settings)
+            catalog = load_catalog(stream_settings.lake)
             silver = catalog.load_table("silver.trades").scan().to_arrow()
             dead = catalog.load_table("silver.dead_letter").scan().to_arrow()
             assert silver.num_rows == 3 * TRADES_PER_HOUR and dead.num_rows == 3

@@ -87,7 +87,7 @@ def test_paused_stream_warns_escalates_once_and_resolves_once(
             supervisor.request_stop(timeout_s=60)
             supervisor.close()
 
-    catalog = load_catalog(settings)
+    catalog = load_catalog(settings.lake)
     events = catalog.load_table("ops.alert_events").scan().to_arrow().to_pylist()
     assert [(e["kind"], e["severity"]) for e in sorted(events, key=lambda e: e["at"])] == [
         ("opened", "warning"),

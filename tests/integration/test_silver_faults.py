@@ -41,8 +41,8 @@ def test_every_injected_fault_is_accounted_for(spark, kafka_broker, settings, tm
     lake = own_lake(
         spark,
         tmp_path / "home",
-        kafka_port=settings.kafka_port,
-        kafka_controller_port=settings.kafka_controller_port,
+        kafka_port=settings.kafka.port,
+        kafka_controller_port=settings.kafka.controller_port,
         topic_template=f"faults-{uuid.uuid4().hex[:8]}.{{exchange}}.raw",
     )
     ensure_topics(lake)
@@ -61,13 +61,13 @@ def test_every_injected_fault_is_accounted_for(spark, kafka_broker, settings, tm
     assert summary.ok
     raw = (
         spark.read.format("kafka")
-        .option("kafka.bootstrap.servers", lake.kafka_bootstrap_servers)
+        .option("kafka.bootstrap.servers", lake.kafka.bootstrap_servers)
         .option("subscribe", lake.topic_for(name))
         .option("startingOffsets", "earliest")
         .option("includeHeaders", "true")
         .load()
     )
-    kafka_to_bronze(raw).writeTo(f"{lake.catalog_name}.bronze.{name}_trades").append()
+    kafka_to_bronze(raw).writeTo(f"{lake.lake.catalog_name}.bronze.{name}_trades").append()
 
     now = dt.datetime.now(dt.UTC)
     report = run(
@@ -78,7 +78,7 @@ def test_every_injected_fault_is_accounted_for(spark, kafka_broker, settings, tm
     assert report.bronze_rows == manifest["messages"] == 4000
     assert report.silver_new + report.duplicates + report.dead_letters == report.items
 
-    silver = spark.table(f"{lake.catalog_name}.silver.trades").where(f"exchange = '{name}'")
+    silver = spark.table(f"{lake.lake.catalog_name}.silver.trades").where(f"exchange = '{name}'")
     by_trade = {
         (r.exchange_symbol, r.trade_id): (r.kafka_partition, r.kafka_offset)
         for r in silver.select("exchange_symbol", "trade_id", "kafka_partition", "kafka_offset").collect()
@@ -86,7 +86,7 @@ def test_every_injected_fault_is_accounted_for(spark, kafka_broker, settings, tm
     assert len(by_trade) == report.silver_new == silver.count()
     dead = {
         (r.kafka_partition, r.kafka_offset, r.item_index): r.reason
-        for r in spark.table(f"{lake.catalog_name}.silver.dead_letter").collect()
+        for r in spark.table(f"{lake.lake.catalog_name}.silver.dead_letter").collect()
     }
     assert len(dead) == report.dead_letters
 

@@ -38,7 +38,7 @@ def read_all(settings: Settings, topic: str, expected: int, timeout: float = 60.
     """Every record of ``topic`` (until ``expected`` arrived), read by an independent consumer."""
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
             "group.id": uuid.uuid4().hex,
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
@@ -161,8 +161,8 @@ def test_cli_feed_runs_and_reports(own_topics: Settings) -> None:
     env = {
         "PATH": "/usr/bin:/bin",
         "K2_HOME": str(own_topics.home),
-        "K2_KAFKA_PORT": str(own_topics.kafka_port),
-        "K2_TOPIC_TEMPLATE": own_topics.topic_template,
+        "K2_KAFKA_PORT": str(own_topics.kafka.port),
+        "K2_TOPIC_TEMPLATE": own_topics.topics.template,
         "K2_LOG_FORMAT": "logfmt",
     }
     result = subprocess.run(
@@ -207,11 +207,11 @@ def test_watermarks_match_delivered(own_topics: Settings) -> None:
     exchange = get_exchange("kraken")
     producer = TradeProducer(own_topics, exchange)
     summary = run_simulated_feed(producer, exchange, list(exchange.default_symbols), rate=0, count=1234)
-    consumer = Consumer({"bootstrap.servers": own_topics.kafka_bootstrap_servers, "group.id": "wm"})
+    consumer = Consumer({"bootstrap.servers": own_topics.kafka.bootstrap_servers, "group.id": "wm"})
     try:
         total = sum(
             consumer.get_watermark_offsets(TopicPartition(producer.topic, p), timeout=10)[1]
-            for p in range(own_topics.topic_partitions)
+            for p in range(own_topics.topics.partitions)
         )
     finally:
         consumer.close()

@@ -17,7 +17,7 @@ def test_exchange_topics_are_created_once(kafka_broker, settings: Settings) -> N
     assert again == dict.fromkeys(names, "exists")
     meta = admin_client(settings).list_topics(timeout=10).topics
     for name in names:
-        assert len(meta[name].partitions) == settings.topic_partitions
+        assert len(meta[name].partitions) == settings.topics.partitions
 
 
 def test_partitions_grow_and_config_drift_is_corrected(kafka_broker, settings: Settings) -> None:

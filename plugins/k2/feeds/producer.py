@@ -38,7 +38,7 @@ class DeliveryStats:
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "bootstrap.servers": settings.kafka.bootstrap_servers,
         "enable.idempotence": True,
         "acks": "all",
         "compression.type": "lz4",
@@ -85,12 +85,12 @@ class TradeProducer:
             topics = self._producer.list_topics(timeout=timeout).topics
         except KafkaException as exc:
             raise K2Error(
-                f"cannot reach Kafka at {self.settings.kafka_bootstrap_servers}: {exc}",
+                f"cannot reach Kafka at {self.settings.kafka.bootstrap_servers}: {exc}",
                 "start the embedded broker with `k2 kafka start` (or `k2 up`), or fix K2_KAFKA_BOOTSTRAP_SERVERS.",
             ) from exc
         if self.topic not in topics:
             raise K2Error(
-                f"topic {self.topic} does not exist on {self.settings.kafka_bootstrap_servers}",
+                f"topic {self.topic} does not exist on {self.settings.kafka.bootstrap_servers}",
                 "create the exchange topics with `k2 kafka topics` (or `k2 up`).",
             )
 

@@ -29,7 +29,7 @@ def offsets_consumer(settings: Settings, group: str):  # -> confluent_kafka.Cons
 
     return Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
             "group.id": group,
             "enable.auto.commit": False,
             "log_level": 0,

@@ -21,12 +21,12 @@ class TopicSpec:
 
 def exchange_topics(settings: Settings) -> list[TopicSpec]:
     config = {
-        "retention.ms": str(settings.topic_retention_ms),
-        "compression.type": settings.topic_compression,
+        "retention.ms": str(settings.topics.retention_ms),
+        "compression.type": settings.topics.compression,
         "cleanup.policy": "delete",
     }
     return [
-        TopicSpec(settings.topic_for(ex), settings.topic_partitions, settings.topic_replication_factor, dict(config))
+        TopicSpec(settings.topic_for(ex), settings.topics.partitions, settings.topics.replication_factor, dict(config))
         for ex in settings.exchanges
     ]
 
@@ -34,7 +34,7 @@ def exchange_topics(settings: Settings) -> list[TopicSpec]:
 def admin_client(settings: Settings):  # -> confluent_kafka.admin.AdminClient
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "log_level": 3})
+    return AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers, "log_level": 3})
 
 
 def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None, timeout: float = 30.0) -> dict[str, str]:
@@ -54,7 +54,7 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None, time
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
         raise K2Error(
-            f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}",
+            f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}",
             "start the embedded broker with `k2 kafka start`, or fix K2_KAFKA_BOOTSTRAP_SERVERS.",
         ) from exc
     actions: dict[str, str] = {}

@@ -81,13 +81,13 @@ def maintain_table(
     conflicts. Returns what was done; a step that still fails is recorded, not raised, so one bad
     table does not stop the others."""
     now = now or dt.datetime.now(dt.UTC)
-    table = f"{settings.catalog_name}.{identifier}"
+    table = f"{settings.lake.catalog_name}.{identifier}"
     done = TableMaintenance(identifier)
     started = time.monotonic()
-    call = f"CALL {settings.catalog_name}.system"
-    expire_before = now - dt.timedelta(hours=settings.maintenance_snapshot_retention_h)
-    orphans_before = _sql_time(now - dt.timedelta(hours=settings.maintenance_orphan_age_h))
-    target = settings.maintenance_target_file_mb * 1024 * 1024
+    call = f"CALL {settings.lake.catalog_name}.system"
+    expire_before = now - dt.timedelta(hours=settings.maintenance.snapshot_retention_h)
+    orphans_before = _sql_time(now - dt.timedelta(hours=settings.maintenance.orphan_age_h))
+    target = settings.maintenance.target_file_mb * 1024 * 1024
     steps = [
         (
             "rewrite_data_files",
@@ -98,7 +98,7 @@ def maintain_table(
         ("rewrite_manifests", f"{call}.rewrite_manifests(table => '{identifier}')"),
         (
             "expire_snapshots",
-            _expire_statement(settings, identifier, expire_before, settings.maintenance_min_snapshots),
+            _expire_statement(settings, identifier, expire_before, settings.maintenance.min_snapshots),
         ),
         ("remove_orphan_files", f"{call}.remove_orphan_files(table => '{identifier}', older_than => {orphans_before})"),
     ]
@@ -128,7 +128,7 @@ def expire_snapshots(
 
 def _expire_statement(settings: Settings, identifier: str, older_than: dt.datetime, retain_last: int) -> str:
     return (
-        f"CALL {settings.catalog_name}.system.expire_snapshots(table => '{identifier}', "
+        f"CALL {settings.lake.catalog_name}.system.expire_snapshots(table => '{identifier}', "
         f"older_than => {_sql_time(older_than)}, retain_last => {max(1, retain_last)})"
     )
 

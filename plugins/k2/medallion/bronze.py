@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def bronze_table_name(settings: Settings, exchange: str) -> str:
-    return qualified(settings.catalog_name, bronze_id(exchange))
+    return qualified(settings.lake.catalog_name, bronze_id(exchange))
 
 
 def read_kafka(spark: SparkSession, settings: Settings, exchange: str) -> DataFrame:
@@ -24,11 +24,11 @@ def read_kafka(spark: SparkSession, settings: Settings, exchange: str) -> DataFr
 
     return (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
+        .option("kafka.bootstrap.servers", settings.kafka.bootstrap_servers)
         .option("subscribe", settings.topic_for(exchange))
         .options(**KAFKA_OPTIONS_DEFAULTS)
-        .option("maxOffsetsPerTrigger", settings.bronze_max_offsets_per_trigger)
-        .option("failOnDataLoss", str(settings.bronze_fail_on_data_loss).lower())
+        .option("maxOffsetsPerTrigger", settings.streams.max_offsets_per_trigger)
+        .option("failOnDataLoss", str(settings.streams.fail_on_data_loss).lower())
         .load()
     )
 
@@ -41,7 +41,7 @@ def start_bronze_query(spark: SparkSession, settings: Settings, exchange: str, c
         .writeStream.format("iceberg")
         .outputMode("append")
         .queryName(f"bronze_{exchange}")
-        .trigger(processingTime=f"{settings.bronze_trigger_interval_s} seconds")
+        .trigger(processingTime=f"{settings.streams.trigger_interval_s} seconds")
         .option("checkpointLocation", str(checkpoint))
         # each task writes its own rows: no per-batch shuffle to cluster rows by day (Iceberg's
         # default for partitioned tables), and rows of several days in one task need no sort

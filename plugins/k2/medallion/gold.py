@@ -59,7 +59,7 @@ def recompute_bars(
         .drop("_bar")
     )
     bars = {"1m": minute_bars(trades, now).localCheckpoint()}
-    gold_1m = spark.table(qualified(settings.catalog_name, gold_table("1m").identifier))
+    gold_1m = spark.table(qualified(settings.lake.catalog_name, gold_table("1m").identifier))
     for name in GOLD_INTERVAL_NAMES[1:]:
         seconds = INTERVAL_SECONDS[name]
         first = floor_time(lo, dt.timedelta(seconds=seconds))
@@ -94,7 +94,7 @@ def publish(
         merge_bars(
             spark,
             frame,
-            qualified(settings.catalog_name, gold_table(name).identifier),
+            qualified(settings.lake.catalog_name, gold_table(name).identifier),
             exchange,
             (floor_time(lo, width), hi + width),
             BAR_KEY,
@@ -108,7 +108,7 @@ def run_gold(spark: SparkSession, settings: Settings, interval: Interval, gate: 
     from pyspark.sql import functions as F
 
     report = GoldReport(interval.exchange, interval.start.isoformat(), interval.end.isoformat())
-    silver = spark.table(qualified(settings.catalog_name, SILVER_TRADES.identifier)).where(
+    silver = spark.table(qualified(settings.lake.catalog_name, SILVER_TRADES.identifier)).where(
         F.col("exchange") == interval.exchange
     )
     touched = touched_minutes(silver, interval)

@@ -48,7 +48,7 @@ def bronze_settlement(settings: Settings, exchange: str, end: dt.datetime, timeo
             )
             missing += max(0, need - committed.get(tp.partition, 0))
     except KafkaException as exc:
-        return Settlement(False, -1, f"Kafka at {settings.kafka_bootstrap_servers} did not answer: {exc}")
+        return Settlement(False, -1, f"Kafka at {settings.kafka.bootstrap_servers} did not answer: {exc}")
     finally:
         consumer.close()
     if missing:
@@ -69,7 +69,7 @@ def bronze_rows_at_most(settings: Settings, exchange: str, start: dt.datetime, e
     from k2.lake.catalog import load_catalog
     from k2.lake.tables import bronze_table
 
-    table = load_catalog(settings).load_table(bronze_table(exchange).identifier)
+    table = load_catalog(settings.lake).load_table(bronze_table(exchange).identifier)
     scan = table.scan(
         row_filter=And(
             GreaterThanOrEqual("kafka_timestamp", start.isoformat()), LessThan("kafka_timestamp", end.isoformat())

@@ -35,7 +35,7 @@ class Accounting:
 
 
 def read_bronze(spark: SparkSession, settings: Settings, exchange: Exchange, interval: Interval) -> DataFrame:
-    table = qualified(settings.catalog_name, bronze_table(exchange.name).identifier)
+    table = qualified(settings.lake.catalog_name, bronze_table(exchange.name).identifier)
     return spark.table(table).where(between("kafka_timestamp", interval.start, interval.end))
 
 
@@ -50,8 +50,8 @@ def classify_items(settings: Settings, exchange: Exchange, bronze: DataFrame) ->
     rules = SilverRules(
         exchange.name,
         known_symbols(settings, exchange),
-        settings.silver_max_event_lead_s,
-        settings.silver_max_event_age_s,
+        settings.batch.silver_max_event_lead_s,
+        settings.batch.silver_max_event_age_s,
     )
     return rank_copies(outcome_columns(classify(exchange.parse_bronze(bronze), rules))).persist(
         StorageLevel.MEMORY_AND_DISK
@@ -90,7 +90,7 @@ def new_trades(
         return fresh
     key = list(SILVER_TRADES.identifier_columns)
     existing = (
-        spark.table(qualified(settings.catalog_name, SILVER_TRADES.identifier))
+        spark.table(qualified(settings.lake.catalog_name, SILVER_TRADES.identifier))
         .where(
             (F.col("exchange") == exchange)
             & (F.col("event_time") >= F.lit(span[0]))
@@ -111,7 +111,7 @@ def new_dead_letters(
 
     key = list(DEAD_LETTER.identifier_columns)
     seen = (
-        spark.table(qualified(settings.catalog_name, DEAD_LETTER.identifier))
+        spark.table(qualified(settings.lake.catalog_name, DEAD_LETTER.identifier))
         .where((F.col("exchange") == interval.exchange) & between("kafka_timestamp", interval.start, interval.end))
         .select(*key)
     )
@@ -126,9 +126,9 @@ def write(settings: Settings, trades: DataFrame, dead: DataFrame, label: str) ->
     written = Observation(f"silver_new_{label}")
     append(
         trades.observe(written, F.count(F.lit(1)).alias("rows")),
-        qualified(settings.catalog_name, SILVER_TRADES.identifier),
+        qualified(settings.lake.catalog_name, SILVER_TRADES.identifier),
     )
-    append(dead, qualified(settings.catalog_name, DEAD_LETTER.identifier))
+    append(dead, qualified(settings.lake.catalog_name, DEAD_LETTER.identifier))
     return written.get["rows"]
 
 

@@ -86,7 +86,7 @@ def validate(layer: str, frame: DataFrame, *, settings: Settings, exchange: str,
         from great_expectations.core.run_identifier import RunIdentifier
 
         context = _runtime_context(root)
-        checkpoint = _checkpoint(context, load_suite(settings.expectations_dir, layer, exchange))
+        checkpoint = _checkpoint(context, load_suite(settings.batch.expectations_dir, layer, exchange))
         result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name))
         ((result_id, suite_result),) = result.run_results.items()
         docs = _docs_url(context, result_id)

@@ -39,7 +39,7 @@ class AirflowServices:
         self.settings = settings
         self.home = settings.home / "airflow"
         self.log_dir = settings.logs_dir / "airflow"
-        self.url = f"http://{settings.airflow_host}:{settings.airflow_port}"
+        self.url = f"http://{settings.airflow.host}:{settings.airflow.port}"
 
     @property
     def passwords_file(self) -> Path:
@@ -55,16 +55,16 @@ class AirflowServices:
                 "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
                 "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__EXECUTOR": self.settings.airflow_executor,
+                "AIRFLOW__CORE__EXECUTOR": self.settings.airflow.executor,
                 "AIRFLOW__CORE__PARALLELISM": "16",
                 "AIRFLOW__CORE__FERNET_KEY": secrets_["fernet_key"],
                 "AIRFLOW__CORE__AUTH_MANAGER": AUTH_MANAGER,
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.settings.airflow_admin_user}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.settings.airflow.admin_user}:admin",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.settings.airflow_db_uri,
-                "AIRFLOW__API__HOST": self.settings.airflow_host,
-                "AIRFLOW__API__PORT": str(self.settings.airflow_port),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.settings.airflow.db_uri,
+                "AIRFLOW__API__HOST": self.settings.airflow.host,
+                "AIRFLOW__API__PORT": str(self.settings.airflow.port),
                 "AIRFLOW__API__BASE_URL": self.url,
                 "AIRFLOW__API__WORKERS": "1",
                 "AIRFLOW__API__SECRET_KEY": secrets_["api_secret_key"],
@@ -99,7 +99,7 @@ class AirflowServices:
     def migrate(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log.info("airflow.migrating", db=self.settings.airflow_db_uri.split("@")[-1])
+        log.info("airflow.migrating", db=self.settings.airflow.db_uri.split("@")[-1])
         result = subprocess.run(
             [self._airflow(), "db", "migrate"], env=self.environment(), capture_output=True, text=True, check=False
         )
@@ -113,7 +113,7 @@ class AirflowServices:
         running = [c.name for c in self.status() if c.pid]
         if len(running) == len(COMPONENTS):
             return
-        procs.require_free_port(self.settings.airflow_host, self.settings.airflow_port, "K2_AIRFLOW_PORT")
+        procs.require_free_port(self.settings.airflow.host, self.settings.airflow.port, "K2_AIRFLOW_PORT")
         self.migrate()
         self.ensure_pool()
         env = self.environment()
@@ -128,15 +128,15 @@ class AirflowServices:
 
     def ensure_pool(self) -> None:
         """The pool that bounds how many Spark batch jobs run at once (K2_SPARK_POOL_SLOTS)."""
-        if self.settings.spark_pool:
+        if self.settings.spark.pool:
             self.cli(
                 "pools",
                 "set",
-                self.settings.spark_pool,
-                str(self.settings.spark_pool_slots),
+                self.settings.spark.pool,
+                str(self.settings.spark.pool_slots),
                 "K2 Spark batch jobs (Silver, Gold, maintenance) at a time",
             )
-            log.info("airflow.pool", pool=self.settings.spark_pool, slots=self.settings.spark_pool_slots)
+            log.info("airflow.pool", pool=self.settings.spark.pool, slots=self.settings.spark.pool_slots)
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -178,7 +178,7 @@ class AirflowServices:
 
     def password(self) -> str | None:
         try:
-            return json.loads(self.passwords_file.read_text()).get(self.settings.airflow_admin_user)
+            return json.loads(self.passwords_file.read_text()).get(self.settings.airflow.admin_user)
         except (OSError, ValueError):
             return None
 

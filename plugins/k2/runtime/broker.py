@@ -59,7 +59,7 @@ class LocalKafkaBroker:
     def status(self) -> BrokerStatus:
         pid = self._live_pid()
         return BrokerStatus(
-            pid is not None, pid, self.settings.kafka_bootstrap_servers, self.data_dir, self.log_dir / "server.log"
+            pid is not None, pid, self.settings.kafka.bootstrap_servers, self.data_dir, self.log_dir / "server.log"
         )
 
     def _live_pid(self) -> int | None:
@@ -91,10 +91,10 @@ class LocalKafkaBroker:
     # --- start -----------------------------------------------------------------------------------
     def start(self) -> BrokerStatus:
         """Format on first use, launch, and wait until the broker answers clients."""
-        if not self.settings.kafka_embedded:
+        if not self.settings.kafka.embedded:
             raise K2Error(
                 "K2_KAFKA_EMBEDDED is false: K2 uses the cluster at "
-                f"{self.settings.kafka_bootstrap_servers} and starts no broker",
+                f"{self.settings.kafka.bootstrap_servers} and starts no broker",
                 "unset K2_KAFKA_EMBEDDED to run the embedded broker.",
             )
         pid = self._live_pid()
@@ -110,8 +110,8 @@ class LocalKafkaBroker:
             )
         java = require_java(self.settings)
         jars = installed_jars(self.settings).kafka_broker
-        for port in (self.settings.kafka_port, self.settings.kafka_controller_port):
-            require_free_port(self.settings.kafka_host, port, "K2_KAFKA_PORT / K2_KAFKA_CONTROLLER_PORT")
+        for port in (self.settings.kafka.port, self.settings.kafka.controller_port):
+            require_free_port(self.settings.kafka.host, port, "K2_KAFKA_PORT / K2_KAFKA_CONTROLLER_PORT")
         self._prepare_dirs()
         self._write_config()
         if not (self.data_dir / "meta.properties").exists():
@@ -121,8 +121,8 @@ class LocalKafkaBroker:
 
         cmd = [
             java,
-            f"-Xmx{self.settings.kafka_heap}",
-            f"-Xms{self.settings.kafka_heap}",
+            f"-Xmx{self.settings.kafka.heap}",
+            f"-Xms{self.settings.kafka.heap}",
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
             "-Djava.awt.headless=true",
@@ -143,7 +143,7 @@ class LocalKafkaBroker:
                 {
                     "pid": proc.pid,
                     "data_dir": str(self.data_dir),
-                    "bootstrap": self.settings.kafka_bootstrap_servers,
+                    "bootstrap": self.settings.kafka.bootstrap_servers,
                     "started_at": time.time(),
                 }
             )
@@ -151,11 +151,11 @@ class LocalKafkaBroker:
         log.info(
             "broker.starting",
             pid=proc.pid,
-            bootstrap=self.settings.kafka_bootstrap_servers,
+            bootstrap=self.settings.kafka.bootstrap_servers,
             data_dir=str(self.data_dir),
         )
         self._wait_ready(proc)
-        log.info("broker.ready", pid=proc.pid, bootstrap=self.settings.kafka_bootstrap_servers)
+        log.info("broker.ready", pid=proc.pid, bootstrap=self.settings.kafka.bootstrap_servers)
         return self.status()
 
     def ensure_running(self) -> BrokerStatus:
@@ -180,20 +180,20 @@ class LocalKafkaBroker:
 
     def _write_config(self) -> None:
         s = self.settings
-        host = s.kafka_host
+        host = s.kafka.host
         props = {
             "process.roles": "broker,controller",
             "node.id": NODE_ID,
-            "controller.quorum.voters": f"{NODE_ID}@{host}:{s.kafka_controller_port}",
-            "listeners": f"PLAINTEXT://{host}:{s.kafka_port},CONTROLLER://{host}:{s.kafka_controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{host}:{s.kafka_port}",
+            "controller.quorum.voters": f"{NODE_ID}@{host}:{s.kafka.controller_port}",
+            "listeners": f"PLAINTEXT://{host}:{s.kafka.port},CONTROLLER://{host}:{s.kafka.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{host}:{s.kafka.port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "log.dirs": self.data_dir,
             # topics are created explicitly from K2's settings, so a typo never makes a new topic
             "auto.create.topics.enable": "false",
-            "num.partitions": s.topic_partitions,
+            "num.partitions": s.topics.partitions,
             "offsets.topic.replication.factor": 1,
             "offsets.topic.num.partitions": 5,
             "transaction.state.log.replication.factor": 1,
@@ -250,7 +250,7 @@ class LocalKafkaBroker:
             )
 
     def _wait_ready(self, proc: subprocess.Popen) -> None:
-        deadline = time.monotonic() + self.settings.kafka_start_timeout_s
+        deadline = time.monotonic() + self.settings.kafka.start_timeout_s
         next_note = time.monotonic() + 10
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -259,7 +259,7 @@ class LocalKafkaBroker:
                     f"the Kafka broker exited with code {proc.returncode} during start-up:\n{self._log_tail()}",
                     f"see {self.log_dir / 'server.log'}; fix the cause and start again.",
                 )
-            if broker_reachable(self.settings.kafka_bootstrap_servers, timeout=1.0):
+            if broker_reachable(self.settings.kafka.bootstrap_servers, timeout=1.0):
                 return
             if time.monotonic() > next_note:
                 log.info("broker.waiting", pid=proc.pid, log=str(self.log_dir / "server.log"))
@@ -267,7 +267,7 @@ class LocalKafkaBroker:
             time.sleep(0.2)
         self._terminate(proc.pid)
         raise K2Error(
-            f"the Kafka broker did not accept clients within {self.settings.kafka_start_timeout_s}s"
+            f"the Kafka broker did not accept clients within {self.settings.kafka.start_timeout_s}s"
             f"; it was stopped. Last log lines:\n{self._log_tail()}",
             "raise K2_KAFKA_START_TIMEOUT_S on a slow machine, or see the broker log.",
         )
@@ -295,10 +295,10 @@ class LocalKafkaBroker:
         log.info("broker.stopping", pid=pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        if _wait_gone(pid, self.settings.kafka_stop_timeout_s):
+        if _wait_gone(pid, self.settings.kafka.stop_timeout_s):
             log.info("broker.stopped", pid=pid)
             return
-        log.warning("broker.kill", pid=pid, reason=f"still alive {self.settings.kafka_stop_timeout_s}s after SIGTERM")
+        log.warning("broker.kill", pid=pid, reason=f"still alive {self.settings.kafka.stop_timeout_s}s after SIGTERM")
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         _wait_gone(pid, 10)

@@ -56,13 +56,13 @@ def java_major_version(java: str) -> int:
 
 
 def require_java(settings: Settings) -> str:
-    major = java_major_version(settings.java)
+    major = java_major_version(settings.jvm.java)
     if major < MIN_JAVA:
         raise K2Error(
             f"Java {major} found, K2 needs Java {MIN_JAVA}+ (Kafka 4 and Spark 4 require it)",
             f"install JDK {MIN_JAVA} and put it first on PATH, or set K2_JAVA.",
         )
-    return shutil.which(settings.java) or settings.java
+    return shutil.which(settings.jvm.java) or settings.jvm.java
 
 
 def pyspark_version() -> str:
@@ -89,9 +89,9 @@ def _installed_version(dist: str) -> str | None:
 def maven_profiles(settings: Settings) -> list[str]:
     """Extra jars only the scale-out forms need: S3 file IO, PostgreSQL JDBC."""
     profiles = []
-    if settings.warehouse.startswith(("s3://", "s3a://")):
+    if settings.lake.warehouse.startswith(("s3://", "s3a://")):
         profiles.append("s3")
-    if settings.catalog_uri.startswith("postgresql"):
+    if settings.lake.catalog_uri.startswith("postgresql"):
         profiles.append("postgresql")
     return profiles
 
@@ -116,21 +116,21 @@ def ensure_jars(settings: Settings, *, force: bool = False) -> JarSet:
     spark_version = pyspark_version()
     profiles = maven_profiles(settings)
     digest = _inputs_digest(spark_version, profiles)
-    stamp = _read_stamp(settings.jars_dir)
+    stamp = _read_stamp(settings.jvm.jars_dir)
     if not force and stamp and stamp.get("digest") == digest:
-        jars = [settings.jars_dir / rel for rel in stamp["jars"]]
+        jars = [settings.jvm.jars_dir / rel for rel in stamp["jars"]]
         if all(j.is_file() for j in jars):
-            log.debug("jars.up_to_date", dir=str(settings.jars_dir), count=len(jars))
-            return _jar_set(settings.jars_dir)
+            log.debug("jars.up_to_date", dir=str(settings.jvm.jars_dir), count=len(jars))
+            return _jar_set(settings.jvm.jars_dir)
     require_java(settings)
-    mvn = shutil.which(settings.maven)
+    mvn = shutil.which(settings.jvm.maven)
     if mvn is None:
         raise K2Error(
-            f"Maven launcher {settings.maven!r} not found on PATH",
+            f"Maven launcher {settings.jvm.maven!r} not found on PATH",
             "install Maven 3.8+ (e.g. `apt-get install maven`) or set K2_MAVEN.",
         )
     for module in MODULES:  # stale jars of an older resolution must not linger on a classpath
-        shutil.rmtree(settings.jars_dir / module, ignore_errors=True)
+        shutil.rmtree(settings.jvm.jars_dir / module, ignore_errors=True)
     cmd = [
         mvn,
         "-B",
@@ -140,7 +140,7 @@ def ensure_jars(settings: Settings, *, force: bool = False) -> JarSet:
         "-gs",
         str(JVM_DIR / "maven-settings.xml"),
         f"-Dspark.version={spark_version}",
-        f"-Dk2.lib.dir={settings.jars_dir}",
+        f"-Dk2.lib.dir={settings.jvm.jars_dir}",
         "package",
     ]
     if profiles:
@@ -149,13 +149,13 @@ def ensure_jars(settings: Settings, *, force: bool = False) -> JarSet:
         "jars.resolving",
         spark_version=spark_version,
         profiles=profiles,
-        dir=str(settings.jars_dir),
+        dir=str(settings.jvm.jars_dir),
         note="first run downloads about 120 MB from Maven Central",
     )
     _run_maven(cmd)
-    jar_set = _jar_set(settings.jars_dir)
-    rel = [str(p.relative_to(settings.jars_dir)) for p in jar_set.kafka_broker + jar_set.spark_connectors]
-    (settings.jars_dir / _STAMP).write_text(json.dumps({"digest": digest, "jars": rel}, indent=1))
+    jar_set = _jar_set(settings.jvm.jars_dir)
+    rel = [str(p.relative_to(settings.jvm.jars_dir)) for p in jar_set.kafka_broker + jar_set.spark_connectors]
+    (settings.jvm.jars_dir / _STAMP).write_text(json.dumps({"digest": digest, "jars": rel}, indent=1))
     log.info("jars.resolved", kafka_broker=len(jar_set.kafka_broker), spark_connectors=len(jar_set.spark_connectors))
     return jar_set
 
@@ -187,10 +187,10 @@ def _jar_set(jars_dir: Path) -> JarSet:
 
 def installed_jars(settings: Settings) -> JarSet:
     """The resolved jars, or a K2Error telling to run ``k2 jars`` (never resolves by itself)."""
-    jar_set = _jar_set(settings.jars_dir)
+    jar_set = _jar_set(settings.jvm.jars_dir)
     if not jar_set.kafka_broker or not jar_set.spark_connectors:
         raise K2Error(
-            f"K2's JVM artifacts are missing from {settings.jars_dir}",
+            f"K2's JVM artifacts are missing from {settings.jvm.jars_dir}",
             "run `k2 jars` (needs Maven and network access to Maven Central).",
         )
     return jar_set

@@ -47,12 +47,12 @@ def bring_up(
     _step(1)
     ensure_jars(settings)
     _step(2)
-    if settings.kafka_embedded:
+    if settings.kafka.embedded:
         LocalKafkaBroker(settings).ensure_running()
     _step(3)
     ensure_topics(settings)
     _step(4)
-    ensure_tables(load_catalog(settings), all_tables(settings))
+    ensure_tables(load_catalog(settings.lake), all_tables(settings))
     _step(5)
     for exchange in settings.exchanges:  # a previous `k2 down` asked the streams to stay stopped
         StreamSupervisor(settings, exchange).clear_stop()
@@ -144,14 +144,14 @@ def start_feed(settings: Settings, exchange: str) -> None:
             "--mode",
             "sim",
             "--rate",
-            str(settings.feed_sim_rate),
+            str(settings.airflow.feed_sim_rate),
             "--seed",
             str(int(time.time())),
         ],
         pid_file=pid_file,
         log_file=settings.logs_dir / "feeds" / f"{exchange}.log",
     )
-    log.info("feed.spawned", exchange=exchange, pid=pid, rate=settings.feed_sim_rate)
+    log.info("feed.spawned", exchange=exchange, pid=pid, rate=settings.airflow.feed_sim_rate)
 
 
 def wait_streams_running(settings: Settings, timeout_s: float = 420.0) -> None:
@@ -203,6 +203,6 @@ def bring_down(settings: Settings) -> list[tuple[str, str]]:
         results.append((f"stream {exchange}", "stopped" if was_running else "was not running"))
     stopped_airflow = AirflowServices(settings).stop()
     results.append(("airflow", ", ".join(stopped_airflow) + " stopped" if stopped_airflow else "was not running"))
-    if settings.kafka_embedded:
+    if settings.kafka.embedded:
         results.append(("kafka", "stopped" if LocalKafkaBroker(settings).stop() else "was not running"))
     return results

@@ -76,8 +76,8 @@ def run(settings: Settings, exchange_name: str) -> int:
             "bronze.running",
             exchange=exchange.name,
             query_id=str(query.id),
-            trigger_s=settings.bronze_trigger_interval_s,
-            max_offsets=settings.bronze_max_offsets_per_trigger,
+            trigger_s=settings.streams.trigger_interval_s,
+            max_offsets=settings.streams.max_offsets_per_trigger,
         )
         reason = watch(query, paths, stop, set_status, housekeeping=expiry)
         set_status("stopping", reason=reason)
@@ -104,9 +104,9 @@ def run(settings: Settings, exchange_name: str) -> int:
 
 def preflight(settings: Settings, paths: StreamPaths) -> None:
     """Fail loudly, before Spark starts, on what would otherwise make the stream hang or spin."""
-    if not broker_reachable(settings.kafka_bootstrap_servers, timeout=10):
+    if not broker_reachable(settings.kafka.bootstrap_servers, timeout=10):
         raise StreamStartError(
-            f"Kafka at {settings.kafka_bootstrap_servers} is unreachable",
+            f"Kafka at {settings.kafka.bootstrap_servers} is unreachable",
             "start it (`k2 kafka start`) or fix K2_KAFKA_BOOTSTRAP_SERVERS; the supervisor retries with back-off.",
             reason="kafka_unreachable",
             exit_code=EXIT_UNAVAILABLE,
@@ -144,7 +144,7 @@ class SnapshotExpiry:
 
     def __init__(self, spark, settings: Settings, identifier: str, clock=time.monotonic) -> None:
         self.spark, self.settings, self.identifier, self.clock = spark, settings, identifier, clock
-        self.every_s = settings.bronze_expire_every_s
+        self.every_s = settings.streams.expire_every_s
         self.due_at = clock() + self.every_s
 
     def __call__(self) -> None:
@@ -153,7 +153,7 @@ class SnapshotExpiry:
         from k2.lake.maintenance import expire_snapshots
 
         self.due_at = self.clock() + self.every_s
-        older_than = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.settings.bronze_snapshot_retention_s)
+        older_than = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.settings.streams.snapshot_retention_s)
         started = time.monotonic()
         try:
             expired = expire_snapshots(
@@ -161,7 +161,7 @@ class SnapshotExpiry:
                 self.settings,
                 self.identifier,
                 older_than,
-                retain_last=self.settings.maintenance_min_snapshots,
+                retain_last=self.settings.maintenance.min_snapshots,
             )
         except Exception as exc:  # metadata upkeep must never stop ingestion: next time, or maintenance
             log.warning("bronze.expire_failed", table=self.identifier, error=str(exc).splitlines()[0][:500])

@@ -28,7 +28,7 @@ def bronze_job(settings: Settings, exchange: str) -> SparkJob:
         name=f"k2-bronze-{exchange}",
         application=BRONZE_APPLICATION,
         args=["--exchange", exchange],
-        driver_memory=settings.stream_driver_memory,
+        driver_memory=settings.streams.driver_memory,
     )
 
 
@@ -40,11 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings)
     job = bronze_job(settings, args.exchange)
     log.info(
-        "stream.submitting", exchange=args.exchange, master=settings.spark_master, application=str(BRONZE_APPLICATION)
+        "stream.submitting", exchange=args.exchange, master=settings.spark.master, application=str(BRONZE_APPLICATION)
     )
     # spark-submit is found on the job's PATH (next to this interpreter); the conf travels in the
     # command line, as with the Airflow hook
-    returncode = subprocess.call(job.command(settings.spark_master), env={**os.environ, **job.env})
+    returncode = subprocess.call(job.command(settings.spark.master), env={**os.environ, **job.env})
     log.info("stream.exited", exchange=args.exchange, returncode=returncode)
     return 0 if returncode == 0 else 1
 

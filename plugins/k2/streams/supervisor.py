@@ -70,11 +70,11 @@ class StreamSupervisor:
         self.exchange = exchange
         self.paths = StreamPaths.of(settings, exchange).ensure()
         self.policy = Policy(
-            settings.stream_stall_timeout_s,
-            settings.stream_start_timeout_s,
-            settings.stream_backoff_base_s,
-            settings.stream_backoff_max_s,
-            settings.stream_max_restarts_per_hour,
+            settings.streams.stall_timeout_s,
+            settings.streams.start_timeout_s,
+            settings.streams.backoff_base_s,
+            settings.streams.backoff_max_s,
+            settings.streams.max_restarts_per_hour,
         )
         self.alert = alert
         self.clock = clock
@@ -127,7 +127,7 @@ class StreamSupervisor:
             if not acquired:
                 return self._report(None, Decision(Action.NONE, "another supervisor is checking"), self.load_state())
             state = self.load_state()
-            renew_lease(self.paths, self.settings.stream_lease_ttl_s, holder=f"supervisor:{os.getpid()}")
+            renew_lease(self.paths, self.settings.streams.lease_ttl_s, holder=f"supervisor:{os.getpid()}")
             obs = self.observe(state)
             decision = decide(obs, state, self.policy)
             self._apply(decision, obs, state)
@@ -254,7 +254,7 @@ class StreamSupervisor:
                 on_report(report)
             if time.monotonic() >= deadline:
                 break
-            time.sleep(min(self.settings.stream_check_interval_s, max(0.0, deadline - time.monotonic())))
+            time.sleep(min(self.settings.streams.check_interval_s, max(0.0, deadline - time.monotonic())))
         return reports
 
     def close(self) -> None:

@@ -59,7 +59,7 @@ class K2SparkSubmitHook(SparkSubmitHook):
 
     @staticmethod
     def default_connection(settings: Settings, conn_id: str = default_conn_name) -> Connection:
-        return Connection(conn_id=conn_id, conn_type="spark", host=settings.spark_master)
+        return Connection(conn_id=conn_id, conn_type="spark", host=settings.spark.master)
 
     def submit(self, application: str = "", **kwargs: Any) -> str | None:
         # spark-submit is found on the job's PATH (next to this interpreter)
