@@ -37,7 +37,7 @@ def _airflow(settings: Settings) -> Row:
 
 
 def _feeds(settings: Settings) -> list[Row]:
-    from k2 import procs
+    from k2.runtime import procs
     from k2.runtime.stack import feed_pid_file
 
     rows = []

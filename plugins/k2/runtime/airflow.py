@@ -16,9 +16,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from k2 import procs
 from k2.errors import K2Error
 from k2.log import get_logger
+from k2.runtime import procs
 from k2.settings import PROJECT_ROOT, Settings
 
 log = get_logger(__name__)

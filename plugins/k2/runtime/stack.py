@@ -7,9 +7,10 @@ import json
 import sys
 import time
 
-from k2 import dag_ids, procs
+from k2 import dag_ids
 from k2.errors import K2Error
 from k2.log import get_logger
+from k2.runtime import procs
 from k2.settings import Settings
 
 log = get_logger(__name__)
