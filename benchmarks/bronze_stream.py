@@ -1,7 +1,7 @@
 """Bronze streaming: sustained throughput, Kafka-to-commit latency, and supervisor restart time.
 
 All in one run, on an embedded broker of its own, with the stream launched the production way
-(supervisor -> SparkSubmitHook -> spark-submit, local master):
+(supervisor -> launcher -> spark-submit, local master):
 
 1. throughput: a topic pre-filled with --backlog Binance messages, drained from the earliest
    offset with K2's defaults; rows/s over the batches that drained it.
@@ -162,7 +162,9 @@ def commit_latencies(settings: Settings, exchange: str, since_ms: int, until_ms:
     return np.concatenate(out) if out else np.array([])
 
 
-def latency(settings: Settings, home: Path, window_s: float, extra: dict[str, str]) -> dict:
+def latency(
+    settings: Settings, home: Path, window_s: float, extra: dict[str, str], *, measure_restart: bool = True
+) -> dict:
     """Steady state: streams up first, then the feeds, a warm-up, then the measured window."""
     scoped = configure(settings, home, K2_EXCHANGES="binance,kraken", **extra)
     stop = threading.Event()
@@ -195,7 +197,7 @@ def latency(settings: Settings, home: Path, window_s: float, extra: dict[str, st
             120,
             "the window's last commits",
         )
-        restart = restart_time(scoped, paths["binance"]) if not extra else None
+        restart = restart_time(scoped, paths["binance"]) if measure_restart and not extra else None
     finally:
         stop.set()
         for t in feeds:

@@ -102,11 +102,14 @@ def _from_bronze(settings: Settings, m: StreamMetrics, now: float) -> None:
     sample_left = EVENT_TIME_SAMPLE
     exchange = get_exchange(m.exchange)
     for snapshot in recent:
-        for columns in _added_rows(table, snapshot):
-            commit_us = snapshot.timestamp_ms * 1000
-            kafka_lat.append((commit_us - columns["kafka_timestamp"]) / 1e6)
-            values = columns["value"]
-            if sample_left > 0 and values:
+        commit_us = snapshot.timestamp_ms * 1000
+        for path in added_files(table, snapshot):
+            # payloads are most of a Bronze file: read only as many as the event-time sample needs
+            columns = ["kafka_timestamp", "value"] if sample_left > 0 else ["kafka_timestamp"]
+            data = read_columns(table, path, columns)
+            kafka_lat.append((commit_us - data.column("kafka_timestamp").cast("int64").to_numpy()) / 1e6)
+            if sample_left > 0:
+                values = data.column("value").to_pylist()
                 picked = random.sample(values, min(sample_left, len(values)))
                 sample_left -= len(picked)
                 event_lat.append(np.array([(commit_us - t) / 1e6 for v in picked for t in _event_times(exchange, v)]))
@@ -119,23 +122,27 @@ def _from_bronze(settings: Settings, m: StreamMetrics, now: float) -> None:
                 setattr(m, f"{prefix}_latency_p{q}_s", round(float(np.percentile(values, q)), 3))
 
 
-def _added_rows(table: Any, snapshot: Any):
-    """Kafka timestamps (epoch µs, numpy) and raw payloads of each data file ``snapshot`` added."""
-    import pyarrow.parquet as pq
+def added_files(table: Any, snapshot: Any) -> list[str]:
+    """Paths of the data files ``snapshot`` added, from its own manifests: later compactions and
+    deletes do not change them."""
     from pyiceberg.manifest import ManifestEntryStatus
 
+    paths = []
     for manifest in snapshot.manifests(table.io):
         if manifest.added_snapshot_id != snapshot.snapshot_id:
             continue
         for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
-            if entry.status != ManifestEntryStatus.ADDED:
-                continue
-            with table.io.new_input(entry.data_file.file_path).open() as fh:
-                data = pq.read_table(fh, columns=["kafka_timestamp", "value"])
-            yield {
-                "kafka_timestamp": data.column("kafka_timestamp").cast("int64").to_numpy(),
-                "value": data.column("value").to_pylist(),
-            }
+            if entry.status == ManifestEntryStatus.ADDED:
+                paths.append(entry.data_file.file_path)
+    return paths
+
+
+def read_columns(table: Any, path: str, columns: list[str]) -> Any:
+    """Some columns of one data file (a pyarrow Table)."""
+    import pyarrow.parquet as pq
+
+    with table.io.new_input(path).open() as fh:
+        return pq.read_table(fh, columns=columns)
 
 
 def _event_times(exchange: Any, payload: bytes | None) -> list[int]:

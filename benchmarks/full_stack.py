@@ -1,0 +1,436 @@
+"""The whole product on one machine: `k2 up`'s stack under load, against the streams alone.
+
+1. up: `k2 up` exactly as the README runs it (broker, topics, tables, Airflow with the supervisor,
+   monitoring, medallion and maintenance DAGs unpaused, simulated feeds at K2_FEED_SIM_RATE, the
+   first k2_medallion run), in a state directory and on ports of its own; seconds until the first
+   Gold bar is visible.
+2. load: the feeds switched to 10,000 msg/s (Binance) + 500 msg/s (Kraken); after a warm-up, a
+   measured window (default 20 min) with everything running. Inside it a k2_maintenance run
+   starts (minute 1) and then a k2_medallion run over the load so far (minute 2), so the batch
+   competes with maintenance as it does after `k2 up`.
+   Reported: per stream p50/p99 Kafka-timestamp-to-Iceberg-commit over the window and per minute,
+   lag (sampled every 10 s: max, per minute, at the end), each batch and maintenance task's queue
+   wait and run time, Silver+Gold throughput, CPU seconds per component (broker, each stream,
+   batch Spark, Airflow, feeds, sampled every 2 s from the process table).
+3. baseline (same run, first): the same streams and feeds with Airflow absent
+   (benchmarks/bronze_stream.py's latency phase), so the full stack's overhead is a ratio.
+
+    .venv/bin/python benchmarks/full_stack.py [--window 1200] [--baseline-window 300] [--no-baseline]
+
+Prints a table and writes benchmarks/results/full_stack.json. Targets (issue 14): Binance p99
+<= 3 s over the window and <= 5 s in every minute, lag not growing; Kraken p99 <= 3 s; batch
+>= 40,000 trades/s of Silver+Gold time; the batch waits <= 60 s behind maintenance; first Gold
+bar <= 5 min after `k2 up` starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import bronze_stream
+import numpy as np
+import psutil
+from _harness import embedded_broker, free_port, progress, write_results
+
+from k2 import dag_ids
+from k2.lake.catalog import load_catalog
+from k2.lake.tables import bronze_table, gold_table
+from k2.monitoring.metrics import added_files, kafka_lag, read_columns
+from k2.runtime import procs
+from k2.runtime.airflow import AirflowServices
+from k2.runtime.stack import bring_down, bring_up, feed_pid_file
+from k2.settings import Settings, load_settings
+
+RATES = {"binance": 10_000, "kraken": 500}
+EXCHANGES = tuple(RATES)
+
+
+# --- CPU per component ---------------------------------------------------------------------------
+def component(proc: psutil.Process, home: str) -> str | None:
+    """Which part of the product a process is, from its command line; None: not ours."""
+    try:
+        cmd = " ".join(proc.cmdline())
+        env_home = proc.environ().get("K2_HOME", "")
+    except (psutil.Error, OSError):
+        return None
+    if home not in cmd and env_home != home:
+        return None
+    if "kafka.Kafka" in cmd:
+        return "broker"
+    if " feed " in f"{cmd} " and "k2.cli" in cmd:
+        return "feeds"
+    for exchange in EXCHANGES:
+        if f"k2-bronze-{exchange}" in cmd or f"bronze_ingest.py --exchange {exchange}" in cmd:
+            return f"stream_{exchange}"
+        if f"k2.streams.launcher --exchange {exchange}" in cmd:
+            return f"stream_{exchange}"
+    if "medallion.py" in cmd or "maintenance.py" in cmd or "k2-silver" in cmd or "k2-gold" in cmd:
+        return "batch_spark"
+    if "airflow" in cmd:
+        return "airflow"
+    return None
+
+
+class CpuSampler:
+    """CPU seconds per component between start() and stop(): each process's CPU time is sampled
+    every ``every_s`` seconds, so a process that ends between two samples loses at most that much."""
+
+    def __init__(self, home: Path, every_s: float = 2.0) -> None:
+        self.home, self.every_s = str(home), every_s
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.kind: dict[int, str] = {}
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._sample(initial=True)
+        self.thread.start()
+
+    def stop(self) -> dict[str, float]:
+        self.stopped.set()
+        self.thread.join(10)
+        self._sample()
+        totals: dict[str, float] = {}
+        for pid, kind in self.kind.items():
+            totals[kind] = totals.get(kind, 0.0) + self.last[pid] - self.first.get(pid, 0.0)
+        return {k: round(v, 1) for k, v in sorted(totals.items())}
+
+    def _run(self) -> None:
+        while not self.stopped.wait(self.every_s):
+            self._sample()
+
+    def _sample(self, initial: bool = False) -> None:
+        for proc in psutil.process_iter():
+            pid = proc.pid
+            try:
+                if pid not in self.kind:
+                    kind = component(proc, self.home)
+                    if kind is None:
+                        continue
+                    self.kind[pid] = kind
+                times = proc.cpu_times()
+            except (psutil.Error, OSError):
+                continue
+            used = times.user + times.system
+            if initial:
+                self.first[pid] = used
+            self.last[pid] = used
+
+
+# --- Airflow: trigger runs, read task instances --------------------------------------------------
+class AirflowApi:
+    def __init__(self, airflow: AirflowServices) -> None:
+        self.airflow = airflow
+        self.token = ""
+
+    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+        if not self.token:
+            user = self.airflow.settings.airflow.admin_user
+            data = json.dumps({"username": user, "password": self.airflow.password()})
+            request = urllib.request.Request(
+                f"{self.airflow.url}/auth/token", data.encode(), {"Content-Type": "application/json"}, method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                self.token = json.loads(response.read())["access_token"]
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        payload = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{self.airflow.url}{path}", payload, headers, method=method)
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read() or b"{}")
+
+    def trigger(self, dag_id: str, run_id: str, conf: dict | None = None) -> None:
+        self._request(
+            "POST",
+            f"/api/v2/dags/{dag_id}/dagRuns",
+            {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}},
+        )
+        progress(f"triggered {dag_id} run {run_id}")
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").get("state", "")
+
+    def tasks(self, dag_id: str, run_id: str) -> list[dict]:
+        return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str) -> dict:
+        entry = self._request(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
+        )
+        value = entry.get("value")
+        return json.loads(value) if isinstance(value, str) else (value or {})
+
+
+def task_timings(tasks: list[dict]) -> dict[str, dict]:
+    """Per task: state, queue wait (queued -> started) and run time, in seconds."""
+
+    def at(value: str | None) -> dt.datetime | None:
+        return dt.datetime.fromisoformat(value) if value else None
+
+    out = {}
+    for t in tasks:
+        queued, started, ended = at(t.get("queued_when")), at(t.get("start_date")), at(t.get("end_date"))
+        out[t["task_id"]] = {
+            "state": t.get("state"),
+            "queue_wait_s": round((started - queued).total_seconds(), 1) if queued and started else None,
+            "run_s": round((ended - started).total_seconds(), 1) if started and ended else None,
+        }
+    return out
+
+
+# --- latency and lag -----------------------------------------------------------------------------
+def latencies_by_minute(settings: Settings, exchange: str, since_ms: int, until_ms: int) -> dict:
+    """Kafka-timestamp-to-commit latency of the rows produced in the window, from the append
+    snapshots' own manifests (maintenance may have compacted the files since)."""
+    table = load_catalog(settings.lake).load_table(bronze_table(exchange).identifier)
+    parts = []
+    for snapshot in table.snapshots():
+        if snapshot.timestamp_ms < since_ms or snapshot.summary is None:
+            continue
+        if snapshot.summary.operation.value != "append":
+            continue
+        for path in added_files(table, snapshot):
+            ts = read_columns(table, path, ["kafka_timestamp"]).column(0).cast("int64").to_numpy() // 1000
+            keep = (ts >= since_ms) & (ts < until_ms)
+            parts.append(np.stack([ts[keep], snapshot.timestamp_ms - ts[keep]]))
+    if not parts:
+        return {"rows": 0}
+    rows = np.concatenate(parts, axis=1)
+    lat = rows[1] / 1000
+    minutes = (rows[0] - since_ms) // 60_000
+    per_minute = [
+        round(float(np.percentile(lat[minutes == m], 99)), 2) if (minutes == m).any() else None
+        for m in range(int(np.ceil((until_ms - since_ms) / 60_000)))
+    ]
+    return {
+        "rows": int(lat.size),
+        "p50_s": round(float(np.percentile(lat, 50)), 2),
+        "p99_s": round(float(np.percentile(lat, 99)), 2),
+        "max_s": round(float(lat.max()), 2),
+        "p99_per_minute_s": per_minute,
+    }
+
+
+class LagSampler:
+    def __init__(self, settings: Settings, every_s: float = 10.0) -> None:
+        self.settings, self.every_s = settings, every_s
+        self.samples: dict[str, list[tuple[float, int]]] = {ex: [] for ex in EXCHANGES}
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stopped.wait(self.every_s):
+            for exchange in EXCHANGES:
+                records, _ = kafka_lag(self.settings, exchange)
+                if records is not None:
+                    self.samples[exchange].append((time.time(), records))
+
+    def summary(self, since: float) -> dict:
+        out = {}
+        for exchange, samples in self.samples.items():
+            per_minute: dict[int, int] = {}
+            for at, records in samples:
+                if at >= since:
+                    per_minute[int((at - since) // 60)] = records  # the minute's last sample
+            values = [r for at, r in samples if at >= since]
+            out[exchange] = {
+                "max_records": max(values, default=None),
+                "end_records": values[-1] if values else None,
+                "per_minute_records": [per_minute.get(m) for m in range(max(per_minute, default=-1) + 1)],
+            }
+        return out
+
+
+# --- phases --------------------------------------------------------------------------------------
+def gold_rows(settings: Settings) -> int:
+    table = load_catalog(settings.lake).load_table(gold_table("1m").identifier)
+    snapshot = table.current_snapshot()
+    return int(snapshot.summary.get("total-records", 0)) if snapshot and snapshot.summary else 0
+
+
+def isolate(home: Path) -> Settings:
+    """Point this process (and every process it starts) at a K2 installation of its own."""
+    for key in [k for k in os.environ if k.startswith("K2_")]:
+        del os.environ[key]
+    os.environ.update(
+        {
+            "K2_HOME": str(home),
+            "K2_KAFKA_PORT": str(free_port()),
+            "K2_KAFKA_CONTROLLER_PORT": str(free_port()),
+            "K2_AIRFLOW_PORT": str(free_port()),
+        }
+    )
+    return load_settings()
+
+
+def switch_feeds(settings: Settings, duration_s: float) -> None:
+    """Replace `k2 up`'s feeds by the load: same pid files, so `k2 down` stops these too."""
+    for exchange, rate in RATES.items():
+        procs.stop(feed_pid_file(settings, exchange))
+        procs.spawn(
+            [
+                sys.executable,
+                "-m",
+                "k2.cli",
+                "feed",
+                "--exchange",
+                exchange,
+                "--mode",
+                "sim",
+                "--rate",
+                str(rate),
+                "--duration",
+                str(int(duration_s)),
+                "--seed",
+                str(int(time.time())),
+            ],
+            pid_file=feed_pid_file(settings, exchange),
+            log_file=settings.logs_dir / "feeds" / f"{exchange}-load.log",
+        )
+
+
+def wait_run(api: AirflowApi, dag_id: str, run_id: str, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    state = ""
+    while state not in ("success", "failed") and time.monotonic() < deadline:
+        time.sleep(10)
+        state = api.run_state(dag_id, run_id)
+    return state
+
+
+def full_stack(window_s: float, warmup_s: float) -> dict:
+    home = Path(tempfile.mkdtemp(prefix="k2-fullstack-"))
+    settings = isolate(home)
+    cpu_up = CpuSampler(home)
+    cpu_up.start()
+    started = time.monotonic()
+    first_gold: list[float] = []
+
+    def watch_gold() -> None:
+        while not first_gold and time.monotonic() - started < 1800:
+            try:
+                if gold_rows(settings) > 0:
+                    first_gold.append(round(time.monotonic() - started, 1))
+            except Exception:  # the catalog does not exist yet
+                pass
+            time.sleep(2)
+
+    watcher = threading.Thread(target=watch_gold, daemon=True)
+    watcher.start()
+    progress(f"up: `k2 up` in {home}")
+    result: dict = {"home": str(home)}
+    try:
+        bring_up(settings)
+        result["up_s"] = round(time.monotonic() - started, 1)
+        watcher.join(60)
+        result["first_gold_bar_s"] = first_gold[0] if first_gold else None
+        result["cpu_s_during_up"] = cpu_up.stop()
+        airflow = AirflowServices(settings)
+        api = AirflowApi(airflow)
+        load_started = dt.datetime.now(dt.UTC)
+        switch_feeds(settings, warmup_s + window_s + 600)
+        progress(f"load: feeds at {RATES}, warming up {warmup_s:.0f}s")
+        time.sleep(warmup_s)
+        lag = LagSampler(settings)
+        lag.thread.start()
+        cpu = CpuSampler(home)
+        cpu.start()
+        since = time.time()
+        progress(f"load: measuring {window_s:.0f}s")
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        maintenance_run, medallion_run = f"bench_maintenance__{stamp}", f"bench_medallion__{stamp}"
+        time.sleep(60)
+        api.trigger(dag_ids.MAINTENANCE, maintenance_run)
+        time.sleep(60)
+        batch_end = dt.datetime.now(dt.UTC)
+        conf = {"exchange": "all", "start": load_started.isoformat(), "end": batch_end.isoformat()}
+        api.trigger(dag_ids.MEDALLION, medallion_run, conf)
+        time.sleep(max(0.0, since + window_s - time.time()))
+        until = time.time()
+        result["cpu_s_window"] = cpu.stop()
+        lag.stopped.set()
+        result["window_s"] = round(until - since, 1)
+        result["lag"] = lag.summary(since)
+        progress("load: window closed; waiting for the runs and the window's last commits")
+        runs = {}
+        for dag_id, run_id in ((dag_ids.MEDALLION, medallion_run), (dag_ids.MAINTENANCE, maintenance_run)):
+            state = wait_run(api, dag_id, run_id, 3600)
+            runs[dag_id] = {"run_id": run_id, "state": state, "tasks": task_timings(api.tasks(dag_id, run_id))}
+        result["runs"] = runs
+        result["batch"] = batch_throughput(api, medallion_run, runs[dag_ids.MEDALLION]["tasks"], conf)
+        since_ms, until_ms = int(since * 1000), int(until * 1000)
+        result["latency"] = {ex: latencies_by_minute(settings, ex, since_ms, until_ms) for ex in EXCHANGES}
+    finally:
+        progress("down: `k2 down`")
+        bring_down(settings)
+    return result
+
+
+def batch_throughput(api: AirflowApi, run_id: str, tasks: dict[str, dict], conf: dict) -> dict:
+    """Trades the run's Silver tasks took in, over the wall time of its Silver and Gold tasks."""
+    items = 0
+    for exchange in EXCHANGES:
+        if tasks.get(f"{exchange}.silver", {}).get("state") == "success":
+            items += int(api.xcom(dag_ids.MEDALLION, run_id, f"{exchange}.silver").get("items", 0))
+    busy = sum(t["run_s"] or 0 for name, t in tasks.items() if name.endswith((".silver", ".gold")))
+    return {
+        "interval": f"{conf['start']} -> {conf['end']}",
+        "trades": items,
+        "silver_gold_s": round(busy, 1),
+        "trades_per_s": round(items / busy) if busy else None,
+    }
+
+
+def baseline(window_s: float) -> dict:
+    """The same streams and feeds with Airflow absent (the isolated Bronze benchmark)."""
+    with embedded_broker() as settings, tempfile.TemporaryDirectory(prefix="k2-bench-base-") as home:
+        progress(f"baseline: streams alone, {window_s:.0f}s window")
+        return bronze_stream.latency(settings, Path(home), window_s, {}, measure_restart=False)
+
+
+def report(results: dict) -> None:
+    full = results["full_stack"]
+    base = results.get("baseline", {})
+    print(f"\nk2 up: {full.get('up_s')} s; first Gold bar after {full.get('first_gold_bar_s')} s")
+    print(f"{'stream':8} {'p50 s':>7} {'p99 s':>7} {'worst minute p99 s':>19} {'baseline p99 s':>15} {'ratio':>6}")
+    for exchange in EXCHANGES:
+        lat = full.get("latency", {}).get(exchange, {})
+        worst = max((v for v in lat.get("p99_per_minute_s", []) if v is not None), default=None)
+        base_p99 = base.get(exchange, {}).get("p99_s")
+        ratio = round(lat["p99_s"] / base_p99, 2) if base_p99 and lat.get("p99_s") else None
+        p50, p99 = lat.get("p50_s"), lat.get("p99_s")
+        print(f"{exchange:8} {p50!s:>7} {p99!s:>7} {worst!s:>19} {base_p99!s:>15} {ratio!s:>6}")
+    print(f"lag (records): {json.dumps(full.get('lag'))}")
+    for dag_id, run in full.get("runs", {}).items():
+        print(f"{dag_id} {run['state']}: {json.dumps(run['tasks'])}")
+    print(f"batch: {json.dumps(full.get('batch'))}")
+    print(f"CPU seconds in the window: {json.dumps(full.get('cpu_s_window'))}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--window", type=float, default=1200.0, help="measured window under load, seconds")
+    parser.add_argument("--warmup", type=float, default=60.0, help="load before the window opens, seconds")
+    parser.add_argument("--baseline-window", type=float, default=300.0, help="window of the baseline, seconds")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the Airflow-less baseline")
+    args = parser.parse_args(argv)
+    results: dict = {"rates_msg_per_s": RATES}
+    if not args.no_baseline:
+        results["baseline"] = baseline(args.baseline_window)
+    results["full_stack"] = full_stack(args.window, args.warmup)
+    report(results)
+    print(f"\nresults: {write_results('full_stack', results)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
