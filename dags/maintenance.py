@@ -42,7 +42,7 @@ with DAG(
             task_id=f"maintain_{namespace}",
             namespace=namespace,
             trigger_rule="all_done",
-            pool=settings.spark.pool or "default_pool",
+            pool=settings.maintenance.pool or settings.spark.airflow_pool,
             priority_weight=0,
         )  # the hourly batch goes first
         if previous is not None:

@@ -15,7 +15,7 @@ from k2.airflow.sensors.settle import BronzeSettledSensor
 from k2.settings import load_settings
 
 settings = load_settings()
-spark_pool = settings.spark.pool or "default_pool"  # bounds concurrent Spark jobs (K2_SPARK_POOL_SLOTS)
+spark_pool = settings.spark.airflow_pool  # bounds concurrent Spark jobs (K2_SPARK_POOL_SLOTS)
 
 DOC = """
 Each hour, per exchange: wait until Bronze holds every Kafka record of the data interval, parse

@@ -166,6 +166,13 @@ class SparkSettings(Section):
     pool_slots: int = setting(
         1, "Slots of that pool: Spark batch jobs at a time (1 on two cores; more with a Spark cluster).", gt=0
     )
+    batch_nice: int = setting(
+        10,
+        "Niceness added to the batch jobs' spark-submit (Silver, Gold): on shared cores the Bronze streams get the "
+        "CPU first, so ingest latency holds while a batch runs.",
+        ge=0,
+        le=19,
+    )
 
     @property
     def is_local(self) -> bool:
@@ -260,6 +267,17 @@ class MaintenanceSettings(Section):
     )
     target_file_mb: int = setting(128, "Target data file size when compacting.", gt=0)
     deadline_min: float = setting(180.0, "Deadline of a k2_maintenance run, from when it was queued.", gt=0)
+    pool: str = setting(
+        "k2_maintenance",
+        "Airflow pool (one slot) of the maintenance tasks, apart from the batch's: the hourly batch never waits "
+        "behind maintenance. Empty: share K2_SPARK_POOL.",
+    )
+    nice: int = setting(
+        15,
+        "Niceness added to maintenance's spark-submit: compaction yields the CPU to the streams and the batch.",
+        ge=0,
+        le=19,
+    )
 
     def check(self) -> None:
         if self.orphan_age_h < 24:
@@ -281,6 +299,13 @@ class AlertSettings(Section):
         "JSON file overriding alert thresholds per metric and exchange (see `k2 thresholds`); the Airflow "
         "Variable k2_alert_thresholds overrides it in turn.",
         key="monitor_thresholds_file",
+    )
+    monitor_nice: int = setting(
+        5,
+        "Niceness the monitoring task takes on: its measurement yields the CPU to the streams.",
+        key="monitor_nice",
+        ge=0,
+        le=19,
     )
     resolve_after_s: float = setting(
         120.0, "A metric back under its thresholds for this long resolves its incident.", gt=0

@@ -71,6 +71,9 @@ class AirflowServices:
                 "AIRFLOW__API_AUTH__JWT_SECRET": secrets_["jwt_secret"],
                 "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "True",
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+                # K2's DAG files change with a deployment, not by the minute: parse each every 2 min,
+                # not every 30 s (CPU the streams need on two cores)
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "120",
                 "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.log_dir / "tasks"),
                 "K2_HOME": str(self.settings.home),
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -137,6 +140,11 @@ class AirflowServices:
                 "K2 Spark batch jobs (Silver, Gold, maintenance) at a time",
             )
             log.info("airflow.pool", pool=self.settings.spark.pool, slots=self.settings.spark.pool_slots)
+        if self.settings.maintenance.pool:
+            self.cli(
+                "pools", "set", self.settings.maintenance.pool, "1", "K2 Iceberg maintenance, apart from the batch"
+            )
+            log.info("airflow.pool", pool=self.settings.maintenance.pool, slots=1)
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

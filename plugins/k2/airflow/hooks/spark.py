@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,12 @@ class K2SparkSubmitHook(SparkSubmitHook):
         application: Path,
         application_args: list[str],
         driver_memory: str | None = None,
+        nice: int = 0,
         conn_id: str = default_conn_name,
         **kwargs: Any,
     ) -> None:
         self.settings = settings
+        self.nice = nice
         self.job = spark_job(
             settings, name=name, application=application, args=application_args, driver_memory=driver_memory
         )
@@ -64,4 +67,6 @@ class K2SparkSubmitHook(SparkSubmitHook):
     def submit(self, application: str = "", **kwargs: Any) -> str | None:
         # spark-submit is found on the job's PATH (next to this interpreter)
         kwargs.setdefault("env", {**os.environ, **self.job.env})
+        if self.nice:  # spark-submit and the JVMs it starts run at the lower priority
+            kwargs.setdefault("preexec_fn", functools.partial(os.nice, self.nice))
         return super().submit(application or str(self.job.application), **kwargs)

@@ -36,11 +36,13 @@ class IcebergMaintenanceOperator(BaseOperator):
 
         with tempfile.TemporaryDirectory(prefix="k2-job-") as tmp:
             report_file = Path(tmp) / "report.json"
+            settings = load_settings()
             self.hook = K2SparkSubmitHook(
-                load_settings(),
+                settings,
                 name=f"k2-maintenance-{self.namespace}",
                 application=MAINTENANCE_APPLICATION,
                 application_args=["--namespace", self.namespace, "--report", str(report_file)],
+                nice=settings.maintenance.nice,
             )
             failure: AirflowException | None = None
             try:

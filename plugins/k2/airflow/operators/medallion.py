@@ -43,8 +43,9 @@ class MedallionOperator(BaseOperator):
         self.log.info("submitting %s for %s", self.layer, interval.label)
         with tempfile.TemporaryDirectory(prefix="k2-job-") as tmp:
             report_file = Path(tmp) / "report.json"
+            settings = load_settings()
             self.hook = K2SparkSubmitHook(
-                load_settings(),
+                settings,
                 name=f"k2-{self.layer}-{self.exchange}",
                 application=MEDALLION_APPLICATION,
                 application_args=[
@@ -59,6 +60,7 @@ class MedallionOperator(BaseOperator):
                     "--report",
                     str(report_file),
                 ],
+                nice=settings.spark.batch_nice,
             )
             self.hook.submit()
             report = medallion_report(json.loads(report_file.read_text()))

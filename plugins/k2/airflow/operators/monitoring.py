@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -27,6 +28,7 @@ class StreamMonitorOperator(BaseOperator):
         from k2.settings import load_settings
 
         settings = load_settings()
+        os.nice(settings.alerts.monitor_nice)  # this task process only: the streams keep the CPU first
         result = run_monitor(settings, configured_thresholds(settings, Variable.get(VARIABLE_KEY, default=None)))
         for m in result.metrics:
             self.log.info(
