@@ -1,0 +1,97 @@
+"""The Airflow adapters' own logic: the hook's connection, the trigger's serialisation, typed reports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from k2.lake.maintenance import MaintenanceReport, TableMaintenance
+from k2.medallion.reports import GoldReport, SilverReport, medallion_report
+from k2.settings import Settings
+from k2.spark import spark_job
+
+
+def test_hook_uses_k2_spark_master_when_the_deployment_defines_no_connection(tmp_path: Path, monkeypatch) -> None:
+    from k2.airflow.hooks.spark import K2SparkSubmitHook
+
+    monkeypatch.delenv("AIRFLOW_CONN_K2_SPARK", raising=False)
+    settings = Settings.from_env({}, home=tmp_path, spark_master="local[1]")
+    hook = K2SparkSubmitHook(settings, name="k2-test", application=Path("app.py"), application_args=["--x", "1"])
+    command = hook._build_spark_submit_command("app.py")
+    assert hook._connection["master"] == "local[1]"
+    assert command[command.index("--master") + 1] == "local[1]"
+    assert "spark.sql.defaultCatalog=k2" in command and command[-2:] == ["--x", "1"]
+
+
+def test_hook_takes_the_master_from_a_defined_connection(tmp_path: Path, monkeypatch) -> None:
+    from k2.airflow.hooks.spark import K2SparkSubmitHook
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_K2_SPARK", json.dumps({"conn_type": "spark", "host": "spark://cluster", "port": 7077})
+    )
+    settings = Settings.from_env({}, home=tmp_path, spark_master="local[1]")
+    hook = K2SparkSubmitHook(settings, name="k2-test", application=Path("app.py"), application_args=[])
+    assert hook._connection["master"] == "spark://cluster:7077"
+
+
+def test_spark_job_is_one_command_line_with_the_whole_configuration(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, home=tmp_path, spark_master="local[2]")
+    job = spark_job(settings, name="k2-bronze-binance", application=Path("job.py"), args=["--exchange", "binance"])
+    command = job.command(settings.spark.master)
+    assert command[:5] == ["spark-submit", "--master", "local[2]", "--name", "k2-bronze-binance"]
+    assert command[-3:] == ["job.py", "--exchange", "binance"]
+    assert job.env["SPARK_LOCAL_IP"] == "127.0.0.1"  # local mode stays on loopback
+    assert "spark.master" not in job.conf and "spark.app.name" not in job.conf
+
+
+def test_settle_trigger_round_trips_through_its_serialisation() -> None:
+    from k2.airflow.triggers.settle import BronzeSettledTrigger
+
+    path, kwargs = BronzeSettledTrigger("binance", "2026-11-30T10:00:00+00:00", 5.0).serialize()
+    module, name = path.rsplit(".", 1)
+    cls = getattr(__import__(module, fromlist=[name]), name)
+    assert cls is BronzeSettledTrigger
+    assert cls(**kwargs).serialize() == (path, kwargs)
+
+
+def test_settle_trigger_fires_once_bronze_settles(monkeypatch: pytest.MonkeyPatch) -> None:
+    from k2.airflow.triggers import settle as trigger_module
+    from k2.medallion import settle
+
+    answers = iter([settle.Settlement(False, 3, "3 missing"), settle.Settlement(True, 0, "all there")])
+    monkeypatch.setattr(settle, "bronze_settlement", lambda *_args, **_kw: next(answers))
+    monkeypatch.setattr("k2.settings.load_settings", lambda: None)
+    trigger = trigger_module.BronzeSettledTrigger("binance", "2026-11-30T10:00:00+00:00", poll_interval_s=0.01)
+
+    async def first_event():
+        async for event in trigger.run():
+            return event.payload
+
+    assert asyncio.run(first_event()) == {"settled": True, "detail": "all there"}
+
+
+def test_job_reports_survive_the_process_boundary(tmp_path: Path) -> None:
+    silver = SilverReport(
+        "binance",
+        "a",
+        "b",
+        bronze_rows=3,
+        items=4,
+        silver_new=2,
+        duplicates=1,
+        dead_letters=1,
+        dead_letter_reasons={"invalid_price": 1},
+    )
+    silver.write(tmp_path / "s.json")
+    back = medallion_report(json.loads((tmp_path / "s.json").read_text()))
+    assert back == silver and back.balances()
+    assert isinstance(medallion_report(GoldReport("kraken", "a", "b", bars={"1m": 2}).to_dict()), GoldReport)
+    maintenance = MaintenanceReport(
+        "bronze", [TableMaintenance("bronze.x", error="boom"), TableMaintenance("bronze.y")]
+    )
+    maintenance.write(tmp_path / "m.json")
+    assert MaintenanceReport.read(tmp_path / "m.json") == maintenance
+    assert maintenance.failed == ["bronze.x"]
