@@ -21,8 +21,11 @@ if TYPE_CHECKING:
 
 
 def floor_time(moment: dt.datetime, width: dt.timedelta) -> dt.datetime:
+    """``moment`` floored to a multiple of ``width`` since the epoch, in UTC. A naive ``moment`` is what
+    pyspark collects from a timestamp column: the driver's local time (not UTC, whatever Spark's
+    session time zone), which ``timestamp()`` reads as such."""
     seconds = width.total_seconds()
-    return dt.datetime.fromtimestamp(moment.replace(tzinfo=dt.UTC).timestamp() // seconds * seconds, dt.UTC)
+    return dt.datetime.fromtimestamp(moment.timestamp() // seconds * seconds, dt.UTC)
 
 
 def touched_minutes(silver: DataFrame, interval: Interval) -> list:
