@@ -83,3 +83,39 @@ def test_stop_request_is_respected() -> None:
 def test_given_up_stays_given_up() -> None:
     state = SupervisorState(launched_at=NOW - 10, gave_up_at=NOW - 5, gave_up_reason="x")
     assert decide(DOWN, state, POLICY).action is Action.NONE
+
+
+@pytest.mark.parametrize("reason", ["kafka_unreachable", "catalog_unreachable"])
+def test_dependency_outages_are_waited_out_and_never_give_up(reason: str) -> None:
+    # as many restarts as the limit allows, then an outage: the supervisor keeps trying with back-off
+    state = SupervisorState(launched_at=NOW - 10, restarts=[NOW - 300, NOW - 200, NOW - 100], consecutive_failures=6)
+    down = replace(DOWN, job_state="failed", failure_reason=reason)
+    state.down_since = NOW - 1
+    waiting = decide(down, state, POLICY)
+    assert waiting.action is Action.WAIT and "waiting out an outage" in waiting.reason
+    retry = decide(replace(down, now=NOW + POLICY.backoff_max_s), state, POLICY)
+    assert retry.action is Action.START and "do not count" in retry.reason
+    # the same exit for any other reason is the stream's own failure: the limit applies
+    assert decide(replace(down, failure_reason="error"), state, POLICY).action is Action.GIVE_UP
+
+
+def test_an_outage_alerts_once_when_it_starts_and_once_when_the_stream_is_back(tmp_path, monkeypatch) -> None:
+    from k2.settings import Settings
+    from k2.streams.health import Decision
+    from k2.streams.supervisor import StreamSupervisor
+
+    alerts: list[tuple[str, str]] = []
+    supervisor = StreamSupervisor(
+        Settings.from_env({}, home=tmp_path), "binance", alert=lambda sev, _ex, msg: alerts.append((sev, msg))
+    )
+    monkeypatch.setattr(supervisor, "launch", lambda: 4242)
+    state = SupervisorState(launched_at=NOW - 10)
+    down = replace(DOWN, job_state="failed", failure_reason="kafka_unreachable")
+    for step in range(3):  # two relaunches and a wait while Kafka is away
+        action = Action.WAIT if step == 1 else Action.START
+        supervisor._apply(Decision(action, "outage"), replace(down, now=NOW + step), state)
+    assert state.restarts == [] and state.consecutive_failures == 2
+    assert [sev for sev, _ in alerts] == ["warning"] and "Kafka is unreachable" in alerts[0][1]
+    back = replace(UP, now=NOW + 60, last_active_at=NOW + 59)
+    supervisor._apply(Decision(Action.NONE, "running"), back, state)
+    assert len(alerts) == 2 and "runs again" in alerts[1][1] and state.outage is None

@@ -49,6 +49,7 @@ class SupervisorState:
     gave_up_at: float | None = None
     gave_up_reason: str | None = None
     alerted: bool = False
+    outage: str | None = None  # a dependency the stream is waiting for (alerted once, cleared on recovery)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,13 @@ class Decision:
     reason: str
     retry_at: float | None = None
 
+
+# Exits because something the stream depends on is away, not because of the stream: they are waited
+# out with back-off and never count toward giving up (an outage of any length ends in a restart).
+DEPENDENCY_OUTAGES = {
+    "kafka_unreachable": "Kafka is unreachable",
+    "catalog_unreachable": "the Iceberg catalog is unreachable",
+}
 
 UNFIXABLE_BY_RESTART = {
     "checkpoint_corrupt": "the checkpoint is corrupt (see the stream status for the path and recovery choices)"
@@ -86,14 +94,18 @@ def decide(obs: Observation, state: SupervisorState, policy: Policy) -> Decision
     if state.launched_at is None:
         return Decision(Action.START, "not running: first start")
     recent = [t for t in state.restarts if obs.now - t < HOUR_S]
-    if len(recent) >= policy.max_restarts_per_hour:
+    outage = DEPENDENCY_OUTAGES.get(obs.failure_reason or "")
+    if len(recent) >= policy.max_restarts_per_hour and outage is None:
         return Decision(
             Action.GIVE_UP, f"{len(recent)} restarts within the last hour (limit {policy.max_restarts_per_hour})"
         )
     down_since = state.down_since if state.down_since is not None else obs.now
     retry_at = down_since + backoff_s(policy, state.consecutive_failures + 1)
     if obs.now < retry_at:
-        return Decision(Action.WAIT, f"down, restart in {retry_at - obs.now:.1f}s (back-off)", retry_at)
+        why = f"waiting out an outage: {outage}" if outage else "down"
+        return Decision(Action.WAIT, f"{why}, restart in {retry_at - obs.now:.1f}s (back-off)", retry_at)
+    if outage:
+        return Decision(Action.START, f"{outage}: try again (outages do not count as restarts)")
     what = obs.failure_reason or obs.job_state or "process gone"
     return Decision(Action.START, f"not running ({what}): restart")
 

@@ -20,7 +20,15 @@ from typing import Any
 
 from k2.log import get_logger
 from k2.settings import Settings
-from k2.streams.health import Action, Decision, Observation, Policy, SupervisorState, decide
+from k2.streams.health import (
+    DEPENDENCY_OUTAGES,
+    Action,
+    Decision,
+    Observation,
+    Policy,
+    SupervisorState,
+    decide,
+)
 from k2.streams.state import InstanceLock, StreamPaths, read_json, renew_lease, write_json
 
 log = get_logger(__name__)
@@ -152,12 +160,16 @@ class StreamSupervisor:
         ):
             state.consecutive_failures = 0  # it made progress since its launch: healthy again
             state.down_since = None
+            if state.outage is not None:
+                self.alert("warning", self.exchange, f"Bronze stream {self.exchange} runs again after: {state.outage}")
+                state.outage = None
         elif decision.action is Action.WAIT and state.down_since is None:
             state.down_since = now
             log.warning("stream.down", exchange=self.exchange, reason=decision.reason)
         elif decision.action is Action.START:
             if state.launched_at is not None:
-                state.restarts.append(now)
+                if obs.failure_reason not in DEPENDENCY_OUTAGES:
+                    state.restarts.append(now)
                 state.consecutive_failures += 1
             state.down_since = None
             state.launched_at = now
@@ -176,9 +188,18 @@ class StreamSupervisor:
                     f"{decision.reason}. Fix the cause, then `k2 stream start {self.exchange}`.",
                 )
                 state.alerted = True
+        outage = DEPENDENCY_OUTAGES.get(obs.failure_reason or "")
+        if decision.action in (Action.WAIT, Action.START) and outage is not None and state.outage is None:
+            state.outage = outage
+            self.alert(
+                "warning",
+                self.exchange,
+                f"Bronze stream {self.exchange} is waiting: {outage}. The supervisor restarts it with back-off "
+                "until it is back; nothing is lost (the stream resumes from its checkpoint).",
+            )
 
     def launch(self) -> int:
-        """Submit the job through the Spark provider, detached from this process. Returns its pgid."""
+        """Start the job's launcher (spark-submit), detached from this process. Returns its pgid."""
         self.paths.log_file.parent.mkdir(parents=True, exist_ok=True)
         # Inside an Airflow task the metadata DB URL is replaced by a sentinel that makes importing
         # Airflow fail; the launcher needs no DB, so it gets the plain configuration back.
