@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 log = get_logger("k2.quality")
 
 DATASOURCE = "k2_spark"
+LOCAL_DATASOURCE = "k2_local"
+# frames up to this many rows (Gold bars, small intervals) are validated in-process, without one
+# Spark job per metric (k2.quality.local); larger ones where they are, in Spark
+LOCAL_MAX_ROWS = 50_000
 BATCH_DEFINITION = "whole_dataframe"
 
 
@@ -76,18 +80,24 @@ class QualityGateFailed(K2Error):
         self.report = report
 
 
-def validate(layer: str, frame: DataFrame, *, settings: Settings, exchange: str, run_name: str) -> QualityReport:
-    """Validate ``frame`` with the suite of ``layer`` and keep the result. One validation at a time
-    per state directory: the runtime project's files (config, data docs index) are shared."""
+def validate(
+    layer: str, frame: DataFrame, *, settings: Settings, exchange: str, run_name: str, local: bool | None = None
+) -> QualityReport:
+    """Validate ``frame`` with the suite of ``layer`` and keep the result: in-process when it is
+    small (``local``: decided by its size when None), else in Spark. One validation at a time per
+    state directory: the runtime project's files (config, data docs index) are shared."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     root = settings.home / "quality"
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root / ".lock"):
         from great_expectations.core.run_identifier import RunIdentifier
 
+        if local is None:
+            local = frame.limit(LOCAL_MAX_ROWS + 1).count() <= LOCAL_MAX_ROWS
+        data = frame.toArrow().to_pandas() if local else frame  # Arrow: decimals stay exact
         context = _runtime_context(root)
-        checkpoint = _checkpoint(context, load_suite(settings.batch.expectations_dir, layer, exchange))
-        result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name))
+        checkpoint = _checkpoint(context, load_suite(settings.batch.expectations_dir, layer, exchange), local=local)
+        result = checkpoint.run(batch_parameters={"dataframe": data}, run_id=RunIdentifier(run_name=run_name))
         ((result_id, suite_result),) = result.run_results.items()
         docs = _docs_url(context, result_id)
     report = QualityReport(
@@ -131,16 +141,21 @@ def _runtime_context(root: Path):
     return context
 
 
-def _checkpoint(context, suite):
-    """The checkpoint for one suite, created on first use; the suite is refreshed from the project
-    every run, so edited rules apply at once."""
+def _checkpoint(context, suite, *, local: bool):
+    """The checkpoint for one suite and engine, created on first use; the suite is refreshed from
+    the project every run, so edited rules apply at once."""
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
 
+    if local:
+        import k2.quality.local  # noqa: F401  (registers the pandas query metrics)
     try:
-        source = context.data_sources.get(DATASOURCE)
+        source = context.data_sources.get(LOCAL_DATASOURCE if local else DATASOURCE)
     except KeyError:
-        source = context.data_sources.add_spark(name=DATASOURCE, persist=False)  # callers cache what they reuse
+        if local:
+            source = context.data_sources.add_pandas(name=LOCAL_DATASOURCE)
+        else:
+            source = context.data_sources.add_spark(name=DATASOURCE, persist=False)  # callers cache what they reuse
     try:
         asset = source.get_asset(suite.name)
     except LookupError:
@@ -150,12 +165,13 @@ def _checkpoint(context, suite):
     except KeyError:
         batch = asset.add_batch_definition_whole_dataframe(BATCH_DEFINITION)
     suite = context.suites.add_or_update(suite)
+    name = f"{suite.name}.local" if local else suite.name
     definition = context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=suite.name, data=batch, suite=suite)
+        gx.ValidationDefinition(name=name, data=batch, suite=suite)
     )
     return context.checkpoints.add_or_update(
         gx.Checkpoint(
-            name=suite.name,
+            name=name,
             validation_definitions=[definition],
             actions=[UpdateDataDocsAction(name="data_docs")],
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},

@@ -1,0 +1,76 @@
+"""Small frames are validated in-process (k2.quality.local): the same findings as in Spark."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from k2.quality import validate
+from k2.settings import Settings
+
+T0 = dt.datetime(2026, 11, 30, 10, tzinfo=dt.UTC)
+SCHEMA = (
+    "exchange string, symbol string, bar_start timestamp, bar_end timestamp, open decimal(38,18), "
+    "high decimal(38,18), low decimal(38,18), close decimal(38,18), volume_base decimal(38,18), "
+    "volume_quote decimal(38,18), vwap decimal(38,18), trade_count bigint, taker_buy_base decimal(38,18), "
+    "taker_sell_base decimal(38,18), computed_at timestamp"
+)
+
+
+def bar(minute: int, **changes) -> tuple:
+    values = {
+        "exchange": "binance",
+        "symbol": "BTC-USDT",
+        "bar_start": T0 + dt.timedelta(minutes=minute),
+        "bar_end": T0 + dt.timedelta(minutes=minute + 1),
+        **{k: Decimal(v) for k, v in (("open", "10"), ("high", "12"), ("low", "9"), ("close", "11"))},
+        "volume_base": Decimal(2),
+        "volume_quote": Decimal(21),
+        "vwap": Decimal("10.5"),
+        "trade_count": 3,
+        "taker_buy_base": Decimal(1),
+        "taker_sell_base": Decimal(1),
+        "computed_at": T0,
+    }
+    values.update(changes)
+    return tuple(values.values())
+
+
+BAD_BARS = [
+    bar(0),
+    bar(1, high=Decimal("9.5")),  # below open, close and VWAP
+    bar(2, trade_count=0),
+    bar(3, bar_end=T0 + dt.timedelta(minutes=3, seconds=59)),  # off the 1-minute grid (SQL expectation)
+    bar(4, taker_buy_base=Decimal(5)),  # taker volumes do not add up (SQL expectation)
+    bar(0),  # duplicate key
+]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.from_env({}, home=tmp_path)
+
+
+def findings(spark, settings: Settings, rows: list[tuple], *, local: bool) -> tuple[bool, set[str]]:
+    frame = spark.createDataFrame(rows, SCHEMA)
+    report = validate("gold_1m", frame, settings=settings, exchange="binance", run_name=f"t{local}", local=local)
+    # the detail's count, not its sample: pandas shows timestamps as Timestamp(...), Spark as datetime(...)
+    return report.passed, {f"{f.severity} {f.expectation} {f.detail.split(',')[0]}" for f in report.failures}
+
+
+def test_local_validation_finds_what_spark_finds(spark, settings: Settings) -> None:
+    local = findings(spark, settings, BAD_BARS, local=True)
+    assert local == findings(spark, settings, BAD_BARS, local=False)
+    passed, found = local
+    assert not passed
+    assert {f for f in found if "unexpected_rows_expectation" in f} == {"critical unexpected_rows_expectation observed 1"}
+    assert any("column_A=high, column_B=open" in f for f in found)
+    assert any("trade_count" in f for f in found)
+
+
+def test_a_clean_small_frame_passes_in_process(spark, settings: Settings) -> None:
+    passed, found = findings(spark, settings, [bar(m) for m in range(5)], local=True)
+    assert passed and found == set()
