@@ -11,7 +11,8 @@
    Reported: per stream p50/p99 Kafka-timestamp-to-Iceberg-commit over the window and per minute,
    lag (sampled every 10 s: max, per minute, at the end), each batch and maintenance task's queue
    wait and run time, Silver+Gold throughput, CPU seconds per component (broker, each stream,
-   batch Spark, Airflow, feeds, sampled every 2 s from the process table).
+   batch Spark, Airflow, feeds, sampled every 2 s from the process table). Before the load, each
+   stream's CPU share is sampled at `k2 up`'s feed rate (200 msg/s) and with the feeds stopped.
 3. baseline (same run, first): the same streams and feeds with Airflow absent
    (benchmarks/bronze_stream.py's latency phase), so the full stack's overhead is a ratio.
 
@@ -307,7 +308,24 @@ def wait_run(api: AirflowApi, dag_id: str, run_id: str, timeout_s: float) -> str
     return state
 
 
-def full_stack(window_s: float, warmup_s: float) -> dict:
+def stream_cpu_share(settings: Settings, home: Path, sample_s: float) -> dict:
+    """Each stream's CPU use (share of one core) at `k2 up`'s feed rate, then with the feeds stopped."""
+    shares = {}
+    for label in (f"{settings.airflow.feed_sim_rate:g}_msg_per_s", "0_msg_per_s"):
+        if label == "0_msg_per_s":
+            for exchange in EXCHANGES:
+                procs.stop(feed_pid_file(settings, exchange))
+            time.sleep(10)  # the last records are committed before the idle sample
+        progress(f"stream CPU at {label.replace('_', ' ')}: sampling {sample_s:.0f}s")
+        cpu = CpuSampler(home)
+        cpu.start()
+        time.sleep(sample_s)
+        used = cpu.stop()
+        shares[label] = {ex: round(used.get(f"stream_{ex}", 0.0) / sample_s, 3) for ex in EXCHANGES}
+    return shares
+
+
+def full_stack(window_s: float, warmup_s: float, idle_s: float = 60.0) -> dict:
     home = Path(tempfile.mkdtemp(prefix="k2-fullstack-"))
     settings = isolate(home)
     cpu_up = CpuSampler(home)
@@ -334,6 +352,7 @@ def full_stack(window_s: float, warmup_s: float) -> dict:
         watcher.join(60)
         result["first_gold_bar_s"] = first_gold[0] if first_gold else None
         result["cpu_s_during_up"] = cpu_up.stop()
+        result["stream_cpu_share"] = stream_cpu_share(settings, home, idle_s)
         airflow = AirflowServices(settings)
         api = AirflowApi(airflow)
         load_started = dt.datetime.now(dt.UTC)
@@ -414,6 +433,7 @@ def report(results: dict) -> None:
         print(f"{dag_id} {run['state']}: {json.dumps(run['tasks'])}")
     print(f"batch: {json.dumps(full.get('batch'))}")
     print(f"CPU seconds in the window: {json.dumps(full.get('cpu_s_window'))}")
+    print(f"stream CPU (share of a core): {json.dumps(full.get('stream_cpu_share'))}")
 
 
 def main(argv: list[str] | None = None) -> int:
