@@ -196,14 +196,14 @@ class StreamSettings(Section):
         True, "Fail the stream when Kafka dropped unread records.", key="bronze_fail_on_data_loss"
     )
     snapshot_retention_s: float = setting(
-        3600.0,
+        600.0,
         "A Bronze stream expires its own snapshots older than this (it commits one per micro-batch, and every "
         "commit rewrites the list of them); Bronze time travel reaches this far.",
         key="bronze_snapshot_retention_s",
         gt=0,
     )
     expire_every_s: float = setting(
-        600.0,
+        60.0,
         "How often a Bronze stream expires its old snapshots; 0: never (then only the maintenance DAG does).",
         key="bronze_expire_every_s",
         ge=0,
