@@ -28,8 +28,8 @@ def free_port() -> int:
 @contextmanager
 def embedded_broker(**overrides) -> Iterator[Settings]:
     """A broker of its own in a temporary K2_HOME, so a benchmark never touches real state."""
+    from k2.jvm import ensure_jars
     from k2.runtime.broker import LocalKafkaBroker
-    from k2.runtime.jvm import ensure_jars
 
     with tempfile.TemporaryDirectory(prefix="k2-bench-") as home:
         settings = Settings.from_env(

@@ -34,7 +34,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="session")
 def jars(settings: Settings):
-    from k2.runtime.jvm import ensure_jars
+    from k2.jvm import ensure_jars
 
     return ensure_jars(settings)
 

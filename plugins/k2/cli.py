@@ -100,7 +100,7 @@ def cmd_thresholds(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_jars(settings: Settings, args: argparse.Namespace) -> int:
-    from k2.runtime.jvm import ensure_jars
+    from k2.jvm import ensure_jars
 
     jars = ensure_jars(settings, force=args.force)
     print_table(
@@ -118,7 +118,7 @@ def cmd_kafka(settings: Settings, args: argparse.Namespace) -> int:
 
     broker = LocalKafkaBroker(settings)
     if args.action == "start":
-        from k2.runtime.jvm import ensure_jars
+        from k2.jvm import ensure_jars
 
         ensure_jars(settings)
         status = broker.start()

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from k2.jvm import installed_jars
 from k2.lake.catalog import spark_catalog_conf
-from k2.runtime.jvm import installed_jars
 from k2.settings import Settings
 
 if TYPE_CHECKING:

@@ -92,6 +92,9 @@ class Exchange(ABC):
     name: ClassVar[str]
     payload_format: ClassVar[str]  # goes into the Kafka header "format"
     price_field: ClassVar[str]  # name of a trade's price in the payload (fault injection damages it)
+    # candidate column (k2.exchanges.spark.CANDIDATE_COLUMNS) -> the payload field it comes from,
+    # so that Silver's dead-letter details name the field an operator finds in the raw payload
+    payload_fields: ClassVar[dict[str, str]] = {}
     default_ws_url: ClassVar[str]
     instruments: ClassVar[dict[str, Instrument]]
     default_symbols: ClassVar[tuple[str, ...]]

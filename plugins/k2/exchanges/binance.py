@@ -25,6 +25,14 @@ class Binance(Exchange):
     name = "binance"
     payload_format = "binance.combined-trade.v1"
     price_field = "p"
+    payload_fields: ClassVar[dict[str, str]] = {
+        "exchange_symbol": "s",
+        "trade_id": "t",
+        "event_time": "T",
+        "price_text": "p",
+        "quantity_text": "q",
+        "taker_side": "m",
+    }
     default_ws_url = "wss://stream.binance.com:9443/stream"
     instruments: ClassVar[dict[str, Instrument]] = {
         i.symbol: i
@@ -95,28 +103,58 @@ class Binance(Exchange):
     def parse_bronze(self, bronze: DataFrame) -> DataFrame:
         from pyspark.sql import functions as F
 
-        from k2.exchanges.spark import candidates, payload_text, unparsed_reason
+        from k2.exchanges.spark import (
+            INT64_MAX,
+            MAX_EPOCH_MS,
+            JsonField,
+            candidates,
+            epoch_ms_to_timestamp,
+            payload_text,
+            unparsed_reason,
+        )
 
         # a map, not a struct: Binance's keys differ only in case ("t" id / "T" time), and Spark
         # resolves struct fields case-insensitively; map lookups are exact
         df = payload_text(bronze).withColumn(
-            "msg", F.from_json("payload", "stream STRING, data MAP<STRING, STRING>").getField("data")
+            "msg", F.from_json("payload", "stream STRING, data MAP<STRING, VARIANT>").getField("data")
         )
-        field = F.col("msg").getItem
+
+        def field(key: str, label: str) -> JsonField:
+            return JsonField(F.col("msg").getItem(key), key, label)
+
+        kind = field("e", "event type")
         error = F.coalesce(
             F.col("payload_error"),
             F.when(F.col("msg").isNull(), unparsed_reason()),
-            F.when(F.coalesce(field("e"), F.lit("")) != "trade", F.lit("not_a_trade")),
+            # only a JSON string has the text "trade"
+            F.when(F.coalesce(kind.text, F.lit("")) != "trade", F.lit("not_a_trade")),
         )
+        symbol, trade_id = field("s", "symbol"), field("t", "trade id")
+        price, quantity = field("p", "price"), field("q", "quantity")
+        trade_ms, event_ms = field("T", "trade time, epoch ms"), field("E", "event time, epoch ms")
+        buyer_maker = field("m", "buyer is maker")
+        # the documented type of every field (absent ones are Silver's missing_*); E is not used
+        # but a wrong one still means the message is not what Binance sends
+        checks = [
+            symbol.check("invalid_symbol", symbol.is_string, "a string"),
+            *trade_id.integer_check("invalid_trade_id", 0, INT64_MAX),
+            price.check("invalid_price", price.is_string, "a decimal string"),
+            quantity.check("invalid_quantity", quantity.is_string, "a decimal string"),
+            *trade_ms.integer_check("invalid_timestamp", 0, MAX_EPOCH_MS, "timestamp_out_of_range"),
+            buyer_maker.check("invalid_side", buyer_maker.is_boolean, "true or false"),
+            *event_ms.integer_check("invalid_timestamp", 0, MAX_EPOCH_MS, "timestamp_out_of_range"),
+        ]
+        side = F.try_variant_get(buyer_maker.value, "$", "boolean")
         return candidates(
             df,
             item_index=F.lit(0),
-            exchange_symbol=field("s"),
-            trade_id=field("t"),
-            event_time=F.timestamp_millis(field("T").try_cast("bigint")),
-            price_text=field("p"),
-            quantity_text=field("q"),
+            exchange_symbol=symbol.text,
+            trade_id=trade_id.text,
+            event_time=epoch_ms_to_timestamp(trade_ms),
+            price_text=price.text,
+            quantity_text=quantity.text,
             # "m": the buyer was the maker, so the aggressor sold
-            taker_side=F.when(field("m") == "true", F.lit("sell")).when(field("m") == "false", F.lit("buy")),
+            taker_side=F.when(buyer_maker.is_boolean, F.when(side, F.lit("sell")).otherwise(F.lit("buy"))),
             parse_error=error,
+            checks=checks,
         )

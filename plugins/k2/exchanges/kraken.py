@@ -26,6 +26,14 @@ class Kraken(Exchange):
     name = "kraken"
     payload_format = "kraken.v2-trade.v1"
     price_field = "price"
+    payload_fields: ClassVar[dict[str, str]] = {
+        "exchange_symbol": "symbol",
+        "trade_id": "trade_id",
+        "event_time": "timestamp",
+        "price_text": "price",
+        "quantity_text": "qty",
+        "taker_side": "side",
+    }
     default_ws_url = "wss://ws.kraken.com/v2"
     instruments: ClassVar[dict[str, Instrument]] = {
         i.symbol: i
@@ -98,31 +106,85 @@ class Kraken(Exchange):
     def parse_bronze(self, bronze: DataFrame) -> DataFrame:
         from pyspark.sql import functions as F
 
-        from k2.exchanges.spark import candidates, payload_text, unparsed_reason
+        from k2.exchanges.spark import (
+            INT64_MAX,
+            Check,
+            JsonField,
+            candidates,
+            payload_text,
+            rfc3339_to_timestamp,
+            unparsed_reason,
+        )
 
-        # prices and quantities are JSON numbers: read as STRING, Spark keeps the number's own text
-        item = "STRUCT<symbol: STRING, side: STRING, price: STRING, qty: STRING, trade_id: STRING, timestamp: STRING>"
+        # each element of "data" a VARIANT: one that is not a trade object rejects itself, not its
+        # message; prices and quantities keep every digit of their JSON numbers
         df = payload_text(bronze)
-        df = df.withColumn("msg", F.from_json("payload", f"channel STRING, type STRING, data ARRAY<{item}>"))
+        df = df.withColumn("msg", F.from_json("payload", "channel STRING, type STRING, data ARRAY<VARIANT>"))
+        kind = F.col("msg.type")
         error = F.coalesce(
             F.col("payload_error"),
             F.when(F.col("msg").isNull() | F.col("msg.channel").isNull(), unparsed_reason()),
             F.when((F.col("msg.channel") != "trade") | F.col("msg.data").isNull(), F.lit("not_a_trade")),
+            F.when(~F.coalesce(kind.isin("snapshot", "update"), F.lit(False)), F.lit("invalid_message_type")),
             F.when(F.size("msg.data") == 0, F.lit("no_trades")),
         )
+        kind_detail = F.when(
+            error == "invalid_message_type",
+            F.concat(
+                F.lit('field type (message type) must be "snapshot" or "update", got '),
+                F.coalesce(F.substring(kind, 1, 100), F.lit("nothing")),
+            ),
+        )
         # a rejected message still yields one row (item_index -1) so it reaches the dead letters
-        items = F.when(error.isNull(), F.col("msg.data")).otherwise(F.array(F.lit(None).cast(item)))
-        df = df.withColumn("parse_error", error).select("*", F.posexplode(items).alias("pos", "trade"))
+        items = F.when(error.isNull(), F.col("msg.data")).otherwise(F.array(F.lit(None).cast("variant")))
+        df = df.withColumn("parse_error", error).withColumn("message_detail", kind_detail)
+        df = df.select("*", F.posexplode(items).alias("pos", "trade"))
+
+        def field(key: str, label: str) -> JsonField:
+            return JsonField(F.try_variant_get("trade", f"$.{key}", "variant"), key, label)
+
+        symbol, side, order_type = field("symbol", "symbol"), field("side", "side"), field("ord_type", "order type")
+        price, quantity = field("price", "price"), field("qty", "quantity")
+        trade_id, timestamp = field("trade_id", "trade id"), field("timestamp", "trade time")
+        event_time = rfc3339_to_timestamp(timestamp)
+        # the documented type of every field (absent ones are Silver's missing_*; ord_type is not
+        # used, so it may be absent, but not of another kind)
+        checks = [
+            # a symbol-less element may be no object at all: its type is looked up for those only
+            Check(
+                "invalid_trade_item",
+                symbol.value.isNull() & ~F.schema_of_variant("trade").startswith("OBJECT"),
+                F.concat(
+                    F.lit("data["),
+                    F.col("pos").cast("string"),
+                    F.lit("] is not a trade object: "),
+                    F.substring(F.to_json("trade"), 1, 100),
+                ),
+            ),
+            symbol.check("invalid_symbol", symbol.is_string, "a string"),
+            side.check("invalid_side", side.is_string & side.text.isin("buy", "sell"), '"buy" or "sell"'),
+            price.check("invalid_price", price.is_number, "a JSON number"),
+            quantity.check("invalid_quantity", quantity.is_number, "a JSON number"),
+            order_type.check(
+                "invalid_order_type",
+                order_type.is_string & order_type.text.isin("market", "limit"),
+                '"market" or "limit"',
+            ),
+            *trade_id.integer_check("invalid_trade_id", 0, INT64_MAX),
+            timestamp.check("invalid_timestamp", event_time.isNotNull(), "an RFC 3339 time (2024-01-01T00:00:00.1Z)"),
+        ]
         return candidates(
             df,
             item_index=F.col("pos"),
-            exchange_symbol=F.col("trade.symbol"),
-            trade_id=F.col("trade.trade_id"),
-            event_time=F.try_to_timestamp(F.col("trade.timestamp")),
-            price_text=F.col("trade.price"),
-            quantity_text=F.col("trade.qty"),
-            taker_side=F.lower(F.col("trade.side")),
+            exchange_symbol=symbol.text,
+            trade_id=trade_id.text,
+            event_time=event_time,
+            price_text=price.text,
+            quantity_text=quantity.text,
+            taker_side=side.text,
             parse_error=F.col("parse_error"),
+            message_detail=F.col("message_detail"),
+            checks=checks,
         )
 
     def event_times_us(self, payload: bytes) -> list[int]:

@@ -12,16 +12,21 @@ from k2.reports import JsonReport
 
 @dataclass
 class SilverReport(JsonReport):
-    """Every item of the interval's Bronze rows is exactly one of: new, duplicate, dead letter."""
+    """Every item of the interval's Bronze rows is exactly one of: new, duplicate, dead letter. Each
+    quantity is counted on its own (see ``k2.medallion.silver``), so ``balances`` can fail."""
 
     exchange: str
     start: str
     end: str
     bronze_rows: int = 0
     items: int = 0
-    silver_new: int = 0
-    duplicates: int = 0
-    dead_letters: int = 0
+    silver_new: int = 0  # trades the write committed
+    duplicates: int = 0  # duplicates_in_interval + duplicates_in_silver
+    dead_letters: int = 0  # items rejected (dead_letters_new + dead_letters_known)
+    duplicates_in_interval: int = 0  # later copies of a trade of the interval
+    duplicates_in_silver: int = 0  # first copies of trades Silver already held
+    dead_letters_new: int = 0  # dead letters the write committed
+    dead_letters_known: int = 0  # dead letters an earlier run of the interval recorded
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     quality: dict[str, dict[str, Any]] = field(default_factory=dict)  # layer -> QualityReport.summary()
     duration_s: float = 0.0
@@ -30,10 +35,16 @@ class SilverReport(JsonReport):
     def balances(self) -> bool:
         return self.silver_new + self.duplicates + self.dead_letters == self.items
 
+    def dead_letters_stored(self) -> bool:
+        """Every dead letter of the interval is in ``silver.dead_letter``: written now or before."""
+        return self.dead_letters_new + self.dead_letters_known == self.dead_letters
+
     def lines(self) -> list[str]:
         counts = (
             f"bronze_rows={self.bronze_rows} items={self.items} silver_new={self.silver_new} "
-            f"duplicates={self.duplicates} dead_letters={self.dead_letters} "
+            f"duplicates={self.duplicates} (in_interval={self.duplicates_in_interval} "
+            f"in_silver={self.duplicates_in_silver}) dead_letters={self.dead_letters} "
+            f"(new={self.dead_letters_new} known={self.dead_letters_known}) "
             f"reasons={json.dumps(self.dead_letter_reasons, sort_keys=True)}"
         )
         return [counts, *quality_lines(self.quality)]

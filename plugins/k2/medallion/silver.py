@@ -2,6 +2,11 @@
 what is new -> gate -> write. Every Bronze item ends in exactly one of: a new Silver trade, a dead
 letter, or a counted duplicate (of a trade in this interval or already in Silver).
 
+The accounting adds up quantities counted on their own: items, dead letters and later copies within
+the interval (one pass over the classified items), first copies Silver already holds (a semi-join of
+their keys), and the trades the write committed (counted while written). A row lost between them (a
+faulty anti-join, a write that drops one) fails the task instead of passing for a duplicate.
+
 Appends what is new after anti-joins against Silver and the dead letters; only one Silver task per
 exchange runs at a time (the DAG says so), so the anti-joins are the whole idempotency story.
 """
@@ -11,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from k2.errors import K2Error
 from k2.exchanges import Exchange, get_exchange, known_symbols
 from k2.lake.names import qualified
 from k2.lake.tables import DEAD_LETTER, SILVER_TRADES, bronze_table
@@ -25,6 +31,10 @@ if TYPE_CHECKING:
     from k2.medallion.job import Gate
 
 
+class SilverAccountingError(K2Error):
+    """The interval's items do not add up to trades written + duplicates + dead letters."""
+
+
 @dataclass(frozen=True)
 class Accounting:
     """Items per outcome of one interval, from one pass over the classified rows."""
@@ -32,6 +42,7 @@ class Accounting:
     counts: dict[str | None, int]  # reason (None: valid) -> items
     bronze_rows: int
     valid_span: tuple | None  # event-time (min, max) of the valid trades, to prune Silver's partitions
+    later_copies: int = 0  # valid items that repeat an earlier one of the interval: duplicates within it
 
 
 def read_bronze(spark: SparkSession, settings: Settings, exchange: Exchange, interval: Interval) -> DataFrame:
@@ -52,6 +63,7 @@ def classify_items(settings: Settings, exchange: Exchange, bronze: DataFrame) ->
         known_symbols(settings, exchange),
         settings.batch.silver_max_event_lead_s,
         settings.batch.silver_max_event_age_s,
+        exchange.payload_fields,
     )
     return rank_copies(outcome_columns(classify(exchange.parse_bronze(bronze), rules))).persist(
         StorageLevel.MEMORY_AND_DISK
@@ -59,7 +71,8 @@ def classify_items(settings: Settings, exchange: Exchange, bronze: DataFrame) ->
 
 
 def account(classified: DataFrame) -> Accounting:
-    """Items per outcome, Bronze rows (each has one item at index 0 or -1), and the valid span."""
+    """Items per outcome, Bronze rows (each has one item at index 0 or -1), the valid span, and the
+    valid items that are later copies (rank > 1) of a trade of the interval."""
     from pyspark.sql import functions as F
 
     stats = (
@@ -69,11 +82,45 @@ def account(classified: DataFrame) -> Accounting:
             F.sum((F.col("item_index") <= 0).cast("int")).alias("rows"),
             F.min("event_time").alias("lo"),
             F.max("event_time").alias("hi"),
+            F.count_if(F.col("copy") > 1).alias("later"),
         )
         .collect()
     )
-    span = next(((r["lo"], r["hi"]) for r in stats if r["reason"] is None), None)
-    return Accounting({r["reason"]: r["n"] for r in stats}, sum(r["rows"] for r in stats), span)
+    valid = next((r for r in stats if r["reason"] is None), None)
+    return Accounting(
+        {r["reason"]: r["n"] for r in stats},
+        sum(r["rows"] for r in stats),
+        None if valid is None else (valid["lo"], valid["hi"]),
+        0 if valid is None else valid["later"],
+    )
+
+
+def silver_keys(spark: SparkSession, settings: Settings, exchange: str, span: tuple) -> DataFrame:
+    """Keys of the exchange's Silver trades in an event-time span (its partitions only)."""
+    from pyspark.sql import functions as F
+
+    return (
+        spark.table(qualified(settings.lake.catalog_name, SILVER_TRADES.identifier))
+        .where(
+            (F.col("exchange") == exchange)
+            & (F.col("event_time") >= F.lit(span[0]))
+            & (F.col("event_time") <= F.lit(span[1]))
+        )
+        .select(*SILVER_TRADES.identifier_columns)
+    )
+
+
+def known_trades(
+    spark: SparkSession, settings: Settings, exchange: str, classified: DataFrame, span: tuple | None
+) -> int:
+    """First copies of the valid trades that Silver already holds (duplicates across intervals),
+    counted on their own: a semi-join, not what the anti-join in ``new_trades`` left out."""
+    from pyspark.sql import functions as F
+
+    if span is None:
+        return 0
+    first = classified.where((F.col("copy") == 1) & F.col("reason").isNull()).select("symbol", "trade_id")
+    return first.join(silver_keys(spark, settings, exchange, span), ["symbol", "trade_id"], "left_semi").count()
 
 
 def new_trades(
@@ -88,48 +135,56 @@ def new_trades(
     fresh = to_trades(classified.where(F.col("copy") == 1), exchange, now)
     if span is None:
         return fresh
-    key = list(SILVER_TRADES.identifier_columns)
-    existing = (
-        spark.table(qualified(settings.lake.catalog_name, SILVER_TRADES.identifier))
-        .where(
-            (F.col("exchange") == exchange)
-            & (F.col("event_time") >= F.lit(span[0]))
-            & (F.col("event_time") <= F.lit(span[1]))
-        )
-        .select(*key)
+    return fresh.join(silver_keys(spark, settings, exchange, span), list(SILVER_TRADES.identifier_columns), "left_anti")
+
+
+def recorded_dead_letters(spark: SparkSession, settings: Settings, interval: Interval) -> DataFrame:
+    """Keys of the dead letters an earlier run of the interval recorded."""
+    from pyspark.sql import functions as F
+
+    return (
+        spark.table(qualified(settings.lake.catalog_name, DEAD_LETTER.identifier))
+        .where((F.col("exchange") == interval.exchange) & between("kafka_timestamp", interval.start, interval.end))
+        .select(*DEAD_LETTER.identifier_columns)
     )
-    return fresh.join(existing, key, "left_anti")
 
 
 def new_dead_letters(
     spark: SparkSession, settings: Settings, interval: Interval, classified: DataFrame, now: Column
 ) -> DataFrame:
     """Rejected items, less those an earlier run of the interval already recorded."""
-    from pyspark.sql import functions as F
-
     from k2.medallion.transforms.silver import to_dead_letters
 
-    key = list(DEAD_LETTER.identifier_columns)
-    seen = (
-        spark.table(qualified(settings.lake.catalog_name, DEAD_LETTER.identifier))
-        .where((F.col("exchange") == interval.exchange) & between("kafka_timestamp", interval.start, interval.end))
-        .select(*key)
+    seen = recorded_dead_letters(spark, settings, interval)
+    return to_dead_letters(classified, interval.exchange, now).join(
+        seen, list(DEAD_LETTER.identifier_columns), "left_anti"
     )
-    return to_dead_letters(classified, interval.exchange, now).join(seen, key, "left_anti")
 
 
-def write(settings: Settings, trades: DataFrame, dead: DataFrame, label: str) -> int:
-    """Appends both; returns the number of new trades, counted while they are written."""
+def known_dead_letters(spark: SparkSession, settings: Settings, interval: Interval, classified: DataFrame) -> int:
+    """Rejected items an earlier run already recorded, counted on their own (a semi-join)."""
+    from pyspark.sql import functions as F
+
+    key = list(DEAD_LETTER.identifier_columns)
+    rejected = classified.where(F.col("reason").isNotNull()).select(*key)
+    return rejected.join(recorded_dead_letters(spark, settings, interval), key, "left_semi").count()
+
+
+def write(settings: Settings, trades: DataFrame, dead: DataFrame, label: str) -> tuple[int, int]:
+    """Appends both; returns the numbers of trades and dead letters, counted while they are written."""
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
-    written = Observation(f"silver_new_{label}")
+    written, rejected = Observation(f"silver_new_{label}"), Observation(f"silver_dead_{label}")
     append(
         trades.observe(written, F.count(F.lit(1)).alias("rows")),
         qualified(settings.lake.catalog_name, SILVER_TRADES.identifier),
     )
-    append(dead, qualified(settings.lake.catalog_name, DEAD_LETTER.identifier))
-    return written.get["rows"]
+    append(
+        dead.observe(rejected, F.count(F.lit(1)).alias("rows")),
+        qualified(settings.lake.catalog_name, DEAD_LETTER.identifier),
+    )
+    return written.get["rows"], rejected.get["rows"]
 
 
 def run_silver(spark: SparkSession, settings: Settings, interval: Interval, gate: Gate) -> SilverReport:
@@ -143,18 +198,37 @@ def run_silver(spark: SparkSession, settings: Settings, interval: Interval, gate
     classified = classify_items(settings, exchange, bronze)
     try:
         accounting = account(classified)
+        known = known_trades(spark, settings, exchange.name, classified, accounting.valid_span)
+        known_dead = known_dead_letters(spark, settings, interval, classified)
         trades = new_trades(spark, settings, exchange.name, classified, accounting.valid_span, now)
         dead = new_dead_letters(spark, settings, interval, classified, now)
         report.quality["silver"] = gate("silver", trades, interval)
-        report.silver_new = write(settings, trades, dead, interval.label)
+        report.silver_new, report.dead_letters_new = write(settings, trades, dead, interval.label)
         trades.unpersist()  # cached by the quality gate
     finally:
         classified.unpersist()
     counts = dict(accounting.counts)
-    valid = counts.pop(None, 0)
-    report.bronze_rows, report.items = accounting.bronze_rows, valid + sum(counts.values())
-    report.duplicates, report.dead_letters = valid - report.silver_new, sum(counts.values())
+    counts.pop(None, None)
+    report.bronze_rows, report.items = accounting.bronze_rows, sum(accounting.counts.values())
+    report.duplicates_in_interval, report.duplicates_in_silver = accounting.later_copies, known
+    report.duplicates = accounting.later_copies + known
+    report.dead_letters, report.dead_letters_known = sum(counts.values()), known_dead
     report.dead_letter_reasons = {str(k): v for k, v in counts.items()}
-    if not report.balances():
-        raise RuntimeError(f"Silver accounting does not add up for {interval.label}: {report}")
+    check_accounting(report, interval)
     return report
+
+
+def check_accounting(report: SilverReport, interval: Interval) -> None:
+    """Every item is a new trade, a counted duplicate or a dead letter, and every dead letter is
+    written now or was before: each side counted on its own, so a lost row fails the task."""
+    if report.balances() and report.dead_letters_stored():
+        return
+    raise SilverAccountingError(
+        f"Silver accounting does not add up for {interval.label}: {report.silver_new} trades written + "
+        f"{report.duplicates} duplicates ({report.duplicates_in_interval} within the interval, "
+        f"{report.duplicates_in_silver} already in Silver) + {report.dead_letters} dead letters "
+        f"({report.dead_letters_new} written, {report.dead_letters_known} recorded before) "
+        f"!= {report.items} items of {report.bronze_rows} Bronze rows",
+        "rows were lost (or doubled) between classification and the write: find the step that changed "
+        "(a join, a filter, the writer), then re-run the interval; a re-run adds only what is missing.",
+    )

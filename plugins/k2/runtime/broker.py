@@ -24,9 +24,9 @@ from pathlib import Path
 import psutil
 
 from k2.errors import K2Error
+from k2.jvm import installed_jars, require_java
 from k2.kafka.clients import broker_reachable
 from k2.log import get_logger
-from k2.runtime.jvm import installed_jars, require_java
 from k2.runtime.procs import require_free_port
 from k2.settings import Settings
 

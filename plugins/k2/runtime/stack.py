@@ -37,12 +37,12 @@ def _step(n: int) -> None:
 def bring_up(
     settings: Settings, *, feeds: bool = True, wait_for_streams: bool = True, first_batch: bool = True
 ) -> None:
+    from k2.jvm import ensure_jars
     from k2.kafka.topics import ensure_topics
     from k2.lake.catalog import load_catalog
     from k2.lake.tables import all_tables, ensure_tables
     from k2.runtime.airflow import AirflowServices
     from k2.runtime.broker import LocalKafkaBroker
-    from k2.runtime.jvm import ensure_jars
     from k2.streams.supervisor import StreamSupervisor
 
     _step(1)

@@ -1,6 +1,11 @@
 """Silver trades -> OHLCV bars. Open and close follow event time with the trade id as tie-break, so
 a bar is a deterministic function of its trades; coarser bars are rolled up from 1-minute bars,
-which gives the same values as aggregating their trades directly."""
+which gives the same values as aggregating their trades directly.
+
+Sums never fail (Spark 4 runs ANSI mode, where an overflowing ``sum`` throws): Silver bounds each
+trade's price, quantity and quote amount (``k2.medallion.transforms.silver.MAX_PRICE`` and co.) so
+that a bar's sums fit DECIMAL(38,18) for up to 1e8 trades; past that, ``try_sum`` makes the measure
+null, which the Gold quality gate reports as a critical finding instead of a wrong bar."""
 
 from __future__ import annotations
 
@@ -74,11 +79,11 @@ def minute_bars(trades: DataFrame, computed_at: Column) -> DataFrame:
             F.max("price").alias("high"),
             F.min("price").alias("low"),
             F.max_by("price", trade_order()).alias("close"),
-            F.sum(qty).alias("volume_base"),
-            F.sum("quote_amount").alias("volume_quote"),
+            F.try_sum(qty).alias("volume_base"),
+            F.try_sum("quote_amount").alias("volume_quote"),
             F.count(F.lit(1)).alias("trade_count"),
-            F.sum(F.when(F.col("taker_side") == "buy", qty).otherwise(F.lit(0))).alias("taker_buy_base"),
-            F.sum(F.when(F.col("taker_side") == "sell", qty).otherwise(F.lit(0))).alias("taker_sell_base"),
+            F.try_sum(F.when(F.col("taker_side") == "buy", qty).otherwise(F.lit(0))).alias("taker_buy_base"),
+            F.try_sum(F.when(F.col("taker_side") == "sell", qty).otherwise(F.lit(0))).alias("taker_sell_base"),
         )
     )
     return _finish(bars, "1m", computed_at)
@@ -95,11 +100,11 @@ def roll_up(minute: DataFrame, interval: str, computed_at: Column) -> DataFrame:
             F.max("high").alias("high"),
             F.min("low").alias("low"),
             F.max_by("close", F.col("bar_start_1m")).alias("close"),
-            F.sum("volume_base").alias("volume_base"),
-            F.sum("volume_quote").alias("volume_quote"),
-            F.sum("trade_count").alias("trade_count"),
-            F.sum("taker_buy_base").alias("taker_buy_base"),
-            F.sum("taker_sell_base").alias("taker_sell_base"),
+            F.try_sum("volume_base").alias("volume_base"),
+            F.try_sum("volume_quote").alias("volume_quote"),
+            F.try_sum("trade_count").alias("trade_count"),
+            F.try_sum("taker_buy_base").alias("taker_buy_base"),
+            F.try_sum("taker_sell_base").alias("taker_sell_base"),
         )
     )
     return _finish(bars, interval, computed_at)

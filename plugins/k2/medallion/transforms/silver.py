@@ -8,7 +8,7 @@ a ``try_`` conversion: bad input becomes a reason, never a failed job.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -17,6 +17,16 @@ from k2.lake.names import MONEY_SQL as MONEY
 
 SIDES = ("buy", "sell")
 
+# Bounds on one trade, so that Gold's sums of a bar can never overflow MONEY = DECIMAL(38,18), which
+# holds 20 integer digits (< 1e20): price, quantity and quote amount are each below 1e12, so a bar's
+# volume_base, volume_quote and taker volumes fit for up to 1e8 trades per symbol and bar, the 1-day
+# bar included (the busiest spot pairs trade ~1e7 times a day). Real trades are far inside: BTC in
+# IDR is ~1e9 a coin, meme-coin trades ~1e10 units. A trade past a bound cannot be aggregated exactly,
+# so it is a dead letter, never a failed Silver or Gold job.
+MAX_PRICE = 10**12
+MAX_QUANTITY = 10**12
+MAX_QUOTE_AMOUNT = 10**12
+
 
 @dataclass(frozen=True)
 class SilverRules:
@@ -24,6 +34,13 @@ class SilverRules:
     symbols: dict[str, str]  # exchange symbol -> normalised symbol (BASE-QUOTE)
     max_event_lead_s: int = 300  # event time this far after the Kafka timestamp: clock error, reject
     max_event_age_s: int = 7 * 86_400  # event time this far before the Kafka timestamp: reject
+    # candidate column -> the exchange's payload field, named in dead-letter details (Exchange.payload_fields)
+    payload_fields: dict[str, str] = field(default_factory=dict)
+
+    def name(self, column: str, word: str) -> str:
+        """How details name a field: "price", or "price (field p)" when the payload's name is known."""
+        payload = self.payload_fields.get(column)
+        return f"{word} (field {payload})" if payload else word
 
 
 def _text_to_money(text: str) -> Column:
@@ -32,14 +49,27 @@ def _text_to_money(text: str) -> Column:
 
 def quote_amount(price: Column, quantity: Column) -> Column:
     """price * quantity, exact for inputs of up to 8 decimals below 1e10 (16 fractional digits);
-    larger inputs fall back to Spark's default decimal product (6 fractional digits)."""
-    narrow = price.try_cast("decimal(28,18)") * quantity.try_cast("decimal(29,18)")
+    larger inputs fall back to Spark's default decimal product (6 fractional digits). Null when the
+    product does not fit MONEY (never fails: Spark 4 runs ANSI mode)."""
+    narrow = F.try_multiply(price.try_cast("decimal(28,18)"), quantity.try_cast("decimal(29,18)"))
     # each branch becomes MONEY on its own: coalesce would otherwise widen to the coarser scale
-    return F.coalesce(narrow.try_cast(MONEY), (price * quantity).try_cast(MONEY))
+    return F.coalesce(narrow.try_cast(MONEY), F.try_multiply(price, quantity).try_cast(MONEY))
+
+
+def _beyond_money(text: str) -> Column:
+    """A number too large for MONEY at all (its try_cast is null): out of range, not unreadable."""
+    number = F.col(text).try_cast("double")
+    return ~F.isnan(number) & (F.abs(number) >= 1e20)
+
+
+def _shown(column: str) -> Column:
+    """A value for a detail: its text, at most 100 characters, "nothing" when absent."""
+    return F.coalesce(F.substring(F.col(column).cast("string"), 1, 100), F.lit("nothing"))
 
 
 def classify(candidates: DataFrame, rules: SilverRules) -> DataFrame:
-    """Adds typed columns and ``reason``/``detail`` (null for a valid trade). One row in, one row out."""
+    """Adds typed columns and ``reason``/``detail`` (null for a valid trade). One row in, one row out.
+    Each detail names the field and the value that failed."""
     symbol_map = (
         F.create_map(*[F.lit(x) for pair in sorted(rules.symbols.items()) for x in pair])
         if rules.symbols
@@ -51,56 +81,97 @@ def classify(candidates: DataFrame, rules: SilverRules) -> DataFrame:
         _text_to_money("price_text").alias("price"),
         _text_to_money("quantity_text").alias("quantity"),
     )
+    symbol, trade_id = rules.name("exchange_symbol", "symbol"), rules.name("trade_id", "trade id")
+    price, quantity = rules.name("price_text", "price"), rules.name("quantity_text", "quantity")
+    side, event_time = rules.name("taker_side", "taker side"), rules.name("event_time", "trade time")
+    quote = quote_amount(F.col("price"), F.col("quantity"))
+    product = F.concat(F.lit(f"{price} x {quantity} = "), _shown("price_text"), F.lit(" x "), _shown("quantity_text"))
     lead = F.col("event_time") > F.col("kafka_timestamp") + F.expr(f"INTERVAL {rules.max_event_lead_s} SECONDS")
     age = F.col("event_time") < F.col("kafka_timestamp") - F.expr(f"INTERVAL {rules.max_event_age_s} SECONDS")
     checks: list[tuple[str, Column, Column]] = [
-        ("missing_symbol", F.col("exchange_symbol").isNull(), F.lit("the trade has no symbol")),
+        ("missing_symbol", F.col("exchange_symbol").isNull(), F.lit(f"the trade has no {symbol}")),
         (
             "unknown_symbol",
             F.col("symbol").isNull(),
             F.concat(F.lit("symbol "), F.col("exchange_symbol"), F.lit(" is not configured for " + rules.exchange)),
         ),
-        ("missing_trade_id", F.col("trade_id").isNull(), F.lit("the trade has no trade id")),
-        ("missing_price", F.col("price_text").isNull(), F.lit("the trade has no price")),
+        ("missing_trade_id", F.col("trade_id").isNull(), F.lit(f"the trade has no {trade_id}")),
+        ("missing_price", F.col("price_text").isNull(), F.lit(f"the trade has no {price}")),
         (
             "invalid_price",
-            F.col("price").isNull(),
-            F.concat(F.lit("price is not a decimal number: "), F.substring("price_text", 1, 100)),
+            F.col("price").isNull() & ~F.coalesce(_beyond_money("price_text"), F.lit(False)),
+            F.concat(F.lit(f"{price} is not a decimal number: "), _shown("price_text")),
         ),
-        ("non_positive_price", F.col("price") <= 0, F.concat(F.lit("price must be > 0, got "), F.col("price_text"))),
-        ("missing_quantity", F.col("quantity_text").isNull(), F.lit("the trade has no quantity")),
+        (
+            "non_positive_price",
+            F.col("price") <= 0,
+            F.concat(F.lit(f"{price} must be > 0, got "), _shown("price_text")),
+        ),
+        (
+            "price_out_of_range",
+            (F.col("price") >= MAX_PRICE) | (F.col("price").isNull() & _beyond_money("price_text")),
+            F.concat(
+                F.lit(f"{price} must be below {MAX_PRICE} (Gold's sums must fit DECIMAL(38,18)), got "),
+                _shown("price_text"),
+            ),
+        ),
+        ("missing_quantity", F.col("quantity_text").isNull(), F.lit(f"the trade has no {quantity}")),
         (
             "invalid_quantity",
-            F.col("quantity").isNull(),
-            F.concat(F.lit("quantity is not a decimal number: "), F.substring("quantity_text", 1, 100)),
+            F.col("quantity").isNull() & ~F.coalesce(_beyond_money("quantity_text"), F.lit(False)),
+            F.concat(F.lit(f"{quantity} is not a decimal number: "), _shown("quantity_text")),
         ),
         (
             "non_positive_quantity",
             F.col("quantity") <= 0,
-            F.concat(F.lit("quantity must be > 0, got "), F.col("quantity_text")),
+            F.concat(F.lit(f"{quantity} must be > 0, got "), _shown("quantity_text")),
+        ),
+        (
+            "quantity_out_of_range",
+            (F.col("quantity") >= MAX_QUANTITY) | (F.col("quantity").isNull() & _beyond_money("quantity_text")),
+            F.concat(
+                F.lit(f"{quantity} must be below {MAX_QUANTITY} (Gold's sums must fit DECIMAL(38,18)), got "),
+                _shown("quantity_text"),
+            ),
+        ),
+        (
+            "quote_amount_overflow",
+            quote.isNull() | (quote >= MAX_QUOTE_AMOUNT),
+            F.concat(product, F.lit(f" must be below {MAX_QUOTE_AMOUNT} (Gold's sums must fit DECIMAL(38,18))")),
+        ),
+        (
+            "quote_amount_underflow",
+            quote <= 0,
+            F.concat(product, F.lit(" rounds to 0 in DECIMAL(38,18)")),
         ),
         (
             "invalid_side",
             ~F.coalesce(F.col("taker_side").isin(*SIDES), F.lit(False)),
-            F.lit("taker side is neither buy nor sell"),
+            F.concat(F.lit(f"{side} is neither buy nor sell: "), _shown("taker_side")),
         ),
-        ("invalid_timestamp", F.col("event_time").isNull(), F.lit("the trade time is missing or unreadable")),
+        (
+            "invalid_timestamp",
+            F.col("event_time").isNull(),
+            F.lit(f"the {event_time} is missing or unreadable"),
+        ),
         (
             "future_timestamp",
             lead,
             F.concat(
-                F.lit("event time "),
+                F.lit(f"{event_time} "),
                 F.col("event_time").cast("string"),
-                F.lit(f" is over {rules.max_event_lead_s}s after its Kafka timestamp"),
+                F.lit(f" is over {rules.max_event_lead_s}s after its Kafka timestamp "),
+                F.col("kafka_timestamp").cast("string"),
             ),
         ),
         (
             "stale_timestamp",
             age,
             F.concat(
-                F.lit("event time "),
+                F.lit(f"{event_time} "),
                 F.col("event_time").cast("string"),
-                F.lit(f" is over {rules.max_event_age_s}s before its Kafka timestamp"),
+                F.lit(f" is over {rules.max_event_age_s}s before its Kafka timestamp "),
+                F.col("kafka_timestamp").cast("string"),
             ),
         ),
     ]
