@@ -34,7 +34,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import bronze_stream
@@ -48,6 +47,7 @@ from k2.lake.tables import bronze_table, gold_table
 from k2.monitoring.metrics import added_files, kafka_lag, read_columns
 from k2.runtime import procs
 from k2.runtime.airflow import AirflowServices
+from k2.runtime.airflow_api import AirflowApi
 from k2.runtime.stack import bring_down, bring_up, feed_pid_file
 from k2.settings import Settings, load_settings
 
@@ -128,49 +128,7 @@ class CpuSampler:
             self.last[pid] = used
 
 
-# --- Airflow: trigger runs, read task instances --------------------------------------------------
-class AirflowApi:
-    def __init__(self, airflow: AirflowServices) -> None:
-        self.airflow = airflow
-        self.token = ""
-
-    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
-        if not self.token:
-            user = self.airflow.settings.airflow.admin_user
-            data = json.dumps({"username": user, "password": self.airflow.password()})
-            request = urllib.request.Request(
-                f"{self.airflow.url}/auth/token", data.encode(), {"Content-Type": "application/json"}, method="POST"
-            )
-            with urllib.request.urlopen(request, timeout=30) as response:
-                self.token = json.loads(response.read())["access_token"]
-        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
-        payload = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"{self.airflow.url}{path}", payload, headers, method=method)
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read() or b"{}")
-
-    def trigger(self, dag_id: str, run_id: str, conf: dict | None = None) -> None:
-        self._request(
-            "POST",
-            f"/api/v2/dags/{dag_id}/dagRuns",
-            {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}},
-        )
-        progress(f"triggered {dag_id} run {run_id}")
-
-    def run_state(self, dag_id: str, run_id: str) -> str:
-        return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").get("state", "")
-
-    def tasks(self, dag_id: str, run_id: str) -> list[dict]:
-        return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
-
-    def xcom(self, dag_id: str, run_id: str, task_id: str) -> dict:
-        entry = self._request(
-            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
-        )
-        value = entry.get("value")
-        return json.loads(value) if isinstance(value, str) else (value or {})
-
-
+# --- Airflow: task instances ---------------------------------------------------------------------
 def task_timings(tasks: list[dict]) -> dict[str, dict]:
     """Per task: state, queue wait (queued -> started) and run time, in seconds."""
 
@@ -369,10 +327,12 @@ def full_stack(window_s: float, warmup_s: float, idle_s: float = 60.0) -> dict:
         maintenance_run, medallion_run = f"bench_maintenance__{stamp}", f"bench_medallion__{stamp}"
         time.sleep(60)
         api.trigger(dag_ids.MAINTENANCE, maintenance_run)
+        progress(f"triggered {maintenance_run}")
         time.sleep(60)
         batch_end = dt.datetime.now(dt.UTC)
         conf = {"exchange": "all", "start": load_started.isoformat(), "end": batch_end.isoformat()}
         api.trigger(dag_ids.MEDALLION, medallion_run, conf)
+        progress(f"triggered {medallion_run}: {conf['start']} -> {conf['end']}")
         time.sleep(max(0.0, since + window_s - time.time()))
         until = time.time()
         result["cpu_s_window"] = cpu.stop()
@@ -383,7 +343,7 @@ def full_stack(window_s: float, warmup_s: float, idle_s: float = 60.0) -> dict:
         runs = {}
         for dag_id, run_id in ((dag_ids.MEDALLION, medallion_run), (dag_ids.MAINTENANCE, maintenance_run)):
             state = wait_run(api, dag_id, run_id, 3600)
-            runs[dag_id] = {"run_id": run_id, "state": state, "tasks": task_timings(api.tasks(dag_id, run_id))}
+            runs[dag_id] = {"run_id": run_id, "state": state, "tasks": task_timings(api.task_instances(dag_id, run_id))}
         result["runs"] = runs
         result["batch"] = batch_throughput(api, medallion_run, runs[dag_ids.MEDALLION]["tasks"], conf)
         since_ms, until_ms = int(since * 1000), int(until * 1000)
@@ -399,7 +359,7 @@ def batch_throughput(api: AirflowApi, run_id: str, tasks: dict[str, dict], conf:
     items = 0
     for exchange in EXCHANGES:
         if tasks.get(f"{exchange}.silver", {}).get("state") == "success":
-            items += int(api.xcom(dag_ids.MEDALLION, run_id, f"{exchange}.silver").get("items", 0))
+            items += int((api.return_value(dag_ids.MEDALLION, run_id, f"{exchange}.silver") or {}).get("items", 0))
     busy = sum(t["run_s"] or 0 for name, t in tasks.items() if name.endswith((".silver", ".gold")))
     return {
         "interval": f"{conf['start']} -> {conf['end']}",

@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Self
 
+from k2.lake.names import qualified
 from k2.log import get_logger
 from k2.reports import JsonReport
 from k2.settings import Settings
@@ -81,10 +82,10 @@ def maintain_table(
     conflicts. Returns what was done; a step that still fails is recorded, not raised, so one bad
     table does not stop the others."""
     now = now or dt.datetime.now(dt.UTC)
-    table = f"{settings.lake.catalog_name}.{identifier}"
+    table = qualified(settings.lake.catalog_name, identifier)
     done = TableMaintenance(identifier)
     started = time.monotonic()
-    call = f"CALL {settings.lake.catalog_name}.system"
+    call = f"CALL {qualified(settings.lake.catalog_name, 'system')}"
     expire_before = now - dt.timedelta(hours=settings.maintenance.snapshot_retention_h)
     orphans_before = _sql_time(now - dt.timedelta(hours=settings.maintenance.orphan_age_h))
     target = settings.maintenance.target_file_mb * 1024 * 1024
@@ -128,7 +129,7 @@ def expire_snapshots(
 
 def _expire_statement(settings: Settings, identifier: str, older_than: dt.datetime, retain_last: int) -> str:
     return (
-        f"CALL {settings.lake.catalog_name}.system.expire_snapshots(table => '{identifier}', "
+        f"CALL {qualified(settings.lake.catalog_name, 'system')}.expire_snapshots(table => '{identifier}', "
         f"older_than => {_sql_time(older_than)}, retain_last => {max(1, retain_last)})"
     )
 

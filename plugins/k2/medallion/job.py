@@ -31,11 +31,10 @@ def quality_gate(settings: Settings) -> Gate:
         from k2.monitoring.alerts import send_alert
         from k2.quality import QualityGateFailed, enforce, validate
 
-        if layer != "bronze":
-            # GX reads the frame once per metric, and the caller then publishes the same frame:
-            # computed once. Bronze is only re-read column-wise from Parquet; caching it would
-            # hold every raw payload in memory.
-            frame.persist(StorageLevel.MEMORY_AND_DISK)
+        # GX reads the frame once per metric, and the caller then uses the same frame (publishes
+        # it, or parses Bronze): computed once. For Bronze that is one pass over the stream's many
+        # small files instead of one per metric; what does not fit in memory spills to local disk.
+        frame.persist(StorageLevel.MEMORY_AND_DISK)
         report = validate(
             layer, frame, settings=settings, exchange=interval.exchange, run_name=interval.label.replace("/", "_")
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sys
 import time
 
@@ -78,25 +77,30 @@ def bring_up(
 def run_first_batch(airflow, timeout_s: float = 1200.0) -> None:
     """Process what the streams wrote this hour so far (the hourly schedule takes over from there):
     a k2_medallion run from the start of the hour to now, waited for."""
+    from k2.runtime.airflow_api import AirflowApi
+
+    api = AirflowApi(airflow)
     now = dt.datetime.now(dt.UTC)
     start = now.replace(minute=0, second=0, microsecond=0)
     if now - start < dt.timedelta(minutes=5):  # just past the hour: the streams' first records are before it
         start -= dt.timedelta(hours=1)
     conf = {"exchange": "all", "start": start.isoformat(), "end": now.isoformat()}
     run_id = f"k2_up__{now.strftime('%Y%m%dT%H%M%S')}"
-    airflow.cli("dags", "trigger", dag_ids.MEDALLION, "--run-id", run_id, "--conf", json.dumps(conf))
+    api.trigger(dag_ids.MEDALLION, run_id, conf)
     log.info("batch.triggered", dag_id=dag_ids.MEDALLION, run_id=run_id, **conf)
     deadline = time.monotonic() + timeout_s
-    state = "queued"
+    state, next_note = "queued", 0.0
     while state not in ("success", "failed"):
         if time.monotonic() > deadline:
             raise K2Error(
                 f"{dag_ids.MEDALLION} run {run_id} still {state} after {timeout_s:.0f}s",
                 "watch it in the Airflow UI (DAG k2_medallion); `k2 status` shows the tables.",
             )
-        time.sleep(10)  # each poll is an `airflow` CLI call: seconds of its own
-        state = next((r.get("state") for r in airflow.dag_runs(dag_ids.MEDALLION) if r.get("run_id") == run_id), state)
-        log.info("batch.waiting", run_id=run_id, state=state)
+        time.sleep(2)
+        state = api.run_state(dag_ids.MEDALLION, run_id) or state
+        if time.monotonic() > next_note:
+            log.info("batch.waiting", run_id=run_id, state=state)
+            next_note = time.monotonic() + 30
     if state == "failed":
         raise K2Error(
             f"{dag_ids.MEDALLION} run {run_id} failed",
@@ -107,16 +111,17 @@ def run_first_batch(airflow, timeout_s: float = 1200.0) -> None:
 
 def unpause_dags(airflow, settings: Settings, dag_ids: list[str], timeout_s: float = 180.0) -> None:
     """Unpause each DAG once the DAG processor has registered it."""
+    from k2.runtime.airflow_api import AirflowApi
+
+    api = AirflowApi(airflow)
     pending = list(dag_ids)
     deadline = time.monotonic() + timeout_s
     while pending:
-        listed = airflow.cli("dags", "list", "-o", "json", check=False).stdout
-        ready = [dag_id for dag_id in pending if f'"{dag_id}"' in listed]
-        if ready:  # one CLI call for all of them: each `airflow` process costs seconds
-            airflow.cli("dags", "unpause", "-y", "--treat-dag-id-as-regex", "^(" + "|".join(ready) + ")$")
-            for dag_id in ready:
-                log.info("airflow.dag_unpaused", dag_id=dag_id)
-                pending.remove(dag_id)
+        registered = api.dag_ids()
+        for dag_id in [d for d in pending if d in registered]:
+            api.unpause(dag_id)
+            log.info("airflow.dag_unpaused", dag_id=dag_id)
+            pending.remove(dag_id)
         if pending and time.monotonic() > deadline:
             raise K2Error(
                 f"Airflow did not register {', '.join(pending)} within {timeout_s:.0f}s",
