@@ -30,6 +30,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -403,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-window", type=float, default=300.0, help="window of the baseline, seconds")
     parser.add_argument("--no-baseline", action="store_true", help="skip the Airflow-less baseline")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped benchmark still runs `k2 down`
     results: dict = {"rates_msg_per_s": RATES}
     if not args.no_baseline:
         results["baseline"] = baseline(args.baseline_window)
