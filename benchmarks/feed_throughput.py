@@ -28,7 +28,7 @@ def bare_loop(settings, exchange, payloads: list[bytes], keys: list[bytes], *, h
     """msg/s of the plainest produce loop over ready-made records."""
     from confluent_kafka import Producer
 
-    producer = Producer(producer_config(settings, **{"delivery.report.only.error": True}))
+    producer = Producer(producer_config(settings.kafka, **{"delivery.report.only.error": True}))
     topic = settings.topic_for(exchange.name)
     hdrs = (
         [

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from k2.errors import K2Error
 from k2.log import get_logger
-from k2.settings import PROJECT_ROOT, Settings
+from k2.settings import PROJECT_ROOT, JvmSettings, LakeSettings, Settings
 
 log = get_logger(__name__)
 
@@ -55,14 +55,14 @@ def java_major_version(java: str) -> int:
     return int(match.group(2)) if major == 1 and match.group(2) else major
 
 
-def require_java(settings: Settings) -> str:
-    major = java_major_version(settings.jvm.java)
+def require_java(jvm: JvmSettings) -> str:
+    major = java_major_version(jvm.java)
     if major < MIN_JAVA:
         raise K2Error(
             f"Java {major} found, K2 needs Java {MIN_JAVA}+ (Kafka 4 and Spark 4 require it)",
             f"install JDK {MIN_JAVA} and put it first on PATH, or set K2_JAVA.",
         )
-    return shutil.which(settings.jvm.java) or settings.jvm.java
+    return shutil.which(jvm.java) or jvm.java
 
 
 def pyspark_version() -> str:
@@ -86,12 +86,12 @@ def _installed_version(dist: str) -> str | None:
         return None
 
 
-def maven_profiles(settings: Settings) -> list[str]:
+def maven_profiles(lake: LakeSettings) -> list[str]:
     """Extra jars only the scale-out forms need: S3 file IO, PostgreSQL JDBC."""
     profiles = []
-    if settings.lake.warehouse.startswith(("s3://", "s3a://")):
+    if lake.warehouse.startswith(("s3://", "s3a://")):
         profiles.append("s3")
-    if settings.lake.catalog_uri.startswith("postgresql"):
+    if lake.catalog_uri.startswith("postgresql"):
         profiles.append("postgresql")
     return profiles
 
@@ -114,7 +114,7 @@ def _read_stamp(jars_dir: Path) -> dict | None:
 def ensure_jars(settings: Settings, *, force: bool = False) -> JarSet:
     """Resolve the JVM artifacts with Maven unless the last resolution is still valid."""
     spark_version = pyspark_version()
-    profiles = maven_profiles(settings)
+    profiles = maven_profiles(settings.lake)
     digest = _inputs_digest(spark_version, profiles)
     stamp = _read_stamp(settings.jvm.jars_dir)
     if not force and stamp and stamp.get("digest") == digest:
@@ -122,7 +122,7 @@ def ensure_jars(settings: Settings, *, force: bool = False) -> JarSet:
         if all(j.is_file() for j in jars):
             log.debug("jars.up_to_date", dir=str(settings.jvm.jars_dir), count=len(jars))
             return _jar_set(settings.jvm.jars_dir)
-    require_java(settings)
+    require_java(settings.jvm)
     mvn = shutil.which(settings.jvm.maven)
     if mvn is None:
         raise K2Error(
@@ -185,12 +185,12 @@ def _jar_set(jars_dir: Path) -> JarSet:
     )
 
 
-def installed_jars(settings: Settings) -> JarSet:
+def installed_jars(jvm: JvmSettings) -> JarSet:
     """The resolved jars, or a K2Error telling to run ``k2 jars`` (never resolves by itself)."""
-    jar_set = _jar_set(settings.jvm.jars_dir)
+    jar_set = _jar_set(jvm.jars_dir)
     if not jar_set.kafka_broker or not jar_set.spark_connectors:
         raise K2Error(
-            f"K2's JVM artifacts are missing from {settings.jvm.jars_dir}",
+            f"K2's JVM artifacts are missing from {jvm.jars_dir}",
             "run `k2 jars` (needs Maven and network access to Maven Central).",
         )
     return jar_set

@@ -20,12 +20,8 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
-def is_local(settings: Settings) -> bool:
-    return settings.spark.master.startswith("local")
-
-
 def spark_conf(settings: Settings, app_name: str, *, ui: bool | None = None) -> dict[str, str]:
-    jars = installed_jars(settings).spark_connectors
+    jars = installed_jars(settings.jvm).spark_connectors
     ui_enabled = settings.spark.ui_enabled if ui is None else ui
     conf = {
         "spark.master": settings.spark.master,
@@ -47,7 +43,7 @@ def spark_conf(settings: Settings, app_name: str, *, ui: bool | None = None) -> 
         # accept the writes and enforce required-ness on the values themselves.
         "spark.sql.iceberg.check-nullability": "false",
     }
-    if is_local(settings):
+    if settings.spark.is_local:
         # everything stays on loopback: driver, block manager and UI
         conf.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
     conf.update(spark_catalog_conf(settings.lake))
@@ -107,6 +103,6 @@ def spark_job(
         "PYSPARK_DRIVER_PYTHON": python,
         "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
     }
-    if is_local(settings):
+    if settings.spark.is_local:
         env["SPARK_LOCAL_IP"] = "127.0.0.1"  # local mode stays on loopback, not the first interface
     return SparkJob(name, application, tuple(args), conf, env)

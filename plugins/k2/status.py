@@ -97,7 +97,7 @@ def _topics(settings: Settings) -> Row:
     wanted = [t.name for t in exchange_topics(settings)]
     if not broker_reachable(settings.kafka.bootstrap_servers, timeout=1.0):
         return ("topics", "unknown", settings.kafka.bootstrap_servers, "broker not reachable")
-    existing = admin_client(settings).list_topics(timeout=5).topics
+    existing = admin_client(settings.kafka).list_topics(timeout=5).topics
     present = [t for t in wanted if t in existing]
     parts = {t: len(existing[t].partitions) for t in present}
     state = f"{len(present)}/{len(wanted)} present"

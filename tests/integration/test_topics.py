@@ -15,7 +15,7 @@ def test_exchange_topics_are_created_once(kafka_broker, settings: Settings) -> N
     assert names == ["market.crypto.trades.binance.raw", "market.crypto.trades.kraken.raw"]
     assert set(first.values()) <= {"created", "exists"}
     assert again == dict.fromkeys(names, "exists")
-    meta = admin_client(settings).list_topics(timeout=10).topics
+    meta = admin_client(settings.kafka).list_topics(timeout=10).topics
     for name in names:
         assert len(meta[name].partitions) == settings.topics.partitions
 
@@ -27,4 +27,4 @@ def test_partitions_grow_and_config_drift_is_corrected(kafka_broker, settings: S
     action = ensure_topics(settings, [grown])["drift-test"]
     assert "partitions 1->3" in action and "retention.ms" in action
     assert ensure_topics(settings, [grown]) == {"drift-test": "exists"}
-    assert len(admin_client(settings).list_topics(timeout=10).topics["drift-test"].partitions) == 3
+    assert len(admin_client(settings.kafka).list_topics(timeout=10).topics["drift-test"].partitions) == 3

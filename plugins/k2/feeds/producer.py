@@ -16,7 +16,7 @@ from typing import Any
 from k2.errors import K2Error
 from k2.exchanges import Exchange
 from k2.log import get_logger
-from k2.settings import Settings
+from k2.settings import KafkaSettings, Settings
 
 log = get_logger(__name__)
 
@@ -36,9 +36,9 @@ class DeliveryStats:
         return self.produced - self.delivered - self.failed
 
 
-def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+def producer_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        "bootstrap.servers": kafka.bootstrap_servers,
         "enable.idempotence": True,
         "acks": "all",
         "compression.type": "lz4",
@@ -75,7 +75,7 @@ class TradeProducer:
         self.stats = DeliveryStats()
         self._exchange_header = exchange.name.encode()
         self._format_header = exchange.payload_format.encode()
-        self._producer = Producer(producer_config(settings, **config_overrides))
+        self._producer = Producer(producer_config(settings.kafka, **config_overrides))
 
     def check_ready(self, timeout: float = 10.0) -> None:
         """Fail fast with a clear message when the broker or the topic is missing."""

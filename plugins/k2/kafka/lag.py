@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from k2.settings import Settings
+from k2.settings import KafkaSettings
 
 
 @dataclass(frozen=True)
@@ -24,12 +24,12 @@ def committed_offsets(progress: dict[str, Any], topic: str) -> dict[int, int]:
     return {int(p): o for p, o in (progress.get("end_offsets") or {}).get(topic, {}).items()}
 
 
-def offsets_consumer(settings: Settings, group: str):  # -> confluent_kafka.Consumer; reads offsets, commits none
+def offsets_consumer(kafka: KafkaSettings, group: str):  # -> confluent_kafka.Consumer; reads offsets, commits none
     from confluent_kafka import Consumer
 
     return Consumer(
         {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "bootstrap.servers": kafka.bootstrap_servers,
             "group.id": group,
             "enable.auto.commit": False,
             "log_level": 0,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from k2.errors import K2Error
 from k2.log import get_logger
-from k2.settings import Settings
+from k2.settings import KafkaSettings, Settings
 
 log = get_logger(__name__)
 
@@ -31,10 +31,10 @@ def exchange_topics(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-def admin_client(settings: Settings):  # -> confluent_kafka.admin.AdminClient
+def admin_client(kafka: KafkaSettings):  # -> confluent_kafka.admin.AdminClient
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers, "log_level": 3})
+    return AdminClient({"bootstrap.servers": kafka.bootstrap_servers, "log_level": 3})
 
 
 def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None, timeout: float = 30.0) -> dict[str, str]:
@@ -49,7 +49,7 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None, time
     )
 
     specs = exchange_topics(settings) if specs is None else specs
-    admin = admin_client(settings)
+    admin = admin_client(settings.kafka)
     try:
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:

@@ -161,7 +161,7 @@ def kafka_lag(settings: Settings, exchange: str) -> tuple[int | None, float | No
 
     topic = settings.topic_for(exchange)
     committed = committed_offsets(read_json(StreamPaths.of(settings, exchange).progress) or {}, topic)
-    consumer = offsets_consumer(settings, f"k2-monitor-{exchange}")
+    consumer = offsets_consumer(settings.kafka, f"k2-monitor-{exchange}")
     try:
         lag = measure_lag(consumer, topic, committed, with_age=True)
     finally:

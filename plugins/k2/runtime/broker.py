@@ -108,8 +108,8 @@ class LocalKafkaBroker:
                 f"another Kafka broker holds the lock on {self.data_dir}",
                 "stop that broker (see `ps aux | grep kafka.Kafka`) before starting this one.",
             )
-        java = require_java(self.settings)
-        jars = installed_jars(self.settings).kafka_broker
+        java = require_java(self.settings.jvm)
+        jars = installed_jars(self.settings.jvm).kafka_broker
         for port in (self.settings.kafka.port, self.settings.kafka.controller_port):
             require_free_port(self.settings.kafka.host, port, "K2_KAFKA_PORT / K2_KAFKA_CONTROLLER_PORT")
         self._prepare_dirs()

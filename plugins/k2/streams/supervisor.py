@@ -124,7 +124,7 @@ class StreamSupervisor:
 
         topic = self.settings.topic_for(self.exchange)
         if self._consumer is None:
-            self._consumer = offsets_consumer(self.settings, f"k2-supervisor-{self.exchange}")
+            self._consumer = offsets_consumer(self.settings.kafka, f"k2-supervisor-{self.exchange}")
         lag = measure_lag(self._consumer, topic, committed_offsets(progress, topic), with_age=False)
         return None if lag is None else lag.records
 
