@@ -30,7 +30,7 @@ def bronze_settlement(settings: Settings, exchange: str, end: dt.datetime, timeo
     topic = settings.topic_for(exchange)
     progress = read_json(StreamPaths.of(settings, exchange).progress) or {}
     committed = committed_offsets(progress, topic)
-    consumer = offsets_consumer(settings, f"k2-settle-{exchange}")
+    consumer = offsets_consumer(settings.kafka, f"k2-settle-{exchange}")
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if meta is None or meta.error is not None:
