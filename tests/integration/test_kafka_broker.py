@@ -123,7 +123,7 @@ def test_cluster_ids_starting_with_a_dash_format(tmp_path: Path, jars, monkeypat
     """A regression: such an id was once read as a command-line option by Kafka's storage tool."""
     import base64
 
-    from k2.kafka import broker as broker_module
+    from k2.runtime import broker as broker_module
 
     dashed = next(i for i in iter(broker_module.new_cluster_id, None) if i.startswith("-"))
     monkeypatch.setattr(broker_module, "new_cluster_id", lambda: dashed)
