@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal as D
 
 import pytest
 
 from k2.medallion.interval import Interval
 from k2.medallion.job import quality_gate, run
+from k2.medallion.silver import SilverAccountingError
 from k2.quality import QualityGateFailed
 from tests.integration.medallion_fixtures import at, binance, kraken, naive, own_lake, table_rows, write_bronze
 
@@ -270,3 +272,74 @@ def test_empty_interval_is_known_from_metadata_alone(lake) -> None:
     assert bronze_rows_at_most(lake, "kraken", at("2026-11-20T10:00:00"), at("2026-11-20T11:00:00")) >= 3
     assert bronze_rows_at_most(lake, "binance", at("2026-11-20T11:00:00"), at("2026-11-20T12:00:00")) == 0
     assert bronze_rows_at_most(lake, "kraken", at("2026-11-19T10:00:00"), at("2026-11-19T11:00:00")) == 0
+
+
+H13 = Interval("binance", at("2026-11-20T13:00:00"), at("2026-11-20T14:00:00"))
+
+
+def poisoned(payload: bytes, **fields) -> bytes:
+    """A Binance payload with some of its trade's fields replaced (values as Python JSON values)."""
+    message = json.loads(payload)
+    message["data"].update(fields)
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+def test_poison_records_are_dead_letters_and_neither_layer_fails(spark, lake) -> None:
+    """Measured before: "T":9999999999999999 among valid trades failed Silver with 'long overflow'
+    (Spark 4 ANSI mode), and so would a price x quantity past DECIMAL(38,18). Now each is a dead
+    letter, the valid trades of the interval reach Silver and Gold, and the real quality gates pass."""
+    ts = "2026-11-20T13:00:40"
+    write_bronze(
+        spark,
+        lake,
+        "binance",
+        [
+            (0, 30, ts, binance(40, "100.00", "1.00000", "2026-11-20T13:00:05")),
+            (0, 31, ts, poisoned(binance(41, "100.00", "1.0", "2026-11-20T13:00:06"), T=9999999999999999)),
+            (0, 32, ts, poisoned(binance(42, "100.00", "1.0", "2026-11-20T13:00:06"), t="abc")),
+            (0, 33, ts, binance(43, "999999999999", "999999999999", "2026-11-20T13:00:07")),
+            (0, 34, ts, binance(44, "102.00", "2.00000", "2026-11-20T13:00:08", buyer_maker=True)),
+        ],
+    )
+    silver, gold = both_layers(spark, lake, H13, quality_gate(lake))
+    assert (silver.items, silver.silver_new, silver.duplicates) == (5, 2, 0)
+    assert silver.dead_letter_reasons == {
+        "timestamp_out_of_range": 1,
+        "invalid_trade_id": 1,
+        "quote_amount_overflow": 1,
+    }
+    trades = spark.table(f"{lake.lake.catalog_name}.silver.trades").where("kafka_offset >= 30").collect()
+    assert sorted(t.trade_id for t in trades) == ["40", "44"]
+    dead = {d.kafka_offset: d for d in spark.table(f"{lake.lake.catalog_name}.silver.dead_letter").collect()}
+    assert (dead[31].reason, dead[31].item_index) == ("timestamp_out_of_range", 0)
+    assert "field T (trade time, epoch ms)" in dead[31].detail and "9999999999999999" in dead[31].detail
+    assert dead[32].reason == "invalid_trade_id" and 'got "abc"' in dead[32].detail
+    assert dead[33].reason == "quote_amount_overflow" and "999999999999 x 999999999999" in dead[33].detail
+    assert bytes(dead[31].raw_value) == poisoned(
+        binance(41, "100.00", "1.0", "2026-11-20T13:00:06"), T=9999999999999999
+    )
+    assert gold.bars == {"1m": 1, "5m": 1, "1h": 1, "1d": 1} and all(q["passed"] for q in gold.quality.values())
+    (minute,) = [
+        r
+        for r in spark.table(f"{lake.lake.catalog_name}.gold.ohlcv_1m").collect()
+        if r.bar_start == naive("2026-11-20T13:00:00")
+    ]
+    assert (minute.trade_count, minute.volume_base, minute.volume_quote) == (2, D(3), D(304))
+
+
+def test_a_row_lost_before_the_write_fails_the_accounting(spark, lake, monkeypatch) -> None:
+    """A faulty anti-join (here: one that also drops trade 3) must not pass for a duplicate."""
+    from pyspark.sql import functions as F
+
+    import k2.medallion.silver as silver_step
+
+    real = silver_step.new_trades
+
+    def lossy(*args, **kwargs):
+        return real(*args, **kwargs).where(F.col("trade_id") != "3")
+
+    monkeypatch.setattr(silver_step, "new_trades", lossy)
+    with pytest.raises(SilverAccountingError, match="Silver accounting does not add up") as failed:
+        run(spark, lake, "silver", H10, no_gate)
+    assert "3 trades written + 1 duplicates (1 within the interval, 0 already in Silver)" in str(failed.value)
+    assert "!= 15 items" in str(failed.value)

@@ -106,10 +106,10 @@ class Binance(Exchange):
         from k2.exchanges.spark import (
             INT64_MAX,
             MAX_EPOCH_MS,
-            JsonField,
             candidates,
             epoch_ms_to_timestamp,
             payload_text,
+            read_fields,
             unparsed_reason,
         )
 
@@ -118,30 +118,35 @@ class Binance(Exchange):
         df = payload_text(bronze).withColumn(
             "msg", F.from_json("payload", "stream STRING, data MAP<STRING, VARIANT>").getField("data")
         )
-
-        def field(key: str, label: str) -> JsonField:
-            return JsonField(F.col("msg").getItem(key), key, label)
-
-        kind = field("e", "event type")
+        msg = F.col("msg").getItem
+        labels = {
+            "s": "symbol",
+            "t": "trade id",
+            "p": "price",
+            "q": "quantity",
+            "T": "trade time, epoch ms",
+            "E": "event time, epoch ms",
+            "m": "buyer is maker",
+        }
+        df, fields = read_fields(
+            df, [(key, label, msg(key)) for key, label in labels.items()], integers={"t", "T", "E"}
+        )
+        symbol, trade_id, price, quantity, trade_ms, event_ms, buyer_maker = fields
+        kind = F.try_variant_get(msg("e"), "$", "string")  # only a JSON string has the text "trade"
         error = F.coalesce(
             F.col("payload_error"),
             F.when(F.col("msg").isNull(), unparsed_reason()),
-            # only a JSON string has the text "trade"
-            F.when(F.coalesce(kind.text, F.lit("")) != "trade", F.lit("not_a_trade")),
+            F.when(F.coalesce(kind, F.lit("")) != "trade", F.lit("not_a_trade")),
         )
-        symbol, trade_id = field("s", "symbol"), field("t", "trade id")
-        price, quantity = field("p", "price"), field("q", "quantity")
-        trade_ms, event_ms = field("T", "trade time, epoch ms"), field("E", "event time, epoch ms")
-        buyer_maker = field("m", "buyer is maker")
         # the documented type of every field (absent ones are Silver's missing_*); E is not used
         # but a wrong one still means the message is not what Binance sends
         checks = [
-            symbol.check("invalid_symbol", symbol.is_string, "a string"),
+            symbol.must_be("invalid_symbol", "a string", "STRING"),
             *trade_id.integer_check("invalid_trade_id", 0, INT64_MAX),
-            price.check("invalid_price", price.is_string, "a decimal string"),
-            quantity.check("invalid_quantity", quantity.is_string, "a decimal string"),
+            price.must_be("invalid_price", "a decimal string", "STRING"),
+            quantity.must_be("invalid_quantity", "a decimal string", "STRING"),
             *trade_ms.integer_check("invalid_timestamp", 0, MAX_EPOCH_MS, "timestamp_out_of_range"),
-            buyer_maker.check("invalid_side", buyer_maker.is_boolean, "true or false"),
+            buyer_maker.must_be("invalid_side", "true or false", "BOOLEAN"),
             *event_ms.integer_check("invalid_timestamp", 0, MAX_EPOCH_MS, "timestamp_out_of_range"),
         ]
         side = F.try_variant_get(buyer_maker.value, "$", "boolean")
@@ -154,7 +159,7 @@ class Binance(Exchange):
             price_text=price.text,
             quantity_text=quantity.text,
             # "m": the buyer was the maker, so the aggressor sold
-            taker_side=F.when(buyer_maker.is_boolean, F.when(side, F.lit("sell")).otherwise(F.lit("buy"))),
+            taker_side=F.when(buyer_maker.type == "BOOLEAN", F.when(side, F.lit("sell")).otherwise(F.lit("buy"))),
             parse_error=error,
             checks=checks,
         )

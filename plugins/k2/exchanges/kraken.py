@@ -109,9 +109,9 @@ class Kraken(Exchange):
         from k2.exchanges.spark import (
             INT64_MAX,
             Check,
-            JsonField,
             candidates,
             payload_text,
+            read_fields,
             rfc3339_to_timestamp,
             unparsed_reason,
         )
@@ -140,13 +140,20 @@ class Kraken(Exchange):
         df = df.withColumn("parse_error", error).withColumn("message_detail", kind_detail)
         df = df.select("*", F.posexplode(items).alias("pos", "trade"))
 
-        def field(key: str, label: str) -> JsonField:
-            return JsonField(F.try_variant_get("trade", f"$.{key}", "variant"), key, label)
-
-        symbol, side, order_type = field("symbol", "symbol"), field("side", "side"), field("ord_type", "order type")
-        price, quantity = field("price", "price"), field("qty", "quantity")
-        trade_id, timestamp = field("trade_id", "trade id"), field("timestamp", "trade time")
-        event_time = rfc3339_to_timestamp(timestamp)
+        labels = {
+            "symbol": "symbol",
+            "side": "side",
+            "price": "price",
+            "qty": "quantity",
+            "ord_type": "order type",
+            "trade_id": "trade id",
+            "timestamp": "trade time",
+        }
+        item = [(key, label, F.try_variant_get("trade", f"$.{key}", "variant")) for key, label in labels.items()]
+        df, (symbol, side, price, quantity, order_type, trade_id, timestamp) = read_fields(df, item, {"trade_id"})
+        # a column of its own: the checks and the output refer to it (parsed once a row, not thrice)
+        df = df.withColumn("_event_time", rfc3339_to_timestamp(timestamp))
+        event_time = F.col("_event_time")
         # the documented type of every field (absent ones are Silver's missing_*; ord_type is not
         # used, so it may be absent, but not of another kind)
         checks = [
@@ -154,24 +161,20 @@ class Kraken(Exchange):
             Check(
                 "invalid_trade_item",
                 symbol.value.isNull() & ~F.schema_of_variant("trade").startswith("OBJECT"),
-                F.concat(
-                    F.lit("data["),
-                    F.col("pos").cast("string"),
-                    F.lit("] is not a trade object: "),
-                    F.substring(F.to_json("trade"), 1, 100),
-                ),
+                F.concat(F.lit("data["), F.col("pos").cast("string"), F.lit("] is not a trade object: ")),
+                F.col("trade"),
             ),
-            symbol.check("invalid_symbol", symbol.is_string, "a string"),
-            side.check("invalid_side", side.is_string & side.text.isin("buy", "sell"), '"buy" or "sell"'),
-            price.check("invalid_price", price.is_number, "a JSON number"),
-            quantity.check("invalid_quantity", quantity.is_number, "a JSON number"),
-            order_type.check(
-                "invalid_order_type",
-                order_type.is_string & order_type.text.isin("market", "limit"),
-                '"market" or "limit"',
+            symbol.must_be("invalid_symbol", "a string", "STRING"),
+            side.must_be("invalid_side", '"buy" or "sell"', "STRING", also=side.text.isin("buy", "sell")),
+            price.must_be("invalid_price", "a JSON number", "BIGINT", "DECIMAL", "DOUBLE"),
+            quantity.must_be("invalid_quantity", "a JSON number", "BIGINT", "DECIMAL", "DOUBLE"),
+            order_type.must_be(
+                "invalid_order_type", '"market" or "limit"', "STRING", also=order_type.text.isin("market", "limit")
             ),
             *trade_id.integer_check("invalid_trade_id", 0, INT64_MAX),
-            timestamp.check("invalid_timestamp", event_time.isNotNull(), "an RFC 3339 time (2024-01-01T00:00:00.1Z)"),
+            timestamp.must_be(
+                "invalid_timestamp", "an RFC 3339 time (2024-01-01T00:00:00.1Z)", "STRING", also=event_time.isNotNull()
+            ),
         ]
         return candidates(
             df,

@@ -198,6 +198,7 @@ def run_silver(spark: SparkSession, settings: Settings, interval: Interval, gate
     classified = classify_items(settings, exchange, bronze)
     try:
         accounting = account(classified)
+        bronze.unpersist()  # cached by the quality gate; the classified rows are cached from here on
         known = known_trades(spark, settings, exchange.name, classified, accounting.valid_span)
         known_dead = known_dead_letters(spark, settings, interval, classified)
         trades = new_trades(spark, settings, exchange.name, classified, accounting.valid_span, now)
