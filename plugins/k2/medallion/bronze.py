@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from k2.lake.names import bronze_id, qualified
-from k2.settings import Settings
+from k2.settings import LakeSettings, Settings
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
 
-def bronze_table_name(settings: Settings, exchange: str) -> str:
-    return qualified(settings.lake.catalog_name, bronze_id(exchange))
+def bronze_table_name(lake: LakeSettings, exchange: str) -> str:
+    return qualified(lake.catalog_name, bronze_id(exchange))
 
 
 def read_kafka(spark: SparkSession, settings: Settings, exchange: str) -> DataFrame:
@@ -47,5 +47,5 @@ def start_bronze_query(spark: SparkSession, settings: Settings, exchange: str, c
         # default for partitioned tables), and rows of several days in one task need no sort
         .option("distribution-mode", "none")
         .option("fanout-enabled", "true")
-        .toTable(bronze_table_name(settings, exchange))
+        .toTable(bronze_table_name(settings.lake, exchange))
     )

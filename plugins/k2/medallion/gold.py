@@ -12,7 +12,7 @@ from k2.lake.tables import SILVER_TRADES, gold_table
 from k2.medallion.interval import Interval
 from k2.medallion.lakeio import between, merge_bars
 from k2.medallion.reports import GoldReport
-from k2.settings import Settings
+from k2.settings import LakeSettings, Settings
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -43,7 +43,7 @@ def touched_minutes(silver: DataFrame, interval: Interval) -> list:
 
 
 def recompute_bars(
-    spark: SparkSession, settings: Settings, interval: Interval, silver: DataFrame, touched: list, now: Column
+    spark: SparkSession, lake: LakeSettings, interval: Interval, silver: DataFrame, touched: list, now: Column
 ) -> dict[str, DataFrame]:
     """Every bar of every width that holds a touched minute, materialised (bars are small: they feed
     the roll-ups, the gates and the MERGE, which cannot plan a source that still reads other
@@ -62,7 +62,7 @@ def recompute_bars(
         .drop("_bar")
     )
     bars = {"1m": minute_bars(trades, now).localCheckpoint()}
-    gold_1m = spark.table(qualified(settings.lake.catalog_name, gold_table("1m").identifier))
+    gold_1m = spark.table(qualified(lake.catalog_name, gold_table("1m").identifier))
     for name in GOLD_INTERVAL_NAMES[1:]:
         seconds = INTERVAL_SECONDS[name]
         first = floor_time(lo, dt.timedelta(seconds=seconds))
@@ -84,7 +84,7 @@ def recompute_bars(
 
 
 def publish(
-    spark: SparkSession, settings: Settings, exchange: str, bars: dict[str, DataFrame], touched: list
+    spark: SparkSession, lake: LakeSettings, exchange: str, bars: dict[str, DataFrame], touched: list
 ) -> dict[str, int]:
     """MERGE each width's bars into its table; returns bars per width."""
     from k2.medallion.transforms.gold import BAR_KEY, INTERVAL_SECONDS, MEASURES
@@ -97,7 +97,7 @@ def publish(
         merge_bars(
             spark,
             frame,
-            qualified(settings.lake.catalog_name, gold_table(name).identifier),
+            qualified(lake.catalog_name, gold_table(name).identifier),
             exchange,
             (floor_time(lo, width), hi + width),
             BAR_KEY,
@@ -117,8 +117,8 @@ def run_gold(spark: SparkSession, settings: Settings, interval: Interval, gate: 
     touched = touched_minutes(silver, interval)
     if not touched:
         return report
-    bars = recompute_bars(spark, settings, interval, silver, touched, F.current_timestamp())
+    bars = recompute_bars(spark, settings.lake, interval, silver, touched, F.current_timestamp())
     for name, frame in bars.items():  # every gate passes before any bar is published
         report.quality[name] = gate(f"gold_{name}", frame, interval)
-    report.bars = publish(spark, settings, interval.exchange, bars, touched)
+    report.bars = publish(spark, settings.lake, interval.exchange, bars, touched)
     return report

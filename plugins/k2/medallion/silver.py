@@ -23,7 +23,7 @@ from k2.lake.tables import DEAD_LETTER, SILVER_TRADES, bronze_table
 from k2.medallion.interval import Interval
 from k2.medallion.lakeio import append, between
 from k2.medallion.reports import SilverReport
-from k2.settings import Settings
+from k2.settings import LakeSettings, Settings
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -45,8 +45,8 @@ class Accounting:
     later_copies: int = 0  # valid items that repeat an earlier one of the interval: duplicates within it
 
 
-def read_bronze(spark: SparkSession, settings: Settings, exchange: Exchange, interval: Interval) -> DataFrame:
-    table = qualified(settings.lake.catalog_name, bronze_table(exchange.name).identifier)
+def read_bronze(spark: SparkSession, lake: LakeSettings, exchange: Exchange, interval: Interval) -> DataFrame:
+    table = qualified(lake.catalog_name, bronze_table(exchange.name).identifier)
     return spark.table(table).where(between("kafka_timestamp", interval.start, interval.end))
 
 
@@ -95,12 +95,12 @@ def account(classified: DataFrame) -> Accounting:
     )
 
 
-def silver_keys(spark: SparkSession, settings: Settings, exchange: str, span: tuple) -> DataFrame:
+def silver_keys(spark: SparkSession, lake: LakeSettings, exchange: str, span: tuple) -> DataFrame:
     """Keys of the exchange's Silver trades in an event-time span (its partitions only)."""
     from pyspark.sql import functions as F
 
     return (
-        spark.table(qualified(settings.lake.catalog_name, SILVER_TRADES.identifier))
+        spark.table(qualified(lake.catalog_name, SILVER_TRADES.identifier))
         .where(
             (F.col("exchange") == exchange)
             & (F.col("event_time") >= F.lit(span[0]))
@@ -111,7 +111,7 @@ def silver_keys(spark: SparkSession, settings: Settings, exchange: str, span: tu
 
 
 def known_trades(
-    spark: SparkSession, settings: Settings, exchange: str, classified: DataFrame, span: tuple | None
+    spark: SparkSession, lake: LakeSettings, exchange: str, classified: DataFrame, span: tuple | None
 ) -> int:
     """First copies of the valid trades that Silver already holds (duplicates across intervals),
     counted on their own: a semi-join, not what the anti-join in ``new_trades`` left out."""
@@ -120,11 +120,11 @@ def known_trades(
     if span is None:
         return 0
     first = classified.where((F.col("copy") == 1) & F.col("reason").isNull()).select("symbol", "trade_id")
-    return first.join(silver_keys(spark, settings, exchange, span), ["symbol", "trade_id"], "left_semi").count()
+    return first.join(silver_keys(spark, lake, exchange, span), ["symbol", "trade_id"], "left_semi").count()
 
 
 def new_trades(
-    spark: SparkSession, settings: Settings, exchange: str, classified: DataFrame, span: tuple | None, now: Column
+    spark: SparkSession, lake: LakeSettings, exchange: str, classified: DataFrame, span: tuple | None, now: Column
 ) -> DataFrame:
     """The first copy of each valid trade, less the trades Silver already holds (duplicates across
     intervals), looked up in the partitions of the valid trades' event-time span only."""
@@ -135,42 +135,42 @@ def new_trades(
     fresh = to_trades(classified.where(F.col("copy") == 1), exchange, now)
     if span is None:
         return fresh
-    return fresh.join(silver_keys(spark, settings, exchange, span), list(SILVER_TRADES.identifier_columns), "left_anti")
+    return fresh.join(silver_keys(spark, lake, exchange, span), list(SILVER_TRADES.identifier_columns), "left_anti")
 
 
-def recorded_dead_letters(spark: SparkSession, settings: Settings, interval: Interval) -> DataFrame:
+def recorded_dead_letters(spark: SparkSession, lake: LakeSettings, interval: Interval) -> DataFrame:
     """Keys of the dead letters an earlier run of the interval recorded."""
     from pyspark.sql import functions as F
 
     return (
-        spark.table(qualified(settings.lake.catalog_name, DEAD_LETTER.identifier))
+        spark.table(qualified(lake.catalog_name, DEAD_LETTER.identifier))
         .where((F.col("exchange") == interval.exchange) & between("kafka_timestamp", interval.start, interval.end))
         .select(*DEAD_LETTER.identifier_columns)
     )
 
 
 def new_dead_letters(
-    spark: SparkSession, settings: Settings, interval: Interval, classified: DataFrame, now: Column
+    spark: SparkSession, lake: LakeSettings, interval: Interval, classified: DataFrame, now: Column
 ) -> DataFrame:
     """Rejected items, less those an earlier run of the interval already recorded."""
     from k2.medallion.transforms.silver import to_dead_letters
 
-    seen = recorded_dead_letters(spark, settings, interval)
+    seen = recorded_dead_letters(spark, lake, interval)
     return to_dead_letters(classified, interval.exchange, now).join(
         seen, list(DEAD_LETTER.identifier_columns), "left_anti"
     )
 
 
-def known_dead_letters(spark: SparkSession, settings: Settings, interval: Interval, classified: DataFrame) -> int:
+def known_dead_letters(spark: SparkSession, lake: LakeSettings, interval: Interval, classified: DataFrame) -> int:
     """Rejected items an earlier run already recorded, counted on their own (a semi-join)."""
     from pyspark.sql import functions as F
 
     key = list(DEAD_LETTER.identifier_columns)
     rejected = classified.where(F.col("reason").isNotNull()).select(*key)
-    return rejected.join(recorded_dead_letters(spark, settings, interval), key, "left_semi").count()
+    return rejected.join(recorded_dead_letters(spark, lake, interval), key, "left_semi").count()
 
 
-def write(settings: Settings, trades: DataFrame, dead: DataFrame, label: str) -> tuple[int, int]:
+def write(lake: LakeSettings, trades: DataFrame, dead: DataFrame, label: str) -> tuple[int, int]:
     """Appends both; returns the numbers of trades and dead letters, counted while they are written."""
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
@@ -178,11 +178,11 @@ def write(settings: Settings, trades: DataFrame, dead: DataFrame, label: str) ->
     written, rejected = Observation(f"silver_new_{label}"), Observation(f"silver_dead_{label}")
     append(
         trades.observe(written, F.count(F.lit(1)).alias("rows")),
-        qualified(settings.lake.catalog_name, SILVER_TRADES.identifier),
+        qualified(lake.catalog_name, SILVER_TRADES.identifier),
     )
     append(
         dead.observe(rejected, F.count(F.lit(1)).alias("rows")),
-        qualified(settings.lake.catalog_name, DEAD_LETTER.identifier),
+        qualified(lake.catalog_name, DEAD_LETTER.identifier),
     )
     return written.get["rows"], rejected.get["rows"]
 
@@ -193,18 +193,18 @@ def run_silver(spark: SparkSession, settings: Settings, interval: Interval, gate
     exchange = get_exchange(interval.exchange)
     now = F.current_timestamp()
     report = SilverReport(exchange.name, interval.start.isoformat(), interval.end.isoformat())
-    bronze = read_bronze(spark, settings, exchange, interval)
+    bronze = read_bronze(spark, settings.lake, exchange, interval)
     report.quality["bronze"] = gate("bronze", bronze, interval)
     classified = classify_items(settings, exchange, bronze)
     try:
         accounting = account(classified)
         bronze.unpersist()  # cached by the quality gate; the classified rows are cached from here on
-        known = known_trades(spark, settings, exchange.name, classified, accounting.valid_span)
-        known_dead = known_dead_letters(spark, settings, interval, classified)
-        trades = new_trades(spark, settings, exchange.name, classified, accounting.valid_span, now)
-        dead = new_dead_letters(spark, settings, interval, classified, now)
+        known = known_trades(spark, settings.lake, exchange.name, classified, accounting.valid_span)
+        known_dead = known_dead_letters(spark, settings.lake, interval, classified)
+        trades = new_trades(spark, settings.lake, exchange.name, classified, accounting.valid_span, now)
+        dead = new_dead_letters(spark, settings.lake, interval, classified, now)
         report.quality["silver"] = gate("silver", trades, interval)
-        report.silver_new, report.dead_letters_new = write(settings, trades, dead, interval.label)
+        report.silver_new, report.dead_letters_new = write(settings.lake, trades, dead, interval.label)
         trades.unpersist()  # cached by the quality gate
     finally:
         classified.unpersist()

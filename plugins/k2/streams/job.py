@@ -122,7 +122,7 @@ def start_query(settings: Settings, exchange: str, paths: StreamPaths):
     from k2.streams.listener import ProgressListener
 
     spark = build_spark_session(settings, f"k2-bronze-{exchange}")
-    table = bronze_table_name(settings, exchange)
+    table = bronze_table_name(settings.lake, exchange)
     try:
         spark.table(table)
     except Exception as exc:
