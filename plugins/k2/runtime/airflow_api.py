@@ -4,13 +4,17 @@ instead of an `airflow` CLI process, which costs seconds of CPU each on a small 
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
 
 from k2.errors import K2Error
+from k2.log import get_logger
 from k2.runtime.airflow import AirflowServices
+
+log = get_logger(__name__)
 
 
 class AirflowApi:
@@ -24,21 +28,38 @@ class AirflowApi:
             self._token = self._send("POST", "/auth/token", body, auth=False)["access_token"]
         return self._token
 
-    def _send(self, method: str, path: str, body: dict | None = None, *, auth: bool = True) -> Any:
+    def _send(self, method: str, path: str, body: dict | None = None, *, auth: bool = True, attempts: int = 5) -> Any:
+        """One API call; a server error (on SQLite: "database is locked" while the scheduler
+        writes) or a refused connection is retried with back-off, since every call is idempotent."""
+        delay = 1.0
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._send_once(method, path, body, auth=auth)
+            except (urllib.error.HTTPError, urllib.error.URLError) as exc:
+                code = getattr(exc, "code", None)
+                if (code is not None and code < 500) or attempt == attempts:
+                    raise self._error(method, path, exc) from exc
+                log.warning("airflow.api_retry", method=method, path=path, attempt=attempt, error=str(exc)[:200])
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def _send_once(self, method: str, path: str, body: dict | None, *, auth: bool) -> Any:
         headers = {"Content-Type": "application/json"}
         if auth:
             headers["Authorization"] = f"Bearer {self._token_now()}"
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(f"{self.airflow.url}{path}", data, headers, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            detail = exc.read()[:500].decode(errors="replace")
-            raise K2Error(
-                f"Airflow API {method} {path} answered {exc.code}: {detail}",
-                f"check the API server log in {self.airflow.log_dir}.",
-            ) from exc
+        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            return json.loads(response.read() or b"{}")
+
+    def _error(self, method: str, path: str, exc: Exception) -> K2Error:
+        detail = exc.read()[:500].decode(errors="replace") if isinstance(exc, urllib.error.HTTPError) else str(exc)
+        code = getattr(exc, "code", "no answer")
+        return K2Error(
+            f"Airflow API {method} {path} answered {code}: {detail}",
+            f"check the API server log in {self.airflow.log_dir}.",
+        )
 
     def dag_ids(self) -> set[str]:
         """DAGs the DAG processor has registered."""
@@ -48,8 +69,13 @@ class AirflowApi:
         self._send("PATCH", f"/api/v2/dags/{urllib.parse.quote(dag_id)}", {"is_paused": False})
 
     def trigger(self, dag_id: str, run_id: str, conf: dict | None = None) -> None:
+        """Create the run; a run of that id already there (an earlier attempt got through) is it."""
         body = {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}}
-        self._send("POST", f"/api/v2/dags/{urllib.parse.quote(dag_id)}/dagRuns", body)
+        try:
+            self._send("POST", f"/api/v2/dags/{urllib.parse.quote(dag_id)}/dagRuns", body)
+        except K2Error as exc:
+            if "answered 409" not in exc.cause:
+                raise
 
     def run_state(self, dag_id: str, run_id: str) -> str:
         return self._send("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").get("state", "")
