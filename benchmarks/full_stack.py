@@ -49,7 +49,7 @@ from k2.monitoring.metrics import added_files, kafka_lag, read_columns
 from k2.runtime import procs
 from k2.runtime.airflow import AirflowServices
 from k2.runtime.airflow_api import AirflowApi
-from k2.runtime.stack import bring_down, bring_up, feed_pid_file
+from k2.runtime.stack import bring_down, bring_up, feed_pid_file, start_feed
 from k2.settings import Settings, load_settings
 
 RATES = {"binance": 10_000, "kraken": 500}
@@ -236,26 +236,7 @@ def switch_feeds(settings: Settings, duration_s: float) -> None:
     """Replace `k2 up`'s feeds by the load: same pid files, so `k2 down` stops these too."""
     for exchange, rate in RATES.items():
         procs.stop(feed_pid_file(settings, exchange))
-        procs.spawn(
-            [
-                sys.executable,
-                "-m",
-                "k2.cli",
-                "feed",
-                "--exchange",
-                exchange,
-                "--mode",
-                "sim",
-                "--rate",
-                str(rate),
-                "--duration",
-                str(int(duration_s)),
-                "--seed",
-                str(int(time.time())),
-            ],
-            pid_file=feed_pid_file(settings, exchange),
-            log_file=settings.logs_dir / "feeds" / f"{exchange}-load.log",
-        )
+        start_feed(settings, exchange, rate=rate, duration_s=duration_s)
 
 
 def wait_run(api: AirflowApi, dag_id: str, run_id: str, timeout_s: float) -> str:

@@ -135,29 +135,23 @@ def feed_pid_file(settings: Settings, exchange: str):
     return settings.run_dir / f"feed-{exchange}.pid"
 
 
-def start_feed(settings: Settings, exchange: str) -> None:
+def start_feed(
+    settings: Settings, exchange: str, *, rate: float | None = None, duration_s: float | None = None
+) -> None:
+    """A simulated feed for ``exchange`` (at K2_FEED_SIM_RATE unless ``rate`` is given), detached."""
     pid_file = feed_pid_file(settings, exchange)
     if procs.running_pid(pid_file):
         return
+    rate = settings.airflow.feed_sim_rate if rate is None else rate
+    command = [sys.executable, "-m", "k2.cli", "feed", "--exchange", exchange, "--mode", "sim", "--rate", str(rate)]
+    if duration_s:
+        command += ["--duration", str(int(duration_s))]
     pid = procs.spawn(
-        [
-            sys.executable,
-            "-m",
-            "k2.cli",
-            "feed",
-            "--exchange",
-            exchange,
-            "--mode",
-            "sim",
-            "--rate",
-            str(settings.airflow.feed_sim_rate),
-            "--seed",
-            str(int(time.time())),
-        ],
+        [*command, "--seed", str(int(time.time()))],
         pid_file=pid_file,
         log_file=settings.logs_dir / "feeds" / f"{exchange}.log",
     )
-    log.info("feed.spawned", exchange=exchange, pid=pid, rate=settings.airflow.feed_sim_rate)
+    log.info("feed.spawned", exchange=exchange, pid=pid, rate=rate)
 
 
 def wait_streams_running(settings: Settings, timeout_s: float = 420.0) -> None:
