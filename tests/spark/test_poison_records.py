@@ -8,6 +8,8 @@ Silver's common rules, as the Silver job does."""
 from __future__ import annotations
 
 import datetime as dt
+import importlib
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -376,6 +378,71 @@ def test_kraken_poison_elements_become_dead_letters_at_their_index(spark: SparkS
     ]
     trades = to_trades(parsed, "kraken", F.lit(INGESTED_AT)).collect()
     assert sorted(t.trade_id for t in trades) == ["1", "3", "4"]
+
+
+# --- payloads in the exchange's own layout take the fast path; every other layout the VARIANT one ----
+def spaced(payload: bytes) -> bytes:
+    """The same JSON in another layout (a space after each colon): not canonical."""
+    return payload.replace(b'":', b'": ')
+
+
+BOTH_PATHS = {
+    "binance": [
+        binance_payload(1, {}),
+        binance_payload(2, {"m": "true", "p": '"0.00001234"', "q": '"123456.5"'}),
+        binance_payload(3, {"t": "999999999999999999"}),  # the largest id the layout admits
+        binance_payload(4, {"p": '"abc"'}),  # of its type, so canonical, then rejected by Silver
+        binance_payload(5, {"T": str(TRADE_MS + 86_400_000)}),  # canonical, a day ahead: future
+    ],
+    "kraken": [
+        kraken_payload(
+            [
+                kraken_item(1, {}),
+                kraken_item(2, {"side": '"sell"', "price": "0.04921234", "qty": "12.34567891", "ord_type": '"limit"'}),
+                kraken_item(3, {"timestamp": '"2026-13-20T10:00:05Z"'}),  # canonical, but not a date
+                kraken_item(4, {"price": "0"}),
+            ]
+        ),
+        kraken_payload([kraken_item(5, {"qty": "123456789012345"})], kind="snapshot"),  # 15 digits
+    ],
+}
+
+
+def number(text: str | None) -> Decimal | str | None:
+    """A decimal text by its value (the paths may write 0.01000000 as 0.01), any other as itself."""
+    try:
+        return None if text is None else Decimal(text)
+    except ArithmeticError:
+        return text
+
+
+@pytest.mark.parametrize("name", sorted(BOTH_PATHS))
+def test_fast_and_variant_paths_agree(spark: SparkSession, name: str) -> None:
+    """The canonical payloads are read from STRING values, the spaced ones as VARIANT: same trades,
+    same values, same reasons and details."""
+    canonical = importlib.import_module(f"k2.exchanges.{name}").CANONICAL
+    payloads = BOTH_PATHS[name]
+    assert all(re.search(canonical, p.decode()) for p in payloads)
+    assert not any(re.search(canonical, spaced(p).decode()) for p in payloads)
+    rows = classified(spark, name, payloads + [spaced(p) for p in payloads])
+
+    def outcome(row: Row) -> tuple:
+        money = [number(t) for t in (row.price_text, row.quantity_text)]
+        return (
+            row.item_index,
+            row.exchange_symbol,
+            row.trade_id,
+            row.event_time,
+            *money,
+            row.taker_side,
+            row.reason,
+            row.detail,
+        )
+
+    fast = sorted((o, outcome(r)) for (o, _), r in rows.items() if o < len(payloads))
+    slow = sorted((o - len(payloads), outcome(r)) for (o, _), r in rows.items() if o >= len(payloads))
+    assert fast == slow
+    assert {r.reason for r in rows.values()} > {None}  # valid trades and rejected ones, on both paths
 
 
 # --- Gold: sums that cannot overflow, and do not fail if they still would ----------------------------

@@ -18,6 +18,20 @@ from k2.exchanges.base import Exchange, Frame, FrameKind, Instrument, TradeBatch
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
+# What Binance sends, in its layout (keys in this order, no whitespace), every value of its documented
+# type: integers that fit their range (ids below 1e18, times below 1e14 ms, year 5138), strings
+# without escapes. Payloads that match are parsed once and need no type checks (k2.exchanges.spark).
+CANONICAL = (
+    r'^\{"stream":"[^"\\]*","data":\{"e":"trade","E":(?:0|[1-9][0-9]{0,13}),"s":"[^"\\]*",'
+    r'"t":(?:0|[1-9][0-9]{0,17}),"p":"[^"\\]*","q":"[^"\\]*","T":(?:0|[1-9][0-9]{0,13}),'
+    r'"m":(?:true|false),"M":(?:true|false)\}\}$'
+)
+# the trade's keys, as the STRING parse reads them, and the names they are known by from then on
+_KEYS = "e: STRING, E: STRING, s: STRING, t: STRING, p: STRING, q: STRING, T: STRING, m: STRING"
+_NAMES = (
+    "struct<kind: string, event_ms: string, symbol: string, trade_id: string, price: string, quantity: string, "
+    "trade_ms: string, buyer_maker: string>"
+)
 _QUOTES = ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "BTC", "ETH", "BNB", "EUR", "TRY", "BRL", "JPY")
 
 
@@ -106,6 +120,7 @@ class Binance(Exchange):
         from k2.exchanges.spark import (
             INT64_MAX,
             MAX_EPOCH_MS,
+            FieldSource,
             candidates,
             epoch_ms_to_timestamp,
             payload_text,
@@ -113,30 +128,35 @@ class Binance(Exchange):
             unparsed_reason,
         )
 
-        # a map, not a struct: Binance's keys differ only in case ("t" id / "T" time), and Spark
-        # resolves struct fields case-insensitively; map lookups are exact
+        # Binance's keys differ only in case ("t" id / "T" time): the JSON parser tells them apart,
+        # Spark's column resolution does not, so the parsed struct is renamed (by position) at once
         df = payload_text(bronze).withColumn(
-            "msg", F.from_json("payload", "stream STRING, data MAP<STRING, VARIANT>").getField("data")
+            "msg", F.from_json("payload", f"stream STRING, data STRUCT<{_KEYS}>").getField("data").cast(_NAMES)
         )
-        msg = F.col("msg").getItem
-        labels = {
-            "s": "symbol",
-            "t": "trade id",
-            "p": "price",
-            "q": "quantity",
-            "T": "trade time, epoch ms",
-            "E": "event time, epoch ms",
-            "m": "buyer is maker",
-        }
-        df, fields = read_fields(
-            df, [(key, label, msg(key)) for key, label in labels.items()], integers={"t", "T", "E"}
-        )
+        # payloads in Binance's own layout have their documented types: the others are read again,
+        # as VARIANT, to find which field is of the wrong type (see k2.exchanges.spark)
+        df = df.withColumn("_fast", F.col("payload").rlike(CANONICAL))
+        typed = F.from_json("payload", "stream STRING, data MAP<STRING, VARIANT>").getField("data")
+        df = df.withColumn("_typed", F.when(~F.col("_fast"), typed))
+        sources = [
+            FieldSource(key, label, kind, F.col(f"msg.{name}"), F.col("_typed").getItem(key))
+            for key, name, label, kind in (
+                ("s", "symbol", "symbol", "string"),
+                ("t", "trade_id", "trade id", "integer"),
+                ("p", "price", "price", "string"),
+                ("q", "quantity", "quantity", "string"),
+                ("T", "trade_ms", "trade time, epoch ms", "integer"),
+                ("E", "event_ms", "event time, epoch ms", "integer"),
+                ("m", "buyer_maker", "buyer is maker", "boolean"),
+            )
+        ]
+        df, fields = read_fields(df, F.col("_fast"), sources)
         symbol, trade_id, price, quantity, trade_ms, event_ms, buyer_maker = fields
-        kind = F.try_variant_get(msg("e"), "$", "string")  # only a JSON string has the text "trade"
         error = F.coalesce(
             F.col("payload_error"),
             F.when(F.col("msg").isNull(), unparsed_reason()),
-            F.when(F.coalesce(kind, F.lit("")) != "trade", F.lit("not_a_trade")),
+            # only a JSON string has the text "trade"
+            F.when(F.coalesce(F.col("msg.kind"), F.lit("")) != "trade", F.lit("not_a_trade")),
         )
         # the documented type of every field (absent ones are Silver's missing_*); E is not used
         # but a wrong one still means the message is not what Binance sends
@@ -149,7 +169,6 @@ class Binance(Exchange):
             buyer_maker.must_be("invalid_side", "true or false", "BOOLEAN"),
             *event_ms.integer_check("invalid_timestamp", 0, MAX_EPOCH_MS, "timestamp_out_of_range"),
         ]
-        side = F.try_variant_get(buyer_maker.value, "$", "boolean")
         return candidates(
             df,
             item_index=F.lit(0),
@@ -159,7 +178,10 @@ class Binance(Exchange):
             price_text=price.text,
             quantity_text=quantity.text,
             # "m": the buyer was the maker, so the aggressor sold
-            taker_side=F.when(buyer_maker.type == "BOOLEAN", F.when(side, F.lit("sell")).otherwise(F.lit("buy"))),
+            taker_side=F.when(
+                buyer_maker.type == "BOOLEAN", F.when(buyer_maker.text == "true", "sell").otherwise("buy")
+            ),
             parse_error=error,
             checks=checks,
+            checked=~F.col("_fast"),  # Binance's own layout has every type and range right
         )

@@ -19,7 +19,22 @@ from k2.errors import K2Error
 from k2.exchanges.base import Exchange, Frame, FrameKind, Instrument, TradeBatch, loads_or_none
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
+
+# an element of "data" as the STRING parse reads it (canonical messages only)
+_ITEM = (
+    "STRUCT<symbol: STRING, side: STRING, price: STRING, qty: STRING, ord_type: STRING, trade_id: STRING, "
+    "timestamp: STRING>"
+)
+# a JSON number of at most 15 digits (so the STRING parse, which goes through a double, keeps it exact)
+_NUMBER = r"(?=[0-9.]{1,15}[,}])(?:0|[1-9][0-9]*)(?:\.[0-9]+)?"
+_TRADE = (
+    r'\{"symbol":"[^"\\]*","side":"(?:buy|sell)","price":' + _NUMBER + r',"qty":' + _NUMBER + r","
+    r'"ord_type":"(?:market|limit)","trade_id":(?:0|[1-9][0-9]{0,17}),"timestamp":"[^"\\]*"\}'
+)
+# What Kraken sends, in its layout (keys in this order, no whitespace), every value of its documented
+# type: trade ids below 1e18, strings without escapes. Messages that match are parsed once.
+CANONICAL = r'^\{"channel":"trade","type":"(?:snapshot|update)","data":\[' + _TRADE + "(?:," + _TRADE + r")*\]\}$"
 
 
 class Kraken(Exchange):
@@ -109,6 +124,7 @@ class Kraken(Exchange):
         from k2.exchanges.spark import (
             INT64_MAX,
             Check,
+            FieldSource,
             candidates,
             payload_text,
             read_fields,
@@ -116,17 +132,31 @@ class Kraken(Exchange):
             unparsed_reason,
         )
 
-        # each element of "data" a VARIANT: one that is not a trade object rejects itself, not its
-        # message; prices and quantities keep every digit of their JSON numbers
-        df = payload_text(bronze)
-        df = df.withColumn("msg", F.from_json("payload", "channel STRING, type STRING, data ARRAY<VARIANT>"))
-        kind = F.col("msg.type")
+        # Messages in Kraken's own layout have their documented types and are parsed once, into
+        # STRING values (their numbers are exact: at most 15 digits). The others are parsed into
+        # VARIANT, each element of "data" on its own: one that is not a trade object, or has a field
+        # of the wrong type, rejects itself, not its message (see k2.exchanges.spark).
+        df = payload_text(bronze).withColumn("_fast", F.col("payload").rlike(CANONICAL))
+        fast = F.col("_fast")
+        df = df.withColumn(
+            "msg", F.when(fast, F.from_json("payload", f"channel STRING, type STRING, data ARRAY<{_ITEM}>"))
+        )
+        typed = F.from_json("payload", "channel STRING, type STRING, data ARRAY<VARIANT>")
+        df = df.withColumn("_typed", F.when(~fast, typed))
+
+        def either(field: str) -> Column:
+            return F.when(fast, F.col(f"msg.{field}")).otherwise(F.col(f"_typed.{field}"))
+
+        channel, kind = either("channel"), either("type")
+        parsed = F.when(fast, F.col("msg").isNotNull()).otherwise(F.col("_typed").isNotNull())
+        no_array = F.when(fast, F.col("msg.data").isNull()).otherwise(F.col("_typed.data").isNull())
+        trades = F.when(fast, F.size("msg.data")).otherwise(F.size("_typed.data"))
         error = F.coalesce(
             F.col("payload_error"),
-            F.when(F.col("msg").isNull() | F.col("msg.channel").isNull(), unparsed_reason()),
-            F.when((F.col("msg.channel") != "trade") | F.col("msg.data").isNull(), F.lit("not_a_trade")),
+            F.when(~parsed | channel.isNull(), unparsed_reason()),
+            F.when((channel != "trade") | no_array, F.lit("not_a_trade")),
             F.when(~F.coalesce(kind.isin("snapshot", "update"), F.lit(False)), F.lit("invalid_message_type")),
-            F.when(F.size("msg.data") == 0, F.lit("no_trades")),
+            F.when(trades == 0, F.lit("no_trades")),
         )
         kind_detail = F.when(
             error == "invalid_message_type",
@@ -135,34 +165,43 @@ class Kraken(Exchange):
                 F.coalesce(F.substring(kind, 1, 100), F.lit("nothing")),
             ),
         )
-        # a rejected message still yields one row (item_index -1) so it reaches the dead letters
-        items = F.when(error.isNull(), F.col("msg.data")).otherwise(F.array(F.lit(None).cast("variant")))
         df = df.withColumn("parse_error", error).withColumn("message_detail", kind_detail)
-        df = df.select("*", F.posexplode(items).alias("pos", "trade"))
-
-        labels = {
-            "symbol": "symbol",
-            "side": "side",
-            "price": "price",
-            "qty": "quantity",
-            "ord_type": "order type",
-            "trade_id": "trade id",
-            "timestamp": "trade time",
-        }
-        item = [(key, label, F.try_variant_get("trade", f"$.{key}", "variant")) for key, label in labels.items()]
-        df, (symbol, side, price, quantity, order_type, trade_id, timestamp) = read_fields(df, item, {"trade_id"})
+        # one row per element: the element itself where fast, its position in the VARIANT array
+        # elsewhere; a rejected message still yields one row (item_index -1) for the dead letters
+        nothing = F.lit(None).cast(_ITEM)
+        items = (
+            F.when(F.col("parse_error").isNotNull(), F.array(nothing))
+            .when(fast, F.col("msg.data"))
+            .otherwise(F.array_repeat(nothing, F.size("_typed.data")))
+        )
+        df = df.select("*", F.posexplode(items).alias("pos", "item"))
+        element = F.element_at(F.col("_typed.data"), F.col("pos") + 1)
+        df = df.withColumn("trade", F.when(F.col("parse_error").isNull() & ~fast, element))
+        sources = [
+            FieldSource(key, label, kind, F.col(f"item.{key}"), F.try_variant_get("trade", f"$.{key}", "variant"))
+            for key, label, kind in (
+                ("symbol", "symbol", "string"),
+                ("side", "side", "string"),
+                ("price", "price", "number"),
+                ("qty", "quantity", "number"),
+                ("ord_type", "order type", "string"),
+                ("trade_id", "trade id", "integer"),
+                ("timestamp", "trade time", "string"),
+            )
+        ]
+        df, (symbol, side, price, quantity, order_type, trade_id, timestamp) = read_fields(df, fast, sources)
         # a column of its own: the checks and the output refer to it (parsed once a row, not thrice)
         df = df.withColumn("_event_time", rfc3339_to_timestamp(timestamp))
         event_time = F.col("_event_time")
         # the documented type of every field (absent ones are Silver's missing_*; ord_type is not
         # used, so it may be absent, but not of another kind)
         checks = [
-            # a symbol-less element may be no object at all: its type is looked up for those only
+            # an element without a symbol may be no object at all: its type is looked up for those only
             Check(
                 "invalid_trade_item",
-                symbol.value.isNull() & ~F.schema_of_variant("trade").startswith("OBJECT"),
+                symbol.type.isNull() & ~F.schema_of_variant("trade").startswith("OBJECT"),
                 F.concat(F.lit("data["), F.col("pos").cast("string"), F.lit("] is not a trade object: ")),
-                F.col("trade"),
+                F.to_json("trade"),
             ),
             symbol.must_be("invalid_symbol", "a string", "STRING"),
             side.must_be("invalid_side", '"buy" or "sell"', "STRING", also=side.text.isin("buy", "sell")),
@@ -188,6 +227,8 @@ class Kraken(Exchange):
             parse_error=F.col("parse_error"),
             message_detail=F.col("message_detail"),
             checks=checks,
+            # Kraken's own layout has every type and range right; only its time may not be a date
+            checked=~fast | event_time.isNull(),
         )
 
     def event_times_us(self, payload: bytes) -> list[int]:
