@@ -18,11 +18,15 @@ settings = load_settings()
 spark_pool = settings.spark.airflow_pool  # bounds concurrent Spark jobs (K2_SPARK_POOL_SLOTS)
 
 DOC = """
-Each hour, per exchange: wait until Bronze holds every Kafka record of the data interval, parse
-and validate it into **silver.trades** (bad records to **silver.dead_letter**, duplicates counted),
-then recompute the **gold.ohlcv_1m/5m/1h/1d** bars those trades fall into. Every step is idempotent:
-re-running or backfilling an interval gives the same tables. Great Expectations gates each layer
-before it is written; a critical failure fails the task and publishes nothing.
+Each hour, per exchange: wait until Bronze holds every record the stream ingested in the data
+interval, parse and validate them into **silver.trades** (bad records to **silver.dead_letter**,
+duplicates counted), then recompute the **gold.ohlcv_1m/5m/1h/1d** bars those trades fall into.
+Intervals are Bronze ingestion time, so a record whose producer stamped it inside an hour already
+processed is taken by the hour it arrived in. Each run also processes every earlier range its layer
+has not covered (scheduler downtime, a paused DAG, a failed hour): **ops.medallion_ledger** records
+what each layer did. Every step is idempotent: re-running or backfilling an interval gives the same
+tables. Great Expectations gates each layer before it is written; a critical failure fails the task
+and publishes nothing.
 
 Backfill with Airflow (`airflow backfill create --dag-id k2_medallion --from-date ... --to-date ...`,
 the REST API or the UI), or trigger with parameters `exchange`, `start`, `end` (ISO 8601, UTC).
@@ -48,6 +52,11 @@ with DAG(
             "", type="string", description="Manual runs: interval start, ISO 8601 UTC (empty: the run's data interval)"
         ),
         "end": Param("", type="string", description="Manual runs: interval end, exclusive"),
+        "catch_up": Param(
+            True,
+            type="boolean",
+            description="Also process every earlier Bronze range not processed yet (false: exactly this interval)",
+        ),
     },
     default_args={
         "owner": "k2",

@@ -239,7 +239,8 @@ class BatchSettings(Section):
     )
     settle_timeout_s: float = setting(
         1800.0,
-        "How long the batch waits for Bronze to hold every Kafka record of its interval before it fails (and retries).",
+        "How long the batch waits for Bronze to hold every record ingested in its interval before it fails "
+        "(and retries).",
         key="batch_settle_timeout_s",
         gt=0,
     )
@@ -251,6 +252,21 @@ class BatchSettings(Section):
         45.0,
         "A k2_medallion run still unfinished this long after it was queued fires a deadline alert.",
         key="medallion_deadline_min",
+        gt=0,
+    )
+    ingest_grace_s: float = setting(
+        60.0,
+        "A scheduled run's Bronze range is its data interval shifted this much later: a record stamped just "
+        "before the hour but ingested a few seconds after it still counts in that hour's run.",
+        key="batch_ingest_grace_s",
+        ge=0,
+        le=1800,
+    )
+    catch_up_max_pieces: int = setting(
+        24,
+        "A scheduled run also processes the Bronze ranges no earlier run covered (scheduler downtime, a paused "
+        "DAG, a failed hour), oldest first, at most this many hour pieces per run; the next run goes on.",
+        key="batch_catch_up_max_pieces",
         gt=0,
     )
 

@@ -17,6 +17,7 @@ def stack_status(settings: Settings) -> list[Row]:
         _airflow(settings),
         *_feeds(settings),
         *_streams(settings),
+        *_reconciliation(settings),
     ]
 
 
@@ -72,6 +73,34 @@ def _streams(settings: Settings) -> list[Row]:
                 r.state + (f" (pid {r.pid})" if r.pid else ""),
                 f"bronze.{exchange}_trades",
                 f"{batch}, lag {lag}, restarts 1h {r.restarts_last_hour}",
+            )
+        )
+    return rows
+
+
+def _reconciliation(settings: Settings) -> list[Row]:
+    """Per exchange, what the last monitoring run reconciled (k2.monitoring.reconcile)."""
+    from k2.streams.state import read_json
+
+    latest = {m["exchange"]: m for m in (read_json(settings.monitoring_dir / "latest.json") or {}).get("metrics", [])}
+    rows = []
+    for exchange in settings.exchanges:
+        m = latest.get(exchange) or {}
+        if m.get("bronze_rows") is None:
+            rows.append(
+                (f"silver {exchange}", "not reconciled yet", "ops.medallion_ledger", "k2_monitoring measures it")
+            )
+            continue
+        gaps = [f"{name} {m[name]}" for name in ("bronze_gap_rows", "silver_gap_rows") if (m.get(name) or 0) > 0]
+        age = m.get("unprocessed_age_s")
+        rows.append(
+            (
+                f"silver {exchange}",
+                f"GAP ({', '.join(gaps)})" if gaps else "reconciled",
+                "ops.medallion_ledger",
+                f"Kafka {m.get('kafka_committed')} = Bronze {m['bronze_rows']} = Silver accounted "
+                f"{m['silver_accounted_rows']} + waiting {m['unprocessed_rows']} "
+                f"(oldest {'?' if age is None else f'{age / 60:.0f} min'})",
             )
         )
     return rows

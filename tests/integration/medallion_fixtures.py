@@ -68,11 +68,11 @@ def kraken(*trades: tuple) -> bytes:
     return f'{{"channel":"trade","type":"update","data":[{items}]}}'.encode()
 
 
-def write_bronze(spark, settings: Settings, exchange: str, records: list[tuple[int, int, str, bytes]]) -> None:
-    """records: (partition, offset, kafka timestamp, value)."""
+def write_bronze(spark, settings: Settings, exchange: str, records: list[tuple]) -> None:
+    """records: (partition, offset, kafka timestamp, value[, ingested at]); by default a record is
+    ingested at its Kafka timestamp."""
     from pyspark.sql import Row
 
-    now = dt.datetime.now(UTC)
     rows = [
         Row(
             kafka_topic=settings.topic_for(exchange),
@@ -83,9 +83,9 @@ def write_bronze(spark, settings: Settings, exchange: str, records: list[tuple[i
             key=b"k",
             value=value,
             headers=[Row(key="exchange", value=exchange.encode())],
-            ingested_at=now,
+            ingested_at=at(ingested[0] if ingested else ts),
         )
-        for p, o, ts, value in records
+        for p, o, ts, value, *ingested in records
     ]
     table = f"{settings.lake.catalog_name}.{bronze_table(exchange).identifier}"
     spark.createDataFrame(rows, schema=spark.table(table).schema).writeTo(table).append()

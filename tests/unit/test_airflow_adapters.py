@@ -61,7 +61,7 @@ def test_settle_trigger_fires_once_bronze_settles(monkeypatch: pytest.MonkeyPatc
     from k2.airflow.triggers import settle as trigger_module
     from k2.medallion import settle
 
-    answers = iter([settle.Settlement(False, 3, "3 missing"), settle.Settlement(True, 0, "all there")])
+    answers = iter([settle.Settlement(False, "waiting"), settle.Settlement(True, "all there")])
     monkeypatch.setattr(settle, "bronze_settlement", lambda *_args, **_kw: next(answers))
     monkeypatch.setattr("k2.settings.load_settings", lambda: None)
     trigger = trigger_module.BronzeSettledTrigger("binance", "2026-11-30T10:00:00+00:00", poll_interval_s=0.01)

@@ -14,6 +14,7 @@ def test_every_layer_has_its_tables() -> None:
         *(f"gold.ohlcv_{i}" for i in GOLD_INTERVALS),
         "ops.stream_metrics",
         "ops.alert_events",
+        "ops.medallion_ledger",
     ]
 
 

@@ -13,9 +13,9 @@ from k2.settings import load_settings
 
 
 def run_interval(context: Any, exchange: str) -> Interval:
-    """The interval a task works on: the run's ``start``/``end`` parameters when given (manual
-    trigger), else its data interval (schedule and Airflow backfills). Skips the task when the run
-    names another exchange."""
+    """The Bronze ingestion-time interval a task works on: the run's ``start``/``end`` parameters
+    when given (manual trigger), else its data interval (schedule and Airflow backfills) shifted by
+    ``K2_BATCH_INGEST_GRACE_S``. Skips the task when the run names another exchange."""
     params = context["params"]
     chosen = params.get("exchange") or "all"
     if chosen not in ("all", exchange):
@@ -29,7 +29,15 @@ def run_interval(context: Any, exchange: str) -> Interval:
     if start is None or end is None or start == end:  # a manual run without parameters: the last full hour
         end = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
         start = end - dt.timedelta(hours=1)
-    return validate_interval(exchange, start, end, exchanges=settings.exchanges)
+    # Bronze ingestion time, shifted by the grace: what was stamped in the hour and arrived within it
+    grace = dt.timedelta(seconds=settings.batch.ingest_grace_s)
+    return validate_interval(exchange, start + grace, end + grace, exchanges=settings.exchanges)
+
+
+def catches_up(context: Any) -> bool:
+    """Whether the run also processes the earlier ranges its layer has not covered (the default;
+    a manual run can set ``catch_up`` to false to process exactly its interval)."""
+    return bool(context["params"].get("catch_up", True))
 
 
 def validate_run_params(params: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.transforms import DayTransform, IdentityTransform, MonthTransform, Transform, YearTransform
 from pyiceberg.types import (
     BinaryType,
+    BooleanType,
     DecimalType,
     DoubleType,
     IcebergType,
@@ -125,7 +126,9 @@ KAFKA_COORDINATES = (
     Column("kafka_topic", StringType(), True, "Source topic"),
     Column("kafka_partition", IntegerType(), True, "Source partition"),
     Column("kafka_offset", LongType(), True, "Offset in the source partition"),
-    Column("kafka_timestamp", TimestamptzType(), True, "Kafka record timestamp (broker append time)"),
+    Column(
+        "kafka_timestamp", TimestamptzType(), True, "Kafka record timestamp: the producer's CreateTime, not trusted"
+    ),
 )
 
 
@@ -150,7 +153,12 @@ def bronze_table(exchange: str) -> TableSpec:
                 False,
                 "Record headers in order (exchange, format version, received-at)",
             ),
-            Column("ingested_at", TimestamptzType(), True, "When the Bronze stream wrote the record"),
+            Column(
+                "ingested_at",
+                TimestamptzType(),
+                True,
+                "The Bronze micro-batch's time: only grows, so batch ranges select on it (k2.medallion.coverage)",
+            ),
         ),
         partitioning=(("kafka_timestamp", DayTransform),),
         identifier_columns=("kafka_topic", "kafka_partition", "kafka_offset"),
@@ -255,6 +263,13 @@ STREAM_METRICS = TableSpec(
         _metric("throughput_rows_per_s", "Rows committed per second over the window"),
         Column("restarts_1h", IntegerType(), False, "Supervisor restarts in the last hour"),
         _metric("dead_letter_ratio", "Dead letters / (Silver trades + dead letters) of the last processed hour"),
+        Column("kafka_committed", LongType(), False, "Kafka records the stream committed"),
+        Column("bronze_rows", LongType(), False, "Rows in the Bronze table"),
+        Column("silver_accounted_rows", LongType(), False, "Bronze rows Silver accounted for"),
+        Column("unprocessed_rows", LongType(), False, "Bronze rows Silver has not processed yet"),
+        _metric("unprocessed_age_s", "Age of the oldest Bronze row Silver has not processed"),
+        Column("bronze_gap_rows", LongType(), False, "kafka_committed - bronze_rows"),
+        Column("silver_gap_rows", LongType(), False, "bronze_rows - silver_accounted_rows - unprocessed_rows"),
     ),
     partitioning=(("measured_at", DayTransform),),
     doc="Operations: one row per exchange per monitoring run",
@@ -279,7 +294,28 @@ ALERT_EVENTS = TableSpec(
     doc="Operations: incident history (opened, escalated, resolved) of the monitoring thresholds",
 )
 
-OPS_TABLES = (STREAM_METRICS, ALERT_EVENTS)
+MEDALLION_LEDGER = TableSpec(
+    "ops",
+    "medallion_ledger",
+    (
+        Column("layer", StringType(), True, "silver or gold"),
+        Column("exchange", StringType(), True),
+        Column("range_start", TimestamptzType(), True, "Bronze ingested_at, inclusive"),
+        Column("range_end", TimestamptzType(), True, "Bronze ingested_at, exclusive"),
+        Column("rerun", BooleanType(), True, "The layer had processed the range before"),
+        Column("bronze_rows", LongType(), True, "Bronze rows in the range (silver)"),
+        Column("items", LongType(), True, "Trades and messages in them (silver)"),
+        Column("silver_new", LongType(), True),
+        Column("duplicates", LongType(), True),
+        Column("dead_letters", LongType(), True),
+        Column("bars", LongType(), True, "Bars recomputed, all widths (gold)"),
+        Column("finished_at", TimestamptzType(), True),
+    ),
+    partitioning=(("range_start", MonthTransform),),
+    doc="Operations: every range of Bronze ingestion time each layer processed, with its accounting",
+)
+
+OPS_TABLES = (STREAM_METRICS, ALERT_EVENTS, MEDALLION_LEDGER)
 
 
 def all_tables(settings: Settings) -> list[TableSpec]:

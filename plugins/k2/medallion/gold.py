@@ -29,13 +29,14 @@ def floor_time(moment: dt.datetime, width: dt.timedelta) -> dt.datetime:
 
 
 def touched_minutes(silver: DataFrame, interval: Interval) -> list:
-    """(exchange, symbol, 1m bar start) of every trade Silver received in the interval."""
+    """(exchange, symbol, 1m bar start) of every trade whose Bronze record arrived in the interval
+    (the Silver rows the same interval's Silver run wrote, late trades included)."""
     from pyspark.sql import functions as F
 
     from k2.medallion.transforms.gold import bar_start
 
     return (
-        silver.where(between("kafka_timestamp", interval.start, interval.end))
+        silver.where(between("bronze_ingested_at", interval.start, interval.end))
         .select("exchange", "symbol", bar_start(F.col("event_time"), "1m").alias("bar_start"))
         .distinct()
         .collect()

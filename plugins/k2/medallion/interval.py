@@ -44,7 +44,9 @@ def parse_time(value: str | dt.datetime, name: str) -> dt.datetime:
             raise K2Error(
                 f"{name}={value!r} is not a date-time", f"give {name} in ISO 8601, e.g. 2026-11-20T13:00:00Z."
             ) from None
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+    moment = moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+    # a plain datetime: Airflow hands over pendulum's, whose arithmetic with timedelta loses the zone
+    return dt.datetime.fromtimestamp(0, dt.UTC) + (moment - dt.datetime.fromtimestamp(0, dt.UTC))
 
 
 def validate_interval(

@@ -5,6 +5,7 @@ gives the same tables. ``spark_jobs/medallion.py`` is the file spark-submit runs
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,15 +48,34 @@ def quality_gate(settings: Settings) -> Gate:
 
 
 def run(
-    spark: SparkSession, settings: Settings, layer: str, interval: Interval, gate: Gate | None = None
+    spark: SparkSession,
+    settings: Settings,
+    layer: str,
+    interval: Interval,
+    gate: Gate | None = None,
+    *,
+    catch_up: bool = False,
 ) -> MedallionReport:
-    from k2.medallion.gold import run_gold
-    from k2.medallion.silver import run_silver
+    """Processes the interval, split into pieces of Bronze ingestion time (k2.medallion.coverage),
+    and with ``catch_up`` every earlier piece the layer has not covered yet. Each piece is recorded
+    in the ledger once written, so a run killed midway resumes where it stopped."""
+    from k2.medallion import ledger
 
     gate = gate or quality_gate(settings)
     started = time.monotonic()
-    log.info("medallion.started", layer=layer, interval=interval.label)
-    report = (run_silver if layer == "silver" else run_gold)(spark, settings, interval, gate)
+    now = dt.datetime.now(dt.UTC)
+    if interval.end > now:  # rows the stream has yet to write would fall into a range marked as done
+        interval = Interval(interval.exchange, interval.start, max(interval.start, now))
+    work, left = ledger.todo(
+        settings.lake, layer, interval, catch_up=catch_up, max_pieces=settings.batch.catch_up_max_pieces
+    )
+    log.info("medallion.started", layer=layer, interval=interval.label, pieces=len(work), pieces_left=left)
+    parts = [
+        run_piece(spark, settings, layer, Interval(interval.exchange, p.start, p.end), p.rerun, gate) for p in work
+    ]
+    report = combine(layer, interval, parts)
+    report.pieces = [f"{p.start:%Y-%m-%dT%H:%M:%S}..{p.end:%H:%M:%S}{' (re-run)' if p.rerun else ''}" for p in work]
+    report.pieces_left = left
     report.duration_s = round(time.monotonic() - started, 2)
     if layer == "silver":
         from k2.monitoring.metrics import record_silver_run
@@ -63,6 +83,39 @@ def run(
         record_silver_run(settings, report)  # monitoring's dead-letter ratio
     log.info("medallion.finished", **{k: v for k, v in report.to_dict().items() if k != "quality"})
     return report
+
+
+def run_piece(
+    spark: SparkSession, settings: Settings, layer: str, piece: Interval, rerun: bool, gate: Gate
+) -> MedallionReport:
+    from k2.medallion import ledger
+    from k2.medallion.gold import run_gold
+    from k2.medallion.silver import run_silver
+
+    log.info("medallion.piece", layer=layer, interval=piece.label, rerun=rerun)
+    if layer == "silver":
+        silver = run_silver(spark, settings, piece, gate)
+        counts = {n: getattr(silver, n) for n in ("bronze_rows", "items", "silver_new", "duplicates", "dead_letters")}
+        ledger.record(settings.lake, ledger.LedgerEntry(layer, piece.exchange, piece.start, piece.end, rerun, **counts))
+        return silver
+    gold = run_gold(spark, settings, piece, gate)
+    entry = ledger.LedgerEntry(layer, piece.exchange, piece.start, piece.end, rerun, bars=sum(gold.bars.values()))
+    ledger.record(settings.lake, entry)
+    return gold
+
+
+def combine(layer: str, interval: Interval, parts: list[MedallionReport]) -> MedallionReport:
+    """One piece's report as it is; several added up, their gates keyed by piece."""
+    from k2.medallion.reports import GoldReport, SilverReport
+
+    if len(parts) == 1:
+        return parts[0]
+    total = (SilverReport if layer == "silver" else GoldReport)(
+        interval.exchange, interval.start.isoformat(), interval.end.isoformat()
+    )
+    for part in parts:
+        total.add(part)  # type: ignore[arg-type]
+    return total
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,13 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", required=True, help="ISO 8601, inclusive")
     parser.add_argument("--end", required=True, help="ISO 8601, exclusive")
     parser.add_argument("--report", type=Path, help="write the run's report (JSON) here")
+    parser.add_argument(
+        "--catch-up", action="store_true", help="also process the earlier Bronze ranges the layer has not covered"
+    )
     args = parser.parse_args(argv)
     settings = load_settings()
     configure_logging(settings)
     interval = validate_interval(args.exchange, args.start, args.end, exchanges=settings.exchanges)
     spark = build_spark_session(settings, f"k2-{args.layer}-{args.exchange}")
     try:
-        report = run(spark, settings, args.layer, interval)
+        report = run(spark, settings, args.layer, interval, catch_up=args.catch_up)
     finally:
         spark.stop()
     if args.report:

@@ -31,6 +31,28 @@ class SilverReport(JsonReport):
     quality: dict[str, dict[str, Any]] = field(default_factory=dict)  # layer -> QualityReport.summary()
     duration_s: float = 0.0
     layer: str = "silver"
+    pieces: list[str] = field(default_factory=list)  # ranges of Bronze ingestion time processed
+    pieces_left: int = 0  # ranges a catch-up left to the next runs
+
+    COUNTS = (
+        "bronze_rows",
+        "items",
+        "silver_new",
+        "duplicates",
+        "dead_letters",
+        "duplicates_in_interval",
+        "duplicates_in_silver",
+        "dead_letters_new",
+        "dead_letters_known",
+    )
+
+    def add(self, piece: SilverReport) -> None:
+        """Adds one piece's counts (each piece balanced on its own before)."""
+        for name in self.COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(piece, name))
+        for reason, n in piece.dead_letter_reasons.items():
+            self.dead_letter_reasons[reason] = self.dead_letter_reasons.get(reason, 0) + n
+        self.quality.update(_per_piece(piece))
 
     def balances(self) -> bool:
         return self.silver_new + self.duplicates + self.dead_letters == self.items
@@ -47,7 +69,7 @@ class SilverReport(JsonReport):
             f"(new={self.dead_letters_new} known={self.dead_letters_known}) "
             f"reasons={json.dumps(self.dead_letter_reasons, sort_keys=True)}"
         )
-        return [counts, *quality_lines(self.quality)]
+        return [counts, *_pieces_line(self), *quality_lines(self.quality)]
 
 
 @dataclass
@@ -59,9 +81,16 @@ class GoldReport(JsonReport):
     quality: dict[str, dict[str, Any]] = field(default_factory=dict)
     duration_s: float = 0.0
     layer: str = "gold"
+    pieces: list[str] = field(default_factory=list)
+    pieces_left: int = 0
+
+    def add(self, piece: GoldReport) -> None:
+        for width, n in piece.bars.items():
+            self.bars[width] = self.bars.get(width, 0) + n
+        self.quality.update(_per_piece(piece))
 
     def lines(self) -> list[str]:
-        return [f"bars={json.dumps(self.bars, sort_keys=True)}", *quality_lines(self.quality)]
+        return [f"bars={json.dumps(self.bars, sort_keys=True)}", *_pieces_line(self), *quality_lines(self.quality)]
 
 
 MedallionReport = SilverReport | GoldReport
@@ -69,6 +98,16 @@ MedallionReport = SilverReport | GoldReport
 
 def medallion_report(data: dict[str, Any]) -> MedallionReport:
     return (SilverReport if data.get("layer") == "silver" else GoldReport).from_dict(data)
+
+
+def _per_piece(piece: SilverReport | GoldReport) -> dict[str, dict[str, Any]]:
+    """A piece's gate results, keyed by layer and piece when the run had several."""
+    return {f"{layer} {piece.start}..{piece.end}": result for layer, result in piece.quality.items()}
+
+
+def _pieces_line(report: SilverReport | GoldReport) -> list[str]:
+    left = f" ({report.pieces_left} more left to the next runs)" if report.pieces_left else ""
+    return [f"pieces={len(report.pieces)}{left}: {', '.join(report.pieces)}"] if report.pieces else []
 
 
 def quality_lines(quality: dict[str, dict[str, Any]]) -> list[str]:

@@ -1,9 +1,10 @@
-"""Is Bronze complete for an interval? Only then may Silver read it.
+"""Is Bronze complete for an interval of ingestion time? Only then may Silver read it.
 
-Bronze holds every record of [.., end) once, for each partition of the exchange's topic, the
-stream has committed past the first offset whose Kafka timestamp is >= end (or past the end of
-the partition when no such record exists yet). Kafka answers the first part
-(``offsets_for_times``), the stream's progress file the second.
+Batches select Bronze rows by ``ingested_at``, the micro-batch's time (Spark's batch timestamp,
+kept in the offset log, so a batch re-run after a crash keeps it). Micro-batches run one after
+another, so once the stream reports a trigger that started at or after ``end`` (a batch's
+progress, or a trigger that found no new data), every row with ``ingested_at < end`` is committed:
+no later row can carry an earlier time. Producer clocks play no part.
 """
 
 from __future__ import annotations
@@ -18,52 +19,45 @@ from k2.streams.state import StreamPaths, read_json
 @dataclass(frozen=True)
 class Settlement:
     settled: bool
-    missing: int  # records before `end` that Bronze does not hold yet (-1: unknown)
     detail: str
 
 
-def bronze_settlement(settings: Settings, exchange: str, end: dt.datetime, timeout_s: float = 10.0) -> Settlement:
-    from confluent_kafka import KafkaException, TopicPartition
+def _moment(value: object) -> dt.datetime | None:
+    if isinstance(value, (int, float)):
+        return dt.datetime.fromtimestamp(value, dt.UTC)
+    if isinstance(value, str) and value:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return None
 
-    from k2.kafka.lag import committed_offsets, offsets_consumer
 
-    topic = settings.topic_for(exchange)
-    progress = read_json(StreamPaths.of(settings, exchange).progress) or {}
-    committed = committed_offsets(progress, topic)
-    consumer = offsets_consumer(settings.kafka, f"k2-settle-{exchange}")
-    try:
-        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-        if meta is None or meta.error is not None:
-            return Settlement(False, -1, f"topic {topic} is not available: {getattr(meta, 'error', 'missing')}")
-        end_ms = int(end.timestamp() * 1000)
-        found = consumer.offsets_for_times(
-            [TopicPartition(topic, p, end_ms) for p in meta.partitions], timeout=timeout_s
-        )
-        missing = 0
-        for tp in found:
-            need = (
-                tp.offset
-                if tp.offset >= 0
-                else consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=timeout_s)[1]
-            )
-            missing += max(0, need - committed.get(tp.partition, 0))
-    except KafkaException as exc:
-        return Settlement(False, -1, f"Kafka at {settings.kafka.bootstrap_servers} did not answer: {exc}")
-    finally:
-        consumer.close()
-    if missing:
+def last_trigger(settings: Settings, exchange: str) -> dt.datetime | None:
+    """Start of the stream's latest finished trigger: its last batch's, or its last idle one's."""
+    paths = StreamPaths.of(settings, exchange)
+    batch = _moment((read_json(paths.progress) or {}).get("timestamp"))
+    idle = _moment((read_json(paths.idle) or {}).get("trigger_at"))
+    known = [m for m in (batch, idle) if m is not None]
+    return max(known) if known else None
+
+
+def bronze_settlement(settings: Settings, exchange: str, end: dt.datetime) -> Settlement:
+    trigger = last_trigger(settings, exchange)
+    if trigger is not None and trigger >= end:
         return Settlement(
-            False,
-            missing,
-            f"Bronze {exchange} still lacks {missing} records from before "
-            f"{end.isoformat()} (stream batch {progress.get('batch_id')})",
+            True,
+            f"Bronze {exchange} holds every record ingested before {end.isoformat()} "
+            f"(the stream's last trigger started {trigger.isoformat()})",
         )
-    return Settlement(True, 0, f"Bronze {exchange} holds every record from before {end.isoformat()}")
+    seen = trigger.isoformat() if trigger else "none yet"
+    return Settlement(
+        False,
+        f"Bronze {exchange}: waiting for the stream's first trigger at or after {end.isoformat()} "
+        f"(last: {seen}); `k2 status` shows whether the stream runs",
+    )
 
 
 def bronze_rows_at_most(settings: Settings, exchange: str, start: dt.datetime, end: dt.datetime) -> int:
-    """An upper bound of Bronze rows with a Kafka timestamp in [start, end), from Iceberg metadata
-    alone (partitions and column bounds prune the data files): 0 means the interval is empty."""
+    """An upper bound of Bronze rows ingested in [start, end), from Iceberg metadata alone (the
+    files' column bounds prune them): 0 means the interval is empty."""
     from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 
     from k2.lake.catalog import load_catalog
@@ -71,8 +65,6 @@ def bronze_rows_at_most(settings: Settings, exchange: str, start: dt.datetime, e
 
     table = load_catalog(settings.lake).load_table(bronze_table(exchange).identifier)
     scan = table.scan(
-        row_filter=And(
-            GreaterThanOrEqual("kafka_timestamp", start.isoformat()), LessThan("kafka_timestamp", end.isoformat())
-        )
+        row_filter=And(GreaterThanOrEqual("ingested_at", start.isoformat()), LessThan("ingested_at", end.isoformat()))
     )
     return sum(task.file.record_count for task in scan.plan_files())

@@ -42,12 +42,16 @@ class Accounting:
     counts: dict[str | None, int]  # reason (None: valid) -> items
     bronze_rows: int
     valid_span: tuple | None  # event-time (min, max) of the valid trades, to prune Silver's partitions
+    kafka_span: tuple | None  # Kafka-timestamp (min, max) of the items, to prune the dead letters' partitions
     later_copies: int = 0  # valid items that repeat an earlier one of the interval: duplicates within it
 
 
 def read_bronze(spark: SparkSession, lake: LakeSettings, exchange: Exchange, interval: Interval) -> DataFrame:
+    """The Bronze rows the stream wrote in the interval (by ``ingested_at``, which only grows: a
+    record whose producer stamped it inside an earlier, processed interval is read by the interval
+    it arrived in). The files' column bounds prune the scan to the interval's micro-batches."""
     table = qualified(lake.catalog_name, bronze_table(exchange.name).identifier)
-    return spark.table(table).where(between("kafka_timestamp", interval.start, interval.end))
+    return spark.table(table).where(between("ingested_at", interval.start, interval.end))
 
 
 def classify_items(settings: Settings, exchange: Exchange, bronze: DataFrame) -> DataFrame:
@@ -83,6 +87,8 @@ def account(classified: DataFrame) -> Accounting:
             F.min("event_time").alias("lo"),
             F.max("event_time").alias("hi"),
             F.count_if(F.col("copy") > 1).alias("later"),
+            F.min("kafka_timestamp").alias("k_lo"),
+            F.max("kafka_timestamp").alias("k_hi"),
         )
         .collect()
     )
@@ -91,6 +97,7 @@ def account(classified: DataFrame) -> Accounting:
         {r["reason"]: r["n"] for r in stats},
         sum(r["rows"] for r in stats),
         None if valid is None else (valid["lo"], valid["hi"]),
+        (min(r["k_lo"] for r in stats), max(r["k_hi"] for r in stats)) if stats else None,
         0 if valid is None else valid["later"],
     )
 
@@ -138,36 +145,47 @@ def new_trades(
     return fresh.join(silver_keys(spark, lake, exchange, span), list(SILVER_TRADES.identifier_columns), "left_anti")
 
 
-def recorded_dead_letters(spark: SparkSession, lake: LakeSettings, interval: Interval) -> DataFrame:
-    """Keys of the dead letters an earlier run of the interval recorded."""
+def recorded_dead_letters(spark: SparkSession, lake: LakeSettings, exchange: str, span: tuple) -> DataFrame:
+    """Keys of the exchange's dead letters in a Kafka-timestamp span (its partitions only): what an
+    earlier run recorded, whichever interval read the record then."""
     from pyspark.sql import functions as F
 
     return (
         spark.table(qualified(lake.catalog_name, DEAD_LETTER.identifier))
-        .where((F.col("exchange") == interval.exchange) & between("kafka_timestamp", interval.start, interval.end))
+        .where(
+            (F.col("exchange") == exchange)
+            & (F.col("kafka_timestamp") >= F.lit(span[0]))
+            & (F.col("kafka_timestamp") <= F.lit(span[1]))
+        )
         .select(*DEAD_LETTER.identifier_columns)
     )
 
 
 def new_dead_letters(
-    spark: SparkSession, lake: LakeSettings, interval: Interval, classified: DataFrame, now: Column
+    spark: SparkSession, lake: LakeSettings, exchange: str, classified: DataFrame, span: tuple | None, now: Column
 ) -> DataFrame:
-    """Rejected items, less those an earlier run of the interval already recorded."""
+    """Rejected items, less those an earlier run already recorded."""
     from k2.medallion.transforms.silver import to_dead_letters
 
-    seen = recorded_dead_letters(spark, lake, interval)
-    return to_dead_letters(classified, interval.exchange, now).join(
-        seen, list(DEAD_LETTER.identifier_columns), "left_anti"
+    fresh = to_dead_letters(classified, exchange, now)
+    if span is None:
+        return fresh
+    return fresh.join(
+        recorded_dead_letters(spark, lake, exchange, span), list(DEAD_LETTER.identifier_columns), "left_anti"
     )
 
 
-def known_dead_letters(spark: SparkSession, lake: LakeSettings, interval: Interval, classified: DataFrame) -> int:
+def known_dead_letters(
+    spark: SparkSession, lake: LakeSettings, exchange: str, classified: DataFrame, span: tuple | None
+) -> int:
     """Rejected items an earlier run already recorded, counted on their own (a semi-join)."""
     from pyspark.sql import functions as F
 
+    if span is None:
+        return 0
     key = list(DEAD_LETTER.identifier_columns)
     rejected = classified.where(F.col("reason").isNotNull()).select(*key)
-    return rejected.join(recorded_dead_letters(spark, lake, interval), key, "left_semi").count()
+    return rejected.join(recorded_dead_letters(spark, lake, exchange, span), key, "left_semi").count()
 
 
 def write(lake: LakeSettings, trades: DataFrame, dead: DataFrame, label: str) -> tuple[int, int]:
@@ -200,9 +218,9 @@ def run_silver(spark: SparkSession, settings: Settings, interval: Interval, gate
         accounting = account(classified)
         bronze.unpersist()  # cached by the quality gate; the classified rows are cached from here on
         known = known_trades(spark, settings.lake, exchange.name, classified, accounting.valid_span)
-        known_dead = known_dead_letters(spark, settings.lake, interval, classified)
+        known_dead = known_dead_letters(spark, settings.lake, exchange.name, classified, accounting.kafka_span)
         trades = new_trades(spark, settings.lake, exchange.name, classified, accounting.valid_span, now)
-        dead = new_dead_letters(spark, settings.lake, interval, classified, now)
+        dead = new_dead_letters(spark, settings.lake, exchange.name, classified, accounting.kafka_span, now)
         report.quality["silver"] = gate("silver", trades, interval)
         report.silver_new, report.dead_letters_new = write(settings.lake, trades, dead, interval.label)
         trades.unpersist()  # cached by the quality gate

@@ -47,6 +47,14 @@ class StreamMetrics:
     throughput_rows_per_s: float | None = None
     restarts_1h: int | None = None
     dead_letter_ratio: float | None = None
+    # reconciliation (k2.monitoring.reconcile)
+    kafka_committed: int | None = None
+    bronze_rows: int | None = None
+    silver_accounted_rows: int | None = None
+    unprocessed_rows: int | None = None
+    unprocessed_age_s: float | None = None
+    bronze_gap_rows: int | None = None
+    silver_gap_rows: int | None = None
 
     def alerting_values(self) -> dict[str, float | None]:
         from k2.monitoring.thresholds import DEFAULTS
@@ -82,7 +90,25 @@ def measure(settings: Settings, exchange: str, now: float | None = None) -> Stre
     known = [v for v in (m.kafka_latency_p99_s, m.lag_s) if v is not None]
     m.latency_p99_s = max(known) if known else None
     m.dead_letter_ratio = _dead_letter_ratio(settings, exchange)
+    _reconcile(settings, m, now)
     return m
+
+
+def _reconcile(settings: Settings, m: StreamMetrics, now: float) -> None:
+    from k2.monitoring.reconcile import reconcile
+
+    try:
+        r = reconcile(settings, m.exchange, now)
+    except Exception as exc:  # the stream's own metrics still count: report what could not be reconciled
+        log.error("monitor.reconcile_failed", exchange=m.exchange, error=f"{type(exc).__name__}: {exc}")
+        return
+    m.kafka_committed, m.bronze_rows, m.silver_accounted_rows = (
+        r.kafka_committed,
+        r.bronze_rows,
+        r.silver_accounted_rows,
+    )
+    m.unprocessed_rows, m.unprocessed_age_s = r.unprocessed_rows, r.unprocessed_age_s
+    m.bronze_gap_rows, m.silver_gap_rows = r.bronze_gap_rows, r.silver_gap_rows
 
 
 def _from_bronze(settings: Settings, m: StreamMetrics, now: float) -> None:

@@ -27,6 +27,13 @@ GAUGES = {
     "rows_committed": "Rows committed to Bronze in the window",
     "restarts_1h": "Supervisor restarts of the stream in the last hour",
     "dead_letter_ratio": "Share of the last processed hour's records sent to dead letters",
+    "kafka_committed": "Kafka records the stream has committed (sum of its offsets)",
+    "bronze_rows": "Rows in the Bronze table",
+    "silver_accounted_rows": "Bronze rows Silver accounted for: new trades, duplicates, dead letters",
+    "unprocessed_rows": "Bronze rows Silver has not processed yet",
+    "unprocessed_age_s": "Age of the oldest Bronze row Silver has not processed, seconds",
+    "bronze_gap_rows": "Kafka records committed by the stream but missing from Bronze (negative: surplus)",
+    "silver_gap_rows": "Bronze rows neither accounted for by Silver nor waiting (negative: surplus)",
 }
 
 

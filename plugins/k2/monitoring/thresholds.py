@@ -48,6 +48,10 @@ DEFAULTS: dict[str, tuple[Threshold, str]] = {
     "freshness_s": (Threshold(300.0, 900.0), "seconds since Bronze last committed"),
     "restarts_1h": (Threshold(2, 9), "supervisor restarts in the last hour"),
     "dead_letter_ratio": (Threshold(0.01, 0.05), "share of the last hour's records sent to dead letters"),
+    # an hourly batch leaves a record waiting up to about 65 min: two missed hours warn, six are critical
+    "unprocessed_age_s": (Threshold(7_200, 21_600), "age of the oldest Bronze record Silver has not processed"),
+    "bronze_gap_rows": (Threshold(None, 0), "Kafka records the stream committed that Bronze does not hold"),
+    "silver_gap_rows": (Threshold(None, 0), "Bronze rows neither accounted for by Silver nor waiting for it"),
 }
 
 VARIABLE_KEY = "k2_alert_thresholds"

@@ -90,14 +90,16 @@ def run(settings: Settings, exchange_name: str) -> int:
         log.error("bronze.failed", exchange=exchange.name, reason=exc.reason, error=exc.cause, fix=exc.fix)
         return exc.exit_code
     except Exception as exc:
+        # a query that dies while the broker is away is an outage, waited out, not the stream's fault
+        outage = not broker_reachable(settings.kafka.bootstrap_servers, timeout=10)
         set_status(
             "failed",
             error=f"{type(exc).__name__}: {exc}"[:4000],
-            reason="error",
+            reason="kafka_unreachable" if outage else "error",
             traceback=traceback.format_exc()[-4000:],
         )
-        log.error("bronze.failed", exchange=exchange.name, error=str(exc)[:2000])
-        return 1
+        log.error("bronze.failed", exchange=exchange.name, kafka_unreachable=outage, error=str(exc)[:2000])
+        return EXIT_UNAVAILABLE if outage else 1
     finally:
         lock.release()
 

@@ -42,7 +42,8 @@ class ProgressListener(StreamingQueryListener):
 
     def onQueryIdle(self, event) -> None:
         # no new data: proof of life for the stall rule, which must not mistake quiet for stuck
-        write_json(self.paths.idle, {"idle_at": time.time(), "query_id": str(event.id)})
+        # trigger_at: when the idle trigger started (Bronze settlement: no batch of an earlier time follows)
+        write_json(self.paths.idle, {"idle_at": time.time(), "trigger_at": event.timestamp, "query_id": str(event.id)})
 
     def onQueryTerminated(self, event) -> None:
         pass

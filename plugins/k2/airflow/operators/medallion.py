@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from k2.airflow.intervals import run_interval
+from k2.airflow.intervals import catches_up, run_interval
 from k2.settings import PROJECT_ROOT, load_settings
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ class MedallionOperator(BaseOperator):
                     interval.end.isoformat(),
                     "--report",
                     str(report_file),
+                    *(["--catch-up"] if catches_up(context) else []),
                 ],
                 nice=settings.spark.batch_nice,
             )

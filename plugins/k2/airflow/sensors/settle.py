@@ -8,16 +8,16 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
-from k2.airflow.intervals import run_interval
+from k2.airflow.intervals import catches_up, run_interval
 from k2.medallion.interval import Interval
 from k2.settings import load_settings
 
 
 class BronzeSettledSensor(BaseSensorOperator):
-    """Waits until Bronze holds every Kafka record of the interval (k2.medallion.settle). Deferrable
+    """Waits until Bronze holds every record ingested in the interval (k2.medallion.settle). Deferrable
     by default: after one check the wait moves to the triggerer (BronzeSettledTrigger), so a
     waiting batch holds no worker slot. Skips Silver and Gold when Bronze has no row in the interval
-    (no Spark job for an hour without data)."""
+    nor in any earlier range they still owe (no Spark job for an hour without data)."""
 
     template_fields = ("exchange",)
     ui_color = "#cd7f32"
@@ -43,7 +43,7 @@ class BronzeSettledSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> None:
         self.log.info("%s", event.get("detail"))
-        self._skip_if_empty(run_interval(context, self.exchange))
+        self._skip_if_empty(run_interval(context, self.exchange), context)
 
     def poke(self, context: Any) -> bool:
         from k2.medallion.settle import bronze_settlement
@@ -52,11 +52,14 @@ class BronzeSettledSensor(BaseSensorOperator):
         settlement = bronze_settlement(load_settings(), self.exchange, interval.end)
         self.log.info("interval=%s settled=%s %s", interval.label, settlement.settled, settlement.detail)
         if settlement.settled:
-            self._skip_if_empty(interval)
+            self._skip_if_empty(interval, context)
         return settlement.settled
 
-    def _skip_if_empty(self, interval: Interval) -> None:
-        from k2.medallion.settle import bronze_rows_at_most
+    def _skip_if_empty(self, interval: Interval, context: Any) -> None:
+        from k2.medallion.ledger import settle_if_empty
 
-        if bronze_rows_at_most(load_settings(), self.exchange, interval.start, interval.end) == 0:
-            raise AirflowSkipException(f"Bronze {self.exchange} holds no record in {interval.label}: nothing to do")
+        if settle_if_empty(load_settings(), interval, catch_up=catches_up(context)):
+            raise AirflowSkipException(
+                f"Bronze {self.exchange} holds no record in {interval.label} nor in any range still to catch up: "
+                "nothing to do (recorded in ops.medallion_ledger)"
+            )

@@ -1,0 +1,103 @@
+"""Which Bronze ingestion-time ranges a batch run works on: what it was asked for, plus every range
+before it that its layer has not covered yet (scheduler downtime, a paused DAG, a failed hour), so
+the schedule never leaves a hole. Pure range arithmetic over the medallion ledger's rows.
+
+A range is [start, end) of ``ingested_at``, the time the Bronze stream wrote a record: it only grows,
+whatever the producers' clocks say, so a record stamped inside a processed hour but appended later
+falls into a later range instead of being skipped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+Range = tuple[dt.datetime, dt.datetime]
+HOUR = dt.timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One unit of batch work: a range within one hour, and whether the layer covered it before."""
+
+    start: dt.datetime
+    end: dt.datetime
+    rerun: bool
+
+
+def merge(ranges: Iterable[Range]) -> list[Range]:
+    """Sorted, non-overlapping, adjacent ranges joined."""
+    out: list[Range] = []
+    for start, end in sorted(r for r in ranges if r[0] < r[1]):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def subtract(wanted: Iterable[Range], covered: Iterable[Range]) -> list[Range]:
+    """Parts of ``wanted`` outside ``covered``."""
+    cover = merge(covered)
+    out: list[Range] = []
+    for start, end in merge(wanted):
+        cursor = start
+        for c_start, c_end in cover:
+            if c_end <= cursor or c_start >= end:
+                continue
+            if c_start > cursor:
+                out.append((cursor, c_start))
+            cursor = max(cursor, c_end)
+        if cursor < end:
+            out.append((cursor, end))
+    return out
+
+
+def intersect(a: Iterable[Range], b: Iterable[Range]) -> list[Range]:
+    bb = merge(b)
+    return merge((max(s, bs), min(e, be)) for s, e in merge(a) for bs, be in bb if max(s, bs) < min(e, be))
+
+
+def pieces(ranges: Iterable[Range], covered: Iterable[Range], cuts: Iterable[dt.datetime] = ()) -> list[Piece]:
+    """The ranges cut at the edges of ``covered`` and at ``cuts``, then into hours from each part's
+    start, oldest first: each piece is wholly new or wholly a re-run, so new pieces never overlap."""
+    cover = merge(covered)
+    edges = sorted({t for r in cover for t in r} | set(cuts))
+    out: list[Piece] = []
+    for start, end in merge(ranges):
+        bounds = [start, *(t for t in edges if start < t < end), end]
+        for part_start, part_end in itertools.pairwise(bounds):
+            rerun = any(s <= part_start and part_end <= e for s, e in cover)
+            cursor = part_start
+            while cursor < part_end:
+                step = min(cursor + HOUR, part_end)
+                out.append(Piece(cursor, step, rerun))
+                cursor = step
+    return out
+
+
+def plan(
+    asked: Range,
+    covered: Iterable[Range],
+    *,
+    catch_up: bool,
+    origin: dt.datetime | None = None,
+    upstream: Iterable[Range] | None = None,
+) -> list[Piece]:
+    """The pieces a run processes, oldest first.
+
+    Without ``catch_up`` (an explicit backfill or re-run): exactly ``asked``. With it (the
+    schedule): ``asked`` plus whatever before it this layer has not covered since ``origin`` (the
+    first Bronze ingestion; None: nothing before ``asked``), in pieces of at most an hour, limited
+    to what the upstream layer has covered (Gold cannot summarise trades Silver has not written).
+    """
+    if not catch_up:
+        return pieces([asked], covered)
+    wanted = [asked]
+    if origin is not None and origin < asked[0]:
+        wanted += subtract([(origin, asked[0])], covered)
+    if upstream is not None:
+        wanted = intersect(wanted, upstream)
+    return pieces(wanted, covered, cuts=asked)
