@@ -1,0 +1,97 @@
+"""A broker outage under a supervised stream, on a broker of the test's own (the session's broker
+serves the other tests): stopped for 3 minutes mid-stream, restarted; the supervisor waits it out
+without giving up, and Bronze ends up holding every record Kafka holds, once."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from k2.kafka.topics import ensure_topics
+from k2.lake.catalog import load_catalog
+from k2.lake.tables import all_tables, ensure_tables
+from k2.runtime.broker import LocalKafkaBroker
+from k2.settings import load_settings
+from k2.streams.state import StreamPaths, read_json
+from k2.streams.supervisor import StreamSupervisor
+from tests.helpers import free_port, wait_for
+from tests.integration.stream_support import EXCHANGE, BackgroundFeed, running_job
+from tests.integration.test_bronze_streams import airflow_dags_test, bronze_coordinates, end_offsets, stop_process_group
+
+pytestmark = pytest.mark.integration
+
+OUTAGE_S = 180
+
+
+@pytest.fixture
+def own_broker(jars, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    env = {
+        "K2_HOME": str(tmp_path / "home"),
+        "K2_KAFKA_PORT": str(free_port()),
+        "K2_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "K2_TOPIC_TEMPLATE": f"outage-{uuid.uuid4().hex[:8]}.{{exchange}}.raw",
+        "K2_TOPIC_PARTITIONS": "2",
+        "K2_EXCHANGES": EXCHANGE,
+        "K2_SPARK_UI_ENABLED": "false",
+        "K2_STREAM_DRIVER_MEMORY": "768m",
+        "K2_STREAM_CHECK_INTERVAL_S": "1",
+        "K2_STREAM_BACKOFF_BASE_S": "1",
+        "K2_STREAM_STALL_TIMEOUT_S": "30",
+        "K2_STREAM_START_TIMEOUT_S": "150",
+        "K2_STREAM_MAX_RESTARTS_PER_HOUR": "3",  # an outage counted as restarts would end supervision
+        "K2_STREAM_LEASE_TTL_S": "600",
+        "K2_LOG_FORMAT": "logfmt",
+        "K2_AIRFLOW_PORT": str(free_port()),
+    }
+    for key in [k for k in os.environ if k.startswith("K2_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings()
+    broker = LocalKafkaBroker(settings)
+    broker.start()
+    ensure_topics(settings)
+    ensure_tables(load_catalog(settings.lake), all_tables(settings))
+    yield settings, broker
+    StreamSupervisor(settings, EXCHANGE).request_stop(timeout_s=60)
+    broker.stop()
+
+
+def test_a_broker_down_for_three_minutes_is_waited_out_and_bronze_loses_nothing(own_broker, tmp_path: Path) -> None:
+    settings, broker = own_broker
+    paths = StreamPaths.of(settings, EXCHANGE)
+    feed = BackgroundFeed(settings, rate=500)
+    airflow_log = tmp_path / "airflow-dags-test.log"
+    airflow = airflow_dags_test(settings, airflow_log)
+    try:
+        wait_for(lambda: running_job(paths), 240, "the supervised stream's first batch")
+        broker.stop()
+        stopped_at = time.monotonic()
+        wait_for(lambda: (read_json(paths.supervisor) or {}).get("outage"), 150, "the supervisor to see the outage")
+        # the outage lasts its full length: the stream is down and the supervisor keeps waiting
+        wait_for(lambda: time.monotonic() - stopped_at >= OUTAGE_S, OUTAGE_S + 10, "the outage to last", interval=1)
+        assert (read_json(paths.supervisor) or {}).get("gave_up_at") is None
+        broker.start()
+        restarted_at = time.time()
+        wait_for(lambda: running_job(paths, after=restarted_at), 300, "the stream to run again after the outage")
+        summary = feed.finish()
+        assert summary.delivery.delivered > 0
+        ends = end_offsets(settings)
+        wait_for(lambda: len(bronze_coordinates(settings)) >= sum(ends.values()), 300, "Bronze to catch up with Kafka")
+        coords = bronze_coordinates(settings)
+        assert len(coords) == len(set(coords)), "a record is in Bronze twice"
+        for partition, end in ends.items():
+            assert sorted(o for p, o in coords if p == partition) == list(range(end)), f"partition {partition} gap"
+        state = read_json(paths.supervisor) or {}
+        assert state.get("outage") is None and state.get("gave_up_at") is None
+    finally:
+        feed.finish()
+        StreamSupervisor(settings, EXCHANGE).request_stop(timeout_s=60)
+        stop_process_group(airflow)
+    log = airflow_log.read_text(errors="replace")
+    assert "is waiting: Kafka" in log or "is waiting: kafka" in log.lower(), log[-3000:]
+    assert "runs again after" in log
