@@ -30,8 +30,8 @@ def at(text: str) -> dt.datetime:
 
 
 def naive(text: str) -> dt.datetime:
-    """How Spark hands a UTC timestamp back to Python (naive, in the process's zone: UTC here)."""
-    return at(text).astimezone(UTC).replace(tzinfo=None)
+    """How pyspark hands a UTC timestamp back to Python: naive, in the process's local zone."""
+    return at(text).astimezone().replace(tzinfo=None)
 
 
 def ms(text: str) -> int:

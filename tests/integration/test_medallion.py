@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from decimal import Decimal as D
 
 import pytest
@@ -11,6 +14,7 @@ from k2.medallion.interval import Interval
 from k2.medallion.job import quality_gate, run
 from k2.medallion.silver import SilverAccountingError
 from k2.quality import QualityGateFailed
+from k2.settings import PROJECT_ROOT
 from tests.integration.medallion_fixtures import at, binance, kraken, naive, own_lake, table_rows, write_bronze
 
 pytestmark = pytest.mark.integration
@@ -208,11 +212,8 @@ def test_late_trade_reaggregates_its_bars_without_touching_neighbours(spark, lak
     assert (late.close, late.low, late.trade_count, late.volume_base) == (D(98), D(98), 4, D("4.5"))
     assert after[naive("2026-11-20T10:01:00")] == before[naive("2026-11-20T10:01:00")]  # neighbour untouched
     assert len(after) == 3
-    (hour10,) = [
-        r
-        for r in spark.table(f"{lake.lake.catalog_name}.gold.ohlcv_1h").collect()
-        if r.bar_start == naive("2026-11-20T10:00:00")
-    ]
+    hours = spark.table(f"{lake.lake.catalog_name}.gold.ohlcv_1h").collect()
+    (hour10,) = [r for r in hours if r.bar_start == naive("2026-11-20T10:00:00")]
     assert (hour10.trade_count, hour10.low, hour10.close) == (5, D(98), D(101))
     (day,) = spark.table(f"{lake.lake.catalog_name}.gold.ohlcv_1d").collect()
     assert (day.trade_count, day.low, day.close) == (6, D(50), D(50))
@@ -343,3 +344,22 @@ def test_a_row_lost_before_the_write_fails_the_accounting(spark, lake, monkeypat
         run(spark, lake, "silver", H10, no_gate)
     assert "3 trades written + 1 duplicates (1 within the interval, 0 already in Silver)" in str(failed.value)
     assert "!= 15 items" in str(failed.value)
+
+
+@pytest.mark.skipif(os.environ.get("MEDALLION_TESTS_OUTSIDE_UTC") == "1", reason="this is the run it starts")
+@pytest.mark.timeout(900)
+def test_the_medallion_tests_pass_in_a_process_outside_utc(tmp_path) -> None:
+    """The same tables whatever the process time zone: this file's tests and the catch-up ones run
+    again in a process on New York time (pyspark collects timestamps in the local zone)."""
+    env = {**os.environ, "TZ": "America/New_York", "MEDALLION_TESTS_OUTSIDE_UTC": "1"}
+    tests = ["tests/integration/test_medallion.py", "tests/integration/test_completeness.py"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--basetemp", str(tmp_path), *tests],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "skipped" in result.stdout  # this test itself, inside

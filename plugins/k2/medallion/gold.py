@@ -28,6 +28,16 @@ def floor_time(moment: dt.datetime, width: dt.timedelta) -> dt.datetime:
     return dt.datetime.fromtimestamp(moment.timestamp() // seconds * seconds, dt.UTC)
 
 
+def as_utc(moment: dt.datetime) -> dt.datetime:
+    """A collected timestamp as an aware UTC datetime (naive ones are the driver's local time)."""
+    return dt.datetime.fromtimestamp(moment.timestamp(), dt.UTC)
+
+
+def span_of(touched: list) -> tuple[dt.datetime, dt.datetime]:
+    """First and last touched minute, in UTC: they end up in SQL literals, read in UTC."""
+    return as_utc(min(r["bar_start"] for r in touched)), as_utc(max(r["bar_start"] for r in touched))
+
+
 def touched_minutes(silver: DataFrame, interval: Interval) -> list:
     """(exchange, symbol, 1m bar start) of every trade whose Bronze record arrived in the interval
     (the Silver rows the same interval's Silver run wrote, late trades included)."""
@@ -54,7 +64,7 @@ def recompute_bars(
     from k2.medallion.transforms.gold import BAR_KEY, INTERVAL_SECONDS, bar_start, minute_bars, roll_up
 
     keys_1m = spark.createDataFrame(touched, schema="exchange string, symbol string, bar_start timestamp")
-    lo, hi = min(r["bar_start"] for r in touched), max(r["bar_start"] for r in touched)
+    lo, hi = span_of(touched)
     window = (F.col("event_time") >= F.lit(lo)) & (F.col("event_time") < F.lit(hi + dt.timedelta(minutes=1)))
     trades = (
         silver.where(window)
@@ -90,7 +100,7 @@ def publish(
     """MERGE each width's bars into its table; returns bars per width."""
     from k2.medallion.transforms.gold import BAR_KEY, INTERVAL_SECONDS, MEASURES
 
-    lo, hi = min(r["bar_start"] for r in touched), max(r["bar_start"] for r in touched)
+    lo, hi = span_of(touched)
     counts = {}
     for name, frame in bars.items():
         counts[name] = frame.count()
