@@ -25,13 +25,15 @@ from tests.helpers import free_port
 EXCHANGE = "binance"
 
 
-@pytest.fixture
-def stream_settings(kafka_broker, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """A K2 installation of its own (home, topic, tables) on the session's broker."""
+def isolated_installation(
+    home: Path, kafka_port: int, controller_port: int, monkeypatch: pytest.MonkeyPatch, **overrides: str
+) -> Settings:
+    """K2_* variables (which launched processes inherit) for an installation of its own: home,
+    topic, tables, Airflow port; fast supervision. Returns its settings."""
     env = {
-        "K2_HOME": str(tmp_path / "home"),
-        "K2_KAFKA_PORT": str(settings.kafka.port),
-        "K2_KAFKA_CONTROLLER_PORT": str(settings.kafka.controller_port),
+        "K2_HOME": str(home),
+        "K2_KAFKA_PORT": str(kafka_port),
+        "K2_KAFKA_CONTROLLER_PORT": str(controller_port),
         "K2_TOPIC_TEMPLATE": f"bronze-{uuid.uuid4().hex[:8]}.{{exchange}}.raw",
         "K2_TOPIC_PARTITIONS": "2",
         "K2_EXCHANGES": EXCHANGE,
@@ -44,14 +46,25 @@ def stream_settings(kafka_broker, settings: Settings, tmp_path: Path, monkeypatc
         "K2_STREAM_LEASE_TTL_S": "600",
         "K2_LOG_FORMAT": "logfmt",
         "K2_AIRFLOW_PORT": str(free_port()),
+        **overrides,
     }
     for key in [k for k in os.environ if k.startswith("K2_")]:
         monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    scoped = load_settings()
-    ensure_topics(scoped)
-    ensure_tables(load_catalog(scoped.lake), all_tables(scoped))
+    return load_settings()
+
+
+def ensure_topics_and_tables(settings: Settings) -> None:
+    ensure_topics(settings)
+    ensure_tables(load_catalog(settings.lake), all_tables(settings))
+
+
+@pytest.fixture
+def stream_settings(kafka_broker, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """A K2 installation of its own (home, topic, tables) on the session's broker."""
+    scoped = isolated_installation(tmp_path / "home", settings.kafka.port, settings.kafka.controller_port, monkeypatch)
+    ensure_topics_and_tables(scoped)
     yield scoped
     supervisor = StreamSupervisor(scoped, EXCHANGE)
     supervisor.request_stop(timeout_s=30)

@@ -102,6 +102,9 @@ def test_hours_without_data_are_settled_without_spark_but_not_over_a_hole_with_d
     assert ledger.settle_if_empty(settings, hour(11), catch_up=False)  # a backfill of the empty hour alone
     both_layers(spark, settings, hour(10), catch_up=True)
     assert ledger.settle_if_empty(settings, hour(12), catch_up=True)
+    # a scheduled run over a range settled empty before redoes nothing (no Spark pass, no gate)
+    silver, gold = both_layers(spark, settings, hour(12), catch_up=True)
+    assert silver.pieces == [] and gold.pieces == []
     rows = load_ledger(settings)
     assert {(r["layer"], r["range_start"].hour) for r in rows if r["bronze_rows"] == 0} >= {
         ("silver", 12),

@@ -188,3 +188,59 @@ def test_backfill_deadline_alerts_and_maintenance_through_airflow(
     assert f"[K2 WARNING] monitor {EXCHANGE} dead_letter_ratio" in output
     latest = read_json(stream_settings.monitoring_dir / "latest.json")["metrics"][0]
     assert latest["lag_messages"] == 0 and round(latest["dead_letter_ratio"], 4) == round(1 / 22, 4)
+
+
+def write_bronze_ingested(settings: Settings, rows: list[tuple[int, dt.datetime]]) -> None:
+    """Bronze rows as the stream would have written them at ``ingested_at`` (while the batch DAG was
+    paused): (trade id, ingested at), each a Binance trade stamped a second before it arrived."""
+    import pyarrow as pa
+
+    table = load_catalog(settings.lake).load_table(f"bronze.{EXCHANGE}_trades")
+    records = [
+        {
+            "kafka_topic": settings.topic_for(EXCHANGE),
+            "kafka_partition": 0,
+            "kafka_offset": offset,
+            "kafka_timestamp": when - dt.timedelta(seconds=1),
+            "kafka_timestamp_type": 0,
+            "key": b"BTCUSDT",
+            "value": binance(trade, "100.5", "0.25", (when - dt.timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S")),
+            "headers": [],
+            "ingested_at": when,
+        }
+        for offset, (trade, when) in enumerate(rows)
+    ]
+    table.append(pa.Table.from_pylist(records, schema=table.schema().as_arrow()))
+
+
+@pytest.mark.timeout(900)
+def test_hours_ingested_while_the_dag_was_paused_are_processed_by_the_first_run_after_unpausing(
+    stream_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from k2.medallion import ledger
+
+    this_hour = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    hours = [this_hour - dt.timedelta(hours=n) for n in (4, 3, 2, 1)]
+    # hour -4 was processed before the pause; -3, -2 and -1 were ingested while k2_medallion was paused
+    write_bronze_ingested(stream_settings, [(n, h + dt.timedelta(minutes=10)) for n, h in enumerate(hours)])
+    for layer in ("silver", "gold"):
+        ledger.record(stream_settings.lake, ledger.LedgerEntry(layer, EXCHANGE, hours[0], hours[1], False, 1, 1, 1))
+    supervisor = StreamSupervisor(stream_settings, EXCHANGE)
+    supervisor.reconcile()  # the real stream: the sensor waits for its first trigger after the interval
+    monkeypatch.setenv("K2_BATCH_INGEST_GRACE_S", "0")
+    airflow = AirflowServices(stream_settings)
+    airflow.start()
+    try:
+        airflow.cli("dags", "unpause", "-y", "k2_medallion")  # catchup=False: one run, the latest interval
+        done = wait_for(lambda: finished(airflow, 1), 600, "the first run after unpausing", interval=5)
+        assert len(dag_runs(airflow)) == 1 and next(iter(done)).startswith("scheduled__")
+    finally:
+        airflow.stop()
+        supervisor.request_stop(timeout_s=60)
+    catalog = load_catalog(stream_settings.lake)
+    trades = catalog.load_table("silver.trades").scan().to_arrow()
+    assert sorted(int(t) for t in trades.column("trade_id").to_pylist()) == [1, 2, 3]  # 0 was processed before
+    covered = ledger.covered(stream_settings.lake, "gold", EXCHANGE)
+    assert covered and min(s for s, _ in covered) == hours[0] and max(e for _, e in covered) >= this_hour
+    bars = catalog.load_table("gold.ohlcv_1h").scan().to_arrow().to_pylist()
+    assert sorted(b["bar_start"] for b in bars) == hours[1:]

@@ -4,22 +4,22 @@ without giving up, and Bronze ends up holding every record Kafka holds, once."""
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
-from k2.kafka.topics import ensure_topics
-from k2.lake.catalog import load_catalog
-from k2.lake.tables import all_tables, ensure_tables
 from k2.runtime.broker import LocalKafkaBroker
-from k2.settings import load_settings
 from k2.streams.state import StreamPaths, read_json
 from k2.streams.supervisor import StreamSupervisor
 from tests.helpers import free_port, wait_for
-from tests.integration.stream_support import EXCHANGE, BackgroundFeed, running_job
+from tests.integration.stream_support import (
+    EXCHANGE,
+    BackgroundFeed,
+    ensure_topics_and_tables,
+    isolated_installation,
+    running_job,
+)
 from tests.integration.test_bronze_streams import airflow_dags_test, bronze_coordinates, end_offsets, stop_process_group
 
 pytestmark = pytest.mark.integration
@@ -29,33 +29,17 @@ OUTAGE_S = 180
 
 @pytest.fixture
 def own_broker(jars, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    env = {
-        "K2_HOME": str(tmp_path / "home"),
-        "K2_KAFKA_PORT": str(free_port()),
-        "K2_KAFKA_CONTROLLER_PORT": str(free_port()),
-        "K2_TOPIC_TEMPLATE": f"outage-{uuid.uuid4().hex[:8]}.{{exchange}}.raw",
-        "K2_TOPIC_PARTITIONS": "2",
-        "K2_EXCHANGES": EXCHANGE,
-        "K2_SPARK_UI_ENABLED": "false",
-        "K2_STREAM_DRIVER_MEMORY": "768m",
-        "K2_STREAM_CHECK_INTERVAL_S": "1",
-        "K2_STREAM_BACKOFF_BASE_S": "1",
-        "K2_STREAM_STALL_TIMEOUT_S": "30",
-        "K2_STREAM_START_TIMEOUT_S": "150",
-        "K2_STREAM_MAX_RESTARTS_PER_HOUR": "3",  # an outage counted as restarts would end supervision
-        "K2_STREAM_LEASE_TTL_S": "600",
-        "K2_LOG_FORMAT": "logfmt",
-        "K2_AIRFLOW_PORT": str(free_port()),
-    }
-    for key in [k for k in os.environ if k.startswith("K2_")]:
-        monkeypatch.delenv(key)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    settings = load_settings()
+    settings = isolated_installation(
+        tmp_path / "home",
+        free_port(),
+        free_port(),
+        monkeypatch,
+        K2_STREAM_STALL_TIMEOUT_S="30",
+        K2_STREAM_MAX_RESTARTS_PER_HOUR="3",  # an outage counted as restarts would end supervision
+    )
     broker = LocalKafkaBroker(settings)
     broker.start()
-    ensure_topics(settings)
-    ensure_tables(load_catalog(settings.lake), all_tables(settings))
+    ensure_topics_and_tables(settings)
     yield settings, broker
     StreamSupervisor(settings, EXCHANGE).request_stop(timeout_s=60)
     broker.stop()

@@ -69,6 +69,8 @@ def run(
     work, left = ledger.todo(
         settings.lake, layer, interval, catch_up=catch_up, max_pieces=settings.batch.catch_up_max_pieces
     )
+    if catch_up:  # e.g. the hour's first minute, settled empty by the schedule before `k2 up`'s first run
+        work = [p for p in work if not (p.rerun and _empty(settings, interval.exchange, p.start, p.end))]
     log.info("medallion.started", layer=layer, interval=interval.label, pieces=len(work), pieces_left=left)
     parts = [
         run_piece(spark, settings, layer, Interval(interval.exchange, p.start, p.end), p.rerun, gate) for p in work
@@ -83,6 +85,12 @@ def run(
         record_silver_run(settings, report)  # monitoring's dead-letter ratio
     log.info("medallion.finished", **{k: v for k, v in report.to_dict().items() if k != "quality"})
     return report
+
+
+def _empty(settings: Settings, exchange: str, start: dt.datetime, end: dt.datetime) -> bool:
+    from k2.medallion.settle import bronze_rows_at_most
+
+    return bronze_rows_at_most(settings, exchange, start, end) == 0
 
 
 def run_piece(
