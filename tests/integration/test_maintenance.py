@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from k2.lake.catalog import load_catalog
 from k2.lake.maintenance import maintain_table
+from tests.helpers import wait_for
 from tests.integration.medallion_fixtures import binance, own_lake, table_rows, write_bronze
 
 pytestmark = pytest.mark.integration
@@ -44,6 +46,9 @@ def test_maintenance_compacts_expires_and_removes_orphans_without_changing_rows(
         orphan.write_bytes(b"not referenced by any snapshot")
     four_days_ago = time.time() - 4 * 86_400
     os.utime(old_orphan, (four_days_ago, four_days_ago))
+    # every append older than the retention (0.36 s): a fast run could otherwise keep the last ones
+    newest = max(s.timestamp_ms for s in load_catalog(lake.lake).load_table(BRONZE).snapshots()) / 1000
+    wait_for(lambda: time.time() - newest > 1.0, 10, "the appends to age past the retention")
 
     done = maintain_table(spark, lake, BRONZE)
 
