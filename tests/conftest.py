@@ -4,6 +4,7 @@ Everything lives in a temporary K2_HOME, so tests never touch a developer's own 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ def make_settings(home: Path, **overrides) -> Settings:
         home=home,
         kafka_port=free_port(),
         kafka_controller_port=free_port(),
+        spark_connect_port=free_port(),
         spark_ui_enabled=False,
         spark_driver_memory="1g",
         topic_partitions=2,
@@ -61,8 +63,35 @@ def catalog(settings: Settings):
 
 @pytest.fixture(scope="session")
 def spark(settings: Settings, jars, catalog) -> Iterator:
+    """A local SparkSession; or, where ON_SPARK_CONNECT is set (a run that test_medallion.py starts),
+    a client of K2's embedded Spark Connect server, as the Airflow tasks use it."""
     from k2.spark import build_spark_session
 
+    if os.environ.get(ON_SPARK_CONNECT) == "1":
+        yield from _spark_connect_session(settings)
+        return
     session = build_spark_session(settings, "k2-tests")
     yield session
     session.stop()
+
+
+ON_SPARK_CONNECT = "TESTS_ON_SPARK_CONNECT"
+
+
+def _spark_connect_session(settings: Settings) -> Iterator:
+    from pyspark.sql import SparkSession
+
+    from k2.runtime.spark_connect import LocalSparkConnectServer
+    from k2.spark import session_conf
+
+    server = LocalSparkConnectServer(settings)
+    server.ensure_running()
+    try:
+        session = SparkSession.builder.remote(server.client_url()).create()
+        for key, value in session_conf(settings).items():
+            session.conf.set(key, value)
+        assert session.version.startswith("4.")  # a Connect session answers through the server
+        yield session
+        session.stop()
+    finally:
+        server.stop()

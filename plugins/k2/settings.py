@@ -166,17 +166,39 @@ class SparkSettings(Section):
     pool_slots: int = setting(
         1, "Slots of that pool: Spark batch jobs at a time (1 on two cores; more with a Spark cluster).", gt=0
     )
+    connect: str = setting(
+        "embedded",
+        "Where the batch and maintenance jobs run. embedded: a Spark Connect server K2 starts on 127.0.0.1 on "
+        "K2_SPARK_MASTER, one warm JVM for every job (no JVM start per task); sc://host:port: an existing Spark "
+        "Connect server (its token in the k2_spark_connect Airflow connection's password); off: one spark-submit "
+        "per task.",
+    )
+    connect_port: int = setting(15002, "Port of the embedded Spark Connect server (on 127.0.0.1).", ge=1, le=65535)
+    connect_start_timeout_s: float = setting(
+        180.0, "How long a job waits for the embedded Spark Connect server to accept clients.", gt=0
+    )
     batch_nice: int = setting(
         10,
-        "Niceness added to the batch jobs' spark-submit (Silver, Gold): on shared cores the Bronze streams get the "
-        "CPU first, so ingest latency holds while a batch runs.",
+        "Niceness added to the batch jobs' JVM (the embedded Spark Connect server, or each spark-submit): on shared "
+        "cores the Bronze streams get the CPU first, so ingest latency holds while a batch runs.",
         ge=0,
         le=19,
     )
 
+    def check(self) -> None:
+        if self.connect not in ("embedded", "off") and not self.connect.startswith("sc://"):
+            raise K2Error(
+                f"K2_SPARK_CONNECT={self.connect} is neither embedded, off nor an sc:// URL",
+                "use embedded (the default), off (spark-submit per job) or sc://host:15002.",
+            )
+
     @property
     def is_local(self) -> bool:
         return self.master.startswith("local")
+
+    @property
+    def connect_embedded(self) -> bool:
+        return self.connect == "embedded"
 
     @property
     def airflow_pool(self) -> str:
@@ -290,7 +312,8 @@ class MaintenanceSettings(Section):
     )
     nice: int = setting(
         15,
-        "Niceness added to maintenance's spark-submit: compaction yields the CPU to the streams and the batch.",
+        "Niceness added to maintenance's spark-submit (K2_SPARK_CONNECT=off; on Spark Connect maintenance runs at "
+        "K2_SPARK_BATCH_NICE): compaction yields the CPU to the streams and the batch.",
         ge=0,
         le=19,
     )

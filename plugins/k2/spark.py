@@ -1,7 +1,8 @@
 """The one place that configures Spark for K2.
 
 ``spark_conf`` is the whole configuration as plain strings, so the same values serve an in-process
-SparkSession (``build_spark_session``) and a ``spark-submit`` (``spark_job``: ``--conf`` pairs).
+SparkSession (``build_spark_session``) and a ``spark-submit`` (``spark_job``: ``--conf`` pairs). Split
+in two for Spark Connect: ``server_conf`` starts the server, each client session sets ``session_conf``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ HUGE_METHODS = "-XX:-DontCompileHugeMethods"
 
 
 def spark_conf(settings: Settings, app_name: str, *, ui: bool | None = None) -> dict[str, str]:
+    """Everything a new Spark application of K2 needs: its JVM's settings and its sessions'."""
+    return {**server_conf(settings, app_name, ui=ui), **session_conf(settings)}
+
+
+def server_conf(settings: Settings, app_name: str, *, ui: bool | None = None) -> dict[str, str]:
+    """The settings fixed when a Spark application starts (jars, memory, JVM options, binding)."""
     jars = installed_jars(settings.jvm).spark_connectors
     ui_enabled = settings.spark.ui_enabled if ui is None else ui
     conf = {
@@ -31,20 +38,11 @@ def spark_conf(settings: Settings, app_name: str, *, ui: bool | None = None) -> 
         "spark.app.name": app_name,
         "spark.jars": ",".join(str(j) for j in jars),
         "spark.sql.extensions": "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
-        # unqualified names like bronze.binance_trades resolve in K2's Iceberg catalog
-        "spark.sql.defaultCatalog": settings.lake.catalog_name,
-        "spark.sql.session.timeZone": "UTC",
-        "spark.sql.shuffle.partitions": str(settings.spark.shuffle_partitions),
-        "spark.sql.adaptive.enabled": "true",
         "spark.driver.memory": settings.spark.driver_memory,
         "spark.ui.enabled": str(ui_enabled).lower(),
         "spark.ui.showConsoleProgress": "false",
         "spark.log.level": settings.spark.log_level,
         "spark.sql.streaming.metricsEnabled": "true",
-        # Spark marks every Kafka source column and most expressions nullable; K2's tables declare
-        # the columns that can never be null as required (and as identifier fields). Let Iceberg
-        # accept the writes and enforce required-ness on the values themselves.
-        "spark.sql.iceberg.check-nullability": "false",
         # Spark compiles a whole stage into one Java method; HotSpot leaves methods over 8,000 bytes
         # of bytecode to the interpreter. Silver's parse and validation (every field's JSON type and
         # range, in the stage that reads Bronze) generate 12-17 KB: on 2M Binance trades, Silver took
@@ -55,6 +53,23 @@ def spark_conf(settings: Settings, app_name: str, *, ui: bool | None = None) -> 
     if settings.spark.is_local:
         # everything stays on loopback: driver, block manager and UI
         conf.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
+    return conf
+
+
+def session_conf(settings: Settings) -> dict[str, str]:
+    """The settings each session may set for itself: a Spark Connect client sends them over its
+    connection, so the Connect server's command line carries no catalog credential."""
+    conf = {
+        # unqualified names like bronze.binance_trades resolve in K2's Iceberg catalog
+        "spark.sql.defaultCatalog": settings.lake.catalog_name,
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(settings.spark.shuffle_partitions),
+        "spark.sql.adaptive.enabled": "true",
+        # Spark marks every Kafka source column and most expressions nullable; K2's tables declare
+        # the columns that can never be null as required (and as identifier fields). Let Iceberg
+        # accept the writes and enforce required-ness on the values themselves.
+        "spark.sql.iceberg.check-nullability": "false",
+    }
     conf.update(spark_catalog_conf(settings.lake))
     return conf
 
@@ -70,6 +85,24 @@ def build_spark_session(
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel(settings.spark.log_level)
     return session
+
+
+def batch_session(settings: Settings, app_name: str) -> SparkSession:
+    """The session of a batch or maintenance job: a client of the Spark Connect server named by
+    SPARK_REMOTE when K2's hook set it (k2.airflow.hooks.spark_connect), else a Spark application of
+    its own (spark-submit, or a direct call)."""
+    remote = os.environ.get(REMOTE_ENV)
+    if not remote:
+        return build_spark_session(settings, app_name)
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.builder.remote(remote).create()
+    for key, value in session_conf(settings).items():
+        session.conf.set(key, value)
+    return session
+
+
+REMOTE_ENV = "SPARK_REMOTE"  # pyspark's own variable for a Spark Connect URL
 
 
 @dataclass(frozen=True)

@@ -159,9 +159,19 @@ def _catalog(settings: Settings) -> Row:
 
 def _spark(settings: Settings) -> Row:
     ui = "UI on 127.0.0.1:4040+" if settings.spark.ui_enabled else "UI off"
+    if settings.spark.connect == "off":
+        batch = "a spark-submit per batch job"
+    elif settings.spark.connect_embedded:
+        from k2.runtime.spark_connect import LocalSparkConnectServer
+
+        server = LocalSparkConnectServer(settings).status()
+        state = f"running (pid {server.pid})" if server.running else "stopped (the next batch job starts it)"
+        batch = f"batch jobs on Spark Connect {server.endpoint}: {state}"
+    else:
+        batch = f"batch jobs on Spark Connect {settings.spark.connect.split(';', 1)[0]}"
     return (
         "spark",
         "per job",
         settings.spark.master,
-        f"one driver per stream ({settings.streams.driver_memory}), {ui}",
+        f"one driver per stream ({settings.streams.driver_memory}), {batch}, {ui}",
     )

@@ -17,6 +17,7 @@ from k2.feeds.runner import run_simulated_feed
 from k2.kafka.topics import ensure_topics
 from k2.lake.catalog import load_catalog
 from k2.lake.tables import all_tables, ensure_tables
+from k2.runtime.spark_connect import LocalSparkConnectServer
 from k2.settings import Settings, load_settings
 from k2.streams.state import StreamPaths, read_json
 from k2.streams.supervisor import StreamSupervisor
@@ -46,6 +47,7 @@ def isolated_installation(
         "K2_STREAM_LEASE_TTL_S": "600",
         "K2_LOG_FORMAT": "logfmt",
         "K2_AIRFLOW_PORT": str(free_port()),
+        "K2_SPARK_CONNECT_PORT": str(free_port()),
         **overrides,
     }
     for key in [k for k in os.environ if k.startswith("K2_")]:
@@ -69,6 +71,7 @@ def stream_settings(kafka_broker, settings: Settings, tmp_path: Path, monkeypatc
     supervisor = StreamSupervisor(scoped, EXCHANGE)
     supervisor.request_stop(timeout_s=30)
     supervisor.close()
+    LocalSparkConnectServer(scoped).stop()  # started by the first batch task that ran here, if any
 
 
 class BackgroundFeed:

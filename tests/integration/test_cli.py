@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from k2.lake.tables import all_tables
@@ -36,6 +37,7 @@ def test_up_status_down(tmp_path: Path, jars) -> None:
         "K2_HOME": str(tmp_path / "home"),
         "K2_KAFKA_PORT": str(free_port()),
         "K2_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "K2_SPARK_CONNECT_PORT": str(free_port()),
         "K2_AIRFLOW_PORT": str(free_port()),
         "K2_SPARK_UI_ENABLED": "false",
         "K2_FEED_SIM_RATE": "50",
@@ -62,6 +64,13 @@ def test_up_status_down(tmp_path: Path, jars) -> None:
             assert "running (pid" in table[f"feed {exchange}"]
             assert "running (pid" in table[f"stream {exchange}"] and "batch " in table[f"stream {exchange}"]
         assert "event=broker.ready" in up.stderr  # structured progress on stderr
+        # the batch's warm Spark runtime: on loopback, its token 0600 and on no command line
+        assert "batch jobs on Spark Connect 127.0.0.1:" in table["spark"] and "running (pid" in table["spark"]
+        token_file = tmp_path / "home" / "run" / "spark-connect.token"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        token = token_file.read_text()
+        assert len(token) >= 32
+        assert not [p.pid for p in psutil.process_iter(["cmdline"]) if token in " ".join(p.info["cmdline"] or [])]
         # the UI and API need a login
         port = env["K2_AIRFLOW_PORT"]
         with pytest.raises(urllib.error.HTTPError) as denied:
@@ -77,6 +86,7 @@ def test_up_status_down(tmp_path: Path, jars) -> None:
     assert down.returncode == 0 and "stopped" in down.stdout
     results = dict(line.split(None, 1) for line in down.stdout.splitlines()[2:] if line.strip())
     assert "stopped" in results["airflow"] and "stopped" in results["kafka"]
+    assert results["spark-connect"].strip() == "stopped"
     status = run_k2("kafka", "status", env=env)
     assert status.returncode == 3 and "stopped" in status.stdout
     assert (tmp_path / "home" / "lake" / "catalog.db").is_file()  # down keeps the data

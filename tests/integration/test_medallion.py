@@ -15,6 +15,7 @@ from k2.medallion.job import quality_gate, run
 from k2.medallion.silver import SilverAccountingError
 from k2.quality import QualityGateFailed
 from k2.settings import PROJECT_ROOT
+from tests.conftest import ON_SPARK_CONNECT
 from tests.integration.medallion_fixtures import at, binance, kraken, naive, own_lake, table_rows, write_bronze
 
 pytestmark = pytest.mark.integration
@@ -346,12 +347,14 @@ def test_a_row_lost_before_the_write_fails_the_accounting(spark, lake, monkeypat
     assert "!= 15 items" in str(failed.value)
 
 
-@pytest.mark.skipif(os.environ.get("MEDALLION_TESTS_OUTSIDE_UTC") == "1", reason="this is the run it starts")
+@pytest.mark.skipif(os.environ.get(ON_SPARK_CONNECT) == "1", reason="this is the run it starts")
 @pytest.mark.timeout(900)
-def test_the_medallion_tests_pass_in_a_process_outside_utc(tmp_path) -> None:
-    """The same tables whatever the process time zone: this file's tests and the catch-up ones run
-    again in a process on New York time (pyspark collects timestamps in the local zone)."""
-    env = {**os.environ, "TZ": "America/New_York", "MEDALLION_TESTS_OUTSIDE_UTC": "1"}
+def test_the_medallion_tests_pass_on_spark_connect_in_a_process_outside_utc(tmp_path) -> None:
+    """The same tables where the Airflow tasks compute them, on K2's embedded Spark Connect server,
+    and whatever the process time zone: this file's tests and the catch-up ones run again as
+    clients of that server, in a process on New York time (pyspark collects timestamps in the
+    local zone)."""
+    env = {**os.environ, "TZ": "America/New_York", ON_SPARK_CONNECT: "1"}
     tests = ["tests/integration/test_medallion.py", "tests/integration/test_completeness.py"]
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--basetemp", str(tmp_path), *tests],

@@ -95,3 +95,48 @@ def test_job_reports_survive_the_process_boundary(tmp_path: Path) -> None:
     maintenance.write(tmp_path / "m.json")
     assert MaintenanceReport.read(tmp_path / "m.json") == maintenance
     assert maintenance.failed == ["bronze.x"]
+
+
+def test_connect_hook_runs_jobs_on_the_embedded_server_with_its_token(tmp_path: Path, monkeypatch) -> None:
+    from k2.airflow.hooks.spark_connect import K2SparkConnectHook, spark_job_hook
+
+    monkeypatch.delenv("AIRFLOW_CONN_K2_SPARK_CONNECT", raising=False)
+    settings = Settings.from_env({}, home=tmp_path, spark_connect_port=15123)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "spark-connect.token").write_text("s3cret-token\n")
+    hook = spark_job_hook(settings, name="k2-test", application=Path("app.py"), application_args=["--x", "1"])
+    assert isinstance(hook, K2SparkConnectHook)
+    assert hook.session_url() == f"sc://localhost:15123/;token=s3cret-token;session_id={hook.session_id}"
+
+
+def test_connect_hook_takes_an_external_server_from_the_setting_or_a_defined_connection(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from k2.airflow.hooks.spark_connect import K2SparkConnectHook
+
+    monkeypatch.delenv("AIRFLOW_CONN_K2_SPARK_CONNECT", raising=False)
+    settings = Settings.from_env({}, home=tmp_path, spark_connect="sc://spark.internal:15003")
+    hook = K2SparkConnectHook(settings, name="k2-test", application=Path("app.py"), application_args=[])
+    assert hook.session_url() == f"sc://spark.internal:15003/;session_id={hook.session_id}"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_K2_SPARK_CONNECT",
+        json.dumps({"conn_type": "spark_connect", "host": "connect.prod", "port": 443, "password": "tok"}),
+    )
+    hook = K2SparkConnectHook(settings, name="k2-test", application=Path("app.py"), application_args=[])
+    assert hook.session_url() == f"sc://connect.prod:443/;token=tok;session_id={hook.session_id}"
+
+
+def test_spark_connect_off_submits_each_job_with_spark_submit(tmp_path: Path) -> None:
+    from k2.airflow.hooks.spark import K2SparkSubmitHook
+    from k2.airflow.hooks.spark_connect import spark_job_hook
+
+    settings = Settings.from_env({}, home=tmp_path, spark_connect="off", spark_master="local[1]")
+    hook = spark_job_hook(settings, name="k2-test", application=Path("app.py"), application_args=[], nice=7)
+    assert isinstance(hook, K2SparkSubmitHook) and hook.nice == 7
+
+
+def test_a_spark_connect_setting_that_is_no_server_is_refused(tmp_path: Path) -> None:
+    from k2.errors import K2Error
+
+    with pytest.raises(K2Error, match="K2_SPARK_CONNECT=spark://x"):
+        Settings.from_env({}, home=tmp_path, spark_connect="spark://x")

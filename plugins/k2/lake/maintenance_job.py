@@ -20,7 +20,7 @@ log = get_logger("k2.maintenance")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from k2.spark import build_spark_session
+    from k2.spark import batch_session
 
     parser = argparse.ArgumentParser(description="Compact, rewrite manifests, expire snapshots, remove orphans.")
     parser.add_argument("--namespace", help="only the tables of this namespace (bronze, silver, gold, ops)")
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     configure_logging(settings)
     tables = [t.identifier for t in all_tables(settings) if args.namespace in (None, t.identifier.split(".", 1)[0])]
-    spark = build_spark_session(settings, f"k2-maintenance-{args.namespace or 'all'}")
+    spark = batch_session(settings, f"k2-maintenance-{args.namespace or 'all'}")
     try:
         report = MaintenanceReport(args.namespace or "all", [maintain_table(spark, settings, t) for t in tables])
     finally:

@@ -127,7 +127,7 @@ def combine(layer: str, interval: Interval, parts: list[MedallionReport]) -> Med
 
 
 def main(argv: list[str] | None = None) -> int:
-    from k2.spark import build_spark_session
+    from k2.spark import batch_session
 
     parser = argparse.ArgumentParser(description="Bronze -> Silver or Silver -> Gold for one interval.")
     parser.add_argument("--layer", choices=("silver", "gold"), required=True)
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     configure_logging(settings)
     interval = validate_interval(args.exchange, args.start, args.end, exchanges=settings.exchanges)
-    spark = build_spark_session(settings, f"k2-{args.layer}-{args.exchange}")
+    spark = batch_session(settings, f"k2-{args.layer}-{args.exchange}")
     try:
         report = run(spark, settings, args.layer, interval, catch_up=args.catch_up)
     finally:

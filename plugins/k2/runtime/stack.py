@@ -19,6 +19,7 @@ STEPS = (
     "Kafka broker",
     "topics",
     "Iceberg tables",
+    "Spark Connect server (batch and maintenance jobs)",
     "Airflow",
     "supervisor DAGs",
     "simulated feeds",
@@ -42,6 +43,7 @@ def bring_up(
     from k2.lake.tables import all_tables, ensure_tables
     from k2.runtime.airflow import AirflowServices
     from k2.runtime.broker import LocalKafkaBroker
+    from k2.runtime.spark_connect import LocalSparkConnectServer
     from k2.streams.supervisor import StreamSupervisor
 
     _step(1)
@@ -54,20 +56,23 @@ def bring_up(
     _step(4)
     ensure_tables(load_catalog(settings.lake), all_tables(settings))
     _step(5)
+    if settings.spark.connect_embedded:  # its JVM warms up while Airflow and the streams start
+        LocalSparkConnectServer(settings).start_in_background()
+    _step(6)
     for exchange in settings.exchanges:  # a previous `k2 down` asked the streams to stay stopped
         StreamSupervisor(settings, exchange).clear_stop()
     airflow = AirflowServices(settings)
     airflow.start()
-    _step(6)
-    unpause_dags(airflow, settings, [dag_ids.bronze_stream(ex) for ex in settings.exchanges])
     _step(7)
+    unpause_dags(airflow, settings, [dag_ids.bronze_stream(ex) for ex in settings.exchanges])
+    _step(8)
     if feeds:
         for exchange in settings.exchanges:
             start_feed(settings, exchange)
-    _step(8)
+    _step(9)
     if wait_for_streams:
         wait_streams_running(settings)
-    _step(9)
+    _step(10)
     unpause_dags(airflow, settings, list(MONITORING_AND_BATCH_DAGS))
     if wait_for_streams and first_batch:
         run_first_batch(airflow)
@@ -187,9 +192,10 @@ def wait_streams_running(settings: Settings, timeout_s: float = 420.0) -> None:
 
 
 def bring_down(settings: Settings) -> list[tuple[str, str]]:
-    """Stop feeds, streams (cleanly), Airflow and the broker. Data stays."""
+    """Stop feeds, streams (cleanly), Airflow, the Spark Connect server and the broker. Data stays."""
     from k2.runtime.airflow import AirflowServices
     from k2.runtime.broker import LocalKafkaBroker
+    from k2.runtime.spark_connect import LocalSparkConnectServer
     from k2.streams.supervisor import StreamSupervisor
 
     results = []
@@ -203,6 +209,8 @@ def bring_down(settings: Settings) -> list[tuple[str, str]]:
         results.append((f"stream {exchange}", "stopped" if was_running else "was not running"))
     stopped_airflow = AirflowServices(settings).stop()
     results.append(("airflow", ", ".join(stopped_airflow) + " stopped" if stopped_airflow else "was not running"))
+    if settings.spark.connect_embedded:  # after Airflow: no task starts it again
+        results.append(("spark-connect", "stopped" if LocalSparkConnectServer(settings).stop() else "was not running"))
     if settings.kafka.embedded:
         results.append(("kafka", "stopped" if LocalKafkaBroker(settings).stop() else "was not running"))
     return results

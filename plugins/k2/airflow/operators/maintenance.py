@@ -13,13 +13,14 @@ from k2.settings import PROJECT_ROOT, load_settings
 
 if TYPE_CHECKING:
     from k2.airflow.hooks.spark import K2SparkSubmitHook
+    from k2.airflow.hooks.spark_connect import K2SparkConnectHook
 
 MAINTENANCE_APPLICATION = PROJECT_ROOT / "spark_jobs" / "maintenance.py"
 
 
 class IcebergMaintenanceOperator(BaseOperator):
     """Compacts data files, rewrites manifests, expires snapshots and removes orphan files on every
-    table of ``namespace`` (``k2.lake.maintenance_job`` through K2SparkSubmitHook). Fails when any
+    table of ``namespace`` (``k2.lake.maintenance_job``, on Spark Connect or spark-submit). Fails when any
     table could not be maintained, after the others were, and logs what was done for each."""
 
     template_fields = ("namespace",)
@@ -28,16 +29,16 @@ class IcebergMaintenanceOperator(BaseOperator):
     def __init__(self, *, namespace: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.namespace = namespace
-        self.hook: K2SparkSubmitHook | None = None
+        self.hook: K2SparkConnectHook | K2SparkSubmitHook | None = None
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from k2.airflow.hooks.spark import K2SparkSubmitHook
+        from k2.airflow.hooks.spark_connect import spark_job_hook
         from k2.lake.maintenance import MaintenanceReport
 
         with tempfile.TemporaryDirectory(prefix="k2-job-") as tmp:
             report_file = Path(tmp) / "report.json"
             settings = load_settings()
-            self.hook = K2SparkSubmitHook(
+            self.hook = spark_job_hook(
                 settings,
                 name=f"k2-maintenance-{self.namespace}",
                 application=MAINTENANCE_APPLICATION,

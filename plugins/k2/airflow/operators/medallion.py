@@ -14,6 +14,7 @@ from k2.settings import PROJECT_ROOT, load_settings
 
 if TYPE_CHECKING:
     from k2.airflow.hooks.spark import K2SparkSubmitHook
+    from k2.airflow.hooks.spark_connect import K2SparkConnectHook
 
 MEDALLION_APPLICATION = PROJECT_ROOT / "spark_jobs" / "medallion.py"
 LAYERS = ("silver", "gold")
@@ -21,8 +22,9 @@ LAYERS = ("silver", "gold")
 
 class MedallionOperator(BaseOperator):
     """Runs the batch job (``k2.medallion.job``) for one layer (silver or gold), exchange and
-    interval through K2SparkSubmitHook, and returns the job's report (counts, dead-letter reasons,
-    quality). Killing the task kills spark-submit and its driver."""
+    interval, on Spark Connect or through spark-submit (k2.airflow.hooks.spark_connect), and returns
+    the job's report (counts, dead-letter reasons, quality). Killing the task interrupts its Spark
+    work and stops the job."""
 
     template_fields = ("exchange",)
     ui_color = "#c0c0c0"
@@ -33,10 +35,10 @@ class MedallionOperator(BaseOperator):
             raise ValueError(f"layer must be silver or gold, not {layer!r}")
         self.layer = layer
         self.exchange = exchange
-        self.hook: K2SparkSubmitHook | None = None
+        self.hook: K2SparkConnectHook | K2SparkSubmitHook | None = None
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from k2.airflow.hooks.spark import K2SparkSubmitHook
+        from k2.airflow.hooks.spark_connect import spark_job_hook
         from k2.medallion.reports import medallion_report
 
         interval = run_interval(context, self.exchange)
@@ -44,7 +46,7 @@ class MedallionOperator(BaseOperator):
         with tempfile.TemporaryDirectory(prefix="k2-job-") as tmp:
             report_file = Path(tmp) / "report.json"
             settings = load_settings()
-            self.hook = K2SparkSubmitHook(
+            self.hook = spark_job_hook(
                 settings,
                 name=f"k2-{self.layer}-{self.exchange}",
                 application=MEDALLION_APPLICATION,

@@ -1,0 +1,137 @@
+"""The hook through which K2's Airflow tasks run Spark jobs on a Spark Connect server (the Apache
+Spark provider's SparkConnectHook, with K2's defaults)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from airflow.providers.apache.spark.hooks.spark_connect import SparkConnectHook
+from airflow.sdk import Connection
+from airflow.sdk.exceptions import AirflowException, AirflowNotFoundException
+
+from k2.settings import Settings
+from k2.spark import REMOTE_ENV
+
+INTERRUPT_TIMEOUT_S = 15.0
+
+
+class K2SparkConnectHook(SparkConnectHook):
+    """Runs one of K2's Spark jobs (a Python entry point) as a thin client of a Spark Connect server,
+    owning the ``k2_spark_connect`` connection.
+
+    The server comes from the connection when the deployment defines it (environment, secrets
+    backend, UI: host, port, token as password); else from K2_SPARK_CONNECT, and for the embedded
+    server, which this hook starts if it is not running, with the token of the state directory.
+    The job gets a session id of its own, so killing the task interrupts exactly its Spark work.
+    """
+
+    default_conn_name = "k2_spark_connect"
+    hook_name = "K2 Spark Connect"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        name: str,
+        application: Path,
+        application_args: list[str],
+        conn_id: str = default_conn_name,
+    ) -> None:
+        super().__init__(conn_id=conn_id)
+        self.settings = settings
+        self.name = name
+        self.application = application
+        self.application_args = list(application_args)
+        self.session_id = str(uuid.uuid4())
+        self._process: subprocess.Popen[str] | None = None
+        self.interrupted: list[str] = []  # ids of the Spark operations on_kill interrupted
+
+    def get_connection(self, conn_id: str) -> Connection:  # type: ignore[override]
+        try:
+            return super().get_connection(conn_id)
+        except AirflowNotFoundException:
+            return self.default_connection(self.settings, conn_id)
+
+    @staticmethod
+    def default_connection(settings: Settings, conn_id: str = default_conn_name) -> Connection:
+        if settings.spark.connect_embedded:
+            from k2.runtime.spark_connect import CLIENT_HOST, LocalSparkConnectServer
+
+            server = LocalSparkConnectServer(settings)
+            host, port, token = CLIENT_HOST, settings.spark.connect_port, server.token()
+        else:
+            url = urlparse(settings.spark.connect)
+            host, port, token = url.hostname or CLIENT_HOST, url.port or 15002, None
+        return Connection(conn_id=conn_id, conn_type="spark_connect", host=host, port=port, password=token)
+
+    def session_url(self) -> str:
+        """The connection's URL with this job's session id (it carries the token: never log it)."""
+        return f"{self.get_connection_url()};session_id={self.session_id}"
+
+    def submit(self) -> None:
+        """Runs the job to its end, its output in the task log; raises if it failed."""
+        if self.settings.spark.connect_embedded:
+            from k2.runtime.spark_connect import LocalSparkConnectServer
+
+            LocalSparkConnectServer(self.settings).ensure_running()
+        env = {**os.environ, REMOTE_ENV: self.session_url()}
+        cmd = [sys.executable, str(self.application), *self.application_args]
+        self.log.info("running %s on Spark Connect (session %s)", self.name, self.session_id)
+        self._process = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            self.log.info("%s", line.rstrip())
+        code = self._process.wait()
+        if code != 0:
+            raise AirflowException(f"{self.name} exited with code {code}; its output is above")
+
+    def on_kill(self) -> None:
+        """Interrupts the job's Spark operations on the server, then stops its client process."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        worker = threading.Thread(target=self._interrupt_session, daemon=True)
+        worker.start()
+        worker.join(INTERRUPT_TIMEOUT_S)  # a server that does not answer must not hold the kill
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def _interrupt_session(self) -> None:
+        try:
+            from pyspark.sql import SparkSession
+
+            session = SparkSession.builder.remote(self.session_url()).create()
+            self.interrupted = session.interruptAll()
+            session.stop()
+            self.log.info("interrupted %d Spark operation(s) of %s", len(self.interrupted), self.name)
+        except Exception as exc:  # the kill goes on: the server abandons the session's work on its own
+            self.log.warning("could not interrupt %s's Spark session: %s", self.name, exc)
+
+
+def spark_job_hook(
+    settings: Settings, *, name: str, application: Path, application_args: list[str], nice: int = 0
+) -> Any:
+    """The hook that runs a batch or maintenance job where K2_SPARK_CONNECT says: a Spark Connect
+    server, or (``off``) a spark-submit of its own at niceness ``nice``."""
+    if settings.spark.connect == "off":
+        from k2.airflow.hooks.spark import K2SparkSubmitHook
+
+        return K2SparkSubmitHook(
+            settings, name=name, application=application, application_args=application_args, nice=nice
+        )
+    return K2SparkConnectHook(settings, name=name, application=application, application_args=application_args)

@@ -1,0 +1,158 @@
+"""Lifecycle of K2's embedded Spark Connect server: one warm Spark application on K2_SPARK_MASTER
+that runs every batch and maintenance job, each Airflow task being a thin client of it. A task then
+pays no JVM start, class loading or JIT warm-up (about a minute per task under the streams' load).
+
+The server is ``spark-submit --class SparkConnectServer`` from pyspark's own jars, niced like the
+batch, on 127.0.0.1 only. A client must present the token in ``$K2_HOME/run/spark-connect.token``
+(0600, new at each start; the server reads it from its environment, never its command line).
+`k2 up` starts it, `k2 down` stops it, and a job that finds it dead starts it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from k2.errors import K2Error
+from k2.log import get_logger
+from k2.runtime import procs
+from k2.settings import Settings
+from k2.spark import SPARK_SUBMIT, server_conf, spark_job
+
+log = get_logger(__name__)
+
+SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+TOKEN_ENV = "SPARK_CONNECT_AUTHENTICATE_TOKEN"  # read by the server (and by pyspark's client)
+HOST = "127.0.0.1"
+CLIENT_HOST = "localhost"  # pyspark sends a token without TLS only to a host named localhost
+
+
+@dataclass(frozen=True)
+class ConnectServerStatus:
+    running: bool
+    pid: int | None
+    endpoint: str
+    log_file: Path
+
+
+class LocalSparkConnectServer:
+    """Start, stop and inspect the embedded Spark Connect server of ``settings``' state directory."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = settings.spark.connect_port
+        self.pid_file = settings.run_dir / "spark-connect.pid"
+        self.token_file = settings.run_dir / "spark-connect.token"
+        self.lock_file = settings.run_dir / "spark-connect.lock"
+        self.log_file = settings.logs_dir / "spark-connect" / "server.log"
+
+    def status(self) -> ConnectServerStatus:
+        pid = self._live_pid()
+        return ConnectServerStatus(pid is not None, pid, f"{HOST}:{self.port}", self.log_file)
+
+    def token(self) -> str:
+        try:
+            return self.token_file.read_text().strip()
+        except FileNotFoundError as exc:
+            raise K2Error(
+                f"the Spark Connect server of {self.settings.home} has no token file {self.token_file}",
+                "start it with `k2 up` (or any batch task starts it).",
+            ) from exc
+
+    def client_url(self) -> str:
+        """The URL a pyspark client connects with (it carries the token: never log it)."""
+        return f"sc://{CLIENT_HOST}:{self.port}/;token={self.token()}"
+
+    def ensure_running(self) -> ConnectServerStatus:
+        """The running server, started first if it is not, once it accepts clients."""
+        self.start_in_background()
+        self._wait_accepting()
+        return self.status()
+
+    def start_in_background(self) -> None:
+        """Starts the server unless it runs (one starter at a time per state directory); no wait."""
+        with self._locked():
+            if self._live_pid() is None:
+                self._spawn()
+
+    def stop(self) -> bool:
+        """SIGTERM, then SIGKILL after 30 s; running jobs fail (their tasks retry). False if none ran."""
+        with self._locked():
+            if self._live_pid() is None:
+                self.pid_file.unlink(missing_ok=True)
+                return False
+            log.info("spark_connect.stopping", pid=self._live_pid())
+            return procs.stop(self.pid_file)
+
+    # --- internals ---------------------------------------------------------------------------------
+    def _spawn(self) -> None:
+        procs.require_free_port(HOST, self.port, "K2_SPARK_CONNECT_PORT")
+        token = secrets.token_urlsafe(32)
+        self.token_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token)
+        job = spark_job(self.settings, name="k2-spark-connect", application=Path("spark-internal"))
+        conf = server_conf(self.settings, "k2-spark-connect")
+        conf.pop("spark.app.name")
+        conf.update({"spark.connect.grpc.binding.address": HOST, "spark.connect.grpc.binding.port": str(self.port)})
+        master = conf.pop("spark.master")
+        args = [arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")]
+        nice = ["nice", "-n", str(self.settings.spark.batch_nice)] if self.settings.spark.batch_nice else []
+        cmd = [*nice, SPARK_SUBMIT, "--master", master, "--name", "k2-spark-connect", "--class", SERVER_CLASS, *args]
+        env = {**os.environ, **job.env, TOKEN_ENV: token}
+        pid = procs.spawn(cmd, pid_file=self.pid_file, log_file=self.log_file, env=env)
+        log.info("spark_connect.starting", pid=pid, endpoint=f"{HOST}:{self.port}", master=master)
+
+    def _wait_accepting(self) -> None:
+        started = time.monotonic()
+        deadline = started + self.settings.spark.connect_start_timeout_s
+        waited = False
+        while not _accepts(self.port):
+            if procs.running_pid(self.pid_file) is None:  # (mid-exec, its command line may read empty)
+                raise K2Error(
+                    f"the Spark Connect server exited while starting (see {self.log_file})",
+                    "fix the cause in that log (a port in use, too little memory), then re-run the task or `k2 up`.",
+                )
+            if time.monotonic() > deadline:
+                raise K2Error(
+                    f"the Spark Connect server did not accept clients within "
+                    f"{self.settings.spark.connect_start_timeout_s:.0f}s (see {self.log_file})",
+                    "give it more time with K2_SPARK_CONNECT_START_TIMEOUT_S, or run jobs with K2_SPARK_CONNECT=off.",
+                )
+            waited = True
+            time.sleep(0.5)
+        if waited:
+            log.info("spark_connect.accepting", seconds_waited=round(time.monotonic() - started, 1))
+
+    def _live_pid(self) -> int | None:
+        pid = procs.running_pid(self.pid_file)
+        if pid is None:
+            return None
+        with contextlib.suppress(psutil.Error):
+            cmdline = psutil.Process(pid).cmdline()
+            if SERVER_CLASS in cmdline and f"spark.connect.grpc.binding.port={self.port}" in cmdline:
+                return pid
+        return None  # the pid was reused by another process
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.lock_file.open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex((HOST, port)) == 0
