@@ -9,13 +9,13 @@ from typing import Any
 
 from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 from airflow.sdk import Connection
-from airflow.sdk.exceptions import AirflowNotFoundException
 
+from k2.airflow.hooks import SettingsDefaultConnection
 from k2.settings import Settings
 from k2.spark import SPARK_SUBMIT, spark_job
 
 
-class K2SparkSubmitHook(SparkSubmitHook):
+class K2SparkSubmitHook(SettingsDefaultConnection, SparkSubmitHook):
     """A SparkSubmitHook for one of K2's Spark jobs, owning the ``k2_spark`` connection.
 
     The master comes from the connection when the deployment defines it (environment, secrets
@@ -53,12 +53,6 @@ class K2SparkSubmitHook(SparkSubmitHook):
             verbose=False,
             **kwargs,
         )
-
-    def get_connection(self, conn_id: str) -> Connection:  # type: ignore[override]
-        try:
-            return super().get_connection(conn_id)
-        except AirflowNotFoundException:
-            return self.default_connection(self.settings, conn_id)
 
     @staticmethod
     def default_connection(settings: Settings, conn_id: str = default_conn_name) -> Connection:

@@ -15,15 +15,16 @@ from urllib.parse import urlparse
 
 from airflow.providers.apache.spark.hooks.spark_connect import SparkConnectHook
 from airflow.sdk import Connection
-from airflow.sdk.exceptions import AirflowException, AirflowNotFoundException
+from airflow.sdk.exceptions import AirflowException
 
+from k2.airflow.hooks import SettingsDefaultConnection
 from k2.settings import Settings
 from k2.spark import REMOTE_ENV
 
 INTERRUPT_TIMEOUT_S = 15.0
 
 
-class K2SparkConnectHook(SparkConnectHook):
+class K2SparkConnectHook(SettingsDefaultConnection, SparkConnectHook):
     """Runs one of K2's Spark jobs (a Python entry point) as a thin client of a Spark Connect server,
     owning the ``k2_spark_connect`` connection.
 
@@ -53,12 +54,6 @@ class K2SparkConnectHook(SparkConnectHook):
         self.session_id = str(uuid.uuid4())
         self._process: subprocess.Popen[str] | None = None
         self.interrupted: list[str] = []  # ids of the Spark operations on_kill interrupted
-
-    def get_connection(self, conn_id: str) -> Connection:  # type: ignore[override]
-        try:
-            return super().get_connection(conn_id)
-        except AirflowNotFoundException:
-            return self.default_connection(self.settings, conn_id)
 
     @staticmethod
     def default_connection(settings: Settings, conn_id: str = default_conn_name) -> Connection:
