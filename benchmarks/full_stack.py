@@ -150,36 +150,58 @@ def task_timings(tasks: list[dict]) -> dict[str, dict]:
 
 
 # --- latency and lag -----------------------------------------------------------------------------
-def latencies_by_minute(settings: Settings, exchange: str, since_ms: int, until_ms: int) -> dict:
-    """Kafka-timestamp-to-commit latency of the rows produced in the window, from the append
-    snapshots' own manifests (maintenance may have compacted the files since)."""
-    table = load_catalog(settings.lake).load_table(bronze_table(exchange).identifier)
-    parts = []
-    for snapshot in table.snapshots():
-        if snapshot.timestamp_ms < since_ms or snapshot.summary is None:
-            continue
-        if snapshot.summary.operation.value != "append":
-            continue
-        for path in added_files(table, snapshot):
-            ts = read_columns(table, path, ["kafka_timestamp"]).column(0).cast("int64").to_numpy() // 1000
-            keep = (ts >= since_ms) & (ts < until_ms)
-            parts.append(np.stack([ts[keep], snapshot.timestamp_ms - ts[keep]]))
-    if not parts:
-        return {"rows": 0}
-    rows = np.concatenate(parts, axis=1)
-    lat = rows[1] / 1000
-    minutes = (rows[0] - since_ms) // 60_000
-    per_minute = [
-        round(float(np.percentile(lat[minutes == m], 99)), 2) if (minutes == m).any() else None
-        for m in range(int(np.ceil((until_ms - since_ms) / 60_000)))
-    ]
-    return {
-        "rows": int(lat.size),
-        "p50_s": round(float(np.percentile(lat, 50)), 2),
-        "p99_s": round(float(np.percentile(lat, 99)), 2),
-        "max_s": round(float(lat.max()), 2),
-        "p99_per_minute_s": per_minute,
-    }
+class LatencyCollector:
+    """Kafka-timestamp-to-commit latency of every row committed after ``since``, read from each
+    append snapshot's own manifests as it appears (every 30 s): the streams expire their snapshots
+    after K2_BRONZE_SNAPSHOT_RETENTION_S, and maintenance may compact the files, so reading them
+    all at the end would find the window's first minutes gone."""
+
+    def __init__(self, settings: Settings, exchange: str, since_ms: int, every_s: float = 30.0) -> None:
+        self.settings, self.exchange, self.since_ms, self.every_s = settings, exchange, since_ms, every_s
+        self.seen: set[int] = set()
+        self.parts: list[np.ndarray] = []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stopped.wait(self.every_s):
+            self.collect()
+
+    def collect(self) -> None:
+        table = load_catalog(self.settings.lake).load_table(bronze_table(self.exchange).identifier)
+        for snapshot in table.snapshots():
+            if snapshot.snapshot_id in self.seen or snapshot.timestamp_ms < self.since_ms:
+                continue
+            self.seen.add(snapshot.snapshot_id)
+            if snapshot.summary is None or snapshot.summary.operation.value != "append":
+                continue
+            for path in added_files(table, snapshot):
+                ts = read_columns(table, path, ["kafka_timestamp"]).column(0).cast("int64").to_numpy() // 1000
+                ts = ts[ts >= self.since_ms]
+                self.parts.append(np.stack([ts, snapshot.timestamp_ms - ts]))
+
+    def summary(self, until_ms: int) -> dict:
+        """The rows produced in [since, until): over the window and per minute."""
+        self.stopped.set()
+        self.thread.join(60)
+        self.collect()  # the window's last commits
+        rows = np.concatenate(self.parts, axis=1) if self.parts else np.empty((2, 0), dtype=np.int64)
+        rows = rows[:, rows[0] < until_ms]
+        if not rows.shape[1]:
+            return {"rows": 0}
+        lat = rows[1] / 1000
+        minutes = (rows[0] - self.since_ms) // 60_000
+        per_minute = [
+            round(float(np.percentile(lat[minutes == m], 99)), 2) if (minutes == m).any() else None
+            for m in range(int(np.ceil((until_ms - self.since_ms) / 60_000)))
+        ]
+        return {
+            "rows": int(lat.size),
+            "p50_s": round(float(np.percentile(lat, 50)), 2),
+            "p99_s": round(float(np.percentile(lat, 99)), 2),
+            "max_s": round(float(lat.max()), 2),
+            "p99_per_minute_s": per_minute,
+        }
 
 
 class LagSampler:
@@ -268,7 +290,8 @@ def stream_cpu_share(settings: Settings, home: Path, sample_s: float) -> dict:
     return shares
 
 
-def full_stack(window_s: float, warmup_s: float, run_timeout_s: float, idle_s: float = 60.0) -> dict:
+def full_stack(result: dict, window_s: float, warmup_s: float, run_timeout_s: float, idle_s: float = 60.0) -> None:
+    """Fills ``result`` phase by phase, so a failure keeps what was measured before it."""
     home = Path(tempfile.mkdtemp(prefix="k2-fullstack-"))
     settings = isolate(home)
     cpu_up = CpuSampler(home)
@@ -288,7 +311,7 @@ def full_stack(window_s: float, warmup_s: float, run_timeout_s: float, idle_s: f
     watcher = threading.Thread(target=watch_gold, daemon=True)
     watcher.start()
     progress(f"up: `k2 up` in {home}")
-    result: dict = {"home": str(home)}
+    result["home"] = str(home)
     try:
         bring_up(settings)
         result["up_s"] = round(time.monotonic() - started, 1)
@@ -307,6 +330,9 @@ def full_stack(window_s: float, warmup_s: float, run_timeout_s: float, idle_s: f
         cpu = CpuSampler(home)
         cpu.start()
         since = time.time()
+        latency = {ex: LatencyCollector(settings, ex, int(since * 1000)) for ex in EXCHANGES}
+        for collector in latency.values():
+            collector.thread.start()
         progress(f"load: measuring {window_s:.0f}s")
         stamp = time.strftime("%Y%m%dT%H%M%S")
         maintenance_run, medallion_run = f"bench_maintenance__{stamp}", f"bench_medallion__{stamp}"
@@ -324,6 +350,10 @@ def full_stack(window_s: float, warmup_s: float, run_timeout_s: float, idle_s: f
         lag.stopped.set()
         result["window_s"] = round(until - since, 1)
         result["lag"] = lag.summary(since)
+        time.sleep(10)  # rows produced just before the window closed are committed a few seconds later
+        until_ms = int(until * 1000)
+        result["latency"] = {ex: collector.summary(until_ms) for ex, collector in latency.items()}
+        progress(f"latency: {json.dumps(result['latency'])}")
         progress("load: window closed; waiting for the runs and the window's last commits")
         runs = {}
         wait_until = time.monotonic() + run_timeout_s  # then a run still going is reported as it stands
@@ -333,12 +363,9 @@ def full_stack(window_s: float, warmup_s: float, run_timeout_s: float, idle_s: f
             runs[dag_id] = {"run_id": run_id, "state": state, "tasks": task_timings(api.task_instances(dag_id, run_id))}
         result["runs"] = runs
         result["batch"] = batch_throughput(api, medallion_run, runs[dag_ids.MEDALLION]["tasks"], conf)
-        since_ms, until_ms = int(since * 1000), int(until * 1000)
-        result["latency"] = {ex: latencies_by_minute(settings, ex, since_ms, until_ms) for ex in EXCHANGES}
     finally:
         progress("down: `k2 down`")
         bring_down(settings)
-    return result
 
 
 def batch_throughput(api: AirflowApi, run_id: str, tasks: dict[str, dict], conf: dict) -> dict:
@@ -397,9 +424,12 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"rates_msg_per_s": RATES}
     if not args.no_baseline:
         results["baseline"] = baseline(args.baseline_window)
-    results["full_stack"] = full_stack(args.window, args.warmup, args.run_timeout)
-    report(results)
-    print(f"\nresults: {write_results('full_stack', results)}")
+    results["full_stack"] = {}
+    try:
+        full_stack(results["full_stack"], args.window, args.warmup, args.run_timeout)
+    finally:  # whatever was measured before a failure is still printed and written
+        report(results)
+        print(f"\nresults: {write_results('full_stack', results)}")
     return 0
 
 

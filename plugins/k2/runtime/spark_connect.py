@@ -24,6 +24,7 @@ import psutil
 
 from k2.errors import K2Error
 from k2.log import get_logger
+from k2.private import write_private
 from k2.runtime import procs
 from k2.settings import Settings
 from k2.spark import SPARK_SUBMIT, server_conf, spark_job
@@ -97,10 +98,7 @@ class LocalSparkConnectServer:
     def _spawn(self) -> None:
         procs.require_free_port(HOST, self.port, "K2_SPARK_CONNECT_PORT")
         token = secrets.token_urlsafe(32)
-        self.token_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(token)
+        write_private(self.token_file, token)
         job = spark_job(self.settings, name="k2-spark-connect", application=Path("spark-internal"))
         conf = server_conf(self.settings, "k2-spark-connect")
         conf.pop("spark.app.name")
