@@ -44,6 +44,7 @@ with DAG(
             trigger_rule="all_done",
             pool=settings.maintenance.pool or settings.spark.airflow_pool,
             priority_weight=0,
+            execution_timeout=timedelta(minutes=settings.maintenance.execution_timeout_min),
         )  # the hourly batch goes first
         if previous is not None:
             previous >> task

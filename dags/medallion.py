@@ -12,10 +12,15 @@ from k2.airflow.assets import GOLD_ASSETS, SILVER_ASSETS, bronze_asset
 from k2.airflow.notifiers.alerts import K2AlertNotifier, batch_deadline
 from k2.airflow.operators.medallion import MedallionOperator
 from k2.airflow.sensors.settle import BronzeSettledSensor
+from k2.medallion.interval import DATE_TIME_PATTERN
 from k2.settings import load_settings
 
 settings = load_settings()
 spark_pool = settings.spark.airflow_pool  # bounds concurrent Spark jobs (K2_SPARK_POOL_SLOTS)
+spark_timeout = timedelta(minutes=settings.batch.execution_timeout_min)  # a hung job frees the pool
+# format: the trigger form's date-time picker; pattern: the check itself, wherever a run is created
+# (jsonschema checks "format" only when rfc3339-validator is installed, which Airflow does not require)
+date_time = {"type": ["null", "string"], "format": "date-time", "pattern": DATE_TIME_PATTERN}
 
 DOC = """
 Each hour, per exchange: wait until Bronze holds every record the stream ingested in the data
@@ -29,7 +34,9 @@ tables. Great Expectations gates each layer before it is written; a critical fai
 and publishes nothing.
 
 Backfill with Airflow (`airflow backfill create --dag-id k2_medallion --from-date ... --to-date ...`,
-the REST API or the UI), or trigger with parameters `exchange`, `start`, `end` (ISO 8601, UTC).
+the REST API or the UI), or trigger with parameters `exchange`, `start`, `end` (RFC 3339 date-times,
+e.g. 2026-11-20T13:00:00Z; at most K2_BATCH_MAX_MANUAL_INTERVAL_H apart). Wrong parameters fail the
+run at once, without retries.
 """
 
 with DAG(
@@ -49,9 +56,16 @@ with DAG(
             "all", type="string", enum=["all", *settings.exchanges], description="Exchange to process, or all"
         ),
         "start": Param(
-            "", type="string", description="Manual runs: interval start, ISO 8601 UTC (empty: the run's data interval)"
+            None,
+            description="Manual runs: interval start, e.g. 2026-11-20T13:00:00Z (empty: the run's data interval)",
+            **date_time,
         ),
-        "end": Param("", type="string", description="Manual runs: interval end, exclusive"),
+        "end": Param(
+            None,
+            description="Manual runs: interval end, exclusive; at most "
+            f"{settings.batch.max_manual_interval_h:g} h after start (K2_BATCH_MAX_MANUAL_INTERVAL_H)",
+            **date_time,
+        ),
         "catch_up": Param(
             True,
             type="boolean",
@@ -88,6 +102,7 @@ with DAG(
                 exchange=exchange,
                 max_active_tis_per_dag=1,
                 pool=spark_pool,
+                execution_timeout=spark_timeout,
                 inlets=[bronze_asset(exchange)],
                 outlets=SILVER_ASSETS,
             )
@@ -97,6 +112,7 @@ with DAG(
                 exchange=exchange,
                 max_active_tis_per_dag=1,
                 pool=spark_pool,
+                execution_timeout=spark_timeout,
                 inlets=SILVER_ASSETS[:1],
                 outlets=GOLD_ASSETS,
             )

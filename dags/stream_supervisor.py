@@ -15,7 +15,7 @@ Keeps the **{exchange}** Bronze stream (Kafka `{topic}` -> Iceberg `bronze.{exch
 running: starts it, restarts it with exponential back-off when it dies, kills and restarts it
 when it stalls, and gives up with a critical alert after too many restarts in an hour.
 Each run supervises for K2_STREAM_SUPERVISE_WINDOW_S; the next run follows at once. Pause this DAG to stop the
-stream (it stops itself when its lease lapses); `k2 stream stop {exchange}` stops it explicitly.
+stream (it stops itself when its lease lapses); `k2 stream stop --exchange {exchange}` stops it explicitly.
 Task logs show one status line per check: state, pid, last batch, lag, restarts.
 """
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from k2.errors import K2Error
 from k2.log import configure_logging, get_logger
+from k2.private import private_dir
 from k2.settings import Settings, load_settings
 
 log = get_logger("k2.cli")
@@ -333,6 +334,17 @@ def cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def ensure_home(settings: Settings) -> None:
+    """The state directory, 0700: it holds the catalog, the Airflow DB and generated secrets."""
+    try:
+        private_dir(settings.home)
+    except OSError as exc:
+        raise K2Error(
+            f"cannot create the state directory {settings.home}: {exc.strerror}",
+            "point K2_HOME at a directory you can write, or fix the permissions of its parent.",
+        ) from exc
+
+
 # --- parser --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -432,6 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         configure_logging(settings)
+        ensure_home(settings)
         return args.func(settings, args)
     except K2Error as exc:
         print(f"k2: error: {exc.cause}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Self
 
@@ -31,3 +31,31 @@ class JsonReport:
     @classmethod
     def read(cls, path: Path) -> Self:
         return cls.from_dict(json.loads(path.read_text()))
+
+
+# exit status of a job that failed in a way a retry would repeat (its report file holds a JobFailure)
+EXIT_FAILED_FOR_GOOD = 3
+
+
+@dataclass
+class JobFailure(JsonReport):
+    """A failure the same inputs would repeat (wrong parameters, a critical quality gate). The job
+    writes it to its report file and exits with ``EXIT_FAILED_FOR_GOOD``; the operator, in another
+    process, reads it back and fails the task without retrying (one attempt, one alert)."""
+
+    failure: str  # parameters / quality
+    cause: str
+    fix: str = ""
+
+    @property
+    def message(self) -> str:
+        return f"{self.failure} failure (not retried): {self.cause}" + (f"\n  fix: {self.fix}" if self.fix else "")
+
+    @classmethod
+    def found_in(cls, path: Path) -> JobFailure | None:
+        """The failure a job left in its report file, if that is what the file holds."""
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return cls.from_dict(data) if isinstance(data, dict) and "failure" in data else None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -30,6 +31,8 @@ from k2.errors import K2Error
 
 ENV_PREFIX = "K2_"
 SECRET_WORDS = ("secret", "credential", "password")
+SECRET_VALUES = ("alert_webhook_url",)  # the URL is the credential (Slack and the like)
+SECRET_URL_PASSWORDS = ("catalog_uri", "airflow_db_uri", "spark_connect")  # URLs that may carry a password or token
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("console", "logfmt", "json")
 
@@ -220,13 +223,16 @@ class StreamSettings(Section):
     snapshot_retention_s: float = setting(
         600.0,
         "A Bronze stream expires its own snapshots older than this (it commits one per micro-batch, and every "
-        "commit rewrites the list of them); Bronze time travel reaches this far.",
+        "commit rewrites the list of them); Bronze time travel reaches this far. At most a day.",
         key="bronze_snapshot_retention_s",
         gt=0,
+        # a day of 1 s commits is 86,400 snapshots in every commit's metadata; replays come from Kafka
+        le=86_400,
     )
     expire_every_s: float = setting(
         60.0,
-        "How often a Bronze stream expires its old snapshots; 0: never (then only the maintenance DAG does).",
+        "How often a Bronze stream expires its old snapshots, at most K2_BRONZE_SNAPSHOT_RETENTION_S; 0: never "
+        "(then only the maintenance DAG does).",
         key="bronze_expire_every_s",
         ge=0,
     )
@@ -245,6 +251,15 @@ class StreamSettings(Section):
         "A stream stops itself when no supervisor renewed its lease for this long (e.g. its DAG is paused).",
         gt=0,
     )
+
+    def check(self) -> None:
+        # expiring less often than the retention lets snapshots pile up to every + retention
+        if self.expire_every_s > self.snapshot_retention_s:
+            raise K2Error(
+                f"K2_BRONZE_EXPIRE_EVERY_S={self.expire_every_s:g} is longer than "
+                f"K2_BRONZE_SNAPSHOT_RETENTION_S={self.snapshot_retention_s:g}: snapshots would outlive the retention",
+                "expire at least once per retention (e.g. every 60 s for 600 s), or set 0 to leave it to maintenance.",
+            )
 
 
 @dataclass(frozen=True)
@@ -291,6 +306,20 @@ class BatchSettings(Section):
         key="batch_catch_up_max_pieces",
         gt=0,
     )
+    max_manual_interval_h: float = setting(
+        168.0,
+        "Longest interval a manually triggered k2_medallion run (parameters start/end) may cover, in hours; a "
+        "longer one is refused before any work: trigger several runs, or use an Airflow backfill.",
+        key="batch_max_manual_interval_h",
+        gt=0,
+        le=366 * 24,
+    )
+    execution_timeout_min: float = setting(
+        60.0,
+        "A Silver or Gold task running longer than this is stopped (its Spark job interrupted) and retried.",
+        key="batch_execution_timeout_min",
+        gt=0,
+    )
 
 
 @dataclass(frozen=True)
@@ -305,6 +334,9 @@ class MaintenanceSettings(Section):
     )
     target_file_mb: int = setting(128, "Target data file size when compacting.", gt=0)
     deadline_min: float = setting(180.0, "Deadline of a k2_maintenance run, from when it was queued.", gt=0)
+    execution_timeout_min: float = setting(
+        120.0, "A maintenance task running longer than this is stopped (its Spark job interrupted) and retried.", gt=0
+    )
     pool: str = setting(
         "k2_maintenance",
         "Airflow pool (one slot) of the maintenance tasks, apart from the batch's: the hourly batch never waits "
@@ -370,7 +402,7 @@ class AlertSettings(Section):
             )
         if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
             raise K2Error(
-                f"K2_ALERT_WEBHOOK_URL={self.webhook_url!r} is not an http(s) URL",
+                "K2_ALERT_WEBHOOK_URL is not an http(s) URL (its value, a secret, is not shown)",
                 "use the webhook URL your chat tool gave you (https://...).",
             )
 
@@ -535,7 +567,8 @@ class Settings:
             if name in known:
                 values[known[name]] = _parse(known[name], raw)
             elif not _is_exchange_option(name):
-                close = difflib.get_close_matches(name, list(known), n=1)
+                # a misspelt exchange (K2_BINANACE_SYMBOLS) is closest to that exchange's own option
+                close = difflib.get_close_matches(name, [*known, *_exchange_option_names()], n=1)
                 hint = f"did you mean {close[0]}? " if close else ""
                 raise K2Error(
                     f"unknown setting {name}", f"{hint}unset it, or pick one of the settings listed by `k2 settings`."
@@ -579,9 +612,7 @@ class Settings:
         rows = []
         for key, _, f in _all_fields():
             value = self.value(key)
-            shown = ",".join(value) if isinstance(value, tuple) else str(value)
-            if any(word in key for word in SECRET_WORDS):
-                shown = "****" if shown else ""
+            shown = mask_secret(key, ",".join(value) if isinstance(value, tuple) else str(value))
             source = "derived" if key in self._derived else ("env" if env_name(key) in os.environ else "default")
             rows.append((env_name(key), shown, source, f.metadata["help"]))
         return rows
@@ -589,6 +620,31 @@ class Settings:
 
 def env_name(key: str) -> str:
     return ENV_PREFIX + key.upper()
+
+
+def mask_secret(key: str, shown: str) -> str:
+    """A setting's value as it may be printed: secrets by name and whole secret URLs masked, and
+    the password inside a connection URL (``postgresql://user:****@host/db``)."""
+    if not shown:
+        return shown
+    if key in SECRET_VALUES or any(word in key for word in SECRET_WORDS):
+        return "****"
+    if key in SECRET_URL_PASSWORDS:
+        return mask_url_password(shown)
+    return shown
+
+
+def mask_url_password(url: str) -> str:
+    """``scheme://user:secret@host/...`` -> ``scheme://user:****@host/...``; also ``?password=...``."""
+    # up to the authority's last "@": a password may hold one its writer did not percent-encode
+    url = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/]*@", r"\1:****@", url)
+    return re.sub(r"([?&;](?:password|passwd|pwd|token|secret|credential)[^=&;]*=)[^&;]*", r"\1****", url, flags=re.I)
+
+
+def _exchange_option_names() -> list[str]:
+    from k2.exchanges import available, get_exchange
+
+    return [f"{ENV_PREFIX}{ex.upper()}_{option}" for ex in available() for option in get_exchange(ex).options]
 
 
 def _root_fields() -> list[dataclasses.Field]:
@@ -627,6 +683,8 @@ def _check_bounds(name: str, value: Any, meta: Mapping[str, Any]) -> None:
         raise K2Error(f"{name}={value!r} is not one of {', '.join(meta['choices'])}", f"set {name} to one of them.")
     if not isinstance(value, int | float) or isinstance(value, bool):
         return
+    if not math.isfinite(value):  # NaN passes every comparison, inf every lower bound
+        raise K2Error(f"{name}={value} is not a finite number", f"give {name} a number, or unset it for the default.")
     if meta.get("gt") is not None and not value > meta["gt"]:
         if meta["gt"] == 0:
             raise K2Error(f"{name} must be positive, got {value}", "set a positive number or unset it for the default.")

@@ -35,6 +35,11 @@ def main(dags_folder: str) -> None:
                 "retries": [t.retries for t in tasks],
                 "task_count": len(tasks),
                 "has_cycle": _has_cycle(dag),
+                "execution_timeout_s": {
+                    t.task_id: t.execution_timeout.total_seconds() if t.execution_timeout else None for t in tasks
+                },
+                "operators": {t.task_id: type(t).__name__ for t in tasks},
+                "param_schemas": {name: dag.params.get_param(name).schema for name in dag.params},
             }
     print(json.dumps(report))
 

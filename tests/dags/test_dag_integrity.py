@@ -93,3 +93,39 @@ def test_the_heavy_import_check_catches_a_violation(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1])["files"]["bad_dag.py"]["heavy_modules"] == ["pyspark"]
+
+
+def test_every_spark_task_has_the_execution_timeout_of_its_setting(report: dict) -> None:
+    from k2.settings import Settings
+
+    defaults = Settings.from_env({})  # the inspector parses the DAGs without K2_* variables
+    expected = {
+        "MedallionOperator": defaults.batch.execution_timeout_min * 60,
+        "IcebergMaintenanceOperator": defaults.maintenance.execution_timeout_min * 60,
+    }
+    timeouts = {
+        f"{dag_id}.{task}": (operator, info["execution_timeout_s"][task])
+        for dag_id, info in report["dags"].items()
+        for task, operator in info["operators"].items()
+        if operator in expected
+    }
+    assert set(timeouts) == {
+        *(f"k2_medallion.{ex}.{layer}" for ex in defaults.exchanges for layer in ("silver", "gold")),
+        *(f"k2_maintenance.maintain_{ns}" for ns in ("bronze", "silver", "gold", "ops")),
+    }
+    wrong = {task: t for task, (operator, t) in timeouts.items() if t != expected[operator]}
+    assert wrong == {}, f"Spark tasks without K2's execution timeout: {wrong}"
+
+
+@pytest.mark.parametrize("name", ["start", "end"])
+def test_the_trigger_form_refuses_an_interval_bound_that_is_no_date_time(report: dict, name: str) -> None:
+    from airflow.sdk import Param
+    from airflow.sdk.exceptions import ParamValidationError
+
+    schema = report["dags"]["k2_medallion"]["param_schemas"][name]
+    assert schema["format"] == "date-time"  # the trigger form shows a date-time picker
+    for good in (None, "2026-11-20T13:00:00Z", "2026-11-20T13:00:00.000Z", "2026-11-20T13:00:00.123456+00:00"):
+        assert Param(None, schema=schema).resolve(good) == good
+    for bad in ("yesterday", "2026-11-20", "2026-11-20T13:00", "20/11/2026 13:00", "2026-11-20T13:00:00"):
+        with pytest.raises(ParamValidationError):
+            Param(None, schema=schema).resolve(bad)

@@ -104,8 +104,8 @@ def test_connect_hook_runs_jobs_on_the_embedded_server_with_its_token(tmp_path: 
     settings = Settings.from_env({}, home=tmp_path, spark_connect_port=15123)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "spark-connect.token").write_text("s3cret-token\n")
-    hook = spark_job_hook(settings, name="k2-test", application=Path("app.py"), application_args=["--x", "1"])
-    assert isinstance(hook, K2SparkConnectHook)
+    hook = spark_job_hook(settings, name="k2-test", application=Path("app.py"), application_args=["--x", "1"], nice=9)
+    assert isinstance(hook, K2SparkConnectHook) and hook.nice == 9
     assert hook.session_url() == f"sc://localhost:15123/;token=s3cret-token;session_id={hook.session_id}"
 
 

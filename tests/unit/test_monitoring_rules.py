@@ -91,3 +91,59 @@ def test_incidents_survive_a_restart(tmp_path) -> None:
     with store.transaction() as book:  # a new process: same incident, no new alert
         assert book.evaluate("binance", {"latency_p99_s": 50}, t, 60.0, 60) == []
         assert book.of_exchange("binance")[0].severity == "critical"
+
+
+@pytest.mark.parametrize(
+    ("committed_p99", "waiting", "waiting_age", "alerting"),
+    [
+        (None, 0, 0.0, None),  # an idle minute: no row committed, none waiting -> no data, not 0 s
+        (None, None, None, None),  # Kafka not reachable either
+        (2.5, 0, 0.0, 2.5),
+        (2.5, 40, 0.8, 2.5),
+        (None, 1200, 45.0, 45.0),  # stopped committing: the waiting records' age is the latency
+        (3.0, 1200, 45.0, 45.0),
+    ],
+)
+def test_alerting_latency_is_none_without_data(committed_p99, waiting, waiting_age, alerting) -> None:
+    from k2.monitoring.metrics import alerting_latency
+
+    assert alerting_latency(committed_p99, waiting, waiting_age) == alerting
+
+
+def test_idle_minutes_neither_open_nor_resolve_a_latency_incident() -> None:
+    from k2.monitoring.metrics import alerting_latency
+
+    t = load_thresholds(EXCHANGES)
+    book = IncidentBook()
+    assert [e.kind for e in book.evaluate("kraken", {"latency_p99_s": 45.0}, t, 0.0, 120)] == ["opened"]
+    idle = alerting_latency(None, 0, 0.0)
+    for minute in range(1, 11):  # ten idle minutes: a 0.0 here would have resolved it after two
+        assert book.evaluate("kraken", {"latency_p99_s": idle}, t, minute * 60.0, 120) == []
+    assert [i.metric for i in book.of_exchange("kraken")] == ["latency_p99_s"]
+    resolved = [book.evaluate("kraken", {"latency_p99_s": 1.5}, t, now, 120) for now in (700.0, 820.0)]
+    assert [e.kind for events in resolved for e in events] == ["resolved"]
+
+
+def test_a_measurement_without_rows_or_waiting_records_has_no_latency(tmp_path, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from k2.monitoring import metrics
+    from k2.settings import Settings
+
+    class Supervisor:
+        def __init__(self, *_args) -> None:
+            pass
+
+        def inspect(self, known_lag):
+            return SimpleNamespace(state="running", restarts_last_hour=0)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr("k2.streams.supervisor.StreamSupervisor", Supervisor)
+    monkeypatch.setattr(metrics, "kafka_lag", lambda *_args: (0, 0.0))  # nothing waits in Kafka
+    monkeypatch.setattr(metrics, "_from_bronze", lambda *_args: None)  # no commit in the window
+    monkeypatch.setattr(metrics, "_reconcile", lambda *_args: None)
+    m = metrics.measure(Settings.from_env({}, home=tmp_path), "binance", now=1_000.0)
+    assert (m.lag_s, m.kafka_latency_p99_s, m.latency_p99_s) == (0.0, None, None)
+    assert m.alerting_values()["latency_p99_s"] is None

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from k2.errors import K2Error
-from k2.settings import Settings, env_name
+from k2.settings import Settings, env_name, mask_url_password
 
 
 def test_defaults_describe_the_embedded_stack(tmp_path: Path) -> None:
@@ -74,6 +74,15 @@ def test_per_exchange_options_are_accepted(tmp_path: Path) -> None:
         ("K2_WAREHOUSE", "relative/path", "neither file:// nor s3://"),
         ("K2_MAINTENANCE_ORPHAN_AGE_H", "2", "under 24 hours"),
         ("K2_MAINTENANCE_MIN_SNAPSHOTS", "-1", "must be positive"),
+        ("K2_KAFKA_START_TIMEOUT_S", "nan", "is not a finite number"),
+        ("K2_BATCH_INGEST_GRACE_S", "NaN", "is not a finite number"),
+        ("K2_BRONZE_EXPIRE_EVERY_S", "nan", "is not a finite number"),
+        ("K2_MONITOR_WINDOW_S", "inf", "is not a finite number"),
+        ("K2_BRONZE_SNAPSHOT_RETENTION_S", "1e300", "must be <= 86400"),
+        ("K2_BRONZE_EXPIRE_EVERY_S", "3600", "snapshots would outlive the retention"),
+        ("K2_BATCH_MAX_MANUAL_INTERVAL_H", "0", "must be positive"),
+        ("K2_BATCH_EXECUTION_TIMEOUT_MIN", "-5", "must be positive"),
+        ("K2_MAINTENANCE_EXECUTION_TIMEOUT_MIN", "0", "must be positive"),
     ],
 )
 def test_bad_values_name_the_variable(key: str, value: str, message: str) -> None:
@@ -89,4 +98,61 @@ def test_describe_lists_every_setting_and_masks_secrets(tmp_path: Path) -> None:
     rows = {row[0]: row for row in s.describe()}
     assert rows[env_name("s3_secret_access_key")][1] == "****"
     assert rows["K2_CATALOG_URI"][2] == "derived"
+    assert rows["K2_CATALOG_URI"][1] == f"sqlite:///{tmp_path.resolve()}/lake/catalog.db"  # nothing to hide
+    assert rows["K2_ALERT_WEBHOOK_URL"][1] == ""
     assert all(row[3] for row in rows.values())
+
+
+def test_k2_settings_masks_passwords_in_urls_and_the_whole_webhook(tmp_path: Path, capsys, monkeypatch) -> None:
+    from k2.cli import cmd_settings
+
+    s = Settings.from_env(
+        {},
+        home=tmp_path,
+        catalog_uri="postgresql+psycopg2://k2:pa55-word@db.internal:5432/k2?sslmode=require",
+        airflow_db_uri="postgresql+psycopg2://airflow:pa55-db@db.internal/airflow",
+        alert_webhook_url="https://hooks.slack.com/services/T000/B000/xoxb-secret",
+        alert_smtp_password="smtp-pa55",
+        catalog_credential="client:pa55-oauth",
+    )
+    rows = {row[0]: row[1] for row in s.describe()}
+    assert rows["K2_CATALOG_URI"] == "postgresql+psycopg2://k2:****@db.internal:5432/k2?sslmode=require"
+    assert rows["K2_AIRFLOW_DB_URI"] == "postgresql+psycopg2://airflow:****@db.internal/airflow"
+    assert rows["K2_ALERT_WEBHOOK_URL"] == "****"
+    assert rows["K2_ALERT_SMTP_PASSWORD"] == rows["K2_CATALOG_CREDENTIAL"] == "****"
+    cmd_settings(s, None)  # type: ignore[arg-type]
+    printed = capsys.readouterr().out
+    assert "K2_CATALOG_URI" in printed and "db.internal" in printed
+    assert "pa55" not in printed and "xoxb" not in printed
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://user:tok@catalog.example/api/catalog", "https://user:****@catalog.example/api/catalog"),
+        (
+            "https://catalog.example:8181/api?token=abc&warehouse=w",
+            "https://catalog.example:8181/api?token=****&warehouse=w",
+        ),
+        ("postgresql://k2:p@ss@db/k2", "postgresql://k2:****@db/k2"),
+        ("postgresql://k2@db/k2", "postgresql://k2@db/k2"),
+        ("sqlite:////srv/k2:x@y/catalog.db", "sqlite:////srv/k2:x@y/catalog.db"),
+        ("sc://connect.prod:443/;token=abc;use_ssl=true", "sc://connect.prod:443/;token=****;use_ssl=true"),
+    ],
+)
+def test_url_passwords_are_masked_and_nothing_else(url: str, shown: str) -> None:
+    assert mask_url_password(url) == shown
+
+
+def test_a_misspelt_exchange_setting_is_refused_with_the_right_name() -> None:
+    with pytest.raises(K2Error) as err:
+        Settings.from_env({"K2_BINANACE_SYMBOLS": "BTCUSDT"})
+    assert "unknown setting K2_BINANACE_SYMBOLS" in err.value.cause
+    assert "did you mean K2_BINANCE_SYMBOLS?" in err.value.fix
+
+
+def test_the_bronze_snapshot_settings_accept_their_documented_forms() -> None:
+    s = Settings.from_env({"K2_BRONZE_SNAPSHOT_RETENTION_S": "5", "K2_BRONZE_EXPIRE_EVERY_S": "5"})
+    assert (s.streams.snapshot_retention_s, s.streams.expire_every_s) == (5.0, 5.0)
+    never = Settings.from_env({"K2_BRONZE_SNAPSHOT_RETENTION_S": "86400", "K2_BRONZE_EXPIRE_EVERY_S": "0"})
+    assert never.streams.expire_every_s == 0.0

@@ -62,8 +62,8 @@ class TradeProducer:
         self, settings: Settings, exchange: Exchange, *, report_successes: bool = True, **config_overrides: Any
     ) -> None:
         """``report_successes=False`` asks the broker client for failure reports only, which saves a
-        callback per record; delivered is then derived at close (produced - failed - undelivered).
-        Per-record callbacks passed to :meth:`publish` need ``report_successes=True``."""
+        callback per record; delivered is then derived from the queue (produced - failed - still
+        queued or in flight). Per-record callbacks passed to :meth:`publish` need ``report_successes=True``."""
         from confluent_kafka import Producer
 
         self.settings = settings
@@ -72,10 +72,19 @@ class TradeProducer:
             config_overrides["delivery.report.only.error"] = True
         self.exchange = exchange
         self.topic = settings.topic_for(exchange.name)
-        self.stats = DeliveryStats()
+        self._stats = DeliveryStats()
+        self._closed = False
         self._exchange_header = exchange.name.encode()
         self._format_header = exchange.payload_format.encode()
         self._producer = Producer(producer_config(settings.kafka, **config_overrides))
+
+    @property
+    def stats(self) -> DeliveryStats:
+        """The counts so far. Without success reports no callback counts a delivery: what left the
+        client's queue without a failure report was delivered (progress lines said 0 until the end)."""
+        if not self.report_successes and not self._closed:
+            self._stats.delivered = max(0, self._stats.produced - self._stats.failed - len(self._producer))
+        return self._stats
 
     def check_ready(self, timeout: float = 10.0) -> None:
         """Fail fast with a clear message when the broker or the topic is missing."""
@@ -98,7 +107,7 @@ class TradeProducer:
         """Queue one record; blocks while the local queue is full. ``on_delivery`` replaces the
         default counting callback and must call :meth:`count_delivery` itself."""
         self._produce_waiting(payload, key, self._headers(), on_delivery or self._count_delivery)
-        self.stats.produced += 1
+        self._stats.produced += 1
 
     def publish_batch(self, payloads: list[bytes], keys: list[bytes]) -> None:
         """Queue many records received together (one received-at for all): the hot path of the
@@ -110,7 +119,7 @@ class TradeProducer:
                 produce(topic, payload, key, headers=headers, on_delivery=callback)
             except BufferError:
                 self._produce_waiting(payload, key, headers, callback)
-        self.stats.produced += len(payloads)
+        self._stats.produced += len(payloads)
 
     def _headers(self) -> list[tuple[str, bytes]]:
         return [
@@ -125,7 +134,7 @@ class TradeProducer:
                 self._producer.produce(self.topic, payload, key, headers=headers, on_delivery=callback)
                 return
             except BufferError:  # local queue full: serve deliveries until it has room, never drop
-                self.stats.backpressure_waits += 1
+                self._stats.backpressure_waits += 1
                 self._producer.poll(0.05)
 
     def poll(self, timeout: float = 0.0) -> None:
@@ -140,31 +149,34 @@ class TradeProducer:
         self._count_delivery(err, msg)
 
     def _count_delivery(self, err: Any, msg: Any) -> None:
+        stats = self._stats
         if err is None:
-            self.stats.delivered += 1
+            stats.delivered += 1
             return
-        self.stats.failed += 1
+        stats.failed += 1
         reason = err.str()
-        self.stats.errors[reason] = self.stats.errors.get(reason, 0) + 1
-        if self.stats.failed <= self._LOG_EVERY_FAILURE_UNTIL or self.stats.failed % 1000 == 0:
+        stats.errors[reason] = stats.errors.get(reason, 0) + 1
+        if stats.failed <= self._LOG_EVERY_FAILURE_UNTIL or stats.failed % 1000 == 0:
             value = msg.value() or b""
             log.error(
                 "feed.delivery_failed",
                 topic=self.topic,
                 key=msg.key(),
                 error=reason,
-                failed=self.stats.failed,
+                failed=stats.failed,
                 payload=value[:200],
             )
 
     def close(self, timeout: float = 60.0) -> DeliveryStats:
         """Flush everything queued; records still undelivered afterwards are counted as failed."""
         remaining = self._producer.flush(timeout)
+        stats = self._stats
         if not self.report_successes:
-            self.stats.delivered = self.stats.produced - self.stats.failed - remaining
+            stats.delivered = stats.produced - stats.failed - remaining
         if remaining:
             log.error("feed.flush_incomplete", topic=self.topic, undelivered=remaining, timeout_s=timeout)
-            self.stats.failed += remaining
-            self.stats.errors["undelivered at shutdown"] = remaining
+            stats.failed += remaining
+            stats.errors["undelivered at shutdown"] = remaining
+        self._closed = True
         self._producer.close()  # drop broker connections now, not at garbage collection
-        return self.stats
+        return stats

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from k2.errors import K2Error
 
 MAX_BACKFILL = dt.timedelta(days=366)
+# what a run's start/end parameters must look like (RFC 3339 with its offset, as the trigger form and
+# datetime.isoformat() write them); a JSON-schema pattern, checked wherever Airflow creates the run
+DATE_TIME_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"
 EARLIEST = dt.datetime(2009, 1, 3, tzinfo=dt.UTC)  # nothing crypto traded before the genesis block
 
 
@@ -56,8 +59,10 @@ def validate_interval(
     *,
     exchanges: tuple[str, ...],
     now: dt.datetime | None = None,
+    max_manual_h: float | None = None,
 ) -> Interval:
-    """A validated interval, or a K2Error naming the parameter and the fix."""
+    """A validated interval, or a K2Error naming the parameter and the fix. ``max_manual_h`` bounds
+    an interval an operator typed (K2_BATCH_MAX_MANUAL_INTERVAL_H): one run processes it all."""
     if exchange not in exchanges:
         raise K2Error(
             f"exchange={exchange!r} is not one of K2's exchanges ({', '.join(exchanges)})",
@@ -84,5 +89,13 @@ def validate_interval(
         raise K2Error(
             f"the interval spans {(finish - begin).days} days, more than {MAX_BACKFILL.days}",
             "split the backfill into intervals of at most a year.",
+        )
+    if max_manual_h is not None and finish - begin > dt.timedelta(hours=max_manual_h):
+        raise K2Error(
+            f"the interval spans {(finish - begin) / dt.timedelta(hours=1):g} h, more than "
+            f"K2_BATCH_MAX_MANUAL_INTERVAL_H={max_manual_h:g} h for one manual run",
+            f"trigger several runs of at most {max_manual_h:g} h each (or an Airflow backfill: "
+            "`airflow backfill create --dag-id k2_medallion --from-date ... --to-date ...`), "
+            "or raise K2_BATCH_MAX_MANUAL_INTERVAL_H.",
         )
     return Interval(exchange, begin, finish)

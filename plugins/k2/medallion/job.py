@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from k2.errors import K2Error
 from k2.log import configure_logging, get_logger
 from k2.medallion.interval import Interval, validate_interval
 from k2.medallion.reports import MedallionReport
+from k2.quality import QualityGateFailed
+from k2.reports import EXIT_FAILED_FOR_GOOD, JobFailure
 from k2.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -30,7 +34,7 @@ def quality_gate(settings: Settings) -> Gate:
         from pyspark import StorageLevel
 
         from k2.monitoring.alerts import send_alert
-        from k2.quality import QualityGateFailed, enforce, validate
+        from k2.quality import enforce, validate
 
         # GX reads the frame once per metric, and the caller then uses the same frame (publishes
         # it, or parses Bronze): computed once. For Bronze that is one pass over the stream's many
@@ -141,13 +145,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load_settings()
     configure_logging(settings)
-    interval = validate_interval(args.exchange, args.start, args.end, exchanges=settings.exchanges)
+    try:
+        interval = validate_interval(args.exchange, args.start, args.end, exchanges=settings.exchanges)
+    except K2Error as exc:
+        return failed_for_good("parameters", exc, args.report)
     spark = batch_session(settings, f"k2-{args.layer}-{args.exchange}")
     try:
         report = run(spark, settings, args.layer, interval, catch_up=args.catch_up)
+    except QualityGateFailed as exc:  # the gate alerted already; a retry would fail (and alert) again
+        return failed_for_good("quality", exc, args.report)
     finally:
         spark.stop()
     if args.report:
         report.write(args.report)
     print(report.to_json())
     return 0
+
+
+def failed_for_good(kind: str, exc: K2Error, report: Path | None) -> int:
+    """Tells the submitting task, through the report file, that retrying would not help."""
+    failure = JobFailure(kind, exc.cause, exc.fix)
+    log.error("medallion.failed", failure=kind, cause=exc.cause, fix=exc.fix)
+    if report is not None:
+        failure.write(report)
+    print(failure.message, file=sys.stderr)
+    return EXIT_FAILED_FOR_GOOD

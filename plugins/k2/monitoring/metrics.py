@@ -87,11 +87,20 @@ def measure(settings: Settings, exchange: str, now: float | None = None) -> Stre
         lag_s=lag_s,
     )
     _from_bronze(settings, m, now)
-    known = [v for v in (m.kafka_latency_p99_s, m.lag_s) if v is not None]
-    m.latency_p99_s = max(known) if known else None
+    m.latency_p99_s = alerting_latency(m.kafka_latency_p99_s, m.lag_messages, m.lag_s)
     m.dead_letter_ratio = _dead_letter_ratio(settings, exchange)
     _reconcile(settings, m, now)
     return m
+
+
+def alerting_latency(committed_p99_s: float | None, waiting: int | None, waiting_age_s: float | None) -> float | None:
+    """The larger of the committed rows' p99 and the age of the records still waiting (a stream that
+    stopped committing shows how late it is). None when the window committed no row and nothing
+    waits: no data is not a latency of 0 s, which would resolve an open latency incident."""
+    known = [] if committed_p99_s is None else [committed_p99_s]
+    if waiting and waiting_age_s is not None:  # lag_s is 0.0 when nothing waits: no measurement
+        known.append(waiting_age_s)
+    return max(known) if known else None
 
 
 def _reconcile(settings: Settings, m: StreamMetrics, now: float) -> None:

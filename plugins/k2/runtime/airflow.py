@@ -1,7 +1,9 @@
 """Airflow on the embedded stack: API server (UI), scheduler, DAG processor and triggerer, each a
 detached process on 127.0.0.1 with a pid file and a log under K2_HOME, sharing one generated
 configuration. Login is required (SimpleAuthManager); the password and the signing secrets are
-generated into K2_HOME/airflow on first start and never written anywhere else."""
+generated into K2_HOME/airflow (0700, files 0600) on first start and never written anywhere else:
+K2 writes the password file itself, because SimpleAuthManager prints the passwords it generates
+into the API server's log."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from k2.errors import K2Error
 from k2.log import get_logger
+from k2.private import private_dir, restrict_file, write_private
 from k2.runtime import procs
 from k2.settings import PROJECT_ROOT, Settings
 
@@ -48,6 +51,7 @@ class AirflowServices:
     def environment(self) -> dict[str, str]:
         """The whole Airflow configuration, as environment variables for every component."""
         secrets_ = self._secrets()
+        self.ensure_password()
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
         env.update(
             {
@@ -84,23 +88,43 @@ class AirflowServices:
     def _secrets(self) -> dict[str, str]:
         """Per-installation secrets, generated once, readable by this user only."""
         path = self.home / "secrets.json"
+        private_dir(self.home)
         if path.exists():
+            restrict_file(path)
             return json.loads(path.read_text())
         from cryptography.fernet import Fernet
 
-        self.home.mkdir(parents=True, exist_ok=True)
         values = {
             "fernet_key": Fernet.generate_key().decode(),
             "api_secret_key": secrets.token_urlsafe(32),
             "jwt_secret": secrets.token_urlsafe(48),
         }
-        path.touch(mode=0o600)
-        path.write_text(json.dumps(values))
+        write_private(path, json.dumps(values))
         return values
+
+    def ensure_password(self) -> str:
+        """The admin's password, generated into the passwords file (0600) before Airflow starts:
+        SimpleAuthManager then finds the user there and neither generates nor prints one."""
+        user = self.settings.airflow.admin_user
+        passwords: dict[str, str] = {}
+        if self.passwords_file.exists():
+            restrict_file(self.passwords_file)  # one written by Airflow itself before K2 did this
+            try:
+                passwords = json.loads(self.passwords_file.read_text() or "{}")
+            except ValueError as exc:
+                raise K2Error(
+                    f"{self.passwords_file} is not valid JSON",
+                    "delete it: `k2 up` writes a new admin password there.",
+                ) from exc
+            if passwords.get(user):
+                return passwords[user]
+        passwords[user] = secrets.token_urlsafe(18)
+        write_private(self.passwords_file, json.dumps(passwords) + "\n")
+        return passwords[user]
 
     # --- lifecycle -------------------------------------------------------------------------------
     def migrate(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
+        private_dir(self.home)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log.info("airflow.migrating", db=self.settings.airflow.db_uri.split("@")[-1])
         result = subprocess.run(

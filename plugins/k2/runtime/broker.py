@@ -210,7 +210,7 @@ class LocalKafkaBroker:
             raise K2Error(
                 f"{self.data_dir} holds files but no meta.properties: an interrupted format or "
                 "a directory that is not a Kafka data directory",
-                f"move it aside, or delete it with `k2 kafka reset` (which removes {self.data_dir}).",
+                f"move it aside, or delete it with `k2 kafka reset --yes` (which removes {self.data_dir}).",
             )
         cluster_id = new_cluster_id()
         cmd = [
@@ -229,7 +229,7 @@ class LocalKafkaBroker:
             raise K2Error(
                 f"formatting the broker storage in {self.data_dir} failed:\n"
                 f"{(result.stderr or result.stdout).strip()[-2000:]}",
-                "fix the cause above; `k2 kafka reset` removes a half-formatted directory.",
+                "fix the cause above; `k2 kafka reset --yes` removes a half-formatted directory.",
             )
         log.info("broker.formatted", data_dir=str(self.data_dir), cluster_id=cluster_id)
 
@@ -240,13 +240,13 @@ class LocalKafkaBroker:
         except OSError as exc:
             raise K2Error(
                 f"cannot read {meta}: {exc.strerror}",
-                "fix its permissions; `k2 kafka reset` starts over with empty storage.",
+                "fix its permissions; `k2 kafka reset --yes` starts over with empty storage.",
             ) from exc
         entries = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
         if entries.get("node.id") != str(NODE_ID) or "cluster.id" not in entries:
             raise K2Error(
                 f"{meta} does not describe K2's node {NODE_ID}: {entries}",
-                "point K2_HOME at K2's own state, or `k2 kafka reset` to start over.",
+                "point K2_HOME at K2's own state, or `k2 kafka reset --yes` to start over.",
             )
 
     def _wait_ready(self, proc: subprocess.Popen) -> None:

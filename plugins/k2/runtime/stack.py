@@ -9,6 +9,7 @@ import time
 from k2 import dag_ids
 from k2.errors import K2Error
 from k2.log import get_logger
+from k2.private import private_dir
 from k2.runtime import procs
 from k2.settings import Settings
 
@@ -46,6 +47,7 @@ def bring_up(
     from k2.runtime.spark_connect import LocalSparkConnectServer
     from k2.streams.supervisor import StreamSupervisor
 
+    private_dir(settings.home)  # before anything writes there: catalog, Airflow DB, secrets
     _step(1)
     ensure_jars(settings)
     _step(2)

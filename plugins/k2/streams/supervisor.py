@@ -185,7 +185,7 @@ class StreamSupervisor:
                     "critical",
                     self.exchange,
                     f"Bronze stream {self.exchange}: supervisor gave up: "
-                    f"{decision.reason}. Fix the cause, then `k2 stream start {self.exchange}`.",
+                    f"{decision.reason}. Fix the cause, then `k2 stream start --exchange {self.exchange}`.",
                 )
                 state.alerted = True
         outage = DEPENDENCY_OUTAGES.get(obs.failure_reason or "")

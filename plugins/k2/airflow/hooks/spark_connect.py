@@ -3,6 +3,7 @@ Spark provider's SparkConnectHook, with K2's defaults)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -44,10 +45,12 @@ class K2SparkConnectHook(SettingsDefaultConnection, SparkConnectHook):
         name: str,
         application: Path,
         application_args: list[str],
+        nice: int = 0,
         conn_id: str = default_conn_name,
     ) -> None:
         super().__init__(conn_id=conn_id)
         self.settings = settings
+        self.nice = nice
         self.name = name
         self.application = application
         self.application_args = list(application_args)
@@ -81,7 +84,14 @@ class K2SparkConnectHook(SettingsDefaultConnection, SparkConnectHook):
         cmd = [sys.executable, str(self.application), *self.application_args]
         self.log.info("running %s on Spark Connect (session %s)", self.name, self.session_id)
         self._process = subprocess.Popen(
-            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+            cmd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            # the client validates small frames itself (GX on pandas): as low a priority as the server
+            preexec_fn=functools.partial(os.nice, self.nice) if self.nice else None,
         )
         assert self._process.stdout is not None
         for line in self._process.stdout:
@@ -122,11 +132,13 @@ def spark_job_hook(
     settings: Settings, *, name: str, application: Path, application_args: list[str], nice: int = 0
 ) -> Any:
     """The hook that runs a batch or maintenance job where K2_SPARK_CONNECT says: a Spark Connect
-    server, or (``off``) a spark-submit of its own at niceness ``nice``."""
+    server, or (``off``) a spark-submit of its own; the job's own process at niceness ``nice``."""
     if settings.spark.connect == "off":
         from k2.airflow.hooks.spark import K2SparkSubmitHook
 
         return K2SparkSubmitHook(
             settings, name=name, application=application, application_args=application_args, nice=nice
         )
-    return K2SparkConnectHook(settings, name=name, application=application, application_args=application_args)
+    return K2SparkConnectHook(
+        settings, name=name, application=application, application_args=application_args, nice=nice
+    )

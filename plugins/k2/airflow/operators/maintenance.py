@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from k2.errors import K2Error
+from k2.lake.names import NAMESPACES
 from k2.settings import PROJECT_ROOT, load_settings
 
 if TYPE_CHECKING:
@@ -21,7 +23,8 @@ MAINTENANCE_APPLICATION = PROJECT_ROOT / "spark_jobs" / "maintenance.py"
 class IcebergMaintenanceOperator(BaseOperator):
     """Compacts data files, rewrites manifests, expires snapshots and removes orphan files on every
     table of ``namespace`` (``k2.lake.maintenance_job``, on Spark Connect or spark-submit). Fails when any
-    table could not be maintained, after the others were, and logs what was done for each."""
+    table could not be maintained, after the others were, and logs what was done for each. An unknown
+    namespace fails the task without retries."""
 
     template_fields = ("namespace",)
     ui_color = "#9fb4c7"
@@ -35,6 +38,10 @@ class IcebergMaintenanceOperator(BaseOperator):
         from k2.airflow.hooks.spark_connect import spark_job_hook
         from k2.lake.maintenance import MaintenanceReport
 
+        if self.namespace not in NAMESPACES:  # e.g. a templated namespace from a run's parameters
+            raise AirflowFailException(
+                str(K2Error(f"namespace={self.namespace!r} is not one of K2's", f"use one of {', '.join(NAMESPACES)}."))
+            )
         with tempfile.TemporaryDirectory(prefix="k2-job-") as tmp:
             report_file = Path(tmp) / "report.json"
             settings = load_settings()

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from k2.airflow.intervals import catches_up, run_interval
+from k2.reports import JobFailure
 from k2.settings import PROJECT_ROOT, load_settings
 
 if TYPE_CHECKING:
@@ -24,7 +26,8 @@ class MedallionOperator(BaseOperator):
     """Runs the batch job (``k2.medallion.job``) for one layer (silver or gold), exchange and
     interval, on Spark Connect or through spark-submit (k2.airflow.hooks.spark_connect), and returns
     the job's report (counts, dead-letter reasons, quality). Killing the task interrupts its Spark
-    work and stops the job."""
+    work and stops the job. Wrong parameters and a critical quality failure fail the task without
+    retries (the job says so in its report file: see ``k2.reports.JobFailure``)."""
 
     template_fields = ("exchange",)
     ui_color = "#c0c0c0"
@@ -65,7 +68,7 @@ class MedallionOperator(BaseOperator):
                 ],
                 nice=settings.spark.batch_nice,
             )
-            self.hook.submit()
+            submit_or_fail_for_good(self.hook, report_file)
             report = medallion_report(json.loads(report_file.read_text()))
         for line in report.lines():
             self.log.info("%s", line)
@@ -74,3 +77,14 @@ class MedallionOperator(BaseOperator):
     def on_kill(self) -> None:
         if self.hook is not None:
             self.hook.on_kill()
+
+
+def submit_or_fail_for_good(hook: Any, report_file: Path) -> None:
+    """Runs the job; a failure it reported as one a retry would repeat fails the task for good."""
+    try:
+        hook.submit()
+    except AirflowException as exc:
+        failure = JobFailure.found_in(report_file)
+        if failure is None:
+            raise  # anything else (an outage, a crash) may pass on a retry
+        raise AirflowFailException(failure.message) from exc
