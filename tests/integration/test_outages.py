@@ -55,7 +55,9 @@ def test_a_broker_down_for_three_minutes_is_waited_out_and_bronze_loses_nothing(
         wait_for(lambda: running_job(paths), 240, "the supervised stream's first batch")
         broker.stop()
         stopped_at = time.monotonic()
-        wait_for(lambda: (read_json(paths.supervisor) or {}).get("outage"), 150, "the supervisor to see the outage")
+        # the stream fails once Spark gave up asking Kafka for offsets: 3 attempts of up to the client's
+        # 60 s API timeout each (seen: 3 min 23 s after the stop), then the supervisor's next check
+        wait_for(lambda: (read_json(paths.supervisor) or {}).get("outage"), 300, "the supervisor to see the outage")
         # the outage lasts its full length: the stream is down and the supervisor keeps waiting
         wait_for(lambda: time.monotonic() - stopped_at >= OUTAGE_S, OUTAGE_S + 10, "the outage to last", interval=1)
         assert (read_json(paths.supervisor) or {}).get("gave_up_at") is None

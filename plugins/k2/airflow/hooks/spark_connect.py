@@ -118,11 +118,13 @@ class K2SparkConnectHook(SettingsDefaultConnection, SparkConnectHook):
 
     def _interrupt_session(self) -> None:
         try:
-            from pyspark.sql import SparkSession
+            # the bare client: SparkSession.builder.remote() would switch this whole process to
+            # Spark Connect mode (pyspark sets SPARK_CONNECT_MODE_ENABLED in os.environ)
+            from pyspark.sql.connect.client import SparkConnectClient
 
-            session = SparkSession.builder.remote(self.session_url()).create()
-            self.interrupted = session.interruptAll()
-            session.stop()
+            client = SparkConnectClient(self.session_url())
+            self.interrupted = client.interrupt_all() or []
+            client.close()
             self.log.info("interrupted %d Spark operation(s) of %s", len(self.interrupted), self.name)
         except Exception as exc:  # the kill goes on: the server abandons the session's work on its own
             self.log.warning("could not interrupt %s's Spark session: %s", self.name, exc)
