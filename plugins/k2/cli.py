@@ -114,6 +114,17 @@ def cmd_jars(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_system_packages(settings: Settings, args: argparse.Namespace) -> int:
+    from k2 import system_packages
+
+    installed = system_packages.ensure()
+    print_table(
+        ("package", "state", "needed because"),
+        [(p.name, "installed now" if p in installed else "present", p.why) for p in system_packages.TEST_PACKAGES],
+    )
+    return 0
+
+
 def cmd_kafka(settings: Settings, args: argparse.Namespace) -> int:
     from k2.runtime.broker import LocalKafkaBroker, reset_storage
 
@@ -386,6 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("thresholds", cmd_thresholds, "Show the alert thresholds in force, validating their sources.")
     p = add("jars", cmd_jars, "Resolve the JVM artifacts with Maven (no-op when up to date).")
     p.add_argument("--force", action="store_true", help="resolve again even if up to date")
+    add(
+        "system-packages",
+        cmd_system_packages,
+        "Install the Debian packages the tests need (apt-get; no-op when present).",
+    )
     p = add("kafka", cmd_kafka, "Operate the embedded Kafka broker and the exchange topics.")
     p.add_argument(
         "action",
