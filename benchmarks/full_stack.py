@@ -251,6 +251,7 @@ def isolate(home: Path) -> Settings:
             "K2_KAFKA_PORT": str(free_port()),
             "K2_KAFKA_CONTROLLER_PORT": str(free_port()),
             "K2_AIRFLOW_PORT": str(free_port()),
+            "K2_AIRFLOW_LOG_SERVER_PORT": str(free_port()),
             "K2_SPARK_CONNECT_PORT": str(free_port()),
         }
     )

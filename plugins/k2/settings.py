@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import math
 import os
 import re
@@ -412,8 +413,13 @@ class LocalAirflowSettings(Section):
     """Airflow as `k2 up` runs it, and the simulated feeds it starts."""
 
     PREFIX = "airflow_"
-    host: str = setting("127.0.0.1", "Address the Airflow API server and UI bind to.")
+    host: str = setting("127.0.0.1", "Address the Airflow API server, UI and log server bind to (elsewhere needs TLS).")
     port: int = setting(8080, "Port of the Airflow API server and UI.", ge=1, le=65535)
+    log_server_port: int = setting(
+        8793, "Port of the server that hands task and trigger logs to the UI (on K2_AIRFLOW_HOST).", ge=1, le=65535
+    )
+    tls_cert: str = setting("", "PEM certificate the API server serves; required when K2_AIRFLOW_HOST is not loopback.")
+    tls_key: str = setting("", "PEM private key of K2_AIRFLOW_TLS_CERT.")
     db_uri: str = setting(
         "", "Airflow metadata DB; default SQLite in K2_HOME/airflow (postgresql+psycopg2://... to scale out)."
     )
@@ -426,6 +432,23 @@ class LocalAirflowSettings(Section):
     feed_sim_rate: float = setting(
         200.0, "Messages per second of each simulated feed started by `k2 up`.", key="feed_sim_rate", gt=0
     )
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert and self.tls_key)
+
+    def check(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise K2Error(
+                "only one of K2_AIRFLOW_TLS_CERT and K2_AIRFLOW_TLS_KEY is set",
+                "set both (the certificate and its private key, PEM files) or neither.",
+            )
+        if not is_loopback(self.host) and not self.tls:
+            raise K2Error(
+                f"K2_AIRFLOW_HOST={self.host} exposes the Airflow UI and its logins beyond this machine without TLS",
+                "keep the default 127.0.0.1 (reach it over an SSH tunnel), or set K2_AIRFLOW_TLS_CERT and "
+                "K2_AIRFLOW_TLS_KEY to a PEM certificate and key.",
+            )
 
 
 SECTIONS: dict[str, type[Section]] = {
@@ -620,6 +643,18 @@ class Settings:
 
 def env_name(key: str) -> str:
     return ENV_PREFIX + key.upper()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding to ``host`` keeps a listener on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:  # a host name: only its resolution could tell; treat it as exposed
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1, as a JVM reports IPv4 sockets
+    return (mapped or address).is_loopback
 
 
 def mask_secret(key: str, shown: str) -> str:

@@ -47,6 +47,7 @@ def isolated_installation(
         "K2_STREAM_LEASE_TTL_S": "600",
         "K2_LOG_FORMAT": "logfmt",
         "K2_AIRFLOW_PORT": str(free_port()),
+        "K2_AIRFLOW_LOG_SERVER_PORT": str(free_port()),
         "K2_SPARK_CONNECT_PORT": str(free_port()),
         **overrides,
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import psutil
 import pytest
 
 from k2.lake.tables import all_tables
+from k2.settings import is_loopback
 from tests.conftest import make_settings
 from tests.helpers import free_port
 
@@ -39,9 +42,11 @@ def test_up_status_down(tmp_path: Path, jars) -> None:
         "K2_KAFKA_CONTROLLER_PORT": str(free_port()),
         "K2_SPARK_CONNECT_PORT": str(free_port()),
         "K2_AIRFLOW_PORT": str(free_port()),
+        "K2_AIRFLOW_LOG_SERVER_PORT": str(free_port()),
         "K2_SPARK_UI_ENABLED": "false",
         "K2_FEED_SIM_RATE": "50",
         "K2_LOG_FORMAT": "logfmt",
+        **SENTINEL_SECRETS,
     }
     # the first batch run is left out here (minutes of Spark on two cores): the same DAG runs through
     # Airflow in test_medallion_dag.py
@@ -81,6 +86,11 @@ def test_up_status_down(tmp_path: Path, jars) -> None:
         assert again.returncode == 0, again.stderr
         assert "broker.starting" not in again.stderr
         assert "action=created" not in again.stderr
+
+        home = tmp_path / "home"
+        assert_no_wildcard_listeners(home)
+        outputs = [up, again, run_k2("status", env=env), run_k2("settings", env=env)]
+        assert_secrets_kept(home, outputs)
     finally:
         down = run_k2("down", env=env)
     assert down.returncode == 0 and "stopped" in down.stdout
@@ -90,6 +100,63 @@ def test_up_status_down(tmp_path: Path, jars) -> None:
     status = run_k2("kafka", "status", env=env)
     assert status.returncode == 3 and "stopped" in status.stdout
     assert (tmp_path / "home" / "lake" / "catalog.db").is_file()  # down keeps the data
+
+
+# every secret setting set to a value that must never show outside the environment and 0600 files
+SENTINEL_SECRETS = {
+    "K2_ALERT_WEBHOOK_URL": "https://hooks.invalid/services/SENTINEL-WEBHOOK-7c1d",
+    "K2_ALERT_SMTP_PASSWORD": "SENTINEL-SMTP-PASSWORD-5b2e",
+    "K2_CATALOG_CREDENTIAL": "k2-client:SENTINEL-CATALOG-CREDENTIAL-9a4f",
+    "K2_S3_SECRET_ACCESS_KEY": "SENTINEL-S3-SECRET-3e8d",
+}
+# where K2 keeps secrets on purpose: each is checked to be 0600
+SECRET_FILES = ("airflow/passwords.json", "airflow/secrets.json", "run/spark-connect.token")
+
+
+def k2_processes(home: Path) -> list[psutil.Process]:
+    """Every process started for this K2_HOME (they all carry it in their environment)."""
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get("K2_HOME") == str(home):
+                found.append(proc)
+    return found
+
+
+def assert_no_wildcard_listeners(home: Path) -> None:
+    listeners = {
+        (proc.pid, proc.name(), conn.laddr.ip, conn.laddr.port)
+        for proc in k2_processes(home)
+        for conn in proc.net_connections(kind="inet")
+        if conn.status == psutil.CONN_LISTEN
+    }
+    assert len(listeners) >= 4  # broker, Airflow API server, log server, Spark Connect at least
+    exposed = {entry for entry in listeners if not is_loopback(entry[2])}
+    assert not exposed, f"K2 processes listening beyond loopback: {exposed}"
+
+
+def assert_secrets_kept(home: Path, outputs: list[subprocess.CompletedProcess]) -> None:
+    for name in SECRET_FILES:
+        assert (home / name).stat().st_mode & 0o777 == 0o600, name
+    generated = json.loads((home / "airflow" / "secrets.json").read_text())
+    password = json.loads((home / "airflow" / "passwords.json").read_text())["admin"]
+    secrets = {
+        **SENTINEL_SECRETS,
+        **{f"generated {key}": value for key, value in generated.items()},
+        "admin password": password,
+        "spark connect token": (home / "run" / "spark-connect.token").read_text(),
+    }
+    allowed = {home / name for name in SECRET_FILES}
+    texts = {f"output of k2 {' '.join(o.args[3:])}": o.stdout + o.stderr for o in outputs}
+    for path in home.rglob("*"):
+        if path.is_file() and path not in allowed and path.suffix not in (".parquet", ".avro"):
+            texts[str(path)] = path.read_bytes().decode(errors="replace")
+    for proc in k2_processes(home):
+        with contextlib.suppress(psutil.Error):
+            texts[f"command line of pid {proc.pid}"] = " ".join(proc.cmdline())
+    assert len(texts) > 20
+    leaks = sorted({(name, where) for name, value in secrets.items() for where, text in texts.items() if value in text})
+    assert not leaks, f"secrets found outside their 0600 files: {leaks}"
 
 
 def test_jars_is_a_fast_no_op_when_resolved(jars) -> None:

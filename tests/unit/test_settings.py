@@ -156,3 +156,24 @@ def test_the_bronze_snapshot_settings_accept_their_documented_forms() -> None:
     assert (s.streams.snapshot_retention_s, s.streams.expire_every_s) == (5.0, 5.0)
     never = Settings.from_env({"K2_BRONZE_SNAPSHOT_RETENTION_S": "86400", "K2_BRONZE_EXPIRE_EVERY_S": "0"})
     assert never.streams.expire_every_s == 0.0
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "airflow.example.com"])
+def test_airflow_beyond_loopback_needs_tls(tmp_path: Path, host: str) -> None:
+    with pytest.raises(K2Error) as err:
+        Settings.from_env({"K2_HOME": str(tmp_path), "K2_AIRFLOW_HOST": host})
+    assert "without TLS" in err.value.cause
+    assert "K2_AIRFLOW_TLS_CERT" in err.value.fix
+    tls = {"K2_AIRFLOW_TLS_CERT": "/etc/k2/cert.pem", "K2_AIRFLOW_TLS_KEY": "/etc/k2/key.pem"}
+    assert Settings.from_env({"K2_HOME": str(tmp_path), "K2_AIRFLOW_HOST": host, **tls}).airflow.tls
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.2", "::ffff:127.0.0.1"])
+def test_airflow_on_loopback_needs_no_tls(tmp_path: Path, host: str) -> None:
+    assert not Settings.from_env({"K2_HOME": str(tmp_path), "K2_AIRFLOW_HOST": host}).airflow.tls
+
+
+def test_a_tls_certificate_without_its_key_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(K2Error) as err:
+        Settings.from_env({"K2_HOME": str(tmp_path), "K2_AIRFLOW_TLS_CERT": "/etc/k2/cert.pem"})
+    assert "K2_AIRFLOW_TLS_KEY" in err.value.cause

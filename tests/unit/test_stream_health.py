@@ -78,6 +78,8 @@ def test_stop_request_is_respected() -> None:
         decide(replace(DOWN, stop_requested=True), SupervisorState(launched_at=NOW - 5), POLICY).action is Action.NONE
     )
     assert decide(replace(UP, stop_requested=True), SupervisorState(), POLICY).action is Action.NONE
+    stopped = decide(replace(DOWN, stop_requested=True, exchange="kraken"), SupervisorState(), POLICY)
+    assert "`k2 stream start --exchange kraken`" in stopped.reason
 
 
 def test_given_up_stays_given_up() -> None:

@@ -1,5 +1,5 @@
-"""Airflow on the embedded stack: API server (UI), scheduler, DAG processor and triggerer, each a
-detached process on 127.0.0.1 with a pid file and a log under K2_HOME, sharing one generated
+"""Airflow on the embedded stack: API server (UI), scheduler, DAG processor, triggerer and the log
+server, each a detached process on 127.0.0.1 with a pid file and a log under K2_HOME, sharing one generated
 configuration. Login is required (SimpleAuthManager); the password and the signing secrets are
 generated into K2_HOME/airflow (0700, files 0600) on first start and never written anywhere else:
 K2 writes the password file itself, because SimpleAuthManager prints the passwords it generates
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import ssl
 import subprocess
 import sys
 import time
@@ -26,7 +27,8 @@ from k2.settings import PROJECT_ROOT, Settings
 
 log = get_logger(__name__)
 
-COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer", "log-server")
+LOG_SERVER = "log-server"
 AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 
 
@@ -42,7 +44,8 @@ class AirflowServices:
         self.settings = settings
         self.home = settings.home / "airflow"
         self.log_dir = settings.logs_dir / "airflow"
-        self.url = f"http://{settings.airflow.host}:{settings.airflow.port}"
+        scheme = "https" if settings.airflow.tls else "http"
+        self.url = f"{scheme}://{settings.airflow.host}:{settings.airflow.port}"
 
     @property
     def passwords_file(self) -> Path:
@@ -79,10 +82,19 @@ class AirflowServices:
                 # not every 30 s (CPU the streams need on two cores)
                 "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "120",
                 "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.log_dir / "tasks"),
+                # one log server of K2's own (k2.runtime.airflow_logs) on K2_AIRFLOW_HOST, not one per
+                # component on every interface; task instances record that address as their host
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.settings.airflow.log_server_port),
+                "AIRFLOW__LOGGING__TRIGGERER_LOG_SERVER_PORT": str(self.settings.airflow.log_server_port),
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "k2.runtime.airflow_logs.hostname",
                 "K2_HOME": str(self.settings.home),
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             }
         )
+        if self.settings.airflow.tls:
+            # the API server serves it; task processes and K2 trust it as their CA
+            env["AIRFLOW__API__SSL_CERT"] = self.settings.airflow.tls_cert
+            env["AIRFLOW__API__SSL_KEY"] = self.settings.airflow.tls_key
         return env
 
     def _secrets(self) -> dict[str, str]:
@@ -141,6 +153,9 @@ class AirflowServices:
         if len(running) == len(COMPONENTS):
             return
         procs.require_free_port(self.settings.airflow.host, self.settings.airflow.port, "K2_AIRFLOW_PORT")
+        if LOG_SERVER not in running:
+            port = self.settings.airflow.log_server_port
+            procs.require_free_port(self.settings.airflow.host, port, "K2_AIRFLOW_LOG_SERVER_PORT")
         self.migrate()
         self.ensure_pool()
         env = self.environment()
@@ -148,7 +163,7 @@ class AirflowServices:
             if name in running:
                 continue
             pid = procs.spawn(
-                [self._airflow(), name], pid_file=self._pid_file(name), log_file=self.log_dir / f"{name}.log", env=env
+                self._command(name), pid_file=self._pid_file(name), log_file=self.log_dir / f"{name}.log", env=env
             )
             log.info("airflow.started", component=name, pid=pid, log=str(self.log_dir / f"{name}.log"))
         self.wait_ready(timeout_s)
@@ -193,11 +208,17 @@ class AirflowServices:
 
     def _healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=3) as response:
+            with urllib.request.urlopen(
+                f"{self.url}/api/v2/monitor/health", timeout=3, context=self.ssl_context()
+            ) as response:
                 health = json.loads(response.read())
         except (urllib.error.URLError, OSError, ValueError):
             return False
         return all(health.get(k, {}).get("status") == "healthy" for k in ("metadatabase", "scheduler"))
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """Trust the API server's own certificate (often self-signed) when TLS is on."""
+        return ssl.create_default_context(cafile=self.settings.airflow.tls_cert) if self.settings.airflow.tls else None
 
     def stop(self, timeout_s: float = 30.0) -> list[str]:
         return [name for name in COMPONENTS if procs.stop(self._pid_file(name), timeout_s)]
@@ -240,6 +261,13 @@ class AirflowServices:
     def _pid_file(self, name: str) -> Path:
         self.settings.run_dir.mkdir(parents=True, exist_ok=True)
         return self.settings.run_dir / f"airflow-{name}.pid"
+
+    def _command(self, name: str) -> list[str]:
+        if name == LOG_SERVER:
+            return [sys.executable, "-m", "k2.runtime.airflow_logs"]
+        if name in ("scheduler", "triggerer"):
+            return [self._airflow(), name, "--skip-serve-logs"]  # served by LOG_SERVER on loopback
+        return [self._airflow(), name]
 
     def _airflow(self) -> str:
         return str(Path(sys.executable).parent / "airflow")

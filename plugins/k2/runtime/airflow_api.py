@@ -50,7 +50,7 @@ class AirflowApi:
             headers["Authorization"] = f"Bearer {self._token_now()}"
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(f"{self.airflow.url}{path}", data, headers, method=method)
-        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+        with urllib.request.urlopen(request, timeout=self.timeout_s, context=self.airflow.ssl_context()) as response:
             return json.loads(response.read() or b"{}")
 
     def _error(self, method: str, path: str, exc: Exception) -> K2Error:

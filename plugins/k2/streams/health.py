@@ -35,6 +35,7 @@ class Observation:
     last_active_at: float | None  # newest completed micro-batch or "no new data" report
     lag: int | None  # Kafka end offsets minus the stream's committed offsets (None: unknown)
     stop_requested: bool
+    exchange: str = ""  # named in the commands a decision tells the operator to run
 
 
 @dataclass
@@ -81,7 +82,7 @@ def decide(obs: Observation, state: SupervisorState, policy: Policy) -> Decision
     if obs.running_pid is not None:
         return _judge_running(obs, state, policy)
     if obs.stop_requested:
-        return Decision(Action.NONE, "stopped on request (`k2 stream start` resumes it)")
+        return Decision(Action.NONE, f"stopped on request (`k2 stream start --exchange {obs.exchange}` resumes it)")
     if state.gave_up_at is not None:
         return Decision(Action.NONE, f"given up: {state.gave_up_reason}")
     if obs.launcher_alive and state.launched_at is not None:

@@ -116,6 +116,7 @@ class StreamSupervisor:
             last_active_at=max(active) if active else None,
             lag=self._lag(progress) if known_lag is None else known_lag,
             stop_requested=self.paths.stop_request.exists(),
+            exchange=self.exchange,
         )
 
     def _lag(self, progress: dict) -> int | None:
