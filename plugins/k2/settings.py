@@ -630,6 +630,26 @@ class Settings:
         are derived again."""
         return Settings.from_values({**self.values(derived=False), **changes})
 
+    def secret_values(self) -> set[str]:
+        """Every secret this deployment is configured with (whole values and URL passwords)."""
+        found = set()
+        for key, _, _ in _all_fields():
+            value = self.value(key)
+            if not isinstance(value, str) or not value:
+                continue
+            if mask_secret(key, value) == "****":
+                found.add(value)
+            elif key in SECRET_URL_PASSWORDS:
+                found.update(_url_secrets(value))
+        return {v for v in found if len(v) >= 4}  # shorter ones would blank out ordinary words
+
+    def redact(self, text: str) -> str:
+        """``text`` with every configured secret replaced by ****: for text K2 sends or prints
+        that may quote a failure (an exception from a library, a command's output)."""
+        for secret in sorted(self.secret_values(), key=len, reverse=True):
+            text = text.replace(secret, "****")
+        return text
+
     def describe(self) -> list[tuple[str, str, str, str]]:
         """(variable, value, source, help) for every setting; secrets are masked."""
         rows = []
@@ -674,6 +694,13 @@ def mask_url_password(url: str) -> str:
     # up to the authority's last "@": a password may hold one its writer did not percent-encode
     url = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/]*@", r"\1:****@", url)
     return re.sub(r"([?&;](?:password|passwd|pwd|token|secret|credential)[^=&;]*=)[^&;]*", r"\1****", url, flags=re.I)
+
+
+def _url_secrets(url: str) -> list[str]:
+    """The password or token values inside a connection URL (what mask_url_password hides)."""
+    found = re.findall(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:([^/]*)@", url)
+    found += re.findall(r"[?&;](?:password|passwd|pwd|token|secret|credential)[^=&;]*=([^&;]*)", url, flags=re.I)
+    return [f for f in found if f]
 
 
 def _exchange_option_names() -> list[str]:

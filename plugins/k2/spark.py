@@ -7,6 +7,7 @@ in two for Spark Connect: ``server_conf`` starts the server, each client session
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from k2.jvm import installed_jars
 from k2.lake.catalog import spark_catalog_conf
-from k2.settings import Settings
+from k2.private import write_private
+from k2.settings import Settings, mask_url_password
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -79,6 +81,8 @@ def build_spark_session(
 ) -> SparkSession:
     from pyspark.sql import SparkSession
 
+    if settings.spark.is_local:  # the JVM pyspark starts binds its UI where SPARK_LOCAL_IP says
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder
     for key, value in {**spark_conf(settings, app_name, ui=ui), **(extra_conf or {})}.items():
         builder = builder.config(key, value)
@@ -115,9 +119,12 @@ class SparkJob:
     args: tuple[str, ...] = ()
     conf: dict[str, str] = field(default_factory=dict)  # --conf pairs, master and app name excluded
     env: dict[str, str] = field(default_factory=dict)  # environment of spark-submit
+    properties_file: Path | None = None  # the secret settings (0600), kept off the command line
 
     def command(self, master: str) -> list[str]:
         conf = [arg for key, value in self.conf.items() for arg in ("--conf", f"{key}={value}")]
+        if self.properties_file:
+            conf += ["--properties-file", str(self.properties_file)]
         return [SPARK_SUBMIT, "--master", master, "--name", self.name, *conf, str(self.application), *self.args]
 
 
@@ -147,4 +154,32 @@ def spark_job(
     }
     if settings.spark.is_local:
         env["SPARK_LOCAL_IP"] = "127.0.0.1"  # local mode stays on loopback, not the first interface
-    return SparkJob(name, application, tuple(args), conf, env)
+    secret = {key: value for key, value in conf.items() if is_secret_conf(key, value)}
+    public = {key: value for key, value in conf.items() if key not in secret}
+    return SparkJob(name, application, tuple(args), public, env, secret_properties(settings, secret))
+
+
+def is_secret_conf(key: str, value: str) -> bool:
+    """A Spark setting that must stay off command lines: named like a secret, or a URL with one."""
+    name = key.rsplit(".", 1)[-1].lower()
+    return any(word in name for word in SECRET_CONF_WORDS) or mask_url_password(value) != value
+
+
+SECRET_CONF_WORDS = ("password", "secret", "credential", "token")
+
+
+def secret_properties(settings: Settings, conf: dict[str, str]) -> Path | None:
+    """``conf`` as a Java properties file readable by this user only (spark-submit --properties-file);
+    named by its content, so concurrent submitters write the same file."""
+    if not conf:
+        return None
+    text = "".join(f"{_escape(key)}={_escape(value)}\n" for key, value in sorted(conf.items()))
+    path = settings.run_dir / "spark" / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.properties"
+    if not path.exists():
+        write_private(path, text)
+    return path
+
+
+def _escape(text: str) -> str:
+    # java.util.Properties: backslash escapes, and a line break would end the entry
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")

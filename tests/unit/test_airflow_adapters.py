@@ -47,6 +47,39 @@ def test_spark_job_is_one_command_line_with_the_whole_configuration(tmp_path: Pa
     assert "spark.master" not in job.conf and "spark.app.name" not in job.conf
 
 
+SECRET_CATALOG = {
+    "catalog_uri": "postgresql://k2:SENTINEL-PG@db.internal:5432/k2",
+    "warehouse": "s3://k2-lake/warehouse",
+    "s3_access_key_id": "k2",
+    "s3_secret_access_key": "SENTINEL-S3",
+}
+
+
+def test_spark_secrets_go_to_a_private_properties_file_not_the_command_line(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, home=tmp_path, spark_master="local[2]", **SECRET_CATALOG)
+    job = spark_job(settings, name="k2-bronze-binance", application=Path("job.py"))
+    command = " ".join(job.command(settings.spark.master))
+    assert "SENTINEL" not in command and "SENTINEL" not in json.dumps(job.conf)
+    assert command.count("--properties-file") == 1 and job.properties_file is not None
+    assert job.properties_file.stat().st_mode & 0o777 == 0o600
+    properties = job.properties_file.read_text()
+    assert "spark.sql.catalog.k2.jdbc.password=SENTINEL-PG\n" in properties
+    assert "spark.sql.catalog.k2.s3.secret-access-key=SENTINEL-S3\n" in properties
+    assert "spark.sql.catalog.k2.uri=jdbc:postgresql://db.internal:5432/k2" in command  # not a secret
+    # the Airflow hook submits the same way
+    from k2.airflow.hooks.spark import K2SparkSubmitHook
+
+    hook = K2SparkSubmitHook(settings, name="k2-test", application=Path("app.py"), application_args=[])
+    submitted = hook._build_spark_submit_command("app.py")
+    assert "SENTINEL" not in " ".join(submitted)
+    assert submitted[submitted.index("--properties-file") + 1] == str(job.properties_file)
+
+
+def test_spark_jobs_without_secrets_need_no_properties_file(tmp_path: Path) -> None:
+    job = spark_job(Settings.from_env({}, home=tmp_path), name="k2-x", application=Path("job.py"))
+    assert job.properties_file is None and "--properties-file" not in job.command("local[1]")
+
+
 def test_settle_trigger_round_trips_through_its_serialisation() -> None:
     from k2.airflow.triggers.settle import BronzeSettledTrigger
 

@@ -177,3 +177,23 @@ def test_a_tls_certificate_without_its_key_is_refused(tmp_path: Path) -> None:
     with pytest.raises(K2Error) as err:
         Settings.from_env({"K2_HOME": str(tmp_path), "K2_AIRFLOW_TLS_CERT": "/etc/k2/cert.pem"})
     assert "K2_AIRFLOW_TLS_KEY" in err.value.cause
+
+
+def test_every_configured_secret_is_redacted_from_text(tmp_path: Path) -> None:
+    from k2.monitoring.alerts import send_alert
+
+    env = {
+        "K2_HOME": str(tmp_path),
+        "K2_CATALOG_URI": "postgresql://k2:pg-S3CRET@db:5432/k2",
+        "K2_ALERT_SMTP_PASSWORD": "smtp-S3CRET",
+        "K2_ALERT_WEBHOOK_URL": "https://hooks.invalid/T000/B000/hook-S3CRET",
+    }
+    settings = Settings.from_env(env)
+    assert settings.secret_values() == {"pg-S3CRET", "smtp-S3CRET", env["K2_ALERT_WEBHOOK_URL"]}
+    failure = f"spark-submit --conf uri={env['K2_CATALOG_URI']} failed; smtp-S3CRET refused"
+    assert "S3CRET" not in settings.redact(failure)
+    assert settings.redact(failure).startswith("spark-submit --conf uri=postgresql://k2:****@db:5432/k2 failed")
+    alert = send_alert("critical", "k2_medallion.silver", failure, settings=settings)
+    assert "S3CRET" not in alert.message
+    outbox_text = "".join(p.read_text() for p in tmp_path.rglob("*") if p.is_file())
+    assert "critical" in outbox_text and "S3CRET" not in outbox_text

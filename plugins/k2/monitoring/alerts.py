@@ -4,6 +4,7 @@ outbox so an unreachable channel loses nothing (see ``k2.monitoring.notifiers``)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -33,6 +34,8 @@ def send_alerts(
 ) -> list[Alert]:
     """Log, persist to the outbox, then deliver (with whatever else was still pending)."""
     settings = settings or load_settings()
+    # a message may quote a failure's text (a command line, a library's exception): never a secret
+    alerts = [dataclasses.replace(a, message=settings.redact(a.message)) for a in alerts]
     outbox(settings).add(alerts)
     return log_and_deliver(alerts, settings, logger=logger)
 

@@ -50,6 +50,7 @@ class K2SparkSubmitHook(SettingsDefaultConnection, SparkSubmitHook):
             spark_binary=SPARK_SUBMIT,
             application_args=list(self.job.args),
             env_vars=self.job.env,
+            properties_file=str(self.job.properties_file) if self.job.properties_file else None,
             verbose=False,
             **kwargs,
         )
