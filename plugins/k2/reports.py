@@ -46,6 +46,7 @@ class JobFailure(JsonReport):
     failure: str  # parameters / quality
     cause: str
     fix: str = ""
+    alerted: bool = False  # the job sent the alert itself (a quality gate does, with its details)
 
     @property
     def message(self) -> str:

@@ -101,6 +101,19 @@ def test_up_status_down(tmp_path: Path, jars) -> None:
     assert status.returncode == 3 and "stopped" in status.stdout
     assert (tmp_path / "home" / "lake" / "catalog.db").is_file()  # down keeps the data
 
+    # up again on the same state, topics quiet: the streams restart from their checkpoints with
+    # nothing to commit, and readiness comes from their own state, not from data arriving
+    try:
+        quiet = run_k2("up", "--no-feeds", "--no-batch", env=env)
+        assert quiet.returncode == 0, quiet.stderr
+        rows = [line.split(None, 2) for line in quiet.stdout.splitlines()]
+        restarted = {row[1]: row[2] for row in rows if len(row) == 3 and row[0] == "stream" and row[1] != "state"}
+        assert sorted(restarted) == ["binance", "kraken"]
+        assert all(line.startswith("running (pid") for line in restarted.values()), quiet.stdout
+        assert not [line for line in quiet.stdout.splitlines() if line.startswith("feed ") and "running" in line]
+    finally:
+        assert run_k2("down", env=env).returncode == 0
+
 
 # every secret setting set to a value that must never show outside the environment and 0600 files
 SENTINEL_SECRETS = {

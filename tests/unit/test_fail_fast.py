@@ -84,6 +84,13 @@ def test_a_critical_quality_failure_fails_the_task_for_good_with_one_alert(medal
     assert "quality failure (not retried)" in str(failed.value) and "expect_price_positive" in str(failed.value)
     assert "nothing was published" in str(failed.value)  # the gate's fix travels with it
     assert alerts == [("critical", "quality silver.binance")]
+    # the DAG's failure callback then sees the task's failure: it adds no second alert
+    from k2.airflow.notifiers.alerts import K2AlertNotifier
+
+    K2AlertNotifier().notify({"exception": failed.value})
+    assert alerts == [("critical", "quality silver.binance")]
+    K2AlertNotifier().notify({"exception": AirflowFailException("start is not a date")})  # not alerted yet
+    assert alerts[1:] == [("critical", "?")]
 
 
 def test_a_crash_stays_an_ordinary_failure_that_airflow_retries(medallion, monkeypatch) -> None:

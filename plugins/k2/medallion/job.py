@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = run(spark, settings, args.layer, interval, catch_up=args.catch_up)
     except QualityGateFailed as exc:  # the gate alerted already; a retry would fail (and alert) again
-        return failed_for_good("quality", exc, args.report)
+        return failed_for_good("quality", exc, args.report, alerted=True)
     finally:
         spark.stop()
     if args.report:
@@ -162,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def failed_for_good(kind: str, exc: K2Error, report: Path | None) -> int:
+def failed_for_good(kind: str, exc: K2Error, report: Path | None, *, alerted: bool = False) -> int:
     """Tells the submitting task, through the report file, that retrying would not help."""
-    failure = JobFailure(kind, exc.cause, exc.fix)
+    failure = JobFailure(kind, exc.cause, exc.fix, alerted=alerted)
     log.error("medallion.failed", failure=kind, cause=exc.cause, fix=exc.fix)
     if report is not None:
         failure.write(report)

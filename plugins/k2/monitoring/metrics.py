@@ -87,6 +87,10 @@ def measure(settings: Settings, exchange: str, now: float | None = None) -> Stre
         lag_s=lag_s,
     )
     _from_bronze(settings, m, now)
+    if m.lag_messages == 0 and m.freshness_s is not None:
+        # nothing waits in Kafka: Bronze is as fresh as the topic. A quiet topic (feeds stopped, a
+        # slow market) is not a stale stream; a stream behind shows a lag and its age instead.
+        m.freshness_s = 0.0
     m.latency_p99_s = alerting_latency(m.kafka_latency_p99_s, m.lag_messages, m.lag_s)
     m.dead_letter_ratio = _dead_letter_ratio(settings, exchange)
     _reconcile(settings, m, now)

@@ -22,7 +22,7 @@ GAUGES = {
     "latency_p99_s": "Alerting latency: max of Kafka-to-commit p99 and the age of waiting records, seconds",
     "lag_messages": "Records in Kafka not yet committed to Bronze",
     "lag_s": "Age of the oldest record not yet committed to Bronze, seconds",
-    "freshness_s": "Seconds since Bronze last committed",
+    "freshness_s": "Seconds since Bronze last committed while records wait in Kafka (0: caught up)",
     "throughput_rows_per_s": "Rows committed to Bronze per second over the window",
     "rows_committed": "Rows committed to Bronze in the window",
     "restarts_1h": "Supervisor restarts of the stream in the last hour",

@@ -45,7 +45,7 @@ class Threshold:
 DEFAULTS: dict[str, tuple[Threshold, str]] = {
     "latency_p99_s": (Threshold(10.0, 30.0), "Kafka -> Iceberg commit p99, including records still waiting"),
     "lag_messages": (Threshold(200_000, 2_000_000), "records in Kafka the stream has not committed"),
-    "freshness_s": (Threshold(300.0, 900.0), "seconds since Bronze last committed"),
+    "freshness_s": (Threshold(300.0, 900.0), "seconds since Bronze last committed while records wait in Kafka"),
     "restarts_1h": (Threshold(2, 9), "supervisor restarts in the last hour"),
     "dead_letter_ratio": (Threshold(0.01, 0.05), "share of the last hour's records sent to dead letters"),
     # an hourly batch leaves a record waiting up to about 65 min: two missed hours warn, six are critical

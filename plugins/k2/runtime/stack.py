@@ -162,7 +162,8 @@ def start_feed(
 
 
 def wait_streams_running(settings: Settings, timeout_s: float = 420.0) -> None:
-    """Until every stream completed a batch since it started (Spark's start-up takes a while)."""
+    """Until every stream's own job says its query runs (Spark's start-up takes a while). Not until
+    data arrives: a stream restarted on a quiet topic is ready with nothing to commit."""
     from k2.streams.supervisor import StreamSupervisor
 
     supervisors = {ex: StreamSupervisor(settings, ex) for ex in settings.exchanges}
@@ -171,11 +172,7 @@ def wait_streams_running(settings: Settings, timeout_s: float = 420.0) -> None:
     try:
         while True:
             reports = {ex: s.inspect() for ex, s in supervisors.items()}
-            ready = [
-                ex
-                for ex, r in reports.items()
-                if r.state == "running" and r.last_batch_age_s is not None and r.last_batch_age_s < 60
-            ]
+            ready = [ex for ex, r in reports.items() if r.state == "running" and supervisors[ex].query_running()]
             if len(ready) == len(reports):
                 return
             if time.monotonic() > deadline:

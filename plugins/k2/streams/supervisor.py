@@ -91,6 +91,13 @@ class StreamSupervisor:
         self._consumer: Any = None
 
     # --- state -----------------------------------------------------------------------------------
+    def query_running(self, max_heartbeat_age_s: float = 30.0) -> bool:
+        """The job's own word: its streaming query started and its watch loop still beats (once a
+        second), whether or not the topic has anything new."""
+        status = read_json(self.paths.status) or {}
+        beat = status.get("heartbeat_at") or status.get("updated_at")
+        return status.get("state") == "running" and beat is not None and self.clock() - beat < max_heartbeat_age_s
+
     def load_state(self) -> SupervisorState:
         data = read_json(self.paths.supervisor) or {}
         known = SupervisorState.__dataclass_fields__

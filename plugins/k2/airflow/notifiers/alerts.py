@@ -23,6 +23,8 @@ class K2AlertNotifier(BaseNotifier):
     def notify(self, context: Any) -> None:
         from k2.monitoring.alerts import send_alert
 
+        if getattr(context.get("exception"), "already_alerted", False):
+            return  # one failure, one alert: the job sent it with the details (a quality gate)
         ti = context.get("ti") or context.get("task_instance")
         run = context.get("dag_run")
         where = f"{getattr(run, 'dag_id', '?')}"

@@ -87,4 +87,10 @@ def submit_or_fail_for_good(hook: Any, report_file: Path) -> None:
         failure = JobFailure.found_in(report_file)
         if failure is None:
             raise  # anything else (an outage, a crash) may pass on a retry
-        raise AirflowFailException(failure.message) from exc
+        raise (AlertedFailure if failure.alerted else AirflowFailException)(failure.message) from exc
+
+
+class AlertedFailure(AirflowFailException):
+    """A task failed for good whose alert the job already sent: the failure callback sends none."""
+
+    already_alerted = True
