@@ -8,7 +8,9 @@ from airflow.sdk import DAG
 
 from k2 import dag_ids
 from k2.airflow.notifiers.alerts import K2AlertNotifier, batch_deadline
+from k2.airflow.operators.housekeeping import HousekeepingOperator
 from k2.airflow.operators.maintenance import IcebergMaintenanceOperator
+from k2.housekeeping import HOUSEKEEPING_CHORES
 from k2.lake.names import NAMESPACES
 from k2.settings import load_settings
 
@@ -19,7 +21,13 @@ Per namespace, on every table: **rewrite_data_files** (compact the streams' smal
 {settings.maintenance.target_file_mb} MB), **rewrite_manifests**, **expire_snapshots** (older than
 {settings.maintenance.snapshot_retention_h:g} h, keeping the last {settings.maintenance.min_snapshots}) and
 **remove_orphan_files** (older than {settings.maintenance.orphan_age_h:g} h). Commit conflicts with the
-streams and the batch are retried; compaction never changes a row. Retention: `K2_MAINTENANCE_*`.
+streams and the batch are retried; compaction never changes a row.
+
+Housekeeping, alongside: K2's component logs rotated over {settings.maintenance.log_max_mb} MB
+({settings.maintenance.log_keep} copies kept) and Airflow task logs deleted after
+{settings.maintenance.log_retention_days:g} days; Great Expectations results and Data Docs pages after
+{settings.maintenance.quality_retention_days:g} days; Airflow's metadata DB cleaned of rows older than
+{settings.maintenance.airflow_db_retention_days:g} days. Retention: `K2_MAINTENANCE_*`.
 """
 
 with DAG(
@@ -49,3 +57,5 @@ with DAG(
         if previous is not None:
             previous >> task
         previous = task
+    for chore in HOUSEKEEPING_CHORES:  # no Spark: they run beside the compaction chain
+        HousekeepingOperator(task_id=f"housekeeping_{chore}", chore=chore, priority_weight=0)

@@ -218,6 +218,13 @@ class StreamSettings(Section):
     max_offsets_per_trigger: int = setting(
         200_000, "Cap on records per Bronze micro-batch.", key="bronze_max_offsets_per_trigger", gt=0
     )
+    write_tasks: int = setting(
+        0,
+        "Tasks (and so data files) per Bronze micro-batch; 0: one per Kafka partition. Each task costs the "
+        "stream fixed work every batch.",
+        key="bronze_write_tasks",
+        ge=0,
+    )
     fail_on_data_loss: bool = setting(
         True, "Fail the stream when Kafka dropped unread records.", key="bronze_fail_on_data_loss"
     )
@@ -349,6 +356,18 @@ class MaintenanceSettings(Section):
         "K2_SPARK_BATCH_NICE): compaction yields the CPU to the streams and the batch.",
         ge=0,
         le=19,
+    )
+
+    log_max_mb: int = setting(
+        100, "A K2 component log (stream, feed, broker, Airflow) over this size is rotated.", gt=0
+    )
+    log_keep: int = setting(5, "Rotated copies kept per component log (name.log.1 is the newest).", ge=1)
+    log_retention_days: float = setting(14.0, "Airflow task logs older than this are deleted.", gt=0)
+    quality_retention_days: float = setting(
+        30.0, "Great Expectations results and their Data Docs pages older than this are deleted.", gt=0
+    )
+    airflow_db_retention_days: float = setting(
+        30.0, "DAG runs, task instances and logs older than this are cleaned from Airflow's metadata DB.", gt=0
     )
 
     def check(self) -> None:

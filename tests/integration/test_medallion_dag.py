@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
 import urllib.request
 from pathlib import Path
@@ -188,6 +189,27 @@ def test_backfill_deadline_alerts_and_maintenance_through_airflow(
     assert f"[K2 WARNING] monitor {EXCHANGE} dead_letter_ratio" in output
     latest = read_json(stream_settings.monitoring_dir / "latest.json")["metrics"][0]
     assert latest["lag_messages"] == 0 and round(latest["dead_letter_ratio"], 4) == round(1 / 22, 4)
+
+    # housekeeping: the batch's Great Expectations results, made 2 days old, go with a 1-day retention
+    # and the Data Docs index is rebuilt without them; Airflow's DB loses the runs above
+    results = stream_settings.home / "quality" / "gx" / "uncommitted" / "validations"
+    stale = list(results.rglob("*.json"))
+    assert len(stale) >= 4
+    two_days_ago = time.time() - 2 * 86400
+    for path in stale:
+        os.utime(path, (two_days_ago, two_days_ago))
+    monkeypatch.setenv("K2_MAINTENANCE_QUALITY_RETENTION_DAYS", "1")
+    monkeypatch.setenv("K2_MAINTENANCE_AIRFLOW_DB_RETENTION_DAYS", "0.0001")  # 9 s
+    runs_before = len(airflow.dag_runs("k2_medallion"))
+    assert runs_before >= 4
+    for chore in ("quality", "airflow_db", "logs"):
+        done = airflow.cli("tasks", "test", "k2_maintenance", f"housekeeping_{chore}", check=False)
+        output = done.stdout + done.stderr
+        assert done.returncode == 0 and "Task failed" not in output, output[-5000:]
+    assert not [p for p in stale if p.exists()]
+    index = stream_settings.home / "quality" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    assert index.is_file() and time.time() - index.stat().st_mtime < 300
+    assert len(airflow.dag_runs("k2_medallion")) <= 1  # Airflow keeps each DAG's latest scheduled run
 
 
 def write_bronze_ingested(settings: Settings, rows: list[tuple[int, dt.datetime]]) -> None:

@@ -36,9 +36,11 @@ def read_kafka(spark: SparkSession, settings: Settings, exchange: str) -> DataFr
 def start_bronze_query(spark: SparkSession, settings: Settings, exchange: str, checkpoint: Path) -> StreamingQuery:
     from k2.medallion.transforms.bronze import kafka_to_bronze
 
+    rows = kafka_to_bronze(read_kafka(spark, settings, exchange))
+    if settings.streams.write_tasks:  # fewer tasks and files per micro-batch (no shuffle: coalesce)
+        rows = rows.coalesce(settings.streams.write_tasks)
     return (
-        kafka_to_bronze(read_kafka(spark, settings, exchange))
-        .writeStream.format("iceberg")
+        rows.writeStream.format("iceberg")
         .outputMode("append")
         .queryName(f"bronze_{exchange}")
         .trigger(processingTime=f"{settings.streams.trigger_interval_s} seconds")

@@ -123,6 +123,12 @@ def validate(
     return report
 
 
+def rebuild_data_docs(root: Path) -> None:
+    """Rebuild the Data Docs site (its index lists the validation results still stored)."""
+    with _locked(root / ".lock"):
+        _runtime_context(root).build_data_docs()
+
+
 def enforce(report: QualityReport) -> None:
     """Raise when a critical expectation failed, so the caller publishes nothing."""
     if not report.passed:

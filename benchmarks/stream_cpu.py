@@ -1,0 +1,108 @@
+"""CPU of one Bronze stream at a quiet and a steady feed, per stream configuration, in one run.
+
+Issue #14's targets: a stream uses <= 5% of a core at 0 msg/s and <= 15% at 200 msg/s. Each
+configuration runs the Binance stream the production way (supervisor -> launcher -> spark-submit,
+local master) on a topic of its own; after a warm-up, the CPU time of the stream's whole process
+group (JVM and Python driver) is read over --window seconds at 200 msg/s, then over --window
+seconds with the feed stopped and everything committed. The first configuration is the baseline.
+
+    .venv/bin/python benchmarks/stream_cpu.py [--window 90] [--rate 200]
+
+Prints a table and writes benchmarks/results/stream_cpu.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+from pathlib import Path
+
+import psutil
+from _harness import embedded_broker, progress, write_results
+from bronze_stream import Supervisors, configure, feed, wait
+
+from k2.monitoring.metrics import kafka_lag
+from k2.streams.state import StreamPaths, read_json
+
+WARM_UP_S = 30.0
+# name -> K2_* settings; the first is the baseline the others are compared with
+CONFIGURATIONS: dict[str, dict[str, str]] = {
+    "one write task per Kafka partition (3)": {"K2_BRONZE_WRITE_TASKS": "0"},
+    "one write task": {"K2_BRONZE_WRITE_TASKS": "1"},
+}
+
+
+def group_cpu_s(pgid: int) -> float:
+    """User + system CPU seconds of every live process in the process group."""
+    total = 0.0
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid:
+                times = proc.cpu_times()
+                total += times.user + times.system + times.children_user + times.children_system
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return total
+
+
+def cpu_share(pgid: int, window_s: float) -> float:
+    before, started = group_cpu_s(pgid), time.monotonic()
+    time.sleep(window_s)  # the measurement window itself, not a synchronisation
+    return (group_cpu_s(pgid) - before) / (time.monotonic() - started)
+
+
+def measure(settings, home: Path, extra: dict[str, str], rate: float, window_s: float) -> dict:
+    scoped = configure(settings, home, K2_EXCHANGES="binance", **extra)
+    paths = StreamPaths.of(scoped, "binance")
+    supervisors = Supervisors(scoped, ["binance"])
+    stop = threading.Event()
+    feeder = None
+    try:
+        wait(lambda: (read_json(paths.status) or {}).get("state") == "running", 300, "the stream to run")
+        feeder = feed(scoped, "binance", rate, stop=stop)
+        wait(lambda: (read_json(paths.progress) or {}).get("batch_id", -1) >= 5, 300, "the first batches")
+        time.sleep(WARM_UP_S)  # JIT settles before the window opens
+        pgid = supervisors.supervisors[0].load_state().launcher_pgid
+        progress(f"{rate:g} msg/s for {window_s:.0f}s")
+        busy = cpu_share(pgid, window_s)
+        batches = read_json(paths.progress) or {}
+        stop.set()
+        feeder.join(60)
+        wait(lambda: kafka_lag(scoped, "binance")[0] == 0, 120, "everything committed")
+        progress(f"0 msg/s for {window_s:.0f}s")
+        quiet = cpu_share(pgid, window_s)
+    finally:
+        stop.set()
+        supervisors.shutdown()
+    return {
+        "cpu_share_at_rate": round(busy, 3),
+        "cpu_share_at_0": round(quiet, 3),
+        "last_batch_id": batches.get("batch_id"),
+        "settings": extra,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--window", type=float, default=90.0)
+    parser.add_argument("--rate", type=float, default=200.0)
+    args = parser.parse_args()
+    results: dict[str, dict] = {}
+    with embedded_broker() as settings:
+        for n, (name, extra) in enumerate(CONFIGURATIONS.items()):
+            progress(f"configuration: {name}")
+            results[name] = measure(settings, settings.home / f"cfg{n}", extra, args.rate, args.window)
+    baseline = next(iter(results.values()))
+    print(f"\n{'configuration':45} {'CPU at ' + format(args.rate, 'g') + ' msg/s':>16} {'CPU at 0 msg/s':>16}")
+    for name, r in results.items():
+        ratio = r["cpu_share_at_rate"] / baseline["cpu_share_at_rate"] if baseline["cpu_share_at_rate"] else 0
+        print(f"{name:45} {r['cpu_share_at_rate']:>15.1%} {r['cpu_share_at_0']:>15.1%}   x{ratio:.2f} of baseline")
+    print("targets: <= 15% at 200 msg/s, <= 5% at 0 msg/s (of one core)")
+    path = write_results("stream_cpu", {"window_s": args.window, "rate": args.rate, "configurations": results})
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Housekeeping on files laid out as K2 and Great Expectations write them."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from k2 import housekeeping
+from k2.settings import Settings
+
+OLD = time.time() - 40 * housekeeping.DAY_S
+
+
+def _file(path: Path, size: int = 10, mtime: float | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x" * size)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_a_log_over_its_limit_is_rotated_in_place_and_the_oldest_copy_dropped(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, home=tmp_path, maintenance_log_max_mb=1, maintenance_log_keep=2)
+    big = _file(settings.logs_dir / "streams" / "binance.log", 2 * 1024 * 1024)
+    _file(big.with_name("binance.log.1"), 5)
+    _file(big.with_name("binance.log.2"), 7)
+    small = _file(settings.logs_dir / "feeds" / "kraken.log", 100)
+    with big.open("ab") as writer:  # a writer holding the file open, as the stream's process does
+        report = housekeeping.rotate_logs(settings)
+        writer.write(b"next line\n")
+        writer.flush()
+    assert report.rotated == ["streams/binance.log"]
+    assert big.read_bytes() == b"next line\n"  # the writer goes on at the start of the emptied file
+    assert big.with_name("binance.log.1").stat().st_size == 2 * 1024 * 1024
+    assert big.with_name("binance.log.2").stat().st_size == 5  # was .1; the old .2 is gone
+    assert not big.with_name("binance.log.3").exists()
+    assert small.stat().st_size == 100
+
+
+def test_old_task_logs_are_deleted_and_recent_ones_kept(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, home=tmp_path, maintenance_log_retention_days=14)
+    tasks = settings.logs_dir / "airflow" / "tasks"
+    old = _file(tasks / "dag_id=k2_monitoring" / "run_id=a" / "task_id=measure" / "attempt=1.log", 30, OLD)
+    new = _file(tasks / "dag_id=k2_monitoring" / "run_id=b" / "task_id=measure" / "attempt=1.log", 30)
+    report = housekeeping.rotate_logs(settings)
+    assert (report.removed_files, report.removed_bytes) == (1, 30)
+    assert not old.exists() and not old.parent.exists() and new.exists()
+
+
+def test_old_quality_results_and_their_pages_are_deleted(tmp_path: Path, monkeypatch) -> None:
+    settings = Settings.from_env({}, home=tmp_path, maintenance_quality_retention_days=30)
+    gx = settings.home / "quality" / "gx" / "uncommitted"
+    old = _file(gx / "validations" / "silver.binance" / "2026-10-01" / "20261001T100000Z" / "b.json", 50, OLD)
+    page = _file(gx / "data_docs" / "local_site" / "validations" / "silver.binance" / "2026-10-01" / "b.html", 70, OLD)
+    new = _file(gx / "validations" / "silver.binance" / "2026-11-30" / "20261130T100000Z" / "b.json", 50)
+    rebuilt = []
+    monkeypatch.setattr("k2.quality.gate.rebuild_data_docs", rebuilt.append)
+    report = housekeeping.prune_quality_results(settings)
+    assert (report.removed_files, report.removed_bytes) == (2, 120)
+    assert not old.exists() and not page.exists() and new.exists()
+    assert rebuilt == [settings.home / "quality"]  # the index then lists only what is left
