@@ -126,39 +126,42 @@ def cmd_system_packages(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_kafka(settings: Settings, args: argparse.Namespace) -> int:
-    from k2.runtime.broker import LocalKafkaBroker, reset_storage
+    from k2.runtime.broker import LocalKafka, reset_storage
 
-    broker = LocalKafkaBroker(settings)
+    kafka = LocalKafka(settings)
     if args.action == "start":
         from k2.jvm import ensure_jars
 
         ensure_jars(settings)
-        status = broker.start()
-        print(f"Kafka broker running: pid {status.pid}, bootstrap {status.bootstrap_servers}, data {status.data_dir}")
+        status = kafka.start()
+        print(f"Kafka running: pid {status.pid}, bootstrap {status.bootstrap_servers}, data {status.data_dir}")
     elif args.action == "stop":
-        print("Kafka broker " + ("stopped" if broker.stop() else "was not running"))
+        print("Kafka " + ("stopped" if kafka.stop() else "was not running"))
     elif args.action == "status":
-        status = broker.status()
+        nodes = [node.status() for node in kafka.nodes]
         print_table(
-            ("state", "pid", "bootstrap", "data", "log"),
+            ("node", "state", "pid", "bootstrap", "data", "log"),
             [
                 (
-                    "running" if status.running else "stopped",
-                    status.pid or "-",
-                    status.bootstrap_servers,
-                    status.data_dir,
-                    status.log_file,
+                    node.node,
+                    "running" if s.running else "stopped",
+                    s.pid or "-",
+                    s.bootstrap_servers,
+                    s.data_dir,
+                    s.log_file,
                 )
+                for node, s in zip(kafka.nodes, nodes, strict=True)
             ],
         )
-        return 0 if status.running else 3
+        return 0 if all(s.running for s in nodes) else 3
     elif args.action == "reset":
         if not args.yes:
             raise K2Error(
-                f"`k2 kafka reset` deletes every topic and message in {broker.data_dir}",
+                "`k2 kafka reset` deletes every topic and message in "
+                + ", ".join(str(node.data_dir) for node in kafka.nodes),
                 "re-run with --yes to confirm.",
             )
-        print(f"deleted {reset_storage(settings)}")
+        print("deleted " + ", ".join(str(path) for path in reset_storage(settings)))
     elif args.action == "topics":
         from k2.kafka.topics import ensure_topics
 

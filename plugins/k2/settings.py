@@ -96,15 +96,31 @@ class KafkaSettings(Section):
     host: str = setting("127.0.0.1", "Address the embedded broker binds to (loopback by default).")
     port: int = setting(9092, "Client port of the embedded broker.", ge=1, le=65535)
     controller_port: int = setting(9093, "KRaft controller port of the embedded broker.", ge=1, le=65535)
+    nodes: int = setting(
+        1,
+        "Nodes of the embedded Kafka (each a broker and a KRaft controller, its own process); 3 runs a local "
+        "cluster that survives one node's loss. Node n listens on K2_KAFKA_PORT+n-1 and K2_KAFKA_CONTROLLER_PORT+n-1.",
+        ge=1,
+        le=5,
+    )
     heap: str = setting("512m", "JVM heap (-Xmx) of the embedded broker.")
     start_timeout_s: float = setting(60.0, "How long to wait for the broker to accept clients.", gt=0)
     stop_timeout_s: float = setting(30.0, "Grace period after SIGTERM before the broker is killed.", gt=0)
 
     def check(self) -> None:
-        if self.port == self.controller_port:
+        clients = set(range(self.port, self.port + self.nodes))
+        if clients & set(range(self.controller_port, self.controller_port + self.nodes)):
             raise K2Error(
-                f"K2_KAFKA_PORT and K2_KAFKA_CONTROLLER_PORT are both {self.port}", "give the controller its own port."
+                f"K2_KAFKA_PORT={self.port} and K2_KAFKA_CONTROLLER_PORT={self.controller_port} overlap for "
+                f"{self.nodes} node(s) (node n uses each port + n - 1)",
+                "give the controllers ports of their own, at least K2_KAFKA_NODES apart from the client ports.",
             )
+        if max(clients) > 65535 or self.controller_port + self.nodes - 1 > 65535:
+            raise K2Error("K2_KAFKA_NODES runs the ports past 65535", "choose lower K2_KAFKA_PORT/_CONTROLLER_PORT.")
+
+    def node_ports(self) -> list[tuple[int, int]]:
+        """(client port, controller port) of each embedded node, node 1 first."""
+        return [(self.port + n, self.controller_port + n) for n in range(self.nodes)]
 
 
 @dataclass(frozen=True)
@@ -533,7 +549,8 @@ class Settings:
             self, "batch", dataclasses.replace(self.batch, expectations_dir=_absolute(self.batch.expectations_dir))
         )
         if not self.kafka.bootstrap_servers:
-            derive("kafka", "bootstrap_servers", f"{self.kafka.host}:{self.kafka.port}")
+            servers = ",".join(f"{self.kafka.host}:{port}" for port, _ in self.kafka.node_ports())
+            derive("kafka", "bootstrap_servers", servers)
         if not self.lake.catalog_uri and self.lake.catalog_type == "sql":
             derive("lake", "catalog_uri", f"sqlite:///{self.lake_dir / 'catalog.db'}")
         if not self.lake.warehouse:
@@ -545,6 +562,12 @@ class Settings:
         if not self.airflow.db_uri:
             derive("airflow", "db_uri", f"sqlite:///{home / 'airflow' / 'airflow.db'}")
         object.__setattr__(self, "_derived", frozenset(derived))
+        if self.kafka.embedded and self.topics.replication_factor > self.kafka.nodes:
+            raise K2Error(
+                f"K2_TOPIC_REPLICATION_FACTOR={self.topics.replication_factor} needs as many brokers, and the "
+                f"embedded Kafka has K2_KAFKA_NODES={self.kafka.nodes}",
+                "set K2_KAFKA_NODES=3 for a local cluster, or lower K2_TOPIC_REPLICATION_FACTOR.",
+            )
 
     def _check_exchanges(self) -> None:
         from k2.exchanges import available

@@ -108,14 +108,19 @@ def _reconciliation(settings: Settings) -> list[Row]:
 
 def _kafka(settings: Settings) -> Row:
     from k2.kafka.clients import broker_reachable
-    from k2.runtime.broker import LocalKafkaBroker
+    from k2.runtime.broker import LocalKafka
 
     if not settings.kafka.embedded:
         up = broker_reachable(settings.kafka.bootstrap_servers)
         state = "reachable" if up else "UNREACHABLE"
         return ("kafka", state, settings.kafka.bootstrap_servers, "external cluster")
-    status = LocalKafkaBroker(settings).status()
+    kafka = LocalKafka(settings)
+    status = kafka.status()
     state = f"running (pid {status.pid})" if status.running else "stopped"
+    if len(kafka.nodes) > 1:
+        up = sum(node.status().running for node in kafka.nodes)
+        state = f"{up}/{len(kafka.nodes)} nodes running"
+        return ("kafka", state, status.bootstrap_servers, f"embedded KRaft cluster, data {settings.kafka_dir}")
     return ("kafka", state, status.bootstrap_servers, f"embedded KRaft, data {status.data_dir}")
 
 

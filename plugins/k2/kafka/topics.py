@@ -24,11 +24,18 @@ def exchange_topics(settings: Settings) -> list[TopicSpec]:
         "retention.ms": str(settings.topics.retention_ms),
         "compression.type": settings.topics.compression,
         "cleanup.policy": "delete",
+        # acks=all then needs a second copy: one broker may die without losing an acknowledged record
+        "min.insync.replicas": str(min_insync_replicas(settings.topics.replication_factor)),
     }
     return [
         TopicSpec(settings.topic_for(ex), settings.topics.partitions, settings.topics.replication_factor, dict(config))
         for ex in settings.exchanges
     ]
+
+
+def min_insync_replicas(replication_factor: int) -> int:
+    """2 from three copies up (writes go on with one broker down), else 1."""
+    return 2 if replication_factor >= 3 else 1
 
 
 def admin_client(kafka: KafkaSettings):  # -> confluent_kafka.admin.AdminClient

@@ -1,9 +1,11 @@
-"""Lifecycle of K2's embedded single-node Apache Kafka broker (KRaft, no ZooKeeper).
+"""Lifecycle of K2's embedded Apache Kafka (KRaft, no ZooKeeper): one node by default, or a local
+cluster of K2_KAFKA_NODES nodes, each a broker and a controller in a process of its own.
 
-The broker runs from the jars Maven fetched (``java -cp jvm/lib/kafka-broker/* kafka.Kafka``) with
-its data under ``$K2_HOME/kafka/data`` and its logs under ``$K2_HOME/logs/kafka``. Two guards keep
-a second broker off the same data directory: the pid file, and Kafka's own lock on ``data/.lock``,
-which is probed before start so the refusal also holds when the pid file was lost.
+A node runs from the jars Maven fetched (``java -cp jvm/lib/kafka-broker/* kafka.Kafka``) with its
+data under ``$K2_HOME/kafka/data`` (``kafka/node-N/data`` in a cluster) and its logs under
+``$K2_HOME/logs/kafka`` (``.../node-N``). Two guards keep a second broker off the same data
+directory: the pid file, and Kafka's own lock on ``data/.lock``, which is probed before start so the
+refusal also holds when the pid file was lost. :class:`LocalKafka` starts and stops all nodes.
 """
 
 from __future__ import annotations
@@ -26,13 +28,12 @@ import psutil
 from k2.errors import K2Error
 from k2.jvm import installed_jars, require_java
 from k2.kafka.clients import broker_reachable
+from k2.kafka.topics import min_insync_replicas
 from k2.log import get_logger
 from k2.runtime.procs import require_free_port
 from k2.settings import Settings
 
 log = get_logger(__name__)
-
-NODE_ID = 1
 
 
 @dataclass(frozen=True)
@@ -45,22 +46,25 @@ class BrokerStatus:
 
 
 class LocalKafkaBroker:
-    """Start, stop and inspect the embedded broker described by ``settings``."""
+    """Start, stop and inspect one node (``node``, from 1) of the embedded Kafka."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, node: int = 1) -> None:
         self.settings = settings
-        self.data_dir = settings.kafka_dir / "data"
-        self.config_file = settings.kafka_dir / "server.properties"
-        self.log4j_file = settings.kafka_dir / "log4j2.properties"
-        self.log_dir = settings.logs_dir / "kafka"
-        self.pid_file = settings.run_dir / "kafka.pid"
+        self.node = node
+        single = settings.kafka.nodes == 1
+        base = settings.kafka_dir if single else settings.kafka_dir / f"node-{node}"
+        self.data_dir = base / "data"
+        self.config_file = base / "server.properties"
+        self.log4j_file = base / "log4j2.properties"
+        self.log_dir = settings.logs_dir / "kafka" if single else settings.logs_dir / "kafka" / f"node-{node}"
+        self.pid_file = settings.run_dir / ("kafka.pid" if single else f"kafka-{node}.pid")
+        self.port, self.controller_port = settings.kafka.node_ports()[node - 1]
+        self.bootstrap = f"{settings.kafka.host}:{self.port}"
 
     # --- inspection ------------------------------------------------------------------------------
     def status(self) -> BrokerStatus:
         pid = self._live_pid()
-        return BrokerStatus(
-            pid is not None, pid, self.settings.kafka.bootstrap_servers, self.data_dir, self.log_dir / "server.log"
-        )
+        return BrokerStatus(pid is not None, pid, self.bootstrap, self.data_dir, self.log_dir / "server.log")
 
     def _live_pid(self) -> int | None:
         """The broker's pid if the pid file names a live broker process on our config."""
@@ -91,6 +95,12 @@ class LocalKafkaBroker:
     # --- start -----------------------------------------------------------------------------------
     def start(self) -> BrokerStatus:
         """Format on first use, launch, and wait until the broker answers clients."""
+        proc = self.launch()
+        self.wait_ready(proc)
+        return self.status()
+
+    def launch(self, cluster_id: str | None = None) -> subprocess.Popen:
+        """Format on first use (with ``cluster_id``, shared by a cluster's nodes) and start the process."""
         if not self.settings.kafka.embedded:
             raise K2Error(
                 "K2_KAFKA_EMBEDDED is false: K2 uses the cluster at "
@@ -110,12 +120,12 @@ class LocalKafkaBroker:
             )
         java = require_java(self.settings.jvm)
         jars = installed_jars(self.settings.jvm).kafka_broker
-        for port in (self.settings.kafka.port, self.settings.kafka.controller_port):
+        for port in (self.port, self.controller_port):
             require_free_port(self.settings.kafka.host, port, "K2_KAFKA_PORT / K2_KAFKA_CONTROLLER_PORT")
         self._prepare_dirs()
         self._write_config()
         if not (self.data_dir / "meta.properties").exists():
-            self._format(java, jars)
+            self._format(java, jars, cluster_id or new_cluster_id())
         else:
             self._check_formatted()
 
@@ -143,20 +153,13 @@ class LocalKafkaBroker:
                 {
                     "pid": proc.pid,
                     "data_dir": str(self.data_dir),
-                    "bootstrap": self.settings.kafka.bootstrap_servers,
+                    "bootstrap": self.bootstrap,
                     "started_at": time.time(),
                 }
             )
         )
-        log.info(
-            "broker.starting",
-            pid=proc.pid,
-            bootstrap=self.settings.kafka.bootstrap_servers,
-            data_dir=str(self.data_dir),
-        )
-        self._wait_ready(proc)
-        log.info("broker.ready", pid=proc.pid, bootstrap=self.settings.kafka.bootstrap_servers)
-        return self.status()
+        log.info("broker.starting", node=self.node, pid=proc.pid, bootstrap=self.bootstrap, data_dir=str(self.data_dir))
+        return proc
 
     def ensure_running(self) -> BrokerStatus:
         """Idempotent start, for ``k2 up``."""
@@ -181,12 +184,14 @@ class LocalKafkaBroker:
     def _write_config(self) -> None:
         s = self.settings
         host = s.kafka.host
+        voters = ",".join(f"{n}@{host}:{c}" for n, (_, c) in enumerate(s.kafka.node_ports(), start=1))
+        copies = min(3, s.kafka.nodes)  # of the internal topics (consumer offsets, transactions)
         props = {
             "process.roles": "broker,controller",
-            "node.id": NODE_ID,
-            "controller.quorum.voters": f"{NODE_ID}@{host}:{s.kafka.controller_port}",
-            "listeners": f"PLAINTEXT://{host}:{s.kafka.port},CONTROLLER://{host}:{s.kafka.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{host}:{s.kafka.port}",
+            "node.id": self.node,
+            "controller.quorum.voters": voters,
+            "listeners": f"PLAINTEXT://{host}:{self.port},CONTROLLER://{host}:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{host}:{self.port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
@@ -194,25 +199,25 @@ class LocalKafkaBroker:
             # topics are created explicitly from K2's settings, so a typo never makes a new topic
             "auto.create.topics.enable": "false",
             "num.partitions": s.topics.partitions,
-            "offsets.topic.replication.factor": 1,
+            "offsets.topic.replication.factor": copies,
             "offsets.topic.num.partitions": 5,
-            "transaction.state.log.replication.factor": 1,
-            "transaction.state.log.min.isr": 1,
-            "share.coordinator.state.topic.replication.factor": 1,
-            "share.coordinator.state.topic.min.isr": 1,
+            "transaction.state.log.replication.factor": copies,
+            "transaction.state.log.min.isr": min_insync_replicas(copies),
+            "share.coordinator.state.topic.replication.factor": copies,
+            "share.coordinator.state.topic.min.isr": min_insync_replicas(copies),
+            "min.insync.replicas": min_insync_replicas(copies),
             "group.initial.rebalance.delay.ms": 0,
         }
         self.config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         self.log4j_file.write_text(_LOG4J2.format(log_dir=self.log_dir))
 
-    def _format(self, java: str, jars: list[Path]) -> None:
+    def _format(self, java: str, jars: list[Path], cluster_id: str) -> None:
         if self.data_dir.exists() and any(self.data_dir.iterdir()):
             raise K2Error(
                 f"{self.data_dir} holds files but no meta.properties: an interrupted format or "
                 "a directory that is not a Kafka data directory",
                 f"move it aside, or delete it with `k2 kafka reset --yes` (which removes {self.data_dir}).",
             )
-        cluster_id = new_cluster_id()
         cmd = [
             java,
             f"-Dlog4j2.configurationFile={self.log4j_file}",
@@ -243,13 +248,13 @@ class LocalKafkaBroker:
                 "fix its permissions; `k2 kafka reset --yes` starts over with empty storage.",
             ) from exc
         entries = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-        if entries.get("node.id") != str(NODE_ID) or "cluster.id" not in entries:
+        if entries.get("node.id") != str(self.node) or "cluster.id" not in entries:
             raise K2Error(
-                f"{meta} does not describe K2's node {NODE_ID}: {entries}",
+                f"{meta} does not describe K2's node {self.node}: {entries}",
                 "point K2_HOME at K2's own state, or `k2 kafka reset --yes` to start over.",
             )
 
-    def _wait_ready(self, proc: subprocess.Popen) -> None:
+    def wait_ready(self, proc: subprocess.Popen) -> None:
         deadline = time.monotonic() + self.settings.kafka.start_timeout_s
         next_note = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -259,7 +264,8 @@ class LocalKafkaBroker:
                     f"the Kafka broker exited with code {proc.returncode} during start-up:\n{self._log_tail()}",
                     f"see {self.log_dir / 'server.log'}; fix the cause and start again.",
                 )
-            if broker_reachable(self.settings.kafka.bootstrap_servers, timeout=1.0):
+            if broker_reachable(self.bootstrap, timeout=1.0):
+                log.info("broker.ready", node=self.node, pid=proc.pid, bootstrap=self.bootstrap)
                 return
             if time.monotonic() > next_note:
                 log.info("broker.waiting", pid=proc.pid, log=str(self.log_dir / "server.log"))
@@ -302,6 +308,61 @@ class LocalKafkaBroker:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         _wait_gone(pid, 10)
+
+
+class LocalKafka:
+    """All nodes of the embedded Kafka as one, for `k2 up`, `k2 down` and `k2 kafka start`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.nodes = [LocalKafkaBroker(settings, n) for n in range(1, settings.kafka.nodes + 1)]
+
+    def status(self) -> BrokerStatus:
+        """Running when every node runs; the first node's pid and the cluster's bootstrap servers."""
+        each = [node.status() for node in self.nodes]
+        first = each[0]
+        return BrokerStatus(
+            all(s.running for s in each),
+            first.pid,
+            self.settings.kafka.bootstrap_servers,
+            first.data_dir,
+            first.log_file,
+        )
+
+    def data_dir_locked(self) -> bool:
+        return any(node.data_dir_locked() for node in self.nodes)
+
+    def start(self) -> BrokerStatus:
+        """Launch every node, then wait for each: a cluster's nodes answer only once a majority of
+        its controllers runs, so none is waited for before all are started."""
+        cluster_id = self._cluster_id() if len(self.nodes) > 1 else None
+        started = []
+        try:
+            for node in self.nodes:
+                if not node.status().running:
+                    started.append((node, node.launch(cluster_id)))
+            for node, proc in started:
+                node.wait_ready(proc)
+        except BaseException:
+            for node, _ in started:
+                node.stop()
+            raise
+        return self.status()
+
+    def ensure_running(self) -> BrokerStatus:
+        status = self.status()
+        return status if status.running else self.start()
+
+    def stop(self) -> bool:
+        """Stop every node; False when none ran."""
+        return any([node.stop() for node in self.nodes])  # a list: stop them all
+
+    def _cluster_id(self) -> str:
+        path = self.settings.kafka_dir / "cluster.id"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(new_cluster_id())
+        return path.read_text().strip()
 
 
 def new_cluster_id() -> str:
@@ -358,12 +419,15 @@ logger.state.level = WARN
 """
 
 
-def reset_storage(settings: Settings) -> Path:
-    """Delete the broker's data directory (``k2 kafka reset``). Refuses while a broker runs."""
-    broker = LocalKafkaBroker(settings)
-    if broker.status().running or broker.data_dir_locked():
-        raise K2Error(f"a broker is running on {broker.data_dir}", "stop it first with `k2 kafka stop`.")
-    if broker.data_dir.exists():
-        shutil.rmtree(broker.data_dir)
-    log.warning("broker.storage_deleted", data_dir=str(broker.data_dir))
-    return broker.data_dir
+def reset_storage(settings: Settings) -> list[Path]:
+    """Delete every node's data directory (``k2 kafka reset``). Refuses while a node runs."""
+    kafka = LocalKafka(settings)
+    for node in kafka.nodes:
+        if node.status().running or node.data_dir_locked():
+            raise K2Error(f"a broker is running on {node.data_dir}", "stop it first with `k2 kafka stop`.")
+    for node in kafka.nodes:
+        if node.data_dir.exists():
+            shutil.rmtree(node.data_dir)
+        log.warning("broker.storage_deleted", data_dir=str(node.data_dir))
+    (settings.kafka_dir / "cluster.id").unlink(missing_ok=True)
+    return [node.data_dir for node in kafka.nodes]

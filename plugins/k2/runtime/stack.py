@@ -43,7 +43,7 @@ def bring_up(
     from k2.lake.catalog import load_catalog
     from k2.lake.tables import all_tables, ensure_tables
     from k2.runtime.airflow import AirflowServices
-    from k2.runtime.broker import LocalKafkaBroker
+    from k2.runtime.broker import LocalKafka
     from k2.runtime.spark_connect import LocalSparkConnectServer
     from k2.streams.supervisor import StreamSupervisor
 
@@ -52,7 +52,7 @@ def bring_up(
     ensure_jars(settings)
     _step(2)
     if settings.kafka.embedded:
-        LocalKafkaBroker(settings).ensure_running()
+        LocalKafka(settings).ensure_running()
     _step(3)
     ensure_topics(settings)
     _step(4)
@@ -193,7 +193,7 @@ def wait_streams_running(settings: Settings, timeout_s: float = 420.0) -> None:
 def bring_down(settings: Settings) -> list[tuple[str, str]]:
     """Stop feeds, streams (cleanly), Airflow, the Spark Connect server and the broker. Data stays."""
     from k2.runtime.airflow import AirflowServices
-    from k2.runtime.broker import LocalKafkaBroker
+    from k2.runtime.broker import LocalKafka
     from k2.runtime.spark_connect import LocalSparkConnectServer
     from k2.streams.supervisor import StreamSupervisor
 
@@ -211,5 +211,5 @@ def bring_down(settings: Settings) -> list[tuple[str, str]]:
     if settings.spark.connect_embedded:  # after Airflow: no task starts it again
         results.append(("spark-connect", "stopped" if LocalSparkConnectServer(settings).stop() else "was not running"))
     if settings.kafka.embedded:
-        results.append(("kafka", "stopped" if LocalKafkaBroker(settings).stop() else "was not running"))
+        results.append(("kafka", "stopped" if LocalKafka(settings).stop() else "was not running"))
     return results
