@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from k2 import resources
 from k2.errors import K2Error
 
 ENV_PREFIX = "K2_"
@@ -35,15 +36,6 @@ SECRET_VALUES = ("alert_webhook_url",)  # the URL is the credential (Slack and t
 SECRET_URL_PASSWORDS = ("catalog_uri", "airflow_db_uri", "spark_connect")  # URLs that may carry a password or token
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("console", "logfmt", "json")
-
-
-def _project_root() -> Path:
-    """The checkout K2 runs from (editable install), else the working directory."""
-    root = Path(__file__).resolve().parents[2]
-    return root if (root / "pyproject.toml").is_file() else Path.cwd()
-
-
-PROJECT_ROOT = _project_root()
 
 
 def setting(
@@ -82,7 +74,9 @@ class Section:
 # --- sections -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class JvmSettings(Section):
-    jars_dir: Path = setting(PROJECT_ROOT / "jvm" / "lib", "Where Maven copies the JVM artifacts.")
+    jars_dir: Path = setting(
+        resources.DEFAULT_JARS_DIR, "Where Maven copies the JVM artifacts (shared by every K2_HOME)."
+    )
     java: str = setting("java", "Java 17+ launcher used for the Kafka broker (and by Spark via PATH).")
     maven: str = setting("mvn", "Maven launcher used to fetch the JVM artifacts.")
 
@@ -282,8 +276,9 @@ class BatchSettings(Section):
         gt=0,
     )
     expectations_dir: Path = setting(
-        PROJECT_ROOT / "expectations",
-        "The Great Expectations project whose suites gate Bronze, Silver and Gold (results go to K2_HOME/quality).",
+        resources.EXPECTATIONS_DIR,
+        "The Great Expectations project whose suites gate Bronze, Silver and Gold (results go to K2_HOME/quality); "
+        "default: the one K2 ships.",
     )
     deadline_min: float = setting(
         45.0,
@@ -446,7 +441,7 @@ SECTIONS: dict[str, type[Section]] = {
 class Settings:
     """The whole configuration: the state directory, logging, the exchanges, and one section each."""
 
-    home: Path = setting(PROJECT_ROOT / ".k2", "State directory: Kafka data, lake, checkpoints, pids, logs.")
+    home: Path = setting(resources.DEFAULT_HOME, "State directory: Kafka data, lake, checkpoints, pids, logs.")
     log_level: str = setting(
         "INFO",
         "Log level of K2's own loggers: DEBUG, INFO, WARNING, ERROR.",

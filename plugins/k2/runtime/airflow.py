@@ -21,8 +21,9 @@ from pathlib import Path
 from k2.errors import K2Error
 from k2.log import get_logger
 from k2.private import private_dir, restrict_file, write_private
+from k2.resources import DAGS_DIR
 from k2.runtime import procs
-from k2.settings import PROJECT_ROOT, Settings
+from k2.settings import Settings
 
 log = get_logger(__name__)
 
@@ -56,8 +57,9 @@ class AirflowServices:
         env.update(
             {
                 "AIRFLOW_HOME": str(self.home),
-                "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-                "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
+                # K2's plugin comes from its entry point; this folder stays empty (AIRFLOW_HOME's default)
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.home / "plugins"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW__CORE__EXECUTOR": self.settings.airflow.executor,
                 "AIRFLOW__CORE__PARALLELISM": "16",

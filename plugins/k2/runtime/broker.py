@@ -1,6 +1,6 @@
 """Lifecycle of K2's embedded single-node Apache Kafka broker (KRaft, no ZooKeeper).
 
-The broker runs from the jars Maven fetched (``java -cp jvm/lib/kafka-broker/* kafka.Kafka``) with
+The broker runs from the jars Maven fetched (``java -cp <K2_JARS_DIR>/kafka-broker/* kafka.Kafka``) with
 its data under ``$K2_HOME/kafka/data`` and its logs under ``$K2_HOME/logs/kafka``. Two guards keep
 a second broker off the same data directory: the pid file, and Kafka's own lock on ``data/.lock``,
 which is probed before start so the refusal also holds when the pid file was lost.
