@@ -152,13 +152,23 @@ class SparkSettings(Section):
     PREFIX = "spark_"
     master: str = setting("", "Spark master URL; default local[<cores>].")
     driver_memory: str = setting("2g", "Driver memory (in local mode, all of Spark's memory).")
+    cores_max: int = setting(
+        0,
+        "spark.cores.max of the batch and maintenance jobs on a Spark cluster (one Spark Connect server, or each "
+        "spark-submit): the cores they may take, so the streams keep theirs. 0: not set (a standalone master then "
+        "gives a job every free core); local mode ignores it.",
+        ge=0,
+    )
+    executor_memory: str = setting(
+        "", "spark.executor.memory of the batch and maintenance jobs on a cluster, e.g. 2g; empty: Spark's default."
+    )
     shuffle_partitions: int = setting(0, "spark.sql.shuffle.partitions; 0 means the core count.", ge=0)
     ui_enabled: bool = setting(True, "Serve the Spark UI (on 127.0.0.1 in local mode).")
     log_level: str = setting("WARN", "Spark's own log level.")
     pool: str = setting(
         "k2_spark",
         "Airflow pool the Spark batch tasks (Silver, Gold, maintenance) run in; "
-        "`k2 up` creates it. Empty: Airflow's default_pool.",
+        "`k2 airflow init` (and `k2 up`) creates it. Empty: Airflow's default_pool.",
     )
     pool_slots: int = setting(
         1, "Slots of that pool: Spark batch jobs at a time (1 on two cores; more with a Spark cluster).", gt=0
@@ -183,6 +193,7 @@ class SparkSettings(Section):
     )
 
     def check(self) -> None:
+        check_memory(env_name(self.PREFIX + "executor_memory"), self.executor_memory)
         if self.connect not in ("embedded", "off") and not self.connect.startswith("sc://"):
             raise K2Error(
                 f"K2_SPARK_CONNECT={self.connect} is neither embedded, off nor an sc:// URL",
@@ -231,6 +242,15 @@ class StreamSettings(Section):
         ge=0,
     )
     driver_memory: str = setting("1g", "Driver memory of each Bronze stream (local mode: all of it).")
+    cores_max: int = setting(
+        0,
+        "spark.cores.max of each Bronze stream on a Spark cluster: without it a standalone master gives the first "
+        "stream every core and the next stream and the batch wait. 0: not set; local mode ignores it.",
+        ge=0,
+    )
+    executor_memory: str = setting(
+        "", "spark.executor.memory of each Bronze stream on a cluster, e.g. 1g; empty: Spark's default."
+    )
     check_interval_s: float = setting(5.0, "How often the supervisor checks each stream.", gt=0)
     stall_timeout_s: float = setting(60.0, "No completed batch for this long, with Kafka ahead: stalled.", gt=0)
     start_timeout_s: float = setting(180.0, "Time a starting stream gets to complete its first batch.", gt=0)
@@ -247,6 +267,7 @@ class StreamSettings(Section):
     )
 
     def check(self) -> None:
+        check_memory(env_name(self.PREFIX + "executor_memory"), self.executor_memory)
         # expiring less often than the retention lets snapshots pile up to every + retention
         if self.expire_every_s > self.snapshot_retention_s:
             raise K2Error(
@@ -615,6 +636,12 @@ class Settings:
 
 def env_name(key: str) -> str:
     return ENV_PREFIX + key.upper()
+
+
+def check_memory(name: str, value: str) -> None:
+    """A JVM memory size as Spark reads it (512m, 2g); empty means Spark's default."""
+    if value and not re.fullmatch(r"\d+[kmgt]b?", value, flags=re.I):
+        raise K2Error(f"{name}={value!r} is not a memory size", f"write it as Spark does, e.g. 512m or 2g, in {name}.")
 
 
 def mask_secret(key: str, shown: str) -> str:

@@ -144,7 +144,7 @@ class AirflowServices:
             return
         procs.require_free_port(self.settings.airflow.host, self.settings.airflow.port, "K2_AIRFLOW_PORT")
         self.migrate()
-        self.ensure_pool()
+        self.init()
         env = self.environment()
         for name in COMPONENTS:
             if name in running:
@@ -155,22 +155,22 @@ class AirflowServices:
             log.info("airflow.started", component=name, pid=pid, log=str(self.log_dir / f"{name}.log"))
         self.wait_ready(timeout_s)
 
-    def ensure_pool(self) -> None:
-        """The pool that bounds how many Spark batch jobs run at once (K2_SPARK_POOL_SLOTS)."""
-        if self.settings.spark.pool:
-            self.cli(
-                "pools",
-                "set",
-                self.settings.spark.pool,
-                str(self.settings.spark.pool_slots),
-                "K2 Spark batch jobs (Silver, Gold, maintenance) at a time",
+    def init(self) -> None:
+        """K2's pools and variables in this Airflow: `k2 airflow init`, run in Airflow's environment."""
+        result = subprocess.run(
+            [sys.executable, "-m", "k2.cli", "airflow", "init"],
+            env=self.environment(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise K2Error(
+                f"`k2 airflow init` failed:\n{(result.stderr or result.stdout)[-2000:]}",
+                f"see the Airflow logs in {self.log_dir}; `k2 airflow init` may be run again by itself.",
             )
-            log.info("airflow.pool", pool=self.settings.spark.pool, slots=self.settings.spark.pool_slots)
-        if self.settings.maintenance.pool:
-            self.cli(
-                "pools", "set", self.settings.maintenance.pool, "1", "K2 Iceberg maintenance, apart from the batch"
-            )
-            log.info("airflow.pool", pool=self.settings.maintenance.pool, slots=1)
+        rows = result.stdout.strip().splitlines()[2:]  # below the table's header and rule
+        log.info("airflow.initialised", report="; ".join(" ".join(row.split()) for row in rows))
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
