@@ -15,7 +15,7 @@ import sys
 from k2.log import configure_logging, get_logger
 from k2.resources import spark_job_file
 from k2.settings import Settings, load_settings
-from k2.spark import SparkJob, spark_job
+from k2.spark import STREAM, SparkJob, spark_job
 
 log = get_logger(__name__)
 
@@ -30,6 +30,7 @@ def bronze_job(settings: Settings, exchange: str) -> SparkJob:
         application=BRONZE_APPLICATION,
         args=["--exchange", exchange],
         driver_memory=settings.streams.driver_memory,
+        role=STREAM,
     )
 
 
