@@ -232,6 +232,19 @@ def test_python_packages_are_pinned_and_apt_lists_cleaned() -> None:
             assert "--no-install-recommends" in args and "rm -rf /var/lib/apt/lists/*" in args
 
 
+def test_the_build_context_leaves_out_secrets_and_local_state() -> None:
+    """`docker build .` sends only what .dockerignore lets through: never .env, .venv or .k2."""
+    rules = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip()]
+    rules = [r for r in rules if not r.startswith("#")]
+    assert rules[0] == "**", "start from nothing, then allow what the Dockerfile copies"
+    allowed = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
+    copied = {
+        src for word, args in instructions() if word == "COPY" and "--from" not in args for src in args.split()[:-1]
+    }
+    assert copied <= allowed, copied - allowed
+    assert not allowed & {".env", ".venv", ".k2", "jvm"}
+
+
 def test_what_the_image_copies_exists() -> None:
     for word, args in instructions():
         if word == "COPY" and not args.startswith("--from"):
