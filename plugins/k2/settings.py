@@ -638,12 +638,6 @@ def env_name(key: str) -> str:
     return ENV_PREFIX + key.upper()
 
 
-def check_memory(name: str, value: str) -> None:
-    """A JVM memory size as Spark reads it (512m, 2g); empty means Spark's default."""
-    if value and not re.fullmatch(r"\d+[kmgt]b?", value, flags=re.I):
-        raise K2Error(f"{name}={value!r} is not a memory size", f"write it as Spark does, e.g. 512m or 2g, in {name}.")
-
-
 def mask_secret(key: str, shown: str) -> str:
     """A setting's value as it may be printed: secrets by name and whole secret URLs masked, and
     the password inside a connection URL (``postgresql://user:****@host/db``)."""
@@ -719,6 +713,12 @@ def _check_bounds(name: str, value: Any, meta: Mapping[str, Any]) -> None:
         if meta["le"] == 65535:
             raise K2Error(f"{name}={value} is not a TCP port", "use a port in 1..65535.")
         raise K2Error(f"{name} must be <= {meta['le']}, got {value}", f"use {meta['le']} or less.")
+
+
+def check_memory(name: str, value: str) -> None:
+    """A JVM memory size as Spark reads it (512m, 2g); empty means Spark's default."""
+    if value and not re.fullmatch(r"\d+[kmgt]b?", value, flags=re.I):
+        raise K2Error(f"{name}={value!r} is not a memory size", f"write it as Spark does, e.g. 512m or 2g, in {name}.")
 
 
 def _absolute(path: Path | str) -> Path:
