@@ -72,6 +72,11 @@ def test_init_creates_and_aligns_pools_and_variables_idempotently(tmp_path: Path
     value = run("airflow", "variables", "get", "k2_alert_thresholds", env=env, cwd=tmp_path).stdout
     assert json.loads(value.strip().splitlines()[-1]) == json.loads(custom)
 
+    # a remote Spark Connect server's token never shows in the report
+    remote = {**env, "K2_SPARK_CONNECT": "sc://spark.internal:15002/;token=s3cr3t-t0ken"}
+    report = run("k2", "airflow", "init", env=remote, cwd=tmp_path).stdout
+    assert "token=****" in report and "s3cr3t-t0ken" not in report
+
     # a deployment that runs spark-submit and defines the connection itself: init names it as kept
     defined = {**env, "K2_SPARK_CONNECT": "off", "AIRFLOW_CONN_K2_SPARK": "spark://spark-master:7077"}
     assert rows(run("k2", "airflow", "init", env=defined, cwd=tmp_path).stdout)[("connection", "k2_spark")] == "kept"

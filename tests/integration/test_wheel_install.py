@@ -174,13 +174,13 @@ def last_json_line(result: subprocess.CompletedProcess) -> str:
     return next(ln for ln in reversed(result.stdout.splitlines()) if ln.startswith(("[", "{")))
 
 
-def frozen_requirements() -> Path:
+def frozen_requirements(directory: Path) -> Path:
     """The versions of the tested development environment, as constraints: the install resolves to
     the same pinned stack, from the local pip cache (like Airflow's constraints file does)."""
     out = subprocess.run(
         [sys.executable, "-m", "pip", "freeze", "--exclude-editable"], capture_output=True, text=True, check=True
     ).stdout
-    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"k2-constraints-{os.getpid()}.txt"
+    path = directory / "constraints.txt"
     path.write_text("\n".join(ln for ln in out.splitlines() if not ln.startswith(("k2-lakehouse", "-e "))))
     return path
 
@@ -201,7 +201,11 @@ def installation(tmp_path_factory: pytest.TempPathFactory) -> Installation:
     subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True, timeout=120)
     pip = [str(root / "venv" / "bin" / "python"), "-m", "pip", "install", "-q"]
     installed = subprocess.run(
-        [*pip, "-c", str(frozen_requirements()), str(wheel)], capture_output=True, text=True, timeout=900, check=False
+        [*pip, "-c", str(frozen_requirements(root)), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     assert installed.returncode == 0, installed.stderr[-3000:]
     work = root / "work"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from k2.errors import K2Error
 from k2.monitoring.thresholds import VARIABLE_KEY as THRESHOLDS_VARIABLE
-from k2.settings import Settings
+from k2.settings import Settings, mask_secret
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,9 @@ def _connection_row(settings: Settings) -> tuple[str, str, str, str]:
     if settings.spark.connect == "off":
         conn_id, source = K2SparkSubmitHook.default_conn_name, f"K2_SPARK_MASTER={settings.spark.master}"
     else:
-        conn_id, source = K2SparkConnectHook.default_conn_name, f"K2_SPARK_CONNECT={settings.spark.connect}"
+        # an sc:// URL may carry its token: the report shows it masked
+        shown = mask_secret("spark_connect", settings.spark.connect)
+        conn_id, source = K2SparkConnectHook.default_conn_name, f"K2_SPARK_CONNECT={shown}"
     try:
         Connection.get_connection_from_secrets(conn_id)
     except AirflowNotFoundException:
