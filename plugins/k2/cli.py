@@ -343,6 +343,18 @@ def cmd_stream(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_airflow(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "dags-folder":
+        from k2.resources import DAGS_DIR
+
+        print(DAGS_DIR)
+        return 0
+    from k2.airflow.install import init_airflow
+
+    print_table(("kind", "name", "action", "detail"), init_airflow(settings))
+    return 0
+
+
 def cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
     print_table(("variable", "value", "source", "meaning"), settings.describe())
     return 0
@@ -454,6 +466,13 @@ def build_parser() -> argparse.ArgumentParser:
         "status: show state without acting; check: one supervision step",
     )
     p.add_argument("--exchange", help="one exchange (default: all of K2_EXCHANGES)")
+    p = add("airflow", cmd_airflow, "Add K2 to an Airflow: create its pools and variables, or show its DAG folder.")
+    p.add_argument(
+        "action",
+        choices=("init", "dags-folder"),
+        help="init: create or align K2's pools and variables in the Airflow of this environment (idempotent; "
+        "needs `airflow db migrate` first); dags-folder: print the directory of K2's DAG files",
+    )
     add("settings", cmd_settings, "Show every K2_* setting with its value and meaning.")
     return parser
 

@@ -1,4 +1,5 @@
-"""JVM prerequisites: Java and Maven on PATH, and K2's jars resolved from ``jvm/pom.xml``.
+"""JVM prerequisites: Java and Maven on PATH, and K2's jars resolved from the POMs K2 ships
+(``k2/bundle/jvm/pom.xml``, read only: the modules are ``pom`` packaging, Maven writes no ``target/``).
 
 Maven copies each module's runtime classpath into ``<jars_dir>/<module>/``. A stamp file records
 the inputs of the last successful resolution (POMs, pyspark version, profiles) and the jars it
@@ -19,11 +20,11 @@ from pathlib import Path
 
 from k2.errors import K2Error
 from k2.log import get_logger
-from k2.settings import PROJECT_ROOT, JvmSettings, LakeSettings, Settings
+from k2.resources import JVM_DIR
+from k2.settings import JvmSettings, LakeSettings, Settings
 
 log = get_logger(__name__)
 
-JVM_DIR = PROJECT_ROOT / "jvm"
 MODULES = ("kafka-broker", "spark-connectors")
 MIN_JAVA = 17
 _STAMP = ".k2-resolved.json"

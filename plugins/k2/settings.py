@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from k2 import resources
 from k2.errors import K2Error
 
 ENV_PREFIX = "K2_"
@@ -36,15 +37,6 @@ SECRET_VALUES = ("alert_webhook_url",)  # the URL is the credential (Slack and t
 SECRET_URL_PASSWORDS = ("catalog_uri", "airflow_db_uri", "spark_connect")  # URLs that may carry a password or token
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("console", "logfmt", "json")
-
-
-def _project_root() -> Path:
-    """The checkout K2 runs from (editable install), else the working directory."""
-    root = Path(__file__).resolve().parents[2]
-    return root if (root / "pyproject.toml").is_file() else Path.cwd()
-
-
-PROJECT_ROOT = _project_root()
 
 
 def setting(
@@ -83,7 +75,9 @@ class Section:
 # --- sections -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class JvmSettings(Section):
-    jars_dir: Path = setting(PROJECT_ROOT / "jvm" / "lib", "Where Maven copies the JVM artifacts.")
+    jars_dir: Path = setting(
+        resources.DEFAULT_JARS_DIR, "Where Maven copies the JVM artifacts (shared by every K2_HOME)."
+    )
     java: str = setting("java", "Java 17+ launcher used for the Kafka broker (and by Spark via PATH).")
     maven: str = setting("mvn", "Maven launcher used to fetch the JVM artifacts.")
 
@@ -175,13 +169,23 @@ class SparkSettings(Section):
     PREFIX = "spark_"
     master: str = setting("", "Spark master URL; default local[<cores>].")
     driver_memory: str = setting("2g", "Driver memory (in local mode, all of Spark's memory).")
+    cores_max: int = setting(
+        0,
+        "spark.cores.max of the batch and maintenance jobs on a Spark cluster (one Spark Connect server, or each "
+        "spark-submit): the cores they may take, so the streams keep theirs. 0: not set (a standalone master then "
+        "gives a job every free core); local mode ignores it.",
+        ge=0,
+    )
+    executor_memory: str = setting(
+        "", "spark.executor.memory of the batch and maintenance jobs on a cluster, e.g. 2g; empty: Spark's default."
+    )
     shuffle_partitions: int = setting(0, "spark.sql.shuffle.partitions; 0 means the core count.", ge=0)
     ui_enabled: bool = setting(True, "Serve the Spark UI (on 127.0.0.1 in local mode).")
     log_level: str = setting("WARN", "Spark's own log level.")
     pool: str = setting(
         "k2_spark",
         "Airflow pool the Spark batch tasks (Silver, Gold, maintenance) run in; "
-        "`k2 up` creates it. Empty: Airflow's default_pool.",
+        "`k2 airflow init` (and `k2 up`) creates it. Empty: Airflow's default_pool.",
     )
     pool_slots: int = setting(
         1, "Slots of that pool: Spark batch jobs at a time (1 on two cores; more with a Spark cluster).", gt=0
@@ -206,6 +210,7 @@ class SparkSettings(Section):
     )
 
     def check(self) -> None:
+        check_memory(env_name(self.PREFIX + "executor_memory"), self.executor_memory)
         if self.connect not in ("embedded", "off") and not self.connect.startswith("sc://"):
             raise K2Error(
                 f"K2_SPARK_CONNECT={self.connect} is neither embedded, off nor an sc:// URL",
@@ -261,6 +266,15 @@ class StreamSettings(Section):
         ge=0,
     )
     driver_memory: str = setting("1g", "Driver memory of each Bronze stream (local mode: all of it).")
+    cores_max: int = setting(
+        0,
+        "spark.cores.max of each Bronze stream on a Spark cluster: without it a standalone master gives the first "
+        "stream every core and the next stream and the batch wait. 0: not set; local mode ignores it.",
+        ge=0,
+    )
+    executor_memory: str = setting(
+        "", "spark.executor.memory of each Bronze stream on a cluster, e.g. 1g; empty: Spark's default."
+    )
     check_interval_s: float = setting(5.0, "How often the supervisor checks each stream.", gt=0)
     stall_timeout_s: float = setting(60.0, "No completed batch for this long, with Kafka ahead: stalled.", gt=0)
     start_timeout_s: float = setting(180.0, "Time a starting stream gets to complete its first batch.", gt=0)
@@ -277,6 +291,7 @@ class StreamSettings(Section):
     )
 
     def check(self) -> None:
+        check_memory(env_name(self.PREFIX + "executor_memory"), self.executor_memory)
         # expiring less often than the retention lets snapshots pile up to every + retention
         if self.expire_every_s > self.snapshot_retention_s:
             raise K2Error(
@@ -306,8 +321,9 @@ class BatchSettings(Section):
         gt=0,
     )
     expectations_dir: Path = setting(
-        PROJECT_ROOT / "expectations",
-        "The Great Expectations project whose suites gate Bronze, Silver and Gold (results go to K2_HOME/quality).",
+        resources.EXPECTATIONS_DIR,
+        "The Great Expectations project whose suites gate Bronze, Silver and Gold (results go to K2_HOME/quality); "
+        "default: the one K2 ships.",
     )
     deadline_min: float = setting(
         45.0,
@@ -504,7 +520,7 @@ SECTIONS: dict[str, type[Section]] = {
 class Settings:
     """The whole configuration: the state directory, logging, the exchanges, and one section each."""
 
-    home: Path = setting(PROJECT_ROOT / ".k2", "State directory: Kafka data, lake, checkpoints, pids, logs.")
+    home: Path = setting(resources.DEFAULT_HOME, "State directory: Kafka data, lake, checkpoints, pids, logs.")
     log_level: str = setting(
         "INFO",
         "Log level of K2's own loggers: DEBUG, INFO, WARNING, ERROR.",
@@ -801,6 +817,12 @@ def _check_bounds(name: str, value: Any, meta: Mapping[str, Any]) -> None:
         if meta["le"] == 65535:
             raise K2Error(f"{name}={value} is not a TCP port", "use a port in 1..65535.")
         raise K2Error(f"{name} must be <= {meta['le']}, got {value}", f"use {meta['le']} or less.")
+
+
+def check_memory(name: str, value: str) -> None:
+    """A JVM memory size as Spark reads it (512m, 2g); empty means Spark's default."""
+    if value and not re.fullmatch(r"\d+[kmgt]b?", value, flags=re.I):
+        raise K2Error(f"{name}={value!r} is not a memory size", f"write it as Spark does, e.g. 512m or 2g, in {name}.")
 
 
 def _absolute(path: Path | str) -> Path:

@@ -24,15 +24,28 @@ if TYPE_CHECKING:
 
 
 HUGE_METHODS = "-XX:-DontCompileHugeMethods"
+BATCH, STREAM = "batch", "stream"  # the two kinds of Spark application, each with its own resources
 
 
-def spark_conf(settings: Settings, app_name: str, *, ui: bool | None = None) -> dict[str, str]:
+def spark_conf(settings: Settings, app_name: str, *, ui: bool | None = None, role: str = BATCH) -> dict[str, str]:
     """Everything a new Spark application of K2 needs: its JVM's settings and its sessions'."""
-    return {**server_conf(settings, app_name, ui=ui), **session_conf(settings)}
+    return {**server_conf(settings, app_name, ui=ui, role=role), **session_conf(settings)}
 
 
-def server_conf(settings: Settings, app_name: str, *, ui: bool | None = None) -> dict[str, str]:
-    """The settings fixed when a Spark application starts (jars, memory, JVM options, binding)."""
+def resource_conf(settings: Settings, role: str) -> dict[str, str]:
+    """What one application may take of a cluster (K2_SPARK_CORES_MAX / K2_STREAM_CORES_MAX and the
+    executor memory): a standalone master otherwise gives the first application every core."""
+    section = settings.streams if role == STREAM else settings.spark
+    conf = {}
+    if section.cores_max:
+        conf["spark.cores.max"] = str(section.cores_max)
+    if section.executor_memory:
+        conf["spark.executor.memory"] = section.executor_memory
+    return conf
+
+
+def server_conf(settings: Settings, app_name: str, *, ui: bool | None = None, role: str = BATCH) -> dict[str, str]:
+    """The settings fixed when a Spark application starts (jars, memory, cores, JVM options, binding)."""
     jars = installed_jars(settings.jvm).spark_connectors
     ui_enabled = settings.spark.ui_enabled if ui is None else ui
     conf = {
@@ -52,6 +65,7 @@ def server_conf(settings: Settings, app_name: str, *, ui: bool | None = None) ->
         "spark.driver.extraJavaOptions": HUGE_METHODS,
         "spark.executor.extraJavaOptions": HUGE_METHODS,
     }
+    conf.update(resource_conf(settings, role))
     if settings.spark.is_local:
         # everything stays on loopback: driver, block manager and UI
         conf.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
@@ -77,14 +91,19 @@ def session_conf(settings: Settings) -> dict[str, str]:
 
 
 def build_spark_session(
-    settings: Settings, app_name: str, *, ui: bool | None = None, extra_conf: dict[str, str] | None = None
+    settings: Settings,
+    app_name: str,
+    *,
+    ui: bool | None = None,
+    extra_conf: dict[str, str] | None = None,
+    role: str = BATCH,
 ) -> SparkSession:
     from pyspark.sql import SparkSession
 
     if settings.spark.is_local:  # the JVM pyspark starts binds its UI where SPARK_LOCAL_IP says
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder
-    for key, value in {**spark_conf(settings, app_name, ui=ui), **(extra_conf or {})}.items():
+    for key, value in {**spark_conf(settings, app_name, ui=ui, role=role), **(extra_conf or {})}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel(settings.spark.log_level)
@@ -138,9 +157,10 @@ def spark_job(
     application: Path,
     args: list[str] | tuple[str, ...] = (),
     driver_memory: str | None = None,
+    role: str = BATCH,
 ) -> SparkJob:
     """K2's whole Spark configuration (k2.spark.spark_conf) for a spark-submit of ``application``."""
-    conf = spark_conf(settings, name)
+    conf = spark_conf(settings, name, role=role)
     conf.pop("spark.master")  # the submitter decides: K2_SPARK_MASTER, or the Airflow connection
     conf.pop("spark.app.name")
     if driver_memory:

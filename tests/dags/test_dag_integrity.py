@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-DAGS = ROOT / "dags"
+from k2.resources import DAGS_DIR as DAGS
+
 PARSE_BUDGET_S = 0.5
 
 

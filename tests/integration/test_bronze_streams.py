@@ -19,7 +19,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from k2.lake.catalog import load_catalog
-from k2.settings import PROJECT_ROOT, Settings, load_settings
+from k2.resources import spark_job_file
+from k2.settings import Settings, load_settings
 from k2.streams.state import StreamPaths, read_json
 from k2.streams.supervisor import StreamSupervisor
 from tests.helpers import free_port, wait_for
@@ -173,7 +174,7 @@ def test_racing_supervisors_run_one_job_and_a_lapsed_lease_stops_it(stream_setti
 def run_job_directly(settings: Settings) -> subprocess.CompletedProcess:
     """The job's pre-flight checks run before Spark starts, so no spark-submit is needed here."""
     return subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "spark_jobs" / "bronze_ingest.py"), "--exchange", EXCHANGE],
+        [sys.executable, str(spark_job_file("bronze_ingest")), "--exchange", EXCHANGE],
         env=os.environ.copy(),
         capture_output=True,
         text=True,

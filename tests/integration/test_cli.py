@@ -63,7 +63,8 @@ def test_up_status_down(tmp_path: Path, jars) -> None:
         assert "2/2 present" in table["topics"]
         tables = len(all_tables(make_settings(tmp_path / "home")))  # default exchanges, as k2 up here
         assert f"{tables}/{tables} tables" in up.stdout
-        assert "airflow.pool" in up.stderr and "dag_id=k2_monitoring" in up.stderr
+        assert "event=airflow.initialised" in up.stderr and "dag_id=k2_monitoring" in up.stderr
+        assert "pool k2_spark created 1 slot; pool k2_maintenance created" in up.stderr  # `k2 airflow init`
         assert "running" in table["airflow"] and "password in" in table["airflow"]
         for exchange in ("binance", "kraken"):
             assert "running (pid" in table[f"feed {exchange}"]
@@ -81,6 +82,12 @@ def test_up_status_down(tmp_path: Path, jars) -> None:
         with pytest.raises(urllib.error.HTTPError) as denied:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/dags", timeout=10)
         assert denied.value.code == 401
+        # K2's plugin, loaded from its entry point, serves the monitoring figures (or says there are none yet)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/k2/metrics", timeout=10) as response:
+                assert "k2_" in response.read().decode()
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503 and "no measurement yet" in exc.read().decode()
 
         again = run_k2("up", "--no-wait", env=env)  # idempotent: same broker, nothing re-created
         assert again.returncode == 0, again.stderr

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from decimal import Decimal as D
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +15,6 @@ from k2.medallion.interval import Interval
 from k2.medallion.job import quality_gate, run
 from k2.medallion.silver import SilverAccountingError
 from k2.quality import QualityGateFailed
-from k2.settings import PROJECT_ROOT
 from tests.conftest import ON_SPARK_CONNECT
 from tests.integration.medallion_fixtures import at, binance, kraken, naive, own_lake, table_rows, write_bronze
 
@@ -358,7 +358,7 @@ def test_the_medallion_tests_pass_on_spark_connect_in_a_process_outside_utc(tmp_
     tests = ["tests/integration/test_medallion.py", "tests/integration/test_completeness.py"]
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--basetemp", str(tmp_path), *tests],
-        cwd=PROJECT_ROOT,
+        cwd=Path(__file__).resolve().parents[2],  # the checkout: the test paths are relative to it
         env=env,
         capture_output=True,
         text=True,

@@ -151,7 +151,7 @@ def test_backfill_deadline_alerts_and_maintenance_through_airflow(
             assert sorted(m.split()[1] for m in messages) == sorted(dag_runs(airflow)), messages
             assert all("past its deadline" in m for m in messages)
 
-            # the API server serves the monitoring figures to Prometheus (k2_plugin.py)
+            # the API server serves the monitoring figures to Prometheus (k2/airflow/plugin.py)
             write_textfile(stream_settings, [StreamMetrics(EXCHANGE, time.time(), "running", 60.0, lag_s=1.5)], [])
             with urllib.request.urlopen(f"{airflow.url}/k2/metrics", timeout=30) as response:
                 assert f'k2_stream_lag_s{{exchange="{EXCHANGE}"}} 1.5' in response.read().decode()

@@ -1,6 +1,6 @@
 """Run a layer's suite on a Spark DataFrame and decide: critical failures stop publication, warnings
 are reported. Results and data docs are kept in a runtime GX project under ``$K2_HOME/quality``
-(the repository's ``expectations/`` stays read-only at run time)."""
+(the shipped ``k2/bundle/expectations/`` stays read-only at run time)."""
 
 from __future__ import annotations
 

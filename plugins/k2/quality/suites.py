@@ -1,4 +1,4 @@
-"""Which suite checks which layer. The rules live in the GX project (``expectations/``); the schema
+"""Which suite checks which layer. The rules live in the GX project (``k2/bundle/expectations/``); the schema
 expectation is derived here from the table registry, the one place each table's schema is defined."""
 
 from __future__ import annotations

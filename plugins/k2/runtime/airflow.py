@@ -22,8 +22,9 @@ from pathlib import Path
 from k2.errors import K2Error
 from k2.log import get_logger
 from k2.private import private_dir, restrict_file, write_private
+from k2.resources import DAGS_DIR
 from k2.runtime import procs
-from k2.settings import PROJECT_ROOT, Settings
+from k2.settings import Settings
 
 log = get_logger(__name__)
 
@@ -59,8 +60,9 @@ class AirflowServices:
         env.update(
             {
                 "AIRFLOW_HOME": str(self.home),
-                "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-                "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
+                # K2's plugin comes from its entry point; this folder stays empty (AIRFLOW_HOME's default)
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.home / "plugins"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW__CORE__EXECUTOR": self.settings.airflow.executor,
                 "AIRFLOW__CORE__PARALLELISM": "16",
@@ -157,7 +159,7 @@ class AirflowServices:
             port = self.settings.airflow.log_server_port
             procs.require_free_port(self.settings.airflow.host, port, "K2_AIRFLOW_LOG_SERVER_PORT")
         self.migrate()
-        self.ensure_pool()
+        self.init()
         env = self.environment()
         for name in COMPONENTS:
             if name in running:
@@ -168,22 +170,22 @@ class AirflowServices:
             log.info("airflow.started", component=name, pid=pid, log=str(self.log_dir / f"{name}.log"))
         self.wait_ready(timeout_s)
 
-    def ensure_pool(self) -> None:
-        """The pool that bounds how many Spark batch jobs run at once (K2_SPARK_POOL_SLOTS)."""
-        if self.settings.spark.pool:
-            self.cli(
-                "pools",
-                "set",
-                self.settings.spark.pool,
-                str(self.settings.spark.pool_slots),
-                "K2 Spark batch jobs (Silver, Gold, maintenance) at a time",
+    def init(self) -> None:
+        """K2's pools and variables in this Airflow: `k2 airflow init`, run in Airflow's environment."""
+        result = subprocess.run(
+            [sys.executable, "-m", "k2.cli", "airflow", "init"],
+            env=self.environment(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise K2Error(
+                f"`k2 airflow init` failed:\n{(result.stderr or result.stdout)[-2000:]}",
+                f"see the Airflow logs in {self.log_dir}; `k2 airflow init` may be run again by itself.",
             )
-            log.info("airflow.pool", pool=self.settings.spark.pool, slots=self.settings.spark.pool_slots)
-        if self.settings.maintenance.pool:
-            self.cli(
-                "pools", "set", self.settings.maintenance.pool, "1", "K2 Iceberg maintenance, apart from the batch"
-            )
-            log.info("airflow.pool", pool=self.settings.maintenance.pool, slots=1)
+        rows = result.stdout.strip().splitlines()[2:]  # below the table's header and rule
+        log.info("airflow.initialised", report="; ".join(" ".join(row.split()) for row in rows))
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -1,7 +1,7 @@
 """Lifecycle of K2's embedded Apache Kafka (KRaft, no ZooKeeper): one node by default, or a local
 cluster of K2_KAFKA_NODES nodes, each a broker and a controller in a process of its own.
 
-A node runs from the jars Maven fetched (``java -cp jvm/lib/kafka-broker/* kafka.Kafka``) with its
+A node runs from the jars Maven fetched (``java -cp <K2_JARS_DIR>/kafka-broker/* kafka.Kafka``) with its
 data under ``$K2_HOME/kafka/data`` (``kafka/node-N/data`` in a cluster) and its logs under
 ``$K2_HOME/logs/kafka`` (``.../node-N``). Two guards keep a second broker off the same data
 directory: the pid file, and Kafka's own lock on ``data/.lock``, which is probed before start so the

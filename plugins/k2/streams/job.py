@@ -120,10 +120,11 @@ def preflight(settings: Settings, paths: StreamPaths) -> None:
 
 def start_query(settings: Settings, exchange: str, paths: StreamPaths):
     from k2.medallion.bronze import bronze_table_name, start_bronze_query
-    from k2.spark import build_spark_session
+    from k2.spark import STREAM, build_spark_session
     from k2.streams.listener import ProgressListener
 
-    spark = build_spark_session(settings, f"k2-bronze-{exchange}")
+    # the stream's own resources: the builder's values win over spark-submit's --conf
+    spark = build_spark_session(settings, f"k2-bronze-{exchange}", role=STREAM)
     table = bronze_table_name(settings.lake, exchange)
     try:
         spark.table(table)

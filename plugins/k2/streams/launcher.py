@@ -13,12 +13,13 @@ import subprocess
 import sys
 
 from k2.log import configure_logging, get_logger
-from k2.settings import PROJECT_ROOT, Settings, load_settings
-from k2.spark import SparkJob, spark_job
+from k2.resources import spark_job_file
+from k2.settings import Settings, load_settings
+from k2.spark import STREAM, SparkJob, spark_job
 
 log = get_logger(__name__)
 
-BRONZE_APPLICATION = PROJECT_ROOT / "spark_jobs" / "bronze_ingest.py"
+BRONZE_APPLICATION = spark_job_file("bronze_ingest")
 
 
 def bronze_job(settings: Settings, exchange: str) -> SparkJob:
@@ -29,6 +30,7 @@ def bronze_job(settings: Settings, exchange: str) -> SparkJob:
         application=BRONZE_APPLICATION,
         args=["--exchange", exchange],
         driver_memory=settings.streams.driver_memory,
+        role=STREAM,
     )
 
 

@@ -11,13 +11,14 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from k2.errors import K2Error
 from k2.lake.names import NAMESPACES
-from k2.settings import PROJECT_ROOT, load_settings
+from k2.resources import spark_job_file
+from k2.settings import load_settings
 
 if TYPE_CHECKING:
     from k2.airflow.hooks.spark import K2SparkSubmitHook
     from k2.airflow.hooks.spark_connect import K2SparkConnectHook
 
-MAINTENANCE_APPLICATION = PROJECT_ROOT / "spark_jobs" / "maintenance.py"
+MAINTENANCE_APPLICATION = spark_job_file("maintenance")
 
 
 class IcebergMaintenanceOperator(BaseOperator):

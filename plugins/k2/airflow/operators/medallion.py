@@ -12,13 +12,14 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from k2.airflow.intervals import catches_up, run_interval
 from k2.reports import JobFailure
-from k2.settings import PROJECT_ROOT, load_settings
+from k2.resources import spark_job_file
+from k2.settings import load_settings
 
 if TYPE_CHECKING:
     from k2.airflow.hooks.spark import K2SparkSubmitHook
     from k2.airflow.hooks.spark_connect import K2SparkConnectHook
 
-MEDALLION_APPLICATION = PROJECT_ROOT / "spark_jobs" / "medallion.py"
+MEDALLION_APPLICATION = spark_job_file("medallion")
 LAYERS = ("silver", "gold")
 
 

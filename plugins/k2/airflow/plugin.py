@@ -1,4 +1,7 @@
-"""K2's Airflow plugin: serves the Prometheus metrics at ``/k2/metrics`` on the API server."""
+"""K2's Airflow plugin: serves the Prometheus metrics at ``/k2/metrics`` on the API server.
+
+Registered through the ``airflow.plugins`` entry point (pyproject.toml), so any Airflow with K2
+installed loads it; no copy belongs in a plugins folder (Airflow would refuse the second ``k2``)."""
 
 from __future__ import annotations
 
