@@ -41,7 +41,7 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    from k2.monitoring.report import STREAM_HEADERS, stream_rows
+    from k2.monitoring.report import NO_MEASUREMENT, STREAM_HEADERS, stream_rows
     from k2.status import stack_status
 
     print_table(("component", "state", "where", "details"), stack_status(settings))
@@ -50,10 +50,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     if rows:
         print_table(STREAM_HEADERS, rows)
     else:
-        print(
-            "streams: no monitoring measurement yet (the k2_monitoring DAG runs every minute; "
-            "`k2 monitor` measures now)"
-        )
+        print(f"streams: {NO_MEASUREMENT}")
     if getattr(args, "plot", None) is not None:
         from k2.monitoring.report import write_chart
 

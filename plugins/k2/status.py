@@ -17,7 +17,7 @@ def stack_status(settings: Settings) -> list[Row]:
         _airflow(settings),
         *_feeds(settings),
         *_streams(settings),
-        *_reconciliation(settings),
+        *reconciliation_rows(settings),
     ]
 
 
@@ -78,7 +78,7 @@ def _streams(settings: Settings) -> list[Row]:
     return rows
 
 
-def _reconciliation(settings: Settings) -> list[Row]:
+def reconciliation_rows(settings: Settings) -> list[Row]:
     """Per exchange, what the last monitoring run reconciled (k2.monitoring.reconcile)."""
     from k2.streams.state import read_json
 

@@ -9,6 +9,8 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
+from k2.airflow.ui import EXTERNAL_VIEW, view_app
+
 metrics_app = FastAPI(title="K2 metrics", docs_url=None, redoc_url=None, openapi_url=None)
 
 
@@ -26,6 +28,10 @@ def metrics() -> PlainTextResponse:
         )
 
 
+metrics_app.mount("/ui", view_app)  # the K2 view (k2.airflow.ui), behind Airflow's login
+
+
 class K2Plugin(AirflowPlugin):
     name = "k2"
     fastapi_apps = [{"app": metrics_app, "url_prefix": "/k2", "name": "K2 Prometheus metrics"}]
+    external_views = [EXTERNAL_VIEW]

@@ -24,6 +24,7 @@ STREAM_HEADERS = (
     "open incidents",
     "measured",
 )
+NO_MEASUREMENT = "no monitoring measurement yet (the k2_monitoring DAG runs every minute; `k2 monitor` measures now)"
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -66,6 +67,21 @@ COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 
 def write_chart(settings: Settings, path: Path, hours: float = 1.0) -> int:
     """Writes a self-contained HTML page (inline SVG, no scripts); returns the points plotted."""
+    since, rows = measurements(settings, hours)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>K2 streams, last hour</title>"
+        "<style>body{font-family:sans-serif;margin:2em}svg{margin:1em 0;border:1px solid #ddd}</style></head>"
+        f"<body><h1>K2 streams: latency and lag since {since:%Y-%m-%d %H:%M} UTC</h1>"
+        f"<p>{len(rows)} measurements from ops.stream_metrics (k2_monitoring, every minute).</p>"
+        + "".join(charts(rows, since, hours))
+        + "</body></html>"
+    )
+    return len(rows)
+
+
+def measurements(settings: Settings, hours: float) -> tuple[dt.datetime, list[dict[str, Any]]]:
+    """The window's start and the ops.stream_metrics rows since then, oldest first."""
     from pyiceberg.expressions import GreaterThanOrEqual
 
     from k2.lake.catalog import load_catalog
@@ -82,17 +98,12 @@ def write_chart(settings: Settings, path: Path, hours: float = 1.0) -> int:
         .to_pylist()
     )
     rows.sort(key=lambda r: r["measured_at"])
-    charts = [_svg_chart(title, rows, column, since, hours) for column, title in SERIES]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>K2 streams, last hour</title>"
-        "<style>body{font-family:sans-serif;margin:2em}svg{margin:1em 0;border:1px solid #ddd}</style></head>"
-        f"<body><h1>K2 streams: latency and lag since {since:%Y-%m-%d %H:%M} UTC</h1>"
-        f"<p>{len(rows)} measurements from ops.stream_metrics (k2_monitoring, every minute).</p>"
-        + "".join(charts)
-        + "</body></html>"
-    )
-    return len(rows)
+    return since, rows
+
+
+def charts(rows: list[dict[str, Any]], since: dt.datetime, hours: float) -> list[str]:
+    """One titled inline-SVG chart per series (HTML fragments; no scripts)."""
+    return [_svg_chart(title, rows, column, since, hours) for column, title in SERIES]
 
 
 def _svg_chart(title: str, rows: list[dict[str, Any]], column: str, since: dt.datetime, hours: float) -> str:
@@ -104,7 +115,8 @@ def _svg_chart(title: str, rows: list[dict[str, Any]], column: str, since: dt.da
             by_exchange.setdefault(r["exchange"], []).append((x, float(r[column])))
     top = max((v for pts in by_exchange.values() for _, v in pts), default=1.0) or 1.0
     parts = [
-        f"<h2>{html.escape(title)}</h2><svg width='{width}' height='{height}' xmlns='http://www.w3.org/2000/svg'>",
+        f"<h2>{html.escape(title)}</h2><svg width='{width}' height='{height}' "
+        f"viewBox='0 0 {width} {height}' xmlns='http://www.w3.org/2000/svg'>",  # viewBox: scales down to fit
         f"<text x='5' y='{pad - 10}' font-size='12'>{top:.3g}</text>",
         f"<text x='5' y='{height - pad}' font-size='12'>0</text>",
         f"<line x1='{pad}' y1='{height - pad}' x2='{width - 10}' y2='{height - pad}' stroke='#999'/>",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from k2.errors import K2Error
 from k2.log import get_logger
+from k2.quality.docs import quality_root
 from k2.quality.suites import load_suite
 from k2.settings import Settings
 
@@ -87,7 +88,7 @@ def validate(
     small (``local``: decided by its size when None), else in Spark. One validation at a time per
     state directory: the runtime project's files (config, data docs index) are shared."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    root = settings.home / "quality"
+    root = quality_root(settings)
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root / ".lock"):
         from great_expectations.core.run_identifier import RunIdentifier
