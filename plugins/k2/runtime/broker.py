@@ -167,7 +167,7 @@ class LocalKafkaBroker:
         return status if status.running else self.start()
 
     def _prepare_dirs(self) -> None:
-        for directory in (self.settings.kafka_dir, self.log_dir, self.settings.run_dir):
+        for directory in (self.config_file.parent, self.log_dir, self.settings.run_dir):
             try:
                 directory.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
