@@ -126,7 +126,7 @@ def test_the_plugin_stays_light_and_registers_the_view(tmp_path: Path) -> None:
     """Airflow imports plugins in every process: the view's app (Airflow's API security, K2's
     readers) loads on its first request only."""
     code = (
-        "import json, sys; sys.path.insert(0, 'plugins'); import k2_plugin as p; "
+        "import json, sys; import k2.airflow.plugin as p; "
         "print(json.dumps([sorted(m for m in sys.modules if m.split('.')[0] in HEAVY or m in LAZY), "
         "p.K2Plugin.external_views, [r.path for r in p.metrics_app.routes]]))"
     )
