@@ -29,8 +29,9 @@ from k2.streams.state import StreamPaths, read_json
 WARM_UP_S = 30.0
 # name -> K2_* settings; the first is the baseline the others are compared with
 CONFIGURATIONS: dict[str, dict[str, str]] = {
-    "one write task per Kafka partition (3)": {"K2_BRONZE_WRITE_TASKS": "0"},
-    "one write task": {"K2_BRONZE_WRITE_TASKS": "1"},
+    "Hadoop's local file system": {"K2_SPARK_LOCAL_FS": "hadoop"},
+    "K2's local file system (nio)": {"K2_SPARK_LOCAL_FS": "nio"},
+    "nio, one write task": {"K2_SPARK_LOCAL_FS": "nio", "K2_BRONZE_WRITE_TASKS": "1"},
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -122,6 +123,7 @@ def ensure_jars(settings: Settings, *, force: bool = False) -> JarSet:
         jars = [settings.jvm.jars_dir / rel for rel in stamp["jars"]]
         if all(j.is_file() for j in jars):
             log.debug("jars.up_to_date", dir=str(settings.jvm.jars_dir), count=len(jars))
+            ensure_local_fs_jar(settings.jvm)
             return _jar_set(settings.jvm.jars_dir)
     require_java(settings.jvm)
     mvn = shutil.which(settings.jvm.maven)
@@ -158,7 +160,62 @@ def ensure_jars(settings: Settings, *, force: bool = False) -> JarSet:
     rel = [str(p.relative_to(settings.jvm.jars_dir)) for p in jar_set.kafka_broker + jar_set.spark_connectors]
     (settings.jvm.jars_dir / _STAMP).write_text(json.dumps({"digest": digest, "jars": rel}, indent=1))
     log.info("jars.resolved", kafka_broker=len(jar_set.kafka_broker), spark_connectors=len(jar_set.spark_connectors))
+    ensure_local_fs_jar(settings.jvm)
     return jar_set
+
+
+LOCAL_FS_SOURCE = JVM_DIR / "local-fs"
+LOCAL_FS_CLASS = "k2.hadoop.NioLocalFileSystem"
+
+
+def ensure_local_fs_jar(jvm: JvmSettings) -> Path:
+    """K2's local Hadoop file system (``bundle/jvm/local-fs``), compiled with the JDK's javac against
+    pyspark's own Hadoop API into ``<jars_dir>/local-fs/``; named by its source's hash, so a changed
+    source compiles again and an unchanged one costs nothing."""
+    sources = sorted(LOCAL_FS_SOURCE.rglob("*.java"))
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources) + pyspark_version().encode()).hexdigest()
+    target = jvm.jars_dir / "local-fs" / f"k2-local-fs-{digest[:12]}.jar"
+    if target.is_file():
+        return target
+    java = Path(shutil.which(jvm.java) or jvm.java).resolve()
+    javac, jar = java.parent / "javac", java.parent / "jar"
+    if not javac.exists():
+        raise K2Error(
+            f"no javac next to {java}: K2 compiles one small class and needs a JDK, not only a JRE",
+            f"install JDK {MIN_JAVA} (e.g. `apt-get install openjdk-17-jdk-headless`) or point K2_JAVA at its java.",
+        )
+    hadoop_api = sorted((Path(pyspark_home()) / "jars").glob("hadoop-client-api-*.jar"))
+    shutil.rmtree(target.parent, ignore_errors=True)
+    classes = target.parent / "classes"
+    classes.mkdir(parents=True)
+    for cmd in (
+        [str(javac), "--release", "17", "-nowarn", "-cp", os.pathsep.join(map(str, hadoop_api)), "-d", str(classes)]
+        + [str(p) for p in sources],
+        [str(jar), "cf", str(target), "-C", str(classes), "."],
+    ):
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise K2Error(
+                f"building {target.name} failed: {(result.stderr or result.stdout)[-1500:]}",
+                "check the JDK (javac 17+) and that pyspark is installed with its jars.",
+            )
+    shutil.rmtree(classes)
+    log.info("jars.local_fs_built", jar=str(target))
+    return target
+
+
+def local_fs_jar(jvm: JvmSettings) -> Path | None:
+    found = sorted((jvm.jars_dir / "local-fs").glob("k2-local-fs-*.jar"))
+    return found[-1] if found else None
+
+
+def pyspark_home() -> str:
+    from importlib.util import find_spec
+
+    spec = find_spec("pyspark")
+    if spec is None or not spec.submodule_search_locations:
+        raise K2Error("pyspark is not installed", "install K2 with `pip install -e .` into this Python.")
+    return spec.submodule_search_locations[0]
 
 
 def _run_maven(cmd: list[str]) -> None:

@@ -169,6 +169,12 @@ class SparkSettings(Section):
     PREFIX = "spark_"
     master: str = setting("", "Spark master URL; default local[<cores>].")
     driver_memory: str = setting("2g", "Driver memory (in local mode, all of Spark's memory).")
+    local_fs: str = setting(
+        "nio",
+        "Local files in local mode: nio, K2's Hadoop file system (no chmod process per file written, no .crc "
+        "files); hadoop, Hadoop's own.",
+        choices=("nio", "hadoop"),
+    )
     cores_max: int = setting(
         0,
         "spark.cores.max of the batch and maintenance jobs on a Spark cluster (one Spark Connect server, or each "

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from k2.jvm import installed_jars
+from k2.jvm import LOCAL_FS_CLASS, installed_jars, local_fs_jar
 from k2.lake.catalog import spark_catalog_conf
 from k2.private import write_private
 from k2.settings import Settings, mask_url_password
@@ -69,7 +69,26 @@ def server_conf(settings: Settings, app_name: str, *, ui: bool | None = None, ro
     if settings.spark.is_local:
         # everything stays on loopback: driver, block manager and UI
         conf.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
+        conf.update(local_fs_conf(settings))
     return conf
+
+
+def local_fs_conf(settings: Settings) -> dict[str, str]:
+    """K2's local file system for Hadoop (k2.jvm.ensure_local_fs_jar): no chmod process per file
+    written. On the driver's class path, as Hadoop loads file systems before spark.jars; and the
+    streams' checkpoints through the FileSystem API, which Hadoop's FileContext would bypass (it
+    runs ``readlink`` per rename)."""
+    jar = local_fs_jar(settings.jvm) if settings.spark.local_fs == "nio" else None
+    if jar is None:
+        return {}
+    return {
+        "spark.driver.extraClassPath": str(jar),
+        "spark.hadoop.fs.file.impl": LOCAL_FS_CLASS,
+        "spark.sql.streaming.checkpointFileManagerClass": CHECKPOINT_FILE_MANAGER,
+    }
+
+
+CHECKPOINT_FILE_MANAGER = "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
 
 
 def session_conf(settings: Settings) -> dict[str, str]:
