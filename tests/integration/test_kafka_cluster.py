@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from k2.kafka.groups import bronze_group, group_offsets
+from k2.kafka.lag import offsets_consumer
+from k2.monitoring.metrics import kafka_lag
 from k2.runtime.broker import LocalKafka
 from k2.streams.state import StreamPaths
 from k2.streams.supervisor import StreamSupervisor
@@ -114,6 +117,13 @@ def test_a_node_killed_under_load_loses_and_duplicates_nothing(kafka_cluster) ->
         assert len(coords) == len(set(coords)), "a record is in Bronze twice"
         for partition, end in ends.items():
             assert sorted(o for p, o in coords if p == partition) == list(range(end)), f"partition {partition} gap"
+        # the stream publishes its progress as its consumer group's offsets: lag for any host and Kafka's tools
+        group = offsets_consumer(settings.kafka, bronze_group(EXCHANGE))
+        try:
+            wait_for(lambda: group_offsets(group, topic) == ends, 60, "the group's offsets to reach the end")
+        finally:
+            group.close()
+        assert kafka_lag(settings, EXCHANGE)[0] == 0
     finally:
         feed.finish()
         stop.set()

@@ -196,12 +196,19 @@ def _event_times(exchange: Any, payload: bytes | None) -> list[int]:
 def kafka_lag(settings: Settings, exchange: str) -> tuple[int | None, float | None]:
     """Records in Kafka the stream has not committed, and the age of the oldest of them (0 when none
     waits), from one look at the offsets; (None, None) when Kafka cannot be asked."""
+    from k2.kafka.groups import bronze_group, group_offsets
     from k2.kafka.lag import committed_offsets, measure_lag, offsets_consumer
 
     topic = settings.topic_for(exchange)
-    committed = committed_offsets(read_json(StreamPaths.of(settings, exchange).progress) or {}, topic)
-    consumer = offsets_consumer(settings.kafka, f"k2-monitor-{exchange}")
+    # the stream's offsets as it published them to Kafka (any host reads them), else its progress file
+    consumer = offsets_consumer(settings.kafka, bronze_group(exchange))
     try:
+        try:
+            committed = group_offsets(consumer, topic)
+        except Exception:  # Kafka unreachable: measure_lag says so below
+            committed = {}
+        if not committed:
+            committed = committed_offsets(read_json(StreamPaths.of(settings, exchange).progress) or {}, topic)
         lag = measure_lag(consumer, topic, committed, with_age=True)
     finally:
         consumer.close()

@@ -119,6 +119,7 @@ def preflight(settings: Settings, paths: StreamPaths) -> None:
 
 
 def start_query(settings: Settings, exchange: str, paths: StreamPaths):
+    from k2.kafka.groups import GroupOffsetPublisher
     from k2.medallion.bronze import bronze_table_name, start_bronze_query
     from k2.spark import STREAM, build_spark_session
     from k2.streams.listener import ProgressListener
@@ -135,7 +136,7 @@ def start_query(settings: Settings, exchange: str, paths: StreamPaths):
             reason="catalog_unreachable",
             exit_code=EXIT_UNAVAILABLE,
         ) from exc
-    spark.streams.addListener(ProgressListener(paths))
+    spark.streams.addListener(ProgressListener(paths, GroupOffsetPublisher(settings.kafka, exchange)))
     return spark, start_bronze_query(spark, settings, exchange, paths.checkpoint)
 
 

@@ -7,6 +7,7 @@ import time
 
 from pyspark.sql.streaming import StreamingQueryListener
 
+from k2.kafka.groups import GroupOffsetPublisher
 from k2.streams.state import StreamPaths, append_progress, write_json
 
 
@@ -31,14 +32,18 @@ def progress_record(progress) -> dict:
 
 
 class ProgressListener(StreamingQueryListener):
-    def __init__(self, paths: StreamPaths) -> None:
+    def __init__(self, paths: StreamPaths, publisher: GroupOffsetPublisher | None = None) -> None:
         self.paths = paths
+        self.publisher = publisher
 
     def onQueryStarted(self, event) -> None:
         pass
 
     def onQueryProgress(self, event) -> None:
-        append_progress(self.paths, progress_record(event.progress))
+        record = progress_record(event.progress)
+        append_progress(self.paths, record)
+        if self.publisher is not None and record["rows"]:
+            self.publisher.publish(record["end_offsets"])
 
     def onQueryIdle(self, event) -> None:
         # no new data: proof of life for the stall rule, which must not mistake quiet for stuck
