@@ -144,7 +144,7 @@ def sql(query: str, exchanges: list[str] | None = None, symbols: list[str] | Non
         raise K2Error("the query reads none of K2's views", f"select from one of: {', '.join(VIEWS)}.")
     con = connect(exchanges, symbols, views=used, **window_args)
     try:
-        return con.execute(query).fetch_arrow_table()
+        return con.execute(query).to_arrow_table()
     except duckdb.Error as exc:
         raise K2Error(f"the query failed: {exc}", "views are trades, bars_1m, bars_5m, bars_1h, bars_1d.") from None
     finally:

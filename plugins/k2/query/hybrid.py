@@ -164,7 +164,7 @@ def bars(
         every = pa.concat_tables([silver, pa.Table.from_pylist(fresh, schema=TRADES_SCHEMA)])
         computed = [r for r in compute_bars(every, interval) if (r["exchange"], r["symbol"], r["bar_start"]) in dirty]
     rows = kept + [{c: r[c] for c in columns} for r in computed if r["bar_start"] < end]
-    out = pa.Table.from_pylist(rows, schema=gold.schema.select(columns))
+    out = pa.Table.from_pylist(rows, schema=pa.schema([gold.schema.field(c) for c in columns]))
     return out.sort_by([("bar_start", "ascending"), ("exchange", "ascending"), ("symbol", "ascending")])
 
 
