@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 from typing import Any
 
@@ -26,8 +26,11 @@ MONEY_LIMIT = Decimal(10) ** 20  # DECIMAL(38,18) holds |x| < 1e20
 _SCALE_18, _SCALE_16, _SCALE_6 = Decimal("1e-18"), Decimal("1e-16"), Decimal("1e-6")
 
 
+_BLANKS = "".join(chr(i) for i in range(33))  # what Spark trims around a number's text
+
+
 def _trim(text: str) -> str:
-    return text.strip("".join(chr(i) for i in range(33)))
+    return text.strip(_BLANKS)
 
 
 def money(text: str | None) -> Decimal | None:
@@ -75,38 +78,28 @@ def spark_time(value: dt.datetime) -> str:
     return f"{text}.{value.microsecond:06d}".rstrip("0") if value.microsecond else text
 
 
-def _failed(check: SilverCheck, row: dict[str, Any], lead: dt.timedelta, age: dt.timedelta) -> bool:
-    test, col = check.test, row.get(check.column)
-    number = row.get(check.column.replace("_text", "")) if check.column else None
-    if test == "missing":
-        return col is None
-    if test == "unknown_symbol":
-        return row["symbol"] is None
-    if test == "not_decimal":
-        return number is None and not _beyond_money(col)
-    if test == "not_positive":
-        return number is not None and number <= 0
-    if test == "at_or_above":
-        return (number is not None and number >= check.bound) or (number is None and _beyond_money(col))
-    if test == "quote_at_or_above":
-        return row["_quote"] is None or row["_quote"] >= check.bound
-    if test == "quote_not_positive":
-        return row["_quote"] is not None and row["_quote"] <= 0
-    if test == "not_side":
-        return col not in SIDES
-    if test == "after_kafka":
-        return col is not None and col > row["kafka_timestamp"] + lead
-    if test == "before_kafka":
-        return col is not None and col < row["kafka_timestamp"] - age
-    raise ValueError(f"no Python form for Silver test {test!r}")
+Test = Callable[[dict[str, Any]], bool]
 
 
-_PYTHON_TESTS = frozenset(
-    {"missing", "unknown_symbol", "not_decimal", "not_positive", "at_or_above", "quote_at_or_above"}
-    | {"quote_not_positive", "not_side", "after_kafka", "before_kafka"}
-)
-if TESTS - _PYTHON_TESTS:  # a test declared in k2.medallion.rules that this compiler does not know
-    raise ImportError(f"Silver tests without a Python form: {sorted(TESTS - _PYTHON_TESTS)}")
+def compile_check(check: SilverCheck, lead: dt.timedelta, age: dt.timedelta) -> Test:
+    """The Python form of each test k2.medallion.rules names, as a function of a candidate row."""
+    column, bound = check.column, check.bound
+    number = column.replace("_text", "")
+    tests: dict[str, Test] = {
+        "missing": lambda r: r[column] is None,
+        "unknown_symbol": lambda r: r["symbol"] is None,
+        "not_decimal": lambda r: r[number] is None and not _beyond_money(r[column]),
+        "not_positive": lambda r: r[number] is not None and r[number] <= 0,
+        "at_or_above": lambda r: r[number] >= bound if r[number] is not None else _beyond_money(r[column]),
+        "quote_at_or_above": lambda r: r["_quote"] is None or r["_quote"] >= bound,
+        "quote_not_positive": lambda r: r["_quote"] is not None and r["_quote"] <= 0,
+        "not_side": lambda r: r[column] not in SIDES,
+        "after_kafka": lambda r: r[column] is not None and r[column] > r["kafka_timestamp"] + lead,
+        "before_kafka": lambda r: r[column] is not None and r[column] < r["kafka_timestamp"] - age,
+    }
+    if TESTS - tests.keys():  # a test declared in k2.medallion.rules that this compiler does not know
+        raise ValueError(f"Silver tests without a Python form: {sorted(TESTS - tests.keys())}")
+    return tests[check.test]
 
 
 def _shown(check: SilverCheck, row: dict[str, Any], lead_s: int, age_s: int) -> str:
@@ -130,6 +123,7 @@ class Classifier:
         self.exchange, self.rules, self.symbols = exchange, rules, symbols
         self.lead_s, self.age_s = lead_s, age_s
         self.lead, self.age = dt.timedelta(seconds=lead_s), dt.timedelta(seconds=age_s)
+        self.checks = [(c, compile_check(c, self.lead, self.age)) for c in CHECKS]
         words = names(exchange, rules.payload_fields)
         self.prefix = {c.code: c.prefix.format(**words) for c in CHECKS}
         self.suffix = {c.code: c.suffix.format(**words) for c in CHECKS}
@@ -144,8 +138,8 @@ class Classifier:
         if row["parse_error"] is not None:
             row["reason"], row["detail"] = row["parse_error"], row["parse_detail"]
             return row
-        for check in CHECKS:
-            if _failed(check, row, self.lead, self.age):
+        for check, failed in self.checks:
+            if failed(row):
                 shown = _shown(check, row, self.lead_s, self.age_s)
                 row["reason"] = check.code
                 row["detail"] = self.prefix[check.code] + shown + self.suffix[check.code]

@@ -144,7 +144,10 @@ def sql(query: str, exchanges: list[str] | None = None, symbols: list[str] | Non
         raise K2Error("the query reads none of K2's views", f"select from one of: {', '.join(VIEWS)}.")
     con = connect(exchanges, symbols, views=used, **window_args)
     try:
-        return con.execute(query).to_arrow_table()
+        result = con.sql(query)
+        if result is None:
+            raise K2Error("the statement returns no rows", "`k2 query sql` runs queries: SELECT ... FROM trades.")
+        return result.to_arrow_table()
     except duckdb.Error as exc:
         raise K2Error(f"the query failed: {exc}", "views are trades, bars_1m, bars_5m, bars_1h, bars_1d.") from None
     finally:

@@ -51,7 +51,7 @@ def compute_bars(trades: pa.Table, interval: str) -> list[dict[str, Any]]:
     width = WIDTHS[interval]
     with duckdb.connect() as con:
         con.register("trades", trades)
-        rows = con.execute(BARS_SQL.format(us=width * 1_000_000)).to_arrow_table().to_pylist()
+        rows = con.sql(BARS_SQL.format(us=width * 1_000_000)).to_arrow_table().to_pylist()
     out = []
     for r in rows:
         start = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=r.pop("start_us"))

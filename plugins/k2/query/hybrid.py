@@ -6,6 +6,7 @@ the next batch."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,9 +48,12 @@ class Fresh:
     trades: list[dict[str, Any]] = field(default_factory=list)
     bronze_rows: int = 0
     kafka_rows: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # per step: kafka, bronze, rules
 
 
-def fresh_trades(settings: Settings, exchange: str, start: dt.datetime, end: dt.datetime) -> Fresh:
+def fresh_trades(
+    settings: Settings, exchange: str, start: dt.datetime, end: dt.datetime, symbols: list[str] | None = None
+) -> Fresh:
     """Trades with an event time in [start, end) from Bronze rows Silver has not covered and the
     Kafka tail. A valid trade's Kafka timestamp lies within Silver's window around its event time,
     so only records stamped in [start - lead, end + age) are read."""
@@ -57,22 +61,33 @@ def fresh_trades(settings: Settings, exchange: str, start: dt.datetime, end: dt.
     lead, age = dt.timedelta(seconds=batch.silver_max_event_lead_s), dt.timedelta(seconds=batch.silver_max_event_age_s)
     since = (start - lead, end + age)
     unprocessed = sources.gaps(ledger.covered(settings.lake, "silver", exchange))
-    tail = sources.kafka_tail(settings, exchange)
-    bronze = sources.bronze_records(settings, exchange, since, unprocessed)
+    ex = get_exchange(exchange)
+    symbol_map = known_symbols(settings, ex)
+    keys = None
+    if symbols:
+        wanted = {s for s, n in symbol_map.items() if s in symbols or n in symbols}
+        keys = sources.KeyFilter(frozenset(s.encode() for s in wanted), frozenset(s.encode() for s in symbol_map))
+    clock = time.perf_counter()
+    tail = sources.kafka_tail(settings, exchange, keys)
+    after_tail = time.perf_counter()
+    bronze = sources.bronze_records(settings, exchange, since, unprocessed, keys)
+    after_bronze = time.perf_counter()
     seen = {(r["kafka_partition"], r["kafka_offset"]) for r in bronze}
     kafka = [
         r
         for r in tail.records
         if (r["kafka_partition"], r["kafka_offset"]) not in seen and since[0] <= r["kafka_timestamp"] < since[1]
     ]
-    ex = get_exchange(exchange)
-    classifier = Classifier(
-        exchange, ex.rules, known_symbols(settings, ex), batch.silver_max_event_lead_s, batch.silver_max_event_age_s
-    )
+    classifier = Classifier(exchange, ex.rules, symbol_map, batch.silver_max_event_lead_s, batch.silver_max_event_age_s)
     trades = [t for t in first_copies(classifier.candidates(bronze + kafka)) if start <= t["event_time"] < end]
     for t in trades:
         t["exchange"], t["quote_amount"], t["bronze_ingested_at"] = exchange, t["_quote"], t["ingested_at"]
-    return Fresh(trades, len(bronze), len(kafka))
+    steps = {
+        "kafka": after_tail - clock,
+        "bronze": after_bronze - after_tail,
+        "rules": time.perf_counter() - after_bronze,
+    }
+    return Fresh(trades, len(bronze), len(kafka), {k: round(v, 3) for k, v in steps.items()})
 
 
 def _matches(row: dict[str, Any], symbols: list[str] | None) -> bool:
@@ -91,7 +106,7 @@ def _fresh_rows(
     across batches is dropped there too)."""
     rows = []
     for exchange in exchanges:
-        for t in fresh_trades(settings, exchange, start, end).trades:
+        for t in fresh_trades(settings, exchange, start, end, symbols).trades:
             if _matches(t, symbols) and (exchange, t["symbol"], t["trade_id"]) not in known:
                 rows.append({name: t[name] for name in TRADES_SCHEMA.names})
     return rows
@@ -144,7 +159,7 @@ def bars(
         late += [r for r in rows if sources.in_ranges(r["bronze_ingested_at"], not_in_gold)]
     fresh_all = []
     for exchange in exchanges:
-        fresh_all += [t for t in fresh_trades(settings, exchange, first, last).trades if _matches(t, symbols)]
+        fresh_all += [t for t in fresh_trades(settings, exchange, first, last, symbols).trades if _matches(t, symbols)]
     dirty = {(r["exchange"], r["symbol"], _floor(r["event_time"], width)) for r in late + fresh_all}
     gold = sources.gold_bars(settings, interval, exchanges, symbols, first, end)
     columns = [c for c in gold.schema.names if c != "computed_at"]

@@ -10,6 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from k2.errors import K2Error
 from k2.lake.tables import SILVER_TRADES, bronze_table, gold_table
 from k2.medallion.coverage import Range, merge
 from k2.settings import Settings
@@ -39,7 +40,15 @@ def _catalog(settings: Settings):
 
 
 def scan(settings: Settings, identifier: str, row_filter: Any, columns: tuple[str, ...] = ("*",)) -> pa.Table:
-    return _catalog(settings).load_table(identifier).scan(row_filter=row_filter, selected_fields=columns).to_arrow()
+    from pyiceberg.exceptions import NoSuchTableError
+
+    try:
+        table = _catalog(settings).load_table(identifier)
+    except NoSuchTableError:
+        raise K2Error(
+            f"the lake has no table {identifier}", "create K2's tables with `k2 lake init` (or `k2 up`)."
+        ) from None
+    return table.scan(row_filter=row_filter, selected_fields=columns).to_arrow()
 
 
 def silver_trades(
@@ -78,16 +87,54 @@ def gold_bars(
     return scan(settings, gold_table(interval).identifier, where)
 
 
-def bronze_records(settings: Settings, exchange: str, since: Range, unprocessed: list[Range]) -> list[dict[str, Any]]:
-    """Bronze rows with a Kafka timestamp in ``since`` whose ingestion Silver has not covered."""
+def bronze_records(
+    settings: Settings, exchange: str, since: Range, unprocessed: list[Range], keys: KeyFilter | None = None
+) -> list[dict[str, Any]]:
+    """Bronze rows with a Kafka timestamp in ``since`` whose ingestion Silver has not covered (and
+    that ``keys`` lets through), filtered in Arrow before any becomes a Python object."""
+    import pyarrow.compute as pc
     from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 
     where = And(
         GreaterThanOrEqual("kafka_timestamp", since[0].isoformat()), LessThan("kafka_timestamp", since[1].isoformat())
     )
     where = And(where, GreaterThanOrEqual("ingested_at", unprocessed[0][0].isoformat()))
-    rows = scan(settings, bronze_table(exchange).identifier, where, RECORD_COLUMNS).to_pylist()
-    return [r for r in rows if in_ranges(r["ingested_at"], unprocessed)]
+    table = scan(settings, bronze_table(exchange).identifier, where, (*RECORD_COLUMNS, "key"))
+    mask = pc.or_(*[_between(table["ingested_at"], s, e) for s, e in unprocessed]) if len(unprocessed) > 1 else None
+    if keys is not None:
+        chosen = keys.mask(table["key"])
+        mask = chosen if mask is None else pc.and_(mask, chosen)
+    if mask is not None:
+        table = table.filter(mask)
+    return table.select(list(RECORD_COLUMNS)).to_pylist()
+
+
+def _between(column, start: dt.datetime, end: dt.datetime):
+    import pyarrow.compute as pc
+
+    return pc.and_(
+        pc.greater_equal(column, pa.scalar(start, column.type)), pc.less(column, pa.scalar(end, column.type))
+    )
+
+
+@dataclass(frozen=True)
+class KeyFilter:
+    """Records a symbol query needs, by Kafka key: K2's feeds key every record by the exchange symbol
+    its trades carry (k2.feeds), so a record keyed by another known symbol holds none of the wanted
+    trades; a record with any other key (empty, unknown) is read all the same."""
+
+    wanted: frozenset[bytes]
+    known: frozenset[bytes]
+
+    def mask(self, column):
+        import pyarrow.compute as pc
+
+        wanted = pc.is_in(column, value_set=pa.array(sorted(self.wanted), pa.binary()))
+        unknown = pc.invert(pc.is_in(column, value_set=pa.array(sorted(self.known), pa.binary())))
+        return pc.fill_null(pc.or_(wanted, unknown), True)
+
+    def admits(self, key: bytes | None) -> bool:
+        return key is None or key in self.wanted or key not in self.known
 
 
 @dataclass(frozen=True)
@@ -97,11 +144,11 @@ class Tail:
     ends: dict[int, int]  # partition -> end offset when read
 
 
-def kafka_tail(settings: Settings, exchange: str, timeout_s: float = 10.0) -> Tail:
+def kafka_tail(settings: Settings, exchange: str, keys: KeyFilter | None = None, timeout_s: float = 10.0) -> Tail:
     """Records past the Bronze stream's committed offsets, up to the end offsets at call time."""
     import time
 
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     from k2.kafka.lag import committed_offsets
     from k2.streams.state import StreamPaths, read_json
@@ -117,7 +164,13 @@ def kafka_tail(settings: Settings, exchange: str, timeout_s: float = 10.0) -> Ta
         }
     )
     try:
-        partitions = consumer.list_topics(topic, timeout=5).topics[topic].partitions
+        try:
+            partitions = consumer.list_topics(topic, timeout=5).topics[topic].partitions
+        except KafkaException as exc:
+            raise K2Error(
+                f"cannot read topic {topic} from Kafka at {settings.kafka.bootstrap_servers}: {exc}",
+                "start the broker and topics (`k2 kafka start`, `k2 kafka topics`, or `k2 up`), then query again.",
+            ) from None
         starts, ends = {}, {}
         for p in partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
@@ -129,17 +182,17 @@ def kafka_tail(settings: Settings, exchange: str, timeout_s: float = 10.0) -> Ta
             for msg in consumer.consume(10_000, timeout=0.2):
                 if msg.error() or msg.partition() not in todo or msg.offset() >= ends[msg.partition()]:
                     continue
+                if msg.offset() >= ends[msg.partition()] - 1:
+                    todo.discard(msg.partition())
+                if keys is not None and not keys.admits(msg.key()):
+                    continue
                 ts = dt.datetime.fromtimestamp(msg.timestamp()[1] / 1000, dt.UTC)
                 records.append(
                     dict(
                         zip(RECORD_COLUMNS, (topic, msg.partition(), msg.offset(), ts, None, msg.value()), strict=True)
                     )
                 )
-                if msg.offset() >= ends[msg.partition()] - 1:
-                    todo.discard(msg.partition())
         if todo:
-            from k2.errors import K2Error
-
             raise K2Error(
                 f"the Kafka tail of {topic} was not read to its end within {timeout_s:.0f}s",
                 "check that the broker answers (`k2 kafka status`), then run the query again.",
