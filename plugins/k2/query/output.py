@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,7 +19,7 @@ def write(table: pa.Table, fmt: str, output: str | None, limit: int) -> None:
         from k2.cli import print_table
 
         shown = table.slice(0, limit) if limit else table
-        rows = [tuple("" if v is None else str(v) for v in row.values()) for row in shown.to_pylist()]
+        rows = [tuple(_cell(v) for v in row.values()) for row in shown.to_pylist()]
         print_table(tuple(table.schema.names), rows)
         if limit and table.num_rows > limit:
             print(f"... {table.num_rows - limit} more rows (--limit 0 shows all, --format csv writes all)")
@@ -43,3 +44,12 @@ def write(table: pa.Table, fmt: str, output: str | None, limit: int) -> None:
     else:
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
+
+
+def _cell(value: object) -> str:
+    """A value for the terminal: decimals without the money type's trailing zeros."""
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f") if value else "0"
+    return str(value)

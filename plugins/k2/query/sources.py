@@ -144,7 +144,7 @@ class Tail:
     ends: dict[int, int]  # partition -> end offset when read
 
 
-def kafka_tail(settings: Settings, exchange: str, keys: KeyFilter | None = None, timeout_s: float = 10.0) -> Tail:
+def kafka_tail(settings: Settings, exchange: str, keys: KeyFilter | None = None) -> Tail:
     """Records past the Bronze stream's committed offsets, up to the end offsets at call time."""
     import time
 
@@ -177,6 +177,7 @@ def kafka_tail(settings: Settings, exchange: str, keys: KeyFilter | None = None,
             starts[p], ends[p] = max(committed.get(p, low), low), high
         todo = {p for p in partitions if starts[p] < ends[p]}
         consumer.assign([TopicPartition(topic, p, starts[p]) for p in todo])
+        timeout_s = settings.batch.query_tail_timeout_s
         records, deadline = [], time.monotonic() + timeout_s
         while todo and time.monotonic() < deadline:
             for msg in consumer.consume(10_000, timeout=0.2):
@@ -195,7 +196,8 @@ def kafka_tail(settings: Settings, exchange: str, keys: KeyFilter | None = None,
         if todo:
             raise K2Error(
                 f"the Kafka tail of {topic} was not read to its end within {timeout_s:.0f}s",
-                "check that the broker answers (`k2 kafka status`), then run the query again.",
+                "check that the broker answers (`k2 kafka status`) and the stream runs (`k2 stream status`); "
+                "a long tail needs a larger K2_QUERY_TAIL_TIMEOUT_S.",
             )
         return Tail(records, committed, ends)
     finally:
