@@ -46,6 +46,11 @@ def corpus(name: str) -> list[bytes | None]:
             poison.binance_payload(7, {"p": '" 12.5 "'}),  # Spark trims decimal text
             poison.binance_payload(8, {"p": '"1.0000000000000000005"'}),  # rounds half up to 18 digits
             poison.binance_payload(9, {"s": "null"}),
+            poison.binance_payload(12, {"p": '"1_000"'}),  # Python's Decimal would take it, Spark does not
+            poison.binance_payload(13, {"q": r'"\u0661"'}),  # ARABIC-INDIC DIGIT ONE, as JSON escape
+            poison.binance_payload(14, {"q": '"\u0661.5"'}),  # and raw (a Python escape: the character itself)
+            poison.binance_payload(15, {"p": '"0x10"', "q": '"NaN"'}),
+            poison.binance_payload(16, {"p": '"Infinity"'}),
             poison.binance_payload(10, {"e": '"aggTrade"'}),
             poison.binance_payload(11, {"T": str(poison.TRADE_MS - 8 * 86_400_000)}),  # stale
             b'{"stream":"x","data":[1,2]}',
