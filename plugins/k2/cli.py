@@ -370,6 +370,27 @@ def ensure_home(settings: Settings) -> None:
 
 
 # --- parser --------------------------------------------------------------------------------------
+def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
+    import k2.query as q
+    from k2.query.output import write
+
+    split = [s.strip() for s in (args.symbol or "").split(",") if s.strip()] or None
+    exchanges = [s.strip() for s in (args.exchange or "").split(",") if s.strip()] or None
+    when = {"since": args.since, "start": args.start, "end": args.end, "settings": settings}
+    if args.what == "trades":
+        table = q.trades(exchanges, split, **when)
+    elif args.what == "bars":
+        table = q.bars(args.interval, exchanges, split, **when)
+    else:
+        if not args.sql:
+            raise K2Error(
+                "`k2 query sql` needs a query", 'e.g. `k2 query sql "SELECT count(*) FROM trades" --since 5m`.'
+            )
+        table = q.sql(args.sql, exchanges, split, **when)
+    write(table, args.format, args.output, args.limit)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="k2", description="K2 crypto market-data lakehouse. Settings come from K2_* variables (see `k2 settings`)."
@@ -432,6 +453,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("table", nargs="?", help="show: the table, e.g. silver.trades or gold.ohlcv_1m")
     p.add_argument("--where", help="show: row filter, e.g. \"symbol = 'BTC-USDT'\"")
     p.add_argument("--limit", type=int, default=20, help="show: at most this many rows (default 20)")
+    p = add(
+        "query",
+        cmd_query,
+        "Trades, OHLCV bars or SQL over them, to the last second: Silver/Gold, then Bronze and the Kafka tail.",
+    )
+    p.add_argument("what", choices=("trades", "bars", "sql"), help="trades, bars (--interval) or sql QUERY")
+    p.add_argument("sql", nargs="?", help="sql: the query; views trades, bars_1m, bars_5m, bars_1h, bars_1d")
+    p.add_argument("--exchange", help="exchanges, comma-separated (default: all)")
+    p.add_argument("--symbol", help="symbols, comma-separated, as the exchange spells them or BASE-QUOTE")
+    p.add_argument("--since", help="a duration back from now: 60s, 15m, 1h, 2d")
+    p.add_argument("--start", help="ISO 8601 start (instead of --since)")
+    p.add_argument("--end", help="ISO 8601 end (default: now)")
+    p.add_argument("--interval", default="1m", choices=("1m", "5m", "1h", "1d"), help="bars: bar width (default 1m)")
+    p.add_argument("--format", default="table", choices=("table", "csv", "parquet", "arrow"), help="output format")
+    p.add_argument("--output", help="file to write (parquet and arrow need one; csv defaults to stdout)")
+    p.add_argument("--limit", type=int, default=50, help="table: rows to print (0: all)")
     p = add("feed", cmd_feed, "Publish an exchange's trades to its Kafka topic (simulated or live).")
     p.add_argument("--exchange", required=True, help="exchange name, e.g. binance or kraken")
     p.add_argument(

@@ -319,6 +319,12 @@ class BatchSettings(Section):
         "A trade whose event time is this far before its Kafka timestamp goes to the dead letters (stale_timestamp).",
         gt=0,
     )
+    query_tail_timeout_s: float = setting(
+        30.0,
+        "How long a query may take to read the Kafka tail (the records the Bronze stream has not committed).",
+        key="query_tail_timeout_s",
+        gt=0,
+    )
     settle_timeout_s: float = setting(
         1800.0,
         "How long the batch waits for Bronze to hold every record ingested in its interval before it fails "

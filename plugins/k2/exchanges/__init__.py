@@ -26,8 +26,9 @@ __all__ = [
 ]
 
 
-# modules of this package that hold shared code, not an exchange (spark: pyspark, imported lazily)
-NOT_EXCHANGES = ("base", "spark")
+# modules of this package that hold shared code, not an exchange (spark: pyspark, imported lazily;
+# rules: the declarations; tail: their Python compiler)
+NOT_EXCHANGES = ("base", "rules", "spark", "tail")
 
 
 @cache

@@ -15,6 +15,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, ClassVar
 
 from k2.errors import K2Error
+from k2.exchanges.rules import TradeRules
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -92,9 +93,8 @@ class Exchange(ABC):
     name: ClassVar[str]
     payload_format: ClassVar[str]  # goes into the Kafka header "format"
     price_field: ClassVar[str]  # name of a trade's price in the payload (fault injection damages it)
-    # candidate column (k2.exchanges.spark.CANDIDATE_COLUMNS) -> the payload field it comes from,
-    # so that Silver's dead-letter details name the field an operator finds in the raw payload
-    payload_fields: ClassVar[dict[str, str]] = {}
+    # the trade payload's rules (fields, types, ranges, where trades sit), compiled for Spark and the tail
+    rules: ClassVar[TradeRules]
     default_ws_url: ClassVar[str]
     instruments: ClassVar[dict[str, Instrument]]
     default_symbols: ClassVar[tuple[str, ...]]
@@ -106,6 +106,12 @@ class Exchange(ABC):
     ping_interval_s: ClassVar[float | None] = None
     # Reconnect proactively before the exchange cuts a connection of this age (None: no limit).
     max_connection_age_s: ClassVar[float | None] = None
+
+    @property
+    def payload_fields(self) -> dict[str, str]:
+        """Candidate column -> the payload field it comes from, so that Silver's dead-letter details
+        name the field an operator finds in the raw payload."""
+        return self.rules.payload_fields
 
     # --- symbols ---------------------------------------------------------------------------------
     @abstractmethod
@@ -156,9 +162,9 @@ class Exchange(ABC):
         """The exchange's own messages for these trades, one payload per message, as the live
         exchange would send them."""
 
-    @abstractmethod
     def parse_bronze(self, bronze: DataFrame) -> DataFrame:
-        """Bronze rows -> one row per trade each payload carries, as Spark expressions (no UDFs).
+        """Bronze rows -> one row per trade each payload carries, compiled from ``rules`` into Spark
+        expressions (no UDFs); ``k2.exchanges.tail`` compiles the same rules for the live tail.
 
         Output columns (see ``k2.exchanges.spark.CANDIDATE_COLUMNS``): the Bronze row's Kafka
         coordinates, ``ingested_at`` and raw ``value``; ``item_index`` (position of the trade in its
@@ -168,6 +174,9 @@ class Exchange(ABC):
         readable) and ``parse_detail``. Field values are not validated here: Silver does that the
         same way for every exchange.
         """
+        from k2.exchanges.spark import parse_bronze
+
+        return parse_bronze(self.rules, bronze)
 
     @abstractmethod
     def event_times_us(self, payload: bytes) -> list[int]:

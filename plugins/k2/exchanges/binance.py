@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from k2.errors import K2Error
 from k2.exchanges.base import Exchange, Frame, FrameKind, Instrument, TradeBatch, loads_or_none
-
-if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+from k2.exchanges.rules import INT64_MAX, MAX_EPOCH_MS, TradeRules, boolean, integer, string
 
 # What Binance sends, in its layout (keys in this order, no whitespace), every value of its documented
 # type: integers that fit their range (ids below 1e18, times below 1e14 ms, year 5138), strings
@@ -26,12 +24,6 @@ CANONICAL = (
     r'"t":(?:0|[1-9][0-9]{0,17}),"p":"[^"\\]*","q":"[^"\\]*","T":(?:0|[1-9][0-9]{0,13}),'
     r'"m":(?:true|false),"M":(?:true|false)\}\}$'
 )
-# the trade's keys, as the STRING parse reads them, and the names they are known by from then on
-_KEYS = "e: STRING, E: STRING, s: STRING, t: STRING, p: STRING, q: STRING, T: STRING, m: STRING"
-_NAMES = (
-    "struct<kind: string, event_ms: string, symbol: string, trade_id: string, price: string, quantity: string, "
-    "trade_ms: string, buyer_maker: string>"
-)
 _QUOTES = ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "BTC", "ETH", "BNB", "EUR", "TRY", "BRL", "JPY")
 
 
@@ -39,14 +31,30 @@ class Binance(Exchange):
     name = "binance"
     payload_format = "binance.combined-trade.v1"
     price_field = "p"
-    payload_fields: ClassVar[dict[str, str]] = {
-        "exchange_symbol": "s",
-        "trade_id": "t",
-        "event_time": "T",
-        "price_text": "p",
-        "quantity_text": "q",
-        "taker_side": "m",
-    }
+    # one trade per message, under "data"; every field of its documented JSON type and range
+    rules = TradeRules(
+        canonical=CANONICAL,
+        many=False,
+        tag=("e", "trade"),
+        fields=(
+            string("s", "symbol", "invalid_symbol"),
+            integer("t", "trade id", "invalid_trade_id", 0, INT64_MAX),
+            string("p", "price", "invalid_price", expected="a decimal string"),
+            string("q", "quantity", "invalid_quantity", expected="a decimal string"),
+            integer("T", "trade time, epoch ms", "invalid_timestamp", 0, MAX_EPOCH_MS, "timestamp_out_of_range"),
+            boolean("m", "buyer is maker", "invalid_side"),
+            # E is not used, but a wrong one still means the message is not what Binance sends
+            integer("E", "event time, epoch ms", "invalid_timestamp", 0, MAX_EPOCH_MS, "timestamp_out_of_range"),
+        ),
+        symbol="s",
+        trade_id="t",
+        price="p",
+        quantity="q",
+        time="T",
+        time_format="epoch_ms",
+        side="m",
+        side_map=(("true", "sell"), ("false", "buy")),  # the buyer was the maker: the aggressor sold
+    )
     default_ws_url = "wss://stream.binance.com:9443/stream"
     instruments: ClassVar[dict[str, Instrument]] = {
         i.symbol: i
@@ -113,75 +121,3 @@ class Binance(Exchange):
             return [int(json.loads(payload)["data"]["T"]) * 1000]
         except (ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"not a Binance trade payload: {exc}") from None
-
-    def parse_bronze(self, bronze: DataFrame) -> DataFrame:
-        from pyspark.sql import functions as F
-
-        from k2.exchanges.spark import (
-            INT64_MAX,
-            MAX_EPOCH_MS,
-            FieldSource,
-            candidates,
-            epoch_ms_to_timestamp,
-            payload_text,
-            read_fields,
-            unparsed_reason,
-        )
-
-        # Binance's keys differ only in case ("t" id / "T" time): the JSON parser tells them apart,
-        # Spark's column resolution does not, so the parsed struct is renamed (by position) at once
-        df = payload_text(bronze).withColumn(
-            "msg", F.from_json("payload", f"stream STRING, data STRUCT<{_KEYS}>").getField("data").cast(_NAMES)
-        )
-        # payloads in Binance's own layout have their documented types: the others are read again,
-        # as VARIANT, to find which field is of the wrong type (see k2.exchanges.spark)
-        df = df.withColumn("_fast", F.col("payload").rlike(CANONICAL))
-        typed = F.from_json("payload", "stream STRING, data MAP<STRING, VARIANT>").getField("data")
-        df = df.withColumn("_typed", F.when(~F.col("_fast"), typed))
-        sources = [
-            FieldSource(key, label, kind, F.col(f"msg.{name}"), F.col("_typed").getItem(key))
-            for key, name, label, kind in (
-                ("s", "symbol", "symbol", "string"),
-                ("t", "trade_id", "trade id", "integer"),
-                ("p", "price", "price", "string"),
-                ("q", "quantity", "quantity", "string"),
-                ("T", "trade_ms", "trade time, epoch ms", "integer"),
-                ("E", "event_ms", "event time, epoch ms", "integer"),
-                ("m", "buyer_maker", "buyer is maker", "boolean"),
-            )
-        ]
-        df, fields = read_fields(df, F.col("_fast"), sources)
-        symbol, trade_id, price, quantity, trade_ms, event_ms, buyer_maker = fields
-        error = F.coalesce(
-            F.col("payload_error"),
-            F.when(F.col("msg").isNull(), unparsed_reason()),
-            # only a JSON string has the text "trade"
-            F.when(F.coalesce(F.col("msg.kind"), F.lit("")) != "trade", F.lit("not_a_trade")),
-        )
-        # the documented type of every field (absent ones are Silver's missing_*); E is not used
-        # but a wrong one still means the message is not what Binance sends
-        checks = [
-            symbol.must_be("invalid_symbol", "a string", "STRING"),
-            *trade_id.integer_check("invalid_trade_id", 0, INT64_MAX),
-            price.must_be("invalid_price", "a decimal string", "STRING"),
-            quantity.must_be("invalid_quantity", "a decimal string", "STRING"),
-            *trade_ms.integer_check("invalid_timestamp", 0, MAX_EPOCH_MS, "timestamp_out_of_range"),
-            buyer_maker.must_be("invalid_side", "true or false", "BOOLEAN"),
-            *event_ms.integer_check("invalid_timestamp", 0, MAX_EPOCH_MS, "timestamp_out_of_range"),
-        ]
-        return candidates(
-            df,
-            item_index=F.lit(0),
-            exchange_symbol=symbol.text,
-            trade_id=trade_id.text,
-            event_time=epoch_ms_to_timestamp(trade_ms),
-            price_text=price.text,
-            quantity_text=quantity.text,
-            # "m": the buyer was the maker, so the aggressor sold
-            taker_side=F.when(
-                buyer_maker.type == "BOOLEAN", F.when(buyer_maker.text == "true", "sell").otherwise("buy")
-            ),
-            parse_error=error,
-            checks=checks,
-            checked=~F.col("_fast"),  # Binance's own layout has every type and range right
-        )

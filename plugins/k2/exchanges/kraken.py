@@ -13,19 +13,12 @@ import datetime as dt
 import functools
 import json
 import re
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from k2.errors import K2Error
 from k2.exchanges.base import Exchange, Frame, FrameKind, Instrument, TradeBatch, loads_or_none
+from k2.exchanges.rules import INT64_MAX, TradeRules, integer, number, string
 
-if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame
-
-# an element of "data" as the STRING parse reads it (canonical messages only)
-_ITEM = (
-    "STRUCT<symbol: STRING, side: STRING, price: STRING, qty: STRING, ord_type: STRING, trade_id: STRING, "
-    "timestamp: STRING>"
-)
 # a JSON number of at most 15 digits (so the STRING parse, which goes through a double, keeps it exact)
 _NUMBER = r"(?=[0-9.]{1,15}[,}])(?:0|[1-9][0-9]*)(?:\.[0-9]+)?"
 _TRADE = (
@@ -41,14 +34,38 @@ class Kraken(Exchange):
     name = "kraken"
     payload_format = "kraken.v2-trade.v1"
     price_field = "price"
-    payload_fields: ClassVar[dict[str, str]] = {
-        "exchange_symbol": "symbol",
-        "trade_id": "trade_id",
-        "event_time": "timestamp",
-        "price_text": "price",
-        "quantity_text": "qty",
-        "taker_side": "side",
-    }
+    # a batch of trades per message, under "data"; every field of its documented JSON type
+    rules = TradeRules(
+        canonical=CANONICAL,
+        many=True,
+        tag=("channel", "trade"),
+        message_type=string(
+            "type", "message type", "invalid_message_type", "snapshot", "update", expected='"snapshot" or "update"'
+        ),
+        fields=(
+            string("symbol", "symbol", "invalid_symbol"),
+            string("side", "side", "invalid_side", "buy", "sell", expected='"buy" or "sell"'),
+            number("price", "price", "invalid_price"),
+            number("qty", "quantity", "invalid_quantity"),
+            # not used, so it may be absent, but not of another kind
+            string("ord_type", "order type", "invalid_order_type", "market", "limit", expected='"market" or "limit"'),
+            integer("trade_id", "trade id", "invalid_trade_id", 0, INT64_MAX),
+            string(
+                "timestamp",
+                "trade time",
+                "invalid_timestamp",
+                expected="an RFC 3339 time (2024-01-01T00:00:00.1Z)",
+                as_time=True,
+            ),
+        ),
+        symbol="symbol",
+        trade_id="trade_id",
+        price="price",
+        quantity="qty",
+        time="timestamp",
+        time_format="rfc3339",
+        side="side",
+    )
     default_ws_url = "wss://ws.kraken.com/v2"
     instruments: ClassVar[dict[str, Instrument]] = {
         i.symbol: i
@@ -117,119 +134,6 @@ class Kraken(Exchange):
             payloads.append(f'{{"channel":"trade","type":"{kind}","data":[{data}]}}'.encode())
             start += size
         return payloads
-
-    def parse_bronze(self, bronze: DataFrame) -> DataFrame:
-        from pyspark.sql import functions as F
-
-        from k2.exchanges.spark import (
-            INT64_MAX,
-            Check,
-            FieldSource,
-            candidates,
-            payload_text,
-            read_fields,
-            rfc3339_to_timestamp,
-            unparsed_reason,
-        )
-
-        # Messages in Kraken's own layout have their documented types and are parsed once, into
-        # STRING values (their numbers are exact: at most 15 digits). The others are parsed into
-        # VARIANT, each element of "data" on its own: one that is not a trade object, or has a field
-        # of the wrong type, rejects itself, not its message (see k2.exchanges.spark).
-        df = payload_text(bronze).withColumn("_fast", F.col("payload").rlike(CANONICAL))
-        fast = F.col("_fast")
-        df = df.withColumn(
-            "msg", F.when(fast, F.from_json("payload", f"channel STRING, type STRING, data ARRAY<{_ITEM}>"))
-        )
-        typed = F.from_json("payload", "channel STRING, type STRING, data ARRAY<VARIANT>")
-        df = df.withColumn("_typed", F.when(~fast, typed))
-
-        def either(field: str) -> Column:
-            return F.when(fast, F.col(f"msg.{field}")).otherwise(F.col(f"_typed.{field}"))
-
-        channel, kind = either("channel"), either("type")
-        parsed = F.when(fast, F.col("msg").isNotNull()).otherwise(F.col("_typed").isNotNull())
-        no_array = F.when(fast, F.col("msg.data").isNull()).otherwise(F.col("_typed.data").isNull())
-        trades = F.when(fast, F.size("msg.data")).otherwise(F.size("_typed.data"))
-        error = F.coalesce(
-            F.col("payload_error"),
-            F.when(~parsed | channel.isNull(), unparsed_reason()),
-            F.when((channel != "trade") | no_array, F.lit("not_a_trade")),
-            F.when(~F.coalesce(kind.isin("snapshot", "update"), F.lit(False)), F.lit("invalid_message_type")),
-            F.when(trades == 0, F.lit("no_trades")),
-        )
-        kind_detail = F.when(
-            error == "invalid_message_type",
-            F.concat(
-                F.lit('field type (message type) must be "snapshot" or "update", got '),
-                F.coalesce(F.substring(kind, 1, 100), F.lit("nothing")),
-            ),
-        )
-        df = df.withColumn("parse_error", error).withColumn("message_detail", kind_detail)
-        # one row per element: the element itself where fast, its position in the VARIANT array
-        # elsewhere; a rejected message still yields one row (item_index -1) for the dead letters
-        nothing = F.lit(None).cast(_ITEM)
-        items = (
-            F.when(F.col("parse_error").isNotNull(), F.array(nothing))
-            .when(fast, F.col("msg.data"))
-            .otherwise(F.array_repeat(nothing, F.size("_typed.data")))
-        )
-        df = df.select("*", F.posexplode(items).alias("pos", "item"))
-        element = F.element_at(F.col("_typed.data"), F.col("pos") + 1)
-        df = df.withColumn("trade", F.when(F.col("parse_error").isNull() & ~fast, element))
-        sources = [
-            FieldSource(key, label, kind, F.col(f"item.{key}"), F.try_variant_get("trade", f"$.{key}", "variant"))
-            for key, label, kind in (
-                ("symbol", "symbol", "string"),
-                ("side", "side", "string"),
-                ("price", "price", "number"),
-                ("qty", "quantity", "number"),
-                ("ord_type", "order type", "string"),
-                ("trade_id", "trade id", "integer"),
-                ("timestamp", "trade time", "string"),
-            )
-        ]
-        df, (symbol, side, price, quantity, order_type, trade_id, timestamp) = read_fields(df, fast, sources)
-        # a column of its own: the checks and the output refer to it (parsed once a row, not thrice)
-        df = df.withColumn("_event_time", rfc3339_to_timestamp(timestamp))
-        event_time = F.col("_event_time")
-        # the documented type of every field (absent ones are Silver's missing_*; ord_type is not
-        # used, so it may be absent, but not of another kind)
-        checks = [
-            # an element without a symbol may be no object at all: its type is looked up for those only
-            Check(
-                "invalid_trade_item",
-                symbol.type.isNull() & ~F.schema_of_variant("trade").startswith("OBJECT"),
-                F.concat(F.lit("data["), F.col("pos").cast("string"), F.lit("] is not a trade object: ")),
-                F.to_json("trade"),
-            ),
-            symbol.must_be("invalid_symbol", "a string", "STRING"),
-            side.must_be("invalid_side", '"buy" or "sell"', "STRING", also=side.text.isin("buy", "sell")),
-            price.must_be("invalid_price", "a JSON number", "BIGINT", "DECIMAL", "DOUBLE"),
-            quantity.must_be("invalid_quantity", "a JSON number", "BIGINT", "DECIMAL", "DOUBLE"),
-            order_type.must_be(
-                "invalid_order_type", '"market" or "limit"', "STRING", also=order_type.text.isin("market", "limit")
-            ),
-            *trade_id.integer_check("invalid_trade_id", 0, INT64_MAX),
-            timestamp.must_be(
-                "invalid_timestamp", "an RFC 3339 time (2024-01-01T00:00:00.1Z)", "STRING", also=event_time.isNotNull()
-            ),
-        ]
-        return candidates(
-            df,
-            item_index=F.col("pos"),
-            exchange_symbol=symbol.text,
-            trade_id=trade_id.text,
-            event_time=event_time,
-            price_text=price.text,
-            quantity_text=quantity.text,
-            taker_side=side.text,
-            parse_error=F.col("parse_error"),
-            message_detail=F.col("message_detail"),
-            checks=checks,
-            # Kraken's own layout has every type and range right; only its time may not be a date
-            checked=~fast | event_time.isNull(),
-        )
 
     def event_times_us(self, payload: bytes) -> list[int]:
         try:

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from k2.exchanges.rules import CANONICAL_TYPE, MAX_EPOCH_MS, RFC3339, FieldRule, TradeRules
+
 CANDIDATE_COLUMNS = (
     "kafka_topic",
     "kafka_partition",
@@ -44,14 +46,6 @@ CANDIDATE_COLUMNS = (
     "parse_error",
     "parse_detail",
 )
-
-# Epoch milliseconds a trade time may hold: 1970-01-01 up to 9999-12-31T23:59:59.999Z. Spark keeps
-# timestamps as microseconds in a long: past ~9.2e15 ms the conversion overflows (ANSI mode fails
-# the job), and Silver's future/stale window rejects anything far from the Kafka timestamp anyway.
-MAX_EPOCH_MS = 253_402_300_799_999
-INT64_MAX = 2**63 - 1
-# RFC 3339 date-time as exchanges send it (upper-case T and Z, optional fraction, or an offset)
-RFC3339 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"
 
 
 @dataclass(frozen=True)
@@ -74,10 +68,6 @@ class FieldSource:
     kind: str  # documented JSON type: "string", "integer", "number" or "boolean"
     text: Column  # fast path: the value from the STRING parse
     variant: Column  # slow path: the value as VARIANT (null when the key is absent)
-
-
-# the JSON type a canonical payload's field has (as ``schema_of_variant`` names it)
-_CANONICAL_TYPE = {"string": "STRING", "integer": "BIGINT", "number": "DECIMAL", "boolean": "BOOLEAN"}
 
 
 class JsonField:
@@ -133,7 +123,7 @@ def read_fields(df: DataFrame, fast: Column, sources: Sequence[FieldSource]) -> 
     for i, s in enumerate(sources):
         variant = F.col(f"_field{i}")
         columns.append(
-            F.when(fast, F.lit(_CANONICAL_TYPE[s.kind])).otherwise(F.schema_of_variant(variant)).alias(f"_type{i}")
+            F.when(fast, F.lit(CANONICAL_TYPE[s.kind])).otherwise(F.schema_of_variant(variant)).alias(f"_type{i}")
         )
         columns.append(F.when(fast, s.text).otherwise(F.try_variant_get(variant, "$", "string")).alias(f"_text{i}"))
     df = df.select("*", *columns)
@@ -252,4 +242,151 @@ def candidates(
         F.when(ok, taker_side).alias("taker_side"),
         error.alias("parse_error"),
         detail.alias("parse_detail"),
+    )
+
+
+# --- the compiler: an exchange's declared TradeRules -> Spark expressions ------------------------------
+def _field_checks(rule: FieldRule, field: JsonField, event_time: Column | None) -> list[Check]:
+    """The checks ``rule`` declares, on the field as ``read_fields`` read it."""
+    if rule.kind == "integer":
+        return field.integer_check(rule.code, rule.low, rule.high, rule.range_code)
+    also = None
+    if rule.allowed:
+        also = field.text.isin(*rule.allowed)
+    if rule.as_time:
+        also = event_time.isNotNull()
+    return [field.must_be(rule.code, rule.description, *rule.types, also=also)]
+
+
+def _taker_side(rules: TradeRules, field: JsonField) -> Column:
+    if not rules.side_map:
+        return field.text
+    kind = CANONICAL_TYPE[rules.field(rules.side).kind]
+    mapped = F.create_map(*[F.lit(x) for pair in rules.side_map for x in pair])
+    return F.when(field.type == kind, mapped[field.text])
+
+
+def parse_bronze(rules: TradeRules, bronze: DataFrame) -> DataFrame:
+    """Bronze rows -> candidates (CANDIDATE_COLUMNS), by an exchange's declared rules (no UDFs).
+
+    The STRING parse renames the keys to f0, f1, ... by position at once: keys that differ only in
+    case (Binance's "t" id and "T" time) are told apart by the JSON parser, not by Spark's column
+    resolution."""
+    keys = [f.key for f in rules.fields]
+    strings = ", ".join(f"`{k}`: STRING" for k in keys)
+    renamed = ", ".join(f"f{i}: string" for i in range(len(keys)))
+    df = payload_text(bronze).withColumn("_fast", F.col("payload").rlike(rules.canonical))
+    fast = F.col("_fast")
+    tag_key, tag_value = rules.tag
+    if rules.many:
+        type_key = rules.message_type.key if rules.message_type else "_no_type"
+        head = f"`{tag_key}` STRING, `{type_key}` STRING"
+        item = f"STRUCT<{strings}>"
+        df = df.withColumn(
+            "msg",
+            F.when(fast, F.from_json("payload", f"{head}, `{rules.trades_key}` ARRAY<{item}>")).cast(
+                f"struct<tag: string, type: string, data: array<struct<{renamed}>>>"
+            ),
+        )
+        typed = F.from_json("payload", f"{head}, `{rules.trades_key}` ARRAY<VARIANT>").cast(
+            "struct<tag: string, type: string, data: array<variant>>"
+        )
+        df = df.withColumn("_typed", F.when(~fast, typed))
+
+        def either(name: str) -> Column:
+            return F.when(fast, F.col(f"msg.{name}")).otherwise(F.col(f"_typed.{name}"))
+
+        tag, kind = either("tag"), either("type")
+        parsed = F.when(fast, F.col("msg").isNotNull()).otherwise(F.col("_typed").isNotNull())
+        no_array = F.when(fast, F.col("msg.data").isNull()).otherwise(F.col("_typed.data").isNull())
+        trades = F.when(fast, F.size("msg.data")).otherwise(F.size("_typed.data"))
+        error = F.coalesce(
+            F.col("payload_error"),
+            F.when(~parsed | tag.isNull(), unparsed_reason()),
+            F.when((tag != tag_value) | no_array, F.lit("not_a_trade")),
+        )
+        message_detail = F.lit(None).cast("string")
+        if rules.message_type is not None:
+            mt = rules.message_type
+            error = F.coalesce(error, F.when(~F.coalesce(kind.isin(*mt.allowed), F.lit(False)), F.lit(mt.code)))
+            message_detail = F.when(
+                error == mt.code,
+                F.concat(F.lit(mt.prefix), F.coalesce(F.substring(kind, 1, 100), F.lit("nothing"))),
+            )
+        error = F.coalesce(error, F.when(trades == 0, F.lit("no_trades")))
+        df = df.withColumn("parse_error", error).withColumn("message_detail", message_detail)
+        # one row per element: the element itself where fast, its position in the VARIANT array
+        # elsewhere; a rejected message still yields one row (item_index -1) for the dead letters
+        nothing = F.lit(None).cast(f"struct<{renamed}>")
+        items = (
+            F.when(F.col("parse_error").isNotNull(), F.array(nothing))
+            .when(fast, F.col("msg.data"))
+            .otherwise(F.array_repeat(nothing, F.size("_typed.data")))
+        )
+        df = df.select("*", F.posexplode(items).alias("pos", "item"))
+        element = F.element_at(F.col("_typed.data"), F.col("pos") + 1)
+        df = df.withColumn("trade", F.when(F.col("parse_error").isNull() & ~fast, element))
+        sources = [
+            FieldSource(k, f.label, f.kind, F.col(f"item.f{i}"), F.try_variant_get("trade", f"$.{k}", "variant"))
+            for i, (k, f) in enumerate(zip(keys, rules.fields, strict=True))
+        ]
+        item_index, message_error = F.col("pos"), F.col("parse_error")
+    else:
+        schema = f"`{rules.trades_key}` STRUCT<`{tag_key}`: STRING, {strings}>"
+        df = df.withColumn(
+            "msg",
+            F.from_json("payload", schema).getField(rules.trades_key).cast(f"struct<tag: string, {renamed}>"),
+        )
+        typed = F.from_json("payload", f"`{rules.trades_key}` MAP<STRING, VARIANT>").getField(rules.trades_key)
+        df = df.withColumn("_typed", F.when(~fast, typed))
+        sources = [
+            FieldSource(k, f.label, f.kind, F.col(f"msg.f{i}"), F.col("_typed").getItem(k))
+            for i, (k, f) in enumerate(zip(keys, rules.fields, strict=True))
+        ]
+        # only a JSON string has the text of the tag's value
+        message_error = F.coalesce(
+            F.col("payload_error"),
+            F.when(F.col("msg").isNull(), unparsed_reason()),
+            F.when(F.coalesce(F.col("msg.tag"), F.lit("")) != tag_value, F.lit("not_a_trade")),
+        )
+        message_detail, item_index = None, F.lit(0)
+    df, fields = read_fields(df, fast, sources)
+    by_key = dict(zip(keys, fields, strict=True))
+    time = by_key[rules.time]
+    if rules.time_format == "epoch_ms":
+        event_time = epoch_ms_to_timestamp(time)
+    else:
+        # a column of its own: the checks and the output refer to it (parsed once a row, not thrice)
+        df = df.withColumn("_event_time", rfc3339_to_timestamp(time))
+        event_time = F.col("_event_time")
+    checks: list[Check] = []
+    if rules.many:
+        # an element without the symbol may be no object at all: its type is looked up for those only
+        symbol = by_key[rules.symbol]
+        checks.append(
+            Check(
+                "invalid_trade_item",
+                symbol.type.isNull() & ~F.schema_of_variant("trade").startswith("OBJECT"),
+                F.concat(
+                    F.lit(f"{rules.trades_key}["), F.col("pos").cast("string"), F.lit("] is not a trade object: ")
+                ),
+                F.to_json("trade"),
+            )
+        )
+    for rule, field in zip(rules.fields, fields, strict=True):
+        checks += _field_checks(rule, field, event_time)
+    return candidates(
+        df,
+        item_index=item_index,
+        exchange_symbol=by_key[rules.symbol].text,
+        trade_id=by_key[rules.trade_id].text,
+        event_time=event_time,
+        price_text=by_key[rules.price].text,
+        quantity_text=by_key[rules.quantity].text,
+        taker_side=_taker_side(rules, by_key[rules.side]),
+        parse_error=message_error,
+        message_detail=message_detail,
+        checks=checks,
+        # the exchange's own layout has every type and range right; only a time may not be a date
+        checked=~fast | event_time.isNull(),
     )

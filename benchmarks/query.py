@@ -1,0 +1,173 @@
+"""Hybrid query latency with the streams running: k2.query against Iceberg alone.
+
+On an embedded broker of its own: both Bronze streams supervised the production way, Binance at
+10,000 msg/s and Kraken at 500 msg/s. After --fill-s seconds of data, one Silver+Gold batch runs
+(in-process Spark, as a medallion run does) over everything ingested so far; the feeds go on for
+--after-s more seconds, so that Bronze holds rows Silver has not processed and Kafka holds records
+Bronze has not committed. Then, with feeds and streams still running, --repeats times each:
+
+- the last 60 s of BTCUSDT's trades (target <= 250 ms);
+- one hour of BTC-USDT 1m bars ending now (target <= 1 s);
+
+each through k2.query (Silver/Gold + unprocessed Bronze + Kafka tail) and through Iceberg alone
+(pyiceberg scans of Silver / Gold for the same window: what a query without the tail returns).
+
+    .venv/bin/python benchmarks/query.py [--fill-s 60] [--after-s 30] [--repeats 5]
+
+Prints a table and writes benchmarks/results/query.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from _harness import embedded_broker, progress, write_results
+from bronze_stream import Supervisors, configure, feed, wait
+
+import k2.query as q
+from k2.medallion.interval import Interval
+from k2.query import sources
+from k2.streams.state import StreamPaths, read_json
+
+EXCHANGES = ("binance", "kraken")
+
+
+def run_batch(settings, start: dt.datetime, end: dt.datetime) -> dict:
+    from k2.medallion.job import run
+    from k2.spark import build_spark_session
+
+    spark = build_spark_session(settings, "k2-bench-query-batch")
+    started = time.monotonic()
+    try:
+        for exchange in EXCHANGES:
+            for layer in ("silver", "gold"):
+                run(spark, settings, layer, Interval(exchange, start, end), gate=lambda *_: {}, catch_up=True)
+    finally:
+        spark.stop()
+    return {"seconds": round(time.monotonic() - started, 1), "ingested_until": end.isoformat()}
+
+
+def stats(seconds: list[float]) -> dict:
+    ms = np.array(seconds) * 1000
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1)}
+
+
+def measure(settings, repeats: int) -> dict:
+    cases = {
+        "trades_60s": (
+            lambda: q.trades(["binance"], ["BTCUSDT"], since="60s", settings=settings),
+            lambda: _iceberg_trades(settings, 60),
+            250,
+        ),
+        "bars_1m_1h": (
+            lambda: q.bars("1m", ["binance"], ["BTC-USDT"], since="1h", settings=settings),
+            lambda: _iceberg_bars(settings),
+            1000,
+        ),
+    }
+    out = {}
+    for name, (hybrid, iceberg, target_ms) in cases.items():
+        times = {"hybrid": [], "iceberg_only": []}
+        rows = {}
+        for _ in range(repeats):
+            for kind, fn in (("hybrid", hybrid), ("iceberg_only", iceberg)):
+                started = time.perf_counter()
+                table = fn()
+                times[kind].append(time.perf_counter() - started)
+                rows[kind] = table.num_rows
+        out[name] = {
+            "target_ms": target_ms,
+            **{kind: {**stats(t), "rows": rows[kind]} for kind, t in times.items()},
+        }
+        out[name]["met"] = out[name]["hybrid"]["p99_ms"] <= target_ms
+        progress(f"{name}: {out[name]}")
+    return out
+
+
+def _iceberg_trades(settings, seconds: int):
+    end = dt.datetime.now(dt.UTC)
+    return sources.silver_trades(settings, ["binance"], ["BTCUSDT"], end - dt.timedelta(seconds=seconds), end)
+
+
+def _iceberg_bars(settings):
+    end = dt.datetime.now(dt.UTC)
+    return sources.gold_bars(settings, "1m", ["binance"], ["BTC-USDT"], end - dt.timedelta(hours=1), end)
+
+
+def breakdown(settings) -> dict:
+    """Where one trades_60s query spends its time, and how many records each source gave."""
+    from k2.query.hybrid import fresh_trades
+
+    end = dt.datetime.now(dt.UTC)
+    started = time.perf_counter()
+    silver = _iceberg_trades(settings, 60)
+    silver_s = time.perf_counter() - started
+    fresh = fresh_trades(settings, "binance", end - dt.timedelta(seconds=60), end, ["BTCUSDT"])
+    return {
+        "seconds": {"silver": round(silver_s, 3), **fresh.seconds},
+        "rows": {"silver": silver.num_rows, "bronze": fresh.bronze_rows, "kafka": fresh.kafka_rows},
+        "fresh_trades": len(fresh.trades),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fill-s", type=float, default=60, help="seconds of data before the batch")
+    parser.add_argument("--after-s", type=float, default=30, help="seconds of data after the batch")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    with embedded_broker() as base:
+        settings = configure(base, Path(base.home) / "query", K2_EXCHANGES="binance,kraken")
+        stop = threading.Event()
+        supervisors = Supervisors(settings, list(EXCHANGES))
+        paths = {ex: StreamPaths.of(settings, ex) for ex in EXCHANGES}
+        feeds: list[threading.Thread] = []
+        try:
+            wait(
+                lambda: all((read_json(p.status) or {}).get("state") == "running" for p in paths.values()),
+                300,
+                "both streams to run",
+            )
+            started = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+            feeds = [feed(settings, "binance", 10_000, stop=stop), feed(settings, "kraken", 500, stop=stop)]
+            filled = time.monotonic() + args.fill_s
+            wait(lambda: time.monotonic() > filled, args.fill_s + 10, "the fill")
+            progress("batch: Silver + Gold over everything ingested so far")
+            batch = run_batch(settings, started, dt.datetime.now(dt.UTC))
+            after = time.monotonic() + args.after_s
+            wait(lambda: time.monotonic() > after, args.after_s + 10, "data after the batch")
+            lag = {ex: sum(sources.kafka_tail(settings, ex).ends.values()) for ex in EXCHANGES}
+            progress(f"measuring ({args.repeats} repeats each)")
+            results = measure(settings, args.repeats)
+            results["trades_60s"]["hybrid_steps"] = breakdown(settings)
+        finally:
+            stop.set()
+            for t in feeds:
+                t.join(60)
+            supervisors.shutdown()
+    results |= {
+        "rates_msg_s": {"binance": 10_000, "kraken": 500},
+        "fill_s": args.fill_s,
+        "after_batch_s": args.after_s,
+        "batch": batch,
+        "kafka_end_offsets_total": lag,
+        "repeats": args.repeats,
+    }
+    path = write_results("query", results)
+    print(f"{'query':<12} {'path':<13} {'p50 ms':>9} {'p99 ms':>9} {'rows':>8}  target")
+    for name in ("trades_60s", "bars_1m_1h"):
+        for kind in ("hybrid", "iceberg_only"):
+            r = results[name][kind]
+            verdict = f"<= {results[name]['target_ms']} ms: {'met' if results[name]['met'] else 'NOT met'}"
+            target = verdict if kind == "hybrid" else ""
+            print(f"{name:<12} {kind:<13} {r['p50_ms']:>9} {r['p99_ms']:>9} {r['rows']:>8}  {target}")
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The anti-drift guarantee: each exchange's rules and Silver's checks are declared once
+(``k2.exchanges.rules``, ``k2.medallion.rules``) and compiled twice, into Spark for the batch and into
+Python for the live tail (``k2.query``). The same raw messages, good and bad (every poison record of
+the Spark tests, unreadable payloads, each exchange's rendered trades, extra edge cases), go through
+both: identical candidates, typed values, reasons and details, and the same first copies kept."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from k2.exchanges import available, get_exchange
+from k2.medallion.tail import Classifier, first_copies
+from k2.medallion.transforms.silver import classify, rank_copies, to_trades
+from tests.spark import test_poison_records as poison
+from tests.spark.test_exchange_parsing import malformed_cases, sample_batch
+
+KAFKA_TS = poison.KAFKA_TS
+COLUMNS = (
+    "item_index",
+    "exchange_symbol",
+    "trade_id",
+    "event_time",
+    "price_text",
+    "quantity_text",
+    "taker_side",
+    "symbol",
+    "price",
+    "quantity",
+    "reason",
+    "detail",
+)
+
+
+def corpus(name: str) -> list[bytes | None]:
+    exchange = get_exchange(name)
+    payloads: list[bytes | None] = [p for p, _ in malformed_cases(name).values()]
+    payloads += exchange.render(sample_batch(name))
+    if name == "binance":
+        for i, case in enumerate(poison.BINANCE):
+            payloads.append(poison.binance_payload(1000 + i, case.fields))
+        payloads += [
+            poison.binance_payload(7, {"p": '" 12.5 "'}),  # Spark trims decimal text
+            poison.binance_payload(8, {"p": '"1.0000000000000000005"'}),  # rounds half up to 18 digits
+            poison.binance_payload(9, {"s": "null"}),
+            poison.binance_payload(12, {"p": '"1_000"'}),  # Python's Decimal would take it, Spark does not
+            poison.binance_payload(13, {"q": r'"\u0661"'}),  # ARABIC-INDIC DIGIT ONE, as JSON escape
+            poison.binance_payload(14, {"q": '"\u0661.5"'}),  # and raw (a Python escape: the character itself)
+            poison.binance_payload(15, {"p": '"0x10"', "q": '"NaN"'}),
+            poison.binance_payload(16, {"p": '"Infinity"'}),
+            poison.binance_payload(10, {"e": '"aggTrade"'}),
+            poison.binance_payload(11, {"T": str(poison.TRADE_MS - 8 * 86_400_000)}),  # stale
+            b'{"stream":"x","data":[1,2]}',
+            b'{"stream":"x","data":"trade"}',
+            b"[1,2,3]",
+            b"5",
+        ]
+    else:
+        for i, case in enumerate(poison.KRAKEN):
+            item = case.raw or poison.kraken_item(1000 + i, case.fields)
+            payloads.append(poison.kraken_payload([poison.kraken_item(3000 + i, {}), item]))
+        payloads += [
+            poison.kraken_payload([poison.kraken_item(1, {})], kind="delta"),
+            b'{"channel":"trade","type":5,"data":[{}]}',
+            b'{"channel":"trade","data":[{}]}',
+            b'{"channel":5,"type":"update","data":[]}',
+            b'{"channel":"trade","type":"update","data":{"symbol":"BTC/USD"}}',
+            poison.kraken_payload([poison.kraken_item(2, {"price": "1e-7", "qty": "12345678901.5"})]),
+            poison.kraken_payload([poison.kraken_item(3, {"timestamp": '"2026-11-20T10:00:05.123456789Z"'})]),
+            poison.kraken_payload([poison.kraken_item(4, {"timestamp": '"2026-02-30T10:00:05Z"'})]),
+            poison.kraken_payload([poison.kraken_item(5, {"price": "0.1234567890123456789012345678901234567891"})]),
+            poison.kraken_payload([poison.kraken_item(1, {}), poison.kraken_item(1, {})]),  # a copy in the message
+        ]
+    copies = [p for p in payloads if p][-3:]  # exact duplicates at later offsets
+    return payloads + [poison.spaced(p) for p in payloads if p] + copies
+
+
+def spark_rows(spark: SparkSession, name: str, payloads: list[bytes | None]) -> tuple[dict, set]:
+    exchange = get_exchange(name)
+    rules = poison.rules_for(name)
+    classified = classify(exchange.parse_bronze(poison.bronze(spark, f"k2.{name}.raw", payloads)), rules)
+    rows = {(r.kafka_offset, r.item_index): r.asDict() for r in classified.collect()}
+    kept = rank_copies(classified).where(F.col("copy") == 1)
+    trades = to_trades(kept, name, F.lit(poison.INGESTED_AT)).collect()
+    return rows, {(t.kafka_offset, t.symbol, t.trade_id, t.quote_amount) for t in trades}
+
+
+def python_rows(name: str, payloads: list[bytes | None]) -> tuple[dict, set]:
+    exchange, rules = get_exchange(name), poison.rules_for(name)
+    tail = Classifier(name, exchange.rules, rules.symbols, rules.max_event_lead_s, rules.max_event_age_s)
+    records = [
+        {
+            "kafka_topic": f"k2.{name}.raw",
+            "kafka_partition": 0,
+            "kafka_offset": offset,
+            "kafka_timestamp": KAFKA_TS,
+            "ingested_at": poison.INGESTED_AT,
+            "value": payload,
+        }
+        for offset, payload in enumerate(payloads)
+    ]
+    classified = tail.candidates(records)
+    rows = {(r["kafka_offset"], r["item_index"]): r for r in classified}
+    assert len(rows) == len(classified)  # one outcome per item
+    kept = {(t["kafka_offset"], t["symbol"], t["trade_id"], t["_quote"]) for t in first_copies(classified)}
+    return rows, kept
+
+
+def _naive(value: object) -> object:
+    return value.astimezone(dt.UTC).replace(tzinfo=None) if isinstance(value, dt.datetime) else value
+
+
+@pytest.mark.parametrize("name", available())
+def test_spark_and_tail_compilers_agree(spark: SparkSession, name: str) -> None:
+    payloads = corpus(name)
+    batch, batch_kept = spark_rows(spark, name, payloads)
+    tail, tail_kept = python_rows(name, payloads)
+    assert sorted(batch) == sorted(tail)
+    for key in sorted(batch):
+        expected = {c: _naive(batch[key][c]) for c in COLUMNS}
+        got = {c: _naive(tail[key][c]) for c in COLUMNS}
+        assert got == expected, f"{name} offset {key[0]} item {key[1]}: {payloads[key[0]]!r}"
+    assert tail_kept == batch_kept
+    reasons = {r["reason"] for r in tail.values()}
+    assert None in reasons and len(reasons) > 15  # valid trades and many kinds of rejects went through both

@@ -1,0 +1,117 @@
+"""k2.query's pure parts: windows, coverage gaps, the key filter, bars by Gold's definition, VWAP as
+Spark divides, and the output formats."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal as D
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from k2.errors import K2Error
+from k2.query.api import window
+from k2.query.bars import compute_bars, vwap
+from k2.query.hybrid import TRADES_SCHEMA
+from k2.query.output import write
+from k2.query.sources import FAR, KeyFilter, gaps, in_ranges
+
+UTC = dt.UTC
+T = dt.datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+
+
+def test_window_from_a_duration_or_times() -> None:
+    start, end = window("90s", end="2026-11-20T10:00:00Z")
+    assert (start, end) == (T - dt.timedelta(seconds=90), T)
+    assert window(start="2026-11-20T09:00:00", end=T) == (T - dt.timedelta(hours=1), T)
+
+
+@pytest.mark.parametrize(
+    ("args", "cause"),
+    [
+        ({"since": "5x"}, "is not a duration"),
+        ({}, "no time window"),
+        ({"start": "yesterday"}, "is not a time"),
+        ({"start": "2026-11-20T11:00:00Z", "end": "2026-11-20T10:00:00Z"}, "the window is empty"),
+    ],
+)
+def test_bad_windows_name_the_cause_and_fix(args: dict, cause: str) -> None:
+    with pytest.raises(K2Error) as info:
+        window(**args)
+    assert cause in info.value.cause and info.value.fix
+
+
+def test_gaps_are_what_the_ledger_has_not_covered() -> None:
+    hour = dt.timedelta(hours=1)
+    covered = [(T, T + hour), (T + 2 * hour, T + 3 * hour), (T + hour, T + 90 * dt.timedelta(minutes=1))]
+    out = gaps(covered)
+    assert out[1:] == [(T + 90 * dt.timedelta(minutes=1), T + 2 * hour), (T + 3 * hour, FAR)]
+    assert in_ranges(T + 2 * hour - dt.timedelta(microseconds=1), out) and not in_ranges(T + hour, out)
+    assert not in_ranges(None, out)
+
+
+def test_key_filter_keeps_wanted_and_unknown_keys() -> None:
+    keys = KeyFilter(frozenset({b"BTCUSDT"}), frozenset({b"BTCUSDT", b"ETHUSDT"}))
+    column = pa.array([b"BTCUSDT", b"ETHUSDT", b"", None, b"DOGEUSDT"], pa.binary())
+    assert keys.mask(column).to_pylist() == [True, False, True, True, True]
+    assert [keys.admits(k) for k in (b"BTCUSDT", b"ETHUSDT", None)] == [True, False, True]
+
+
+def test_vwap_rounds_half_up_to_12_digits_inside_low_and_high() -> None:
+    assert vwap(D("200"), D("3"), D("60"), D("70")) == D("66.666666666667")
+    assert vwap(D("10"), D("1"), D("11"), D("12")) == D("11")  # clamped to low
+    assert vwap(None, None, D("1"), D("2")) == D("1")  # Spark's greatest skips the null
+
+
+def trade(t: str, seconds: float, price: str, qty: str, side: str) -> dict:
+    p, q = D(price), D(qty)
+    return {
+        "exchange": "binance",
+        "symbol": "BTC-USDT",
+        "exchange_symbol": "BTCUSDT",
+        "trade_id": t,
+        "event_time": T + dt.timedelta(seconds=seconds),
+        "price": p,
+        "quantity": q,
+        "quote_amount": p * q,
+        "taker_side": side,
+    }
+
+
+def test_bars_follow_event_time_then_numeric_trade_id() -> None:
+    rows = [
+        trade("10", 5, "100", "1", "buy"),
+        trade("9", 5, "101", "2", "sell"),  # same time, shorter id: opens the bar
+        trade("11", 59.999999, "99", "1", "sell"),  # closes minute 0
+        trade("12", 60, "105", "1", "buy"),  # minute 1
+    ]
+    table = pa.Table.from_pylist(rows, schema=TRADES_SCHEMA.remove(TRADES_SCHEMA.names.index("kafka_topic")))
+    bars = {b["bar_start"]: b for b in compute_bars(table, "1m")}
+    first = bars[T]
+    assert (first["open"], first["close"], first["high"], first["low"]) == (D(101), D(99), D(101), D(99))
+    assert (first["trade_count"], first["volume_base"], first["taker_buy_base"], first["taker_sell_base"]) == (
+        3,
+        D(4),
+        D(1),
+        D(3),
+    )
+    assert first["vwap"] == D("100.25")  # (100 + 202 + 99) / 4 and first["bar_end"] == T + dt.timedelta(minutes=1)
+    (hour,) = compute_bars(table, "1h")
+    assert (hour["open"], hour["close"], hour["trade_count"]) == (D(101), D(105), 4)
+
+
+def test_outputs(tmp_path, capsys) -> None:
+    table = pa.table({"symbol": ["BTC-USDT", "ETH-USDT"], "n": [1, 2]})
+    write(table, "csv", None, 0)
+    assert capsys.readouterr().out.splitlines() == ['"symbol","n"', '"BTC-USDT",1', '"ETH-USDT",2']
+    write(table, "table", None, 1)
+    out = capsys.readouterr().out
+    assert "BTC-USDT" in out and "ETH-USDT" not in out and "1 more rows" in out
+    write(table, "parquet", str(tmp_path / "r.parquet"), 0)
+    assert pq.read_table(tmp_path / "r.parquet").equals(table)
+    write(table, "arrow", str(tmp_path / "r.arrow"), 0)
+    with pa.OSFile(str(tmp_path / "r.arrow")) as source:
+        assert pa.ipc.open_file(source).read_all().equals(table)
+    with pytest.raises(K2Error, match="writes a file"):
+        write(table, "parquet", None, 0)
