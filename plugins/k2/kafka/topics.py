@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from k2.errors import K2Error
@@ -98,9 +99,20 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None, time
             )
             changed.append("config " + ",".join(sorted(drift)))
         actions[spec.name] = ("updated: " + "; ".join(changed)) if changed else "exists"
+    _wait_visible(admin, [name for name, action in actions.items() if action == "created"], timeout)
     for name, action in actions.items():
         log.info("topic.ensured", topic=name, action=action)
     return actions
+
+
+def _wait_visible(admin, names: list[str], timeout: float) -> None:
+    """Until the brokers' metadata lists the new topics: a KRaft broker applies the controller's
+    record a moment after create_topics answered, and a producer asking before would not see them."""
+    deadline = time.monotonic() + timeout
+    while names and time.monotonic() < deadline:
+        if all(n in admin.list_topics(timeout=timeout).topics for n in names):
+            return
+        time.sleep(0.1)
 
 
 def _wait(futures: dict, topic: str, what: str):
