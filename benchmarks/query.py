@@ -86,6 +86,7 @@ def measure(settings, repeats: int) -> dict:
         }
         out[name]["met"] = out[name]["hybrid"]["p99_ms"] <= target_ms
         progress(f"{name}: {out[name]}")
+        write_results("query", {"partial": True, **out})  # kept if a later case does not finish
     return out
 
 

@@ -176,11 +176,16 @@ def test_spanning_window_equals_the_next_batch(spark, lake) -> None:
     window = (T, T + 2 * HOUR)
     trades = hybrid_trades(settings, *window)
     bars = {i: hybrid_bars(settings, i, *window) for i in ("1m", "5m", "1h")}
+    btc = q.trades(["binance"], ["BTCUSDT"], start=window[0], end=window[1], settings=settings).to_pylist()
+    counted = q.sql("SELECT count(*) AS n FROM trades", ["binance"], start=window[0], end=window[1], settings=settings)
+    assert counted.to_pylist() == [{"n": len(trades)}]
     before = silver(settings, *window)
     assert len(trades) == len(before) + 4  # 6 and 7 from Bronze, 8 and 9 from Kafka
     to_bronze(spark, settings, in_kafka_only, s(3670))  # the stream catches up; the next batch runs
     batch(spark, settings, 1)
     assert trades == silver(settings, *window)
+    assert sorted(tuple(r[c] for c in TRADE_COLUMNS) for r in btc) == [t for t in trades if t[1] == "BTC-USDT"]
+    assert {r["symbol"] for r in btc} == {"BTC-USDT"}
     for interval, rows in bars.items():
         assert rows == gold(settings, interval, *window), interval
     minute_1 = next(r for r in bars["1m"] if r["bar_start"] == T + s(60) and r["symbol"] == "BTC-USDT")

@@ -156,18 +156,42 @@ class Classifier:
         return out
 
 
+class FirstCopies:
+    """Silver's de-duplication (``rank_copies``) in Python, fed batch by batch: the first valid copy
+    of each (symbol, trade_id) in Kafka order (partition, offset, item) is the trade. Every valid
+    candidate's key and position is remembered; only those ``keep`` selects are kept whole (after
+    ``slim``), so memory follows what the caller wants, not everything it reads."""
+
+    def __init__(
+        self,
+        keep: Callable[[dict[str, Any]], bool] = lambda row: True,
+        slim: Callable[[dict[str, Any]], dict[str, Any]] = lambda row: row,
+    ) -> None:
+        self.keep, self.slim = keep, slim
+        self.first: dict[tuple[str, str], tuple[int, int, int]] = {}
+        self.kept: list[dict[str, Any]] = []
+
+    def add(self, classified: Iterable[dict[str, Any]]) -> None:
+        for row in classified:
+            if row["reason"] is not None:
+                continue
+            key = (row["symbol"], row["trade_id"])
+            position = (row["kafka_partition"], row["kafka_offset"], row["item_index"])
+            if key not in self.first or position < self.first[key]:
+                self.first[key] = position
+            if self.keep(row):
+                self.kept.append(self.slim(row))
+
+    def trades(self) -> list[dict[str, Any]]:
+        def position(t: dict[str, Any]) -> tuple[int, int, int]:
+            return (t["kafka_partition"], t["kafka_offset"], t["item_index"])
+
+        return sorted((t for t in self.kept if self.first[(t["symbol"], t["trade_id"])] == position(t)), key=position)
+
+
 def first_copies(classified: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The valid candidates, first copy of each (symbol, trade_id) in Kafka order, as Silver's
     rank_copies keeps them."""
-    valid = sorted(
-        (r for r in classified if r["reason"] is None),
-        key=lambda r: (r["kafka_partition"], r["kafka_offset"], r["item_index"]),
-    )
-    seen: set[tuple[str, str]] = set()
-    out = []
-    for row in valid:
-        key = (row["symbol"], row["trade_id"])
-        if key not in seen:
-            seen.add(key)
-            out.append(row)
-    return out
+    copies = FirstCopies()
+    copies.add(classified)
+    return copies.trades()

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from k2.exchanges import get_exchange, known_symbols
 from k2.medallion import ledger
-from k2.medallion.tail import Classifier, first_copies
+from k2.medallion.tail import Classifier, FirstCopies
 from k2.query import sources
 from k2.query.bars import WIDTHS, compute_bars
 from k2.settings import Settings
@@ -70,24 +70,45 @@ def fresh_trades(
     clock = time.perf_counter()
     tail = sources.kafka_tail(settings, exchange, keys)
     after_tail = time.perf_counter()
-    bronze = sources.bronze_records(settings, exchange, since, unprocessed, keys)
+    classifier = Classifier(exchange, ex.rules, symbol_map, batch.silver_max_event_lead_s, batch.silver_max_event_age_s)
+    keep = FirstCopies(lambda row: start <= row["event_time"] < end, _slim)
+    highest: dict[int, int] = {}  # partition -> the highest Bronze offset read
+    bronze_rows = 0
+    for records in sources.bronze_batches(settings, exchange, since, unprocessed, keys):
+        bronze_rows += len(records)
+        for r in records:
+            highest[r["kafka_partition"]] = max(highest.get(r["kafka_partition"], -1), r["kafka_offset"])
+        keep.add(classifier.candidates(records))
     after_bronze = time.perf_counter()
-    seen = {(r["kafka_partition"], r["kafka_offset"]) for r in bronze}
+    # Bronze holds each partition's offsets contiguously up to its last commit: a tail record at or
+    # below the highest offset read is in Bronze already (read there, or filtered out there alike)
     kafka = [
         r
         for r in tail.records
-        if (r["kafka_partition"], r["kafka_offset"]) not in seen and since[0] <= r["kafka_timestamp"] < since[1]
+        if r["kafka_offset"] > highest.get(r["kafka_partition"], -1) and since[0] <= r["kafka_timestamp"] < since[1]
     ]
-    classifier = Classifier(exchange, ex.rules, symbol_map, batch.silver_max_event_lead_s, batch.silver_max_event_age_s)
-    trades = [t for t in first_copies(classifier.candidates(bronze + kafka)) if start <= t["event_time"] < end]
+    keep.add(classifier.candidates(kafka))
+    trades = keep.trades()
     for t in trades:
-        t["exchange"], t["quote_amount"], t["bronze_ingested_at"] = exchange, t["_quote"], t["ingested_at"]
+        t["exchange"], t["bronze_ingested_at"] = exchange, t["ingested_at"]
     steps = {
         "kafka": after_tail - clock,
         "bronze": after_bronze - after_tail,
         "rules": time.perf_counter() - after_bronze,
     }
-    return Fresh(trades, len(bronze), len(kafka), {k: round(v, 3) for k, v in steps.items()})
+    return Fresh(trades, bronze_rows, len(kafka), {k: round(v, 3) for k, v in steps.items()})
+
+
+_KEPT = (
+    *(n for n in TRADES_SCHEMA.names if n not in ("exchange", "quote_amount", "bronze_ingested_at")),
+    "ingested_at",
+    "item_index",
+)
+
+
+def _slim(row: dict[str, Any]) -> dict[str, Any]:
+    """What a fresh trade keeps of its candidate (not its payload)."""
+    return {name: row[name] for name in _KEPT} | {"quote_amount": row["_quote"]}
 
 
 def _matches(row: dict[str, Any], symbols: list[str] | None) -> bool:

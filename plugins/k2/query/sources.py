@@ -5,6 +5,7 @@ tail past the offsets the Bronze stream has committed (by its progress file)."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,26 +88,36 @@ def gold_bars(
     return scan(settings, gold_table(interval).identifier, where)
 
 
-def bronze_records(
+def bronze_batches(
     settings: Settings, exchange: str, since: Range, unprocessed: list[Range], keys: KeyFilter | None = None
-) -> list[dict[str, Any]]:
+) -> Iterator[list[dict[str, Any]]]:
     """Bronze rows with a Kafka timestamp in ``since`` whose ingestion Silver has not covered (and
-    that ``keys`` lets through), filtered in Arrow before any becomes a Python object."""
+    that ``keys`` lets through), batch by batch (memory stays bounded however much Silver has not
+    processed yet), filtered in Arrow before any becomes a Python object."""
     import pyarrow.compute as pc
+    from pyiceberg.exceptions import NoSuchTableError
     from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 
     where = And(
         GreaterThanOrEqual("kafka_timestamp", since[0].isoformat()), LessThan("kafka_timestamp", since[1].isoformat())
     )
     where = And(where, GreaterThanOrEqual("ingested_at", unprocessed[0][0].isoformat()))
-    table = scan(settings, bronze_table(exchange).identifier, where, (*RECORD_COLUMNS, "key"))
-    mask = pc.or_(*[_between(table["ingested_at"], s, e) for s, e in unprocessed]) if len(unprocessed) > 1 else None
-    if keys is not None:
-        chosen = keys.mask(table["key"])
-        mask = chosen if mask is None else pc.and_(mask, chosen)
-    if mask is not None:
-        table = table.filter(mask)
-    return table.select(list(RECORD_COLUMNS)).to_pylist()
+    identifier = bronze_table(exchange).identifier
+    try:
+        table = _catalog(settings).load_table(identifier)
+    except NoSuchTableError:
+        raise K2Error(
+            f"the lake has no table {identifier}", "create K2's tables with `k2 lake init` (or `k2 up`)."
+        ) from None
+    reader = table.scan(row_filter=where, selected_fields=(*RECORD_COLUMNS, "key")).to_arrow_batch_reader()
+    for batch in reader:
+        mask = pc.or_(*[_between(batch["ingested_at"], s, e) for s, e in unprocessed]) if len(unprocessed) > 1 else None
+        if keys is not None:
+            chosen = keys.mask(batch["key"])
+            mask = chosen if mask is None else pc.and_(mask, chosen)
+        if mask is not None:
+            batch = batch.filter(mask)
+        yield batch.select(list(RECORD_COLUMNS)).to_pylist()
 
 
 def _between(column, start: dt.datetime, end: dt.datetime):
