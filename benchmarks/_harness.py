@@ -37,7 +37,7 @@ def embedded_broker(**overrides) -> Iterator[Settings]:
             home=Path(home),
             kafka_port=free_port(),
             kafka_controller_port=free_port(),
-            spark_ui_enabled=False,
+            spark_ui_enabled="false",
             **overrides,
         )
         ensure_jars(settings)

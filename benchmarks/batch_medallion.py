@@ -179,7 +179,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="k2-bench-batch-") as home:
         settings = Settings.from_env(
-            {}, home=Path(home), spark_ui_enabled=False, exchanges=("binance",), spark_driver_memory=args.driver_memory
+            {},
+            home=Path(home),
+            spark_ui_enabled="false",
+            exchanges=("binance",),
+            spark_driver_memory=args.driver_memory,
         )
         ensure_tables(load_catalog(settings.lake), all_tables(settings))
         progress(f"writing {args.trades:,} Bronze trades")

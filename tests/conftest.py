@@ -21,7 +21,7 @@ def make_settings(home: Path, **overrides) -> Settings:
         kafka_port=free_port(),
         kafka_controller_port=free_port(),
         spark_connect_port=free_port(),
-        spark_ui_enabled=False,
+        spark_ui_enabled="false",
         spark_driver_memory="1g",
         topic_partitions=2,
     )

@@ -186,7 +186,13 @@ class SparkSettings(Section):
         "", "spark.executor.memory of the batch and maintenance jobs on a cluster, e.g. 2g; empty: Spark's default."
     )
     shuffle_partitions: int = setting(0, "spark.sql.shuffle.partitions; 0 means the core count.", ge=0)
-    ui_enabled: bool = setting(True, "Serve the Spark UI (on 127.0.0.1 in local mode).")
+    ui_enabled: str = setting(
+        "auto",
+        "Serve the Spark UI. auto: in local mode only, on 127.0.0.1 (a driver on a cluster binds its UI to every "
+        "interface, as it must be reachable by the executors); true: on a cluster too, every interface unless "
+        "SPARK_LOCAL_IP narrows it; false: never.",
+        choices=("auto", "true", "false"),
+    )
     log_level: str = setting("WARN", "Spark's own log level.")
     pool: str = setting(
         "k2_spark",
@@ -226,6 +232,11 @@ class SparkSettings(Section):
     @property
     def is_local(self) -> bool:
         return self.master.startswith("local")
+
+    @property
+    def serve_ui(self) -> bool:
+        """Whether Spark applications serve their UI: never on a wildcard address unless asked for."""
+        return self.ui_enabled == "true" or (self.ui_enabled == "auto" and self.is_local)
 
     @property
     def connect_embedded(self) -> bool:

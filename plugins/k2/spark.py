@@ -47,7 +47,7 @@ def resource_conf(settings: Settings, role: str) -> dict[str, str]:
 def server_conf(settings: Settings, app_name: str, *, ui: bool | None = None, role: str = BATCH) -> dict[str, str]:
     """The settings fixed when a Spark application starts (jars, memory, cores, JVM options, binding)."""
     jars = installed_jars(settings.jvm).spark_connectors
-    ui_enabled = settings.spark.ui_enabled if ui is None else ui
+    ui_enabled = settings.spark.serve_ui if ui is None else ui
     conf = {
         "spark.master": settings.spark.master,
         "spark.app.name": app_name,

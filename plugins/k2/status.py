@@ -163,7 +163,10 @@ def _catalog(settings: Settings) -> Row:
 
 
 def _spark(settings: Settings) -> Row:
-    ui = "UI on 127.0.0.1:4040+" if settings.spark.ui_enabled else "UI off"
+    if not settings.spark.serve_ui:
+        ui = "UI off"
+    else:
+        ui = "UI on 127.0.0.1:4040+" if settings.spark.is_local else "UI on every interface (K2_SPARK_UI_ENABLED=true)"
     if settings.spark.connect == "off":
         batch = "a spark-submit per batch job"
     elif settings.spark.connect_embedded:

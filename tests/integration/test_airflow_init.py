@@ -57,7 +57,11 @@ def test_init_creates_and_aligns_pools_and_variables_idempotently(tmp_path: Path
         ("pool", "k2_maintenance"): "created",
         ("variable", "k2_alert_thresholds"): "created",
         ("connection", "k2_spark_connect"): "not",  # "not stored": derived from the settings at run time
+        ("secret", "k2_metrics_scrape_token"): "created",  # what Prometheus presents to /k2/metrics
     }
+    token_file = tmp_path / "k2" / "monitoring" / "scrape.token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert token_file.read_text() not in first.stdout + first.stderr
     assert {"k2_spark": 1, "k2_maintenance": 1}.items() <= pools(env, tmp_path).items()
 
     again = run("k2", "airflow", "init", env=env, cwd=tmp_path)

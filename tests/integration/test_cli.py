@@ -82,9 +82,17 @@ def test_up_status_down(tmp_path: Path, jars) -> None:
         with pytest.raises(urllib.error.HTTPError) as denied:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/dags", timeout=10)
         assert denied.value.code == 401
-        # K2's plugin, loaded from its entry point, serves the monitoring figures (or says there are none yet)
+        # K2's plugin, loaded from its entry point, serves the monitoring figures (or says there are none
+        # yet) to a scraper holding the scrape token, and to nobody without it
+        with pytest.raises(urllib.error.HTTPError) as anonymous:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/k2/metrics", timeout=10)
+        assert anonymous.value.code == 401
+        scrape = (tmp_path / "home" / "monitoring" / "scrape.token").read_text()
+        metrics = urllib.request.Request(
+            f"http://127.0.0.1:{port}/k2/metrics", headers={"Authorization": f"Bearer {scrape}"}
+        )
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/k2/metrics", timeout=10) as response:
+            with urllib.request.urlopen(metrics, timeout=10) as response:
                 assert "k2_" in response.read().decode()
         except urllib.error.HTTPError as exc:
             assert exc.code == 503 and "no measurement yet" in exc.read().decode()
@@ -130,7 +138,7 @@ SENTINEL_SECRETS = {
     "K2_S3_SECRET_ACCESS_KEY": "SENTINEL-S3-SECRET-3e8d",
 }
 # where K2 keeps secrets on purpose: each is checked to be 0600
-SECRET_FILES = ("airflow/passwords.json", "airflow/secrets.json", "run/spark-connect.token")
+SECRET_FILES = ("airflow/passwords.json", "airflow/secrets.json", "run/spark-connect.token", "monitoring/scrape.token")
 
 
 def k2_processes(home: Path) -> list[psutil.Process]:
@@ -165,6 +173,7 @@ def assert_secrets_kept(home: Path, outputs: list[subprocess.CompletedProcess]) 
         **{f"generated {key}": value for key, value in generated.items()},
         "admin password": password,
         "spark connect token": (home / "run" / "spark-connect.token").read_text(),
+        "metrics scrape token": (home / "monitoring" / "scrape.token").read_text(),
     }
     allowed = {home / name for name in SECRET_FILES}
     texts = {f"output of k2 {' '.join(o.args[3:])}": o.stdout + o.stderr for o in outputs}

@@ -20,6 +20,7 @@ import pytest
 from k2.lake.catalog import load_catalog
 from k2.monitoring.metrics import StreamMetrics
 from k2.monitoring.prometheus import write_textfile
+from k2.monitoring.scrape_auth import scrape_token
 from k2.runtime.airflow import AirflowServices
 from k2.settings import Settings
 from k2.streams.state import StreamPaths, read_json
@@ -153,7 +154,9 @@ def test_backfill_deadline_alerts_and_maintenance_through_airflow(
 
             # the API server serves the monitoring figures to Prometheus (k2/airflow/plugin.py)
             write_textfile(stream_settings, [StreamMetrics(EXCHANGE, time.time(), "running", 60.0, lag_s=1.5)], [])
-            with urllib.request.urlopen(f"{airflow.url}/k2/metrics", timeout=30) as response:
+            scraper = {"Authorization": f"Bearer {scrape_token(stream_settings)}"}
+            metrics = urllib.request.Request(f"{airflow.url}/k2/metrics", headers=scraper)
+            with urllib.request.urlopen(metrics, timeout=30) as response:
                 assert f'k2_stream_lag_s{{exchange="{EXCHANGE}"}} 1.5' in response.read().decode()
         finally:
             airflow.stop()

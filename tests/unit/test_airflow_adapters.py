@@ -47,6 +47,23 @@ def test_spark_job_is_one_command_line_with_the_whole_configuration(tmp_path: Pa
     assert "spark.master" not in job.conf and "spark.app.name" not in job.conf
 
 
+@pytest.mark.parametrize(
+    ("master", "ui_setting", "served"),
+    [
+        ("local[2]", "auto", True),
+        ("spark://master:7077", "auto", False),  # a cluster driver's UI would listen on every interface
+        ("spark://master:7077", "true", True),  # only when asked for
+        ("local[2]", "false", False),
+    ],
+)
+def test_the_spark_ui_never_listens_beyond_loopback_unless_asked(
+    tmp_path: Path, master: str, ui_setting: str, served: bool
+) -> None:
+    settings = Settings.from_env({"K2_SPARK_UI_ENABLED": ui_setting}, home=tmp_path, spark_master=master)
+    job = spark_job(settings, name="k2-bronze-binance", application=Path("job.py"))
+    assert job.conf["spark.ui.enabled"] == str(served).lower()
+
+
 SECRET_CATALOG = {
     "catalog_uri": "postgresql://k2:SENTINEL-PG@db.internal:5432/k2",
     "warehouse": "s3://k2-lake/warehouse",

@@ -66,7 +66,7 @@ def init_airflow(settings: Settings) -> list[tuple[str, str, str, str]]:
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        return [*_ensure_pools(settings), *_ensure_variables(), _connection_row(settings)]
+        return [*_ensure_pools(settings), *_ensure_variables(), _connection_row(settings), _scrape_token_row(settings)]
     except SQLAlchemyError as exc:
         from airflow import settings as airflow_settings
 
@@ -137,3 +137,13 @@ def _connection_row(settings: Settings) -> tuple[str, str, str, str]:
     except AirflowNotFoundException:
         return ("connection", conn_id, "not stored", f"derived at run time from {source}; define it to override")
     return ("connection", conn_id, "kept", "defined in Airflow (it overrides the K2_* settings)")
+
+
+def _scrape_token_row(settings: Settings) -> tuple[str, str, str, str]:
+    """Where Prometheus finds the token /k2/metrics asks for (the token itself is never shown)."""
+    from k2.monitoring.scrape_auth import scrape_token, scrape_token_path
+
+    path = scrape_token_path(settings)
+    action = "kept" if path.is_file() else "created"
+    scrape_token(settings)
+    return ("secret", "k2_metrics_scrape_token", action, f"{path} (0600): Prometheus credentials_file")
