@@ -167,7 +167,26 @@ class LakeSettings(Section):
 @dataclass(frozen=True)
 class SparkSettings(Section):
     PREFIX = "spark_"
-    master: str = setting("", "Spark master URL; default local[<cores>].")
+    master: str = setting(
+        "", "Spark master URL; default local[<cores>], or the embedded standalone cluster's when K2_SPARK_WORKERS > 0."
+    )
+    workers: int = setting(
+        0,
+        "Embedded Spark standalone cluster: N > 0 makes `k2 up` start a master and N workers from pyspark's own "
+        "jars, on 127.0.0.1, and run the streams and the batch on it; 0: local mode.",
+        ge=0,
+    )
+    master_port: int = setting(7077, "Port of the embedded standalone master (on 127.0.0.1).", ge=1, le=65535)
+    master_ui_port: int = setting(
+        8090, "Port of the embedded standalone master's web UI and JSON status (on 127.0.0.1).", ge=1, le=65535
+    )
+    worker_cores: int = setting(
+        4,
+        "Task slots each embedded worker offers (slots, not CPUs: two streams and the batch need 4 in all, and "
+        "enough must remain when a worker dies).",
+        gt=0,
+    )
+    worker_memory: str = setting("4g", "Memory each embedded worker may give its executors.")
     driver_memory: str = setting("2g", "Driver memory (in local mode, all of Spark's memory).")
     local_fs: str = setting(
         "nio",
@@ -188,9 +207,9 @@ class SparkSettings(Section):
     shuffle_partitions: int = setting(0, "spark.sql.shuffle.partitions; 0 means the core count.", ge=0)
     ui_enabled: str = setting(
         "auto",
-        "Serve the Spark UI. auto: in local mode only, on 127.0.0.1 (a driver on a cluster binds its UI to every "
-        "interface, as it must be reachable by the executors); true: on a cluster too, every interface unless "
-        "SPARK_LOCAL_IP narrows it; false: never.",
+        "Serve the Spark UI. auto: only where every Spark process is on this machine (local mode, the embedded "
+        "cluster), on 127.0.0.1; a driver on another cluster binds its UI to every interface, as it must be "
+        "reachable by the executors; true: there too, every interface unless SPARK_LOCAL_IP narrows it; false: never.",
         choices=("auto", "true", "false"),
     )
     log_level: str = setting("WARN", "Spark's own log level.")
@@ -223,6 +242,7 @@ class SparkSettings(Section):
 
     def check(self) -> None:
         check_memory(env_name(self.PREFIX + "executor_memory"), self.executor_memory)
+        check_memory(env_name(self.PREFIX + "worker_memory"), self.worker_memory)
         if self.connect not in ("embedded", "off") and not self.connect.startswith("sc://"):
             raise K2Error(
                 f"K2_SPARK_CONNECT={self.connect} is neither embedded, off nor an sc:// URL",
@@ -234,9 +254,19 @@ class SparkSettings(Section):
         return self.master.startswith("local")
 
     @property
+    def embedded_cluster(self) -> bool:
+        """The standalone cluster K2 starts itself: every process of it on loopback."""
+        return self.workers > 0 and self.master == f"spark://127.0.0.1:{self.master_port}"
+
+    @property
+    def on_loopback(self) -> bool:
+        """Drivers, executors and UIs all on this machine: they bind 127.0.0.1 only."""
+        return self.is_local or self.embedded_cluster
+
+    @property
     def serve_ui(self) -> bool:
         """Whether Spark applications serve their UI: never on a wildcard address unless asked for."""
-        return self.ui_enabled == "true" or (self.ui_enabled == "auto" and self.is_local)
+        return self.ui_enabled == "true" or (self.ui_enabled == "auto" and self.on_loopback)
 
     @property
     def connect_embedded(self) -> bool:
@@ -594,6 +624,13 @@ class Settings:
             derive("lake", "catalog_uri", f"sqlite:///{self.lake_dir / 'catalog.db'}")
         if not self.lake.warehouse:
             derive("lake", "warehouse", (self.lake_dir / "warehouse").as_uri())
+        if not self.spark.master and self.spark.workers:
+            derive("spark", "master", f"spark://127.0.0.1:{self.spark.master_port}")
+            # each application's share of the slots, so a stream never waits for cores the batch holds
+            if not self.streams.cores_max:
+                derive("streams", "cores_max", 1)
+            if not self.spark.cores_max:
+                derive("spark", "cores_max", 2)
         if not self.spark.master:
             derive("spark", "master", f"local[{os.cpu_count() or 1}]")
         if self.spark.shuffle_partitions == 0:

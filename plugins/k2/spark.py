@@ -66,9 +66,10 @@ def server_conf(settings: Settings, app_name: str, *, ui: bool | None = None, ro
         "spark.executor.extraJavaOptions": HUGE_METHODS,
     }
     conf.update(resource_conf(settings, role))
-    if settings.spark.is_local:
+    if settings.spark.on_loopback:
         # everything stays on loopback: driver, block manager and UI
         conf.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
+    if settings.spark.is_local:
         conf.update(local_fs_conf(settings))
     return conf
 
@@ -119,7 +120,7 @@ def build_spark_session(
 ) -> SparkSession:
     from pyspark.sql import SparkSession
 
-    if settings.spark.is_local:  # the JVM pyspark starts binds its UI where SPARK_LOCAL_IP says
+    if settings.spark.on_loopback:  # the JVM pyspark starts binds its UI where SPARK_LOCAL_IP says
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder
     for key, value in {**spark_conf(settings, app_name, ui=ui, role=role), **(extra_conf or {})}.items():
@@ -191,7 +192,7 @@ def spark_job(
         "PYSPARK_DRIVER_PYTHON": python,
         "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
     }
-    if settings.spark.is_local:
+    if settings.spark.on_loopback:
         env["SPARK_LOCAL_IP"] = "127.0.0.1"  # local mode stays on loopback, not the first interface
     secret = {key: value for key, value in conf.items() if is_secret_conf(key, value)}
     public = {key: value for key, value in conf.items() if key not in secret}

@@ -14,11 +14,32 @@ def stack_status(settings: Settings) -> list[Row]:
         _topics(settings),
         _catalog(settings),
         _spark(settings),
+        *_spark_cluster(settings),
         _airflow(settings),
         *_feeds(settings),
         *_streams(settings),
         *reconciliation_rows(settings),
     ]
+
+
+def _spark_cluster(settings: Settings) -> list[Row]:
+    """The embedded standalone cluster's nodes and what its master reports, when it is configured."""
+    if not settings.spark.embedded_cluster:
+        return []
+    from k2.runtime.spark_cluster import LocalSparkCluster
+
+    cluster = LocalSparkCluster(settings)
+    nodes = cluster.nodes()
+    running = sum(n.running for n in nodes)
+    try:
+        state = cluster.state()
+        detail = (
+            f"{state.alive_workers} workers alive, {state.cores_used}/{state.cores} slots used, "
+            f"{len(state.applications)} applications; UI http://{cluster.status_url.split('/')[2]}"
+        )
+    except (OSError, ValueError) as exc:
+        detail = f"master not answering ({type(exc).__name__})"
+    return [("spark cluster", f"{running}/{len(nodes)} nodes running", cluster.url, detail)]
 
 
 def _airflow(settings: Settings) -> Row:
@@ -166,7 +187,11 @@ def _spark(settings: Settings) -> Row:
     if not settings.spark.serve_ui:
         ui = "UI off"
     else:
-        ui = "UI on 127.0.0.1:4040+" if settings.spark.is_local else "UI on every interface (K2_SPARK_UI_ENABLED=true)"
+        ui = (
+            "UI on 127.0.0.1:4040+"
+            if settings.spark.on_loopback
+            else "UI on every interface (K2_SPARK_UI_ENABLED=true)"
+        )
     if settings.spark.connect == "off":
         batch = "a spark-submit per batch job"
     elif settings.spark.connect_embedded:

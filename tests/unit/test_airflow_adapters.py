@@ -64,6 +64,20 @@ def test_the_spark_ui_never_listens_beyond_loopback_unless_asked(
     assert job.conf["spark.ui.enabled"] == str(served).lower()
 
 
+def test_the_embedded_spark_cluster_keeps_every_process_on_loopback_and_shares_its_slots(tmp_path: Path) -> None:
+    settings = Settings.from_env({"K2_SPARK_WORKERS": "2"}, home=tmp_path)
+    assert settings.spark.master == "spark://127.0.0.1:7077" and settings.spark.embedded_cluster
+    assert (settings.streams.cores_max, settings.spark.cores_max) == (1, 2)  # streams never wait for the batch
+    job = spark_job(settings, name="k2-bronze-binance", application=Path("job.py"), role="stream")
+    assert job.env["SPARK_LOCAL_IP"] == "127.0.0.1" and job.conf["spark.driver.bindAddress"] == "127.0.0.1"
+    assert job.conf["spark.cores.max"] == "1" and job.conf["spark.ui.enabled"] == "true"
+    remote = Settings.from_env({"K2_SPARK_WORKERS": "2"}, home=tmp_path, spark_master="spark://cluster:7077")
+    assert (
+        not remote.spark.embedded_cluster
+        and "SPARK_LOCAL_IP" not in spark_job(remote, name="k2-silver", application=Path("job.py")).env
+    )
+
+
 SECRET_CATALOG = {
     "catalog_uri": "postgresql://k2:SENTINEL-PG@db.internal:5432/k2",
     "warehouse": "s3://k2-lake/warehouse",

@@ -20,7 +20,7 @@ STEPS = (
     "Kafka broker",
     "topics",
     "Iceberg tables",
-    "Spark Connect server (batch and maintenance jobs)",
+    "Spark (the embedded cluster if K2_SPARK_WORKERS > 0) and its Connect server for the batch",
     "Airflow",
     "supervisor DAGs",
     "simulated feeds",
@@ -44,6 +44,7 @@ def bring_up(
     from k2.lake.tables import all_tables, ensure_tables
     from k2.runtime.airflow import AirflowServices
     from k2.runtime.broker import LocalKafka
+    from k2.runtime.spark_cluster import LocalSparkCluster
     from k2.runtime.spark_connect import LocalSparkConnectServer
     from k2.streams.supervisor import StreamSupervisor
 
@@ -58,6 +59,8 @@ def bring_up(
     _step(4)
     ensure_tables(load_catalog(settings.lake), all_tables(settings))
     _step(5)
+    if settings.spark.embedded_cluster:
+        LocalSparkCluster(settings).ensure_running()
     if settings.spark.connect_embedded:  # its JVM warms up while Airflow and the streams start
         LocalSparkConnectServer(settings).start_in_background()
     _step(6)
@@ -194,6 +197,7 @@ def bring_down(settings: Settings) -> list[tuple[str, str]]:
     """Stop feeds, streams (cleanly), Airflow, the Spark Connect server and the broker. Data stays."""
     from k2.runtime.airflow import AirflowServices
     from k2.runtime.broker import LocalKafka
+    from k2.runtime.spark_cluster import LocalSparkCluster
     from k2.runtime.spark_connect import LocalSparkConnectServer
     from k2.streams.supervisor import StreamSupervisor
 
@@ -210,6 +214,9 @@ def bring_down(settings: Settings) -> list[tuple[str, str]]:
     results.append(("airflow", ", ".join(stopped_airflow) + " stopped" if stopped_airflow else "was not running"))
     if settings.spark.connect_embedded:  # after Airflow: no task starts it again
         results.append(("spark-connect", "stopped" if LocalSparkConnectServer(settings).stop() else "was not running"))
+    if settings.spark.embedded_cluster:  # after every application on it
+        stopped_nodes = LocalSparkCluster(settings).stop()
+        results.append(("spark-cluster", ", ".join(stopped_nodes) + " stopped" if stopped_nodes else "was not running"))
     if settings.kafka.embedded:
         results.append(("kafka", "stopped" if LocalKafka(settings).stop() else "was not running"))
     return results
