@@ -138,12 +138,9 @@ def python_rows(name: str, payloads: list[bytes | None]) -> tuple[dict, set]:
     return rows, kept
 
 
-def duckdb_rows(name: str, payloads: list[bytes | None]) -> tuple[dict, set, list]:
-    """Through k2.query's path: DuckDB for canonical, plain messages, Python for the rest. Also the
-    reasons of the candidates DuckDB judged itself."""
-    exchange, rules = get_exchange(name), poison.rules_for(name)
+def records_table(name: str, payloads: list[bytes | None]) -> pa.Table:
     count = len(payloads)
-    records = pa.table(
+    return pa.table(
         {
             "kafka_topic": [f"k2.{name}.raw"] * count,
             "kafka_partition": pa.array([0] * count, pa.int32()),
@@ -153,10 +150,16 @@ def duckdb_rows(name: str, payloads: list[bytes | None]) -> tuple[dict, set, lis
             "value": pa.array(payloads, pa.binary()),
         }
     )
+
+
+def duckdb_rows(name: str, payloads: list[bytes | None]) -> tuple[dict, set, list]:
+    """Through k2.query's path: DuckDB for canonical, plain messages, Python for the rest. Also the
+    reasons of the candidates DuckDB judged itself."""
+    exchange, rules = get_exchange(name), poison.rules_for(name)
     lead, age = rules.max_event_lead_s, rules.max_event_age_s
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
-        con.register("records", records)
+        con.register("records", records_table(name, payloads))
         table = silver_sql.classify(con, "records", name, exchange.rules, rules.symbols, lead, age)
         rows = {
             (r["kafka_offset"], r["item_index"]): r
@@ -196,3 +199,33 @@ def test_spark_and_tail_compilers_agree(spark: SparkSession, name: str) -> None:
     # DuckDB itself judged valid trades and rejects of several kinds (not only Python's leftovers)
     assert judged.count(None) >= 20
     assert {"unknown_symbol", "non_positive_price", "quote_amount_overflow", "future_timestamp"} <= set(judged)
+
+
+@pytest.mark.parametrize("name", available())
+def test_a_window_skips_only_records_that_cannot_bear_on_it(name: str) -> None:
+    """k2.query judges only the records that can matter to a window's first copies: the same trades
+    as judging every record, for windows around, inside, after and beside the corpus's trades."""
+    exchange, rules = get_exchange(name), poison.rules_for(name)
+    records = records_table(name, corpus(name))
+    base = KAFKA_TS.replace(second=0)
+    skipped = 0
+    for lo, hi in ((0, 6), (5, 6), (6, 700), (-(10**6), 10**6), (300, 600)):
+        window = tuple(f"TIMESTAMPTZ '{(base + dt.timedelta(seconds=s)).isoformat()}'" for s in (lo, hi))
+        outcomes = []
+        for narrowed in (False, True):
+            with duckdb.connect() as con:
+                con.execute("SET TimeZone = 'UTC'")
+                con.register("records", records)
+                args = (con, "records", name, exchange.rules, rules.symbols, rules.max_event_lead_s)
+                if narrowed:
+                    table = silver_sql.classify_window(*args, rules.max_event_age_s, window)
+                else:
+                    table = silver_sql.classify(*args, rules.max_event_age_s)
+                inside = f"event_time >= {window[0]} AND event_time < {window[1]}"
+                kept = f"SELECT * FROM ({silver_sql.first_copies_sql(table)}) WHERE {inside}"
+                trades = con.sql(f"SELECT kafka_offset, item_index, symbol, trade_id, price FROM ({kept})").fetchall()
+                judged = con.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+            outcomes.append((sorted(trades), judged))
+        assert outcomes[1][0] == outcomes[0][0], (lo, hi)
+        skipped += outcomes[0][1] - outcomes[1][1]
+    assert skipped > 0

@@ -31,11 +31,16 @@ def lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _raw(key: str, many: bool) -> str:
-    """The JSON text of ``key``'s value (a list of them, one per trade, with ``many``): in a canonical
-    payload a key occurs once per object and a string holds no quote, so a pattern finds it."""
-    pattern = lit(f'"{key}":("[^"]*"|[^,}}\\]]*)')
+def _literal_of(key: str, many: bool) -> str:
+    """SQL: the JSON text of ``key``'s value as written (a list of them, one per trade, with
+    ``many``): in a canonical payload a key occurs once per object and a string holds no quote, so a
+    pattern finds it. Needed for JSON numbers only: DuckDB's JSON functions re-write them."""
+    pattern = lit(f'"{key}":([^,}}\\]]*)')
     return f"regexp_extract{'_all' if many else ''}(payload, {pattern}, 1)"
+
+
+def _path(key: str) -> str:
+    return '"' + key.replace('"', '\\"') + '"'
 
 
 def java_double(raw: str) -> str:
@@ -53,26 +58,21 @@ def java_double(raw: str) -> str:
     )
 
 
-def _text(rule: FieldRule, raw: str) -> str:
-    """SQL: a canonical value's text as Spark's STRING parse gives it."""
-    if rule.kind == "string":
-        return f"substr({raw}, 2, length({raw}) - 2)"
+def _text(rule: FieldRule, value: str, literal: str) -> str:
+    """SQL: a canonical value's text as Spark's STRING parse gives it (``value``: DuckDB's JSON text of
+    it, strings unquoted; ``literal``: a number as written)."""
     if rule.kind == "number":  # an integer is written as it is, a fraction as Java writes the double
-        return f"CASE WHEN contains({raw}, '.') THEN {java_double(raw)} ELSE {raw} END"
-    return raw  # integers and booleans as written
+        return f"CASE WHEN contains({literal}, '.') THEN {java_double(literal)} ELSE {literal} END"
+    return value  # strings (no escapes in the canonical layout), integers and booleans as written
 
 
-def _literal(rule: FieldRule, raw: str) -> str:
-    """SQL: the decimal a price or quantity holds, as text (a string's content, a number's literal)."""
-    return f"substr({raw}, 2, length({raw}) - 2)" if rule.kind == "string" else raw
-
-
-def _plain(rule: FieldRule, raw: str, digits: int) -> str:
-    """SQL: the price or quantity is a plain decimal DuckDB computes with exactly as Spark does."""
+def _plain(rule: FieldRule, literal: str, digits: int) -> str:
+    """SQL: the price or quantity (its ``literal``: a string's content, a number as written) is a
+    plain decimal DuckDB computes with exactly as Spark does."""
     pattern = f"[0-9]{{1,{digits}}}(\\.[0-9]{{1,{SCALE}}})?"
     if rule.kind == "number":  # a fraction Java writes in E notation past 1e7 is left to Python
         pattern = f"[0-9]{{1,{digits}}}|[0-9]{{1,{JAVA_PLAIN_DIGITS}}}\\.[0-9]{{1,{SCALE}}}"
-    return f"regexp_full_match({_literal(rule, raw)}, {lit(pattern)})"
+    return f"regexp_full_match({literal}, {lit(pattern)})"
 
 
 def _time_parts(rules: TradeRules, text: str) -> str:
@@ -112,26 +112,47 @@ def candidates_sql(rules: TradeRules, records: str) -> str:
     literals ``price_literal`` and ``quantity_literal``, and ``handled`` (the whole message is
     judged here; rows of other messages are to be dropped and their records given to Python)."""
     keys = [f.key for f in rules.fields]
+    numbers = [f.key for f in rules.fields if f.kind == "number"]
     coordinates = ", ".join(RECORD_COLUMNS)
-    extracted = ", ".join(f"{_raw(k, rules.many)} AS f{i}" for i, k in enumerate(keys))
-    if rules.many:
-        items = ", ".join(f"unnest(f{i}) AS f{i}" for i in range(len(keys)))
-        items = f"unnest(range(len(f0)))::INTEGER AS item_index, {items}"
+    literals = {k: f"n{i}" for i, k in enumerate(numbers)}
+    extracted = "".join(f", {_literal_of(k, rules.many)} AS {literals[k]}" for k in numbers)
+    if rules.many:  # each trade object on its own, with its numbers' literals beside it
+        objects = f"json_extract(payload, '$.{_path(rules.trades_key)}[*]')"
+        unnested = [f"unnest({name}) AS {name}" for name in literals.values()]
+        items = ", ".join(
+            [f"unnest(range(len({objects})))::INTEGER AS item_index", f"unnest({objects}) AS item", *unnested]
+        )
+        prefix = "$."
     else:
-        items = "0 AS item_index, " + ", ".join(f"f{i}" for i in range(len(keys)))
-    raw = {k: f"f{i}" for i, k in enumerate(keys)}
-    text = {k: _text(rules.field(k), raw[k]) for k in keys}
+        items = ", ".join(["0 AS item_index", "payload AS item", *literals.values()])
+        prefix = f"$.{_path(rules.trades_key)}."
+    paths = ", ".join(lit(prefix + _path(k)) for k in keys)
+    value = {k: f"_v[{i + 1}]" for i, k in enumerate(keys)}
+    text = {k: _text(rules.field(k), value[k], literals.get(k, "")) for k in keys}
     price, quantity = rules.field(rules.price), rules.field(rules.quantity)
+    price_literal = literals.get(rules.price, value[rules.price])
+    quantity_literal = literals.get(rules.quantity, value[rules.quantity])
     time_text = text[rules.time]
+    handled = " AND ".join(
+        [
+            _plain(price, "price_literal", PRICE_DIGITS),
+            _plain(quantity, "quantity_literal", QUANTITY_DIGITS),
+            "event_time IS NOT NULL",
+        ]
+    )
+    if rules.many:  # a message is judged here only if each of its trades is
+        handled = f"bool_and({handled}) OVER (PARTITION BY kafka_topic, kafka_partition, kafka_offset)"
     return f"""
 WITH messages AS (
   SELECT {coordinates}, try(decode(value)) AS payload FROM {records}
 ), canonical AS (
-  SELECT {coordinates}, {extracted} FROM messages WHERE regexp_full_match(payload, {lit(rules.canonical)})
+  SELECT {coordinates}, payload{extracted} FROM messages WHERE regexp_full_match(payload, {lit(rules.canonical)})
 ), items AS (
   SELECT {coordinates}, {items} FROM canonical
+), valued AS (
+  SELECT * EXCLUDE (item), json_extract_string(item, [{paths}]) AS _v FROM items
 ), timed AS (
-  SELECT *, {_time_parts(rules, time_text)} AS _p FROM items
+  SELECT *, {_time_parts(rules, time_text)} AS _p FROM valued
 ), typed AS (
   SELECT {coordinates}, item_index,
     {text[rules.symbol]} AS exchange_symbol,
@@ -142,14 +163,9 @@ WITH messages AS (
     {_side(rules, text[rules.side])} AS taker_side,
     NULL::VARCHAR AS parse_error,
     NULL::VARCHAR AS parse_detail,
-    {_literal(price, raw[rules.price])} AS price_literal,
-    {_literal(quantity, raw[rules.quantity])} AS quantity_literal,
-    {_plain(price, raw[rules.price], PRICE_DIGITS)} AND {_plain(quantity, raw[rules.quantity], QUANTITY_DIGITS)}
-      AS plain
+    {price_literal} AS price_literal,
+    {quantity_literal} AS quantity_literal
   FROM timed
 )
-SELECT * EXCLUDE (plain),
-  bool_and(plain AND event_time IS NOT NULL) OVER (PARTITION BY kafka_topic, kafka_partition, kafka_offset)
-    AS handled
-FROM typed
+SELECT *, {handled} AS handled FROM typed
 """

@@ -134,22 +134,70 @@ def classify(
     symbols: dict[str, str],
     lead_s: int,
     age_s: int,
+    into: str = "_classified",
 ) -> str:
     """Classifies every candidate of the records in the relation ``records`` (RECORD_COLUMNS) as Silver
-    would: DuckDB for the canonical, plain messages, Python for the others. Returns the name of a
-    temporary table with CLASSIFIED's columns."""
+    would: DuckDB for the canonical, plain messages, Python for the others. Adds them to the temporary
+    table ``into`` (created if need be, with CLASSIFIED's columns) and returns its name."""
     con.execute(f"CREATE OR REPLACE TEMP TABLE _candidates AS {candidates_sql(rules, records)}")
     left = con.sql(
-        f"SELECT {', '.join(RECORD_COLUMNS)} FROM {records} r WHERE NOT EXISTS (SELECT 1 FROM _candidates c "
-        "WHERE c.handled AND c.kafka_topic = r.kafka_topic AND c.kafka_partition = r.kafka_partition "
-        "AND c.kafka_offset = r.kafka_offset)"
+        f"SELECT {', '.join(RECORD_COLUMNS)} FROM {records} ANTI JOIN "
+        "(SELECT kafka_topic, kafka_partition, kafka_offset FROM _candidates WHERE handled) "
+        "USING (kafka_topic, kafka_partition, kafka_offset)"
     ).to_arrow_table()
     classifier = Classifier(exchange, rules, symbols, lead_s, age_s)
     con.register("_python", _python_outcomes(classifier, left))
     sql = classified_sql("(SELECT * FROM _candidates WHERE handled)", exchange, rules, symbols, lead_s, age_s)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _classified AS {sql} UNION ALL BY NAME SELECT * FROM _python")
+    con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {into} AS SELECT * FROM ({sql}) LIMIT 0")
+    con.execute(f"INSERT INTO {into} BY NAME {sql} UNION ALL BY NAME SELECT * FROM _python")
     con.execute("DROP TABLE _candidates")
     con.unregister("_python")
+    return into
+
+
+def classify_window(
+    con,  # duckdb.DuckDBPyConnection
+    records: str,
+    exchange: str,
+    rules: TradeRules,
+    symbols: dict[str, str],
+    lead_s: int,
+    age_s: int,
+    window: tuple[str, str],
+) -> str:
+    """``classify`` for the records that can bear on the valid first copies with an event time in
+    ``window`` (two SQL times): a first pass reads only each canonical trade's id and time (no
+    checks, no values), and skips the records all of whose trades lie outside the window and share
+    no trade id with a trade inside it (its copies: a skipped record can be no trade's first copy).
+    Other records are judged in full; a valid trade in the window from a record the first pass
+    could not read brings in the records holding its id, so the outcome is ``classify``'s."""
+    start, end = window
+    inside = f"event_time >= {start} AND event_time < {end}"
+    position = "kafka_topic, kafka_partition, kafka_offset"
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _keys AS SELECT {position}, trade_id, event_time "
+        f"FROM ({candidates_sql(rules, records)})"
+    )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _ids AS SELECT DISTINCT trade_id FROM _keys WHERE {inside}")
+    # a record is needed unless the first pass read it and each of its trades is outside and unrelated
+    skipped = (
+        f"SELECT {position} FROM _keys GROUP BY ALL HAVING bool_and(event_time IS NOT NULL AND NOT ({inside}) "
+        "AND trade_id NOT IN (SELECT trade_id FROM _ids))"
+    )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _skipped AS {skipped}")
+    needed = f"(SELECT * FROM {records} ANTI JOIN _skipped USING ({position}))"
+    classify(con, needed, exchange, rules, symbols, lead_s, age_s)
+    # ids of valid trades in the window the first pass did not see (records it could not read)
+    more = (
+        f"SELECT r.* FROM {records} r SEMI JOIN (SELECT {position} FROM _keys WHERE trade_id IN "
+        f"(SELECT trade_id FROM _classified WHERE reason IS NULL AND {inside} EXCEPT SELECT trade_id FROM _ids)) "
+        f"k USING ({position}) SEMI JOIN _skipped USING ({position})"
+    )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _more AS {more}")
+    if con.sql("SELECT count(*) FROM _more").fetchall()[0][0]:
+        classify(con, "_more", exchange, rules, symbols, lead_s, age_s)
+    for table in ("_keys", "_ids", "_skipped", "_more"):
+        con.execute(f"DROP TABLE {table}")
     return "_classified"
 
 

@@ -111,7 +111,8 @@ def fresh_trades(
         kafka_rows = con.sql("SELECT count(*) FROM _records").fetchall()[0][0] - bronze_rows
         after_bronze = time.perf_counter()
         lead_s, age_s = batch.silver_max_event_lead_s, batch.silver_max_event_age_s
-        classified = silver_sql.classify(con, "_records", exchange, ex.rules, symbol_map, lead_s, age_s)
+        window = (sources.sql_time(start), sources.sql_time(end))
+        classified = silver_sql.classify_window(con, "_records", exchange, ex.rules, symbol_map, lead_s, age_s, window)
         wanted_symbols = ""
         if symbols:
             listed = ", ".join(lit(s) for s in symbols)
