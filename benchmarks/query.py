@@ -112,7 +112,8 @@ def breakdown(settings) -> dict:
     return {
         "seconds": {"silver": round(silver_s, 3), **fresh.seconds},
         "rows": {"silver": silver.num_rows, "bronze": fresh.bronze_rows, "kafka": fresh.kafka_rows},
-        "fresh_trades": len(fresh.trades),
+        "candidates_judged": fresh.judged,
+        "fresh_trades": fresh.trades.num_rows,
     }
 
 

@@ -67,6 +67,10 @@ def _condition(check: SilverCheck, lead_s: int, age_s: int) -> str:
     return tests[check.test]
 
 
+for _check in CHECKS:  # refuse to import when a declared test has no SQL form
+    _condition(_check, 0, 0)
+
+
 def spark_time(column: str) -> str:
     """SQL: a timestamp as Spark casts it to a string (UTC session): fraction without trailing zeros."""
     micros = f"((epoch_us({column}) % 1000000) + 1000000) % 1000000"

@@ -61,7 +61,8 @@ class Fresh:
     trades: pa.Table
     bronze_rows: int = 0
     kafka_rows: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)  # per step: kafka, bronze, rules
+    judged: int = 0  # candidates judged in full (the rest were skipped by the window's first pass)
+    seconds: dict[str, float] = field(default_factory=dict)  # per step: kafka, bronze_plan, bronze_read, rules
 
 
 def _connect():  # -> duckdb.DuckDBPyConnection
@@ -97,6 +98,7 @@ def fresh_trades(
     try:
         con.register("_tail", pa.Table.from_pylist(tail.records, schema=RECORD_SCHEMA))
         bronze = sources.bronze_relation(con, settings, exchange, since, unprocessed, keys)
+        planned = time.perf_counter()
         con.execute(f"CREATE TEMP TABLE _bronze AS SELECT * FROM {bronze}")
         # Bronze holds each partition's offsets contiguously up to its last commit: a tail record at
         # or below the highest offset read is in Bronze already (read there, or filtered out there alike)
@@ -124,14 +126,17 @@ def fresh_trades(
             FROM ({silver_sql.first_copies_sql(classified)})
             WHERE event_time >= {sources.sql_time(start)} AND event_time < {sources.sql_time(end)} {wanted_symbols}"""
         ).to_arrow_table()
+        judged = con.sql(f"SELECT count(*) FROM {classified}").fetchall()[0][0]
     finally:
         con.close()
     steps = {
         "kafka": after_tail - clock,
-        "bronze": after_bronze - after_tail,
+        "bronze_plan": planned - after_tail,
+        "bronze_read": after_bronze - planned,
         "rules": time.perf_counter() - after_bronze,
     }
-    return Fresh(trades.cast(TRADES_SCHEMA), bronze_rows, kafka_rows, {k: round(v, 3) for k, v in steps.items()})
+    seconds = {k: round(v, 3) for k, v in steps.items()}
+    return Fresh(trades.cast(TRADES_SCHEMA), bronze_rows, kafka_rows, judged, seconds)
 
 
 def _fresh(
