@@ -41,18 +41,6 @@ TRADES_SCHEMA = pa.schema(
 )
 
 
-RECORD_SCHEMA = pa.schema(
-    [
-        ("kafka_topic", pa.string()),
-        ("kafka_partition", pa.int32()),
-        ("kafka_offset", pa.int64()),
-        ("kafka_timestamp", TIME),
-        ("ingested_at", TIME),
-        ("value", pa.binary()),
-    ]
-)
-
-
 @dataclass
 class Fresh:
     """Valid first copies of trades the batch has not processed (TRADES_SCHEMA), and where they came
@@ -96,7 +84,7 @@ def fresh_trades(
     after_tail = time.perf_counter()
     con = _connect()
     try:
-        con.register("_tail", pa.Table.from_pylist(tail.records, schema=RECORD_SCHEMA))
+        con.register("_tail", pa.Table.from_pylist(tail.records, schema=sources.RECORD_SCHEMA))
         bronze = sources.bronze_relation(con, settings, exchange, since, unprocessed, keys)
         planned = time.perf_counter()
         con.execute(f"CREATE TEMP TABLE _bronze AS SELECT * FROM {bronze}")

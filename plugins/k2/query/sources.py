@@ -17,6 +17,17 @@ from k2.settings import Settings
 
 FAR = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
 RECORD_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingested_at", "value")
+TIME = pa.timestamp("us", tz="UTC")
+RECORD_SCHEMA = pa.schema(
+    [
+        ("kafka_topic", pa.string()),
+        ("kafka_partition", pa.int32()),
+        ("kafka_offset", pa.int64()),
+        ("kafka_timestamp", TIME),
+        ("ingested_at", TIME),
+        ("value", pa.binary()),
+    ]
+)
 
 
 def gaps(covered: list[Range]) -> list[Range]:
@@ -126,7 +137,8 @@ def bronze_relation(
         files = ", ".join("'" + _local(t.file.file_path).replace("'", "''") + "'" for t in tasks)
         return f"(SELECT {columns} FROM read_parquet([{files}]) WHERE {predicate})"
     name = f"_bronze_{exchange}"
-    con.register(name, scan.to_arrow_batch_reader() if tasks else _empty(table))
+    empty = RECORD_SCHEMA.append(pa.field("key", pa.binary())).empty_table()
+    con.register(name, scan.to_arrow_batch_reader() if tasks else empty)
     return f"(SELECT {columns} FROM {name} WHERE {predicate})"
 
 
@@ -137,10 +149,6 @@ def _local(path: str) -> str | None:
     if path.startswith("file:"):
         return path.removeprefix("file:")
     return path if path.startswith("/") else None
-
-
-def _empty(table) -> pa.Table:
-    return table.scan(limit=0, selected_fields=(*RECORD_COLUMNS, "key")).to_arrow()
 
 
 @dataclass(frozen=True)
