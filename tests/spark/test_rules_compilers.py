@@ -67,6 +67,12 @@ def corpus(name: str) -> list[bytes | None]:
             poison.binance_payload(21, {"T": str(poison.TRADE_MS + 400_000)}),
             poison.binance_payload(22, {"p": '"65000.123456789"'}),  # 9 digits: rounds, left to Python
             poison.binance_payload(23, {"p": '"10000000000"'}),  # 1e10: left to Python
+            # a trade time ahead of its Kafka timestamp (within the lead), twice; and trade 25 in the
+            # layout first, then (not canonical) with a later time: the first copy keeps the first time
+            poison.binance_payload(24, {"T": str(poison.TRADE_MS + 100_000)}),
+            poison.binance_payload(24, {"T": str(poison.TRADE_MS + 100_000)}),
+            poison.binance_payload(25, {}),
+            poison.spaced(poison.binance_payload(25, {"T": str(poison.TRADE_MS + 100_000)})),
             b'{"stream":"x","data":[1,2]}',
             b'{"stream":"x","data":"trade"}',
             b"[1,2,3]",
@@ -209,7 +215,7 @@ def test_a_window_skips_only_records_that_cannot_bear_on_it(name: str) -> None:
     records = records_table(name, corpus(name))
     base = KAFKA_TS.replace(second=0)
     skipped = 0
-    for lo, hi in ((0, 6), (5, 6), (6, 700), (-(10**6), 10**6), (300, 600)):
+    for lo, hi in ((0, 6), (5, 6), (6, 700), (-(10**6), 10**6), (300, 600), (60, 200)):
         window = tuple(f"TIMESTAMPTZ '{(base + dt.timedelta(seconds=s)).isoformat()}'" for s in (lo, hi))
         outcomes = []
         for narrowed in (False, True):

@@ -169,3 +169,33 @@ WITH messages AS (
 )
 SELECT *, {handled} AS handled FROM typed
 """
+
+
+def trade_keys_sql(rules: TradeRules, records: str) -> str:
+    """SQL over ``records`` -> what a first pass needs to know of each record, cheaply: its position,
+    whether it is canonical and, if so, each of its trades' id and time (one row per trade; a record
+    that is not canonical has one row, with NULLs). No values, no checks."""
+    for key in (rules.trade_id, rules.time):
+        if rules.field(key).kind == "number":  # their text would need the number's literal
+            raise ValueError(f"a trade's {key} must be a JSON integer or string to be read by its key")
+    position = "kafka_topic, kafka_partition, kafka_offset"
+    if rules.many:
+        objects = f"json_extract(payload, '$.{_path(rules.trades_key)}[*]')"
+        items, prefix = f"unnest({objects}) AS item", "$."
+    else:
+        items, prefix = "payload AS item", f"$.{_path(rules.trades_key)}."
+    paths = ", ".join(lit(prefix + _path(k)) for k in (rules.trade_id, rules.time))
+    return f"""
+WITH flagged AS MATERIALIZED (
+  SELECT {position}, payload, coalesce(regexp_full_match(payload, {lit(rules.canonical)}), false) AS canonical
+  FROM (SELECT {position}, try(decode(value)) AS payload FROM {records})
+), valued AS (
+  SELECT {position}, json_extract_string(item, [{paths}]) AS _v
+  FROM (SELECT {position}, {items} FROM flagged WHERE canonical)
+), timed AS (
+  SELECT {position}, _v[1] AS trade_id, _v[2] AS time_text, {_time_parts(rules, "_v[2]")} AS _p FROM valued
+)
+SELECT {position}, true AS canonical, trade_id, {_event_time(rules, "time_text")} AS event_time FROM timed
+UNION ALL
+SELECT {position}, false, NULL, NULL FROM flagged WHERE NOT canonical
+"""

@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from k2.exchanges.duckdb import RECORD_COLUMNS, candidates_sql, lit
+from k2.exchanges.duckdb import RECORD_COLUMNS, candidates_sql, lit, trade_keys_sql
 from k2.exchanges.rules import TradeRules
 from k2.medallion.rules import CHECKS, SIDES, TESTS, SilverCheck, names, time_relation
 from k2.medallion.tail import Classifier
@@ -170,37 +170,42 @@ def classify_window(
     window: tuple[str, str],
 ) -> str:
     """``classify`` for the records that can bear on the valid first copies with an event time in
-    ``window`` (two SQL times): a first pass reads only each canonical trade's id and time (no
-    checks, no values), and skips the records all of whose trades lie outside the window and share
-    no trade id with a trade inside it (its copies: a skipped record can be no trade's first copy).
-    Other records are judged in full; a valid trade in the window from a record the first pass
-    could not read brings in the records holding its id, so the outcome is ``classify``'s."""
+    ``window`` (two SQL times). Records stamped from the window's start on are judged in full. Of
+    those stamped before it (read only because an event time may lead its Kafka timestamp), a first
+    pass reads each canonical trade's id and time (no checks, no values) and skips the records all
+    of whose trades lie outside the window and share no trade id with a trade inside it: such a
+    record can be no window trade's first copy. A valid window trade from a record the first pass
+    could not read brings in the skipped records holding its id, so the outcome is ``classify``'s."""
     start, end = window
     inside = f"event_time >= {start} AND event_time < {end}"
     position = "kafka_topic, kafka_partition, kafka_offset"
+    early = f"(SELECT * FROM {records} WHERE kafka_timestamp < {start})"
+    classify(
+        con, f"(SELECT * FROM {records} WHERE kafka_timestamp >= {start})", exchange, rules, symbols, lead_s, age_s
+    )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _keys AS {trade_keys_sql(rules, early)}")
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _keys AS SELECT {position}, trade_id, event_time "
-        f"FROM ({candidates_sql(rules, records)})"
+        f"CREATE OR REPLACE TEMP TABLE _ids AS SELECT trade_id FROM _keys WHERE {inside} "
+        f"UNION SELECT trade_id FROM _classified WHERE reason IS NULL AND {inside}"
     )
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _ids AS SELECT DISTINCT trade_id FROM _keys WHERE {inside}")
-    # a record is needed unless the first pass read it and each of its trades is outside and unrelated
-    skipped = (
-        f"SELECT {position} FROM _keys GROUP BY ALL HAVING bool_and(event_time IS NOT NULL AND NOT ({inside}) "
-        "AND trade_id NOT IN (SELECT trade_id FROM _ids))"
+    needed = (
+        f"SELECT DISTINCT {position} FROM _keys WHERE NOT canonical OR event_time IS NULL OR ({inside}) "
+        "OR trade_id IN (SELECT trade_id FROM _ids)"
     )
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _skipped AS {skipped}")
-    needed = f"(SELECT * FROM {records} ANTI JOIN _skipped USING ({position}))"
-    classify(con, needed, exchange, rules, symbols, lead_s, age_s)
-    # ids of valid trades in the window the first pass did not see (records it could not read)
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _needed AS SELECT * FROM {early} SEMI JOIN ({needed}) USING ({position})"
+    )
+    classify(con, "_needed", exchange, rules, symbols, lead_s, age_s)
+    # ids of valid window trades the first pass did not see (in records it could not read)
+    unseen = f"SELECT trade_id FROM _classified WHERE reason IS NULL AND {inside} EXCEPT SELECT trade_id FROM _ids"
     more = (
-        f"SELECT r.* FROM {records} r SEMI JOIN (SELECT {position} FROM _keys WHERE trade_id IN "
-        f"(SELECT trade_id FROM _classified WHERE reason IS NULL AND {inside} EXCEPT SELECT trade_id FROM _ids)) "
-        f"k USING ({position}) SEMI JOIN _skipped USING ({position})"
+        f"SELECT * FROM {early} SEMI JOIN (SELECT {position} FROM _keys WHERE canonical AND trade_id IN ({unseen})) "
+        f"USING ({position}) ANTI JOIN _needed USING ({position})"
     )
     con.execute(f"CREATE OR REPLACE TEMP TABLE _more AS {more}")
     if con.sql("SELECT count(*) FROM _more").fetchall()[0][0]:
         classify(con, "_more", exchange, rules, symbols, lead_s, age_s)
-    for table in ("_keys", "_ids", "_skipped", "_more"):
+    for table in ("_keys", "_ids", "_needed", "_more"):
         con.execute(f"DROP TABLE {table}")
     return "_classified"
 
