@@ -160,13 +160,6 @@ class KeyFilter:
     wanted: frozenset[bytes]
     known: frozenset[bytes]
 
-    def mask(self, column):
-        import pyarrow.compute as pc
-
-        wanted = pc.is_in(column, value_set=pa.array(sorted(self.wanted), pa.binary()))
-        unknown = pc.invert(pc.is_in(column, value_set=pa.array(sorted(self.known), pa.binary())))
-        return pc.fill_null(pc.or_(wanted, unknown), True)
-
     def sql(self, column: str) -> str:
         """The same test in SQL (symbols are ASCII)."""
 
