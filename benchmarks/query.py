@@ -112,7 +112,28 @@ def breakdown(settings) -> dict:
     return {
         "seconds": {"silver": round(silver_s, 3), **fresh.seconds},
         "rows": {"silver": silver.num_rows, "bronze": fresh.bronze_rows, "kafka": fresh.kafka_rows},
-        "fresh_trades": len(fresh.trades),
+        "candidates_judged": fresh.judged,
+        "fresh_trades": fresh.trades.num_rows,
+    }
+
+
+def bars_breakdown(settings) -> dict:
+    """How much of one bars_1m_1h query is the fresh trades of its hour (the rest: Silver, Gold and the bars)."""
+    from k2.query.hybrid import fresh_trades
+
+    end = dt.datetime.now(dt.UTC)
+    started = time.perf_counter()
+    fresh = fresh_trades(settings, "binance", end - dt.timedelta(hours=1), end, ["BTC-USDT"])
+    fresh_s = time.perf_counter() - started
+    started = time.perf_counter()
+    q.bars("1m", ["binance"], ["BTC-USDT"], since="1h", settings=settings)
+    return {
+        "fresh_seconds": round(fresh_s, 3),
+        "fresh_steps": fresh.seconds,
+        "whole_query_seconds": round(time.perf_counter() - started, 3),
+        "rows": {"bronze": fresh.bronze_rows, "kafka": fresh.kafka_rows},
+        "candidates_judged": fresh.judged,
+        "fresh_trades": fresh.trades.num_rows,
     }
 
 
@@ -146,6 +167,7 @@ def main() -> None:
             progress(f"measuring ({args.repeats} repeats each)")
             results = measure(settings, args.repeats)
             results["trades_60s"]["hybrid_steps"] = breakdown(settings)
+            results["bars_1m_1h"]["hybrid_steps"] = bars_breakdown(settings)
         finally:
             stop.set()
             for t in feeds:

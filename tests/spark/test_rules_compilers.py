@@ -1,18 +1,24 @@
 """The anti-drift guarantee: each exchange's rules and Silver's checks are declared once
-(``k2.exchanges.rules``, ``k2.medallion.rules``) and compiled twice, into Spark for the batch and into
-Python for the live tail (``k2.query``). The same raw messages, good and bad (every poison record of
-the Spark tests, unreadable payloads, each exchange's rendered trades, extra edge cases), go through
-both: identical candidates, typed values, reasons and details, and the same first copies kept."""
+(``k2.exchanges.rules``, ``k2.medallion.rules``) and compiled three times: into Spark for the batch,
+and for ``k2.query`` into DuckDB SQL (the exchange's canonical layout, vectorised) and Python (every
+record DuckDB leaves). The same raw messages, good and bad (every poison record of the Spark tests,
+unreadable payloads, each exchange's rendered trades, extra edge cases, some aimed at where DuckDB
+takes over), go through Spark, Python alone, and DuckDB with Python: identical candidates, typed
+values, reasons and details, and the same first copies kept."""
 
 from __future__ import annotations
 
 import datetime as dt
 
+import duckdb
+import pyarrow as pa
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from k2.exchanges import available, get_exchange
+from k2.exchanges.duckdb import candidates_sql
+from k2.medallion import duckdb as silver_sql
 from k2.medallion.tail import Classifier, first_copies
 from k2.medallion.transforms.silver import classify, rank_copies, to_trades
 from tests.spark import test_poison_records as poison
@@ -53,6 +59,20 @@ def corpus(name: str) -> list[bytes | None]:
             poison.binance_payload(16, {"p": '"Infinity"'}),
             poison.binance_payload(10, {"e": '"aggTrade"'}),
             poison.binance_payload(11, {"T": str(poison.TRADE_MS - 8 * 86_400_000)}),  # stale
+            # canonical, judged by DuckDB: zero, leading zeros, the largest plain values, the future
+            poison.binance_payload(17, {"p": '"0.00"'}),
+            poison.binance_payload(18, {"p": '"000123.50"', "q": '"7"'}),
+            poison.binance_payload(19, {"p": '"9999999999.99999999"', "q": '"99999999999.99999999"'}),
+            poison.binance_payload(20, {"p": '"9999.99999999"', "q": '"9999999.99999999"', "m": "true"}),
+            poison.binance_payload(21, {"T": str(poison.TRADE_MS + 400_000)}),
+            poison.binance_payload(22, {"p": '"65000.123456789"'}),  # 9 digits: rounds, left to Python
+            poison.binance_payload(23, {"p": '"10000000000"'}),  # 1e10: left to Python
+            # a trade time ahead of its Kafka timestamp (within the lead), twice; and trade 25 in the
+            # layout first, then (not canonical) with a later time: the first copy keeps the first time
+            poison.binance_payload(24, {"T": str(poison.TRADE_MS + 100_000)}),
+            poison.binance_payload(24, {"T": str(poison.TRADE_MS + 100_000)}),
+            poison.binance_payload(25, {}),
+            poison.spaced(poison.binance_payload(25, {"T": str(poison.TRADE_MS + 100_000)})),
             b'{"stream":"x","data":[1,2]}',
             b'{"stream":"x","data":"trade"}',
             b"[1,2,3]",
@@ -73,6 +93,21 @@ def corpus(name: str) -> list[bytes | None]:
             poison.kraken_payload([poison.kraken_item(4, {"timestamp": '"2026-02-30T10:00:05Z"'})]),
             poison.kraken_payload([poison.kraken_item(5, {"price": "0.1234567890123456789012345678901234567891"})]),
             poison.kraken_payload([poison.kraken_item(1, {}), poison.kraken_item(1, {})]),  # a copy in the message
+            # canonical, judged by DuckDB: numbers Java writes in E notation, zeros, integers, offsets
+            poison.kraken_payload(
+                [
+                    poison.kraken_item(6, {"qty": "0.0001"}),
+                    poison.kraken_item(7, {"qty": "0.00012345", "price": "0.001"}),
+                    poison.kraken_item(8, {"qty": "0.00"}),
+                    poison.kraken_item(9, {"price": "65000", "qty": "2"}),
+                    poison.kraken_item(10, {"price": "1234567.5", "side": '"sell"'}),
+                    poison.kraken_item(11, {"timestamp": '"2026-11-20T04:30:05.123456789-05:30"'}),
+                    poison.kraken_item(12, {"timestamp": '"2026-11-20T10:00:05Z"', "symbol": '"DOGE/USD"'}),
+                    poison.kraken_item(13, {"timestamp": '"2026-11-20T10:08:05Z"'}),  # future
+                ]
+            ),
+            poison.kraken_payload([poison.kraken_item(14, {"price": "12345678.5"})]),  # E7: left to Python
+            poison.kraken_payload([poison.kraken_item(15, {"timestamp": '"2026-11-20T24:00:05Z"'})]),  # Python
         ]
     copies = [p for p in payloads if p][-3:]  # exact duplicates at later offsets
     return payloads + [poison.spaced(p) for p in payloads if p] + copies
@@ -109,6 +144,40 @@ def python_rows(name: str, payloads: list[bytes | None]) -> tuple[dict, set]:
     return rows, kept
 
 
+def records_table(name: str, payloads: list[bytes | None]) -> pa.Table:
+    count = len(payloads)
+    return pa.table(
+        {
+            "kafka_topic": [f"k2.{name}.raw"] * count,
+            "kafka_partition": pa.array([0] * count, pa.int32()),
+            "kafka_offset": pa.array(range(count), pa.int64()),
+            "kafka_timestamp": pa.array([KAFKA_TS] * count, silver_sql.TIME),
+            "ingested_at": pa.array([poison.INGESTED_AT] * count, silver_sql.TIME),
+            "value": pa.array(payloads, pa.binary()),
+        }
+    )
+
+
+def duckdb_rows(name: str, payloads: list[bytes | None]) -> tuple[dict, set, list]:
+    """Through k2.query's path: DuckDB for canonical, plain messages, Python for the rest. Also the
+    reasons of the candidates DuckDB judged itself."""
+    exchange, rules = get_exchange(name), poison.rules_for(name)
+    lead, age = rules.max_event_lead_s, rules.max_event_age_s
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("records", records_table(name, payloads))
+        table = silver_sql.classify(con, "records", name, exchange.rules, rules.symbols, lead, age)
+        rows = {
+            (r["kafka_offset"], r["item_index"]): r
+            for r in con.sql(f"SELECT * FROM {table}").to_arrow_table().to_pylist()
+        }
+        kept = con.sql(silver_sql.first_copies_sql(table)).to_arrow_table().to_pylist()
+        handled = f"(SELECT * FROM ({candidates_sql(exchange.rules, 'records')}) WHERE handled)"
+        judged = silver_sql.classified_sql(handled, name, exchange.rules, rules.symbols, lead, age)
+        reasons = [r[0] for r in con.sql(f"SELECT reason FROM ({judged})").fetchall()]
+    return rows, {(t["kafka_offset"], t["symbol"], t["trade_id"], t["quote_amount"]) for t in kept}, reasons
+
+
 def _naive(value: object) -> object:
     return value.astimezone(dt.UTC).replace(tzinfo=None) if isinstance(value, dt.datetime) else value
 
@@ -126,3 +195,43 @@ def test_spark_and_tail_compilers_agree(spark: SparkSession, name: str) -> None:
     assert tail_kept == batch_kept
     reasons = {r["reason"] for r in tail.values()}
     assert None in reasons and len(reasons) > 15  # valid trades and many kinds of rejects went through both
+    sql, sql_kept, judged = duckdb_rows(name, payloads)
+    assert sorted(sql) == sorted(batch)
+    for key in sorted(batch):
+        expected = {c: _naive(batch[key][c]) for c in COLUMNS}
+        got = {c: _naive(sql[key][c]) for c in COLUMNS}
+        assert got == expected, f"{name} (DuckDB) offset {key[0]} item {key[1]}: {payloads[key[0]]!r}"
+    assert sql_kept == batch_kept
+    # DuckDB itself judged valid trades and rejects of several kinds (not only Python's leftovers)
+    assert judged.count(None) >= 20
+    assert {"unknown_symbol", "non_positive_price", "quote_amount_overflow", "future_timestamp"} <= set(judged)
+
+
+@pytest.mark.parametrize("name", available())
+def test_a_window_skips_only_records_that_cannot_bear_on_it(name: str) -> None:
+    """k2.query judges only the records that can matter to a window's first copies: the same trades
+    as judging every record, for windows around, inside, after and beside the corpus's trades."""
+    exchange, rules = get_exchange(name), poison.rules_for(name)
+    records = records_table(name, corpus(name))
+    base = KAFKA_TS.replace(second=0)
+    skipped = 0
+    for lo, hi in ((0, 6), (5, 6), (6, 700), (-(10**6), 10**6), (300, 600), (60, 200)):
+        window = tuple(f"TIMESTAMPTZ '{(base + dt.timedelta(seconds=s)).isoformat()}'" for s in (lo, hi))
+        outcomes = []
+        for narrowed in (False, True):
+            with duckdb.connect() as con:
+                con.execute("SET TimeZone = 'UTC'")
+                con.register("records", records)
+                args = (con, "records", name, exchange.rules, rules.symbols, rules.max_event_lead_s)
+                if narrowed:
+                    table = silver_sql.classify_window(*args, rules.max_event_age_s, window)
+                else:
+                    table = silver_sql.classify(*args, rules.max_event_age_s)
+                inside = f"event_time >= {window[0]} AND event_time < {window[1]}"
+                kept = f"SELECT * FROM ({silver_sql.first_copies_sql(table)}) WHERE {inside}"
+                trades = con.sql(f"SELECT kafka_offset, item_index, symbol, trade_id, price FROM ({kept})").fetchall()
+                judged = con.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+            outcomes.append((sorted(trades), judged))
+        assert outcomes[1][0] == outcomes[0][0], (lo, hi)
+        skipped += outcomes[0][1] - outcomes[1][1]
+    assert skipped > 0

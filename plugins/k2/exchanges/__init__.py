@@ -27,8 +27,8 @@ __all__ = [
 
 
 # modules of this package that hold shared code, not an exchange (spark: pyspark, imported lazily;
-# rules: the declarations; tail: their Python compiler)
-NOT_EXCHANGES = ("base", "rules", "spark", "tail")
+# rules: the declarations; tail, duckdb: their Python and DuckDB compilers)
+NOT_EXCHANGES = ("base", "duckdb", "rules", "spark", "tail")
 
 
 @cache

@@ -19,8 +19,18 @@ from k2.errors import K2Error
 from k2.exchanges.base import Exchange, Frame, FrameKind, Instrument, TradeBatch, loads_or_none
 from k2.exchanges.rules import INT64_MAX, TradeRules, integer, number, string
 
+
+def _number(chars: int) -> str:
+    """A JSON number without exponent of at most ``chars`` characters, spelled without lookahead so
+    that Java's, Python's and RE2's (DuckDB's) regular expressions all read it."""
+    fractions = [
+        f"{'[0-9]' if n == 1 else f'[1-9][0-9]{{{n - 1}}}'}\\.[0-9]{{1,{chars - n - 1}}}" for n in range(1, chars - 1)
+    ]
+    return f"(?:{'|'.join(fractions)}|0|[1-9][0-9]{{0,{chars - 1}}})"
+
+
 # a JSON number of at most 15 digits (so the STRING parse, which goes through a double, keeps it exact)
-_NUMBER = r"(?=[0-9.]{1,15}[,}])(?:0|[1-9][0-9]*)(?:\.[0-9]+)?"
+_NUMBER = _number(15)
 _TRADE = (
     r'\{"symbol":"[^"\\]*","side":"(?:buy|sell)","price":' + _NUMBER + r',"qty":' + _NUMBER + r","
     r'"ord_type":"(?:market|limit)","trade_id":(?:0|[1-9][0-9]{0,17}),"timestamp":"[^"\\]*"\}'

@@ -2,14 +2,16 @@
 
 An exchange module declares a :class:`TradeRules`: where its trades sit in a message, each field's
 documented JSON type and range, and how a trade's symbol, id, time, price, quantity and taker side
-are read. Two compilers consume the same declaration, so the batch and the live tail can never
+are read. Three compilers consume the same declaration, so the batch and the query can never
 disagree on what a valid trade is:
 
 - ``k2.exchanges.spark``: Spark expressions, for Silver (the batch);
-- ``k2.exchanges.tail``: plain Python, for the Kafka tail and unprocessed Bronze (``k2.query``).
+- ``k2.exchanges.duckdb``: DuckDB SQL over the exchange's canonical layout, for the Kafka tail and
+  unprocessed Bronze (``k2.query``), vectorised;
+- ``k2.exchanges.tail``: plain Python, for the records the SQL leaves (any other JSON).
 
-``tests/spark/test_rules_compilers.py`` feeds the same raw messages, good and bad, through both and
-asserts identical candidates and dead-letter reasons. Pure data: no pyspark here.
+``tests/spark/test_rules_compilers.py`` feeds the same raw messages, good and bad, through all of
+them and asserts identical candidates and dead-letter reasons. Pure data: no pyspark here.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The second compiler of an exchange's declared rules (``k2.exchanges.rules``): plain Python, for the
-live tail that ``k2.query`` reads from Kafka and from Bronze rows Silver has not processed yet.
+"""A compiler of an exchange's declared rules (``k2.exchanges.rules``): plain Python, for the records
+``k2.query`` reads (the Kafka tail, Bronze rows Silver has not processed yet) that the SQL compiler
+``k2.exchanges.duckdb`` leaves: anything not in the exchange's canonical layout.
 
 It yields exactly the candidates ``k2.exchanges.spark`` does (same columns, values, reasons and
 details): JSON values are typed as Spark's VARIANT types them (an integer within int64 is BIGINT, a

@@ -1,10 +1,11 @@
 """Silver's validation rules, declared once as data, for every exchange alike.
 
 Each candidate trade (what an exchange's rules yield, ``k2.exchanges.rules``) is checked in the order
-of :data:`CHECKS`; the first that fails makes it a dead letter with that reason. Two compilers consume
-the same declarations: ``k2.medallion.transforms.silver`` (Spark, the batch) and
-``k2.medallion.tail`` (Python, the live tail). Each implements every test named in :data:`TESTS`
-(both assert it at import); ``tests/spark/test_rules_compilers.py`` asserts that they agree.
+of :data:`CHECKS`; the first that fails makes it a dead letter with that reason. Three compilers
+consume the same declarations: ``k2.medallion.transforms.silver`` (Spark, the batch),
+``k2.medallion.duckdb`` (DuckDB SQL, the query) and ``k2.medallion.tail`` (Python, the records the
+SQL leaves). Each implements every test named in :data:`TESTS` (each asserts it at import);
+``tests/spark/test_rules_compilers.py`` asserts that they agree.
 
 Bounds on one trade, so that Gold's sums of a bar can never overflow MONEY = DECIMAL(38,18), which
 holds 20 integer digits (< 1e20): price, quantity and quote amount are each below 1e12, so a bar's

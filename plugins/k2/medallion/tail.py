@@ -1,6 +1,7 @@
-"""The second compiler of Silver's declared checks (``k2.medallion.rules``): plain Python, for the live
-tail. Bronze-shaped rows in -> candidates (``k2.exchanges.tail``) -> the outcome Silver would give
-each: a typed trade or a reason with its detail, then the first copy of each trade in Kafka order.
+"""A compiler of Silver's declared checks (``k2.medallion.rules``): plain Python, for the records of
+the live tail and unprocessed Bronze that ``k2.medallion.duckdb`` leaves. Bronze-shaped rows in ->
+candidates (``k2.exchanges.tail``) -> the outcome Silver would give each: a typed trade or a reason
+with its detail, then the first copy of each trade in Kafka order.
 
 Decimal arithmetic follows Spark's: text -> DECIMAL(38,18) rounding half up (null when it does not
 fit), price x quantity rounded to 16 fractional digits when both are small enough for Spark's exact
@@ -156,42 +157,16 @@ class Classifier:
         return out
 
 
-class FirstCopies:
-    """Silver's de-duplication (``rank_copies``) in Python, fed batch by batch: the first valid copy
-    of each (symbol, trade_id) in Kafka order (partition, offset, item) is the trade. Every valid
-    candidate's key and position is remembered; only those ``keep`` selects are kept whole (after
-    ``slim``), so memory follows what the caller wants, not everything it reads."""
-
-    def __init__(
-        self,
-        keep: Callable[[dict[str, Any]], bool] = lambda row: True,
-        slim: Callable[[dict[str, Any]], dict[str, Any]] = lambda row: row,
-    ) -> None:
-        self.keep, self.slim = keep, slim
-        self.first: dict[tuple[str, str], tuple[int, int, int]] = {}
-        self.kept: list[dict[str, Any]] = []
-
-    def add(self, classified: Iterable[dict[str, Any]]) -> None:
-        for row in classified:
-            if row["reason"] is not None:
-                continue
-            key = (row["symbol"], row["trade_id"])
-            position = (row["kafka_partition"], row["kafka_offset"], row["item_index"])
-            if key not in self.first or position < self.first[key]:
-                self.first[key] = position
-            if self.keep(row):
-                self.kept.append(self.slim(row))
-
-    def trades(self) -> list[dict[str, Any]]:
-        def position(t: dict[str, Any]) -> tuple[int, int, int]:
-            return (t["kafka_partition"], t["kafka_offset"], t["item_index"])
-
-        return sorted((t for t in self.kept if self.first[(t["symbol"], t["trade_id"])] == position(t)), key=position)
-
-
 def first_copies(classified: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The valid candidates, first copy of each (symbol, trade_id) in Kafka order, as Silver's
-    rank_copies keeps them."""
-    copies = FirstCopies()
-    copies.add(classified)
-    return copies.trades()
+    """The valid candidates, first copy of each (symbol, trade_id) in Kafka order (partition, offset,
+    item), as Silver's rank_copies keeps them."""
+
+    def position(row: dict[str, Any]) -> tuple[int, int, int]:
+        return (row["kafka_partition"], row["kafka_offset"], row["item_index"])
+
+    first: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in classified:
+        key = (row["symbol"], row["trade_id"])
+        if row["reason"] is None and (key not in first or position(row) < position(first[key])):
+            first[key] = row
+    return sorted(first.values(), key=position)

@@ -1,20 +1,20 @@
-"""Hybrid answers: Silver/Gold for what the batch has processed, the same rules (compiled for the
-tail, ``k2.medallion.tail``) over unprocessed Bronze rows and the Kafka tail for the rest, merged
-so that a result reaches the last record Kafka holds and equals what Silver/Gold will hold after
-the next batch."""
+"""Hybrid answers: Silver/Gold for what the batch has processed, the same rules (compiled to DuckDB
+SQL, ``k2.medallion.duckdb``, with Python for the records SQL leaves) over unprocessed Bronze rows and
+the Kafka tail for the rest, merged so that a result reaches the last record Kafka holds and equals
+what Silver/Gold will hold after the next batch."""
 
 from __future__ import annotations
 
 import datetime as dt
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import pyarrow as pa
 
 from k2.exchanges import get_exchange, known_symbols
+from k2.exchanges.duckdb import lit
+from k2.medallion import duckdb as silver_sql
 from k2.medallion import ledger
-from k2.medallion.tail import Classifier, FirstCopies
 from k2.query import sources
 from k2.query.bars import WIDTHS, compute_bars
 from k2.settings import Settings
@@ -43,20 +43,32 @@ TRADES_SCHEMA = pa.schema(
 
 @dataclass
 class Fresh:
-    """Valid first copies of trades the batch has not processed, and where they came from."""
+    """Valid first copies of trades the batch has not processed (TRADES_SCHEMA), and where they came
+    from."""
 
-    trades: list[dict[str, Any]] = field(default_factory=list)
+    trades: pa.Table
     bronze_rows: int = 0
     kafka_rows: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)  # per step: kafka, bronze, rules
+    judged: int = 0  # candidates judged in full (the rest were skipped by the window's first pass)
+    seconds: dict[str, float] = field(default_factory=dict)  # per step: kafka, bronze_plan, bronze_read, rules
+
+
+def _connect():  # -> duckdb.DuckDBPyConnection
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con
 
 
 def fresh_trades(
     settings: Settings, exchange: str, start: dt.datetime, end: dt.datetime, symbols: list[str] | None = None
 ) -> Fresh:
-    """Trades with an event time in [start, end) from Bronze rows Silver has not covered and the
-    Kafka tail. A valid trade's Kafka timestamp lies within Silver's window around its event time,
-    so only records stamped in [start - lead, end + age) are read."""
+    """Trades with an event time in [start, end) (of ``symbols``, as the exchange spells them or
+    BASE-QUOTE) from Bronze rows Silver has not covered and the Kafka tail, judged in DuckDB by the
+    shared rules (``k2.medallion.duckdb``). A valid trade's Kafka timestamp lies within Silver's
+    window around its event time, so only records stamped in [start - lead, end + age) are read;
+    every copy of a trade shares its Kafka key (the symbol), so a symbol query reads only its keys."""
     batch = settings.batch
     lead, age = dt.timedelta(seconds=batch.silver_max_event_lead_s), dt.timedelta(seconds=batch.silver_max_event_age_s)
     since = (start - lead, end + age)
@@ -70,72 +82,68 @@ def fresh_trades(
     clock = time.perf_counter()
     tail = sources.kafka_tail(settings, exchange, keys)
     after_tail = time.perf_counter()
-    classifier = Classifier(exchange, ex.rules, symbol_map, batch.silver_max_event_lead_s, batch.silver_max_event_age_s)
-    keep = FirstCopies(lambda row: start <= row["event_time"] < end, _slim)
-    highest: dict[int, int] = {}  # partition -> the highest Bronze offset read
-    bronze_rows = 0
-    for records in sources.bronze_batches(settings, exchange, since, unprocessed, keys):
-        bronze_rows += len(records)
-        for r in records:
-            highest[r["kafka_partition"]] = max(highest.get(r["kafka_partition"], -1), r["kafka_offset"])
-        keep.add(classifier.candidates(records))
-    after_bronze = time.perf_counter()
-    # Bronze holds each partition's offsets contiguously up to its last commit: a tail record at or
-    # below the highest offset read is in Bronze already (read there, or filtered out there alike)
-    kafka = [
-        r
-        for r in tail.records
-        if r["kafka_offset"] > highest.get(r["kafka_partition"], -1) and since[0] <= r["kafka_timestamp"] < since[1]
-    ]
-    keep.add(classifier.candidates(kafka))
-    trades = keep.trades()
-    for t in trades:
-        t["exchange"], t["bronze_ingested_at"] = exchange, t["ingested_at"]
+    con = _connect()
+    try:
+        con.register("_tail", pa.Table.from_pylist(tail.records, schema=sources.RECORD_SCHEMA))
+        bronze = sources.bronze_relation(con, settings, exchange, since, unprocessed, keys)
+        planned = time.perf_counter()
+        con.execute(f"CREATE TEMP TABLE _bronze AS SELECT * FROM {bronze}")
+        # Bronze holds each partition's offsets contiguously up to its last commit: a tail record at
+        # or below the highest offset read is in Bronze already (read there, or filtered out there alike)
+        con.execute(
+            f"""CREATE TEMP TABLE _records AS SELECT * FROM _bronze UNION ALL
+            SELECT t.* FROM _tail t WHERE t.kafka_timestamp >= {sources.sql_time(since[0])}
+              AND t.kafka_timestamp < {sources.sql_time(since[1])}
+              AND t.kafka_offset > coalesce(
+                (SELECT max(b.kafka_offset) FROM _bronze b WHERE b.kafka_partition = t.kafka_partition), -1)"""
+        )
+        bronze_rows = con.sql("SELECT count(*) FROM _bronze").fetchall()[0][0]
+        kafka_rows = con.sql("SELECT count(*) FROM _records").fetchall()[0][0] - bronze_rows
+        after_bronze = time.perf_counter()
+        lead_s, age_s = batch.silver_max_event_lead_s, batch.silver_max_event_age_s
+        window = (sources.sql_time(start), sources.sql_time(end))
+        classified = silver_sql.classify_window(con, "_records", exchange, ex.rules, symbol_map, lead_s, age_s, window)
+        wanted_symbols = ""
+        if symbols:
+            listed = ", ".join(lit(s) for s in symbols)
+            wanted_symbols = f"AND (symbol IN ({listed}) OR exchange_symbol IN ({listed}))"
+        trades = con.sql(
+            f"""SELECT {lit(exchange)} AS exchange, symbol, exchange_symbol, trade_id, event_time, price,
+                quantity, quote_amount, taker_side, kafka_topic, kafka_partition, kafka_offset, kafka_timestamp,
+                ingested_at AS bronze_ingested_at
+            FROM ({silver_sql.first_copies_sql(classified)})
+            WHERE event_time >= {sources.sql_time(start)} AND event_time < {sources.sql_time(end)} {wanted_symbols}"""
+        ).to_arrow_table()
+        judged = con.sql(f"SELECT count(*) FROM {classified}").fetchall()[0][0]
+    finally:
+        con.close()
     steps = {
         "kafka": after_tail - clock,
-        "bronze": after_bronze - after_tail,
+        "bronze_plan": planned - after_tail,
+        "bronze_read": after_bronze - planned,
         "rules": time.perf_counter() - after_bronze,
     }
-    return Fresh(trades, bronze_rows, len(kafka), {k: round(v, 3) for k, v in steps.items()})
+    seconds = {k: round(v, 3) for k, v in steps.items()}
+    return Fresh(trades.cast(TRADES_SCHEMA), bronze_rows, kafka_rows, judged, seconds)
 
 
-_KEPT = (
-    *(n for n in TRADES_SCHEMA.names if n not in ("exchange", "quote_amount", "bronze_ingested_at")),
-    "ingested_at",
-    "item_index",
-)
+def _fresh(
+    settings: Settings, exchanges: list[str], symbols: list[str] | None, start: dt.datetime, end: dt.datetime
+) -> pa.Table:
+    tables = [fresh_trades(settings, exchange, start, end, symbols).trades for exchange in exchanges]
+    return pa.concat_tables(tables) if tables else TRADES_SCHEMA.empty_table()
 
 
-def _slim(row: dict[str, Any]) -> dict[str, Any]:
-    """What a fresh trade keeps of its candidate (not its payload)."""
-    return {name: row[name] for name in _KEPT} | {"quote_amount": row["_quote"]}
-
-
-def _matches(row: dict[str, Any], symbols: list[str] | None) -> bool:
-    return not symbols or row["symbol"] in symbols or row["exchange_symbol"] in symbols
-
-
-def _fresh_rows(
-    settings: Settings,
-    exchanges: list[str],
-    symbols: list[str] | None,
-    start: dt.datetime,
-    end: dt.datetime,
-    known: set,
-) -> list[dict[str, Any]]:
-    """Fresh trades of the symbols, less those Silver already holds (``known`` keys: a duplicate
-    across batches is dropped there too)."""
-    rows = []
-    for exchange in exchanges:
-        for t in fresh_trades(settings, exchange, start, end, symbols).trades:
-            if _matches(t, symbols) and (exchange, t["symbol"], t["trade_id"]) not in known:
-                rows.append({name: t[name] for name in TRADES_SCHEMA.names})
-    return rows
-
-
-def _keys(table: pa.Table) -> set[tuple[str, str, str]]:
-    columns = (table["exchange"].to_pylist(), table["symbol"].to_pylist(), table["trade_id"].to_pylist())
-    return set(zip(*columns, strict=True))
+def _not_in(fresh: pa.Table, silver: pa.Table) -> pa.Table:
+    """Fresh trades Silver does not hold already (a duplicate across batches is dropped there too)."""
+    con = _connect()
+    try:
+        con.register("_fresh", fresh)
+        con.register("_silver", silver.select(["exchange", "symbol", "trade_id"]))
+        kept = con.sql("SELECT * FROM _fresh ANTI JOIN _silver USING (exchange, symbol, trade_id)").to_arrow_table()
+    finally:
+        con.close()
+    return kept.cast(TRADES_SCHEMA)
 
 
 def _silver(settings: Settings, exchanges, symbols, start, end, extra=None) -> pa.Table:
@@ -153,8 +161,8 @@ def trades(
     """Every trade of the exchanges and symbols with an event time in [start, end), to the last record
     in Kafka, as Silver holds (or after its next run will hold) them."""
     silver = _silver(settings, exchanges, symbols, start, end)
-    fresh = _fresh_rows(settings, exchanges, symbols, start, end, _keys(silver))
-    return _sorted(pa.concat_tables([silver, pa.Table.from_pylist(fresh, schema=TRADES_SCHEMA)]))
+    fresh = _not_in(_fresh(settings, exchanges, symbols, start, end), silver)
+    return _sorted(pa.concat_tables([silver, fresh]))
 
 
 def bars(
@@ -178,10 +186,9 @@ def bars(
         since = GreaterThanOrEqual("bronze_ingested_at", not_in_gold[0][0].isoformat())
         rows = _silver(settings, [exchange], symbols, first, last, since).to_pylist()
         late += [r for r in rows if sources.in_ranges(r["bronze_ingested_at"], not_in_gold)]
-    fresh_all = []
-    for exchange in exchanges:
-        fresh_all += [t for t in fresh_trades(settings, exchange, first, last, symbols).trades if _matches(t, symbols)]
-    dirty = {(r["exchange"], r["symbol"], _floor(r["event_time"], width)) for r in late + fresh_all}
+    fresh_all = _fresh(settings, exchanges, symbols, first, last)
+    dirty = {(r["exchange"], r["symbol"], _floor(r["event_time"], width)) for r in late}
+    dirty |= _bar_keys(fresh_all, width)
     gold = sources.gold_bars(settings, interval, exchanges, symbols, first, end)
     columns = [c for c in gold.schema.names if c != "computed_at"]
     kept = [r for r in gold.select(columns).to_pylist() if (r["exchange"], r["symbol"], r["bar_start"]) not in dirty]
@@ -191,17 +198,24 @@ def bars(
         span = (min(k[2] for k in dirty), max(k[2] for k in dirty) + width)
         dirty_symbols = sorted({k[1] for k in dirty})
         silver = _silver(settings, exchanges, dirty_symbols, *span)
-        known = _keys(silver)
-        fresh = [
-            {name: t[name] for name in TRADES_SCHEMA.names}
-            for t in fresh_all
-            if span[0] <= t["event_time"] < span[1] and (t["exchange"], t["symbol"], t["trade_id"]) not in known
-        ]
-        every = pa.concat_tables([silver, pa.Table.from_pylist(fresh, schema=TRADES_SCHEMA)])
+        every = pa.concat_tables([silver, _not_in(fresh_all, silver)])
         computed = [r for r in compute_bars(every, interval) if (r["exchange"], r["symbol"], r["bar_start"]) in dirty]
     rows = kept + [{c: r[c] for c in columns} for r in computed if r["bar_start"] < end]
     out = pa.Table.from_pylist(rows, schema=pa.schema([gold.schema.field(c) for c in columns]))
     return out.sort_by([("bar_start", "ascending"), ("exchange", "ascending"), ("symbol", "ascending")])
+
+
+def _bar_keys(trades: pa.Table, width: dt.timedelta) -> set[tuple[str, str, dt.datetime]]:
+    """(exchange, symbol, bar start) of each bar the trades fall in."""
+    con = _connect()
+    try:
+        con.register("_trades", trades)
+        us = int(width.total_seconds()) * 1_000_000
+        rows = con.sql(f"SELECT DISTINCT exchange, symbol, epoch_us(event_time) // {us} * {us} FROM _trades").fetchall()
+    finally:
+        con.close()
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return {(e, s, epoch + dt.timedelta(microseconds=start)) for e, s, start in rows}
 
 
 def _floor(moment: dt.datetime, width: dt.timedelta) -> dt.datetime:

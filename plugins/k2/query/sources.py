@@ -5,7 +5,6 @@ tail past the offsets the Bronze stream has committed (by its progress file)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,17 @@ from k2.settings import Settings
 
 FAR = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
 RECORD_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingested_at", "value")
+TIME = pa.timestamp("us", tz="UTC")
+RECORD_SCHEMA = pa.schema(
+    [
+        ("kafka_topic", pa.string()),
+        ("kafka_partition", pa.int32()),
+        ("kafka_offset", pa.int64()),
+        ("kafka_timestamp", TIME),
+        ("ingested_at", TIME),
+        ("value", pa.binary()),
+    ]
+)
 
 
 def gaps(covered: list[Range]) -> list[Range]:
@@ -88,13 +98,18 @@ def gold_bars(
     return scan(settings, gold_table(interval).identifier, where)
 
 
-def bronze_batches(
-    settings: Settings, exchange: str, since: Range, unprocessed: list[Range], keys: KeyFilter | None = None
-) -> Iterator[list[dict[str, Any]]]:
-    """Bronze rows with a Kafka timestamp in ``since`` whose ingestion Silver has not covered (and
-    that ``keys`` lets through), batch by batch (memory stays bounded however much Silver has not
-    processed yet), filtered in Arrow before any becomes a Python object."""
-    import pyarrow.compute as pc
+def sql_time(moment: dt.datetime) -> str:
+    return f"TIMESTAMPTZ '{moment.isoformat()}'"
+
+
+def bronze_relation(
+    con, settings: Settings, exchange: str, since: Range, unprocessed: list[Range], keys: KeyFilter | None = None
+) -> str:
+    """SQL (a parenthesised query over ``con``) for the Bronze records with a Kafka timestamp in
+    ``since`` whose ingestion Silver has not covered, that ``keys`` lets through. Iceberg plans the
+    scan (its partitions and each data file's column bounds prune the files outside the times);
+    DuckDB reads the data files left, its filters pushed into their row groups. A table with delete
+    files or on object storage is read through pyiceberg into Arrow instead."""
     from pyiceberg.exceptions import NoSuchTableError
     from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 
@@ -109,23 +124,31 @@ def bronze_batches(
         raise K2Error(
             f"the lake has no table {identifier}", "create K2's tables with `k2 lake init` (or `k2 up`)."
         ) from None
-    reader = table.scan(row_filter=where, selected_fields=(*RECORD_COLUMNS, "key")).to_arrow_batch_reader()
-    for batch in reader:
-        mask = pc.or_(*[_between(batch["ingested_at"], s, e) for s, e in unprocessed]) if len(unprocessed) > 1 else None
-        if keys is not None:
-            chosen = keys.mask(batch["key"])
-            mask = chosen if mask is None else pc.and_(mask, chosen)
-        if mask is not None:
-            batch = batch.filter(mask)
-        yield batch.select(list(RECORD_COLUMNS)).to_pylist()
-
-
-def _between(column, start: dt.datetime, end: dt.datetime):
-    import pyarrow.compute as pc
-
-    return pc.and_(
-        pc.greater_equal(column, pa.scalar(start, column.type)), pc.less(column, pa.scalar(end, column.type))
+    scan = table.scan(row_filter=where, selected_fields=(*RECORD_COLUMNS, "key"))
+    tasks = list(scan.plan_files())
+    ingested = " OR ".join(
+        f"(ingested_at >= {sql_time(start)} AND ingested_at < {sql_time(end)})" for start, end in unprocessed
     )
+    predicate = f"kafka_timestamp >= {sql_time(since[0])} AND kafka_timestamp < {sql_time(since[1])} AND ({ingested})"
+    if keys is not None:
+        predicate += f" AND {keys.sql('key')}"
+    columns = ", ".join(RECORD_COLUMNS)
+    if tasks and all(not t.delete_files and _local(t.file.file_path) for t in tasks):
+        files = ", ".join("'" + _local(t.file.file_path).replace("'", "''") + "'" for t in tasks)
+        return f"(SELECT {columns} FROM read_parquet([{files}]) WHERE {predicate})"
+    name = f"_bronze_{exchange}"
+    empty = RECORD_SCHEMA.append(pa.field("key", pa.binary())).empty_table()
+    con.register(name, scan.to_arrow_batch_reader() if tasks else empty)
+    return f"(SELECT {columns} FROM {name} WHERE {predicate})"
+
+
+def _local(path: str) -> str | None:
+    """A data file's local path, or None when it is on object storage."""
+    if path.startswith("file://"):
+        return path.removeprefix("file://")
+    if path.startswith("file:"):
+        return path.removeprefix("file:")
+    return path if path.startswith("/") else None
 
 
 @dataclass(frozen=True)
@@ -137,12 +160,13 @@ class KeyFilter:
     wanted: frozenset[bytes]
     known: frozenset[bytes]
 
-    def mask(self, column):
-        import pyarrow.compute as pc
+    def sql(self, column: str) -> str:
+        """The same test in SQL (symbols are ASCII)."""
 
-        wanted = pc.is_in(column, value_set=pa.array(sorted(self.wanted), pa.binary()))
-        unknown = pc.invert(pc.is_in(column, value_set=pa.array(sorted(self.known), pa.binary())))
-        return pc.fill_null(pc.or_(wanted, unknown), True)
+        def blobs(keys: frozenset[bytes]) -> str:
+            return ", ".join(f"'{k.decode()}'::BLOB" for k in sorted(keys)) or "NULL"
+
+        return f"({column} IS NULL OR {column} IN ({blobs(self.wanted)}) OR {column} NOT IN ({blobs(self.known)}))"
 
     def admits(self, key: bytes | None) -> bool:
         return key is None or key in self.wanted or key not in self.known
