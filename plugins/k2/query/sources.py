@@ -50,16 +50,19 @@ def _catalog(settings: Settings):
     return load_catalog(settings.lake)
 
 
-def scan(settings: Settings, identifier: str, row_filter: Any, columns: tuple[str, ...] = ("*",)) -> pa.Table:
+def _table(settings: Settings, identifier: str):
     from pyiceberg.exceptions import NoSuchTableError
 
     try:
-        table = _catalog(settings).load_table(identifier)
+        return _catalog(settings).load_table(identifier)
     except NoSuchTableError:
         raise K2Error(
             f"the lake has no table {identifier}", "create K2's tables with `k2 lake init` (or `k2 up`)."
         ) from None
-    return table.scan(row_filter=row_filter, selected_fields=columns).to_arrow()
+
+
+def scan(settings: Settings, identifier: str, row_filter: Any, columns: tuple[str, ...] = ("*",)) -> pa.Table:
+    return _table(settings, identifier).scan(row_filter=row_filter, selected_fields=columns).to_arrow()
 
 
 def silver_trades(
@@ -110,20 +113,13 @@ def bronze_relation(
     scan (its partitions and each data file's column bounds prune the files outside the times);
     DuckDB reads the data files left, its filters pushed into their row groups. A table with delete
     files or on object storage is read through pyiceberg into Arrow instead."""
-    from pyiceberg.exceptions import NoSuchTableError
     from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 
     where = And(
         GreaterThanOrEqual("kafka_timestamp", since[0].isoformat()), LessThan("kafka_timestamp", since[1].isoformat())
     )
     where = And(where, GreaterThanOrEqual("ingested_at", unprocessed[0][0].isoformat()))
-    identifier = bronze_table(exchange).identifier
-    try:
-        table = _catalog(settings).load_table(identifier)
-    except NoSuchTableError:
-        raise K2Error(
-            f"the lake has no table {identifier}", "create K2's tables with `k2 lake init` (or `k2 up`)."
-        ) from None
+    table = _table(settings, bronze_table(exchange).identifier)
     scan = table.scan(row_filter=where, selected_fields=(*RECORD_COLUMNS, "key"))
     tasks = list(scan.plan_files())
     ingested = " OR ".join(
