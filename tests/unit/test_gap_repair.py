@@ -410,3 +410,51 @@ def test_a_range_on_the_command_line_is_one_gap(tmp_path) -> None:
 def test_bad_command_lines_name_the_fix(tmp_path, argv: tuple[str, ...], message: str) -> None:
     with pytest.raises(K2Error, match=re.escape(message)):
         _gaps_to_repair(Settings.from_env({"K2_HOME": str(tmp_path)}), args(*argv))
+
+
+# --- the Airflow task -------------------------------------------------------------------------------
+def test_the_task_is_skipped_while_repair_is_off(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from k2.airflow.operators.gap_repair import GapRepairOperator
+
+    monkeypatch.setenv("K2_HOME", str(tmp_path))
+    monkeypatch.delenv("K2_GAPS_REPAIR", raising=False)
+    with pytest.raises(AirflowSkipException, match="K2_GAPS_REPAIR is off"):
+        GapRepairOperator(task_id="repair_gaps", exchange="binance").execute({})
+
+
+def test_the_task_repairs_the_exchanges_open_gaps_and_fails_when_one_failed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    import sys
+    import types
+
+    from airflow.sdk.exceptions import AirflowException
+
+    import k2.gaps.repair
+    from k2.airflow.operators.gap_repair import GapRepairOperator
+    from k2.gaps.repair import RepairReport
+
+    monkeypatch.setenv("K2_HOME", str(tmp_path))
+    monkeypatch.setenv("K2_GAPS_REPAIR", "on")
+    asked: list[tuple[str | None, list[Gap], threading.Event]] = []
+    open_gaps = [gap("binance", 1, 5), gap("binance", 9, 9)]
+    store = types.ModuleType("k2.gaps.store")
+    store.open_gaps = lambda settings, exchange=None: [g for g in open_gaps if g.exchange == exchange]
+    monkeypatch.setitem(sys.modules, "k2.gaps.store", store)  # gap detection's module (another branch)
+    outcome = {"error": None}
+
+    def repair(settings: Settings, gaps: list[Gap], *, stop: threading.Event, progress: Any) -> RepairReport:
+        asked.append(("binance", gaps, stop))
+        return RepairReport([GapRepair(g, fetched=1, published=1, error=outcome["error"]) for g in gaps])
+
+    monkeypatch.setattr(k2.gaps.repair, "repair_gaps", repair)
+    operator = GapRepairOperator(task_id="repair_gaps", exchange="binance")
+    result = operator.execute({})
+    assert asked[0][1] == open_gaps and result["published"] == 2 and result["ok"] is True
+    operator.on_kill()
+    assert asked[0][2].is_set()  # a kill reaches the repair's stop event
+    outcome["error"] = "HTTP 400"
+    with pytest.raises(AirflowException, match="2 of 2 binance gap repairs failed"):
+        GapRepairOperator(task_id="repair_gaps", exchange="binance").execute({})
