@@ -6,11 +6,17 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from k2.errors import K2Error
 from k2.log import configure_logging, get_logger
 from k2.private import private_dir
 from k2.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from k2.gaps.model import Gap
 
 log = get_logger("k2.cli")
 
@@ -406,7 +412,7 @@ def cmd_gaps(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _gaps_to_repair(settings: Settings, args: argparse.Namespace) -> list:
+def _gaps_to_repair(settings: Settings, args: argparse.Namespace) -> list[Gap]:
     """The one range given on the command line, else every open gap (of --exchange)."""
     from datetime import UTC, datetime
 
@@ -454,7 +460,7 @@ def _gaps_to_repair(settings: Settings, args: argparse.Namespace) -> list:
     ]
 
 
-def _instant(text: str | None, option: str):
+def _instant(text: str | None, option: str) -> datetime | None:
     from datetime import UTC, datetime
 
     if text is None:
