@@ -513,6 +513,50 @@ class AlertSettings(Section):
 
 
 @dataclass(frozen=True)
+class GapRepairSettings(Section):
+    """Fetching missing trades from the exchanges' REST APIs (``k2 gaps repair``)."""
+
+    PREFIX = "gaps_repair_"
+    enabled: bool = setting(
+        False,
+        "The k2_medallion DAG's repair_gaps task fetches every open gap's trades from the exchange's REST API "
+        "and publishes them to Kafka (on/off; off: the task is skipped). `k2 gaps repair` works either way.",
+        key="gaps_repair",
+    )
+    max_trades: int = setting(
+        100_000,
+        "Most trades fetched for one gap in one repair; the rest stays missing (a narrower gap) for the next.",
+        gt=0,
+    )
+    max_wait_s: float = setting(
+        120.0,
+        "Longest Retry-After (HTTP 429 or 418) a repair honours; an exchange asking for more fails the gap.",
+        gt=0,
+    )
+    wait_budget_s: float = setting(
+        600.0,
+        "Time one repair may spend waiting on rate limits and retries per exchange; past it the remaining "
+        "gaps fail with that cause.",
+        gt=0,
+    )
+    retries: int = setting(
+        5, "Retries of a request that failed with HTTP 5xx or a network error, with exponential backoff.", ge=0
+    )
+    request_timeout_s: float = setting(15.0, "Timeout of one REST request.", gt=0)
+    execution_timeout_min: float = setting(
+        60.0, "A repair_gaps task running longer than this is stopped (what it published stays) and retried.", gt=0
+    )
+
+    def check(self) -> None:
+        if self.max_wait_s > self.wait_budget_s:
+            raise K2Error(
+                f"K2_GAPS_REPAIR_MAX_WAIT_S={self.max_wait_s:g} is longer than "
+                f"K2_GAPS_REPAIR_WAIT_BUDGET_S={self.wait_budget_s:g}: no such wait could be honoured",
+                "keep the longest honoured Retry-After within the waiting budget.",
+            )
+
+
+@dataclass(frozen=True)
 class LocalAirflowSettings(Section):
     """Airflow as `k2 up` runs it, and the simulated feeds it starts."""
 
@@ -566,6 +610,7 @@ SECTIONS: dict[str, type[Section]] = {
     "maintenance": MaintenanceSettings,
     "alerts": AlertSettings,
     "airflow": LocalAirflowSettings,
+    "gaps_repair": GapRepairSettings,
 }
 
 
@@ -595,6 +640,7 @@ class Settings:
     maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     airflow: LocalAirflowSettings = field(default_factory=LocalAirflowSettings)
+    gaps_repair: GapRepairSettings = field(default_factory=GapRepairSettings)
 
     # keys whose values were derived from others in __post_init__, so every consumer sees concrete values
     _derived: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)

@@ -129,3 +129,14 @@ def test_the_trigger_form_refuses_an_interval_bound_that_is_no_date_time(report:
     for bad in ("yesterday", "2026-11-20", "2026-11-20T13:00", "20/11/2026 13:00", "2026-11-20T13:00:00"):
         with pytest.raises(ParamValidationError):
             Param(None, schema=schema).resolve(bad)
+
+
+def test_every_exchange_ends_its_medallion_group_with_a_gap_repair_task(report: dict) -> None:
+    from k2.settings import Settings
+
+    defaults = Settings.from_env({})
+    info = report["dags"]["k2_medallion"]
+    for exchange in defaults.exchanges:
+        task = f"{exchange}.repair_gaps"
+        assert info["operators"][task] == "GapRepairOperator"
+        assert info["execution_timeout_s"][task] == defaults.gaps_repair.execution_timeout_min * 60

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from pyspark.sql import Row, SparkSession
 
-from k2.exchanges import TradeBatch, available, get_exchange
+from k2.exchanges import RestTrade, TradeBatch, available, get_exchange
 from k2.exchanges.spark import CANDIDATE_COLUMNS
 from k2.feeds.simulator import TradeSimulator
 from k2.medallion.transforms.silver import SilverRules, classify
@@ -114,6 +114,38 @@ def test_simulated_messages_are_all_valid_silver_trades(spark: SparkSession, nam
     rows = classify(parsed, rules).select("kafka_offset", "exchange_symbol", "reason").collect()
     assert len(rows) == sum(counts) and {r.reason for r in rows} == {None}
     assert all(r.exchange_symbol == keys[r.kafka_offset].decode() for r in rows)
+
+
+@pytest.mark.parametrize("name", EXCHANGES)
+def test_repaired_trades_are_silver_trades_with_their_rest_values(spark: SparkSession, name: str) -> None:
+    """What gap repair publishes (a REST trade rendered as the live message) passes Silver as the trade."""
+    exchange = get_exchange(name)
+    symbol = exchange.default_symbols[0]
+    start_us = micros(KAFKA_TS) - 60_000_000  # whole milliseconds: Binance's REST history has no finer
+    trades = [
+        RestTrade(7 + 10**k, f"65000.{k}5", f"0.0{k}125", start_us + k * 1000, k % 2 == 0, order_type="limit")
+        for k in range(4)
+    ]
+    payloads = [exchange.render_rest(symbol, t) for t in trades]
+    parsed = exchange.parse_bronze(bronze_rows(spark, payloads, KAFKA_TS))
+    rows = sorted(
+        classify(parsed, SilverRules(name, {symbol: exchange.normalise_symbol(symbol)})).collect(),
+        key=lambda r: r.kafka_offset,
+    )
+    assert [
+        (r.reason, r.exchange_symbol, r.trade_id, r.price, r.quantity, r.taker_side, micros(r.event_time)) for r in rows
+    ] == [
+        (
+            None,
+            symbol,
+            str(t.trade_id),
+            Decimal(t.price),
+            Decimal(t.qty),
+            "buy" if t.is_buy else "sell",
+            t.event_time_us,
+        )
+        for t in trades
+    ]
 
 
 def test_silver_types_the_round_tripped_values_exactly(round_trip: RoundTrip) -> None:

@@ -2,7 +2,7 @@ import pytest
 
 from k2.cli import build_parser
 
-COMMANDS = [["up"], ["down"], ["status"], ["jars"], ["kafka"], ["lake"], ["feed"], ["stream"], ["settings"]]
+COMMANDS = [["up"], ["down"], ["status"], ["jars"], ["kafka"], ["lake"], ["feed"], ["gaps"], ["stream"], ["settings"]]
 
 
 @pytest.mark.parametrize("command", [[], *COMMANDS])

@@ -10,7 +10,7 @@ import pkgutil
 from functools import cache
 
 from k2.errors import K2Error
-from k2.exchanges.base import Exchange, Frame, FrameKind, Instrument, TradeBatch
+from k2.exchanges.base import Exchange, Frame, FrameKind, Instrument, RestPage, RestRateLimited, RestTrade, TradeBatch
 from k2.settings import Settings
 
 __all__ = [
@@ -18,6 +18,9 @@ __all__ = [
     "Frame",
     "FrameKind",
     "Instrument",
+    "RestPage",
+    "RestRateLimited",
+    "RestTrade",
     "TradeBatch",
     "available",
     "get_exchange",

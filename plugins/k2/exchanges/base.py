@@ -1,9 +1,10 @@
 """The one interface behind which everything exchange-specific lives.
 
 An exchange module describes its instruments, its WebSocket feed protocol (URL, subscription,
-keep-alive, which frames carry trades), and its native trade payload (rendered by the simulator,
-parsed by Silver). Nothing outside ``k2.exchanges`` knows any exchange's format; adding an exchange
-is adding one module here that subclasses :class:`Exchange`.
+keep-alive, which frames carry trades), its native trade payload (rendered by the simulator,
+parsed by Silver), and its public REST trade history (read by ``k2 gaps repair``). Nothing outside
+``k2.exchanges`` knows any exchange's format; adding an exchange is adding one module here that
+subclasses :class:`Exchange`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,31 @@ class Instrument:
     qty_decimals: int
     reference_price: float  # where the simulated random walk starts
     typical_qty: float  # median simulated trade size
+
+
+@dataclass(frozen=True)
+class RestTrade:
+    """One trade as an exchange's REST history returns it, with what its live payload needs."""
+
+    trade_id: int
+    price: str  # exact decimal text
+    qty: str  # exact decimal text
+    event_time_us: int  # trade time, microseconds since the epoch
+    is_buy: bool  # taker (aggressor) side
+    order_type: str = ""  # the taker's order type where the exchange reports one (Kraken: market, limit)
+    best_match: bool = True  # Binance's isBestMatch
+
+
+@dataclass(frozen=True)
+class RestPage:
+    """One page of REST history: its trades, in the exchange's order, and where the next page starts."""
+
+    trades: list[RestTrade]
+    cursor: int | None  # the next page's start (a trade id or a time, as the exchange pages); None: no further page
+
+
+class RestRateLimited(Exception):
+    """The exchange's answer says the client is over its rate limit (whatever the HTTP status)."""
 
 
 @dataclass(frozen=True)
@@ -99,8 +125,8 @@ class Exchange(ABC):
     instruments: ClassVar[dict[str, Instrument]]
     default_symbols: ClassVar[tuple[str, ...]]
     # Keep-alive: reconnect when no frame at all arrived for this long.
-    # per-exchange settings, K2_<EXCHANGE>_<OPTION>: symbols to trade, WebSocket endpoint
-    options: ClassVar[tuple[str, ...]] = ("SYMBOLS", "WS_URL")
+    # per-exchange settings, K2_<EXCHANGE>_<OPTION>: symbols to trade, WebSocket endpoint, REST endpoint
+    options: ClassVar[tuple[str, ...]] = ("SYMBOLS", "WS_URL", "REST_URL")
     idle_timeout_s: ClassVar[float] = 60.0
     # Application-level ping every N seconds (None: the protocol uses WebSocket pings only).
     ping_interval_s: ClassVar[float | None] = None
@@ -182,6 +208,27 @@ class Exchange(ABC):
     def event_times_us(self, payload: bytes) -> list[int]:
         """Exchange event time (epoch microseconds) of each trade in one payload, for monitoring
         without Spark. Raises ValueError when the payload is not a trade message."""
+
+    # --- REST history (k2.gaps.repair fetches missing trades with it) --------------------------------
+    default_rest_url: ClassVar[str] = ""  # the public REST API's base URL; "" if K2 cannot repair gaps here
+    rest_pages_by: ClassVar[str] = "id"  # "id": a page starts at a trade id; "time": at a time (epoch ns)
+    rest_request_interval_s: ClassVar[float] = 1.0  # pause between requests, well inside the public limit
+
+    def rest_start(self, first_missing_id: int, after_time_ns: int) -> int:
+        """The cursor of the first page that can hold the gap's first missing trade."""
+        return first_missing_id if self.rest_pages_by == "id" else after_time_ns
+
+    def rest_request(self, base_url: str, symbol: str, cursor: int, last_id: int) -> str:
+        """The URL of the page starting at ``cursor`` (``last_id``: the last trade id wanted)."""
+        raise NotImplementedError(f"{self.name} has no REST history in K2")
+
+    def rest_page(self, body: bytes) -> RestPage:
+        """A REST answer -> its page; RestRateLimited when it says so, ValueError when it is no page."""
+        raise NotImplementedError(f"{self.name} has no REST history in K2")
+
+    def render_rest(self, symbol: str, trade: RestTrade) -> bytes:
+        """One fetched trade as the live feed publishes it: the exchange's own WebSocket message."""
+        raise NotImplementedError(f"{self.name} has no REST history in K2")
 
 
 def loads_or_none(frame: str | bytes) -> object | None:

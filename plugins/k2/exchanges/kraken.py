@@ -5,6 +5,12 @@ Payload (unchanged in Kafka): ``{"channel": "trade", "type": "snapshot"|"update"
 "trade_id": 123, "timestamp": "2024-01-01T00:00:00.123456Z"}, ...]}``. One message carries a batch of
 trades; prices and quantities are JSON numbers; trade ids are unique per book. The server sends a
 heartbeat frame about every second while subscribed; the client may ping with ``{"method": "ping"}``.
+
+REST history (gap repair): ``GET /0/public/Trades?pair=&since=&count=`` (public, no key; about one
+request a second) answers ``{"error": [], "result": {<pair>: [[price, volume, time (s, float), "b"|"s",
+"m"|"l", misc, trade_id], ...], "last": "<ns>"}}``, at most 1000 trades after ``since`` (seconds or
+nanoseconds); ``last`` is the next page's ``since``. Over its limit Kraken answers the error
+``EAPI:Rate limit exceeded`` (or ``EGeneral:Too many requests``), often with HTTP 200.
 """
 
 from __future__ import annotations
@@ -13,10 +19,22 @@ import datetime as dt
 import functools
 import json
 import re
-from typing import ClassVar
+from decimal import Decimal, InvalidOperation
+from typing import Any, ClassVar
+from urllib.parse import urlencode
 
 from k2.errors import K2Error
-from k2.exchanges.base import Exchange, Frame, FrameKind, Instrument, TradeBatch, loads_or_none
+from k2.exchanges.base import (
+    Exchange,
+    Frame,
+    FrameKind,
+    Instrument,
+    RestPage,
+    RestRateLimited,
+    RestTrade,
+    TradeBatch,
+    loads_or_none,
+)
 from k2.exchanges.rules import INT64_MAX, TradeRules, integer, number, string
 
 
@@ -37,6 +55,9 @@ _TRADE = (
 )
 # What Kraken sends, in its layout (keys in this order, no whitespace), every value of its documented
 # type: trade ids below 1e18, strings without escapes. Messages that match are parsed once.
+# the REST API's names of assets whose WebSocket v2 name differs (pairs are BASEQUOTE of these)
+_REST_ASSETS = {"BTC": "XBT", "DOGE": "XDG"}
+_RATE_LIMITED = ("EAPI:Rate limit exceeded", "EGeneral:Too many requests")
 CANONICAL = r'^\{"channel":"trade","type":"(?:snapshot|update)","data":\[' + _TRADE + "(?:," + _TRADE + r")*\]\}$"
 
 
@@ -91,6 +112,9 @@ class Kraken(Exchange):
     idle_timeout_s = 10.0  # heartbeats arrive every second; ten silent seconds mean a dead link
     ping_interval_s = 30.0
     max_trades_per_message = 8
+    default_rest_url = "https://api.kraken.com"
+    rest_pages_by = "time"
+    rest_request_interval_s = 1.0  # public endpoints: about one call a second per IP
 
     def split_symbol(self, symbol: str) -> tuple[str, str]:
         match = re.fullmatch(r"([A-Z0-9]{2,12})/([A-Z0-9]{2,12})", symbol)
@@ -151,6 +175,72 @@ class Kraken(Exchange):
             return [_parse_rfc3339_us(item["timestamp"]) for item in items]
         except (ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"not a Kraken trade payload: {exc}") from None
+
+    # --- REST history ------------------------------------------------------------------------------
+    def rest_request(self, base_url: str, symbol: str, cursor: int, last_id: int) -> str:
+        base, quote = self.split_symbol(symbol)
+        pair = _REST_ASSETS.get(base, base) + _REST_ASSETS.get(quote, quote)
+        return f"{base_url.rstrip('/')}/0/public/Trades?{urlencode({'pair': pair, 'since': cursor, 'count': 1000})}"
+
+    def rest_page(self, body: bytes) -> RestPage:
+        answer = json.loads(body, parse_float=Decimal)  # times keep their microseconds exactly
+        if not isinstance(answer, dict):
+            raise ValueError(f"expected an object, got {type(answer).__name__}")
+        errors = answer.get("error") or []
+        if any(str(e).startswith(_RATE_LIMITED) for e in errors):
+            raise RestRateLimited(", ".join(map(str, errors)))
+        if errors:
+            raise ValueError(f"Kraken answered {', '.join(map(str, errors))[:300]}")
+        result = answer.get("result")
+        if not isinstance(result, dict) or "last" not in result:
+            raise ValueError(f"no result with a 'last' cursor in {body[:200]!r}")
+        rows = [row for key, value in result.items() if key != "last" for row in value]
+        try:
+            cursor = int(result["last"])
+        except (TypeError, ValueError):
+            raise ValueError(f"'last' is not a nanosecond time: {result['last']!r}") from None
+        return RestPage([_rest_trade(row) for row in rows], cursor)
+
+    def render_rest(self, symbol: str, trade: RestTrade) -> bytes:
+        # one trade per update message (the live feed batches only trades of one match)
+        side = "buy" if trade.is_buy else "sell"
+        return (
+            f'{{"channel":"trade","type":"update","data":[{{"symbol":"{symbol}","side":"{side}",'
+            f'"price":{trade.price},"qty":{trade.qty},"ord_type":"{trade.order_type}",'
+            f'"trade_id":{trade.trade_id},"timestamp":"{_rfc3339(trade.event_time_us)}"}}]}}'
+        ).encode()
+
+
+def _rest_trade(row: Any) -> RestTrade:
+    """``[price, volume, time, side, order type, misc, trade_id]`` -> a trade with v2's values:
+    prices as JSON numbers without trailing zeros, sides and order types spelt out."""
+    try:
+        price, volume, seconds, side, order_type, _misc, trade_id = row
+        if not isinstance(trade_id, int) or isinstance(trade_id, bool) or side not in ("b", "s"):
+            raise ValueError("trade_id must be an integer, side b or s")
+        if order_type not in ("m", "l"):
+            raise ValueError("order type must be m or l")
+        time_us = int(Decimal(seconds) * 1_000_000)
+        return RestTrade(
+            trade_id,
+            _plain_number(price),
+            _plain_number(volume),
+            time_us,
+            side == "b",
+            order_type="market" if order_type == "m" else "limit",
+        )
+    except (TypeError, ValueError, InvalidOperation) as exc:
+        raise ValueError(f"not a Kraken trade row ({exc}): {str(row)[:200]}") from None
+
+
+def _plain_number(text: Any) -> str:
+    """Kraken's decimal string ("30243.40000") as v2 writes the number (30243.4), exactly."""
+    if not isinstance(text, str):
+        raise ValueError(f"{text!r} is not a decimal string")
+    value = Decimal(text)
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"{text!r} is not a non-negative decimal")
+    return format(value.normalize(), "f")
 
 
 def _parse_rfc3339_us(text: str) -> int:

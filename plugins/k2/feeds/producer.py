@@ -59,11 +59,18 @@ class TradeProducer:
     _LOG_EVERY_FAILURE_UNTIL = 20
 
     def __init__(
-        self, settings: Settings, exchange: Exchange, *, report_successes: bool = True, **config_overrides: Any
+        self,
+        settings: Settings,
+        exchange: Exchange,
+        *,
+        report_successes: bool = True,
+        extra_headers: tuple[tuple[str, bytes], ...] = (),
+        **config_overrides: Any,
     ) -> None:
         """``report_successes=False`` asks the broker client for failure reports only, which saves a
         callback per record; delivered is then derived from the queue (produced - failed - still
-        queued or in flight). Per-record callbacks passed to :meth:`publish` need ``report_successes=True``."""
+        queued or in flight). Per-record callbacks passed to :meth:`publish` need ``report_successes=True``.
+        ``extra_headers`` follow the three every record carries (e.g. gap repair's ``source``)."""
         from confluent_kafka import Producer
 
         self.settings = settings
@@ -76,6 +83,7 @@ class TradeProducer:
         self._closed = False
         self._exchange_header = exchange.name.encode()
         self._format_header = exchange.payload_format.encode()
+        self._extra_headers = list(extra_headers)
         self._producer = Producer(producer_config(settings.kafka, **config_overrides))
 
     @property
@@ -126,6 +134,7 @@ class TradeProducer:
             ("exchange", self._exchange_header),
             ("format", self._format_header),
             ("received_at", str(time.time_ns() // 1000).encode()),
+            *self._extra_headers,
         ]
 
     def _produce_waiting(self, payload: bytes, key: bytes, headers: list, callback: DeliveryCallback) -> None:

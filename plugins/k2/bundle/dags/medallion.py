@@ -10,6 +10,7 @@ from airflow.sdk.definitions.taskgroup import TaskGroup
 from k2 import dag_ids
 from k2.airflow.assets import GOLD_ASSETS, SILVER_ASSETS, bronze_asset
 from k2.airflow.notifiers.alerts import K2AlertNotifier, batch_deadline
+from k2.airflow.operators.gap_repair import GapRepairOperator
 from k2.airflow.operators.medallion import MedallionOperator
 from k2.airflow.sensors.settle import BronzeSettledSensor
 from k2.medallion.interval import DATE_TIME_PATTERN
@@ -18,6 +19,7 @@ from k2.settings import load_settings
 settings = load_settings()
 spark_pool = settings.spark.airflow_pool  # bounds concurrent Spark jobs (K2_SPARK_POOL_SLOTS)
 spark_timeout = timedelta(minutes=settings.batch.execution_timeout_min)  # a hung job frees the pool
+repair_timeout = timedelta(minutes=settings.gaps_repair.execution_timeout_min)
 # format: the trigger form's date-time picker; pattern: the check itself, wherever a run is created
 # (jsonschema checks "format" only when rfc3339-validator is installed, which Airflow does not require)
 date_time = {"type": ["null", "string"], "format": "date-time", "pattern": DATE_TIME_PATTERN}
@@ -25,7 +27,9 @@ date_time = {"type": ["null", "string"], "format": "date-time", "pattern": DATE_
 DOC = """
 Each hour, per exchange: wait until Bronze holds every record the stream ingested in the data
 interval, parse and validate them into **silver.trades** (bad records to **silver.dead_letter**,
-duplicates counted), then recompute the **gold.ohlcv_1m/5m/1h/1d** bars those trades fall into.
+duplicates counted), then recompute the **gold.ohlcv_1m/5m/1h/1d** bars those trades fall into,
+then (with K2_GAPS_REPAIR on; skipped otherwise) fetch the trades of every open gap in the trade ids
+from the exchange's REST API and publish them to Kafka, so the next run closes the gap.
 Intervals are Bronze ingestion time, so a record whose producer stamped it inside an hour already
 processed is taken by the hour it arrived in. Each run also processes every earlier range its layer
 has not covered (scheduler downtime, a paused DAG, a failed hour): **ops.medallion_ledger** records
@@ -116,4 +120,6 @@ with DAG(
                 inlets=SILVER_ASSETS[:1],
                 outlets=GOLD_ASSETS,
             )
-            checked >> wait >> silver >> gold
+            # no Spark: REST requests and Kafka produces, off (skipped) unless K2_GAPS_REPAIR is on
+            repair = GapRepairOperator(task_id="repair_gaps", exchange=exchange, execution_timeout=repair_timeout)
+            checked >> wait >> silver >> gold >> repair

@@ -1,0 +1,1 @@
+"""Gaps in exchanges' trade ids: detection and repair."""
