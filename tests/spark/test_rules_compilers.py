@@ -13,10 +13,13 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from k2.exchanges import available, get_exchange
+from k2.feeds.events import connection_event
+from k2.medallion.silver import split_connection_events
 from k2.medallion.tail import Classifier, first_copies
 from k2.medallion.transforms.silver import classify, rank_copies, to_trades
 from tests.spark import test_poison_records as poison
 from tests.spark.test_exchange_parsing import malformed_cases, sample_batch
+from tests.spark.test_gaps import event_corpus
 
 KAFKA_TS = poison.KAFKA_TS
 COLUMNS = (
@@ -78,17 +81,30 @@ def corpus(name: str) -> list[bytes | None]:
     return payloads + [poison.spaced(p) for p in payloads if p] + copies
 
 
-def spark_rows(spark: SparkSession, name: str, payloads: list[bytes | None]) -> tuple[dict, set]:
+def with_events(payloads: list[bytes | None]) -> tuple[list[bytes | None], list[list]]:
+    """The corpus plus connection events, good and bad (k2.feeds.events), each with its headers."""
+    events = event_corpus()
+    return [*payloads, *(v for _, v, _ in events)], [
+        *[poison.DEFAULT_HEADERS] * len(payloads),
+        *(h for *_, h in events),
+    ]
+
+
+def spark_rows(
+    spark: SparkSession, name: str, payloads: list[bytes | None], headers: list[list]
+) -> tuple[dict, set, set]:
     exchange = get_exchange(name)
     rules = poison.rules_for(name)
-    classified = classify(exchange.parse_bronze(poison.bronze(spark, f"k2.{name}.raw", payloads)), rules)
+    events, rest = split_connection_events(poison.bronze(spark, f"k2.{name}.raw", payloads, headers))
+    classified = classify(exchange.parse_bronze(rest), rules)
     rows = {(r.kafka_offset, r.item_index): r.asDict() for r in classified.collect()}
     kept = rank_copies(classified).where(F.col("copy") == 1)
     trades = to_trades(kept, name, F.lit(poison.INGESTED_AT)).collect()
-    return rows, {(t.kafka_offset, t.symbol, t.trade_id, t.quote_amount) for t in trades}
+    routed = {r.kafka_offset for r in events.select("kafka_offset").collect()}
+    return rows, {(t.kafka_offset, t.symbol, t.trade_id, t.quote_amount) for t in trades}, routed
 
 
-def python_rows(name: str, payloads: list[bytes | None]) -> tuple[dict, set]:
+def python_rows(name: str, payloads: list[bytes | None], headers: list[list]) -> tuple[dict, set, set]:
     exchange, rules = get_exchange(name), poison.rules_for(name)
     tail = Classifier(name, exchange.rules, rules.symbols, rules.max_event_lead_s, rules.max_event_age_s)
     records = [
@@ -99,14 +115,16 @@ def python_rows(name: str, payloads: list[bytes | None]) -> tuple[dict, set]:
             "kafka_timestamp": KAFKA_TS,
             "ingested_at": poison.INGESTED_AT,
             "value": payload,
+            "headers": h,
         }
-        for offset, payload in enumerate(payloads)
+        for offset, (payload, h) in enumerate(zip(payloads, headers, strict=True))
     ]
     classified = tail.candidates(records)
     rows = {(r["kafka_offset"], r["item_index"]): r for r in classified}
     assert len(rows) == len(classified)  # one outcome per item
     kept = {(t["kafka_offset"], t["symbol"], t["trade_id"], t["_quote"]) for t in first_copies(classified)}
-    return rows, kept
+    routed = {r["kafka_offset"] for r in records if connection_event(r) is not None}
+    return rows, kept, routed
 
 
 def _naive(value: object) -> object:
@@ -115,9 +133,12 @@ def _naive(value: object) -> object:
 
 @pytest.mark.parametrize("name", available())
 def test_spark_and_tail_compilers_agree(spark: SparkSession, name: str) -> None:
-    payloads = corpus(name)
-    batch, batch_kept = spark_rows(spark, name, payloads)
-    tail, tail_kept = python_rows(name, payloads)
+    payloads, headers = with_events(corpus(name))
+    batch, batch_kept, batch_events = spark_rows(spark, name, payloads, headers)
+    tail, tail_kept, tail_events = python_rows(name, payloads, headers)
+    # connection events are neither trades nor dead letters on either path; unreadable ones are dead letters
+    assert batch_events == tail_events and len(batch_events) == 5
+    assert not batch_events & {offset for offset, _ in batch}
     assert sorted(batch) == sorted(tail)
     for key in sorted(batch):
         expected = {c: _naive(batch[key][c]) for c in COLUMNS}

@@ -17,7 +17,16 @@ from k2.medallion.coverage import Range, merge
 from k2.settings import Settings
 
 FAR = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
-RECORD_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingested_at", "value")
+# headers: a connection event (k2.feeds.events) is told from a trade message by its header
+RECORD_COLUMNS = (
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+    "kafka_timestamp",
+    "ingested_at",
+    "value",
+    "headers",
+)
 
 
 def gaps(covered: list[Range]) -> list[Range]:
@@ -201,7 +210,11 @@ def kafka_tail(settings: Settings, exchange: str, keys: KeyFilter | None = None)
                 ts = dt.datetime.fromtimestamp(msg.timestamp()[1] / 1000, dt.UTC)
                 records.append(
                     dict(
-                        zip(RECORD_COLUMNS, (topic, msg.partition(), msg.offset(), ts, None, msg.value()), strict=True)
+                        zip(
+                            RECORD_COLUMNS,
+                            (topic, msg.partition(), msg.offset(), ts, None, msg.value(), msg.headers()),
+                            strict=True,
+                        )
                     )
                 )
         if todo:
