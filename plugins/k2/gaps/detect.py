@@ -159,17 +159,21 @@ def record_gaps(spark, settings, exchange: str, span: tuple | None) -> tuple[int
         & (F.col("event_time") >= F.lit(lo - dt.timedelta(days=7)))
         & (F.col("event_time") <= F.lit(hi + CLOCK_MARGIN))
     )
-    found = explain(find_gaps(trades), outages(events)).localCheckpoint()
+    found = explain(find_gaps(trades), outages(events))
     recorded = spark.table(qualified(catalog, TRADE_GAPS_ID)).where(
         (F.col("exchange") == exchange)
         & F.col("closed_at").isNull()
         & (F.col("after_time") >= F.lit(lo))
         & (F.col("before_time") <= F.lit(hi))
     )
-    rows = reconcile(found, recorded, F.current_timestamp()).localCheckpoint()
-    merge_gaps(spark, rows, qualified(catalog, TRADE_GAPS_ID))
-    closed = rows.where(F.col("closed_at").isNotNull()).count()
-    return found.count(), closed
+    rows = reconcile(found, recorded, F.current_timestamp()).localCheckpoint()  # computed once
+    counts = rows.agg(
+        F.count_if(F.col("closed_at").isNull()).alias("open"),
+        F.count_if(F.col("closed_at").isNotNull()).alias("closed"),
+    ).first()
+    if counts["open"] or counts["closed"]:  # no gap around the interval: nothing to commit
+        merge_gaps(spark, rows, qualified(catalog, TRADE_GAPS_ID))
+    return counts["open"], counts["closed"]
 
 
 def merge_gaps(spark, rows: DataFrame, table: str) -> None:
