@@ -1,6 +1,8 @@
 """Bronze -> Silver for one exchange and interval: read -> parse and classify -> account -> keep
-what is new -> gate -> write. Every Bronze item ends in exactly one of: a new Silver trade, a dead
-letter, or a counted duplicate (of a trade in this interval or already in Silver).
+what is new -> gate -> write -> record the gaps in the trade ids (k2.gaps). Every Bronze item ends
+in exactly one of: a new Silver trade, a dead letter, or a counted duplicate (of a trade in this
+interval or already in Silver); a feed's connection event, split off first, goes to
+``ops.connection_events``.
 
 The accounting adds up quantities counted on their own: items, dead letters and later copies within
 the interval (one pass over the classified items), first copies Silver already holds (a semi-join of
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from k2.errors import K2Error
 from k2.exchanges import Exchange, get_exchange, known_symbols
+from k2.gaps.detect import record_gaps
 from k2.lake.names import qualified
 from k2.lake.tables import DEAD_LETTER, SILVER_TRADES, bronze_table
 from k2.medallion.interval import Interval
@@ -238,8 +241,6 @@ def run_silver(spark: SparkSession, settings: Settings, interval: Interval, gate
     report.dead_letters, report.dead_letters_known = sum(counts.values()), known_dead
     report.dead_letter_reasons = {str(k): v for k, v in counts.items()}
     check_accounting(report, interval)
-    from k2.gaps.detect import record_gaps
-
     report.gaps_open, report.gaps_closed = record_gaps(spark, settings, exchange.name, accounting.valid_span)
     return report
 
