@@ -413,6 +413,14 @@ class BatchSettings(Section):
         key="batch_execution_timeout_min",
         gt=0,
     )
+    gaps_neighbour_window_s: float = setting(
+        900.0,
+        "Gap detection reads Silver's trades this far before and after the interval's own (event time), so the "
+        "trades just before an interval are the neighbours of its first ones; a gap whose last trade before it "
+        "is older than this when the trade after it arrives is not seen.",
+        key="gaps_neighbour_window_s",
+        gt=0,
+    )
 
 
 @dataclass(frozen=True)

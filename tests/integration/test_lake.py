@@ -42,6 +42,21 @@ def test_new_columns_in_a_definition_evolve_the_table(catalog) -> None:
     assert [f.name for f in catalog.load_table(f"silver.{name}").schema().fields] == ["id", "note"]
 
 
+def test_a_gold_table_of_an_older_release_gains_the_trade_id_and_completeness_columns(catalog) -> None:
+    from dataclasses import replace
+
+    from k2.lake.tables import gold_table
+
+    now = replace(gold_table("1m"), name=f"ohlcv_1m_{uuid.uuid4().hex[:6]}")
+    before = replace(now, columns=tuple(c for c in now.columns if c.name not in NEW_GOLD_COLUMNS))
+    assert ensure_tables(catalog, [before]) == {now.identifier: "created"}
+    assert ensure_tables(catalog, [now]) == {now.identifier: "evolved: added " + ", ".join(NEW_GOLD_COLUMNS)}
+    assert [f.name for f in catalog.load_table(now.identifier).schema().fields] == [c.name for c in now.columns]
+
+
+NEW_GOLD_COLUMNS = ("first_trade_id", "last_trade_id", "complete")
+
+
 def test_spark_writes_pyiceberg_reads_and_back(spark, settings: Settings) -> None:
     name = f"silver.interop_{uuid.uuid4().hex[:6]}"
     spark.sql(f"CREATE TABLE {name} (id BIGINT, price DECIMAL(38,18), note STRING) USING iceberg")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import os
 import random
@@ -22,6 +23,7 @@ import pytest
 
 from k2.errors import K2Error
 from k2.exchanges import FrameKind, get_exchange
+from k2.feeds.events import CONNECTION_KEY, is_connection_event
 from k2.feeds.live import Backoff, LiveFeed, LiveFeedSummary, run_live_feed
 from k2.feeds.producer import TradeProducer
 from k2.settings import Settings
@@ -104,8 +106,11 @@ def end_offsets(settings: Settings, exchange: str) -> dict[int, int]:
         consumer.close()
 
 
-def records_since(settings: Settings, exchange: str, start: dict[int, int], marker: set[bytes]) -> list[Any]:
-    """Every record produced after ``start`` whose value is one of ``marker``, in partition order."""
+def records_since(
+    settings: Settings, exchange: str, start: dict[int, int], marker: set[bytes] | None, *, events: bool = False
+) -> list[Any]:
+    """Every record produced after ``start`` whose value is one of ``marker`` (``events``: every
+    connection event, k2.feeds.events), in partition order."""
     from confluent_kafka import Consumer, TopicPartition
 
     topic = settings.topic_for(exchange)
@@ -127,7 +132,11 @@ def records_since(settings: Settings, exchange: str, start: dict[int, int], mark
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
-            if msg.value() in marker:
+            if (
+                (is_connection_event(msg.headers()) and msg.key() == CONNECTION_KEY)
+                if events
+                else msg.value() in marker
+            ):
                 found.append(msg)
             if msg.offset() + 1 >= end[msg.partition()]:
                 pending.discard(msg.partition())
@@ -163,7 +172,16 @@ def test_binance_trades_arrive_byte_for_byte_and_none_are_lost_across_a_dropped_
     assert summary is not None and summary.ok
     assert server.streams == [["btcusdt@trade", "ethusdt@trade"]] * 2
     assert summary.reconnects == 1 and summary.retry_reasons == {"connection_closed": 1}
-    assert summary.published == 8 and summary.delivery.delivered == 8
+    assert summary.published == 8 and summary.delivery.delivered == 8 + summary.events
+    # connected, disconnected (connection_closed), connected, disconnected (stopped): k2.feeds.events
+    events = [json.loads(m.value()) for m in records_since(topics, "binance", before, None, events=True)]
+    assert [(e["event"], e["reason"], e["connection"]) for e in events] == [
+        ("connected", "", 1),
+        ("disconnected", "connection_closed", 1),
+        ("connected", "", 2),
+        ("disconnected", "stopped", 2),
+    ]
+    assert summary.events == 4 and all(t0 <= e["at_us"] <= time.time_ns() // 1000 for e in events)
 
     records = records_since(topics, "binance", before, set(frames))
     assert Counter(m.value() for m in records) == Counter(frames)  # each exactly once, unchanged
@@ -308,7 +326,8 @@ def test_delivery_failures_are_visible_in_the_summary(topics: Settings) -> None:
         wait_for(lambda: feed.frames(FrameKind.TRADES) == 3, 10, "3 trades received")
     summary = feed.summary
     assert summary is not None and not summary.ok
-    assert summary.published == 3 and summary.delivery.failed == 3 and summary.delivery.delivered == 0
+    assert summary.published == 3 and summary.delivery.failed == 3 + summary.events
+    assert summary.events == 2 and summary.delivery.delivered == 0  # connected, disconnected (stopped)
 
 
 def test_sigterm_stops_run_live_feed_gracefully_and_flushes(topics: Settings) -> None:
@@ -320,7 +339,8 @@ def test_sigterm_stops_run_live_feed_gracefully_and_flushes(topics: Settings) ->
 
     def terminate_once_published() -> None:
         try:
-            wait_for(lambda: producer.stats.produced >= 1, 10, "the trade to be published")
+            # the connected event, then the trade
+            wait_for(lambda: producer.stats.produced >= 2, 10, "the trade to be published")
         finally:  # always: without SIGTERM run_live_feed never returns (the assertions below fail instead)
             os.kill(os.getpid(), signal.SIGTERM)
 
@@ -332,7 +352,7 @@ def test_sigterm_stops_run_live_feed_gracefully_and_flushes(topics: Settings) ->
         summary = run_live_feed(topics, kraken, ["BTC/USD"], producer, url=server.url)
         killer.join(5)
         wait_for(lambda: server.close_codes, 5, "the server to see the connection closed")
-    assert summary.ok and summary.published == 1 and summary.delivery.delivered == 1
+    assert summary.ok and summary.published == 1 and summary.delivery.delivered == 1 + summary.events == 3
     assert server.close_codes == [1001]  # the socket was closed as "going away", not abandoned
     assert signal.getsignal(signal.SIGTERM) is previous  # the handler is restored afterwards
     assert [m.value() for m in records_since(topics, "kraken", before, {frame})] == [frame]

@@ -79,6 +79,7 @@ MINUTE_TRADES = [
 Minutes = dict[tuple[str, str, dt.datetime], Row]  # (exchange, symbol, bar start) -> bar
 MEASURES = ("open", "high", "low", "close", "volume_base", "volume_quote", "vwap", "trade_count")
 TAKER = ("taker_buy_base", "taker_sell_base")
+IDS = ("first_trade_id", "last_trade_id", "complete")
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +181,10 @@ def expected_bars(trades: list[tuple], seconds: int) -> dict[tuple, tuple]:
         sell = sum((t[5] for t in rows if t[7] == "sell"), D(0))
         low, high = min(prices), max(prices)
         vw = min(max(mean, low), high)
+        ids = sorted(int(t[2]) for t in rows)
+        contiguous = ids[-1] - ids[0] + 1 == len(ids)
         bars[key] = (ordered[0][4], high, low, ordered[-1][4], base, quote, vw, len(rows), buy, sell)
+        bars[key] += (str(ids[0]), str(ids[-1]), contiguous)
     return bars
 
 
@@ -197,7 +201,51 @@ def test_bars_equal_aggregating_the_trades_directly(random_minutes: tuple[list[t
     trades, minute = random_minutes
     bars = minute if width == "1m" else roll_up(minute, width, F.lit(COMPUTED_AT))
     rows = bars.collect()
-    got = {(r.exchange, r.symbol, utc(r.bar_start)): tuple(r[m] for m in (*MEASURES, *TAKER)) for r in rows}
+    got = {(r.exchange, r.symbol, utc(r.bar_start)): tuple(r[m] for m in (*MEASURES, *TAKER, *IDS)) for r in rows}
     expected = expected_bars(trades, BAR_WIDTHS_S[width])
     assert len(expected) > 2 and got == expected
+    if width == "1m":  # single trades are complete, most minutes of random ids not
+        assert {r.complete for r in rows} == {True, False}
     assert all(utc(r.bar_end) - utc(r.bar_start) == dt.timedelta(seconds=BAR_WIDTHS_S[width]) for r in rows)
+
+
+# Ids 7..12 of BTC-USDT over three minutes, 10 missing; "x1" is an id that is no integer (ETH-USDT)
+HOLE_TRADES = [
+    trade("7", "2026-11-20T10:00:01", "100", "1", "buy"),
+    trade("8", "2026-11-20T10:00:02", "100", "1", "buy"),
+    trade("9", "2026-11-20T10:01:01", "100", "1", "buy"),
+    trade("11", "2026-11-20T10:01:02", "100", "1", "buy"),
+    trade("12", "2026-11-20T10:02:01", "100", "1", "buy"),
+    trade("x1", "2026-11-20T10:00:01", "100", "1", "buy", symbol="ETH-USDT"),
+]
+
+
+def test_a_bar_is_complete_when_its_ids_are_contiguous(spark: SparkSession) -> None:
+    minute = minute_bars(spark.createDataFrame(HOLE_TRADES, TRADE_SCHEMA), F.lit(COMPUTED_AT)).cache()
+    got = {
+        (r.symbol, utc(r.bar_start).minute): (r.first_trade_id, r.last_trade_id, r.complete) for r in minute.collect()
+    }
+    assert got == {
+        ("BTC-USDT", 0): ("7", "8", True),
+        ("BTC-USDT", 1): ("9", "11", False),  # 10 is missing inside the bar
+        ("BTC-USDT", 2): ("12", "12", True),
+        ("ETH-USDT", 0): ("x1", "x1", None),  # not an integer: not checked
+    }
+    five = {
+        r.symbol: (r.first_trade_id, r.last_trade_id, r.complete)
+        for r in roll_up(minute, "5m", F.lit(COMPUTED_AT)).collect()
+    }
+    assert five == {"BTC-USDT": ("7", "12", False), "ETH-USDT": ("x1", "x1", None)}
+    filled = [*HOLE_TRADES, trade("10", "2026-11-20T10:01:01.5", "100", "1", "buy")]
+    minute = minute_bars(spark.createDataFrame(filled, TRADE_SCHEMA), F.lit(COMPUTED_AT))
+    assert [r.complete for r in roll_up(minute, "5m", F.lit(COMPUTED_AT)).orderBy("symbol").collect()] == [True, None]
+
+
+def test_minutes_next_to_each_other_without_a_hole_roll_up_complete_but_a_hole_between_them_does_not(
+    spark: SparkSession,
+) -> None:
+    """Each minute contiguous on its own, the hour not: the roll-up looks across its minutes."""
+    trades = [trade("1", "2026-11-20T10:00:01", "1", "1", "buy"), trade("3", "2026-11-20T10:01:01", "1", "1", "buy")]
+    minute = minute_bars(spark.createDataFrame(trades, TRADE_SCHEMA), F.lit(COMPUTED_AT))
+    assert [r.complete for r in minute.collect()] == [True, True]
+    assert [r.complete for r in roll_up(minute, "1h", F.lit(COMPUTED_AT)).collect()] == [False]

@@ -56,11 +56,16 @@ class Case:
     raw: str | None = None  # Kraken: a whole batch element instead of a trade object
 
 
-def bronze(spark: SparkSession, topic: str, payloads: list[bytes]) -> DataFrame:
-    """Bronze rows (as ``bronze.<exchange>_trades`` holds them) of these payloads, offsets 0, 1, ..."""
+DEFAULT_HEADERS = [("exchange", b"test")]
+
+
+def bronze(spark: SparkSession, topic: str, payloads: list[bytes], headers: list[list] | None = None) -> DataFrame:
+    """Bronze rows (as ``bronze.<exchange>_trades`` holds them) of these payloads, offsets 0, 1, ...
+    (``headers``: each record's, default one exchange header)."""
+    headers = headers or [DEFAULT_HEADERS] * len(payloads)
     rows = [
-        (topic, 0, offset, KAFKA_TS, 0, b"k", payload, [("exchange", b"test")], INGESTED_AT)
-        for offset, payload in enumerate(payloads)
+        (topic, 0, offset, KAFKA_TS, 0, b"k", payload, h, INGESTED_AT)
+        for offset, (payload, h) in enumerate(zip(payloads, headers, strict=True))
     ]
     return spark.createDataFrame(rows, BRONZE_SCHEMA)
 

@@ -16,7 +16,8 @@ SCHEMA = (
     "exchange string, symbol string, bar_start timestamp, bar_end timestamp, open decimal(38,18), "
     "high decimal(38,18), low decimal(38,18), close decimal(38,18), volume_base decimal(38,18), "
     "volume_quote decimal(38,18), vwap decimal(38,18), trade_count bigint, taker_buy_base decimal(38,18), "
-    "taker_sell_base decimal(38,18), computed_at timestamp"
+    "taker_sell_base decimal(38,18), computed_at timestamp, first_trade_id string, last_trade_id string, "
+    "complete boolean"
 )
 
 
@@ -34,6 +35,9 @@ def bar(minute: int, **changes) -> tuple:
         "taker_buy_base": Decimal(1),
         "taker_sell_base": Decimal(1),
         "computed_at": T0,
+        "first_trade_id": "7",
+        "last_trade_id": "9",
+        "complete": True,
     }
     values.update(changes)
     return tuple(values.values())

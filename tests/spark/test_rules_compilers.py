@@ -18,11 +18,15 @@ from pyspark.sql import functions as F
 
 from k2.exchanges import available, get_exchange
 from k2.exchanges.duckdb import candidates_sql
+from k2.feeds.events import connection_event
 from k2.medallion import duckdb as silver_sql
+from k2.medallion.silver import split_connection_events
 from k2.medallion.tail import Classifier, first_copies
 from k2.medallion.transforms.silver import classify, rank_copies, to_trades
+from k2.query.sources import HEADERS
 from tests.spark import test_poison_records as poison
 from tests.spark.test_exchange_parsing import malformed_cases, sample_batch
+from tests.spark.test_gaps import event_corpus
 
 KAFKA_TS = poison.KAFKA_TS
 COLUMNS = (
@@ -113,17 +117,30 @@ def corpus(name: str) -> list[bytes | None]:
     return payloads + [poison.spaced(p) for p in payloads if p] + copies
 
 
-def spark_rows(spark: SparkSession, name: str, payloads: list[bytes | None]) -> tuple[dict, set]:
+def with_events(payloads: list[bytes | None]) -> tuple[list[bytes | None], list[list]]:
+    """The corpus plus connection events, good and bad (k2.feeds.events), each with its headers."""
+    events = event_corpus()
+    return [*payloads, *(v for _, v, _ in events)], [
+        *[poison.DEFAULT_HEADERS] * len(payloads),
+        *(h for *_, h in events),
+    ]
+
+
+def spark_rows(
+    spark: SparkSession, name: str, payloads: list[bytes | None], headers: list[list]
+) -> tuple[dict, set, set]:
     exchange = get_exchange(name)
     rules = poison.rules_for(name)
-    classified = classify(exchange.parse_bronze(poison.bronze(spark, f"k2.{name}.raw", payloads)), rules)
+    events, rest = split_connection_events(poison.bronze(spark, f"k2.{name}.raw", payloads, headers))
+    classified = classify(exchange.parse_bronze(rest), rules)
     rows = {(r.kafka_offset, r.item_index): r.asDict() for r in classified.collect()}
     kept = rank_copies(classified).where(F.col("copy") == 1)
     trades = to_trades(kept, name, F.lit(poison.INGESTED_AT)).collect()
-    return rows, {(t.kafka_offset, t.symbol, t.trade_id, t.quote_amount) for t in trades}
+    routed = {r.kafka_offset for r in events.select("kafka_offset").collect()}
+    return rows, {(t.kafka_offset, t.symbol, t.trade_id, t.quote_amount) for t in trades}, routed
 
 
-def python_rows(name: str, payloads: list[bytes | None]) -> tuple[dict, set]:
+def python_rows(name: str, payloads: list[bytes | None], headers: list[list]) -> tuple[dict, set, set]:
     exchange, rules = get_exchange(name), poison.rules_for(name)
     tail = Classifier(name, exchange.rules, rules.symbols, rules.max_event_lead_s, rules.max_event_age_s)
     records = [
@@ -134,18 +151,21 @@ def python_rows(name: str, payloads: list[bytes | None]) -> tuple[dict, set]:
             "kafka_timestamp": KAFKA_TS,
             "ingested_at": poison.INGESTED_AT,
             "value": payload,
+            "headers": h,
         }
-        for offset, payload in enumerate(payloads)
+        for offset, (payload, h) in enumerate(zip(payloads, headers, strict=True))
     ]
     classified = tail.candidates(records)
     rows = {(r["kafka_offset"], r["item_index"]): r for r in classified}
     assert len(rows) == len(classified)  # one outcome per item
     kept = {(t["kafka_offset"], t["symbol"], t["trade_id"], t["_quote"]) for t in first_copies(classified)}
-    return rows, kept
+    routed = {r["kafka_offset"] for r in records if connection_event(r) is not None}
+    return rows, kept, routed
 
 
-def records_table(name: str, payloads: list[bytes | None]) -> pa.Table:
+def records_table(name: str, payloads: list[bytes | None], headers: list[list] | None = None) -> pa.Table:
     count = len(payloads)
+    headers = headers or [poison.DEFAULT_HEADERS] * count
     return pa.table(
         {
             "kafka_topic": [f"k2.{name}.raw"] * count,
@@ -154,18 +174,23 @@ def records_table(name: str, payloads: list[bytes | None]) -> pa.Table:
             "kafka_timestamp": pa.array([KAFKA_TS] * count, silver_sql.TIME),
             "ingested_at": pa.array([poison.INGESTED_AT] * count, silver_sql.TIME),
             "value": pa.array(payloads, pa.binary()),
+            "headers": pa.array([[{"key": k, "value": v} for k, v in h] for h in headers], HEADERS),
         }
     )
 
 
-def duckdb_rows(name: str, payloads: list[bytes | None]) -> tuple[dict, set, list]:
-    """Through k2.query's path: DuckDB for canonical, plain messages, Python for the rest. Also the
-    reasons of the candidates DuckDB judged itself."""
+def duckdb_rows(name: str, payloads: list[bytes | None], headers: list[list]) -> tuple[dict, set, list, set]:
+    """Through k2.query's path: connection events dropped, then DuckDB for canonical, plain messages,
+    Python for the rest. Also the reasons of the candidates DuckDB judged itself, and the events."""
     exchange, rules = get_exchange(name), poison.rules_for(name)
     lead, age = rules.max_event_lead_s, rules.max_event_age_s
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
-        con.register("records", records_table(name, payloads))
+        con.register("_given", records_table(name, payloads, headers))
+        con.execute("CREATE TEMP TABLE records AS SELECT * FROM _given")
+        silver_sql.drop_connection_events(con, "records")
+        left = {r[0] for r in con.sql("SELECT kafka_offset FROM records").fetchall()}
+        routed = set(range(len(payloads))) - left
         table = silver_sql.classify(con, "records", name, exchange.rules, rules.symbols, lead, age)
         rows = {
             (r["kafka_offset"], r["item_index"]): r
@@ -175,7 +200,7 @@ def duckdb_rows(name: str, payloads: list[bytes | None]) -> tuple[dict, set, lis
         handled = f"(SELECT * FROM ({candidates_sql(exchange.rules, 'records')}) WHERE handled)"
         judged = silver_sql.classified_sql(handled, name, exchange.rules, rules.symbols, lead, age)
         reasons = [r[0] for r in con.sql(f"SELECT reason FROM ({judged})").fetchall()]
-    return rows, {(t["kafka_offset"], t["symbol"], t["trade_id"], t["quote_amount"]) for t in kept}, reasons
+    return rows, {(t["kafka_offset"], t["symbol"], t["trade_id"], t["quote_amount"]) for t in kept}, reasons, routed
 
 
 def _naive(value: object) -> object:
@@ -184,9 +209,12 @@ def _naive(value: object) -> object:
 
 @pytest.mark.parametrize("name", available())
 def test_spark_and_tail_compilers_agree(spark: SparkSession, name: str) -> None:
-    payloads = corpus(name)
-    batch, batch_kept = spark_rows(spark, name, payloads)
-    tail, tail_kept = python_rows(name, payloads)
+    payloads, headers = with_events(corpus(name))
+    batch, batch_kept, batch_events = spark_rows(spark, name, payloads, headers)
+    tail, tail_kept, tail_events = python_rows(name, payloads, headers)
+    # connection events are neither trades nor dead letters on either path; unreadable ones are dead letters
+    assert batch_events == tail_events and len(batch_events) == 5
+    assert not batch_events & {offset for offset, _ in batch}
     assert sorted(batch) == sorted(tail)
     for key in sorted(batch):
         expected = {c: _naive(batch[key][c]) for c in COLUMNS}
@@ -195,7 +223,8 @@ def test_spark_and_tail_compilers_agree(spark: SparkSession, name: str) -> None:
     assert tail_kept == batch_kept
     reasons = {r["reason"] for r in tail.values()}
     assert None in reasons and len(reasons) > 15  # valid trades and many kinds of rejects went through both
-    sql, sql_kept, judged = duckdb_rows(name, payloads)
+    sql, sql_kept, judged, sql_events = duckdb_rows(name, payloads, headers)
+    assert sql_events == batch_events
     assert sorted(sql) == sorted(batch)
     for key in sorted(batch):
         expected = {c: _naive(batch[key][c]) for c in COLUMNS}

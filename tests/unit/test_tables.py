@@ -15,6 +15,8 @@ def test_every_layer_has_its_tables() -> None:
         "ops.stream_metrics",
         "ops.alert_events",
         "ops.medallion_ledger",
+        "ops.connection_events",
+        "ops.trade_gaps",
     ]
 
 

@@ -11,6 +11,7 @@ hammer a recovering exchange in lockstep.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import random
 import signal
 import threading
@@ -26,6 +27,7 @@ from websockets.uri import parse_uri
 
 from k2.errors import K2Error
 from k2.exchanges import Exchange, FrameKind, resolve_symbols
+from k2.feeds.events import CONNECTED, DISCONNECTED, ConnectionEvent
 from k2.feeds.producer import DeliveryStats, TradeProducer
 from k2.log import get_logger
 from k2.settings import Settings
@@ -102,6 +104,7 @@ class LiveFeedSummary:
     retry_reasons: dict[str, int]  # why each connection (or attempt) ended
     elapsed_s: float
     delivery: DeliveryStats
+    events: int = 0  # connection events published (k2.feeds.events); delivery counts them too
 
     @property
     def reconnects(self) -> int:
@@ -154,6 +157,7 @@ class LiveFeed:
         self.publish_failed = 0  # rejected by the producer before reaching the queue
         self.connections = 0
         self.retry_reasons: dict[str, int] = {}
+        self.events_published = 0
         self._ping_id = 0
 
     def frame_counts(self) -> dict[str, int]:
@@ -196,11 +200,13 @@ class LiveFeed:
             dict(self.retry_reasons),
             round(time.monotonic() - started, 3),
             stats,
+            self.events_published,
         )
         log.info(
             "feed.finished",
             exchange=self.exchange.name,
             published=self.published,
+            events=self.events_published,
             publish_failed=self.publish_failed,
             connections=self.connections,
             retry_reasons=self.retry_reasons,
@@ -257,17 +263,33 @@ class LiveFeed:
                 opened = True
                 self.connections += 1
                 log.info("feed.connected", exchange=self.exchange.name, url=self.url, connection=self.connections)
+                self._event(CONNECTED)
                 try:
                     for frame in self.exchange.subscribe_frames(self.symbols):
                         await ws.send(frame)
-                    return await self._receive(ws)
+                    ended = await self._receive(ws)
                 except asyncio.CancelledError:  # stopping: say goodbye (else the library closes with 1011)
+                    self._event(DISCONNECTED, "stopped", "the feed was asked to stop")
                     await ws.close(1001, "client shutting down")
                     raise
         except ConnectionClosed as exc:
-            return "connection_closed", f"code={exc.rcvd.code if exc.rcvd else 1006} {exc}"
+            ended = "connection_closed", f"code={exc.rcvd.code if exc.rcvd else 1006} {exc}"
         except (OSError, InvalidHandshake, TimeoutError) as exc:
-            return ("connection_error" if opened else "connect_failed"), f"{type(exc).__name__}: {exc}"
+            ended = ("connection_error" if opened else "connect_failed"), f"{type(exc).__name__}: {exc}"
+        if opened:  # a failed attempt changes nothing: the feed was not listening before it either
+            self._event(DISCONNECTED, *ended)
+        return ended
+
+    def _event(self, event: str, reason: str = "", detail: str = "") -> None:
+        """Publish a connection event (k2.feeds.events); a failure is logged, never fatal."""
+        at = dt.datetime.now(dt.UTC)
+        try:
+            self.producer.publish_event(ConnectionEvent(event, at, self.connections, reason, detail, self.url))
+        except self._kafka_exception as exc:
+            self.publish_failed += 1
+            log.error("feed.event_publish_failed", exchange=self.exchange.name, event=event, error=str(exc))
+            return
+        self.events_published += 1
 
     async def _receive(self, ws: ClientConnection) -> tuple[str, str]:
         loop = asyncio.get_running_loop()

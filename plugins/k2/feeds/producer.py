@@ -15,6 +15,7 @@ from typing import Any
 
 from k2.errors import K2Error
 from k2.exchanges import Exchange
+from k2.feeds.events import CONNECTION_KEY, CONNECTION_KIND, KIND_HEADER, ConnectionEvent
 from k2.log import get_logger
 from k2.settings import KafkaSettings, Settings
 
@@ -115,6 +116,13 @@ class TradeProducer:
         """Queue one record; blocks while the local queue is full. ``on_delivery`` replaces the
         default counting callback and must call :meth:`count_delivery` itself."""
         self._produce_waiting(payload, key, self._headers(), on_delivery or self._count_delivery)
+        self._stats.produced += 1
+
+    def publish_event(self, event: ConnectionEvent) -> None:
+        """Queue a connection event (k2.feeds.events): the same topic and headers as a trade frame,
+        plus the header that marks its kind, under the key no symbol spells."""
+        headers = [*self._headers(), (KIND_HEADER, CONNECTION_KIND)]
+        self._produce_waiting(event.payload(), CONNECTION_KEY, headers, self._count_delivery)
         self._stats.produced += 1
 
     def publish_batch(self, payloads: list[bytes], keys: list[bytes]) -> None:

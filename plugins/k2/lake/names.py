@@ -14,6 +14,8 @@ MONEY_PRECISION, MONEY_SCALE = 38, 18
 MONEY_SQL = f"decimal({MONEY_PRECISION},{MONEY_SCALE})"
 SILVER_TRADES_ID = "silver.trades"
 DEAD_LETTER_ID = "silver.dead_letter"
+CONNECTION_EVENTS_ID = "ops.connection_events"
+TRADE_GAPS_ID = "ops.trade_gaps"
 
 
 def bronze_id(exchange: str) -> str:

@@ -31,11 +31,13 @@ from pyiceberg.types import (
 
 from k2.errors import K2Error
 from k2.lake.names import (
+    CONNECTION_EVENTS_ID,
     DEAD_LETTER_ID,
     GOLD_INTERVAL_NAMES,
     MONEY_PRECISION,
     MONEY_SCALE,
     SILVER_TRADES_ID,
+    TRADE_GAPS_ID,
     bronze_id,
     gold_id,
 )
@@ -226,6 +228,16 @@ def gold_table(interval: str) -> TableSpec:
             Column("taker_buy_base", MONEY, True),
             Column("taker_sell_base", MONEY, True),
             Column("computed_at", TimestamptzType(), True),
+            # added after the first release: optional, so catalogs created before evolve (ensure_tables)
+            Column("first_trade_id", StringType(), False, "Lowest trade id of the bar (numeric order for numeric ids)"),
+            Column("last_trade_id", StringType(), False, "Highest trade id of the bar"),
+            Column(
+                "complete",
+                BooleanType(),
+                False,
+                "The bar's trade ids are contiguous (no id between first and last is missing); "
+                "null when the ids are not integers",
+            ),
         ),
         partitioning=(("exchange", IdentityTransform), ("bar_start", GOLD_INTERVALS[interval])),
         identifier_columns=("exchange", "symbol", "bar_start"),
@@ -270,6 +282,8 @@ STREAM_METRICS = TableSpec(
         _metric("unprocessed_age_s", "Age of the oldest Bronze row Silver has not processed"),
         Column("bronze_gap_rows", LongType(), False, "kafka_committed - bronze_rows"),
         Column("silver_gap_rows", LongType(), False, "bronze_rows - silver_accounted_rows - unprocessed_rows"),
+        Column("open_gaps", LongType(), False, "Open gaps in the trade ids (ops.trade_gaps)"),
+        Column("missing_trades", LongType(), False, "Trades missing from the open gaps"),
     ),
     partitioning=(("measured_at", DayTransform),),
     doc="Operations: one row per exchange per monitoring run",
@@ -315,7 +329,50 @@ MEDALLION_LEDGER = TableSpec(
     doc="Operations: every range of Bronze ingestion time each layer processed, with its accounting",
 )
 
-OPS_TABLES = (STREAM_METRICS, ALERT_EVENTS, MEDALLION_LEDGER)
+CONNECTION_EVENTS = TableSpec(
+    *_split(CONNECTION_EVENTS_ID),
+    (
+        Column("exchange", StringType(), True),
+        Column("event", StringType(), True, "connected or disconnected (k2.feeds.events)"),
+        Column("event_time", TimestamptzType(), True, "When the feed connected or lost the connection, its clock, UTC"),
+        Column("connection", IntegerType(), False, "The feed's connection number since it started"),
+        Column("reason", StringType(), False, "Why a connection ended: idle_timeout, connection_closed, stopped, ..."),
+        Column("detail", StringType(), False),
+        Column("url", StringType(), False),
+        *KAFKA_COORDINATES,
+        Column("bronze_ingested_at", TimestamptzType(), True),
+    ),
+    partitioning=(("event_time", MonthTransform),),
+    identifier_columns=("kafka_topic", "kafka_partition", "kafka_offset"),
+    doc="Operations: the live feeds' connection events, routed here from Bronze by Silver",
+)
+
+TRADE_GAPS = TableSpec(
+    *_split(TRADE_GAPS_ID),
+    (
+        Column("exchange", StringType(), True),
+        Column("symbol", StringType(), True, "Normalised symbol, as Silver's"),
+        Column("exchange_symbol", StringType(), True),
+        Column("first_missing_id", LongType(), True),
+        Column("last_missing_id", LongType(), True),
+        Column("missing_count", LongType(), True),
+        Column("after_time", TimestamptzType(), True, "Event time of the last trade before the gap"),
+        Column("before_time", TimestamptzType(), True, "Event time of the first trade after the gap"),
+        Column(
+            "explained_by_disconnect",
+            BooleanType(),
+            True,
+            "A feed outage (disconnected until connected again) overlaps [after_time, before_time]",
+        ),
+        Column("detected_at", TimestamptzType(), True),
+        Column("closed_at", TimestamptzType(), False, "When a batch found the missing ids in Silver; null: open"),
+    ),
+    partitioning=(("exchange", IdentityTransform),),
+    identifier_columns=("exchange", "symbol", "first_missing_id"),
+    doc="Operations: gaps in the exchanges' sequential trade ids per symbol, found by the batch (k2.gaps)",
+)
+
+OPS_TABLES = (STREAM_METRICS, ALERT_EVENTS, MEDALLION_LEDGER, CONNECTION_EVENTS, TRADE_GAPS)
 
 
 def all_tables(settings: Settings) -> list[TableSpec]:

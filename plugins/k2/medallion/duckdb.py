@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from k2.exchanges.duckdb import RECORD_COLUMNS, candidates_sql, lit, trade_keys_sql
 from k2.exchanges.rules import TradeRules
+from k2.feeds.events import CONNECTION_KIND, KIND_HEADER, connection_event
 from k2.medallion.rules import CHECKS, SIDES, TESTS, SilverCheck, names, time_relation
 from k2.medallion.tail import Classifier
 
@@ -128,6 +129,27 @@ def _python_outcomes(classifier: Classifier, records: pa.Table) -> pa.Table:
     for row in rows:
         row["quote_amount"] = row["_quote"]
     return pa.Table.from_pylist(rows, schema=CLASSIFIED)
+
+
+def drop_connection_events(con, records: str) -> int:
+    """Deletes the connection events from the table ``records`` (with ``headers``): they are neither
+    trades nor dead letters (Silver routes them to ops.connection_events). SQL finds the few records
+    the event header marks; the one rule, ``k2.feeds.events.connection_event``, decides which are
+    events (a marked record whose payload is not one stays, and becomes a dead letter as in Silver)."""
+    marked = con.sql(
+        f"SELECT kafka_topic, kafka_partition, kafka_offset, value, headers FROM {records} "
+        f"WHERE len(list_filter(headers, lambda h: h.key = {lit(KIND_HEADER)} "
+        f"AND h.value = {lit(CONNECTION_KIND.decode())}::BLOB)) > 0"
+    ).to_arrow_table()
+    events = [r for r in marked.to_pylist() if connection_event(r) is not None]
+    if not events:
+        return 0
+    coordinates = ("kafka_topic", "kafka_partition", "kafka_offset")
+    con.register("_events", pa.Table.from_pylist([{c: r[c] for c in coordinates} for r in events]))
+    matched = " AND ".join(f"{records}.{c} = e.{c}" for c in coordinates)
+    con.execute(f"DELETE FROM {records} USING _events e WHERE {matched}")
+    con.unregister("_events")
+    return len(events)
 
 
 def classify(

@@ -31,6 +31,9 @@ class SilverReport(JsonReport):
     quality: dict[str, dict[str, Any]] = field(default_factory=dict)  # layer -> QualityReport.summary()
     duration_s: float = 0.0
     layer: str = "silver"
+    connection_events: int = 0  # Bronze rows that are feed connection events (ops.connection_events)
+    gaps_open: int = 0  # trade-id gaps found around the interval's trades (ops.trade_gaps)
+    gaps_closed: int = 0  # recorded gaps whose missing ids are in Silver now
     pieces: list[str] = field(default_factory=list)  # ranges of Bronze ingestion time processed
     pieces_left: int = 0  # ranges a catch-up left to the next runs
 
@@ -44,6 +47,9 @@ class SilverReport(JsonReport):
         "duplicates_in_silver",
         "dead_letters_new",
         "dead_letters_known",
+        "connection_events",
+        "gaps_open",
+        "gaps_closed",
     )
 
     def add(self, piece: SilverReport) -> None:
@@ -67,7 +73,8 @@ class SilverReport(JsonReport):
             f"duplicates={self.duplicates} (in_interval={self.duplicates_in_interval} "
             f"in_silver={self.duplicates_in_silver}) dead_letters={self.dead_letters} "
             f"(new={self.dead_letters_new} known={self.dead_letters_known}) "
-            f"reasons={json.dumps(self.dead_letter_reasons, sort_keys=True)}"
+            f"reasons={json.dumps(self.dead_letter_reasons, sort_keys=True)} "
+            f"connection_events={self.connection_events} gaps_open={self.gaps_open} gaps_closed={self.gaps_closed}"
         )
         return [counts, *_pieces_line(self), *quality_lines(self.quality)]
 

@@ -1,6 +1,8 @@
 """Bronze -> Silver for one exchange and interval: read -> parse and classify -> account -> keep
-what is new -> gate -> write. Every Bronze item ends in exactly one of: a new Silver trade, a dead
-letter, or a counted duplicate (of a trade in this interval or already in Silver).
+what is new -> gate -> write -> record the gaps in the trade ids (k2.gaps). Every Bronze item ends
+in exactly one of: a new Silver trade, a dead letter, or a counted duplicate (of a trade in this
+interval or already in Silver); a feed's connection event, split off first, goes to
+``ops.connection_events``.
 
 The accounting adds up quantities counted on their own: items, dead letters and later copies within
 the interval (one pass over the classified items), first copies Silver already holds (a semi-join of
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from k2.errors import K2Error
 from k2.exchanges import Exchange, get_exchange, known_symbols
+from k2.gaps.detect import record_gaps
 from k2.lake.names import qualified
 from k2.lake.tables import DEAD_LETTER, SILVER_TRADES, bronze_table
 from k2.medallion.interval import Interval
@@ -213,7 +216,9 @@ def run_silver(spark: SparkSession, settings: Settings, interval: Interval, gate
     report = SilverReport(exchange.name, interval.start.isoformat(), interval.end.isoformat())
     bronze = read_bronze(spark, settings.lake, exchange, interval)
     report.quality["bronze"] = gate("bronze", bronze, interval)
-    classified = classify_items(settings, exchange, bronze)
+    events, rest = split_connection_events(bronze)
+    report.connection_events = write_connection_events(spark, settings.lake, exchange.name, events)
+    classified = classify_items(settings, exchange, rest)
     try:
         accounting = account(classified)
         bronze.unpersist()  # cached by the quality gate; the classified rows are cached from here on
@@ -228,13 +233,46 @@ def run_silver(spark: SparkSession, settings: Settings, interval: Interval, gate
         classified.unpersist()
     counts = dict(accounting.counts)
     counts.pop(None, None)
-    report.bronze_rows, report.items = accounting.bronze_rows, sum(accounting.counts.values())
+    # connection events are Bronze rows too: Silver accounts for them in ops.connection_events
+    report.bronze_rows = accounting.bronze_rows + report.connection_events
+    report.items = sum(accounting.counts.values())
     report.duplicates_in_interval, report.duplicates_in_silver = accounting.later_copies, known
     report.duplicates = accounting.later_copies + known
     report.dead_letters, report.dead_letters_known = sum(counts.values()), known_dead
     report.dead_letter_reasons = {str(k): v for k, v in counts.items()}
     check_accounting(report, interval)
+    report.gaps_open, report.gaps_closed = record_gaps(spark, settings, exchange.name, accounting.valid_span)
     return report
+
+
+def split_connection_events(bronze: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(connection events, every other row): events go to ``ops.connection_events``, never into the
+    trades or the dead letters (k2.feeds.events)."""
+    from pyspark.sql import functions as F
+
+    from k2.medallion.transforms.events import event_fields
+
+    flagged = event_fields(bronze)
+    return flagged.where(F.col("is_event")), flagged.where(~F.col("is_event")).drop("_event", "is_event")
+
+
+def write_connection_events(spark: SparkSession, lake: LakeSettings, exchange: str, events: DataFrame) -> int:
+    """Appends the events an earlier run has not recorded; returns how many the interval holds
+    (recorded now or before: each is one Bronze row Silver accounted for)."""
+    from pyspark.sql import functions as F
+
+    from k2.lake.tables import CONNECTION_EVENTS
+    from k2.medallion.transforms.events import to_connection_events
+
+    rows = to_connection_events(events, exchange).localCheckpoint()
+    total = rows.count()
+    if not total:
+        return 0
+    table = qualified(lake.catalog_name, CONNECTION_EVENTS.identifier)
+    key = list(CONNECTION_EVENTS.identifier_columns)
+    known = spark.table(table).where(F.col("exchange") == exchange).select(*key)
+    append(rows.join(known, key, "left_anti"), table)
+    return total
 
 
 def check_accounting(report: SilverReport, interval: Interval) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from k2.exchanges.rules import TradeRules
 from k2.exchanges.tail import parse_payload
+from k2.feeds.events import connection_event
 from k2.medallion.rules import CHECKS, SIDES, TESTS, SilverCheck, names, time_relation
 
 _CTX = Context(prec=200, rounding=ROUND_HALF_UP)
@@ -149,9 +150,13 @@ class Classifier:
 
     def candidates(self, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """Bronze-shaped records (kafka_topic, kafka_partition, kafka_offset, kafka_timestamp,
-        ingested_at, value) -> classified candidates."""
+        ingested_at, value, optionally headers) -> classified candidates. Connection events are
+        neither trades nor dead letters: Silver routes them to ops.connection_events, so they are
+        skipped here (``k2.medallion.transforms.events`` is the Spark form of the same rule)."""
         out = []
         for record in records:
+            if connection_event(record) is not None:
+                continue
             for item in parse_payload(self.rules, record["value"]):
                 out.append(self.classify({**record, **item}))
         return out

@@ -55,6 +55,9 @@ class StreamMetrics:
     unprocessed_age_s: float | None = None
     bronze_gap_rows: int | None = None
     silver_gap_rows: int | None = None
+    # trade-id gaps the batch recorded and no later trade filled (ops.trade_gaps, k2.gaps)
+    open_gaps: int | None = None
+    missing_trades: int | None = None
 
     def alerting_values(self) -> dict[str, float | None]:
         from k2.monitoring.thresholds import DEFAULTS
@@ -94,7 +97,19 @@ def measure(settings: Settings, exchange: str, now: float | None = None) -> Stre
     m.latency_p99_s = alerting_latency(m.kafka_latency_p99_s, m.lag_messages, m.lag_s)
     m.dead_letter_ratio = _dead_letter_ratio(settings, exchange)
     _reconcile(settings, m, now)
+    _gaps(settings, m)
     return m
+
+
+def _gaps(settings: Settings, m: StreamMetrics) -> None:
+    from k2.gaps.store import open_gap_rows
+
+    try:
+        rows = open_gap_rows(settings, m.exchange)
+    except Exception as exc:  # unknown, not 0: an unknown value neither opens nor resolves an incident
+        log.error("monitor.gaps_failed", exchange=m.exchange, error=f"{type(exc).__name__}: {exc}")
+        return
+    m.open_gaps, m.missing_trades = len(rows), sum(r["missing_count"] for r in rows)
 
 
 def alerting_latency(committed_p99_s: float | None, waiting: int | None, waiting_age_s: float | None) -> float | None:

@@ -34,6 +34,8 @@ GAUGES = {
     "unprocessed_age_s": "Age of the oldest Bronze row Silver has not processed, seconds",
     "bronze_gap_rows": "Kafka records committed by the stream but missing from Bronze (negative: surplus)",
     "silver_gap_rows": "Bronze rows neither accounted for by Silver nor waiting (negative: surplus)",
+    "open_gaps": "Open gaps in the trade ids (ops.trade_gaps): trades never received, not yet filled",
+    "missing_trades": "Trades missing from the open gaps in the trade ids",
 }
 
 

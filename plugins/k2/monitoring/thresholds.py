@@ -52,6 +52,8 @@ DEFAULTS: dict[str, tuple[Threshold, str]] = {
     "unprocessed_age_s": (Threshold(7_200, 21_600), "age of the oldest Bronze record Silver has not processed"),
     "bronze_gap_rows": (Threshold(None, 0), "Kafka records the stream committed that Bronze does not hold"),
     "silver_gap_rows": (Threshold(None, 0), "Bronze rows neither accounted for by Silver nor waiting for it"),
+    # a trade never received is a warning: `k2 gaps repair` can fetch it; critical is off by default
+    "missing_trades": (Threshold(0, None), "trades missing from open gaps in the trade ids (ops.trade_gaps)"),
 }
 
 VARIABLE_KEY = "k2_alert_thresholds"

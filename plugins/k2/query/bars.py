@@ -1,5 +1,6 @@
 """OHLCV bars from trades, in DuckDB, by Gold's definition (``k2.medallion.transforms.gold``): open and
-close follow event time with the numeric trade id as tie-break; VWAP as Spark's decimal division
+close follow event time with the numeric trade id as tie-break; first/last trade id and the
+completeness flag as ``k2.medallion.transforms.gold.contiguous`` gives them; VWAP as Spark's decimal division
 gives it (12 fractional digits, inside [low, high]), computed in Python on the few bars."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from k2.gaps.detect import NUMERIC_ID
 from k2.lake.names import BAR_WIDTHS_S
 
 WIDTHS = dict(BAR_WIDTHS_S)
@@ -23,7 +25,11 @@ SELECT exchange, symbol, (epoch_us(event_time) // {us}) * {us} AS start_us,
        first(price ORDER BY event_time DESC, length(trade_id) DESC, trade_id DESC) AS close,
        sum(quantity) AS volume_base, sum(quote_amount) AS volume_quote, count(*) AS trade_count,
        sum(CASE WHEN taker_side = 'buy' THEN quantity ELSE 0 END) AS taker_buy_base,
-       sum(CASE WHEN taker_side = 'sell' THEN quantity ELSE 0 END) AS taker_sell_base
+       sum(CASE WHEN taker_side = 'sell' THEN quantity ELSE 0 END) AS taker_sell_base,
+       first(trade_id ORDER BY length(trade_id), trade_id) AS first_trade_id,
+       first(trade_id ORDER BY length(trade_id) DESC, trade_id DESC) AS last_trade_id,
+       CASE WHEN bool_and(regexp_matches(trade_id, '{numeric}'))
+            THEN CAST(last_trade_id AS BIGINT) - CAST(first_trade_id AS BIGINT) + 1 = count(*) END AS complete
 FROM trades GROUP BY ALL
 """
 
@@ -51,7 +57,8 @@ def compute_bars(trades: pa.Table, interval: str) -> list[dict[str, Any]]:
     width = WIDTHS[interval]
     with duckdb.connect() as con:
         con.register("trades", trades)
-        rows = con.sql(BARS_SQL.format(us=width * 1_000_000)).to_arrow_table().to_pylist()
+        sql = BARS_SQL.format(us=width * 1_000_000, numeric=NUMERIC_ID)
+        rows = con.sql(sql).to_arrow_table().to_pylist()
     out = []
     for r in rows:
         start = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=r.pop("start_us"))

@@ -99,6 +99,7 @@ def fresh_trades(
         )
         bronze_rows = con.sql("SELECT count(*) FROM _bronze").fetchall()[0][0]
         kafka_rows = con.sql("SELECT count(*) FROM _records").fetchall()[0][0] - bronze_rows
+        silver_sql.drop_connection_events(con, "_records")
         after_bronze = time.perf_counter()
         lead_s, age_s = batch.silver_max_event_lead_s, batch.silver_max_event_age_s
         window = (sources.sql_time(start), sources.sql_time(end))

@@ -16,8 +16,8 @@ from k2.medallion.coverage import Range, merge
 from k2.settings import Settings
 
 FAR = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
-RECORD_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingested_at", "value")
 TIME = pa.timestamp("us", tz="UTC")
+HEADERS = pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))
 RECORD_SCHEMA = pa.schema(
     [
         ("kafka_topic", pa.string()),
@@ -26,8 +26,10 @@ RECORD_SCHEMA = pa.schema(
         ("kafka_timestamp", TIME),
         ("ingested_at", TIME),
         ("value", pa.binary()),
+        ("headers", HEADERS),  # a connection event (k2.feeds.events) is told from a trade message by its header
     ]
 )
+RECORD_COLUMNS = tuple(RECORD_SCHEMA.names)
 
 
 def gaps(covered: list[Range]) -> list[Range]:
@@ -221,7 +223,11 @@ def kafka_tail(settings: Settings, exchange: str, keys: KeyFilter | None = None)
                 ts = dt.datetime.fromtimestamp(msg.timestamp()[1] / 1000, dt.UTC)
                 records.append(
                     dict(
-                        zip(RECORD_COLUMNS, (topic, msg.partition(), msg.offset(), ts, None, msg.value()), strict=True)
+                        zip(
+                            RECORD_COLUMNS,
+                            (topic, msg.partition(), msg.offset(), ts, None, msg.value(), _headers(msg.headers())),
+                            strict=True,
+                        )
                     )
                 )
         if todo:
@@ -233,3 +239,8 @@ def kafka_tail(settings: Settings, exchange: str, keys: KeyFilter | None = None)
         return Tail(records, committed, ends)
     finally:
         consumer.close()
+
+
+def _headers(headers: list[tuple[str, bytes]] | None) -> list[dict[str, Any]]:
+    """Kafka's header tuples in Bronze's shape (a list of key/value structs)."""
+    return [{"key": key, "value": value} for key, value in headers or ()]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from k2.gaps.detect import NUMERIC_ID
 from k2.lake.names import BAR_WIDTHS_S
 from k2.lake.names import MONEY_SQL as MONEY
 
@@ -28,6 +29,9 @@ MEASURES = (
     "trade_count",
     "taker_buy_base",
     "taker_sell_base",
+    "first_trade_id",
+    "last_trade_id",
+    "complete",
 )
 
 
@@ -39,6 +43,20 @@ def bar_start(ts: Column, interval: str) -> Column:
 def trade_order(event_time: str = "event_time", trade_id: str = "trade_id") -> Column:
     """Sort key of trades in a bar: event time, then trade id in numeric order for numeric ids."""
     return F.struct(F.col(event_time), F.length(trade_id), F.col(trade_id))
+
+
+def id_order(trade_id: str) -> Column:
+    """Sort key of trade ids: numeric order for numeric ids (shorter first), text order otherwise."""
+    return F.when(F.col(trade_id).isNotNull(), F.struct(F.length(trade_id), F.col(trade_id)))
+
+
+def contiguous(first: Column, last: Column, count: Column, known: Column) -> Column:
+    """The bar's ids run from first to last without a hole: ids are unique per symbol in Silver, so
+    that is ``last - first + 1 == trades``; null (unknown) where ids are not integers (``known``).
+    It says the same as "no open gap of ops.trade_gaps lies inside [first, last]", but from the bar's
+    own trades, so a bar computed on the fly (k2.query.bars) gets the flag Gold will hold."""
+    span = F.try_add(F.try_subtract(last.cast("bigint"), first.cast("bigint")), F.lit(1))
+    return F.when(known, span == count)
 
 
 def vwap(volume_quote: Column, volume_base: Column, low: Column, high: Column) -> Column:
@@ -65,6 +83,11 @@ def _finish(bars: DataFrame, interval: str, computed_at: Column) -> DataFrame:
         F.col("taker_buy_base").cast(MONEY).alias("taker_buy_base"),
         F.col("taker_sell_base").cast(MONEY).alias("taker_sell_base"),
         computed_at.alias("computed_at"),
+        "first_trade_id",
+        "last_trade_id",
+        contiguous(F.col("first_trade_id"), F.col("last_trade_id"), F.col("trade_count"), F.col("_known")).alias(
+            "complete"
+        ),
     )
 
 
@@ -84,6 +107,9 @@ def minute_bars(trades: DataFrame, computed_at: Column) -> DataFrame:
             F.count(F.lit(1)).alias("trade_count"),
             F.try_sum(F.when(F.col("taker_side") == "buy", qty).otherwise(F.lit(0))).alias("taker_buy_base"),
             F.try_sum(F.when(F.col("taker_side") == "sell", qty).otherwise(F.lit(0))).alias("taker_sell_base"),
+            F.min_by("trade_id", id_order("trade_id")).alias("first_trade_id"),
+            F.max_by("trade_id", id_order("trade_id")).alias("last_trade_id"),
+            F.bool_and(F.col("trade_id").rlike(NUMERIC_ID)).alias("_known"),
         )
     )
     return _finish(bars, "1m", computed_at)
@@ -105,6 +131,10 @@ def roll_up(minute: DataFrame, interval: str, computed_at: Column) -> DataFrame:
             F.try_sum("trade_count").alias("trade_count"),
             F.try_sum("taker_buy_base").alias("taker_buy_base"),
             F.try_sum("taker_sell_base").alias("taker_sell_base"),
+            F.min_by("first_trade_id", id_order("first_trade_id")).alias("first_trade_id"),
+            F.max_by("last_trade_id", id_order("last_trade_id")).alias("last_trade_id"),
+            # every minute's flag known (bars Gold wrote before it had the flag are not)
+            F.bool_and(F.col("complete").isNotNull()).alias("_known"),
         )
     )
     return _finish(bars, interval, computed_at)
