@@ -108,7 +108,10 @@ def main() -> None:
             configurations = {f"git {args.baseline_ref}": {"PYTHONPATH": f"{old}/plugins"}, **configurations}
         for n, (name, extra) in enumerate(configurations.items()):
             progress(f"configuration: {name}")
-            results[name] = measure(settings, settings.home / f"cfg{n}", extra, args.rate, args.window)
+            try:
+                results[name] = measure(settings, settings.home / f"cfg{n}", extra, args.rate, args.window)
+            except TimeoutError as exc:  # a configuration that never runs is a result, not the end of the run
+                results[name] = {"error": str(exc), "settings": extra, "cpu_share_at_rate": 0, "cpu_share_at_0": 0}
     baseline = next(iter(results.values()))
     print(f"\n{'configuration':45} {'CPU at ' + format(args.rate, 'g') + ' msg/s':>16} {'CPU at 0 msg/s':>16}")
     for name, r in results.items():
