@@ -35,6 +35,7 @@ WARM_UP_S = 30.0
 CONFIGURATIONS: dict[str, dict[str, str]] = {
     "K2's defaults": {},
     "no code generation": {"K2_BRONZE_CODEGEN": "false"},
+    "2 s trigger": {"K2_BRONZE_TRIGGER_INTERVAL_S": "2"},
 }
 ROOT = Path(__file__).resolve().parents[1]
 
