@@ -97,16 +97,20 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=90.0)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--baseline-ref", help="git revision whose stream code is the baseline")
+    parser.add_argument("--only", help="comma-separated configurations to run (default: all)")
     args = parser.parse_args()
     results: dict[str, dict] = {}
     with embedded_broker() as settings, tempfile.TemporaryDirectory(prefix="k2-baseline-") as old:
-        configurations = dict(CONFIGURATIONS)
+        only = args.only.split(",") if args.only else list(CONFIGURATIONS)
+        configurations = {name: extra for name, extra in CONFIGURATIONS.items() if name in only}
         if args.baseline_ref:
             archive = subprocess.run(
                 ["git", "-C", str(ROOT), "archive", args.baseline_ref, "plugins"], capture_output=True, check=True
             ).stdout
             subprocess.run(["tar", "-x", "-C", old], input=archive, check=True)
-            configurations = {f"git {args.baseline_ref}": {"PYTHONPATH": f"{old}/plugins"}, **configurations}
+            # outside a checkout that code would look for jars in ~/.k2/jars: it gets this one's
+            baseline = {"PYTHONPATH": f"{old}/plugins", "K2_JARS_DIR": str(settings.jvm.jars_dir)}
+            configurations = {f"git {args.baseline_ref}": baseline, **configurations}
         for n, (name, extra) in enumerate(configurations.items()):
             progress(f"configuration: {name}")
             try:
