@@ -256,9 +256,10 @@ class StreamSettings(Section):
         True, "Fail the stream when Kafka dropped unread records.", key="bronze_fail_on_data_loss"
     )
     codegen: bool = setting(
-        True,
+        False,
         "Compile the Bronze query to Java (Spark's code generation); false: interpret it. Each micro-batch's "
-        "time is a constant in the generated code, so every batch compiles anew.",
+        "time is a constant in the generated code, so every batch compiled anew: a third of a stream's CPU at "
+        "200 msg/s.",
         key="bronze_codegen",
     )
     snapshot_retention_s: float = setting(
