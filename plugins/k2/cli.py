@@ -104,7 +104,7 @@ def cmd_thresholds(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_jars(settings: Settings, args: argparse.Namespace) -> int:
-    from k2.jvm import ensure_jars, local_fs_jar
+    from k2.jvm import STREAM_LISTENER_MODULE, compiled_jar, ensure_jars, local_fs_jar
 
     jars = ensure_jars(settings, force=args.force)
     print_table(
@@ -113,6 +113,11 @@ def cmd_jars(settings: Settings, args: argparse.Namespace) -> int:
             ("kafka-broker", len(jars.kafka_broker), settings.jvm.jars_dir / "kafka-broker"),
             ("spark-connectors", len(jars.spark_connectors), settings.jvm.jars_dir / "spark-connectors"),
             ("local-fs", 1 if local_fs_jar(settings.jvm) else 0, settings.jvm.jars_dir / "local-fs"),
+            (
+                STREAM_LISTENER_MODULE,
+                1 if compiled_jar(settings.jvm, STREAM_LISTENER_MODULE) else 0,
+                settings.jvm.jars_dir / STREAM_LISTENER_MODULE,
+            ),
         ],
     )
     return 0

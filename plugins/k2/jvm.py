@@ -123,7 +123,7 @@ def ensure_jars(settings: Settings, *, force: bool = False) -> JarSet:
         jars = [settings.jvm.jars_dir / rel for rel in stamp["jars"]]
         if all(j.is_file() for j in jars):
             log.debug("jars.up_to_date", dir=str(settings.jvm.jars_dir), count=len(jars))
-            ensure_local_fs_jar(settings.jvm)
+            _ensure_compiled(settings.jvm)
             return _jar_set(settings.jvm.jars_dir)
     require_java(settings.jvm)
     mvn = shutil.which(settings.jvm.maven)
@@ -160,36 +160,55 @@ def ensure_jars(settings: Settings, *, force: bool = False) -> JarSet:
     rel = [str(p.relative_to(settings.jvm.jars_dir)) for p in jar_set.kafka_broker + jar_set.spark_connectors]
     (settings.jvm.jars_dir / _STAMP).write_text(json.dumps({"digest": digest, "jars": rel}, indent=1))
     log.info("jars.resolved", kafka_broker=len(jar_set.kafka_broker), spark_connectors=len(jar_set.spark_connectors))
-    ensure_local_fs_jar(settings.jvm)
+    _ensure_compiled(settings.jvm)
     return jar_set
 
 
-LOCAL_FS_SOURCE = JVM_DIR / "local-fs"
+def _ensure_compiled(jvm: JvmSettings) -> None:
+    ensure_local_fs_jar(jvm)
+    ensure_stream_listener_jar(jvm)
+
+
+LOCAL_FS_MODULE = "local-fs"
 LOCAL_FS_CLASS = "k2.hadoop.NioLocalFileSystem"
+STREAM_LISTENER_MODULE = "stream-listener"
+STREAM_LISTENER_CLASS = "k2.streams.ProgressListener"
 
 
 def ensure_local_fs_jar(jvm: JvmSettings) -> Path:
-    """K2's local Hadoop file system (``bundle/jvm/local-fs``), compiled with the JDK's javac against
-    pyspark's own Hadoop API into ``<jars_dir>/local-fs/``; named by its source's hash, so a changed
-    source compiles again and an unchanged one costs nothing."""
-    sources = sorted(LOCAL_FS_SOURCE.rglob("*.java"))
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources) + pyspark_version().encode()).hexdigest()
-    target = jvm.jars_dir / "local-fs" / f"k2-local-fs-{digest[:12]}.jar"
+    """K2's local Hadoop file system (``bundle/jvm/local-fs``), compiled against pyspark's own
+    Hadoop API."""
+    return _compiled_jar(jvm, LOCAL_FS_MODULE, sorted((Path(pyspark_home()) / "jars").glob("hadoop-client-api-*.jar")))
+
+
+def ensure_stream_listener_jar(jvm: JvmSettings) -> Path:
+    """The Bronze streams' progress listener (``bundle/jvm/stream-listener``), compiled against
+    pyspark's jars and the Kafka client the Spark connectors resolved (``k2 jars``)."""
+    kafka_clients = sorted((jvm.jars_dir / "spark-connectors").glob("kafka-clients-*.jar"))
+    return _compiled_jar(jvm, STREAM_LISTENER_MODULE, [Path(pyspark_home()) / "jars" / "*", *kafka_clients])
+
+
+def _compiled_jar(jvm: JvmSettings, module: str, classpath: list[Path]) -> Path:
+    """The Java sources of ``bundle/jvm/<module>``, compiled with the JDK's javac into
+    ``<jars_dir>/<module>/``; named by the hash of the sources, the pyspark version and the class
+    path, so a change compiles again and nothing changed costs nothing."""
+    sources = sorted((JVM_DIR / module).rglob("*.java"))
+    inputs = b"".join(p.read_bytes() for p in sources) + f"{pyspark_version()};{[p.name for p in classpath]}".encode()
+    target = jvm.jars_dir / module / f"k2-{module}-{hashlib.sha256(inputs).hexdigest()[:12]}.jar"
     if target.is_file():
         return target
     java = Path(shutil.which(jvm.java) or jvm.java).resolve()
     javac, jar = java.parent / "javac", java.parent / "jar"
     if not javac.exists():
         raise K2Error(
-            f"no javac next to {java}: K2 compiles one small class and needs a JDK, not only a JRE",
+            f"no javac next to {java}: K2 compiles a few small classes and needs a JDK, not only a JRE",
             f"install JDK {MIN_JAVA} (e.g. `apt-get install openjdk-17-jdk-headless`) or point K2_JAVA at its java.",
         )
-    hadoop_api = sorted((Path(pyspark_home()) / "jars").glob("hadoop-client-api-*.jar"))
     shutil.rmtree(target.parent, ignore_errors=True)
     classes = target.parent / "classes"
     classes.mkdir(parents=True)
     for cmd in (
-        [str(javac), "--release", "17", "-nowarn", "-cp", os.pathsep.join(map(str, hadoop_api)), "-d", str(classes)]
+        [str(javac), "--release", "17", "-nowarn", "-cp", os.pathsep.join(map(str, classpath)), "-d", str(classes)]
         + [str(p) for p in sources],
         [str(jar), "cf", str(target), "-C", str(classes), "."],
     ):
@@ -197,16 +216,32 @@ def ensure_local_fs_jar(jvm: JvmSettings) -> Path:
         if result.returncode != 0:
             raise K2Error(
                 f"building {target.name} failed: {(result.stderr or result.stdout)[-1500:]}",
-                "check the JDK (javac 17+) and that pyspark is installed with its jars.",
+                "check the JDK (javac 17+) and that pyspark is installed with its jars; then run `k2 jars`.",
             )
     shutil.rmtree(classes)
-    log.info("jars.local_fs_built", jar=str(target))
+    log.info("jars.built", module=module, jar=str(target))
     return target
 
 
-def local_fs_jar(jvm: JvmSettings) -> Path | None:
-    found = sorted((jvm.jars_dir / "local-fs").glob("k2-local-fs-*.jar"))
+def compiled_jar(jvm: JvmSettings, module: str) -> Path | None:
+    """The jar ``k2 jars`` compiled for ``module``, or None before it did."""
+    found = sorted((jvm.jars_dir / module).glob(f"k2-{module}-*.jar"))
     return found[-1] if found else None
+
+
+def local_fs_jar(jvm: JvmSettings) -> Path | None:
+    return compiled_jar(jvm, LOCAL_FS_MODULE)
+
+
+def stream_listener_jar(jvm: JvmSettings) -> Path:
+    """The streams' listener jar, or a K2Error telling to run ``k2 jars`` (never compiles by itself)."""
+    jar = compiled_jar(jvm, STREAM_LISTENER_MODULE)
+    if jar is None:
+        raise K2Error(
+            f"the Bronze streams' listener is not compiled in {jvm.jars_dir / STREAM_LISTENER_MODULE}",
+            "run `k2 jars` (it compiles K2's Java sources with the JDK's javac).",
+        )
+    return jar
 
 
 def pyspark_home() -> str:

@@ -296,6 +296,13 @@ class StreamSettings(Section):
     fail_on_data_loss: bool = setting(
         True, "Fail the stream when Kafka dropped unread records.", key="bronze_fail_on_data_loss"
     )
+    codegen: bool = setting(
+        False,
+        "Compile the Bronze query to Java (Spark's code generation); false: interpret it. Each micro-batch's "
+        "time is a constant in the generated code, so every batch compiled anew: a third of a stream's CPU at "
+        "200 msg/s.",
+        key="bronze_codegen",
+    )
     snapshot_retention_s: float = setting(
         600.0,
         "A Bronze stream expires its own snapshots older than this (it commits one per micro-batch, and every "

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from k2.jvm import LOCAL_FS_CLASS, installed_jars, local_fs_jar
+from k2.jvm import LOCAL_FS_CLASS, installed_jars, local_fs_jar, stream_listener_jar
 from k2.lake.catalog import spark_catalog_conf
 from k2.private import write_private
 from k2.settings import Settings, mask_url_password
@@ -47,6 +47,8 @@ def resource_conf(settings: Settings, role: str) -> dict[str, str]:
 def server_conf(settings: Settings, app_name: str, *, ui: bool | None = None, role: str = BATCH) -> dict[str, str]:
     """The settings fixed when a Spark application starts (jars, memory, cores, JVM options, binding)."""
     jars = installed_jars(settings.jvm).spark_connectors
+    if role == STREAM:  # its progress listener (k2.streams.job) uses the Kafka client of spark.jars
+        jars = [*jars, stream_listener_jar(settings.jvm)]
     ui_enabled = settings.spark.serve_ui if ui is None else ui
     conf = {
         "spark.master": settings.spark.master,

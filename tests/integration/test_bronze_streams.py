@@ -18,10 +18,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from k2.kafka.lag import committed_offsets
 from k2.lake.catalog import load_catalog
+from k2.medallion.settle import last_trigger
 from k2.resources import spark_job_file
 from k2.settings import Settings, load_settings
-from k2.streams.state import StreamPaths, read_json
+from k2.streams.state import StreamPaths, read_json, recent_progress
 from k2.streams.supervisor import StreamSupervisor
 from tests.helpers import free_port, wait_for
 from tests.integration.stream_support import EXCHANGE, BackgroundFeed, running_job
@@ -49,6 +51,11 @@ def bronze_coordinates(settings: Settings) -> list[tuple[int, int]]:
 
 def bronze_snapshots(settings: Settings) -> list:
     return load_catalog(settings.lake).load_table(f"bronze.{EXCHANGE}_trades").snapshots()
+
+
+def idle_after(paths: StreamPaths, moment: float) -> dict | None:
+    idle = read_json(paths.idle)
+    return idle if idle and idle["idle_at"] > moment else None
 
 
 def airflow_dags_test(settings: Settings, log_file: Path) -> subprocess.Popen:
@@ -115,8 +122,16 @@ def test_supervised_stream_survives_kills_and_a_stall_with_exactly_once_bronze(
             180,
             "Bronze to catch up with Kafka",
         )
+        # the listener's files: the last batch's end offsets are Kafka's ends; the idle stream says so
+        topic = stream_settings.topic_for(EXCHANGE)
+        wait_for(lambda: committed_offsets(read_json(paths.progress) or {}, topic) == ends, 60, "the last progress")
+        progress = read_json(paths.progress)
+        assert recent_progress(paths, 1) == [progress]
+        assert progress["rows"] > 0 and progress["duration_ms"]["triggerExecution"] > 0
+        idle = wait_for(lambda: idle_after(paths, progress["completed_at"]), 60, "an idle trigger after the catch-up")
+        assert idle["query_id"] == progress["query_id"] and last_trigger(stream_settings, EXCHANGE) is not None
         # one snapshot per batch, but the idle stream soon expires all but the newest
-        batches = read_json(paths.progress)["batch_id"] + 1
+        batches = progress["batch_id"] + 1
         wait_for(lambda: len(bronze_snapshots(stream_settings)) == 1, 60, "the stream to expire its snapshots")
         assert batches > 5, batches
         assert "bronze.snapshots_expired" in paths.log_file.read_text(errors="replace")

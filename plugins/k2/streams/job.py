@@ -35,6 +35,11 @@ EXIT_ALREADY_RUNNING = 75  # EX_TEMPFAIL
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: broker or catalog unreachable
 EXIT_CHECKPOINT = 78  # EX_CONFIG: the checkpoint needs an operator's decision
 
+# How often the driver looks at its query, the stop request, the lease and its housekeeping, and
+# beats (status.json): a stop is seen within this, the supervisor's stall rule reads the
+# listener's files instead. Each look is a py4j call; once a second they cost the stream CPU.
+WATCH_EVERY_S = 5.0
+
 
 class StreamStartError(K2Error):
     """A start-up failure with the exit code that tells the supervisor how to react."""
@@ -119,13 +124,14 @@ def preflight(settings: Settings, paths: StreamPaths) -> None:
 
 
 def start_query(settings: Settings, exchange: str, paths: StreamPaths):
-    from k2.kafka.groups import GroupOffsetPublisher
     from k2.medallion.bronze import bronze_table_name, start_bronze_query
     from k2.spark import STREAM, build_spark_session
-    from k2.streams.listener import ProgressListener
+    from k2.streams.listener import add_progress_listener
 
     # the stream's own resources: the builder's values win over spark-submit's --conf
-    spark = build_spark_session(settings, f"k2-bronze-{exchange}", role=STREAM)
+    spark = build_spark_session(
+        settings, f"k2-bronze-{exchange}", role=STREAM, extra_conf=stream_session_conf(settings)
+    )
     table = bronze_table_name(settings.lake, exchange)
     try:
         spark.table(table)
@@ -136,8 +142,15 @@ def start_query(settings: Settings, exchange: str, paths: StreamPaths):
             reason="catalog_unreachable",
             exit_code=EXIT_UNAVAILABLE,
         ) from exc
-    spark.streams.addListener(ProgressListener(paths, GroupOffsetPublisher(settings.kafka, exchange)))
+    add_progress_listener(spark, settings, paths)
     return spark, start_bronze_query(spark, settings, exchange, paths.checkpoint)
+
+
+def stream_session_conf(settings: Settings) -> dict[str, str]:
+    """The stream's own Spark SQL settings (K2_BRONZE_CODEGEN)."""
+    if settings.streams.codegen:
+        return {}
+    return {"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
 
 
 class SnapshotExpiry:
@@ -178,11 +191,18 @@ class SnapshotExpiry:
         )
 
 
-def watch(query, paths: StreamPaths, stop: threading.Event, set_status, housekeeping=lambda: None) -> str:
+def watch(
+    query,
+    paths: StreamPaths,
+    stop: threading.Event,
+    set_status,
+    housekeeping=lambda: None,
+    every_s: float = WATCH_EVERY_S,
+) -> str:
     """Block until the query ends or should end; returns why it should stop. ``housekeeping`` runs
-    once a second alongside (it decides itself whether there is anything to do)."""
+    every ``every_s`` alongside (it decides itself whether there is anything to do)."""
     while True:
-        if query.awaitTermination(1):
+        if query.awaitTermination(every_s):
             exc = query.exception()
             if exc is not None:
                 raise RuntimeError(f"streaming query failed: {exc}")

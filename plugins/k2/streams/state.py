@@ -3,7 +3,7 @@
 ``$K2_HOME/streams/<exchange>/``:
   ``instance.lock``     held (flock) by the running job for its whole life: one instance per checkpoint
   ``status.json``       the job's own view: state, pids, query id, last error (written by the job)
-  ``progress.json``     the last completed micro-batch (written by the StreamingQueryListener)
+  ``progress.json``     the last completed micro-batch (written by the listener, k2.streams.listener)
   ``progress.jsonl``    recent batches, newest last (bounded)
   ``idle.json``         when the query last reported "no new data" (proof of life while idle)
   ``supervisor.json``   restart history and back-off (written by the supervisor)
@@ -26,7 +26,9 @@ from typing import Any
 
 from k2.settings import Settings
 
+# progress.jsonl is cut back to the last PROGRESS_HISTORY records once it outgrows PROGRESS_LOG_MAX_BYTES
 PROGRESS_HISTORY = 500
+PROGRESS_LOG_MAX_BYTES = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -97,18 +99,6 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return None
     except ValueError:
         return None  # a torn or foreign file counts as absent; writers always replace atomically
-
-
-def append_progress(paths: StreamPaths, record: dict[str, Any]) -> None:
-    write_json(paths.progress, record)
-    with paths.progress_log.open("a") as fh:
-        fh.write(json.dumps(record, default=str) + "\n")
-    # keep the history bounded without rewriting it on every batch
-    if paths.progress_log.stat().st_size > 2_000_000:
-        lines = paths.progress_log.read_text().splitlines()[-PROGRESS_HISTORY:]
-        tmp = paths.progress_log.with_suffix(".tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        tmp.replace(paths.progress_log)
 
 
 def recent_progress(paths: StreamPaths, limit: int = 100) -> list[dict[str, Any]]:

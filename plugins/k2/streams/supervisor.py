@@ -92,8 +92,8 @@ class StreamSupervisor:
 
     # --- state -----------------------------------------------------------------------------------
     def query_running(self, max_heartbeat_age_s: float = 30.0) -> bool:
-        """The job's own word: its streaming query started and its watch loop still beats (once a
-        second), whether or not the topic has anything new."""
+        """The job's own word: its streaming query started and its watch loop still beats (every
+        k2.streams.job.WATCH_EVERY_S), whether or not the topic has anything new."""
         status = read_json(self.paths.status) or {}
         beat = status.get("heartbeat_at") or status.get("updated_at")
         return status.get("state") == "running" and beat is not None and self.clock() - beat < max_heartbeat_age_s
