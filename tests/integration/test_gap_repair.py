@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -37,10 +38,12 @@ UTC = dt.UTC
 
 @pytest.fixture(scope="module")
 def topics(kafka_broker, settings: Settings) -> Settings:
+    """Topics of this module's own: other tests read the session's exchange topics from the start."""
     from k2.kafka.topics import ensure_topics
 
-    ensure_topics(settings)
-    return settings
+    scoped = settings.with_overrides(topic_template=f"repair-{uuid.uuid4().hex[:8]}.{{exchange}}.raw")
+    ensure_topics(scoped)
+    return scoped
 
 
 def repaired_since(settings: Settings, exchange: str, start: dict[int, int], key: bytes) -> list[Any]:
@@ -182,6 +185,7 @@ def test_k2_gaps_repair_prints_progress_and_fails_a_refused_range(topics: Settin
         "K2_KAFKA_PORT": str(topics.kafka.port),
         "K2_KAFKA_CONTROLLER_PORT": str(topics.kafka.controller_port),
         "K2_TOPIC_PARTITIONS": str(topics.topics.partitions),
+        "K2_TOPIC_TEMPLATE": topics.topics.template,
     }
     before = end_offsets(topics, "binance")
     with FakeBinanceRest({"BTCUSDT": history}) as server:
