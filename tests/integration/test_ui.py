@@ -220,10 +220,15 @@ def test_k2_view_in_the_airflow_ui(airflow: AirflowServices, tmp_path: Path) -> 
 
             # the failed run's Data Docs, served by the view inside Airflow's UI
             failed_run = view.locator("tr", has_text="run_h11")
-            failed_run.get_by_role("link", name="Data Docs").click()
+            # the view's own table names the suite and run too: wait for the frame to reach the docs page
+            docs_page = f"{url}{VIEW}docs/validations/"
+            with page.expect_event(
+                "framenavigated", predicate=lambda frame: frame.url.startswith(docs_page), timeout=30_000
+            ) as navigated:
+                failed_run.get_by_role("link", name="Data Docs").click()
+            docs = navigated.value
             expect(view.locator("body")).to_contain_text("gold_1m.binance", timeout=30_000)
             expect(view.locator("body")).to_contain_text("run_h11")
-            docs = next(f for f in page.frames if f.url.startswith(f"{url}{VIEW}docs/validations/"))
             assert docs.evaluate("fetch('/api/v2/dags').then(r => r.status, () => 'blocked')") == "blocked"
             # the docs' own links stay in the view, logged in: the run's suite
             view.get_by_role("link", name="gold_1m.binance").first.click()
