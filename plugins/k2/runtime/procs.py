@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 
 from k2.errors import K2Error
+from k2.runtime.priority import lower_priority
 
 
 def require_free_port(host: str, port: int, setting: str) -> None:
@@ -33,13 +34,20 @@ def require_free_port(host: str, port: int, setting: str) -> None:
             ) from exc
 
 
-def spawn(cmd: list[str], *, pid_file: Path, log_file: Path, env: dict[str, str] | None = None) -> int:
-    """Start ``cmd`` in its own session (it outlives the caller); returns its pid."""
+def spawn(cmd: list[str], *, pid_file: Path, log_file: Path, env: dict[str, str] | None = None, nice: int = 0) -> int:
+    """Start ``cmd`` in its own session (it outlives the caller), ``nice`` steps below the caller's
+    priority (k2.runtime.priority); returns its pid."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as out:
         proc = subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            cmd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=lower_priority(nice) if nice else None,
         )
     pid_file.write_text(str(proc.pid))
     return proc.pid

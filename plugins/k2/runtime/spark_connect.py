@@ -105,10 +105,11 @@ class LocalSparkConnectServer:
         conf.update({"spark.connect.grpc.binding.address": HOST, "spark.connect.grpc.binding.port": str(self.port)})
         master = conf.pop("spark.master")
         args = [arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")]
-        nice = ["nice", "-n", str(self.settings.spark.batch_nice)] if self.settings.spark.batch_nice else []
-        cmd = [*nice, SPARK_SUBMIT, "--master", master, "--name", "k2-spark-connect", "--class", SERVER_CLASS, *args]
+        cmd = [SPARK_SUBMIT, "--master", master, "--name", "k2-spark-connect", "--class", SERVER_CLASS, *args]
         env = {**os.environ, **job.env, TOKEN_ENV: token}
-        pid = procs.spawn(cmd, pid_file=self.pid_file, log_file=self.log_file, env=env)
+        pid = procs.spawn(
+            cmd, pid_file=self.pid_file, log_file=self.log_file, env=env, nice=self.settings.spark.batch_nice
+        )
         log.info("spark_connect.starting", pid=pid, endpoint=f"{HOST}:{self.port}", master=master)
 
     def _wait_accepting(self) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 from airflow.sdk import Connection
 
 from k2.airflow.hooks import SettingsDefaultConnection
+from k2.runtime.priority import lower_priority
 from k2.settings import Settings
 from k2.spark import SPARK_SUBMIT, spark_job
 
@@ -63,5 +63,5 @@ class K2SparkSubmitHook(SettingsDefaultConnection, SparkSubmitHook):
         # spark-submit is found on the job's PATH (next to this interpreter)
         kwargs.setdefault("env", {**os.environ, **self.job.env})
         if self.nice:  # spark-submit and the JVMs it starts run at the lower priority
-            kwargs.setdefault("preexec_fn", functools.partial(os.nice, self.nice))
+            kwargs.setdefault("preexec_fn", lower_priority(self.nice))
         return super().submit(application or str(self.job.application), **kwargs)

@@ -3,7 +3,6 @@ Spark provider's SparkConnectHook, with K2's defaults)."""
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import subprocess
@@ -19,6 +18,7 @@ from airflow.sdk import Connection
 from airflow.sdk.exceptions import AirflowException
 
 from k2.airflow.hooks import SettingsDefaultConnection
+from k2.runtime.priority import lower_priority
 from k2.settings import Settings
 from k2.spark import REMOTE_ENV
 
@@ -91,7 +91,7 @@ class K2SparkConnectHook(SettingsDefaultConnection, SparkConnectHook):
             text=True,
             start_new_session=True,
             # the client validates small frames itself (GX on pandas): as low a priority as the server
-            preexec_fn=functools.partial(os.nice, self.nice) if self.nice else None,
+            preexec_fn=lower_priority(self.nice) if self.nice else None,
         )
         assert self._process.stdout is not None
         for line in self._process.stdout:
