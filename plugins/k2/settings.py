@@ -187,7 +187,9 @@ class SparkSettings(Section):
         gt=0,
     )
     worker_memory: str = setting("4g", "Memory each embedded worker may give its executors.")
-    driver_memory: str = setting("2g", "Driver memory (in local mode, all of Spark's memory).")
+    driver_memory: str = setting(
+        "3g", "Driver memory of the batch (in local mode, all of Spark's memory: Silver caches an interval's rows)."
+    )
     local_fs: str = setting(
         "nio",
         "Local files in local mode: nio, K2's Hadoop file system (no chmod process per file written, no .crc "
