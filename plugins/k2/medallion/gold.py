@@ -114,7 +114,6 @@ def publish(
             BAR_KEY,
             MEASURES,
         )
-        frame.unpersist()
     return counts
 
 

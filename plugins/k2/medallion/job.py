@@ -31,15 +31,11 @@ Gate = Callable[[str, "DataFrame", Interval], dict[str, Any]]
 
 def quality_gate(settings: Settings) -> Gate:
     def gate(layer: str, frame: DataFrame, interval: Interval) -> dict[str, Any]:
-        from pyspark import StorageLevel
-
+        """GX reads the frame once per metric, and the caller then publishes it or parses it: callers
+        pass frames computed once (k2.medallion.lakeio.materialize)."""
         from k2.monitoring.alerts import send_alert
         from k2.quality import enforce, validate
 
-        # GX reads the frame once per metric, and the caller then uses the same frame (publishes
-        # it, or parses Bronze): computed once. For Bronze that is one pass over the stream's many
-        # small files instead of one per metric; what does not fit in memory spills to local disk.
-        frame.persist(StorageLevel.MEMORY_AND_DISK)
         report = validate(
             layer, frame, settings=settings, exchange=interval.exchange, run_name=interval.label.replace("/", "_")
         )

@@ -24,7 +24,7 @@ from k2.gaps.detect import record_gaps
 from k2.lake.names import qualified
 from k2.lake.tables import DEAD_LETTER, SILVER_TRADES, bronze_table
 from k2.medallion.interval import Interval
-from k2.medallion.lakeio import append, between
+from k2.medallion.lakeio import append, between, materialize
 from k2.medallion.reports import SilverReport
 from k2.settings import LakeSettings, Settings
 
@@ -69,8 +69,6 @@ def classify_items(settings: Settings, exchange: Exchange, bronze: DataFrame) ->
     """Parsed, classified and ranked (the de-duplication's one shuffle), and cached once: it feeds
     the accounting, Silver and the dead letters. Filtering before the cache would be slower: Spark
     pushes a filter on ``reason`` below the JSON parse, inlining the parse into every condition."""
-    from pyspark import StorageLevel
-
     from k2.medallion.transforms.silver import SilverRules, classify, outcome_columns, rank_copies
 
     rules = SilverRules(
@@ -80,9 +78,7 @@ def classify_items(settings: Settings, exchange: Exchange, bronze: DataFrame) ->
         settings.batch.silver_max_event_age_s,
         exchange.payload_fields,
     )
-    return rank_copies(outcome_columns(classify(exchange.parse_bronze(bronze), rules))).persist(
-        StorageLevel.MEMORY_AND_DISK
-    )
+    return materialize(rank_copies(outcome_columns(classify(exchange.parse_bronze(bronze), rules))))
 
 
 def account(classified: DataFrame) -> Accounting:
@@ -222,23 +218,21 @@ def run_silver(spark: SparkSession, settings: Settings, interval: Interval, gate
     exchange = get_exchange(interval.exchange)
     now = F.current_timestamp()
     report = SilverReport(exchange.name, interval.start.isoformat(), interval.end.isoformat())
-    bronze = read_bronze(spark, settings.lake, exchange, interval)
+    # read once: the gate, the events and the classification all pass over these rows
+    bronze = materialize(read_bronze(spark, settings.lake, exchange, interval))
     report.quality["bronze"] = gate("bronze", bronze, interval)
     events, rest = split_connection_events(bronze)
     report.connection_events = write_connection_events(spark, settings.lake, exchange.name, events)
     classified = classify_items(settings, exchange, rest)
-    try:
-        accounting = account(classified)
-        bronze.unpersist()  # cached by the quality gate; the classified rows are cached from here on
-        known = known_trades(spark, settings.lake, exchange.name, classified, accounting.valid_span)
-        known_dead = known_dead_letters(spark, settings.lake, exchange.name, classified, accounting.kafka_span)
-        trades = new_trades(spark, settings.lake, exchange.name, classified, accounting.valid_span, now)
-        dead = new_dead_letters(spark, settings.lake, exchange.name, classified, accounting.kafka_span, now)
-        report.quality["silver"] = gate("silver", trades, interval)
-        report.silver_new, report.dead_letters_new = write(settings.lake, trades, dead, interval.label)
-        trades.unpersist()  # cached by the quality gate
-    finally:
-        classified.unpersist()
+    del bronze, events, rest  # the classified rows are kept from here on; Spark Connect frees the rest
+    accounting = account(classified)
+    known = known_trades(spark, settings.lake, exchange.name, classified, accounting.valid_span)
+    known_dead = known_dead_letters(spark, settings.lake, exchange.name, classified, accounting.kafka_span)
+    # computed once for the gate and the write (Silver itself may move under a concurrent run's commit)
+    trades = materialize(new_trades(spark, settings.lake, exchange.name, classified, accounting.valid_span, now))
+    dead = new_dead_letters(spark, settings.lake, exchange.name, classified, accounting.kafka_span, now)
+    report.quality["silver"] = gate("silver", trades, interval)
+    report.silver_new, report.dead_letters_new = write(settings.lake, trades, dead, interval.label)
     counts = dict(accounting.counts)
     counts.pop(None, None)
     # connection events are Bronze rows too: Silver accounts for them in ops.connection_events
