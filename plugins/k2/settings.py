@@ -614,6 +614,20 @@ class LocalAirflowSettings(Section):
             )
 
 
+@dataclass(frozen=True)
+class PostgresSettings(Section):
+    """The PostgreSQL server K2 can run on this machine (k2.runtime.postgres) for the Iceberg catalog
+    and Airflow's metadata DB; K2_CATALOG_URI and K2_AIRFLOW_DB_URI point at it (or at any other)."""
+
+    PREFIX = "postgres_"
+    port: int = setting(5432, "Port of the PostgreSQL server K2 starts itself (on 127.0.0.1 only).", ge=1, le=65535)
+    bin_dir: str = setting(
+        "",
+        "Directory of PostgreSQL's server programs (initdb, postgres); empty: `pg_config --bindir`, else the "
+        "newest /usr/lib/postgresql/*/bin (Debian's postgresql package).",
+    )
+
+
 SECTIONS: dict[str, type[Section]] = {
     "jvm": JvmSettings,
     "kafka": KafkaSettings,
@@ -625,6 +639,7 @@ SECTIONS: dict[str, type[Section]] = {
     "maintenance": MaintenanceSettings,
     "alerts": AlertSettings,
     "airflow": LocalAirflowSettings,
+    "postgres": PostgresSettings,
     "gaps_repair": GapRepairSettings,
 }
 
@@ -655,6 +670,7 @@ class Settings:
     maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     airflow: LocalAirflowSettings = field(default_factory=LocalAirflowSettings)
+    postgres: PostgresSettings = field(default_factory=PostgresSettings)
     gaps_repair: GapRepairSettings = field(default_factory=GapRepairSettings)
 
     # keys whose values were derived from others in __post_init__, so every consumer sees concrete values
