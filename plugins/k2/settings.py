@@ -589,6 +589,15 @@ class LocalAirflowSettings(Section):
     executor: str = setting(
         "LocalExecutor", "Airflow executor (CeleryExecutor or KubernetesExecutor with their provider, to scale out)."
     )
+    celery_workers: int = setting(
+        2,
+        "With K2_AIRFLOW_EXECUTOR=CeleryExecutor: the Celery workers `k2 up` starts on this machine (each a process "
+        "of its own), with a Redis broker (redis-server on 127.0.0.1:K2_AIRFLOW_REDIS_PORT, password generated into "
+        "K2_HOME/redis).",
+        ge=1,
+    )
+    celery_concurrency: int = setting(2, "Task slots of each of those Celery workers.", ge=1)
+    redis_port: int = setting(6379, "Port of that Redis broker (on 127.0.0.1 only).", ge=1, le=65535)
     admin_user: str = setting(
         "admin", "Airflow UI user created by K2; its password is generated into K2_HOME/airflow/passwords.json."
     )
@@ -715,6 +724,12 @@ class Settings:
         if not self.airflow.db_uri:
             derive("airflow", "db_uri", f"sqlite:///{home / 'airflow' / 'airflow.db'}")
         object.__setattr__(self, "_derived", frozenset(derived))
+        if self.airflow.executor.rsplit(".", 1)[-1] == "CeleryExecutor" and self.airflow.db_uri.startswith("sqlite"):
+            raise K2Error(
+                "K2_AIRFLOW_EXECUTOR=CeleryExecutor needs an Airflow database its workers share, not SQLite",
+                "set K2_AIRFLOW_DB_URI to a PostgreSQL database (postgresql+psycopg2://...; k2.runtime.postgres "
+                "runs one on this machine).",
+            )
         if self.kafka.embedded and self.topics.replication_factor > self.kafka.nodes:
             raise K2Error(
                 f"K2_TOPIC_REPLICATION_FACTOR={self.topics.replication_factor} needs as many brokers, and the "
