@@ -79,6 +79,13 @@ def test_k2_medallion_runs_on_two_celery_workers_over_postgresql(
     airflow = AirflowServices(settings)
     names = {c.name for c in airflow.status() if c.pid}
     assert {"celery-worker-1", "celery-worker-2", "redis", "scheduler"} <= names
+    worker_logs = [airflow.log_dir / f"celery-worker-{n}.log" for n in (1, 2)]
+    wait_for(  # both consuming from the broker before any task is queued: neither can take all by starting first
+        lambda: all(re.search(r"k2-worker-\d@\S+ ready\.", p.read_text(errors="replace")) for p in worker_logs),
+        120,
+        "both Celery workers to connect to Redis",
+        interval=1,
+    )
     for exchange in EXCHANGES:
         _idle_stream(settings, exchange)
     api = AirflowApi(airflow)
@@ -97,7 +104,7 @@ def test_k2_medallion_runs_on_two_celery_workers_over_postgresql(
         return states if all(s in ("success", "failed") for s in states.values()) else None
 
     states = wait_for(finished, 300, "both k2_medallion runs to finish", interval=2)
-    logs = {n: (airflow.log_dir / f"celery-worker-{n}.log").read_text(errors="replace") for n in (1, 2)}
+    logs = {n: worker_logs[n - 1].read_text(errors="replace") for n in (1, 2)}
     assert states == {run_id: "success" for run_id in runs}, logs
 
     executed: dict[tuple[str, str], int] = {}  # (run_id, task_id) -> the worker that ran it
@@ -123,6 +130,10 @@ def test_k2_medallion_runs_on_two_celery_workers_over_postgresql(
     settled = {(e["exchange"], e["layer"], e["range_start"]) for e in ledger}
     # (unpausing also brought the latest scheduled run, which settles its own hour)
     assert settled >= {(e, layer, start) for e in EXCHANGES for layer in ("silver", "gold") for start in runs.values()}
+    secrets = (postgres.password(), airflow.redis.password())
+    files = [p for p in settings.logs_dir.rglob("*") if p.is_file()]
+    leaked = [p for p in files if any(s in p.read_text(errors="replace") for s in secrets)]
+    assert not leaked  # the database's and the broker's passwords are in no log of any component or task
     with postgres.connect("airflow") as conn, conn.cursor() as cur:  # Airflow's tables are on the server
         cur.execute("SELECT count(*) FROM task_instance WHERE dag_id = 'k2_medallion'")
         assert cur.fetchone()[0] >= len(expected)
