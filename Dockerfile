@@ -27,9 +27,8 @@ RUN python -m venv /opt/k2/venv \
  && /opt/k2/venv/bin/python -m build --wheel --outdir /dist . \
  && /opt/k2/venv/bin/pip install --no-cache-dir /dist/k2_lakehouse-*.whl psycopg2-binary==2.9.10 \
  && /opt/k2/venv/bin/pip uninstall -y build
-# the jars with the scale-out profiles (S3 file IO, PostgreSQL JDBC), selected by these two settings
-RUN K2_HOME=/tmp/k2 K2_JARS_DIR=/opt/k2/jars \
-    K2_WAREHOUSE=s3://k2-lake/warehouse K2_CATALOG_URI=postgresql://build@localhost/build \
+# the jars with the S3 profile (S3 file IO), selected by K2_WAREHOUSE; the PostgreSQL JDBC driver is always in
+RUN K2_HOME=/tmp/k2 K2_JARS_DIR=/opt/k2/jars K2_WAREHOUSE=s3://k2-lake/warehouse \
     /opt/k2/venv/bin/k2 jars \
  && rm -rf /root/.m2 /tmp/k2
 

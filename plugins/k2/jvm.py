@@ -89,12 +89,11 @@ def _installed_version(dist: str) -> str | None:
 
 
 def maven_profiles(lake: LakeSettings) -> list[str]:
-    """Extra jars only the scale-out forms need: S3 file IO, PostgreSQL JDBC."""
+    """Extra jars only the scale-out forms need: S3 file IO (about 50 MB of AWS SDK). The PostgreSQL
+    JDBC driver is always resolved (spark-connectors/pom.xml says why)."""
     profiles = []
     if lake.warehouse.startswith(("s3://", "s3a://")):
         profiles.append("s3")
-    if lake.catalog_uri.startswith("postgresql"):
-        profiles.append("postgresql")
     return profiles
 
 

@@ -591,6 +591,15 @@ class LocalAirflowSettings(Section):
     executor: str = setting(
         "LocalExecutor", "Airflow executor (CeleryExecutor or KubernetesExecutor with their provider, to scale out)."
     )
+    celery_workers: int = setting(
+        2,
+        "With K2_AIRFLOW_EXECUTOR=CeleryExecutor: the Celery workers `k2 up` starts on this machine (each a process "
+        "of its own), with a Redis broker (redis-server on 127.0.0.1:K2_AIRFLOW_REDIS_PORT, password generated into "
+        "K2_HOME/redis).",
+        ge=1,
+    )
+    celery_concurrency: int = setting(2, "Task slots of each of those Celery workers.", ge=1)
+    redis_port: int = setting(6379, "Port of that Redis broker (on 127.0.0.1 only).", ge=1, le=65535)
     admin_user: str = setting(
         "admin", "Airflow UI user created by K2; its password is generated into K2_HOME/airflow/passwords.json."
     )
@@ -616,6 +625,20 @@ class LocalAirflowSettings(Section):
             )
 
 
+@dataclass(frozen=True)
+class PostgresSettings(Section):
+    """The PostgreSQL server K2 can run on this machine (k2.runtime.postgres) for the Iceberg catalog
+    and Airflow's metadata DB; K2_CATALOG_URI and K2_AIRFLOW_DB_URI point at it (or at any other)."""
+
+    PREFIX = "postgres_"
+    port: int = setting(5432, "Port of the PostgreSQL server K2 starts itself (on 127.0.0.1 only).", ge=1, le=65535)
+    bin_dir: str = setting(
+        "",
+        "Directory of PostgreSQL's server programs (initdb, postgres); empty: `pg_config --bindir`, else the "
+        "newest /usr/lib/postgresql/*/bin (Debian's postgresql package).",
+    )
+
+
 SECTIONS: dict[str, type[Section]] = {
     "jvm": JvmSettings,
     "kafka": KafkaSettings,
@@ -627,6 +650,7 @@ SECTIONS: dict[str, type[Section]] = {
     "maintenance": MaintenanceSettings,
     "alerts": AlertSettings,
     "airflow": LocalAirflowSettings,
+    "postgres": PostgresSettings,
     "gaps_repair": GapRepairSettings,
 }
 
@@ -657,6 +681,7 @@ class Settings:
     maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     airflow: LocalAirflowSettings = field(default_factory=LocalAirflowSettings)
+    postgres: PostgresSettings = field(default_factory=PostgresSettings)
     gaps_repair: GapRepairSettings = field(default_factory=GapRepairSettings)
 
     # keys whose values were derived from others in __post_init__, so every consumer sees concrete values
@@ -701,6 +726,12 @@ class Settings:
         if not self.airflow.db_uri:
             derive("airflow", "db_uri", f"sqlite:///{home / 'airflow' / 'airflow.db'}")
         object.__setattr__(self, "_derived", frozenset(derived))
+        if self.airflow.executor.rsplit(".", 1)[-1] == "CeleryExecutor" and self.airflow.db_uri.startswith("sqlite"):
+            raise K2Error(
+                "K2_AIRFLOW_EXECUTOR=CeleryExecutor needs an Airflow database its workers share, not SQLite",
+                "set K2_AIRFLOW_DB_URI to a PostgreSQL database (postgresql+psycopg2://...; k2.runtime.postgres "
+                "runs one on this machine).",
+            )
         if self.kafka.embedded and self.topics.replication_factor > self.kafka.nodes:
             raise K2Error(
                 f"K2_TOPIC_REPLICATION_FACTOR={self.topics.replication_factor} needs as many brokers, and the "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from k2.errors import K2Error
@@ -23,6 +23,21 @@ class SystemPackage:
     name: str  # the Debian package
     command: str  # the program on PATH that proves it is installed
     why: str
+    present: Callable[[], bool] | None = None  # for programs kept off PATH: how to find them instead
+
+    def installed(self) -> bool:
+        return self.present() if self.present else shutil.which(self.command) is not None
+
+
+def _postgres_server_present() -> bool:
+    """Debian keeps initdb and postgres in /usr/lib/postgresql/<version>/bin, off PATH."""
+    from k2.runtime.postgres import find_bin_dir
+
+    try:
+        find_bin_dir()
+    except K2Error:
+        return False
+    return True
 
 
 TEST_PACKAGES: tuple[SystemPackage, ...] = (
@@ -30,11 +45,20 @@ TEST_PACKAGES: tuple[SystemPackage, ...] = (
     SystemPackage(
         "docker-compose", "docker-compose", "the scale-out compose file is validated by `docker-compose config`"
     ),
+    # the distribution's supported major version (15 on Debian 12, 17 on Debian 13): postgresql-<N> has
+    # initdb, pg_ctl and postgres in /usr/lib/postgresql/<N>/bin
+    SystemPackage(
+        "postgresql",
+        "initdb",
+        "the Iceberg catalog and Airflow's metadata DB are tested on a PostgreSQL server (k2.runtime.postgres)",
+        present=_postgres_server_present,
+    ),
+    SystemPackage("redis-server", "redis-server", "Airflow's CeleryExecutor is tested with a Redis broker"),
 )
 
 
 def missing(packages: Sequence[SystemPackage] = TEST_PACKAGES) -> list[SystemPackage]:
-    return [p for p in packages if shutil.which(p.command) is None]
+    return [p for p in packages if not p.installed()]
 
 
 def _apt_prefix() -> list[str]:

@@ -3,13 +3,19 @@ server, each a detached process on 127.0.0.1 with a pid file and a log under K2_
 configuration. Login is required (SimpleAuthManager); the password and the signing secrets are
 generated into K2_HOME/airflow (0700, files 0600) on first start and never written anywhere else:
 K2 writes the password file itself, because SimpleAuthManager prints the passwords it generates
-into the API server's log."""
+into the API server's log.
+
+Scale-out on one machine: with K2_AIRFLOW_EXECUTOR=CeleryExecutor (K2_AIRFLOW_DB_URI on PostgreSQL;
+k2.runtime.postgres runs one) it also starts a Redis broker (k2.runtime.redis) and
+K2_AIRFLOW_CELERY_WORKERS Celery workers, each a process of its own named ``k2-worker-<n>``, which
+run the tasks the scheduler queues; the results go to Airflow's database."""
 
 from __future__ import annotations
 
 import json
 import os
 import secrets
+import socket
 import ssl
 import subprocess
 import sys
@@ -24,11 +30,13 @@ from k2.log import get_logger
 from k2.private import private_dir, restrict_file, write_private
 from k2.resources import DAGS_DIR
 from k2.runtime import procs
+from k2.runtime.redis import LocalRedis
 from k2.settings import Settings
 
 log = get_logger(__name__)
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer", "log-server")
+CELERY_WORKER = "celery-worker-"  # + n: the components the CeleryExecutor adds
 LOG_SERVER = "log-server"
 AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 
@@ -47,6 +55,14 @@ class AirflowServices:
         self.log_dir = settings.logs_dir / "airflow"
         scheme = "https" if settings.airflow.tls else "http"
         self.url = f"{scheme}://{settings.airflow.host}:{settings.airflow.port}"
+        self.celery = is_celery(settings.airflow.executor)
+        self.redis = LocalRedis(settings) if self.celery else None
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """Airflow's processes K2 runs: the Celery workers too with the CeleryExecutor."""
+        workers = range(1, self.settings.airflow.celery_workers + 1) if self.celery else range(0)
+        return (*COMPONENTS, *(f"{CELERY_WORKER}{n}" for n in workers))
 
     @property
     def passwords_file(self) -> Path:
@@ -93,6 +109,10 @@ class AirflowServices:
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             }
         )
+        if self.redis is not None:  # broker URL and result backend carry passwords: environment only
+            env["AIRFLOW__CELERY__BROKER_URL"] = self.redis.url()
+            env["AIRFLOW__CELERY__RESULT_BACKEND"] = "db+" + self.settings.airflow.db_uri
+            env["AIRFLOW__CELERY__WORKER_CONCURRENCY"] = str(self.settings.airflow.celery_concurrency)
         if self.settings.airflow.tls:
             # the API server serves it; task processes and K2 trust it as their CA
             env["AIRFLOW__API__SSL_CERT"] = self.settings.airflow.tls_cert
@@ -152,7 +172,9 @@ class AirflowServices:
 
     def start(self, timeout_s: float = 180.0) -> None:
         running = [c.name for c in self.status() if c.pid]
-        if len(running) == len(COMPONENTS):
+        if self.redis is not None:
+            self.redis.ensure_running()  # the scheduler queues to it, the workers take from it
+        if set(running) >= set(self.components):
             return
         procs.require_free_port(self.settings.airflow.host, self.settings.airflow.port, "K2_AIRFLOW_PORT")
         if LOG_SERVER not in running:
@@ -161,7 +183,7 @@ class AirflowServices:
         self.migrate()
         self.init()
         env = self.environment()
-        for name in COMPONENTS:
+        for name in self.components:
             if name in running:
                 continue
             pid = procs.spawn(
@@ -223,13 +245,19 @@ class AirflowServices:
         return ssl.create_default_context(cafile=self.settings.airflow.tls_cert) if self.settings.airflow.tls else None
 
     def stop(self, timeout_s: float = 30.0) -> list[str]:
-        return [name for name in COMPONENTS if procs.stop(self._pid_file(name), timeout_s)]
+        stopped = [name for name in self.components if procs.stop(self._pid_file(name), timeout_s)]
+        if self.redis is not None and self.redis.stop():  # after the scheduler and the workers
+            stopped.append("redis")
+        return stopped
 
     def status(self) -> list[ComponentStatus]:
-        return [
+        rows = [
             ComponentStatus(name, procs.running_pid(self._pid_file(name)), self.log_dir / f"{name}.log")
-            for name in COMPONENTS
+            for name in self.components
         ]
+        if self.redis is not None:
+            rows.append(ComponentStatus("redis", self.redis.pid(), self.redis.log_file))
+        return rows
 
     def password(self) -> str | None:
         try:
@@ -269,7 +297,16 @@ class AirflowServices:
             return [sys.executable, "-m", "k2.runtime.airflow_logs"]
         if name in ("scheduler", "triggerer"):
             return [self._airflow(), name, "--skip-serve-logs"]  # served by LOG_SERVER on loopback
+        if name.startswith(CELERY_WORKER):
+            n = name.removeprefix(CELERY_WORKER)
+            return [self._airflow(), "celery", "worker", "--celery-hostname", f"k2-worker-{n}@{socket.gethostname()}",
+                    "--concurrency", str(self.settings.airflow.celery_concurrency), "--skip-serve-logs",
+                    "--without-gossip", "--without-mingle"]  # fmt: skip
         return [self._airflow(), name]
 
     def _airflow(self) -> str:
         return str(Path(sys.executable).parent / "airflow")
+
+
+def is_celery(executor: str) -> bool:
+    return executor.rsplit(".", 1)[-1] == "CeleryExecutor"
