@@ -27,6 +27,8 @@ import psutil
 from _harness import embedded_broker, progress, write_results
 from bronze_stream import Supervisors, configure, feed, wait
 
+from k2.lake.catalog import load_catalog
+from k2.lake.tables import bronze_table
 from k2.monitoring.metrics import kafka_lag
 from k2.streams.state import StreamPaths, read_json
 
@@ -79,6 +81,7 @@ def measure(settings, home: Path, extra: dict[str, str], rate: float, window_s: 
         wait(lambda: kafka_lag(scoped, "binance")[0] == 0, 120, "everything committed")
         progress(f"0 msg/s for {window_s:.0f}s")
         quiet = cpu_share(pgid, window_s)
+        metadata = bronze_metadata(scoped, "binance")
     finally:
         stop.set()
         supervisors.shutdown()
@@ -88,7 +91,18 @@ def measure(settings, home: Path, extra: dict[str, str], rate: float, window_s: 
         "cpu_share_at_rate": round(busy, 3),
         "cpu_share_at_0": round(quiet, 3),
         "last_batch_id": batches.get("batch_id"),
+        **metadata,
         "settings": extra,
+    }
+
+
+def bronze_metadata(settings, exchange: str) -> dict[str, int]:
+    """What each commit of the stream rewrites: the current snapshot's manifests, and the snapshots."""
+    table = load_catalog(settings.lake).load_table(bronze_table(exchange).identifier)
+    current = table.current_snapshot()
+    return {
+        "bronze_manifests": len(current.manifests(table.io)) if current else 0,
+        "bronze_snapshots": len(table.snapshots()),
     }
 
 
@@ -121,7 +135,10 @@ def main() -> None:
     print(f"\n{'configuration':45} {'CPU at ' + format(args.rate, 'g') + ' msg/s':>16} {'CPU at 0 msg/s':>16}")
     for name, r in results.items():
         ratio = r["cpu_share_at_rate"] / baseline["cpu_share_at_rate"] if baseline["cpu_share_at_rate"] else 0
-        print(f"{name:45} {r['cpu_share_at_rate']:>15.1%} {r['cpu_share_at_0']:>15.1%}   x{ratio:.2f} of baseline")
+        print(
+            f"{name:45} {r['cpu_share_at_rate']:>15.1%} {r['cpu_share_at_0']:>15.1%}   x{ratio:.2f} of baseline, "
+            f"Bronze: {r.get('bronze_manifests')} manifests, {r.get('bronze_snapshots')} snapshots"
+        )
     print("targets: <= 15% at 200 msg/s, <= 5% at 0 msg/s (of one core)")
     path = write_results(
         "stream_cpu",

@@ -172,6 +172,7 @@ LOCAL_FS_MODULE = "local-fs"
 LOCAL_FS_CLASS = "k2.hadoop.NioLocalFileSystem"
 STREAM_LISTENER_MODULE = "stream-listener"
 STREAM_LISTENER_CLASS = "k2.streams.ProgressListener"
+METADATA_UPKEEP_CLASS = "k2.streams.MetadataUpkeep"
 
 
 def ensure_local_fs_jar(jvm: JvmSettings) -> Path:
@@ -181,10 +182,12 @@ def ensure_local_fs_jar(jvm: JvmSettings) -> Path:
 
 
 def ensure_stream_listener_jar(jvm: JvmSettings) -> Path:
-    """The Bronze streams' progress listener (``bundle/jvm/stream-listener``), compiled against
-    pyspark's jars and the Kafka client the Spark connectors resolved (``k2 jars``)."""
-    kafka_clients = sorted((jvm.jars_dir / "spark-connectors").glob("kafka-clients-*.jar"))
-    return _compiled_jar(jvm, STREAM_LISTENER_MODULE, [Path(pyspark_home()) / "jars" / "*", *kafka_clients])
+    """The Bronze streams' progress listener and metadata upkeep (``bundle/jvm/stream-listener``),
+    compiled against pyspark's jars and the Kafka client and Iceberg runtime the Spark connectors
+    resolved (``k2 jars``)."""
+    connectors = jvm.jars_dir / "spark-connectors"
+    resolved = sorted([*connectors.glob("kafka-clients-*.jar"), *connectors.glob("iceberg-spark-runtime-*.jar")])
+    return _compiled_jar(jvm, STREAM_LISTENER_MODULE, [Path(pyspark_home()) / "jars" / "*", *resolved])
 
 
 def _compiled_jar(jvm: JvmSettings, module: str, classpath: list[Path]) -> Path:

@@ -316,8 +316,8 @@ class StreamSettings(Section):
     )
     expire_every_s: float = setting(
         60.0,
-        "How often a Bronze stream expires its old snapshots, at most K2_BRONZE_SNAPSHOT_RETENTION_S; 0: never "
-        "(then only the maintenance DAG does).",
+        "How often a Bronze stream merges its small manifests and expires its old snapshots (k2.streams.upkeep), "
+        "at most K2_BRONZE_SNAPSHOT_RETENTION_S; 0: never (then only the maintenance DAG does).",
         key="bronze_expire_every_s",
         ge=0,
     )

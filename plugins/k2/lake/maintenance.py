@@ -118,15 +118,6 @@ def maintain_table(
     return done
 
 
-def expire_snapshots(
-    spark: SparkSession, settings: Settings, identifier: str, older_than: dt.datetime, retain_last: int
-) -> int:
-    """Expire one table's snapshots older than ``older_than`` (keeping the newest ``retain_last``);
-    returns how many were expired. Iceberg retries a commit that meets a concurrent one."""
-    rows = spark.sql(_expire_statement(settings, identifier, older_than, retain_last)).collect()
-    return int(rows[0]["deleted_manifest_lists_count"]) if rows else 0  # one manifest list per snapshot
-
-
 def _expire_statement(settings: Settings, identifier: str, older_than: dt.datetime, retain_last: int) -> str:
     return (
         f"CALL {qualified(settings.lake.catalog_name, 'system')}.expire_snapshots(table => '{identifier}', "

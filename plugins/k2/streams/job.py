@@ -13,7 +13,6 @@ supervisor's lease expires (the supervising DAG was paused).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import signal
 import threading
@@ -28,6 +27,7 @@ from k2.log import configure_logging, get_logger
 from k2.settings import Settings, load_settings
 from k2.streams.checkpoint import checkpoint_problem
 from k2.streams.state import InstanceLock, StreamPaths, lease_valid, write_json
+from k2.streams.upkeep import MetadataUpkeep
 
 log = get_logger("k2.bronze")
 
@@ -75,7 +75,7 @@ def run(settings: Settings, exchange_name: str) -> int:
         set_status("starting")
         preflight(settings, paths)
         spark, query = start_query(settings, exchange.name, paths)
-        expiry = SnapshotExpiry(spark, settings, bronze_table(exchange.name).identifier)
+        upkeep = MetadataUpkeep(spark, settings, bronze_table(exchange.name).identifier)
         set_status("running", query_id=str(query.id), run_id=str(query.runId))
         log.info(
             "bronze.running",
@@ -84,7 +84,7 @@ def run(settings: Settings, exchange_name: str) -> int:
             trigger_s=settings.streams.trigger_interval_s,
             max_offsets=settings.streams.max_offsets_per_trigger,
         )
-        reason = watch(query, paths, stop, set_status, housekeeping=expiry)
+        reason = watch(query, paths, stop, set_status, housekeeping=upkeep)
         set_status("stopping", reason=reason)
         query.stop()
         set_status("stopped", reason=reason)
@@ -151,44 +151,6 @@ def stream_session_conf(settings: Settings) -> dict[str, str]:
     if settings.streams.codegen:
         return {}
     return {"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
-
-
-class SnapshotExpiry:
-    """Each micro-batch commits a snapshot (one a second by default), and every commit rewrites the
-    table metadata that lists them all: left alone, commits slow down hour by hour. The stream
-    expires its own old snapshots, every ``bronze_expire_every_s``, in its driver (the query runs on
-    in its own thread). Appends never drop data files, so expiring them deletes only metadata."""
-
-    def __init__(self, spark, settings: Settings, identifier: str, clock=time.monotonic) -> None:
-        self.spark, self.settings, self.identifier, self.clock = spark, settings, identifier, clock
-        self.every_s = settings.streams.expire_every_s
-        self.due_at = clock() + self.every_s
-
-    def __call__(self) -> None:
-        if self.every_s <= 0 or self.clock() < self.due_at:
-            return
-        from k2.lake.maintenance import expire_snapshots
-
-        self.due_at = self.clock() + self.every_s
-        older_than = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.settings.streams.snapshot_retention_s)
-        started = time.monotonic()
-        try:
-            expired = expire_snapshots(
-                self.spark,
-                self.settings,
-                self.identifier,
-                older_than,
-                retain_last=self.settings.maintenance.min_snapshots,
-            )
-        except Exception as exc:  # metadata upkeep must never stop ingestion: next time, or maintenance
-            log.warning("bronze.expire_failed", table=self.identifier, error=str(exc).splitlines()[0][:500])
-            return
-        log.info(
-            "bronze.snapshots_expired",
-            table=self.identifier,
-            expired=expired,
-            duration_s=round(time.monotonic() - started, 2),
-        )
 
 
 def watch(
