@@ -21,21 +21,12 @@ from k2.runtime.airflow_api import AirflowApi
 from k2.runtime.postgres import LocalPostgres
 from k2.settings import Settings
 from k2.streams.state import StreamPaths
-from tests.conftest import make_settings
 from tests.helpers import free_port, wait_for
 from tests.integration.stream_support import isolated_installation
 
 pytestmark = pytest.mark.integration
 
 EXCHANGES = ("binance", "kraken")
-
-
-@pytest.fixture
-def postgres(tmp_path: Path) -> Iterator[LocalPostgres]:
-    pg = LocalPostgres(make_settings(tmp_path / "pg", postgres_port=free_port()))
-    pg.ensure_running()
-    yield pg
-    pg.reset()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ from k2.medallion.job import run
 from k2.runtime.postgres import LocalPostgres
 from k2.settings import Settings
 from tests.conftest import make_settings
-from tests.helpers import free_port
 from tests.integration.medallion_fixtures import at, binance, write_bronze
 
 pytestmark = pytest.mark.integration
@@ -35,37 +33,29 @@ def no_gate(layer, frame, interval):
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[LocalPostgres]:
-    pg = LocalPostgres(make_settings(tmp_path / "pg", postgres_port=free_port()))
-    pg.ensure_running()
-    yield pg
-    pg.reset()
-
-
-@pytest.fixture
-def pg_lake(spark, server: LocalPostgres, tmp_path: Path) -> Settings:
+def pg_lake(spark, postgres: LocalPostgres, tmp_path: Path) -> Settings:
     """A K2 installation whose catalog is the server's `catalog` database, its tables made by
     `k2 lake init` (a process of its own, configured as an operator would: K2_* variables)."""
     settings = make_settings(
-        tmp_path / "home", catalog_name=f"k2pg{uuid.uuid4().hex[:6]}", catalog_uri=server.uri("catalog")
+        tmp_path / "home", catalog_name=f"k2pg{uuid.uuid4().hex[:6]}", catalog_uri=postgres.uri("catalog")
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
     env.update(
-        K2_HOME=str(settings.home), K2_CATALOG_NAME=settings.lake.catalog_name, K2_CATALOG_URI=server.uri("catalog")
+        K2_HOME=str(settings.home), K2_CATALOG_NAME=settings.lake.catalog_name, K2_CATALOG_URI=postgres.uri("catalog")
     )
     result = subprocess.run(
         [sys.executable, "-m", "k2.cli", "lake", "init"], env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert server.password() not in result.stdout + result.stderr  # the URL's password never printed
+    assert postgres.password() not in result.stdout + result.stderr  # the URL's password never printed
     for key, value in spark_catalog_conf(settings.lake).items():
         spark.conf.set(key, value)
     return settings
 
 
-def _catalog_rows(server: LocalPostgres) -> set[str]:
+def _catalog_rows(postgres: LocalPostgres) -> set[str]:
     """The tables the PostgreSQL database itself lists (Iceberg's JDBC catalog table)."""
-    with server.connect("catalog") as conn, conn.cursor() as cur:
+    with postgres.connect("catalog") as conn, conn.cursor() as cur:
         cur.execute("SELECT table_namespace || '.' || table_name FROM iceberg_tables")
         return {row[0] for row in cur.fetchall()}
 
@@ -87,11 +77,11 @@ def _records(first_id: int, hour: int, offsets: range) -> list[tuple]:
 
 
 def test_spark_and_pyiceberg_share_a_postgresql_catalog_through_a_server_crash(
-    spark, server: LocalPostgres, pg_lake: Settings
+    spark, postgres: LocalPostgres, pg_lake: Settings
 ) -> None:
     settings = pg_lake
     expected_tables = {spec.identifier for spec in all_tables(settings)}
-    assert expected_tables <= _catalog_rows(server)  # k2 lake init wrote them to PostgreSQL, not elsewhere
+    assert expected_tables <= _catalog_rows(postgres)  # k2 lake init wrote them to PostgreSQL, not elsewhere
 
     write_bronze(spark, settings, "binance", _records(1000, 10, range(5)))
     silver = run(spark, settings, "silver", H10, no_gate)
@@ -99,14 +89,14 @@ def test_spark_and_pyiceberg_share_a_postgresql_catalog_through_a_server_crash(
     assert _bronze_offsets(settings) == [(0, o) for o in range(5)]
     assert _silver_trade_ids(settings) == [str(1000 + o) for o in range(5)]
 
-    server.kill()  # SIGKILL of the server and every backend: no shutdown checkpoint
-    assert not server.status().running
+    postgres.kill()  # SIGKILL of the server and every backend: no shutdown checkpoint
+    assert not postgres.status().running
     with pytest.raises(Exception) as outage:
         write_bronze(spark, settings, "binance", _records(1000, 11, range(5, 8)))  # no catalog: no commit
     # Iceberg's JDBC catalog cannot load the table: the write fails before writing or committing anything
     assert re.search(r"org\.apache\.iceberg\.jdbc\.UncheckedSQLException", str(outage.value)), outage.value
 
-    server.ensure_running()  # crash recovery replays the WAL
+    postgres.ensure_running()  # crash recovery replays the WAL
     assert _bronze_offsets(settings) == [(0, o) for o in range(5)]  # all committed, nothing of the failed write
     assert _silver_trade_ids(settings) == [str(1000 + o) for o in range(5)]
 
