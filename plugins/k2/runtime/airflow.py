@@ -245,7 +245,8 @@ class AirflowServices:
         return ssl.create_default_context(cafile=self.settings.airflow.tls_cert) if self.settings.airflow.tls else None
 
     def stop(self, timeout_s: float = 30.0) -> list[str]:
-        stopped = [name for name in self.components if procs.stop(self._pid_file(name), timeout_s)]
+        results = procs.stop_all([self._pid_file(name) for name in self.components], timeout_s)
+        stopped = [name for name, was_running in zip(self.components, results, strict=True) if was_running]
         if self.redis is not None and self.redis.stop():  # after the scheduler and the workers
             stopped.append("redis")
         return stopped

@@ -9,7 +9,10 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 
@@ -83,6 +86,23 @@ def stop(pid_file: Path, timeout_s: float = 30.0) -> bool:
         _stop_session(session, timeout_s)
     pid_file.unlink(missing_ok=True)
     return True
+
+
+T = TypeVar("T")
+
+
+def concurrently(calls: list[Callable[[], T]]) -> list[T]:
+    """Each call's result, in order, the calls run at once: stopping N processes takes as long as
+    the slowest, not the sum (each waits out its own clean shutdown)."""
+    if len(calls) <= 1:
+        return [call() for call in calls]
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(lambda call: call(), calls))
+
+
+def stop_all(pid_files: list[Path], timeout_s: float = 30.0) -> list[bool]:
+    """``stop`` for each pid file, at once."""
+    return concurrently([lambda f=f: stop(f, timeout_s) for f in pid_files])
 
 
 def _session_of(pid: int) -> int | None:

@@ -202,14 +202,18 @@ def bring_down(settings: Settings) -> list[tuple[str, str]]:
     from k2.streams.supervisor import StreamSupervisor
 
     results = []
-    for exchange in settings.exchanges:
-        stopped = procs.stop(feed_pid_file(settings, exchange))
-        results.append((f"feed {exchange}", "stopped" if stopped else "was not running"))
-    for exchange in settings.exchanges:
-        supervisor = StreamSupervisor(settings, exchange)
-        was_running = supervisor.instance.holder_pid() is not None
-        supervisor.request_stop()
-        results.append((f"stream {exchange}", "stopped" if was_running else "was not running"))
+    feeds = procs.stop_all([feed_pid_file(settings, exchange) for exchange in settings.exchanges])
+    results += [
+        (f"feed {e}", "stopped" if stopped else "was not running")
+        for e, stopped in zip(settings.exchanges, feeds, strict=True)
+    ]
+    supervisors = [StreamSupervisor(settings, exchange) for exchange in settings.exchanges]
+    running = [s.instance.holder_pid() is not None for s in supervisors]
+    procs.concurrently([s.request_stop for s in supervisors])  # each finishes its batch: together, not in turn
+    results += [
+        (f"stream {s.exchange}", "stopped" if r else "was not running")
+        for s, r in zip(supervisors, running, strict=True)
+    ]
     stopped_airflow = AirflowServices(settings).stop()
     results.append(("airflow", ", ".join(stopped_airflow) + " stopped" if stopped_airflow else "was not running"))
     if settings.spark.connect_embedded:  # after Airflow: no task starts it again
