@@ -333,6 +333,13 @@ class StreamSettings(Section):
     )
     check_interval_s: float = setting(5.0, "How often the supervisor checks each stream.", gt=0)
     stall_timeout_s: float = setting(60.0, "No completed batch for this long, with Kafka ahead: stalled.", gt=0)
+    kafka_outage_s: float = setting(
+        60.0,
+        "A running stream that finds no broker answering for this long stops as `kafka_unreachable`, and its "
+        "supervisor waits the outage out with back-off (Spark's own Kafka client fails the query only after about "
+        "3.5 minutes of retries).",
+        gt=0,
+    )
     start_timeout_s: float = setting(180.0, "Time a starting stream gets to complete its first batch.", gt=0)
     backoff_base_s: float = setting(2.0, "First restart delay; doubles per consecutive failure.", gt=0)
     backoff_max_s: float = setting(120.0, "Longest restart delay.", gt=0)

@@ -26,6 +26,7 @@ from k2.lake.tables import bronze_table
 from k2.log import configure_logging, get_logger
 from k2.settings import Settings, load_settings
 from k2.streams.checkpoint import checkpoint_problem
+from k2.streams.outage import BrokerWatch, KafkaOutage
 from k2.streams.state import InstanceLock, StreamPaths, lease_valid, write_json
 from k2.streams.upkeep import MetadataUpkeep
 
@@ -41,8 +42,9 @@ EXIT_CHECKPOINT = 78  # EX_CONFIG: the checkpoint needs an operator's decision
 WATCH_EVERY_S = 5.0
 
 
-class StreamStartError(K2Error):
-    """A start-up failure with the exit code that tells the supervisor how to react."""
+class StreamExit(K2Error):
+    """A failure (at start-up, or a dependency gone) with the exit code that tells the supervisor
+    how to react."""
 
     def __init__(self, cause: str, fix: str, *, reason: str, exit_code: int) -> None:
         super().__init__(cause, fix)
@@ -84,13 +86,14 @@ def run(settings: Settings, exchange_name: str) -> int:
             trigger_s=settings.streams.trigger_interval_s,
             max_offsets=settings.streams.max_offsets_per_trigger,
         )
-        reason = watch(query, paths, stop, set_status, housekeeping=upkeep)
+        reason = watch(query, paths, stop, set_status, housekeeping=upkeep, broker=broker_watch(settings))
         set_status("stopping", reason=reason)
         query.stop()
         set_status("stopped", reason=reason)
         log.info("bronze.stopped", exchange=exchange.name, reason=reason)
         return 0
-    except StreamStartError as exc:
+    except (StreamExit, KafkaOutage) as failure:
+        exc = kafka_outage(settings, failure.down_s) if isinstance(failure, KafkaOutage) else failure
         set_status("failed", error=exc.cause, fix=exc.fix, reason=exc.reason, exit_code=exc.exit_code)
         log.error("bronze.failed", exchange=exchange.name, reason=exc.reason, error=exc.cause, fix=exc.fix)
         return exc.exit_code
@@ -112,7 +115,7 @@ def run(settings: Settings, exchange_name: str) -> int:
 def preflight(settings: Settings, paths: StreamPaths) -> None:
     """Fail loudly, before Spark starts, on what would otherwise make the stream hang or spin."""
     if not broker_reachable(settings.kafka.bootstrap_servers, timeout=10):
-        raise StreamStartError(
+        raise StreamExit(
             f"Kafka at {settings.kafka.bootstrap_servers} is unreachable",
             "start it (`k2 kafka start`) or fix K2_KAFKA_BOOTSTRAP_SERVERS; the supervisor retries with back-off.",
             reason="kafka_unreachable",
@@ -120,7 +123,21 @@ def preflight(settings: Settings, paths: StreamPaths) -> None:
         )
     problem = checkpoint_problem(paths.checkpoint)
     if problem is not None:
-        raise StreamStartError(problem.cause, problem.fix, reason="checkpoint_corrupt", exit_code=EXIT_CHECKPOINT)
+        raise StreamExit(problem.cause, problem.fix, reason="checkpoint_corrupt", exit_code=EXIT_CHECKPOINT)
+
+
+def broker_watch(settings: Settings) -> BrokerWatch:
+    servers = settings.kafka.bootstrap_servers
+    return BrokerWatch(lambda: broker_reachable(servers, timeout=5), settings.streams.kafka_outage_s)
+
+
+def kafka_outage(settings: Settings, down_s: float) -> StreamExit:
+    return StreamExit(
+        f"no Kafka broker at {settings.kafka.bootstrap_servers} answered for {down_s:.0f} s",
+        "the supervisor restarts the stream with back-off until one answers; check the brokers (`k2 kafka status`).",
+        reason="kafka_unreachable",
+        exit_code=EXIT_UNAVAILABLE,
+    )
 
 
 def start_query(settings: Settings, exchange: str, paths: StreamPaths):
@@ -136,7 +153,7 @@ def start_query(settings: Settings, exchange: str, paths: StreamPaths):
     try:
         spark.table(table)
     except Exception as exc:
-        raise StreamStartError(
+        raise StreamExit(
             f"the Bronze table {table} is not reachable in the catalog: {exc}"[:1000],
             "run `k2 lake init`, and check K2_CATALOG_URI.",
             reason="catalog_unreachable",
@@ -160,9 +177,11 @@ def watch(
     set_status,
     housekeeping=lambda: None,
     every_s: float = WATCH_EVERY_S,
+    broker: BrokerWatch | None = None,
 ) -> str:
     """Block until the query ends or should end; returns why it should stop. ``housekeeping`` runs
-    every ``every_s`` alongside (it decides itself whether there is anything to do)."""
+    every ``every_s`` alongside (it decides itself whether there is anything to do). Raises
+    StreamExit when ``broker`` says Kafka has been gone too long."""
     while True:
         if query.awaitTermination(every_s):
             exc = query.exception()
@@ -175,6 +194,8 @@ def watch(
             return "stop requested"
         if paths.lease.exists() and not lease_valid(paths):
             return "supervisor lease expired (DAG paused or supervisor gone)"
+        if broker is not None:
+            broker.check()
         set_status("running", heartbeat_at=time.time())
         housekeeping()
 
