@@ -3,12 +3,14 @@ the Great Expectations results. Run daily by ``k2_maintenance`` (the ``housekeep
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from k2.errors import K2Error
 from k2.log import get_logger
 from k2.reports import JsonReport
 from k2.settings import Settings
@@ -85,14 +87,26 @@ def prune_quality_results(settings: Settings) -> HousekeepingReport:
     return HousekeepingReport("quality", removed, freed)
 
 
-def airflow_db_clean_command(settings: Settings) -> tuple[list[str], str]:
+def airflow_db_clean_command(settings: Settings) -> tuple[list[str], dict[str, str], str]:
     """``airflow db clean`` of DAG runs, task instances, logs and the like older than
     K2_MAINTENANCE_AIRFLOW_DB_RETENTION_DAYS (about 1,700 runs a day land there), without archive
-    tables; run where the task runs, so against the deployment's own metadata DB."""
+    tables: the command, its environment and the cut-off. Airflow 3 runs a task with the metadata DB
+    blocked (its supervisor sets the task's AIRFLOW__DATABASE__SQL_ALCHEMY_CONN to
+    ``airflow-db-not-allowed:///``), so the command gets the deployment's DB from K2_AIRFLOW_DB_URI,
+    which under `k2 up` is the database K2 gave Airflow."""
+    uri = settings.airflow.db_uri
+    sqlite = uri.removeprefix("sqlite:///")
+    if settings.is_derived("airflow_db_uri") and not Path(sqlite).is_file():
+        raise K2Error(
+            f"Airflow's metadata DB is not {uri}, the default under `k2 up`, and tasks cannot read it from Airflow",
+            "set K2_AIRFLOW_DB_URI to this deployment's metadata DB (sql_alchemy_conn) where the workers run.",
+        )
     before = time.time() - settings.maintenance.airflow_db_retention_days * DAY_S
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(before))
     airflow = str(Path(sys.executable).parent / "airflow")
-    return [airflow, "db", "clean", "--clean-before-timestamp", stamp, "--skip-archive", "--yes"], stamp
+    env = {k: v for k, v in os.environ.items() if "SQL_ALCHEMY_CONN" not in k}
+    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = uri
+    return [airflow, "db", "clean", "--clean-before-timestamp", stamp, "--skip-archive", "--yes"], env, stamp
 
 
 CHORES = {"logs": rotate_logs, "quality": prune_quality_results}  # airflow_db: the operator runs the command

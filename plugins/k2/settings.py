@@ -838,6 +838,10 @@ class Settings:
         out = {key: self.value(key) for key, _, _ in _all_fields()}
         return out if derived else {k: v for k, v in out.items() if k not in self._derived}
 
+    def is_derived(self, key: str) -> bool:
+        """True when ``key`` was not set but computed from other settings (e.g. paths under K2_HOME)."""
+        return key in self._derived
+
     def value(self, key: str) -> Any:
         for k, section, f in _all_fields():
             if k == key:

@@ -6,7 +6,10 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from k2 import housekeeping
+from k2.errors import K2Error
 from k2.settings import Settings
 
 OLD = time.time() - 40 * housekeeping.DAY_S
@@ -60,3 +63,22 @@ def test_old_quality_results_and_their_pages_are_deleted(tmp_path: Path, monkeyp
     assert (report.removed_files, report.removed_bytes) == (2, 120)
     assert not old.exists() and not page.exists() and new.exists()
     assert rebuilt == [settings.home / "quality"]  # the index then lists only what is left
+
+
+def test_db_clean_gets_the_deployments_db_where_airflow_blocked_it(tmp_path: Path, monkeypatch) -> None:
+    # what Airflow 3's task supervisor leaves a task (block_orm_access)
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "airflow-db-not-allowed:///")
+    monkeypatch.setenv("AIRFLOW__CORE__SQL_ALCHEMY_CONN", "airflow-db-not-allowed:///")
+    uri = "postgresql+psycopg2://airflow@127.0.0.1:5432/airflow"
+    settings = Settings.from_env({}, home=tmp_path, airflow_db_uri=uri)
+    command, env, before = housekeeping.airflow_db_clean_command(settings)
+    assert command[1:3] == ["db", "clean"] and before in command
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == uri and "AIRFLOW__CORE__SQL_ALCHEMY_CONN" not in env
+    assert uri not in " ".join(command)  # a password in the URI stays off the command line
+
+
+def test_db_clean_without_a_known_db_names_the_setting(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, home=tmp_path)  # no Airflow of K2's own here
+    with pytest.raises(K2Error) as missing:
+        housekeeping.airflow_db_clean_command(settings)
+    assert "K2_AIRFLOW_DB_URI" in missing.value.fix

@@ -35,9 +35,9 @@ class HousekeepingOperator(BaseOperator):
     def _clean_airflow_db(self, settings) -> dict[str, Any]:
         from k2 import housekeeping
 
-        command, before = housekeeping.airflow_db_clean_command(settings)
+        command, env, before = housekeeping.airflow_db_clean_command(settings)
         self.log.info("cleaning Airflow's metadata DB of rows older than %s", before)
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         output, _ = self.process.communicate()
         self.log.info("%s", output[-4000:])
         if self.process.returncode != 0:
