@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from k2.lake.names import GOLD_INTERVAL_NAMES, qualified
 from k2.lake.tables import SILVER_TRADES, gold_table
 from k2.medallion.interval import Interval
-from k2.medallion.lakeio import between, merge_bars
+from k2.medallion.lakeio import between, held_locally, merge_bars
 from k2.medallion.reports import GoldReport
 from k2.settings import LakeSettings, Settings
 
@@ -56,8 +56,8 @@ def touched_minutes(silver: DataFrame, interval: Interval) -> list:
 def recompute_bars(
     spark: SparkSession, lake: LakeSettings, interval: Interval, silver: DataFrame, touched: list, now: Column
 ) -> dict[str, DataFrame]:
-    """Every bar of every width that holds a touched minute, materialised (bars are small: they feed
-    the roll-ups, the gates and the MERGE, which cannot plan a source that still reads other
+    """Every bar of every width that holds a touched minute, held in the driver (bars are small: they
+    feed the roll-ups, the gates and the MERGE, which cannot plan a source that still reads other
     Iceberg tables through a cached relation)."""
     from pyspark.sql import functions as F
 
@@ -72,7 +72,7 @@ def recompute_bars(
         .join(F.broadcast(keys_1m.withColumnRenamed("bar_start", "_bar")), ["exchange", "symbol", "_bar"], "left_semi")
         .drop("_bar")
     )
-    bars = {"1m": minute_bars(trades, now).localCheckpoint()}
+    bars = {"1m": held_locally(spark, minute_bars(trades, now))}
     gold_1m = spark.table(qualified(lake.catalog_name, gold_table("1m").identifier))
     for name in GOLD_INTERVAL_NAMES[1:]:
         seconds = INTERVAL_SECONDS[name]
@@ -90,7 +90,7 @@ def recompute_bars(
             .join(F.broadcast(coarse), ["exchange", "symbol", "_bar"], "left_semi")
             .drop("_bar")
         )
-        bars[name] = roll_up(minutes, name, now).localCheckpoint()
+        bars[name] = held_locally(spark, roll_up(minutes, name, now))
     return bars
 
 

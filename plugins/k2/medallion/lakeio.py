@@ -28,6 +28,14 @@ def materialize(frame: DataFrame) -> DataFrame:
     return frame.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
 
 
+def held_locally(spark: SparkSession, frame: DataFrame) -> DataFrame:
+    """A small ``frame`` (Gold bars) computed once and held by the driver as a local relation: the
+    roll-ups, the gate and the MERGE then read it without a Spark job each, and without the block
+    storage of a checkpoint (measured on an hour of 100 trades: Gold's four localCheckpoints took
+    4.1 s of its 15.4 s)."""
+    return spark.createDataFrame(frame.toArrow(), schema=frame.schema)
+
+
 def append(frame: DataFrame, table: str) -> None:
     """Each task writes its own rows to the partitions it holds. Iceberg's default for partitioned
     tables (hash distribution) would first shuffle every row of one day to a single task: one core

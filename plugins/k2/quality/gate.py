@@ -93,9 +93,11 @@ def validate(
     with _locked(root / ".lock"):
         from great_expectations.core.run_identifier import RunIdentifier
 
-        if local is None:
-            local = frame.limit(LOCAL_MAX_ROWS + 1).count() <= LOCAL_MAX_ROWS
-        data = frame.toArrow().to_pandas() if local else frame  # Arrow: decimals stay exact
+        data = frame
+        if local is not False:  # one pass decides and, for a small frame, collects (Arrow: decimals stay exact)
+            head = (frame if local else frame.limit(LOCAL_MAX_ROWS + 1)).toArrow()
+            local = local or head.num_rows <= LOCAL_MAX_ROWS
+            data = head.to_pandas() if local else frame
         context = _runtime_context(root)
         checkpoint = _checkpoint(context, load_suite(settings.batch.expectations_dir, layer, exchange), local=local)
         result = checkpoint.run(batch_parameters={"dataframe": data}, run_id=RunIdentifier(run_name=run_name))
