@@ -1,6 +1,7 @@
 """Nothing lost whatever the schedule or the producers' clocks, on real Spark and Iceberg: missed
 hours are caught up, records stamped inside a processed hour are taken by the hour they arrived in,
-and hours without data are settled without a Spark job."""
+and hours without data are settled without a Spark job. The logic is the engine's caller, not the
+engine: these run once, on Spark Connect as the Airflow tasks do (test_medallion.py starts that run)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from k2.medallion.interval import Interval
 from k2.medallion.job import run
 from tests.integration.medallion_fixtures import at, binance, naive, own_lake, write_bronze
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.on_connect]
 
 
 def hour(h: int, exchange: str = "binance") -> Interval:
