@@ -299,14 +299,18 @@ class AirflowServices:
         if name in ("scheduler", "triggerer"):
             return [self._airflow(), name, "--skip-serve-logs"]  # served by LOG_SERVER on loopback
         if name.startswith(CELERY_WORKER):
-            n = name.removeprefix(CELERY_WORKER)
-            return [self._airflow(), "celery", "worker", "--celery-hostname", f"k2-worker-{n}@{socket.gethostname()}",
+            return [self._airflow(), "celery", "worker", "--celery-hostname", worker_hostname(name),
                     "--concurrency", str(self.settings.airflow.celery_concurrency), "--skip-serve-logs",
                     "--without-gossip", "--without-mingle"]  # fmt: skip
         return [self._airflow(), name]
 
     def _airflow(self) -> str:
         return str(Path(sys.executable).parent / "airflow")
+
+
+def worker_hostname(component: str) -> str:
+    """Celery's name of a worker component (celery-worker-<n>): k2-worker-<n>@<this host>."""
+    return f"k2-worker-{component.removeprefix(CELERY_WORKER)}@{socket.gethostname()}"
 
 
 def is_celery(executor: str) -> bool:
