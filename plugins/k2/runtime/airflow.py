@@ -186,8 +186,14 @@ class AirflowServices:
         for name in self.components:
             if name in running:
                 continue
+            own_env = env
+            if name.startswith(CELERY_WORKER):
+                # SIGTERM (`k2 down`) is a cold shutdown: the worker cancels its running tasks, as the
+                # LocalExecutor's end with the scheduler. A warm one waits for them, and a stream's
+                # supervisor task runs for K2_STREAM_SUPERVISE_WINDOW_S: 30 s, then SIGKILL.
+                own_env = {**env, "REMAP_SIGTERM": "SIGQUIT"}
             pid = procs.spawn(
-                self._command(name), pid_file=self._pid_file(name), log_file=self.log_dir / f"{name}.log", env=env
+                self._command(name), pid_file=self._pid_file(name), log_file=self.log_dir / f"{name}.log", env=own_env
             )
             log.info("airflow.started", component=name, pid=pid, log=str(self.log_dir / f"{name}.log"))
         self.wait_ready(timeout_s)
