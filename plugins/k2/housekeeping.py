@@ -13,7 +13,7 @@ from pathlib import Path
 from k2.errors import K2Error
 from k2.log import get_logger
 from k2.reports import JsonReport
-from k2.settings import Settings
+from k2.settings import Settings, mask_url_password
 
 log = get_logger(__name__)
 
@@ -95,10 +95,12 @@ def airflow_db_clean_command(settings: Settings) -> tuple[list[str], dict[str, s
     ``airflow-db-not-allowed:///``), so the command gets the deployment's DB from K2_AIRFLOW_DB_URI,
     which under `k2 up` is the database K2 gave Airflow."""
     uri = settings.airflow.db_uri
-    sqlite = uri.removeprefix("sqlite:///")
-    if settings.is_derived("airflow_db_uri") and not Path(sqlite).is_file():
+    # derived: the SQLite default, or K2's own PostgreSQL (K2_POSTGRES_EMBEDDED), which is Airflow's DB
+    default_sqlite = settings.is_derived("airflow_db_uri") and uri.startswith("sqlite:///")
+    if default_sqlite and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise K2Error(
-            f"Airflow's metadata DB is not {uri}, the default under `k2 up`, and tasks cannot read it from Airflow",
+            f"Airflow's metadata DB is not {mask_url_password(uri)}, the default under `k2 up`, and tasks cannot "
+            "read it from Airflow",
             "set K2_AIRFLOW_DB_URI to this deployment's metadata DB (sql_alchemy_conn) where the workers run.",
         )
     before = time.time() - settings.maintenance.airflow_db_retention_days * DAY_S

@@ -638,6 +638,12 @@ class PostgresSettings(Section):
     and Airflow's metadata DB; K2_CATALOG_URI and K2_AIRFLOW_DB_URI point at it (or at any other)."""
 
     PREFIX = "postgres_"
+    embedded: bool = setting(
+        False,
+        "Run K2's own PostgreSQL server (`k2 up` starts it first, `k2 down` stops it last; data kept) and put "
+        "the Iceberg catalog and Airflow's metadata DB on it: K2_CATALOG_URI and K2_AIRFLOW_DB_URI default to "
+        "its databases `catalog` and `airflow`, the password generated into K2_HOME/postgres/password (0600).",
+    )
     port: int = setting(5432, "Port of the PostgreSQL server K2 starts itself (on 127.0.0.1 only).", ge=1, le=65535)
     bin_dir: str = setting(
         "",
@@ -715,6 +721,13 @@ class Settings:
         if not self.kafka.bootstrap_servers:
             servers = ",".join(f"{self.kafka.host}:{port}" for port, _ in self.kafka.node_ports())
             derive("kafka", "bootstrap_servers", servers)
+        if self.postgres.embedded:  # the URLs carry the generated password: masked wherever shown
+            from k2.runtime.postgres import embedded_uri
+
+            if not self.lake.catalog_uri and self.lake.catalog_type == "sql":
+                derive("lake", "catalog_uri", embedded_uri(home, self.postgres.port, "catalog"))
+            if not self.airflow.db_uri:
+                derive("airflow", "db_uri", embedded_uri(home, self.postgres.port, "airflow"))
         if not self.lake.catalog_uri and self.lake.catalog_type == "sql":
             derive("lake", "catalog_uri", f"sqlite:///{self.lake_dir / 'catalog.db'}")
         if not self.lake.warehouse:
@@ -736,8 +749,8 @@ class Settings:
         if self.airflow.executor.rsplit(".", 1)[-1] == "CeleryExecutor" and self.airflow.db_uri.startswith("sqlite"):
             raise K2Error(
                 "K2_AIRFLOW_EXECUTOR=CeleryExecutor needs an Airflow database its workers share, not SQLite",
-                "set K2_AIRFLOW_DB_URI to a PostgreSQL database (postgresql+psycopg2://...; k2.runtime.postgres "
-                "runs one on this machine).",
+                "set K2_POSTGRES_EMBEDDED=true (`k2 up` runs a PostgreSQL server on this machine), or "
+                "K2_AIRFLOW_DB_URI to a PostgreSQL database (postgresql+psycopg2://...).",
             )
         if self.kafka.embedded and self.topics.replication_factor > self.kafka.nodes:
             raise K2Error(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from k2.errors import K2Error
-from k2.settings import Settings
+from k2.settings import Settings, mask_url_password
 
 Row = tuple[str, str, str, str]
 
@@ -12,10 +12,12 @@ def stack_status(settings: Settings) -> list[Row]:
     return [
         _kafka(settings),
         _topics(settings),
+        *_postgres(settings),
         _catalog(settings),
         _spark(settings),
         *_spark_cluster(settings),
         _airflow(settings),
+        *_celery(settings),
         *_feeds(settings),
         *_streams(settings),
         *reconciliation_rows(settings),
@@ -56,6 +58,39 @@ def _airflow(settings: Settings) -> Row:
         else "login created on first start"
     )
     return ("airflow", state, airflow.url, f"{settings.airflow.executor}, {login}")
+
+
+def _postgres(settings: Settings) -> list[Row]:
+    """K2's own PostgreSQL server (K2_POSTGRES_EMBEDDED): the catalog's and Airflow's database."""
+    if not settings.postgres.embedded:
+        return []
+    from k2.runtime.postgres import SUPERUSER, LocalPostgres
+
+    pg = LocalPostgres(settings)
+    status = pg.status()
+    state = f"running (pid {status.pid})" if status.running else "stopped"
+    detail = f"embedded, data {status.data_dir}, login {SUPERUSER} / password in {pg.password_file}"
+    return [("postgres", state, pg.where(), detail)]
+
+
+def _celery(settings: Settings) -> list[Row]:
+    """The CeleryExecutor's broker and workers, one row each, when it is the executor."""
+    from k2.runtime.airflow import CELERY_WORKER, AirflowServices, worker_hostname
+    from k2.runtime.redis import HOST
+
+    airflow = AirflowServices(settings)
+    if airflow.redis is None:
+        return []
+    rows = []
+    for c in airflow.status():
+        state = f"running (pid {c.pid})" if c.pid else "stopped"
+        if c.name == "redis":
+            detail = f"Celery broker, password in {airflow.redis.password_file}"
+            rows.append(("redis", state, f"{HOST}:{airflow.redis.port}", detail))
+        elif c.name.startswith(CELERY_WORKER):
+            slots = settings.airflow.celery_concurrency
+            rows.append((c.name, state, worker_hostname(c.name), f"{slots} task slots, log {c.log_file}"))
+    return rows
 
 
 def _feeds(settings: Settings) -> list[Row]:
@@ -168,12 +203,12 @@ def _catalog(settings: Settings) -> Row:
     from k2.lake.catalog import load_catalog, sqlite_path
     from k2.lake.tables import all_tables
 
-    where = str(sqlite_path(settings.lake) or settings.lake.catalog_uri)
+    where = str(sqlite_path(settings.lake) or mask_url_password(settings.lake.catalog_uri))
     try:
         catalog = load_catalog(settings.lake)
         present = sum(catalog.table_exists(s.identifier) for s in all_tables(settings))
     except K2Error as exc:
-        return ("iceberg catalog", "UNAVAILABLE", where, exc.cause)
+        return ("iceberg catalog", "UNAVAILABLE", where, settings.redact(exc.cause).splitlines()[0])
     kind = "sqlite (JDBC + pyiceberg SqlCatalog)" if sqlite_path(settings.lake) else settings.lake.catalog_type
     return (
         "iceberg catalog",

@@ -60,3 +60,28 @@ def test_the_local_executor_runs_no_workers_and_no_broker(tmp_path: Path) -> Non
     assert airflow.redis is None
     assert not [c for c in airflow.components if c.startswith("celery-worker-")]
     assert "AIRFLOW__CELERY__BROKER_URL" not in airflow.environment()
+
+
+def test_status_shows_the_embedded_postgres_the_broker_and_each_worker_without_passwords(tmp_path: Path) -> None:
+    from k2.runtime.postgres import LocalPostgres
+    from k2.status import _celery as celery_rows
+    from k2.status import _postgres as postgres_rows
+
+    settings = Settings.from_env(
+        {},
+        home=tmp_path,
+        postgres_embedded=True,
+        postgres_port=15434,
+        airflow_executor="CeleryExecutor",
+        airflow_redis_port=16380,
+    )
+    rows = {row[0]: row for row in [*postgres_rows(settings), *celery_rows(settings)]}
+    assert list(rows) == ["postgres", "celery-worker-1", "celery-worker-2", "redis"]
+    assert rows["postgres"][1:3] == ("stopped", "127.0.0.1:15434/catalog,airflow")
+    assert rows["redis"][1:3] == ("stopped", "127.0.0.1:16380")
+    assert rows["celery-worker-2"][2].startswith("k2-worker-2@")
+    text = repr(rows)
+    assert settings.postgres.embedded and AirflowServices(settings).redis.password() not in text
+    assert LocalPostgres(settings).password() not in text
+    plain = Settings.from_env({}, home=tmp_path / "plain")
+    assert postgres_rows(plain) == [] and celery_rows(plain) == []

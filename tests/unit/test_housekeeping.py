@@ -82,3 +82,13 @@ def test_db_clean_without_a_known_db_names_the_setting(tmp_path: Path) -> None:
     with pytest.raises(K2Error) as missing:
         housekeeping.airflow_db_clean_command(settings)
     assert "K2_AIRFLOW_DB_URI" in missing.value.fix
+
+
+def test_db_clean_under_k2s_own_postgresql_gets_that_database(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "airflow-db-not-allowed:///")
+    settings = Settings.from_env({}, home=tmp_path, postgres_embedded=True, postgres_port=15435)
+    command, env, _ = housekeeping.airflow_db_clean_command(settings)  # derived, and no SQLite file: still known
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == settings.airflow.db_uri
+    assert settings.airflow.db_uri.endswith("@127.0.0.1:15435/airflow")
+    password = (tmp_path / "postgres" / "password").read_text().strip()
+    assert password not in " ".join(command)

@@ -46,3 +46,32 @@ def test_as_root_the_data_directory_is_outside_the_private_k2_home(tmp_path: Pat
     assert server.password_file.is_relative_to(tmp_path)  # the secret stays in K2_HOME
     other = LocalPostgres(Settings.from_env({}, home=tmp_path / "other"))
     assert other.data_dir != server.data_dir  # one server per K2_HOME
+
+
+def test_embedded_postgres_is_where_the_catalog_and_airflow_live_unless_they_are_set(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, home=tmp_path, postgres_embedded=True, postgres_port=15433)
+    password = LocalPostgres(settings).password()  # the one the derived URLs carry
+    assert settings.lake.catalog_uri == f"postgresql+psycopg2://k2:{password}@127.0.0.1:15433/catalog"
+    assert settings.airflow.db_uri == f"postgresql+psycopg2://k2:{password}@127.0.0.1:15433/airflow"
+    assert password in settings.secret_values()  # so redact() and every masked view hide it
+    shown = " ".join(value for _, value, _, _ in settings.describe())
+    assert password not in shown and "k2:****@127.0.0.1:15433/catalog" in shown
+    # CeleryExecutor needs no URL of its own then
+    Settings.from_env({}, home=tmp_path, postgres_embedded=True, airflow_executor="CeleryExecutor")
+
+    explicit = Settings.from_env({}, home=tmp_path, postgres_embedded=True, catalog_uri="postgresql://u:p@db/x")
+    assert explicit.lake.catalog_uri == "postgresql://u:p@db/x" and "/airflow" in explicit.airflow.db_uri
+    default = Settings.from_env({}, home=tmp_path / "plain")
+    assert default.lake.catalog_uri.startswith("sqlite:///") and default.airflow.db_uri.startswith("sqlite:///")
+    assert not (tmp_path / "plain" / "postgres").exists()  # off: no password generated
+
+
+def test_processes_generating_the_password_at_once_all_get_the_same_one(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from k2.runtime.postgres import superuser_password
+
+    with ThreadPoolExecutor(8) as pool:
+        values = set(pool.map(lambda _: superuser_password(tmp_path), range(32)))
+    assert len(values) == 1 and (tmp_path / "postgres" / "password").read_text().strip() in values
+    assert sorted(p.name for p in (tmp_path / "postgres").iterdir()) == ["password"]  # no temporary file left

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from k2.errors import K2Error
-from k2.settings import LakeSettings
+from k2.settings import LakeSettings, mask_url_password
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -126,7 +126,7 @@ def load_catalog(lake: LakeSettings) -> Catalog:
         return _load(lake.catalog_name, **pyiceberg_properties(lake))
     except Exception as exc:
         raise K2Error(
-            f"cannot open the Iceberg catalog at {lake.catalog_uri}: {exc}",
+            f"cannot open the Iceberg catalog at {mask_url_password(lake.catalog_uri)}: {exc}",
             "check K2_CATALOG_URI and that the catalog service is reachable.",
         ) from exc
 

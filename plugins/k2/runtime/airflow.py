@@ -186,8 +186,14 @@ class AirflowServices:
         for name in self.components:
             if name in running:
                 continue
+            own_env = env
+            if name.startswith(CELERY_WORKER):
+                # SIGTERM (`k2 down`) is a cold shutdown: the worker cancels its running tasks, as the
+                # LocalExecutor's end with the scheduler. A warm one waits for them, and a stream's
+                # supervisor task runs for K2_STREAM_SUPERVISE_WINDOW_S: 30 s, then SIGKILL.
+                own_env = {**env, "REMAP_SIGTERM": "SIGQUIT"}
             pid = procs.spawn(
-                self._command(name), pid_file=self._pid_file(name), log_file=self.log_dir / f"{name}.log", env=env
+                self._command(name), pid_file=self._pid_file(name), log_file=self.log_dir / f"{name}.log", env=own_env
             )
             log.info("airflow.started", component=name, pid=pid, log=str(self.log_dir / f"{name}.log"))
         self.wait_ready(timeout_s)
@@ -299,14 +305,18 @@ class AirflowServices:
         if name in ("scheduler", "triggerer"):
             return [self._airflow(), name, "--skip-serve-logs"]  # served by LOG_SERVER on loopback
         if name.startswith(CELERY_WORKER):
-            n = name.removeprefix(CELERY_WORKER)
-            return [self._airflow(), "celery", "worker", "--celery-hostname", f"k2-worker-{n}@{socket.gethostname()}",
+            return [self._airflow(), "celery", "worker", "--celery-hostname", worker_hostname(name),
                     "--concurrency", str(self.settings.airflow.celery_concurrency), "--skip-serve-logs",
                     "--without-gossip", "--without-mingle"]  # fmt: skip
         return [self._airflow(), name]
 
     def _airflow(self) -> str:
         return str(Path(sys.executable).parent / "airflow")
+
+
+def worker_hostname(component: str) -> str:
+    """Celery's name of a worker component (celery-worker-<n>): k2-worker-<n>@<this host>."""
+    return f"k2-worker-{component.removeprefix(CELERY_WORKER)}@{socket.gethostname()}"
 
 
 def is_celery(executor: str) -> bool:

@@ -36,7 +36,7 @@ import psutil
 
 from k2.errors import K2Error
 from k2.log import get_logger
-from k2.private import private_dir, restrict_file, write_private
+from k2.private import generated_secret, write_private
 from k2.runtime import procs
 from k2.settings import Settings
 
@@ -55,6 +55,22 @@ class PostgresStatus:
     port: int
     data_dir: Path
     log_file: Path
+
+
+def password_file(home: Path) -> Path:
+    return home / "postgres" / "password"
+
+
+def superuser_password(home: Path) -> str:
+    """The superuser's password of K2_HOME's server, generated (0600) on first use by any process."""
+    return generated_secret(password_file(home), lambda: secrets.token_hex(24))  # URL-safe as it is
+
+
+def embedded_uri(home: Path, port: int, database: str, driver: str = "psycopg2") -> str:
+    """SQLAlchemy URL of a database of K2_HOME's server; it carries the password. With
+    K2_POSTGRES_EMBEDDED, K2_CATALOG_URI and K2_AIRFLOW_DB_URI default to these."""
+    scheme = f"postgresql+{driver}" if driver else "postgresql"
+    return f"{scheme}://{SUPERUSER}:{superuser_password(home)}@{HOST}:{port}/{database}"
 
 
 def find_bin_dir(configured: str = "") -> Path:
@@ -93,7 +109,7 @@ class LocalPostgres:
         self.settings = settings
         self.port = settings.postgres.port
         self.state_dir = settings.home / "postgres"
-        self.password_file = self.state_dir / "password"
+        self.password_file = password_file(settings.home)
         self.log_file = settings.logs_dir / "postgres.log"
         self.pid_file = settings.run_dir / "postgres.pid"
         self.as_root = os.geteuid() == 0
@@ -166,18 +182,15 @@ class LocalPostgres:
 
     def password(self) -> str:
         """The superuser's password, generated into K2_HOME/postgres/password (0600) on first use."""
-        private_dir(self.state_dir)
-        if self.password_file.is_file():
-            restrict_file(self.password_file)
-            return self.password_file.read_text().strip()
-        value = secrets.token_hex(24)  # URL-safe as it is: no escaping in the URLs below
-        write_private(self.password_file, value + "\n")
-        return value
+        return superuser_password(self.settings.home)
 
     def uri(self, database: str, driver: str = "psycopg2") -> str:
         """SQLAlchemy URL of ``database`` (K2_CATALOG_URI, K2_AIRFLOW_DB_URI); it carries the password."""
-        scheme = f"postgresql+{driver}" if driver else "postgresql"
-        return f"{scheme}://{SUPERUSER}:{self.password()}@{HOST}:{self.port}/{database}"
+        return embedded_uri(self.settings.home, self.port, database, driver)
+
+    def where(self) -> str:
+        """Address and databases, as status shows them (no password)."""
+        return f"{HOST}:{self.port}/{','.join(DATABASES)}"
 
     def connect(self, database: str = "postgres"):
         import psycopg2

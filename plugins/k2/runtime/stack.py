@@ -19,7 +19,7 @@ STEPS = (
     "JVM artifacts",
     "Kafka broker",
     "topics",
-    "Iceberg tables",
+    "PostgreSQL (if K2_POSTGRES_EMBEDDED) and Iceberg tables",
     "Spark (the embedded cluster if K2_SPARK_WORKERS > 0) and its Connect server for the batch",
     "Airflow",
     "supervisor DAGs",
@@ -44,6 +44,7 @@ def bring_up(
     from k2.lake.tables import all_tables, ensure_tables
     from k2.runtime.airflow import AirflowServices
     from k2.runtime.broker import LocalKafka
+    from k2.runtime.postgres import LocalPostgres
     from k2.runtime.spark_cluster import LocalSparkCluster
     from k2.runtime.spark_connect import LocalSparkConnectServer
     from k2.streams.supervisor import StreamSupervisor
@@ -57,6 +58,8 @@ def bring_up(
     _step(3)
     ensure_topics(settings)
     _step(4)
+    if settings.postgres.embedded:  # the catalog's and Airflow's database, before either is used
+        LocalPostgres(settings).ensure_running()
     ensure_tables(load_catalog(settings.lake), all_tables(settings))
     _step(5)
     if settings.spark.embedded_cluster:
@@ -194,9 +197,11 @@ def wait_streams_running(settings: Settings, timeout_s: float = 420.0) -> None:
 
 
 def bring_down(settings: Settings) -> list[tuple[str, str]]:
-    """Stop feeds, streams (cleanly), Airflow, the Spark Connect server and the broker. Data stays."""
+    """Stop feeds, streams (cleanly), Airflow (with its Celery workers, then Redis), the Spark Connect
+    server, the broker and, last, K2's PostgreSQL server, which all of them used. Data stays."""
     from k2.runtime.airflow import AirflowServices
     from k2.runtime.broker import LocalKafka
+    from k2.runtime.postgres import LocalPostgres
     from k2.runtime.spark_cluster import LocalSparkCluster
     from k2.runtime.spark_connect import LocalSparkConnectServer
     from k2.streams.supervisor import StreamSupervisor
@@ -214,8 +219,13 @@ def bring_down(settings: Settings) -> list[tuple[str, str]]:
         (f"stream {s.exchange}", "stopped" if r else "was not running")
         for s, r in zip(supervisors, running, strict=True)
     ]
-    stopped_airflow = AirflowServices(settings).stop()
+    airflow = AirflowServices(settings)
+    stopped_airflow = airflow.stop()  # the Celery workers with the rest, then their broker
+    stopped_redis = "redis" in stopped_airflow
+    stopped_airflow = [name for name in stopped_airflow if name != "redis"]
     results.append(("airflow", ", ".join(stopped_airflow) + " stopped" if stopped_airflow else "was not running"))
+    if airflow.redis is not None:
+        results.append(("redis", "stopped" if stopped_redis else "was not running"))
     if settings.spark.connect_embedded:  # after Airflow: no task starts it again
         results.append(("spark-connect", "stopped" if LocalSparkConnectServer(settings).stop() else "was not running"))
     if settings.spark.embedded_cluster:  # after every application on it
@@ -223,4 +233,6 @@ def bring_down(settings: Settings) -> list[tuple[str, str]]:
         results.append(("spark-cluster", ", ".join(stopped_nodes) + " stopped" if stopped_nodes else "was not running"))
     if settings.kafka.embedded:
         results.append(("kafka", "stopped" if LocalKafka(settings).stop() else "was not running"))
+    if settings.postgres.embedded:  # after every client of the catalog and of Airflow's database
+        results.append(("postgres", "stopped" if LocalPostgres(settings).stop() else "was not running"))
     return results
