@@ -40,8 +40,21 @@ def main(dags_folder: str) -> None:
                 },
                 "operators": {t.task_id: type(t).__name__ for t in tasks},
                 "param_schemas": {name: dag.params.get_param(name).schema for name in dag.params},
+                "first_run_in_s": _first_run_in_s(dag),
             }
     print(json.dumps(report))
+
+
+def _first_run_in_s(dag) -> float | None:
+    """Seconds from now to the first scheduled run of the DAG as just unpaused (no runs yet)."""
+    from airflow.serialization.decoders import decode_timetable
+    from airflow.serialization.encoders import encode_timetable
+    from airflow.timetables.base import TimeRestriction
+
+    timetable = decode_timetable(encode_timetable(dag.timetable))  # as the scheduler sees it
+    restriction = TimeRestriction(earliest=dag.start_date, latest=None, catchup=dag.catchup)
+    info = timetable.next_dagrun_info(last_automated_data_interval=None, restriction=restriction)
+    return None if info is None else info.run_after.timestamp() - time.time()
 
 
 def _has_cycle(dag) -> bool:

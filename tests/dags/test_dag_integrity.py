@@ -140,3 +140,10 @@ def test_every_exchange_ends_its_medallion_group_with_a_gap_repair_task(report: 
         task = f"{exchange}.repair_gaps"
         assert info["operators"][task] == "GapRepairOperator"
         assert info["execution_timeout_s"][task] == defaults.gaps_repair.execution_timeout_min * 60
+
+
+def test_maintenance_first_runs_at_its_next_daily_time_not_when_unpaused(report: dict) -> None:
+    # `k2 up` unpauses it: a run at once would compete with the first batch run for the Spark runtime
+    first = report["dags"]["k2_maintenance"]["first_run_in_s"]
+    assert first is not None and 0 < first <= 86_400
+    assert report["dags"]["k2_medallion"]["first_run_in_s"] <= 0  # the batch's first run comes at once

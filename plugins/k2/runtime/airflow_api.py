@@ -68,9 +68,6 @@ class AirflowApi:
     def unpause(self, dag_id: str) -> None:
         self._send("PATCH", f"/api/v2/dags/{urllib.parse.quote(dag_id)}", {"is_paused": False})
 
-    def pause(self, dag_id: str) -> None:
-        self._send("PATCH", f"/api/v2/dags/{urllib.parse.quote(dag_id)}", {"is_paused": True})
-
     def trigger(self, dag_id: str, run_id: str, conf: dict | None = None) -> None:
         """Create the run; a run of that id already there (an earlier attempt got through) is it."""
         body = {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}}

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, CronTriggerTimetable
 
 from k2 import dag_ids
 from k2.airflow.notifiers.alerts import K2AlertNotifier, batch_deadline
@@ -34,8 +34,9 @@ with DAG(
     dag_id=dag_ids.MAINTENANCE,
     description="Iceberg compaction, manifest rewrite, snapshot expiry and orphan removal on every K2 table",
     doc_md=DOC,
-    schedule="30 3 * * *",  # daily, off the hour so it does not meet the batch's start
-    start_date=datetime(2026, 1, 1),
+    # daily, off the hour so it does not meet the batch's start; no start date, so a newly unpaused DAG
+    # (`k2 up`) waits for the next 03:30 instead of running at once beside the first batch run
+    schedule=CronTriggerTimetable("30 3 * * *", timezone="UTC", run_immediately=False),
     catchup=False,
     max_active_runs=1,
     deadline=batch_deadline(settings.maintenance.deadline_min),
