@@ -27,18 +27,16 @@ import signal
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
-import numpy as np
-import pyarrow.parquet as pq
 from _harness import embedded_broker, progress, write_results
+from latency import LatencyCollector
 
 from k2.exchanges import get_exchange
 from k2.feeds.producer import TradeProducer
 from k2.feeds.runner import run_simulated_feed
 from k2.kafka.topics import ensure_topics
 from k2.lake.catalog import load_catalog
-from k2.lake.tables import all_tables, bronze_table, ensure_tables
+from k2.lake.tables import all_tables, ensure_tables
 from k2.monitoring.metrics import kafka_lag
 from k2.settings import Settings
 from k2.streams.state import StreamPaths, read_json, recent_progress
@@ -145,23 +143,6 @@ def throughput(settings: Settings, home: Path, backlog: int) -> dict:
     }
 
 
-def commit_latencies(settings: Settings, exchange: str, since_ms: int, until_ms: int) -> np.ndarray:
-    """Per row produced in [since, until): commit time of the snapshot that added its file minus
-    its Kafka timestamp (ms)."""
-    table = load_catalog(settings.lake).load_table(bronze_table(exchange).identifier)
-    commit_ms = {s.snapshot_id: s.timestamp_ms for s in table.snapshots()}
-    entries = table.inspect.entries().to_pylist()
-    out = []
-    for entry in entries:
-        committed = commit_ms.get(entry["snapshot_id"])
-        if entry["status"] != 1 or committed is None or committed < since_ms:  # 1 = ADDED
-            continue
-        path = urlparse(entry["data_file"]["file_path"]).path  # file:/x and file:///x alike
-        ts = pq.read_table(path, columns=["kafka_timestamp"]).column(0).cast("int64").to_numpy() // 1000
-        out.append(committed - ts[(ts >= since_ms) & (ts < until_ms)])
-    return np.concatenate(out) if out else np.array([])
-
-
 def latency(
     settings: Settings, home: Path, window_s: float, extra: dict[str, str], *, measure_restart: bool = True
 ) -> dict:
@@ -186,6 +167,9 @@ def latency(
         time.sleep(WARM_UP_S)  # JIT and file-system caches settle before the window opens
         progress(f"latency: warm, measuring {window_s:.0f}s")
         since_ms = int(time.time() * 1000)
+        collectors = {ex: LatencyCollector(scoped, ex, since_ms) for ex in ("binance", "kraken")}
+        for collector in collectors.values():
+            collector.thread.start()
         time.sleep(window_s)  # the measurement window itself, not a synchronisation
         until_ms = int(time.time() * 1000)
         behind = {ex: kafka_lag(scoped, ex) for ex in ("binance", "kraken")}  # a stream that cannot keep up
@@ -204,18 +188,8 @@ def latency(
             t.join(60)
         supervisors.shutdown()
     result = {}
-    for exchange in ("binance", "kraken"):
-        lat = commit_latencies(scoped, exchange, since_ms, until_ms) / 1000
-        result[exchange] = (
-            {
-                "rows": int(lat.size),
-                "p50_s": round(float(np.percentile(lat, 50)), 2),
-                "p99_s": round(float(np.percentile(lat, 99)), 2),
-                "max_s": round(float(lat.max()), 2),
-            }
-            if lat.size
-            else {"rows": 0}
-        )
+    for exchange, collector in collectors.items():
+        result[exchange] = collector.summary(until_ms)
         result[exchange]["lag_records_at_end"], result[exchange]["lag_s_at_end"] = behind[exchange]
     result["trigger_s"] = scoped.streams.trigger_interval_s
     result["max_offsets_per_trigger"] = scoped.streams.max_offsets_per_trigger
