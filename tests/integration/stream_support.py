@@ -4,6 +4,7 @@ the condition that a job runs."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import threading
 import uuid
@@ -22,6 +23,7 @@ from k2.settings import Settings, load_settings
 from k2.streams.state import StreamPaths, read_json
 from k2.streams.supervisor import StreamSupervisor
 from tests.helpers import free_port
+from tests.integration.medallion_fixtures import binance
 
 EXCHANGE = "binance"
 
@@ -108,3 +110,26 @@ def running_job(paths: StreamPaths, after: float = 0.0) -> dict | None:
     if status.get("state") == "running" and progress.get("completed_at", 0) > max(after, status["started_at"]):
         return status
     return None
+
+
+def write_bronze_ingested(settings: Settings, rows: list[tuple[int, dt.datetime]]) -> None:
+    """Bronze rows as the stream would have written them, without running it: (trade id, ingested
+    at), each a Binance trade stamped a second before it arrived."""
+    import pyarrow as pa
+
+    table = load_catalog(settings.lake).load_table(f"bronze.{EXCHANGE}_trades")
+    records = [
+        {
+            "kafka_topic": settings.topic_for(EXCHANGE),
+            "kafka_partition": 0,
+            "kafka_offset": offset,
+            "kafka_timestamp": when - dt.timedelta(seconds=1),
+            "kafka_timestamp_type": 0,
+            "key": b"BTCUSDT",
+            "value": binance(trade, "100.5", "0.25", (when - dt.timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S")),
+            "headers": [],
+            "ingested_at": when,
+        }
+        for offset, (trade, when) in enumerate(rows)
+    ]
+    table.append(pa.Table.from_pylist(records, schema=table.schema().as_arrow()))

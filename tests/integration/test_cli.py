@@ -23,6 +23,22 @@ from tests.helpers import free_port
 pytestmark = pytest.mark.integration
 
 
+def stack_env(home: Path, **settings: str) -> dict[str, str]:
+    """The environment of a `k2 up` of its own: its state directory, free loopback ports, no Spark UI,
+    logfmt logs; ``settings`` add or override K2_* variables."""
+    return {
+        "K2_HOME": str(home),
+        "K2_KAFKA_PORT": str(free_port()),
+        "K2_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "K2_SPARK_CONNECT_PORT": str(free_port()),
+        "K2_AIRFLOW_PORT": str(free_port()),
+        "K2_AIRFLOW_LOG_SERVER_PORT": str(free_port()),
+        "K2_SPARK_UI_ENABLED": "false",
+        "K2_LOG_FORMAT": "logfmt",
+        **settings,
+    }
+
+
 def run_k2(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
     return subprocess.run(
@@ -36,18 +52,7 @@ def run_k2(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.
 
 
 def test_up_status_down(tmp_path: Path, jars) -> None:
-    env = {
-        "K2_HOME": str(tmp_path / "home"),
-        "K2_KAFKA_PORT": str(free_port()),
-        "K2_KAFKA_CONTROLLER_PORT": str(free_port()),
-        "K2_SPARK_CONNECT_PORT": str(free_port()),
-        "K2_AIRFLOW_PORT": str(free_port()),
-        "K2_AIRFLOW_LOG_SERVER_PORT": str(free_port()),
-        "K2_SPARK_UI_ENABLED": "false",
-        "K2_FEED_SIM_RATE": "50",
-        "K2_LOG_FORMAT": "logfmt",
-        **SENTINEL_SECRETS,
-    }
+    env = stack_env(tmp_path / "home", K2_FEED_SIM_RATE="50", **SENTINEL_SECRETS)
     # the first batch run is left out here (minutes of Spark on two cores): the same DAG runs through
     # Airflow in test_medallion_dag.py
     up = run_k2("up", "--no-batch", env=env)

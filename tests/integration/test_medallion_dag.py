@@ -30,7 +30,7 @@ from k2.streams.supervisor import StreamSupervisor
 from tests.fakes.webhook import WebhookReceiver
 from tests.helpers import wait_for
 from tests.integration.medallion_fixtures import binance
-from tests.integration.stream_support import EXCHANGE
+from tests.integration.stream_support import EXCHANGE, write_bronze_ingested
 
 pytestmark = pytest.mark.integration
 
@@ -228,29 +228,6 @@ block_orm_access()  # what Airflow's task supervisor does before a task runs
 from k2.airflow.operators.housekeeping import HousekeepingOperator
 print(HousekeepingOperator(task_id="housekeeping_airflow_db", chore="airflow_db").execute({}))
 """
-
-
-def write_bronze_ingested(settings: Settings, rows: list[tuple[int, dt.datetime]]) -> None:
-    """Bronze rows as the stream would have written them at ``ingested_at`` (while the batch DAG was
-    paused): (trade id, ingested at), each a Binance trade stamped a second before it arrived."""
-    import pyarrow as pa
-
-    table = load_catalog(settings.lake).load_table(f"bronze.{EXCHANGE}_trades")
-    records = [
-        {
-            "kafka_topic": settings.topic_for(EXCHANGE),
-            "kafka_partition": 0,
-            "kafka_offset": offset,
-            "kafka_timestamp": when - dt.timedelta(seconds=1),
-            "kafka_timestamp_type": 0,
-            "key": b"BTCUSDT",
-            "value": binance(trade, "100.5", "0.25", (when - dt.timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S")),
-            "headers": [],
-            "ingested_at": when,
-        }
-        for offset, (trade, when) in enumerate(rows)
-    ]
-    table.append(pa.Table.from_pylist(records, schema=table.schema().as_arrow()))
 
 
 @pytest.mark.timeout(900)

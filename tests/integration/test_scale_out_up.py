@@ -25,12 +25,11 @@ from k2.runtime.postgres import LocalPostgres
 from k2.settings import Settings
 from k2.streams.state import StreamPaths
 from tests.helpers import free_port, wait_for
-from tests.integration.medallion_fixtures import binance
-from tests.integration.test_cli import run_k2
+from tests.integration.stream_support import EXCHANGE, write_bronze_ingested
+from tests.integration.test_cli import run_k2, stack_env
 
 pytestmark = pytest.mark.integration
 
-EXCHANGE = "binance"
 PASSWORD_FILES = ("postgres/password", "redis/password", "redis/redis.conf")
 
 
@@ -44,29 +43,6 @@ def _status(stdout: str) -> dict[str, str]:
         key = " ".join(words[:2]) if words[0] in ("feed", "stream", "silver", "iceberg") else words[0]
         rows[key] = line
     return rows
-
-
-def _write_bronze(settings: Settings, when: dt.datetime, trades: range) -> None:
-    """Bronze rows as the stream writes them, ingested at ``when``."""
-    import pyarrow as pa
-
-    table = load_catalog(settings.lake).load_table(f"bronze.{EXCHANGE}_trades")
-    stamp = (when - dt.timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S")
-    records = [
-        {
-            "kafka_topic": settings.topic_for(EXCHANGE),
-            "kafka_partition": 0,
-            "kafka_offset": offset,
-            "kafka_timestamp": when - dt.timedelta(seconds=1),
-            "kafka_timestamp_type": 0,
-            "key": b"BTCUSDT",
-            "value": binance(trade, "100.5", "0.25", stamp),
-            "headers": [],
-            "ingested_at": when,
-        }
-        for offset, trade in enumerate(trades)
-    ]
-    table.append(pa.Table.from_pylist(records, schema=table.schema().as_arrow()))
 
 
 def _idle_stream(settings: Settings) -> None:
@@ -93,26 +69,19 @@ def _executed(log_text: str) -> set[tuple[str, str, str]]:
 @pytest.mark.timeout(900)
 def test_k2_up_runs_the_scale_out_form_on_postgresql_and_two_celery_workers(tmp_path: Path, jars) -> None:
     home = tmp_path / "home"
-    env = {
-        "K2_HOME": str(home),
-        "K2_EXCHANGES": EXCHANGE,
-        "K2_KAFKA_PORT": str(free_port()),
-        "K2_KAFKA_CONTROLLER_PORT": str(free_port()),
-        "K2_SPARK_CONNECT_PORT": str(free_port()),
-        "K2_AIRFLOW_PORT": str(free_port()),
-        "K2_AIRFLOW_LOG_SERVER_PORT": str(free_port()),
-        "K2_SPARK_UI_ENABLED": "false",
-        "K2_SPARK_DRIVER_MEMORY": "1g",
-        "K2_STREAM_DRIVER_MEMORY": "768m",
-        "K2_LOG_FORMAT": "logfmt",
+    env = stack_env(
+        home,
+        K2_EXCHANGES=EXCHANGE,
+        K2_SPARK_DRIVER_MEMORY="1g",
+        K2_STREAM_DRIVER_MEMORY="768m",
         # the scale-out form: settings only
-        "K2_POSTGRES_EMBEDDED": "true",
-        "K2_POSTGRES_PORT": str(free_port()),
-        "K2_AIRFLOW_EXECUTOR": "CeleryExecutor",
-        "K2_AIRFLOW_CELERY_WORKERS": "2",
-        "K2_AIRFLOW_CELERY_CONCURRENCY": "2",  # the stream's supervisor holds one slot for as long as it runs
-        "K2_AIRFLOW_REDIS_PORT": str(free_port()),
-    }
+        K2_POSTGRES_EMBEDDED="true",
+        K2_POSTGRES_PORT=str(free_port()),
+        K2_AIRFLOW_EXECUTOR="CeleryExecutor",
+        K2_AIRFLOW_CELERY_WORKERS="2",
+        K2_AIRFLOW_CELERY_CONCURRENCY="2",  # the stream's supervisor holds one slot for as long as it runs
+        K2_AIRFLOW_REDIS_PORT=str(free_port()),
+    )
     settings = Settings.from_env(env)
     postgres = LocalPostgres(settings)
     airflow = AirflowServices(settings)
@@ -149,7 +118,7 @@ def test_k2_up_runs_the_scale_out_form_on_postgresql_and_two_celery_workers(tmp_
         now = dt.datetime.now(dt.UTC)
         this_hour = now.replace(minute=0, second=0, microsecond=0)
         ingested = max(now - dt.timedelta(seconds=1), this_hour + dt.timedelta(seconds=3))
-        _write_bronze(settings, ingested, range(7000, 7005))
+        write_bronze_ingested(settings, [(trade, ingested) for trade in range(7000, 7005)])
         end = ingested + dt.timedelta(seconds=1)
         wait_for(lambda: dt.datetime.now(dt.UTC) > end, 10, "the interval's end to pass")
         _idle_stream(settings)
