@@ -63,7 +63,7 @@ def catalog(settings: Settings):
 
 @pytest.fixture(scope="session")
 def spark(settings: Settings, jars, catalog) -> Iterator:
-    """A local SparkSession; or, where ON_SPARK_CONNECT is set (a run that test_medallion.py starts),
+    """A local SparkSession; or, where ON_SPARK_CONNECT is set (a run that test_on_spark_connect.py starts),
     a client of K2's embedded Spark Connect server, as the Airflow tasks use it."""
     from k2.spark import build_spark_session
 

@@ -18,6 +18,12 @@ from k2.settings import Settings, mask_url_password
 log = get_logger(__name__)
 
 DAY_S = 86_400.0
+# Run history only. `airflow db clean` would also drop `dag` rows (and their versions) not parsed
+# within the retention, so a DAG whose processor was down that long would vanish from the UI/API.
+AIRFLOW_HISTORY_TABLES = (
+    "dag_run", "task_instance", "task_instance_history", "task_reschedule", "xcom", "log", "job",
+    "callback", "deadline", "trigger", "import_error", "celery_taskmeta", "celery_tasksetmeta",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,7 @@ def prune_quality_results(settings: Settings) -> HousekeepingReport:
 
 
 def airflow_db_clean_command(settings: Settings) -> tuple[list[str], dict[str, str], str]:
-    """``airflow db clean`` of DAG runs, task instances, logs and the like older than
+    """``airflow db clean`` of DAG runs, task instances, logs and the like (never the DAGs) older than
     K2_MAINTENANCE_AIRFLOW_DB_RETENTION_DAYS (about 1,700 runs a day land there), without archive
     tables: the command, its environment and the cut-off. Airflow 3 runs a task with the metadata DB
     blocked (its supervisor sets the task's AIRFLOW__DATABASE__SQL_ALCHEMY_CONN to
@@ -108,7 +114,9 @@ def airflow_db_clean_command(settings: Settings) -> tuple[list[str], dict[str, s
     airflow = str(Path(sys.executable).parent / "airflow")
     env = {k: v for k, v in os.environ.items() if "SQL_ALCHEMY_CONN" not in k}
     env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = uri
-    return [airflow, "db", "clean", "--clean-before-timestamp", stamp, "--skip-archive", "--yes"], env, stamp
+    command = [airflow, "db", "clean", "--clean-before-timestamp", stamp, "--tables", ",".join(AIRFLOW_HISTORY_TABLES),
+               "--skip-archive", "--error-on-cleanup-failure", "--yes"]  # fmt: skip
+    return command, env, stamp
 
 
 CHORES = {"logs": rotate_logs, "quality": prune_quality_results}  # airflow_db: the operator runs the command

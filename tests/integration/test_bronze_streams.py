@@ -97,7 +97,7 @@ def test_supervised_stream_survives_kills_and_a_stall_with_exactly_once_bronze(
     try:
         status = wait_for(lambda: running_job(paths), 240, "the supervised stream's first batch")
         restart_times = []
-        for _ in range(3):  # kill -9 of the Spark driver (the JVM) under load
+        for _ in range(2):  # kill -9 of the Spark driver (the JVM) under load, twice: restarts repeat
             killed_at = time.time()
             os.kill(status["driver_pid"], signal.SIGKILL)
             status = wait_for(lambda t=killed_at: running_job(paths, after=t), 180, "a restart after kill -9")
@@ -111,7 +111,7 @@ def test_supervised_stream_survives_kills_and_a_stall_with_exactly_once_bronze(
         status = wait_for(lambda: running_job(paths, after=stalled_at), 240, "a restart after a stall")
         assert status["driver_pid"] != frozen
         state = read_json(paths.supervisor)
-        assert len(state["restarts"]) == 4
+        assert len(state["restarts"]) == 3
 
         summary = feed.finish()
         assert summary.ok and summary.messages > 10_000

@@ -15,8 +15,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from k2.lake.catalog import load_catalog
+from k2.lake.names import SILVER_TRADES_ID, gold_id
 from k2.lake.tables import all_tables
-from k2.settings import is_loopback
+from k2.settings import Settings, is_loopback
 from tests.conftest import make_settings
 from tests.helpers import free_port
 
@@ -53,11 +55,19 @@ def run_k2(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.
 
 def test_up_status_down(tmp_path: Path, jars) -> None:
     env = stack_env(tmp_path / "home", K2_FEED_SIM_RATE="50", **SENTINEL_SECRETS)
-    # the first batch run is left out here (minutes of Spark on two cores): the same DAG runs through
-    # Airflow in test_medallion_dag.py
-    up = run_k2("up", "--no-batch", env=env)
+    up = run_k2("up", env=env, timeout=900)
     try:
         assert up.returncode == 0, up.stderr
+        # its first batch run found this session's trades: it waited for the streams' first commits
+        # (a stream that runs may not have committed yet), so a new user sees Silver and Gold at once
+        assert "event=batch.finished" in up.stderr and "state=success" in up.stderr
+        assert "streams.no_rows_yet" not in up.stderr
+        catalog = load_catalog(Settings.from_env(env).lake)
+        silver = catalog.load_table(SILVER_TRADES_ID).scan(selected_fields=("exchange",)).to_arrow()
+        bars = catalog.load_table(gold_id("1m")).scan(selected_fields=("exchange", "trade_count")).to_arrow()
+        assert set(silver.column("exchange").to_pylist()) == {"binance", "kraken"}
+        assert set(bars.column("exchange").to_pylist()) == {"binance", "kraken"}
+        assert sum(bars.column("trade_count").to_pylist()) == silver.num_rows  # every Silver trade in a bar
         lines = [line for line in up.stdout.splitlines() if line.strip()]
         assert lines[0].split()[:4] == ["component", "state", "where", "details"]
         table = {

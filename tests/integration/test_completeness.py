@@ -1,7 +1,7 @@
 """Nothing lost whatever the schedule or the producers' clocks, on real Spark and Iceberg: missed
 hours are caught up, records stamped inside a processed hour are taken by the hour they arrived in,
 and hours without data are settled without a Spark job. The logic is the engine's caller, not the
-engine: these run once, on Spark Connect as the Airflow tasks do (test_medallion.py starts that run)."""
+engine: these run once, on Spark Connect as the Airflow tasks do (test_on_spark_connect.py starts that run)."""
 
 from __future__ import annotations
 

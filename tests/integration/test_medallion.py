@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from decimal import Decimal as D
-from pathlib import Path
-from xml.etree import ElementTree
 
 import pytest
 
@@ -16,11 +11,11 @@ from k2.medallion.interval import Interval
 from k2.medallion.job import quality_gate, run
 from k2.medallion.silver import SilverAccountingError
 from k2.quality import QualityGateFailed
-from tests.conftest import ON_SPARK_CONNECT
-from tests.integration import test_completeness
 from tests.integration.medallion_fixtures import at, binance, kraken, naive, own_lake, table_rows, write_bronze
 
-pytestmark = pytest.mark.integration
+# on K2's Spark Connect server only, where the Airflow tasks run them: test_on_spark_connect.py starts
+# that run (the classic spark-submit path runs end to end in test_wheel_install.py)
+pytestmark = [pytest.mark.integration, pytest.mark.on_connect]
 
 H10 = Interval("binance", at("2026-11-20T10:00:00"), at("2026-11-20T11:00:00"))
 H11 = Interval("binance", at("2026-11-20T11:00:00"), at("2026-11-20T12:00:00"))
@@ -347,32 +342,3 @@ def test_a_row_lost_before_the_write_fails_the_accounting(spark, lake, monkeypat
         run(spark, lake, "silver", H10, no_gate)
     assert "3 trades written + 1 duplicates (1 within the interval, 0 already in Silver)" in str(failed.value)
     assert "!= 15 items" in str(failed.value)
-
-
-@pytest.mark.skipif(os.environ.get(ON_SPARK_CONNECT) == "1", reason="this is the run it starts")
-@pytest.mark.timeout(900)
-def test_the_medallion_tests_pass_on_spark_connect_in_a_process_outside_utc(tmp_path) -> None:
-    """The same tables where the Airflow tasks compute them, on K2's embedded Spark Connect server,
-    and whatever the process time zone: this file's tests run again, and the catch-up ones
-    (marked on_connect) run only here, as clients of that server, in a process on New York time
-    (pyspark collects timestamps in the local zone)."""
-    env = {**os.environ, "TZ": "America/New_York", ON_SPARK_CONNECT: "1"}
-    tests = ["tests/integration/test_medallion.py", "tests/integration/test_completeness.py"]
-    report = tmp_path / "connect-run.xml"
-    pytest_args = ["-q", "-x", "-p", "no:cacheprovider", "-m", "integration", f"--junitxml={report}"]
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", *pytest_args, "--basetemp", str(tmp_path / "run"), *tests],
-        cwd=Path(__file__).resolve().parents[2],  # the checkout: the test paths are relative to it
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
-    outcomes = {
-        case.get("name"): [c.tag for c in case if c.tag in ("failure", "error", "skipped")]  # []: passed
-        for case in ElementTree.parse(report).iter("testcase")
-    }
-    catch_up = [name for name in dir(test_completeness) if name.startswith("test_")]
-    assert catch_up and all(outcomes.get(name) == [] for name in catch_up), outcomes  # each ran, here only
-    assert outcomes[test_the_medallion_tests_pass_on_spark_connect_in_a_process_outside_utc.__name__] == ["skipped"]

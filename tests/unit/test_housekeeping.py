@@ -75,6 +75,15 @@ def test_db_clean_gets_the_deployments_db_where_airflow_blocked_it(tmp_path: Pat
     assert command[1:3] == ["db", "clean"] and before in command
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == uri and "AIRFLOW__CORE__SQL_ALCHEMY_CONN" not in env
     assert uri not in " ".join(command)  # a password in the URI stays off the command line
+    tables = command[command.index("--tables") + 1].split(",")
+    assert tables == list(housekeeping.AIRFLOW_HISTORY_TABLES)
+
+
+def test_db_clean_tables_are_airflows_history_tables_and_never_the_dags() -> None:
+    from airflow.utils.db_cleanup import config_dict
+
+    assert set(housekeeping.AIRFLOW_HISTORY_TABLES) <= set(config_dict)  # a renamed table fails here
+    assert {"dag", "dag_version", "partitioned_asset_key_log"}.isdisjoint(housekeeping.AIRFLOW_HISTORY_TABLES)
 
 
 def test_db_clean_without_a_known_db_names_the_setting(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from k2.settings import Settings
 
 GX_DIR = "gx"  # what gx.get_context(mode="file") creates under the project root
+DOCS_INDEX_REFRESH_S = 6 * 3600.0  # the gates rebuild the Data Docs index at most this often
 
 
 def quality_root(settings: Settings) -> Path:
@@ -26,7 +27,11 @@ def results_dir(settings: Settings) -> Path:
 
 def data_docs_dir(settings: Settings) -> Path:
     """GX's default ``local_site``: its index.html and a page per validation."""
-    return quality_root(settings) / GX_DIR / "uncommitted" / "data_docs" / "local_site"
+    return data_docs_dir_of(quality_root(settings))
+
+
+def data_docs_dir_of(project_root: Path) -> Path:
+    return project_root / GX_DIR / "uncommitted" / "data_docs" / "local_site"
 
 
 def data_docs_file(root: Path, relative: str) -> Path | None:

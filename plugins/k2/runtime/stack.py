@@ -74,6 +74,7 @@ def bring_up(
     _step(7)
     unpause_dags(airflow, settings, [dag_ids.bronze_stream(ex) for ex in settings.exchanges])
     _step(8)
+    feeds_started_ms = int(time.time() * 1000)
     if feeds:
         for exchange in settings.exchanges:
             start_feed(settings, exchange)
@@ -83,6 +84,8 @@ def bring_up(
     _step(10)
     unpause_dags(airflow, settings, list(MONITORING_AND_BATCH_DAGS))
     if wait_for_streams and first_batch:
+        if feeds:  # a running stream may not have committed yet: the first run would find Bronze empty
+            wait_first_rows(settings, feeds_started_ms)
         run_first_batch(airflow)
     unpause_dags(airflow, settings, [MAINTENANCE_DAG])
 
@@ -194,6 +197,39 @@ def wait_streams_running(settings: Settings, timeout_s: float = 420.0) -> None:
     finally:
         for s in supervisors.values():
             s.close()
+
+
+def wait_first_rows(settings: Settings, since_ms: int, timeout_s: float = 180.0) -> list[str]:
+    """Until each Bronze table has an append with rows committed at or after ``since_ms`` (the feeds'
+    start), so that `k2 up`'s first batch has this session's trades. A feed still silent after
+    ``timeout_s`` is logged and waited for no longer: the batch runs with what Bronze has. Returns the
+    exchanges without rows."""
+    from k2.lake.catalog import load_catalog
+    from k2.lake.names import bronze_id
+
+    catalog = load_catalog(settings.lake)
+    pending = list(settings.exchanges)
+    deadline = time.monotonic() + timeout_s
+    while pending and time.monotonic() < deadline:
+        pending = [ex for ex in pending if not _appended_since(catalog.load_table(bronze_id(ex)), since_ms)]
+        if pending:
+            time.sleep(1)
+    for exchange in pending:
+        log.warning(
+            "streams.no_rows_yet", exchange=exchange, waited_s=timeout_s,
+            hint=f"the first batch runs without them; see {settings.logs_dir / 'feeds' / f'{exchange}.log'}",
+        )  # fmt: skip
+    return pending
+
+
+def _appended_since(table, since_ms: int) -> bool:
+    return any(
+        s.timestamp_ms >= since_ms
+        and s.summary is not None
+        and s.summary.operation.value == "append"
+        and int(s.summary.get("added-records", "0")) > 0
+        for s in table.snapshots()
+    )
 
 
 def bring_down(settings: Settings) -> list[tuple[str, str]]:
