@@ -133,3 +133,13 @@ def write_bronze_ingested(settings: Settings, rows: list[tuple[int, dt.datetime]
         for offset, (trade, when) in enumerate(rows)
     ]
     table.append(pa.Table.from_pylist(records, schema=table.schema().as_arrow()))
+
+
+def mark_stream_idle(settings: Settings, exchange: str = EXCHANGE) -> None:
+    """What an idle stream's listener writes after a trigger that found no data: the batch's sensor
+    then knows Bronze holds everything ingested before now (k2.medallion.settle), without a stream
+    running (its own tests run it: test_bronze_streams.py)."""
+    paths = StreamPaths.of(settings, exchange)
+    paths.idle.parent.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    paths.idle.write_text(f'{{"idle_at": {now.timestamp()}, "trigger_at": "{now.isoformat()}", "query_id": "t"}}')

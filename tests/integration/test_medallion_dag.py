@@ -30,7 +30,7 @@ from k2.streams.supervisor import StreamSupervisor
 from tests.fakes.webhook import WebhookReceiver
 from tests.helpers import wait_for
 from tests.integration.medallion_fixtures import binance
-from tests.integration.stream_support import EXCHANGE, write_bronze_ingested
+from tests.integration.stream_support import EXCHANGE, mark_stream_idle, write_bronze_ingested
 
 pytestmark = pytest.mark.integration
 
@@ -242,8 +242,7 @@ def test_hours_ingested_while_the_dag_was_paused_are_processed_by_the_first_run_
     write_bronze_ingested(stream_settings, [(n, h + dt.timedelta(minutes=10)) for n, h in enumerate(hours)])
     for layer in ("silver", "gold"):
         ledger.record(stream_settings.lake, ledger.LedgerEntry(layer, EXCHANGE, hours[0], hours[1], False, 1, 1, 1))
-    supervisor = StreamSupervisor(stream_settings, EXCHANGE)
-    supervisor.reconcile()  # the real stream: the sensor waits for its first trigger after the interval
+    mark_stream_idle(stream_settings)  # the sensor's proof that Bronze is settled, without a stream's JVM
     monkeypatch.setenv("K2_BATCH_INGEST_GRACE_S", "0")
     airflow = AirflowServices(stream_settings)
     airflow.start()
@@ -253,7 +252,6 @@ def test_hours_ingested_while_the_dag_was_paused_are_processed_by_the_first_run_
         assert len(dag_runs(airflow)) == 1 and next(iter(done)).startswith("scheduled__")
     finally:
         airflow.stop()
-        supervisor.request_stop(timeout_s=60)
     catalog = load_catalog(stream_settings.lake)
     trades = catalog.load_table("silver.trades").scan().to_arrow()
     assert sorted(int(t) for t in trades.column("trade_id").to_pylist()) == [1, 2, 3]  # 0 was processed before

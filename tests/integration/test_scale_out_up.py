@@ -23,9 +23,8 @@ from k2.runtime.airflow import AirflowServices
 from k2.runtime.airflow_api import AirflowApi
 from k2.runtime.postgres import LocalPostgres
 from k2.settings import Settings
-from k2.streams.state import StreamPaths
 from tests.helpers import free_port, wait_for
-from tests.integration.stream_support import EXCHANGE, write_bronze_ingested
+from tests.integration.stream_support import EXCHANGE, mark_stream_idle, write_bronze_ingested
 from tests.integration.test_cli import run_k2, stack_env
 
 pytestmark = pytest.mark.integration
@@ -43,16 +42,6 @@ def _status(stdout: str) -> dict[str, str]:
         key = " ".join(words[:2]) if words[0] in ("feed", "stream", "silver", "iceberg") else words[0]
         rows[key] = line
     return rows
-
-
-def _idle_stream(settings: Settings) -> None:
-    """What an idle stream's listener writes after a trigger that found no data: the sensor then knows
-    Bronze holds everything ingested before now (k2.medallion.settle), whether or not the real stream
-    (which `k2 up`'s supervisor starts meanwhile) has had its first trigger yet."""
-    paths = StreamPaths.of(settings, EXCHANGE)
-    paths.idle.parent.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC)
-    paths.idle.write_text(f'{{"idle_at": {now.timestamp()}, "trigger_at": "{now.isoformat()}", "query_id": "t"}}')
 
 
 def _executed(log_text: str) -> set[tuple[str, str, str]]:
@@ -121,7 +110,7 @@ def test_k2_up_runs_the_scale_out_form_on_postgresql_and_two_celery_workers(tmp_
         write_bronze_ingested(settings, [(trade, ingested) for trade in range(7000, 7005)])
         end = ingested + dt.timedelta(seconds=1)
         wait_for(lambda: dt.datetime.now(dt.UTC) > end, 10, "the interval's end to pass")
-        _idle_stream(settings)
+        mark_stream_idle(settings)  # k2 up's supervisor starts the real stream meanwhile: no waiting on it
         two_ago = this_hour - dt.timedelta(hours=2)
         runs = {"scaleout_0": (this_hour, end), "scaleout_1": (two_ago, two_ago + dt.timedelta(hours=1))}
         for run_id, (start, stop) in runs.items():

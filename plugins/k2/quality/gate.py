@@ -203,8 +203,8 @@ def _finding(result) -> Finding:
 
 
 def _build_docs(context, result_id, root: Path) -> str:
-    """This validation's Data Docs page (0.15 s), and its URL. The index lists every stored result, so
-    rebuilding it grows with the retention (9.3 s for 400 results; 30 days hold about 8,600): the
+    """This validation's Data Docs page (0.18 s), and its URL. The index lists every stored result, so
+    rebuilding it grows with the retention (12.9 s for 400 results; 30 days hold about 8,600): the
     gates rebuild it when missing or older than DOCS_INDEX_REFRESH_S, the daily housekeeping always,
     and K2's own view (k2.quality.docs.recent_validations) lists the latest at once."""
     index = data_docs_dir_of(root) / "index.html"
