@@ -227,7 +227,7 @@ def _appended_since(table, since_ms: int) -> bool:
         s.timestamp_ms >= since_ms
         and s.summary is not None
         and s.summary.operation.value == "append"
-        and int(s.summary.get("added-records", "0")) > 0
+        and int(s.summary.get("added-records") or 0) > 0  # an empty append has no such entry
         for s in table.snapshots()
     )
 
