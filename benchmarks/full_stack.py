@@ -184,7 +184,7 @@ class LagSampler:
 def gold_rows(settings: Settings) -> int:
     table = load_catalog(settings.lake).load_table(gold_table("1m").identifier)
     snapshot = table.current_snapshot()
-    return int(snapshot.summary.get("total-records", 0)) if snapshot and snapshot.summary else 0
+    return int(snapshot.summary.get("total-records") or 0) if snapshot and snapshot.summary else 0
 
 
 def isolate(home: Path) -> Settings:

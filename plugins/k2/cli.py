@@ -196,8 +196,9 @@ def cmd_lake(settings: Settings, args: argparse.Namespace) -> int:
                 rows.append(
                     (
                         spec.identifier,
-                        snap.summary.get("total-records", "0") if snap else 0,
-                        snap.summary.get("total-data-files", "0") if snap else 0,
+                        # pyiceberg's Summary.get ignores a default: `or`
+                        (snap.summary.get("total-records") or 0) if snap else 0,
+                        (snap.summary.get("total-data-files") or 0) if snap else 0,
                         table.location(),
                     )
                 )
