@@ -133,7 +133,7 @@ def test_supervised_stream_survives_kills_and_a_stall_with_exactly_once_bronze(
         # one snapshot per batch, but the idle stream soon expires all but the newest
         batches = progress["batch_id"] + 1
         wait_for(lambda: len(bronze_snapshots(stream_settings)) == 1, 60, "the stream to expire its snapshots")
-        assert batches > 5, batches
+        assert batches >= 4, batches  # a first batch, then one after each of the three restarts at least
         assert "manifests_merged=" in paths.log_file.read_text(errors="replace")  # bronze.upkeep ran
         coords = bronze_coordinates(stream_settings)  # and every row is still there, once
         assert len(coords) == len(set(coords)), "a record is in Bronze twice"
