@@ -38,6 +38,8 @@ def test_each_validation_gets_its_page_and_the_index_is_rebuilt_only_when_stale(
 
     first = _validate(settings, "r1")
     assert first.startswith("file://") and Path(first.removeprefix("file://")).is_file()
+    suite_page = data_docs_dir(settings) / "expectations" / "gold_1m" / "binance.html"
+    assert suite_page.is_file()  # the validation page links to it
     assert index.is_file() and "r1" in index.read_text()  # missing: built with the first page
 
     second = _validate(settings, "r2")

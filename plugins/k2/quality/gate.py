@@ -210,7 +210,9 @@ def _build_docs(context, result_id, root: Path) -> str:
     index = data_docs_dir_of(root) / "index.html"
     try:
         stale = not index.is_file() or time.time() - index.stat().st_mtime > DOCS_INDEX_REFRESH_S
-        context.build_data_docs(resource_identifiers=[result_id], build_index=stale)
+        # the page links to its suite's page: both, each O(1)
+        resources = [result_id, result_id.expectation_suite_identifier]
+        context.build_data_docs(resource_identifiers=resources, build_index=stale)
         sites = context.get_docs_sites_urls(resource_identifier=result_id)
         return next((s["site_url"] for s in sites if s.get("site_url")), "")
     except Exception as exc:  # docs are a convenience; the stored result is what counts
