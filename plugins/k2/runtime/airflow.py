@@ -251,7 +251,11 @@ class AirflowServices:
         return ssl.create_default_context(cafile=self.settings.airflow.tls_cert) if self.settings.airflow.tls else None
 
     def stop(self, timeout_s: float = 30.0) -> list[str]:
-        results = procs.stop_all([self._pid_file(name) for name in self.components], timeout_s)
+        pid_files = [self._pid_file(name) for name in self.components]
+        # running tasks first, while the API server they report to still runs: the scheduler and
+        # Celery workers wait for them (a stream supervisor loops for 10 minutes) before they exit
+        procs.concurrently([lambda f=f: procs.stop_groups(f, timeout_s) for f in pid_files])
+        results = procs.stop_all(pid_files, timeout_s)
         stopped = [name for name, was_running in zip(self.components, results, strict=True) if was_running]
         if self.redis is not None and self.redis.stop():  # after the scheduler and the workers
             stopped.append("redis")

@@ -121,6 +121,31 @@ def _session_members(session: int) -> list[psutil.Process]:
     return members
 
 
+def stop_groups(pid_file: Path, timeout_s: float = 30.0) -> None:
+    """SIGTERM the process groups a running process started in its session (e.g. an Airflow
+    scheduler's or Celery worker's running tasks) and wait for them, leaving the process itself."""
+    pid = running_pid(pid_file)
+    if pid is None or _session_of(pid) != pid:
+        return
+    leaders = []
+    for proc in _session_members(pid):
+        with contextlib.suppress(psutil.Error, OSError):
+            if proc.pid != pid and os.getpgid(proc.pid) == proc.pid:
+                os.killpg(proc.pid, signal.SIGTERM)
+                leaders.append(proc)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_alive(proc) for proc in leaders):
+        time.sleep(0.2)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    """Running and not a zombie (its parent, not us, reaps it)."""
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _stop_session(session: int, timeout_s: float) -> None:
     members = _session_members(session)
     for proc in members:

@@ -1,0 +1,54 @@
+"""Stopping a service that waits for its children: the children's process groups go first."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from k2.runtime import procs
+
+# a service that, like an Airflow scheduler with a running task, starts a child in a process group
+# of its own and, on SIGTERM, waits for that child before it exits
+SERVICE = """
+import signal, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], process_group=0)
+open(sys.argv[1], "w").write(str(child.pid))
+def on_term(*_):
+    child.wait()
+    open(sys.argv[1] + ".clean", "w").write("exited after its child")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, on_term)
+time.sleep(120)
+"""
+
+
+def wait_for(condition, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_stop_groups_ends_the_childrens_groups_and_leaves_the_service(tmp_path: Path) -> None:
+    child_file = tmp_path / "child.pid"
+    pid = procs.spawn(
+        [sys.executable, "-c", SERVICE, str(child_file)], pid_file=tmp_path / "svc.pid", log_file=tmp_path / "svc.log"
+    )
+    try:
+        wait_for(lambda: child_file.exists() and child_file.read_text())
+        child = psutil.Process(int(child_file.read_text()))
+        procs.stop_groups(tmp_path / "svc.pid", timeout_s=10)
+        assert not procs._alive(child)
+        assert procs.running_pid(tmp_path / "svc.pid") == pid  # the service itself still runs
+        assert procs.stop(tmp_path / "svc.pid", timeout_s=30) is True
+        # it exited on its own, not killed at the timeout: the child it waits for was gone
+        assert (tmp_path / "child.pid.clean").read_text() == "exited after its child"
+    finally:
+        procs.stop(tmp_path / "svc.pid", timeout_s=2)
+
+
+def test_stop_groups_of_a_process_that_is_not_running_does_nothing(tmp_path: Path) -> None:
+    procs.stop_groups(tmp_path / "missing.pid", timeout_s=1)
