@@ -415,6 +415,13 @@ class BatchSettings(Section):
         key="batch_catch_up_max_pieces",
         gt=0,
     )
+    pass_max_rows: int = setting(
+        2_000_000,
+        "Adjacent pieces of a run (quiet hours of a catch-up) are processed in one Spark pass while their Bronze "
+        "rows add up to at most this many: a pass has a fixed cost (about 18 s on 2 cores). 0: one pass per piece.",
+        key="batch_pass_max_rows",
+        ge=0,
+    )
     max_manual_interval_h: float = setting(
         168.0,
         "Longest interval a manually triggered k2_medallion run (parameters start/end) may cover, in hours; a "

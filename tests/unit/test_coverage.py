@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from k2.medallion.coverage import Piece, intersect, merge, pieces, plan, subtract
+from k2.medallion.coverage import Piece, intersect, merge, passes, pieces, plan, subtract
 
 
 def t(hour: float) -> dt.datetime:
@@ -92,3 +92,24 @@ def test_airflow_intervals_become_plain_utc_datetimes_that_plan_pieces() -> None
         (11.5, 12, False),
         (12, 13, False),
     ]
+
+
+def test_adjacent_pieces_of_a_kind_share_a_pass_while_their_rows_fit() -> None:
+    work = [
+        Piece(t(8), t(9), True),
+        Piece(t(9), t(10), False),
+        Piece(t(10), t(11), False),
+        Piece(t(11), t(12), False),  # full: starts a pass of its own
+        Piece(t(12), t(13), False),
+        Piece(t(14), t(15), False),  # not adjacent
+    ]
+    rows = [5, 10, 20, 90, 5, 1]
+    assert spans(passes(work, rows, max_rows=100)) == [
+        (8, 9, True),  # a re-run never joins new pieces: each range is wholly new or wholly re-run
+        (9, 11, False),
+        (11, 13, False),
+        (14, 15, False),
+    ]
+    assert passes(work, rows, max_rows=0) == work  # 0: one pass per piece (empty pieces aside)
+    assert spans(passes(work[1:3], [0, 0], max_rows=0)) == [(9, 11, False)]
+    assert passes([], [], max_rows=10) == []

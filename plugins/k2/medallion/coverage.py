@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 Range = tuple[dt.datetime, dt.datetime]
@@ -101,3 +101,20 @@ def plan(
     if upstream is not None:
         wanted = intersect(wanted, upstream)
     return pieces(wanted, covered, cuts=asked)
+
+
+def passes(work: Sequence[Piece], rows: Sequence[int], max_rows: int) -> list[Piece]:
+    """The pieces joined into Spark passes, in order: adjacent pieces of the same kind (new or
+    re-run) share a pass while their Bronze rows (``rows``, one per piece) add up to at most
+    ``max_rows``. A pass has a fixed cost (reading the tables, the gates, the commits: about 18 s
+    on 2 cores) that, paid per hour, dominated a catch-up of quiet hours."""
+    out: list[Piece] = []
+    total = 0
+    for piece, n in zip(work, rows, strict=True):
+        if out and out[-1].end == piece.start and out[-1].rerun == piece.rerun and total + n <= max_rows:
+            out[-1] = Piece(out[-1].start, piece.end, piece.rerun)
+            total += n
+        else:
+            out.append(piece)
+            total = n
+    return out

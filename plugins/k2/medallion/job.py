@@ -23,6 +23,8 @@ from k2.settings import Settings, load_settings
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+    from k2.medallion.coverage import Piece
+
 log = get_logger("k2.medallion")
 
 # (layer, frame about to be written, interval) -> the gate's summary; raises to publish nothing
@@ -60,6 +62,8 @@ def run(
     and with ``catch_up`` every earlier piece the layer has not covered yet. Each piece is recorded
     in the ledger once written, so a run killed midway resumes where it stopped."""
     from k2.medallion import ledger
+    from k2.medallion.coverage import passes
+    from k2.medallion.settle import bronze_rows_per_piece
 
     gate = gate or quality_gate(settings)
     started = time.monotonic()
@@ -69,14 +73,16 @@ def run(
     work, left = ledger.todo(
         settings.lake, layer, interval, catch_up=catch_up, max_pieces=settings.batch.catch_up_max_pieces
     )
+    rows = bronze_rows_per_piece(settings, interval.exchange, work)
     if catch_up:  # e.g. the hour's first minute, settled empty by the schedule before `k2 up`'s first run
-        work = [p for p in work if not (p.rerun and _empty(settings, interval.exchange, p.start, p.end))]
+        work, rows = _without_empty_reruns(work, rows)
+    work = passes(work, rows, settings.batch.pass_max_rows)
     log.info("medallion.started", layer=layer, interval=interval.label, pieces=len(work), pieces_left=left)
     parts = [
         run_piece(spark, settings, layer, Interval(interval.exchange, p.start, p.end), p.rerun, gate) for p in work
     ]
     report = combine(layer, interval, parts)
-    report.pieces = [f"{p.start:%Y-%m-%dT%H:%M:%S}..{p.end:%H:%M:%S}{' (re-run)' if p.rerun else ''}" for p in work]
+    report.pieces = [_label(p) for p in work]
     report.pieces_left = left
     report.duration_s = round(time.monotonic() - started, 2)
     if layer == "silver":
@@ -87,10 +93,14 @@ def run(
     return report
 
 
-def _empty(settings: Settings, exchange: str, start: dt.datetime, end: dt.datetime) -> bool:
-    from k2.medallion.settle import bronze_rows_at_most
+def _without_empty_reruns(work: list[Piece], rows: list[int]) -> tuple[list[Piece], list[int]]:
+    kept = [(p, n) for p, n in zip(work, rows, strict=True) if n or not p.rerun]
+    return [p for p, _ in kept], [n for _, n in kept]
 
-    return bronze_rows_at_most(settings, exchange, start, end) == 0
+
+def _label(piece: Piece) -> str:
+    end = f"{piece.end:%H:%M:%S}" if piece.end.date() == piece.start.date() else f"{piece.end:%Y-%m-%dT%H:%M:%S}"
+    return f"{piece.start:%Y-%m-%dT%H:%M:%S}..{end}{' (re-run)' if piece.rerun else ''}"
 
 
 def run_piece(

@@ -97,12 +97,12 @@ def todo(
 def settle_if_empty(settings: Settings, interval: Interval, *, catch_up: bool) -> bool:
     """True, with the pieces recorded as done for both layers, when every piece a run of the
     interval would process holds no Bronze row (an hour without data needs no Spark job)."""
-    from k2.medallion.settle import bronze_rows_at_most
+    from k2.medallion.settle import bronze_rows_per_piece
 
     cap = settings.batch.catch_up_max_pieces
 
     def empty(work: list[Piece], left: int) -> bool:
-        return not left and not any(bronze_rows_at_most(settings, interval.exchange, p.start, p.end) for p in work)
+        return not left and not any(bronze_rows_per_piece(settings, interval.exchange, work))
 
     silver, silver_left = todo(settings.lake, "silver", interval, catch_up=catch_up, max_pieces=cap)
     gold, gold_left = todo(settings.lake, "gold", interval, catch_up=catch_up, max_pieces=cap)  # Gold owes

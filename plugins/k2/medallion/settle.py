@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from k2.medallion.coverage import Piece
 from k2.settings import Settings
 from k2.streams.state import StreamPaths, read_json
 
@@ -58,13 +59,33 @@ def bronze_settlement(settings: Settings, exchange: str, end: dt.datetime) -> Se
 def bronze_rows_at_most(settings: Settings, exchange: str, start: dt.datetime, end: dt.datetime) -> int:
     """An upper bound of Bronze rows ingested in [start, end), from Iceberg metadata alone (the
     files' column bounds prune them): 0 means the interval is empty."""
+    return bronze_rows_per_piece(settings, exchange, [Piece(start, end, rerun=False)])[0]
+
+
+def bronze_rows_per_piece(settings: Settings, exchange: str, pieces: list[Piece]) -> list[int]:
+    """An upper bound of each piece's Bronze rows from one metadata scan: a file counts toward every
+    piece its ``ingested_at`` bounds overlap (a file without bounds, toward all of them)."""
+    from pyiceberg.conversions import from_bytes
     from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 
     from k2.lake.catalog import load_catalog
     from k2.lake.tables import bronze_table
 
+    if not pieces:
+        return []
     table = load_catalog(settings.lake).load_table(bronze_table(exchange).identifier)
+    column = table.schema().find_field("ingested_at")
+    start, end = min(p.start for p in pieces), max(p.end for p in pieces)
     scan = table.scan(
         row_filter=And(GreaterThanOrEqual("ingested_at", start.isoformat()), LessThan("ingested_at", end.isoformat()))
     )
-    return sum(task.file.record_count for task in scan.plan_files())
+    micros = [(int(p.start.timestamp() * 1e6), int(p.end.timestamp() * 1e6)) for p in pieces]
+    rows = [0] * len(pieces)
+    for task in scan.plan_files():
+        lower, upper = task.file.lower_bounds or {}, task.file.upper_bounds or {}
+        lo = from_bytes(column.field_type, lower[column.field_id]) if column.field_id in lower else None
+        hi = from_bytes(column.field_type, upper[column.field_id]) if column.field_id in upper else None
+        for i, (p_start, p_end) in enumerate(micros):
+            if (lo is None or lo < p_end) and (hi is None or hi >= p_start):
+                rows[i] += task.file.record_count
+    return rows
