@@ -18,6 +18,7 @@ import pytest
 from k2.lake.catalog import load_catalog
 from k2.lake.names import SILVER_TRADES_ID, gold_id
 from k2.lake.tables import all_tables
+from k2.monitoring.incidents import IncidentStore
 from k2.settings import Settings, is_loopback
 from tests.conftest import make_settings
 from tests.helpers import free_port
@@ -62,6 +63,12 @@ def test_up_status_down(tmp_path: Path, jars) -> None:
         # (a stream that runs may not have committed yet), so a new user sees Silver and Gold at once
         assert "event=batch.finished" in up.stderr and "state=success" in up.stderr
         assert "streams.no_rows_yet" not in up.stderr
+        # the feeds started once the streams consumed: no record waited out a stream's start, so
+        # monitoring (it measured during the first batch) opened no critical latency incident
+        monitoring = tmp_path / "home" / "monitoring"
+        assert (monitoring / "latest.json").is_file()
+        incidents = IncidentStore(monitoring).load().open.values()
+        assert not [i for i in incidents if i.metric == "latency_p99_s" and i.severity == "critical"], incidents
         catalog = load_catalog(Settings.from_env(env).lake)
         silver = catalog.load_table(SILVER_TRADES_ID).scan(selected_fields=("exchange",)).to_arrow()
         bars = catalog.load_table(gold_id("1m")).scan(selected_fields=("exchange", "trade_count")).to_arrow()

@@ -23,8 +23,8 @@ STEPS = (
     "Spark (the embedded cluster if K2_SPARK_WORKERS > 0) and its Connect server for the batch",
     "Airflow",
     "supervisor DAGs",
-    "simulated feeds",
     "Bronze streams",
+    "simulated feeds",
     "batch DAGs: first Bronze -> Silver -> Gold run",
 )
 MONITORING_AND_BATCH_DAGS = (dag_ids.MONITORING, dag_ids.MEDALLION)
@@ -74,13 +74,15 @@ def bring_up(
     _step(7)
     unpause_dags(airflow, settings, [dag_ids.bronze_stream(ex) for ex in settings.exchanges])
     _step(8)
+    if wait_for_streams:
+        wait_streams_running(settings)
+    _step(9)
+    # feeds once the streams consume: records published before waited out the streams' start
+    # (20-35 s) and opened a critical latency incident for each exchange at every `k2 up`
     feeds_started_ms = int(time.time() * 1000)
     if feeds:
         for exchange in settings.exchanges:
             start_feed(settings, exchange)
-    _step(9)
-    if wait_for_streams:
-        wait_streams_running(settings)
     _step(10)
     unpause_dags(airflow, settings, list(MONITORING_AND_BATCH_DAGS))
     if wait_for_streams and first_batch:
