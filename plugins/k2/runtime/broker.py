@@ -30,7 +30,7 @@ from k2.jvm import installed_jars, require_java
 from k2.kafka.clients import broker_reachable
 from k2.kafka.topics import min_insync_replicas
 from k2.log import get_logger
-from k2.runtime.procs import require_free_port
+from k2.runtime.procs import concurrently, require_free_port
 from k2.settings import Settings
 
 log = get_logger(__name__)
@@ -354,8 +354,9 @@ class LocalKafka:
         return status if status.running else self.start()
 
     def stop(self) -> bool:
-        """Stop every node; False when none ran."""
-        return any([node.stop() for node in self.nodes])  # a list: stop them all
+        """Stop every node, all at once; False when none ran. In turn, the last node of a cluster
+        lost its controller quorum and waited out the grace period (3 nodes: 31 s, at once: 6 s)."""
+        return any(concurrently([node.stop for node in self.nodes]))
 
     def _cluster_id(self) -> str:
         path = self.settings.kafka_dir / "cluster.id"
