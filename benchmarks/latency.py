@@ -7,6 +7,7 @@ import threading
 import numpy as np
 
 from k2.lake.catalog import load_catalog
+from k2.lake.snapshots import appends
 from k2.lake.tables import bronze_table
 from k2.monitoring.metrics import added_files, read_columns
 from k2.settings import Settings
@@ -32,12 +33,10 @@ class LatencyCollector:
 
     def collect(self) -> None:
         table = load_catalog(self.settings.lake).load_table(bronze_table(self.exchange).identifier)
-        for snapshot in table.snapshots():
-            if snapshot.snapshot_id in self.seen or snapshot.timestamp_ms < self.since_ms:
+        for snapshot in appends(table, self.since_ms):
+            if snapshot.snapshot_id in self.seen:
                 continue
             self.seen.add(snapshot.snapshot_id)
-            if snapshot.summary is None or snapshot.summary.operation.value != "append":
-                continue
             for path in added_files(table, snapshot):
                 ts = read_columns(table, path, ["kafka_timestamp"]).column(0).cast("int64").to_numpy() // 1000
                 ts = ts[ts >= self.since_ms]

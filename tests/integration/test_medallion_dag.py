@@ -23,6 +23,7 @@ from k2.lake.catalog import load_catalog
 from k2.monitoring.metrics import StreamMetrics
 from k2.monitoring.prometheus import write_textfile
 from k2.monitoring.scrape_auth import scrape_token
+from k2.quality.docs import data_docs_dir
 from k2.runtime.airflow import AirflowServices
 from k2.settings import Settings
 from k2.streams.state import StreamPaths, read_json
@@ -215,7 +216,7 @@ def test_backfill_deadline_alerts_and_maintenance_through_airflow(
     clean = subprocess.run([sys.executable, "-c", CLEAN_DB_AS_A_WORKER], env=airflow.environment(), **CAPTURE)
     assert clean.returncode == 0 and "older than" in clean.stdout, clean.stdout[-3000:] + clean.stderr[-3000:]
     assert not [p for p in stale if p.exists()]
-    index = stream_settings.home / "quality" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    index = data_docs_dir(stream_settings) / "index.html"
     assert index.is_file() and time.time() - index.stat().st_mtime < 300
     assert len(airflow.dag_runs("k2_medallion")) <= 1  # Airflow keeps each DAG's latest scheduled run
 

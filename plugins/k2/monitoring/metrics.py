@@ -142,16 +142,16 @@ def _reconcile(settings: Settings, m: StreamMetrics, now: float) -> None:
 def _from_bronze(settings: Settings, m: StreamMetrics, now: float) -> None:
     from k2.exchanges import get_exchange
     from k2.lake.catalog import load_catalog
+    from k2.lake.snapshots import appends
     from k2.lake.tables import bronze_table
 
     table = load_catalog(settings.lake).load_table(bronze_table(m.exchange).identifier)
-    appends = [s for s in table.snapshots() if s.summary is not None and s.summary.operation.value == "append"]
-    if not appends:
+    commits = appends(table)
+    if not commits:
         return
     # measured against the clock now, not the run's start: commits keep landing while we read
-    m.freshness_s = round(max(0.0, time.time() - max(s.timestamp_ms for s in appends) / 1000), 3)
-    since_ms = (now - m.window_s) * 1000
-    recent = [s for s in appends if s.timestamp_ms >= since_ms]
+    m.freshness_s = round(max(0.0, time.time() - max(s.timestamp_ms for s in commits) / 1000), 3)
+    recent = appends(table, (now - m.window_s) * 1000)
     kafka_lat, event_lat = [], []
     sample_left = EVENT_TIME_SAMPLE
     exchange = get_exchange(m.exchange)

@@ -225,13 +225,9 @@ def wait_first_rows(settings: Settings, since_ms: int, timeout_s: float = 180.0)
 
 
 def _appended_since(table, since_ms: int) -> bool:
-    return any(
-        s.timestamp_ms >= since_ms
-        and s.summary is not None
-        and s.summary.operation.value == "append"
-        and int(s.summary.get("added-records") or 0) > 0  # an empty append has no such entry
-        for s in table.snapshots()
-    )
+    from k2.lake.snapshots import appends
+
+    return bool(appends(table, since_ms, with_rows=True))
 
 
 def bring_down(settings: Settings) -> list[tuple[str, str]]:
