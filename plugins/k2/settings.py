@@ -331,7 +331,12 @@ class StreamSettings(Section):
     executor_memory: str = setting(
         "", "spark.executor.memory of each Bronze stream on a cluster, e.g. 1g; empty: Spark's default."
     )
-    check_interval_s: float = setting(5.0, "How often the supervisor checks each stream.", gt=0)
+    check_interval_s: float = setting(
+        30.0,
+        "How often each stream is reconciled (observed, and started, restarted or killed as needed): the schedule "
+        "of its supervisor DAG, whose every run is one short check. A dead stream restarts within about this long.",
+        gt=0,
+    )
     stall_timeout_s: float = setting(60.0, "No completed batch for this long, with Kafka ahead: stalled.", gt=0)
     kafka_outage_s: float = setting(
         60.0,
@@ -344,9 +349,6 @@ class StreamSettings(Section):
     backoff_base_s: float = setting(2.0, "First restart delay; doubles per consecutive failure.", gt=0)
     backoff_max_s: float = setting(120.0, "Longest restart delay.", gt=0)
     max_restarts_per_hour: int = setting(10, "Restarts in an hour after which the supervisor gives up.", gt=0)
-    supervise_window_s: float = setting(
-        600.0, "How long one supervisor DAG run supervises before the next run takes over.", gt=0
-    )
     lease_ttl_s: float = setting(
         180.0,
         "A stream stops itself when no supervisor renewed its lease for this long (e.g. its DAG is paused).",
@@ -361,6 +363,13 @@ class StreamSettings(Section):
                 f"K2_BRONZE_EXPIRE_EVERY_S={self.expire_every_s:g} is longer than "
                 f"K2_BRONZE_SNAPSHOT_RETENTION_S={self.snapshot_retention_s:g}: snapshots would outlive the retention",
                 "expire at least once per retention (e.g. every 60 s for 600 s), or set 0 to leave it to maintenance.",
+            )
+        # a lease shorter than two checks lapses between healthy checks: the stream would stop itself
+        if self.lease_ttl_s < 2 * self.check_interval_s:
+            raise K2Error(
+                f"K2_STREAM_LEASE_TTL_S={self.lease_ttl_s:g} is shorter than two checks "
+                f"(K2_STREAM_CHECK_INTERVAL_S={self.check_interval_s:g}): streams would stop between checks",
+                "keep the lease at least a few checks long (the defaults are 180 s and 30 s).",
             )
 
 

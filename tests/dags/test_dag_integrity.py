@@ -44,8 +44,12 @@ def test_every_dag_file_imports(report: dict) -> None:
     assert report["dags"], "no DAGs found"
 
 
-def test_one_supervisor_dag_per_exchange(report: dict) -> None:
-    assert {"k2_bronze_stream_binance", "k2_bronze_stream_kraken"} <= set(report["dags"])
+def test_one_supervisor_dag_per_exchange_checking_at_once_and_briefly(report: dict) -> None:
+    supervisors = {d: info for d, info in report["dags"].items() if d.startswith("k2_bronze_stream_")}
+    assert set(supervisors) == {"k2_bronze_stream_binance", "k2_bronze_stream_kraken"}
+    for info in supervisors.values():
+        assert info["first_run_in_s"] <= 1, "a stream waits for its first check after `k2 up`"
+        assert info["execution_timeout_s"] == {"reconcile": 120.0}  # a hung check never holds the next back
 
 
 def test_no_cycles(report: dict) -> None:

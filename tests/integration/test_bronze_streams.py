@@ -18,10 +18,13 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from k2 import dag_ids
 from k2.kafka.lag import committed_offsets
 from k2.lake.catalog import load_catalog
 from k2.medallion.settle import last_trigger
 from k2.resources import spark_job_file
+from k2.runtime.airflow import AirflowServices
+from k2.runtime.stack import unpause_dags
 from k2.settings import Settings, load_settings
 from k2.streams.state import StreamPaths, read_json, recent_progress
 from k2.streams.supervisor import StreamSupervisor
@@ -58,29 +61,8 @@ def idle_after(paths: StreamPaths, moment: float) -> dict | None:
     return idle if idle and idle["idle_at"] > moment else None
 
 
-def airflow_dags_test(settings: Settings, log_file: Path) -> subprocess.Popen:
-    """A real Airflow run of the supervisor DAG (`airflow dags test`), in the background."""
-    from k2.runtime.airflow import AirflowServices
-
-    airflow = AirflowServices(settings)
-    airflow.migrate()
-    with log_file.open("wb") as out:
-        return subprocess.Popen(
-            [str(Path(sys.executable).parent / "airflow"), "dags", "test", f"k2_bronze_stream_{EXCHANGE}"],
-            env=airflow.environment(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def stop_process_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
+def task_logs(airflow) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in sorted((airflow.log_dir / "tasks").rglob("*.log")))
 
 
 def test_supervised_stream_survives_kills_and_a_stall_with_exactly_once_bronze(
@@ -90,11 +72,14 @@ def test_supervised_stream_survives_kills_and_a_stall_with_exactly_once_bronze(
     monkeypatch.setenv("K2_BRONZE_EXPIRE_EVERY_S", "5")
     monkeypatch.setenv("K2_BRONZE_SNAPSHOT_RETENTION_S", "5")
     monkeypatch.setenv("K2_MAINTENANCE_MIN_SNAPSHOTS", "1")
+    # the scheduler runs the supervisor DAG's short checks, as under `k2 up`, every 5 s here
+    monkeypatch.setenv("K2_STREAM_CHECK_INTERVAL_S", "5")
     paths = StreamPaths.of(stream_settings, EXCHANGE)
     feed = BackgroundFeed(stream_settings, rate=2000)
-    airflow_log = tmp_path / "airflow-dags-test.log"
-    airflow = airflow_dags_test(stream_settings, airflow_log)
+    airflow = AirflowServices(stream_settings)
+    airflow.start()
     try:
+        unpause_dags(airflow, stream_settings, [dag_ids.bronze_stream(EXCHANGE)])
         status = wait_for(lambda: running_job(paths), 240, "the supervised stream's first batch")
         restart_times = []
         for _ in range(2):  # kill -9 of the Spark driver (the JVM) under load, twice: restarts repeat
@@ -143,10 +128,12 @@ def test_supervised_stream_survives_kills_and_a_stall_with_exactly_once_bronze(
     finally:
         feed.finish()
         StreamSupervisor(stream_settings, EXCHANGE).request_stop(timeout_s=60)
-        stop_process_group(airflow)
-    log = airflow_log.read_text(errors="replace")
-    assert "state=running" in log and "action=start" in log  # the Airflow task did the supervising
-    assert "stalled: no batch for" in log
+        airflow.stop()
+    # the scheduled checks did the supervising, each run one check
+    log = task_logs(airflow)
+    assert "state=running" in log and "action=start" in log and "stalled: no batch for" in log
+    runs = [r for r in airflow.dag_runs(dag_ids.bronze_stream(EXCHANGE)) if r["state"] == "success"]
+    assert len(runs) >= 10, runs
     final = read_json(paths.status)
     assert final["state"] == "stopped" and final["reason"] == "stop requested"
 

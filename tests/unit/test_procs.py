@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -52,3 +53,21 @@ def test_stop_groups_ends_the_childrens_groups_and_leaves_the_service(tmp_path: 
 
 def test_stop_groups_of_a_process_that_is_not_running_does_nothing(tmp_path: Path) -> None:
     procs.stop_groups(tmp_path / "missing.pid", timeout_s=1)
+
+
+def test_a_group_whose_leader_is_a_zombie_is_not_alive() -> None:
+    # a supervisor check launches the stream and exits; until init reaps the launcher, it is a zombie
+    # that `killpg(pgid, 0)` still finds
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    done = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
+    try:
+        wait_for(lambda: psutil.Process(done.pid).status() == psutil.STATUS_ZOMBIE)  # exited, not reaped
+        assert procs.group_alive(live.pid)
+        assert not procs.group_alive(done.pid)
+        assert not procs.group_alive(None)
+    finally:
+        live.kill()
+        live.wait()
+        done.wait()
+    assert not procs.group_alive(live.pid)

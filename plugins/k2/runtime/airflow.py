@@ -189,8 +189,7 @@ class AirflowServices:
             own_env = env
             if name.startswith(CELERY_WORKER):
                 # SIGTERM (`k2 down`) is a cold shutdown: the worker cancels its running tasks, as the
-                # LocalExecutor's end with the scheduler. A warm one waits for them, and a stream's
-                # supervisor task runs for K2_STREAM_SUPERVISE_WINDOW_S: 30 s, then SIGKILL.
+                # LocalExecutor's end with the scheduler. A warm one would wait for a batch task.
                 own_env = {**env, "REMAP_SIGTERM": "SIGQUIT"}
             pid = procs.spawn(
                 self._command(name), pid_file=self._pid_file(name), log_file=self.log_dir / f"{name}.log", env=own_env
@@ -253,7 +252,7 @@ class AirflowServices:
     def stop(self, timeout_s: float = 30.0) -> list[str]:
         pid_files = [self._pid_file(name) for name in self.components]
         # running tasks first, while the API server they report to still runs: the scheduler and
-        # Celery workers wait for them (a stream supervisor loops for 10 minutes) before they exit
+        # Celery workers wait for them (a batch task runs for minutes) before they exit
         procs.concurrently([lambda f=f: procs.stop_groups(f, timeout_s) for f in pid_files])
         results = procs.stop_all(pid_files, timeout_s)
         stopped = [name for name, was_running in zip(self.components, results, strict=True) if was_running]

@@ -138,6 +138,25 @@ def stop_groups(pid_file: Path, timeout_s: float = 30.0) -> None:
         time.sleep(0.2)
 
 
+def group_alive(pgid: int | None) -> bool:
+    """Whether a process of group ``pgid`` still runs. Zombies do not count: a group launched by a
+    process that has exited since (a supervisor check) is reaped by init, not by us, and
+    ``killpg(pgid, 0)`` succeeds on a zombie leader until then."""
+    if pgid is None:
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getpgid(proc.pid) == pgid and _alive(proc):
+                return True
+    return False
+
+
 def _alive(proc: psutil.Process) -> bool:
     """Running and not a zombie (its parent, not us, reaps it)."""
     try:

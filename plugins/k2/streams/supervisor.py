@@ -1,8 +1,9 @@
 """Keeps exactly one Bronze stream per exchange running: observe, decide (k2.streams.health), act.
 
-The supervisor is stateless between processes except for ``supervisor.json``; any number of
-supervisors may run (an Airflow task, ``k2 stream start``): a supervisor lock serialises their
-checks, and the job's own instance lock makes a second copy of the job exit at once.
+A check (``reconcile``) is one short step that a fresh process can take: all it remembers between
+checks is ``supervisor.json``, and the stream it launches is detached. The supervisor DAGs run one
+check per run; any number of checkers may overlap (a DAG run, ``k2 stream check``): a supervisor
+lock serialises them, and the job's own instance lock makes a second copy of the job exit at once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from k2.log import get_logger
+from k2.runtime.procs import group_alive
 from k2.settings import Settings
 from k2.streams.health import (
     DEPENDENCY_OUTAGES,
@@ -117,7 +119,7 @@ class StreamSupervisor:
         return Observation(
             now=self.clock(),
             running_pid=self.instance.holder_pid(),
-            launcher_alive=_group_alive(state.launcher_pgid),
+            launcher_alive=group_alive(state.launcher_pgid),
             job_state=status.get("state"),
             failure_reason=status.get("reason") if status.get("state") == "failed" else None,
             last_active_at=max(active) if active else None,
@@ -237,10 +239,10 @@ class StreamSupervisor:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and _group_alive(pgid):
+        while time.monotonic() < deadline and group_alive(pgid):
             self._reap()
             time.sleep(0.2)
-        if _group_alive(pgid):
+        if group_alive(pgid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signal.SIGKILL)
         self._reap()
@@ -273,7 +275,8 @@ class StreamSupervisor:
         on_report: Callable[[StreamReport], None] | None = None,
         should_continue: Callable[[], bool] = lambda: True,
     ) -> list[StreamReport]:
-        """Check every ``stream_check_interval_s`` for ``window_s`` seconds."""
+        """Check every ``K2_STREAM_CHECK_INTERVAL_S`` for ``window_s`` seconds, in this process:
+        supervision without Airflow's scheduler."""
         reports = []
         deadline = time.monotonic() + window_s
         while should_continue():
@@ -339,15 +342,3 @@ class StreamSupervisor:
             input_rows_per_s=progress.get("input_rows_per_s"),
             restarts_last_hour=len([t for t in state.restarts if now - t < 3600]),
         )
-
-
-def _group_alive(pgid: int | None) -> bool:
-    if pgid is None:
-        return False
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

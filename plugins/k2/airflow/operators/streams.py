@@ -2,34 +2,31 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import asdict
-from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowFailException
 
 
 class BronzeStreamSupervisorOperator(BaseOperator):
-    """Keeps one exchange's Bronze stream running for ``window``, checking it every
-    ``K2_STREAM_CHECK_INTERVAL_S`` (start, restart with back-off, kill when stalled).
+    """One reconcile of one exchange's Bronze stream: observe it, decide (start, restart with
+    back-off, kill when stalled, give up) and act, then exit.
 
-    Each check logs one status line (state, pid, last batch, lag, restarts); the last report is
-    the task's return value. The task fails when the supervisor gives up (too many restarts, or a
-    failure a restart cannot fix) after raising a critical alert. Scheduled ``@continuous`` with
-    one active run, consecutive runs supervise without a gap; while the DAG is paused nobody
-    renews the stream's lease and the stream stops itself cleanly.
+    Its DAG runs it every ``K2_STREAM_CHECK_INTERVAL_S``; what must outlive a run (restart times,
+    back-off, the give-up) is in the supervisor's state, and the stream is a detached process that
+    keeps running between checks on the lease each check renews. The task logs one status line
+    (state, pid, last batch, lag, restarts, action, reason) and returns the report; it fails while
+    the supervisor has given up (too many restarts, or a failure a restart cannot fix), after one
+    critical alert.
     """
 
     template_fields = ("exchange",)
     ui_color = "#cd7f32"
 
-    def __init__(self, *, exchange: str, window: timedelta = timedelta(minutes=10), **kwargs: Any) -> None:
+    def __init__(self, *, exchange: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.exchange = exchange
-        self.window = window
-        self.killed = threading.Event()
 
     def execute(self, context: Any) -> dict[str, Any]:
         from k2.settings import load_settings
@@ -37,22 +34,19 @@ class BronzeStreamSupervisorOperator(BaseOperator):
 
         supervisor = StreamSupervisor(load_settings(), self.exchange, alert=self._alert)
         try:
-            reports = supervisor.supervise(
-                self.window.total_seconds(),
-                on_report=lambda r: self.log.info("%s", r.line()),
-                should_continue=lambda: not self.killed.is_set(),
-            )
+            report = supervisor.reconcile()
         finally:
             supervisor.close()
-        last = reports[-1]
-        if last.state == "given_up":
-            raise AirflowException(f"Bronze stream {self.exchange} is given up: {last.reason}")
-        return asdict(last)
+        self.log.info("%s", report.line())
+        if report.state == "given_up":
+            # no retry: only `k2 stream start` (after fixing the cause) lifts a give-up
+            raise AirflowFailException(f"Bronze stream {self.exchange} is given up: {report.reason}")
+        return asdict(report)
 
     def on_kill(self) -> None:
-        # ends supervision after the current check; the stream itself keeps running on its lease
-        # and the next supervisor run takes it over
-        self.killed.set()
+        # nothing to undo: a check is a few seconds, and the stream it may have launched is detached
+        # and runs on its lease until the next check
+        self.log.info("check of the %s stream cancelled; the stream itself keeps running", self.exchange)
 
     def _alert(self, severity: str, exchange: str, message: str) -> None:
         from k2.monitoring.alerts import send_alert
