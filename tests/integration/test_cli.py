@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from k2 import dag_ids
 from k2.lake.catalog import load_catalog
 from k2.lake.names import SILVER_TRADES_ID, gold_id
 from k2.lake.tables import all_tables
@@ -118,6 +119,12 @@ def test_up_status_down(tmp_path: Path, jars) -> None:
                 assert "k2_" in response.read().decode()
         except urllib.error.HTTPError as exc:
             assert exc.code == 503 and "no measurement yet" in exc.read().decode()
+
+        # the streams were started by their supervisor DAG's scheduled checks, each run one check
+        for exchange in ("binance", "kraken"):
+            runs = tmp_path / "home" / "logs" / "airflow" / "tasks" / f"dag_id={dag_ids.bronze_stream(exchange)}"
+            checks = [log.read_text(errors="replace") for log in runs.rglob("task_id=reconcile/attempt=1.log")]
+            assert len(checks) >= 2 and sum("action=start" in check for check in checks) == 1, checks
 
         again = run_k2("up", "--no-wait", env=env)  # idempotent: same broker, nothing re-created
         assert again.returncode == 0, again.stderr
