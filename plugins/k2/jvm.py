@@ -22,7 +22,7 @@ from pathlib import Path
 from k2.errors import K2Error
 from k2.log import get_logger
 from k2.resources import JVM_DIR
-from k2.settings import JvmSettings, LakeSettings, Settings
+from k2.settings import JvmSettings, Settings
 
 log = get_logger(__name__)
 
@@ -88,11 +88,12 @@ def _installed_version(dist: str) -> str | None:
         return None
 
 
-def maven_profiles(lake: LakeSettings) -> list[str]:
-    """Extra jars only the scale-out forms need: S3 file IO (about 50 MB of AWS SDK). The PostgreSQL
-    JDBC driver is always resolved (spark-connectors/pom.xml says why)."""
+def maven_profiles(settings: Settings) -> list[str]:
+    """Extra jars only the scale-out forms need: S3 file IO and S3A (about 65 MB of AWS SDK), for a
+    warehouse or checkpoints on S3. The PostgreSQL JDBC driver is always resolved (spark-connectors/pom.xml
+    says why)."""
     profiles = []
-    if lake.warehouse.startswith(("s3://", "s3a://")):
+    if settings.lake.warehouse.startswith(("s3://", "s3a://")) or settings.streams.checkpoints:
         profiles.append("s3")
     return profiles
 
@@ -115,7 +116,7 @@ def _read_stamp(jars_dir: Path) -> dict | None:
 def ensure_jars(settings: Settings, *, force: bool = False) -> JarSet:
     """Resolve the JVM artifacts with Maven unless the last resolution is still valid."""
     spark_version = pyspark_version()
-    profiles = maven_profiles(settings.lake)
+    profiles = maven_profiles(settings)
     digest = _inputs_digest(spark_version, profiles)
     stamp = _read_stamp(settings.jvm.jars_dir)
     if not force and stamp and stamp.get("digest") == digest:

@@ -331,6 +331,11 @@ class StreamSettings(Section):
     executor_memory: str = setting(
         "", "spark.executor.memory of each Bronze stream on a cluster, e.g. 1g; empty: Spark's default."
     )
+    checkpoints: str = setting(
+        "",
+        "Where the Bronze streams keep their Spark checkpoints: empty for K2_HOME/checkpoints, or s3a://bucket/prefix "
+        "(Hadoop's S3A with the K2_S3_* settings), which any host a stream may restart on reaches.",
+    )
     check_interval_s: float = setting(
         30.0,
         "How often each stream is reconciled (observed, and started, restarted or killed as needed): the schedule "
@@ -363,6 +368,11 @@ class StreamSettings(Section):
                 f"K2_BRONZE_EXPIRE_EVERY_S={self.expire_every_s:g} is longer than "
                 f"K2_BRONZE_SNAPSHOT_RETENTION_S={self.snapshot_retention_s:g}: snapshots would outlive the retention",
                 "expire at least once per retention (e.g. every 60 s for 600 s), or set 0 to leave it to maintenance.",
+            )
+        if self.checkpoints and not self.checkpoints.startswith("s3a://"):
+            raise K2Error(
+                f"K2_STREAM_CHECKPOINTS={self.checkpoints} is not an s3a:// location",
+                "leave it empty for K2_HOME/checkpoints, or set s3a://bucket/prefix (Hadoop names S3 s3a://).",
             )
         # a lease shorter than two checks lapses between healthy checks: the stream would stop itself
         if self.lease_ttl_s < 2 * self.check_interval_s:

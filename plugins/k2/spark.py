@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from k2.jvm import LOCAL_FS_CLASS, installed_jars, local_fs_jar, stream_listener_jar
 from k2.lake.catalog import spark_catalog_conf
 from k2.private import write_private
-from k2.settings import Settings, mask_url_password
+from k2.settings import LakeSettings, Settings, mask_url_password
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -68,12 +68,28 @@ def server_conf(settings: Settings, app_name: str, *, ui: bool | None = None, ro
         "spark.executor.extraJavaOptions": HUGE_METHODS,
     }
     conf.update(resource_conf(settings, role))
+    if role == STREAM and settings.streams.checkpoints:
+        conf.update(s3a_conf(settings.lake))
     if settings.spark.on_loopback:
         # everything stays on loopback: driver, block manager and UI
         conf.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
     if settings.spark.is_local:
         conf.update(local_fs_conf(settings))
     return conf
+
+
+def s3a_conf(lake: LakeSettings) -> dict[str, str]:
+    """Hadoop's S3A file system for checkpoints on S3, with the lake's K2_S3_* settings (the secret
+    goes to the 0600 properties file with the other secrets, see ``spark_job``)."""
+    conf = {
+        "spark.hadoop.fs.s3a.endpoint": lake.s3_endpoint,
+        "spark.hadoop.fs.s3a.endpoint.region": lake.s3_region,
+        "spark.hadoop.fs.s3a.path.style.access": str(lake.s3_path_style_access).lower(),
+    }
+    if lake.s3_access_key_id:  # else S3A's default chain: environment, profile, instance role
+        conf["spark.hadoop.fs.s3a.access.key"] = lake.s3_access_key_id
+        conf["spark.hadoop.fs.s3a.secret.key"] = lake.s3_secret_access_key
+    return {key: value for key, value in conf.items() if value}
 
 
 def local_fs_conf(settings: Settings) -> dict[str, str]:
@@ -203,7 +219,7 @@ def spark_job(
 
 def is_secret_conf(key: str, value: str) -> bool:
     """A Spark setting that must stay off command lines: named like a secret, or a URL with one."""
-    name = key.rsplit(".", 1)[-1].lower()
+    name = ".".join(key.lower().split(".")[-2:])  # Hadoop's are dotted: fs.s3a.secret.key
     return any(word in name for word in SECRET_CONF_WORDS) or mask_url_password(value) != value
 
 

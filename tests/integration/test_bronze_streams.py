@@ -206,9 +206,9 @@ def test_unreachable_broker_fails_loudly(stream_settings: Settings, monkeypatch:
 
 def test_corrupt_checkpoint_is_reported_kept_and_not_restarted(stream_settings: Settings) -> None:
     paths = StreamPaths.of(stream_settings, EXCHANGE)
-    broken = paths.checkpoint / "offsets" / "7"
+    broken = paths.local_checkpoint / "offsets" / "7"
     broken.parent.mkdir(parents=True)
-    (paths.checkpoint / "metadata").write_text(json.dumps({"id": "q"}))
+    (paths.local_checkpoint / "metadata").write_text(json.dumps({"id": "q"}))
     broken.write_bytes(b"\x00garbage")
     result = run_job_directly(stream_settings)
     assert result.returncode == 78

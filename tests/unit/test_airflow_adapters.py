@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from k2.jvm import maven_profiles
 from k2.lake.maintenance import MaintenanceReport, TableMaintenance
 from k2.medallion.reports import GoldReport, SilverReport, medallion_report
 from k2.settings import Settings
-from k2.spark import spark_job
+from k2.spark import STREAM, spark_job
 
 
 def test_hook_uses_k2_spark_master_when_the_deployment_defines_no_connection(tmp_path: Path, monkeypatch) -> None:
@@ -104,6 +105,20 @@ def test_spark_secrets_go_to_a_private_properties_file_not_the_command_line(tmp_
     submitted = hook._build_spark_submit_command("app.py")
     assert "SENTINEL" not in " ".join(submitted)
     assert submitted[submitted.index("--properties-file") + 1] == str(job.properties_file)
+
+
+def test_a_stream_with_checkpoints_on_s3_gets_s3a_and_its_secret_in_the_properties_file(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {}, home=tmp_path, spark_master="local[2]", stream_checkpoints="s3a://k2-lake/cp", **SECRET_CATALOG
+    )
+    assert maven_profiles(settings) == ["s3"]  # hadoop-aws resolved with Iceberg's AWS bundle
+    job = spark_job(settings, name="k2-bronze-binance", application=Path("job.py"), role=STREAM)
+    command = " ".join(job.command(settings.spark.master))
+    assert "SENTINEL" not in command and "spark.hadoop.fs.s3a.access.key=k2" in command
+    assert "spark.hadoop.fs.s3a.secret.key=SENTINEL-S3\n" in job.properties_file.read_text()
+    batch = spark_job(settings, name="k2-silver", application=Path("job.py"))
+    assert not [key for key in batch.conf if "s3a" in key]  # only the streams write checkpoints
+    assert maven_profiles(Settings.from_env({}, home=tmp_path)) == []
 
 
 def test_spark_jobs_without_secrets_need_no_properties_file(tmp_path: Path) -> None:

@@ -81,6 +81,7 @@ def test_per_exchange_options_are_accepted(tmp_path: Path) -> None:
         ("K2_BRONZE_SNAPSHOT_RETENTION_S", "1e300", "must be <= 86400"),
         ("K2_BRONZE_EXPIRE_EVERY_S", "3600", "snapshots would outlive the retention"),
         ("K2_STREAM_CHECK_INTERVAL_S", "120", "streams would stop between checks"),
+        ("K2_STREAM_CHECKPOINTS", "s3://k2-lake/cp", "is not an s3a:// location"),
         ("K2_BATCH_MAX_MANUAL_INTERVAL_H", "0", "must be positive"),
         ("K2_BATCH_EXECUTION_TIMEOUT_MIN", "-5", "must be positive"),
         ("K2_MAINTENANCE_EXECUTION_TIMEOUT_MIN", "0", "must be positive"),

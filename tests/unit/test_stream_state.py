@@ -36,8 +36,16 @@ def test_json_state_is_replaced_atomically(tmp_path: Path) -> None:
 
 def test_stream_paths_live_under_k2_home(tmp_path: Path) -> None:
     paths = StreamPaths.of(Settings.from_env({"K2_HOME": str(tmp_path)}), "kraken").ensure()
-    assert paths.checkpoint == tmp_path.resolve() / "checkpoints" / "kraken"
+    assert paths.local_checkpoint == tmp_path.resolve() / "checkpoints" / "kraken"
+    assert paths.checkpoint == str(paths.local_checkpoint)
     assert paths.root.is_dir() and paths.log_file.parent.is_dir()
+
+
+def test_checkpoints_on_s3_are_no_local_directory(tmp_path: Path) -> None:
+    settings = Settings.from_env({"K2_HOME": str(tmp_path), "K2_STREAM_CHECKPOINTS": "s3a://k2-lake/cp/"})
+    paths = StreamPaths.of(settings, "kraken").ensure()
+    assert paths.checkpoint == "s3a://k2-lake/cp/kraken" and paths.local_checkpoint is None
+    assert not (tmp_path / "checkpoints").exists()
 
 
 def test_checkpoint_checks(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ lease, restarts) is k2.streams.job's."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from k2.lake.names import bronze_id, qualified
@@ -33,7 +32,7 @@ def read_kafka(spark: SparkSession, settings: Settings, exchange: str) -> DataFr
     )
 
 
-def start_bronze_query(spark: SparkSession, settings: Settings, exchange: str, checkpoint: Path) -> StreamingQuery:
+def start_bronze_query(spark: SparkSession, settings: Settings, exchange: str, checkpoint: str) -> StreamingQuery:
     from k2.medallion.transforms.bronze import kafka_to_bronze
 
     rows = kafka_to_bronze(read_kafka(spark, settings, exchange))
@@ -44,7 +43,7 @@ def start_bronze_query(spark: SparkSession, settings: Settings, exchange: str, c
         .outputMode("append")
         .queryName(f"bronze_{exchange}")
         .trigger(processingTime=f"{settings.streams.trigger_interval_s} seconds")
-        .option("checkpointLocation", str(checkpoint))
+        .option("checkpointLocation", checkpoint)
         # each task writes its own rows: no per-batch shuffle to cluster rows by day (Iceberg's
         # default for partitioned tables), and rows of several days in one task need no sort
         .option("distribution-mode", "none")

@@ -64,7 +64,7 @@ def run(settings: Settings, exchange_name: str) -> int:
         "pid": os.getpid(),
         "driver_pid": os.getppid(),
         "started_at": time.time(),
-        "checkpoint": str(paths.checkpoint),
+        "checkpoint": paths.checkpoint,
     }
 
     def set_status(state: str, **fields) -> None:
@@ -121,7 +121,8 @@ def preflight(settings: Settings, paths: StreamPaths) -> None:
             reason="kafka_unreachable",
             exit_code=EXIT_UNAVAILABLE,
         )
-    problem = checkpoint_problem(paths.checkpoint)
+    # a checkpoint on S3 is read by Spark alone: a damaged one fails the query at its start
+    problem = checkpoint_problem(paths.local_checkpoint) if paths.local_checkpoint else None
     if problem is not None:
         raise StreamExit(problem.cause, problem.fix, reason="checkpoint_corrupt", exit_code=EXIT_CHECKPOINT)
 

@@ -35,17 +35,23 @@ PROGRESS_LOG_MAX_BYTES = 2_000_000
 class StreamPaths:
     exchange: str
     root: Path
-    checkpoint: Path
+    checkpoint: str  # a local path, or an s3a:// location (K2_STREAM_CHECKPOINTS)
     log_file: Path
 
     @classmethod
     def of(cls, settings: Settings, exchange: str) -> StreamPaths:
+        remote = settings.streams.checkpoints.rstrip("/")
         return cls(
             exchange,
             settings.home / "streams" / exchange,
-            settings.checkpoints_dir / exchange,
+            f"{remote}/{exchange}" if remote else str(settings.checkpoints_dir / exchange),
             settings.logs_dir / "streams" / f"bronze-{exchange}.log",
         )
+
+    @property
+    def local_checkpoint(self) -> Path | None:
+        """The checkpoint's directory when it is on this host's file system."""
+        return None if "://" in self.checkpoint else Path(self.checkpoint)
 
     @property
     def lock(self) -> Path:
@@ -80,7 +86,8 @@ class StreamPaths:
         return self.root / "stop"
 
     def ensure(self) -> StreamPaths:
-        for directory in (self.root, self.checkpoint.parent, self.log_file.parent):
+        local = [self.local_checkpoint.parent] if self.local_checkpoint else []
+        for directory in (self.root, *local, self.log_file.parent):
             directory.mkdir(parents=True, exist_ok=True)
         return self
 
