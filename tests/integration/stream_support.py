@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -143,3 +145,32 @@ def mark_stream_idle(settings: Settings, exchange: str = EXCHANGE) -> None:
     paths.idle.parent.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     paths.idle.write_text(f'{{"idle_at": {now.timestamp()}, "trigger_at": "{now.isoformat()}", "query_id": "t"}}')
+
+
+def bronze_coordinates(settings: Settings) -> list[tuple[int, int]]:
+    table = load_catalog(settings.lake).load_table(f"bronze.{EXCHANGE}_trades")
+    arrow = table.scan(selected_fields=("kafka_partition", "kafka_offset")).to_arrow()
+    return list(zip(arrow["kafka_partition"].to_pylist(), arrow["kafka_offset"].to_pylist(), strict=True))
+
+
+class Checks:
+    """The supervisor DAG's schedule without Airflow (whose scheduled checks `test_cli`'s `k2 up`
+    proves): one `k2 stream check` process every ``every_s``, each exiting as a DAG run's does, so
+    the stream it launches outlives it. ``stop`` returns what they printed, alerts included."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s, self.outputs = every_s, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        command = [sys.executable, "-m", "k2.cli", "stream", "check", "--exchange", EXCHANGE]
+        while not self._stop.wait(self.every_s):
+            done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+            self.outputs.append(done.stdout + done.stderr)
+
+    def stop(self) -> str:
+        self._stop.set()
+        self._thread.join(150)
+        return "\n".join(self.outputs)

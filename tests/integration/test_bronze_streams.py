@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from k2.settings import Settings, load_settings
 from k2.streams.state import StreamPaths, read_json, recent_progress
 from k2.streams.supervisor import StreamSupervisor
 from tests.helpers import free_port, wait_for
-from tests.integration.stream_support import EXCHANGE, BackgroundFeed, running_job
+from tests.integration.stream_support import EXCHANGE, BackgroundFeed, Checks, bronze_coordinates, running_job
 
 pytestmark = pytest.mark.integration
 
@@ -44,12 +43,6 @@ def end_offsets(settings: Settings) -> dict[int, int]:
         consumer.close()
 
 
-def bronze_coordinates(settings: Settings) -> list[tuple[int, int]]:
-    table = load_catalog(settings.lake).load_table(f"bronze.{EXCHANGE}_trades")
-    arrow = table.scan(selected_fields=("kafka_partition", "kafka_offset")).to_arrow()
-    return list(zip(arrow["kafka_partition"].to_pylist(), arrow["kafka_offset"].to_pylist(), strict=True))
-
-
 def bronze_snapshots(settings: Settings) -> list:
     return load_catalog(settings.lake).load_table(f"bronze.{EXCHANGE}_trades").snapshots()
 
@@ -59,31 +52,8 @@ def idle_after(paths: StreamPaths, moment: float) -> dict | None:
     return idle if idle and idle["idle_at"] > moment else None
 
 
-class Checks:
-    """The supervisor DAG's schedule without Airflow (whose scheduled checks `test_cli`'s `k2 up`
-    proves): one `k2 stream check` process every ``every_s``, each exiting as a DAG run's does, so
-    the stream it launches outlives it."""
-
-    def __init__(self, every_s: float) -> None:
-        self.every_s, self.outputs = every_s, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        command = [sys.executable, "-m", "k2.cli", "stream", "check", "--exchange", EXCHANGE]
-        while not self._stop.wait(self.every_s):
-            done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-            self.outputs.append(done.stdout + done.stderr)
-
-    def stop(self) -> str:
-        self._stop.set()
-        self._thread.join(150)
-        return "\n".join(self.outputs)
-
-
 def test_supervised_stream_survives_kills_and_a_stall_with_exactly_once_bronze(
-    stream_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stream_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the stream expires its own snapshots every few seconds here, racing its own commits
     monkeypatch.setenv("K2_BRONZE_EXPIRE_EVERY_S", "5")

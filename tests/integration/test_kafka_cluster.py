@@ -23,11 +23,12 @@ from tests.helpers import wait_for
 from tests.integration.stream_support import (
     EXCHANGE,
     BackgroundFeed,
+    bronze_coordinates,
     ensure_topics_and_tables,
     isolated_installation,
     running_job,
 )
-from tests.integration.test_bronze_streams import bronze_coordinates, end_offsets
+from tests.integration.test_bronze_streams import end_offsets
 
 pytestmark = pytest.mark.integration
 

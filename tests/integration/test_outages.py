@@ -18,11 +18,13 @@ from tests.helpers import free_port, wait_for
 from tests.integration.stream_support import (
     EXCHANGE,
     BackgroundFeed,
+    Checks,
+    bronze_coordinates,
     ensure_topics_and_tables,
     isolated_installation,
     running_job,
 )
-from tests.integration.test_bronze_streams import airflow_dags_test, bronze_coordinates, end_offsets, stop_process_group
+from tests.integration.test_bronze_streams import end_offsets
 
 pytestmark = pytest.mark.integration
 
@@ -50,13 +52,12 @@ def own_broker(jars, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_a_broker_down_for_longer_than_the_stream_allows_is_waited_out_and_bronze_loses_nothing(
-    own_broker, tmp_path: Path
+    own_broker,
 ) -> None:
     settings, broker = own_broker
     paths = StreamPaths.of(settings, EXCHANGE)
     feed = BackgroundFeed(settings, rate=500)
-    airflow_log = tmp_path / "airflow-dags-test.log"
-    airflow = airflow_dags_test(settings, airflow_log)
+    checks = Checks(every_s=3)
     try:
         wait_for(lambda: running_job(paths), 240, "the supervised stream's first batch")
         broker.stop()
@@ -86,8 +87,7 @@ def test_a_broker_down_for_longer_than_the_stream_allows_is_waited_out_and_bronz
         assert state.get("outage") is None and state.get("gave_up_at") is None
     finally:
         feed.finish()
+        log = checks.stop()  # the alerts, as the checks raised them
         StreamSupervisor(settings, EXCHANGE).request_stop(timeout_s=60)
-        stop_process_group(airflow)
-    log = airflow_log.read_text(errors="replace")
     assert "is waiting: Kafka" in log or "is waiting: kafka" in log.lower(), log[-3000:]
     assert "runs again after" in log

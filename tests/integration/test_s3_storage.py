@@ -27,6 +27,7 @@ from tests.helpers import free_port, wait_for
 from tests.integration.stream_support import (
     EXCHANGE,
     BackgroundFeed,
+    bronze_coordinates,
     ensure_topics_and_tables,
     isolated_installation,
     running_job,
@@ -86,12 +87,6 @@ def _answers(client) -> bool:
     except Exception:  # not up yet: connection refused
         return False
     return True
-
-
-def bronze_coordinates(settings: Settings) -> list[tuple[int, int]]:
-    table = load_catalog(settings.lake).load_table(f"bronze.{EXCHANGE}_trades")
-    arrow = table.scan(selected_fields=("kafka_partition", "kafka_offset")).to_arrow()
-    return list(zip(arrow["kafka_partition"].to_pylist(), arrow["kafka_offset"].to_pylist(), strict=True))
 
 
 def objects(endpoint: str, prefix: str) -> list[str]:

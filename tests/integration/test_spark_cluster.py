@@ -26,11 +26,12 @@ from tests.helpers import free_port, wait_for
 from tests.integration.stream_support import (
     EXCHANGE,
     BackgroundFeed,
+    bronze_coordinates,
     ensure_topics_and_tables,
     isolated_installation,
     running_job,
 )
-from tests.integration.test_bronze_streams import bronze_coordinates, end_offsets
+from tests.integration.test_bronze_streams import end_offsets
 from tests.integration.test_cli import k2_processes
 
 pytestmark = pytest.mark.integration
