@@ -87,7 +87,7 @@ def test_given_up_stays_given_up() -> None:
     assert decide(DOWN, state, POLICY).action is Action.NONE
 
 
-@pytest.mark.parametrize("reason", ["kafka_unreachable", "catalog_unreachable"])
+@pytest.mark.parametrize("reason", ["kafka_unreachable", "catalog_unreachable", "running_elsewhere"])
 def test_dependency_outages_are_waited_out_and_never_give_up(reason: str) -> None:
     # as many restarts as the limit allows, then an outage: the supervisor keeps trying with back-off
     state = SupervisorState(launched_at=NOW - 10, restarts=[NOW - 300, NOW - 200, NOW - 100], consecutive_failures=6)

@@ -65,6 +65,8 @@ class Decision:
 DEPENDENCY_OUTAGES = {
     "kafka_unreachable": "Kafka is unreachable",
     "catalog_unreachable": "the Iceberg catalog is unreachable",
+    # a standby: the instance on the other host ends, and this one takes over
+    "running_elsewhere": "another host runs the stream (it holds the stream's fence in the catalog's database)",
 }
 
 UNFIXABLE_BY_RESTART = {

@@ -4,10 +4,11 @@
     spark-submit ... spark_jobs/bronze_ingest.py --exchange binance
 
 One instance per checkpoint: the job holds the stream's instance lock for its whole life and
-exits with EXIT_ALREADY_RUNNING when another process has it. Iceberg's streaming sink commits each
-micro-batch once (a replayed batch id is skipped), so restarts from the checkpoint neither lose
-nor duplicate rows. The job stops cleanly on SIGTERM, on ``k2 stream stop``, and when its
-supervisor's lease expires (the supervising DAG was paused).
+exits with EXIT_ALREADY_RUNNING when another process has it; with the catalog on PostgreSQL, it
+also holds a fence there that keeps instances on other hosts out (k2.streams.fence). Iceberg's
+streaming sink commits each micro-batch once (a replayed batch id is skipped), so restarts from
+the checkpoint neither lose nor duplicate rows. The job stops cleanly on SIGTERM, on ``k2 stream
+stop``, and when its supervisor's lease expires (the supervising DAG was paused).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from k2.lake.tables import bronze_table
 from k2.log import configure_logging, get_logger
 from k2.settings import Settings, load_settings
 from k2.streams.checkpoint import checkpoint_problem
+from k2.streams.fence import CatalogFence
+from k2.streams.fence import applies as fence_applies
 from k2.streams.outage import BrokerWatch, KafkaOutage
 from k2.streams.state import InstanceLock, StreamPaths, lease_valid, write_json
 from k2.streams.upkeep import MetadataUpkeep
@@ -73,8 +76,11 @@ def run(settings: Settings, exchange_name: str) -> int:
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    fence = CatalogFence(settings.lake, exchange.name) if fence_applies(settings.lake) else None
     try:
         set_status("starting")
+        if fence is not None:
+            take_fence(fence)
         preflight(settings, paths)
         spark, query = start_query(settings, exchange.name, paths)
         upkeep = MetadataUpkeep(spark, settings, bronze_table(exchange.name).identifier)
@@ -86,7 +92,7 @@ def run(settings: Settings, exchange_name: str) -> int:
             trigger_s=settings.streams.trigger_interval_s,
             max_offsets=settings.streams.max_offsets_per_trigger,
         )
-        reason = watch(query, paths, stop, set_status, housekeeping=upkeep, broker=broker_watch(settings))
+        reason = watch(query, paths, stop, set_status, housekeeping=upkeep, broker=broker_watch(settings), fence=fence)
         set_status("stopping", reason=reason)
         query.stop()
         set_status("stopped", reason=reason)
@@ -109,7 +115,37 @@ def run(settings: Settings, exchange_name: str) -> int:
         log.error("bronze.failed", exchange=exchange.name, kafka_unreachable=outage, error=str(exc)[:2000])
         return EXIT_UNAVAILABLE if outage else 1
     finally:
+        if fence is not None:
+            fence.release()
         lock.release()
+
+
+def take_fence(fence: CatalogFence) -> None:
+    """The cross-host fence (k2.streams.fence), before anything touches the checkpoint."""
+    import psycopg2
+
+    try:
+        if fence.acquire():
+            return
+        holder = fence.holder() or "a session that has just ended"
+    except psycopg2.Error as exc:
+        raise catalog_gone(f"the catalog's database did not answer for the stream's fence: {exc}") from exc
+    raise StreamExit(
+        f"another instance of the stream holds its fence in the catalog's database: {holder}",
+        "one host runs each stream: stop it there (`k2 stream stop`) to move it here; until then the supervisor "
+        "here waits, and takes over when that instance ends.",
+        reason="running_elsewhere",
+        exit_code=EXIT_ALREADY_RUNNING,
+    )
+
+
+def catalog_gone(cause: str) -> StreamExit:
+    return StreamExit(
+        cause,
+        "check the catalog's database (K2_CATALOG_URI); the supervisor restarts the stream with back-off.",
+        reason="catalog_unreachable",
+        exit_code=EXIT_UNAVAILABLE,
+    )
 
 
 def preflight(settings: Settings, paths: StreamPaths) -> None:
@@ -179,10 +215,11 @@ def watch(
     housekeeping=lambda: None,
     every_s: float = WATCH_EVERY_S,
     broker: BrokerWatch | None = None,
+    fence: CatalogFence | None = None,
 ) -> str:
     """Block until the query ends or should end; returns why it should stop. ``housekeeping`` runs
     every ``every_s`` alongside (it decides itself whether there is anything to do). Raises
-    StreamExit when ``broker`` says Kafka has been gone too long."""
+    StreamExit when ``broker`` says Kafka has been gone too long, or the ``fence`` is lost."""
     while True:
         if query.awaitTermination(every_s):
             exc = query.exception()
@@ -197,6 +234,8 @@ def watch(
             return "supervisor lease expired (DAG paused or supervisor gone)"
         if broker is not None:
             broker.check()
+        if fence is not None and not fence.check():  # another host may take the stream now: stop writing
+            raise catalog_gone("the stream lost its fence: its session with the catalog's database ended")
         set_status("running", heartbeat_at=time.time())
         housekeeping()
 

@@ -204,8 +204,8 @@ class StreamSupervisor:
             self.alert(
                 "warning",
                 self.exchange,
-                f"Bronze stream {self.exchange} is waiting: {outage}. The supervisor restarts it with back-off "
-                "until it is back; nothing is lost (the stream resumes from its checkpoint).",
+                f"Bronze stream {self.exchange} is waiting: {outage}. The supervisor tries again with back-off "
+                "until it starts; nothing is lost (the stream resumes from its checkpoint).",
             )
 
     def launch(self) -> int:
