@@ -113,7 +113,8 @@ def test_supervised_stream_survives_kills_and_a_stall_with_exactly_once_bronze(
         log = checks.stop()
         StreamSupervisor(stream_settings, EXCHANGE).request_stop(timeout_s=60)
     # checks that each exited did the supervising: a launcher they left behind is nobody's child
-    assert "not running: first start" in log and "not running (error): restart" in log
+    # the restarts' reasons name what the checks found: the query's failure, or a status left running
+    assert "not running: first start" in log and log.count("): restart") >= 3
     assert "stalled: no batch for" in log
     final = read_json(paths.status)
     assert final["state"] == "stopped" and final["reason"] == "stop requested"
