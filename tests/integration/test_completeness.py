@@ -112,6 +112,17 @@ def test_hours_without_data_are_settled_without_spark_but_not_over_a_hole_with_d
         ("silver", 12),
         ("gold", 12),
     }
+    # an empty piece beside one with rows (k2 up's first run, the schedule's run having settled the
+    # hour before it): recorded without a pass, so the pass reads only the piece with rows
+    when = "2026-11-20T14:30:00"
+    write_bronze(spark, settings, "binance", [(0, 1, when, binance(2, "101", "1", when))])
+    two_hours = Interval("binance", at("2026-11-20T13:00:00"), at("2026-11-20T15:00:00"))
+    silver, gold = both_layers(spark, settings, two_hours, catch_up=False)
+    assert silver.pieces == gold.pieces == ["2026-11-20T14:00:00..15:00:00"] and silver.silver_new == 1
+    settled = {
+        (r["layer"], r["range_start"].hour, r["range_end"].hour, r["bronze_rows"]) for r in load_ledger(settings)
+    }
+    assert {("silver", 13, 14, 0), ("gold", 13, 14, 0), ("silver", 14, 15, 1)} <= settled
 
 
 def load_ledger(settings) -> list[dict]:

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from k2.medallion.coverage import Piece, intersect, merge, passes, pieces, plan, subtract
+from k2.medallion.coverage import Piece, intersect, merge, passes, pieces, plan, subtract, without_empty
 
 
 def t(hour: float) -> dt.datetime:
@@ -113,3 +113,12 @@ def test_adjacent_pieces_of_a_kind_share_a_pass_while_their_rows_fit() -> None:
     assert passes(work, rows, max_rows=0) == work  # 0: one pass per piece (empty pieces aside)
     assert spans(passes(work[1:3], [0, 0], max_rows=0)) == [(9, 11, False)]
     assert passes([], [], max_rows=10) == []
+
+
+def test_empty_pieces_beside_pieces_with_rows_are_settled_without_a_pass() -> None:
+    work = [Piece(t(8), t(9), False), Piece(t(9), t(10), False), Piece(t(11), t(12), True)]
+    kept, rows, settled = without_empty(work, [0, 7, 0])
+    assert (spans(kept), rows, spans(settled)) == ([(9, 10, False)], [7], [(8, 9, False), (11, 12, True)])
+    # nothing but empty pieces: the run keeps them, so its gates warn of an interval without trades
+    assert without_empty(work, [0, 0, 0]) == (work, [0, 0, 0], [])
+    assert without_empty([], []) == ([], [], [])

@@ -118,3 +118,14 @@ def passes(work: Sequence[Piece], rows: Sequence[int], max_rows: int) -> list[Pi
             out.append(piece)
             total = n
     return out
+
+
+def without_empty(work: Sequence[Piece], rows: Sequence[int]) -> tuple[list[Piece], list[int], list[Piece]]:
+    """(pieces to process, their rows, pieces to record as done without Spark). A piece no Bronze
+    file can hold rows for (``rows`` is an upper bound, so 0 is exact) needs no pass of its own, but
+    only beside one with rows: a run over nothing but empty pieces still runs its gates, which warn
+    of an interval without trades."""
+    if not any(rows):
+        return list(work), list(rows), []
+    kept = [(p, n) for p, n in zip(work, rows, strict=True) if n]
+    return [p for p, _ in kept], [n for _, n in kept], [p for p, n in zip(work, rows, strict=True) if not n]

@@ -62,7 +62,7 @@ def run(
     and with ``catch_up`` every earlier piece the layer has not covered yet. Each piece is recorded
     in the ledger once written, so a run killed midway resumes where it stopped."""
     from k2.medallion import ledger
-    from k2.medallion.coverage import passes
+    from k2.medallion.coverage import passes, without_empty
     from k2.medallion.settle import bronze_rows_per_piece
 
     gate = gate or quality_gate(settings)
@@ -74,10 +74,22 @@ def run(
         settings.lake, layer, interval, catch_up=catch_up, max_pieces=settings.batch.catch_up_max_pieces
     )
     rows = bronze_rows_per_piece(settings, interval.exchange, work)
-    if catch_up:  # e.g. the hour's first minute, settled empty by the schedule before `k2 up`'s first run
+    if catch_up:  # a scheduled run over a range settled empty already (an earlier run's) redoes nothing
         work, rows = _without_empty_reruns(work, rows)
+    # e.g. the hour's first minute, left to `k2 up`'s first run by the schedule's: a cold pass with
+    # both gates cost 44 s on the Spark Connect server for nothing
+    work, rows, empty = without_empty(work, rows)
+    for piece in empty:
+        ledger.record(settings.lake, ledger.LedgerEntry(layer, interval.exchange, piece.start, piece.end, piece.rerun))
     work = passes(work, rows, settings.batch.pass_max_rows)
-    log.info("medallion.started", layer=layer, interval=interval.label, pieces=len(work), pieces_left=left)
+    log.info(
+        "medallion.started",
+        layer=layer,
+        interval=interval.label,
+        pieces=len(work),
+        pieces_left=left,
+        empty_pieces_settled=len(empty),
+    )
     parts = [
         run_piece(spark, settings, layer, Interval(interval.exchange, p.start, p.end), p.rerun, gate) for p in work
     ]
