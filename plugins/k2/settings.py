@@ -32,6 +32,21 @@ from k2 import resources
 from k2.errors import K2Error
 
 ENV_PREFIX = "K2_"
+# K2_PROFILE's defaults, keyed like Settings.from_values; the cluster's Spark shares (a core per stream,
+# one for the batch) fit in the four slots one worker offers, so the pipeline runs on when a worker dies
+PROFILES: dict[str, dict[str, Any]] = {
+    "embedded": {},
+    "cluster": {
+        "kafka_nodes": 3,
+        "kafka_controller_port": 9095,  # after the brokers' 9092-9094
+        "topic_replication_factor": 3,
+        "spark_workers": 2,
+        "spark_cores_max": 1,
+        "stream_cores_max": 1,
+        "postgres_embedded": True,
+        "airflow_executor": "CeleryExecutor",
+    },
+}
 SECRET_WORDS = ("secret", "credential", "password")
 SECRET_VALUES = ("alert_webhook_url",)  # the URL is the credential (Slack and the like)
 SECRET_URL_PASSWORDS = ("catalog_uri", "airflow_db_uri", "spark_connect")  # URLs that may carry a password or token
@@ -710,6 +725,14 @@ class Settings:
         choices=("console", "logfmt", "json"),
     )
     exchanges: tuple[str, ...] = setting(("binance", "kraken"), "Exchanges to run, comma-separated.")
+    profile: str = setting(
+        "embedded",
+        "Defaults for a deployment shape. embedded: one broker, Spark in local mode, SQLite, the LocalExecutor; "
+        "cluster: the scale-out form on this machine, each part a process of its own (three KRaft brokers and "
+        "replication 3, a Spark master and two workers, K2's PostgreSQL for the catalog and Airflow, Celery "
+        "workers with Redis). A K2_* variable set explicitly wins over the profile.",
+        choices=tuple(PROFILES),
+    )
     jvm: JvmSettings = field(default_factory=JvmSettings)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topics: TopicSettings = field(default_factory=TopicSettings)
@@ -855,7 +878,7 @@ class Settings:
                     f"unknown setting {name}", f"{hint}unset it, or pick one of the settings listed by `k2 settings`."
                 )
         values.update(overrides)
-        return cls.from_values(values)
+        return cls.from_values({**PROFILES.get(values.get("profile", "embedded"), {}), **values})  # bad: refused below
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> Settings:
@@ -919,6 +942,8 @@ class Settings:
             value = self.value(key)
             shown = mask_secret(key, ",".join(value) if isinstance(value, tuple) else str(value))
             source = "derived" if key in self._derived else ("env" if env_name(key) in os.environ else "default")
+            if source == "default" and key in PROFILES[self.profile]:
+                source = f"profile {self.profile}"
             rows.append((env_name(key), shown, source, f.metadata["help"]))
         return rows
 

@@ -17,6 +17,29 @@ def test_defaults_describe_the_embedded_stack(tmp_path: Path) -> None:
     assert s.topic_for("kraken") == "market.crypto.trades.kraken.raw"
 
 
+def test_the_cluster_profile_gives_the_scale_out_form_and_explicit_variables_win(tmp_path: Path, monkeypatch) -> None:
+    s = Settings.from_env({"K2_HOME": str(tmp_path), "K2_PROFILE": "cluster", "K2_SPARK_WORKERS": "3"})
+    assert (s.kafka.nodes, s.topics.replication_factor) == (3, 3)
+    assert s.kafka.bootstrap_servers == "127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094"
+    assert s.spark.embedded_cluster and s.spark.workers == 3  # set explicitly: the variable wins
+    assert (s.spark.cores_max, s.streams.cores_max) == (1, 1)
+    assert s.postgres.embedded and s.lake.catalog_uri.startswith("postgresql+psycopg2://k2:")
+    assert s.airflow.executor == "CeleryExecutor"
+    assert s.with_overrides(log_level="DEBUG").kafka.nodes == 3  # a copy keeps the profile's values
+    monkeypatch.setenv("K2_SPARK_WORKERS", "3")
+    sources = {row[0]: row[2] for row in s.describe()}
+    assert (sources["K2_KAFKA_NODES"], sources["K2_SPARK_WORKERS"]) == ("profile cluster", "env")
+    embedded = Settings.from_env({"K2_HOME": str(tmp_path)})
+    assert (embedded.profile, embedded.kafka.nodes, embedded.spark.workers, embedded.postgres.embedded) == (
+        "embedded",
+        1,
+        0,
+        False,
+    )
+    with pytest.raises(K2Error, match="K2_PROFILE"):
+        Settings.from_env({"K2_HOME": str(tmp_path), "K2_PROFILE": "kubernetes"})
+
+
 def test_environment_overrides_are_parsed_by_type(tmp_path: Path) -> None:
     s = Settings.from_env(
         {
