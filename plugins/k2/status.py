@@ -136,9 +136,11 @@ def _streams(settings: Settings) -> list[Row]:
 
 def reconciliation_rows(settings: Settings) -> list[Row]:
     """Per exchange, what the last monitoring run reconciled (k2.monitoring.reconcile)."""
-    from k2.streams.state import read_json
+    from k2.docstore import opened
+    from k2.monitoring.shared import monitoring_docs
 
-    latest = {m["exchange"]: m for m in (read_json(settings.monitoring_dir / "latest.json") or {}).get("metrics", [])}
+    with opened(monitoring_docs(settings)) as docs:
+        latest = {m["exchange"]: m for m in (docs.read("latest") or {}).get("metrics", [])}
     rows = []
     for exchange in settings.exchanges:
         m = latest.get(exchange) or {}

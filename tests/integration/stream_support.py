@@ -22,7 +22,8 @@ from k2.lake.catalog import load_catalog
 from k2.lake.tables import all_tables, ensure_tables
 from k2.runtime.spark_connect import LocalSparkConnectServer
 from k2.settings import Settings, load_settings
-from k2.streams.state import StreamPaths, read_json
+from k2.streams.control import StreamControl, file_control
+from k2.streams.state import StreamPaths
 from k2.streams.supervisor import StreamSupervisor
 from tests.helpers import free_port
 from tests.integration.medallion_fixtures import binance
@@ -105,10 +106,12 @@ class BackgroundFeed:
         return self.summary
 
 
-def running_job(paths: StreamPaths, after: float = 0.0) -> dict | None:
-    """status.json of a job that runs and completed a batch after ``after``."""
-    status = read_json(paths.status) or {}
-    progress = read_json(paths.progress) or {}
+def running_job(where: StreamPaths | StreamControl, after: float = 0.0) -> dict | None:
+    """The status of a job that runs and completed a batch after ``after``, from its files or from
+    the control store of a deployment on PostgreSQL."""
+    control = file_control(where) if isinstance(where, StreamPaths) else where
+    status = control.read("status") or {}
+    progress = control.read("progress") or {}
     if status.get("state") == "running" and progress.get("completed_at", 0) > max(after, status["started_at"]):
         return status
     return None

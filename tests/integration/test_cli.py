@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from k2 import dag_ids
+from k2.docstore import FileDocs
 from k2.lake.catalog import load_catalog
 from k2.lake.names import SILVER_TRADES_ID, gold_id
 from k2.lake.tables import all_tables
@@ -68,7 +69,7 @@ def test_up_status_down(tmp_path: Path, jars) -> None:
         # monitoring (it measured during the first batch) opened no critical latency incident
         monitoring = tmp_path / "home" / "monitoring"
         assert (monitoring / "latest.json").is_file()
-        incidents = IncidentStore(monitoring).load().open.values()
+        incidents = IncidentStore(FileDocs(monitoring)).load().open.values()
         assert not [i for i in incidents if i.metric == "latency_p99_s" and i.severity == "critical"], incidents
         catalog = load_catalog(Settings.from_env(env).lake)
         silver = catalog.load_table(SILVER_TRADES_ID).scan(selected_fields=("exchange",)).to_arrow()

@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from k2.docstore import TABLE
 from k2.kafka.groups import bronze_group, group_offsets
 from k2.kafka.lag import offsets_consumer
 from k2.lake.catalog import load_catalog
@@ -33,7 +34,7 @@ from k2.runtime.broker import LocalKafka
 from k2.runtime.postgres import LocalPostgres
 from k2.runtime.spark_cluster import LocalSparkCluster
 from k2.settings import Settings
-from k2.streams.state import StreamPaths
+from k2.streams.control import stream_control
 from tests.helpers import free_port, wait_for
 from tests.integration.stream_support import EXCHANGE, BackgroundFeed, bronze_coordinates, running_job
 from tests.integration.test_bronze_streams import end_offsets
@@ -150,9 +151,10 @@ def test_the_cluster_profile_runs_the_pipeline_through_a_broker_and_a_worker_kil
         # load; the supervisor's scheduled checks started the stream on the cluster
         window_start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
         feed = BackgroundFeed(settings, rate=300)
-        paths, cluster, kafka = StreamPaths.of(settings, EXCHANGE), LocalSparkCluster(settings), LocalKafka(settings)
+        # the stream's documents are rows in the catalog's database, which every host reaches
+        control, cluster, kafka = stream_control(settings, EXCHANGE), LocalSparkCluster(settings), LocalKafka(settings)
         try:
-            wait_for(lambda: running_job(paths), 300, "the stream's first batch on the cluster", interval=1)
+            wait_for(lambda: running_job(control), 300, "the stream's first batch on the cluster", interval=1)
             assert STREAM_APP in cluster.state().applications.values()  # a cluster application, not local mode
             victim_worker = wait_for(lambda: cluster.executor_worker(STREAM_APP), 60, "the executor", interval=1)
             leader = metadata.topics[topic].partitions[0].leader
@@ -161,7 +163,7 @@ def test_the_cluster_profile_runs_the_pipeline_through_a_broker_and_a_worker_kil
             cluster.kill_worker(victim_worker)
             killed_at = time.time()
             print(f"killed broker {leader} and spark worker {victim_worker}: {time.monotonic() - started:.1f} s")
-            wait_for(lambda: running_job(paths, after=killed_at + 10), 300, "Bronze commits after the kills", 1)
+            wait_for(lambda: running_job(control, after=killed_at + 10), 300, "Bronze commits after the kills", 1)
             wait_for(lambda: cluster.state().alive_workers == 1, 60, "the master to drop the dead worker", 1)
             survivor = 3 - victim_worker
             wait_for(lambda: cluster.executor_worker(STREAM_APP) == survivor, 60, "the executor moved", interval=1)
@@ -182,6 +184,10 @@ def test_the_cluster_profile_runs_the_pipeline_through_a_broker_and_a_worker_kil
         finally:
             group.close()
         assert kafka_lag(settings, EXCHANGE)[0] == 0  # monitoring's measure, from those offsets
+        with postgres.connect("catalog") as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT doc FROM {TABLE} WHERE scope = %s", (f"stream/{EXCHANGE}",))
+            assert {"status", "progress", "supervisor", "lease"} <= {row[0] for row in cur.fetchall()}
+        assert not (home / "streams" / EXCHANGE / "status.json").exists()
         print(f"Bronze complete ({len(coords)} records): {time.monotonic() - started:.1f} s")
 
         # the batch on the cluster from the Celery workers: the window of load, and an hour without data

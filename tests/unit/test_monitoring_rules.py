@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from k2.docstore import FileDocs
 from k2.errors import K2Error
 from k2.monitoring.incidents import IncidentBook, IncidentStore
 from k2.monitoring.thresholds import load_thresholds
@@ -85,7 +86,7 @@ def test_unknown_value_neither_opens_nor_resolves() -> None:
 
 def test_incidents_survive_a_restart(tmp_path) -> None:
     t = load_thresholds(EXCHANGES)
-    store = IncidentStore(tmp_path)
+    store = IncidentStore(FileDocs(tmp_path))
     with store.transaction() as book:
         assert [e.kind for e in book.evaluate("binance", {"latency_p99_s": 50}, t, 0.0, 60)] == ["opened"]
     with store.transaction() as book:  # a new process: same incident, no new alert

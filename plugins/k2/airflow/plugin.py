@@ -36,15 +36,15 @@ async def require_scraper_or_user(request: Request, bearer: BearerDep) -> None:
 @metrics_app.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(require_scraper_or_user)])
 def metrics() -> PlainTextResponse:
     """The latest k2_monitoring figures in Prometheus text format (scrape every minute)."""
+    from k2.monitoring.prometheus import latest_text
     from k2.settings import load_settings
 
-    path = load_settings().monitoring_dir / "k2.prom"
-    try:
-        return PlainTextResponse(path.read_text(), media_type="text/plain; version=0.0.4")
-    except FileNotFoundError:
+    text = latest_text(load_settings())
+    if text is None:
         return PlainTextResponse(
             "# no measurement yet: the k2_monitoring DAG writes one every minute\n", status_code=503
         )
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 
 metrics_app.mount("/ui", view_app)  # the K2 view (k2.airflow.ui), behind Airflow's login

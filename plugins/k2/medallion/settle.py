@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from k2.medallion.coverage import Piece
 from k2.settings import Settings
-from k2.streams.state import StreamPaths, read_json
+from k2.streams.control import stream_control
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,12 @@ def _moment(value: object) -> dt.datetime | None:
 
 def last_trigger(settings: Settings, exchange: str) -> dt.datetime | None:
     """Start of the stream's latest finished trigger: its last batch's, or its last idle one's."""
-    paths = StreamPaths.of(settings, exchange)
-    batch = _moment((read_json(paths.progress) or {}).get("timestamp"))
-    idle = _moment((read_json(paths.idle) or {}).get("trigger_at"))
+    control = stream_control(settings, exchange)
+    try:
+        batch = _moment((control.read("progress") or {}).get("timestamp"))
+        idle = _moment((control.read("idle") or {}).get("trigger_at"))
+    finally:
+        control.close()
     known = [m for m in (batch, idle) if m is not None]
     return max(known) if known else None
 

@@ -2,21 +2,20 @@
 
 An incident alerts when it opens, once more if it escalates from warning to critical, and once
 when it resolves (the metric stayed under its thresholds for ``resolve_after_s``). Nothing repeats
-every minute. The open incidents are persisted in ``$K2_HOME/monitoring/incidents.json``, so a
-scheduler restart neither alerts again nor forgets.
+every minute. The open incidents are persisted in monitoring's shared documents
+(k2.monitoring.shared: ``$K2_HOME/monitoring/incidents.json``, or the catalog's database), so a
+scheduler restart, or the next run on another worker, neither alerts again nor forgets.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
+from k2.docstore import DocStore
 from k2.monitoring.thresholds import Thresholds
-from k2.streams.state import read_json, write_json
 
 SEVERITY_RANK = {"warning": 1, "critical": 2}
 
@@ -103,19 +102,16 @@ class IncidentBook:
 class IncidentStore:
     """The persisted book, read-modify-written under an exclusive lock."""
 
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / "incidents.json"
-        self._lock = directory / "incidents.lock"
+    def __init__(self, docs: DocStore) -> None:
+        self.docs = docs
 
     def load(self) -> IncidentBook:
-        data = read_json(self.path) or {}
+        data = self.docs.read("incidents") or {}
         return IncidentBook({k: Incident(**v) for k, v in (data.get("open") or {}).items()})
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[IncidentBook]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock.open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with self.docs.exclusive("incidents", wait=True):
             book = self.load()
             yield book
-            write_json(self.path, {"open": {k: asdict(v) for k, v in book.open.items()}})
+            self.docs.write("incidents", {"open": {k: asdict(v) for k, v in book.open.items()}})

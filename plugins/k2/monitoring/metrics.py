@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from k2.docstore import opened
 from k2.log import get_logger
 from k2.settings import Settings
-from k2.streams.state import StreamPaths, read_json, write_json
+from k2.streams.control import read_doc
 
 if TYPE_CHECKING:
     from k2.medallion.reports import SilverReport
@@ -223,7 +224,7 @@ def kafka_lag(settings: Settings, exchange: str) -> tuple[int | None, float | No
         except Exception:  # Kafka unreachable: measure_lag says so below
             committed = {}
         if not committed:
-            committed = committed_offsets(read_json(StreamPaths.of(settings, exchange).progress) or {}, topic)
+            committed = committed_offsets(read_doc(settings, exchange, "progress") or {}, topic)
         lag = measure_lag(consumer, topic, committed, with_age=True)
     finally:
         consumer.close()
@@ -231,30 +232,30 @@ def kafka_lag(settings: Settings, exchange: str) -> tuple[int | None, float | No
 
 
 # --- dead-letter ratio: written by the Silver job, read here -------------------------------------
-def _silver_stats_path(settings: Settings, exchange: str):
-    return settings.monitoring_dir / "silver" / f"{exchange}.json"
-
-
 def record_silver_run(settings: Settings, report: SilverReport) -> None:
     """Keep the newest interval's Silver accounting (re-runs of older intervals do not replace it)."""
-    path = _silver_stats_path(settings, report.exchange)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    current = read_json(path)
-    if current is None or current.get("end", "") <= report.end:
-        write_json(
-            path,
-            {
-                "exchange": report.exchange,
-                "start": report.start,
-                "end": report.end,
-                "items": report.items,
-                "dead_letters": report.dead_letters,
-            },
-        )
+    from k2.monitoring.shared import monitoring_docs
+
+    with opened(monitoring_docs(settings)) as docs, docs.exclusive("silver", wait=True):
+        current = docs.read(f"silver/{report.exchange}")
+        if current is None or current.get("end", "") <= report.end:
+            docs.write(
+                f"silver/{report.exchange}",
+                {
+                    "exchange": report.exchange,
+                    "start": report.start,
+                    "end": report.end,
+                    "items": report.items,
+                    "dead_letters": report.dead_letters,
+                },
+            )
 
 
 def _dead_letter_ratio(settings: Settings, exchange: str) -> float | None:
-    stats = read_json(_silver_stats_path(settings, exchange))
+    from k2.monitoring.shared import monitoring_docs
+
+    with opened(monitoring_docs(settings)) as docs:
+        stats = docs.read(f"silver/{exchange}")
     if not stats or not stats.get("items"):
         return None
     return round(stats["dead_letters"] / stats["items"], 6)

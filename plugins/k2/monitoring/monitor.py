@@ -19,9 +19,9 @@ from k2.monitoring.incidents import IncidentEvent, IncidentStore
 from k2.monitoring.metrics import StreamMetrics, measure
 from k2.monitoring.notifiers import Alert, outbox
 from k2.monitoring.prometheus import write_textfile
+from k2.monitoring.shared import monitoring_docs
 from k2.monitoring.thresholds import Thresholds
 from k2.settings import Settings
-from k2.streams.state import write_json
 
 log = get_logger(__name__)
 
@@ -47,7 +47,8 @@ def run_monitor(settings: Settings, thresholds: Thresholds, now: float | None = 
             metrics.append(StreamMetrics(exchange, now, "unknown", settings.alerts.monitor_window_s))
     _append(settings, "ops.stream_metrics", [m.row() for m in metrics])
 
-    store = IncidentStore(settings.monitoring_dir)
+    docs = monitoring_docs(settings)
+    store = IncidentStore(docs)
     with store.transaction() as book:
         resolve_after = settings.alerts.resolve_after_s
         events = [
@@ -61,11 +62,9 @@ def run_monitor(settings: Settings, thresholds: Thresholds, now: float | None = 
         incidents = list(book.open.values())
     delivered = log_and_deliver(alerts, settings)  # added to the outbox with the incidents above
     _append(settings, "ops.alert_events", [_event_row(e, a) for e, a in zip(events, delivered, strict=True)])
-    write_textfile(settings, metrics, incidents)
-    write_json(
-        settings.monitoring_dir / "latest.json",
-        {"metrics": [asdict(m) for m in metrics], "incidents": [asdict(i) for i in incidents]},
-    )
+    write_textfile(settings, metrics, incidents, docs)
+    docs.write("latest", {"metrics": [asdict(m) for m in metrics], "incidents": [asdict(i) for i in incidents]})
+    docs.close()
     return MonitorResult(metrics, events, delivered, open_count, failures)
 
 

@@ -1,7 +1,8 @@
 """Alert channels and the outbox that makes delivery reliable.
 
 Every alert goes to the log. A Slack-compatible webhook and SMTP e-mail are used when configured.
-An alert is first written to the outbox (``$K2_HOME/monitoring/outbox.json``), then delivered;
+An alert is first written to the outbox (monitoring's shared documents, k2.monitoring.shared:
+``$K2_HOME/monitoring/outbox.json`` or the catalog's database), then delivered;
 a channel that fails after its retries keeps the alert in the outbox with the error, and the next
 monitoring run tries again. A dead webhook or mail server therefore never loses an alert, and a
 delivery attempt is bounded in time so it never holds up monitoring for long.
@@ -10,7 +11,6 @@ delivery attempt is bounded in time so it never holds up monitoring for long.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import smtplib
 import ssl
@@ -21,11 +21,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from email.message import EmailMessage
-from pathlib import Path
 
+from k2.docstore import DocStore
 from k2.log import get_logger
 from k2.settings import AlertSettings, Settings
-from k2.streams.state import read_json, write_json
 
 log = get_logger("k2.alerts")
 
@@ -120,40 +119,74 @@ def channels(alerts: AlertSettings) -> list[Channel]:
 
 
 class Outbox:
-    """Alerts not yet delivered on every channel, persisted under an exclusive lock."""
+    """Alerts not yet delivered on every channel, persisted under an exclusive lock: in monitoring's
+    shared documents, or, while those are out of reach (the catalog's database is down, which is
+    itself worth an alert), in ``local`` files on this host, delivered by the next flush here."""
 
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / "outbox.json"
-        self._lock = directory / "outbox.lock"
+    def __init__(self, docs: DocStore, local: DocStore | None = None) -> None:
+        self.docs = docs
+        self.local = local
 
+    @staticmethod
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[list[Alert]]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock.open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            pending = [Alert(**a) for a in (read_json(self.path) or {}).get("pending", [])]
+    def _locked(docs: DocStore) -> Iterator[list[Alert]]:
+        with docs.exclusive("outbox", wait=True):
+            pending = _pending(docs)
             yield pending
-            write_json(self.path, {"pending": [asdict(a) for a in pending]})
+            docs.write("outbox", {"pending": [asdict(a) for a in pending]})
+
+    def _stores(self) -> list[DocStore]:
+        return [self.docs] if self.local is None else [self.local, self.docs]
 
     def add(self, alerts: list[Alert]) -> None:
-        with self._locked() as pending:
-            pending.extend(alerts)
+        try:
+            with self._locked(self.docs) as pending:
+                pending.extend(alerts)
+        except Exception as exc:
+            if self.local is None:
+                raise
+            log.warning("alert.outbox_local", alerts=len(alerts), error=f"{type(exc).__name__}: {exc}"[:500])
+            with self._locked(self.local) as pending:
+                pending.extend(alerts)
 
     def pending(self) -> list[Alert]:
-        return [Alert(**a) for a in (read_json(self.path) or {}).get("pending", [])]
+        found = []
+        for docs in self._stores():
+            try:
+                found += _pending(docs)
+            except Exception as exc:
+                log.warning("alert.outbox_unreadable", error=f"{type(exc).__name__}: {exc}"[:500])
+        return found
 
     def flush(self, alerts: AlertSettings, sleep: Callable[[float], None] = time.sleep) -> list[Alert]:
         """Deliver what is pending; returns the alerts attempted, with their delivery state."""
-        with self._locked() as pending:
-            targets = channels(alerts)
-            for alert in pending:
-                alert.attempts += 1
-                for channel in targets:
-                    if alert.delivery.get(channel.name) != "sent":
-                        alert.delivery[channel.name] = _deliver(channel, alert, alerts, sleep)
-            attempted = list(pending)
-            pending[:] = [a for a in pending if any(a.delivery.get(c.name) != "sent" for c in targets)]
+        attempted: list[Alert] = []
+        for docs in self._stores():
+            try:
+                with self._locked(docs) as pending:
+                    attempted += _deliver_all(pending, alerts, sleep)
+            except Exception as exc:
+                if docs is not self.docs or self.local is None:
+                    raise
+                log.warning("alert.outbox_unreachable", error=f"{type(exc).__name__}: {exc}"[:500])
         return attempted
+
+
+def _pending(docs: DocStore) -> list[Alert]:
+    return [Alert(**a) for a in (docs.read("outbox") or {}).get("pending", [])]
+
+
+def _deliver_all(pending: list[Alert], alerts: AlertSettings, sleep: Callable[[float], None]) -> list[Alert]:
+    """Tries each pending alert on each channel it has not reached; keeps the undelivered in ``pending``."""
+    targets = channels(alerts)
+    for alert in pending:
+        alert.attempts += 1
+        for channel in targets:
+            if alert.delivery.get(channel.name) != "sent":
+                alert.delivery[channel.name] = _deliver(channel, alert, alerts, sleep)
+    attempted = list(pending)
+    pending[:] = [a for a in pending if any(a.delivery.get(c.name) != "sent" for c in targets)]
+    return attempted
 
 
 def _deliver(channel: Channel, alert: Alert, alerts: AlertSettings, sleep: Callable[[float], None]) -> str:
@@ -176,4 +209,8 @@ def _deliver(channel: Channel, alert: Alert, alerts: AlertSettings, sleep: Calla
 
 
 def outbox(settings: Settings) -> Outbox:
-    return Outbox(settings.monitoring_dir)
+    from k2.docstore import FileDocs
+    from k2.monitoring.shared import monitoring_docs, shared_beyond_host
+
+    docs = monitoring_docs(settings)
+    return Outbox(docs, FileDocs(settings.monitoring_dir) if shared_beyond_host(docs) else None)

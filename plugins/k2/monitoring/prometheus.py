@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from k2.docstore import DocStore
 from k2.monitoring.incidents import SEVERITY_RANK, Incident
 from k2.monitoring.metrics import StreamMetrics
 from k2.settings import Settings
@@ -72,9 +73,32 @@ def render(metrics: Iterable[StreamMetrics], incidents: Iterable[Incident]) -> s
     return "\n".join(lines) + "\n"
 
 
-def write_textfile(settings: Settings, metrics: Iterable[StreamMetrics], incidents: Iterable[Incident]) -> None:
+def write_textfile(
+    settings: Settings, metrics: Iterable[StreamMetrics], incidents: Iterable[Incident], docs: DocStore | None = None
+) -> None:
+    """``k2.prom`` for a node exporter on this host; with ``docs`` shared beyond it, the same text
+    there too, which the API server's /metrics serves on whichever host it runs."""
+    from k2.monitoring.shared import shared_beyond_host
+
+    text = render(metrics, incidents)
     path = settings.monitoring_dir / "k2.prom"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".prom.tmp")
-    tmp.write_text(render(metrics, incidents))
+    tmp.write_text(text)
     tmp.replace(path)
+    if docs is not None and shared_beyond_host(docs):
+        docs.write("prometheus", {"text": text})
+
+
+def latest_text(settings: Settings) -> str | None:
+    """The newest Prometheus text monitoring wrote, from the shared documents or this host's file."""
+    from k2.docstore import opened
+    from k2.monitoring.shared import monitoring_docs, shared_beyond_host
+
+    with opened(monitoring_docs(settings)) as docs:
+        if shared_beyond_host(docs):
+            return (docs.read("prometheus") or {}).get("text")
+    try:
+        return (settings.monitoring_dir / "k2.prom").read_text()
+    except FileNotFoundError:
+        return None

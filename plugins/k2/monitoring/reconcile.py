@@ -39,10 +39,10 @@ def reconcile(settings: Settings, exchange: str, now: float) -> Reconciliation:
     from k2.lake.catalog import load_catalog
     from k2.lake.tables import bronze_table
     from k2.medallion import ledger
-    from k2.streams.state import StreamPaths, read_json
+    from k2.streams.control import read_doc
 
     # progress before Bronze: a commit landing in between shows as a surplus, never as a loss
-    progress = read_json(StreamPaths.of(settings, exchange).progress)
+    progress = read_doc(settings, exchange, "progress")
     kafka = sum(committed_offsets(progress, settings.topic_for(exchange)).values()) if progress else None
     entries = [e for e in ledger.entries(settings.lake, "silver", exchange) if not e.rerun]
     covered = merge((e.range_start, e.range_end) for e in entries)

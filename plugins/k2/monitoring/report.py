@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from k2.docstore import opened
+from k2.monitoring.shared import monitoring_docs
 from k2.settings import Settings
-from k2.streams.state import read_json
 
 STREAM_HEADERS = (
     "stream",
@@ -34,7 +35,8 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 
 def stream_rows(settings: Settings) -> list[tuple[str, ...]]:
-    latest = read_json(settings.monitoring_dir / "latest.json") or {}
+    with opened(monitoring_docs(settings)) as docs:
+        latest = docs.read("latest") or {}
     incidents = latest.get("incidents") or []
     rows = []
     for m in latest.get("metrics") or []:

@@ -184,10 +184,10 @@ def kafka_tail(settings: Settings, exchange: str, keys: KeyFilter | None = None)
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     from k2.kafka.lag import committed_offsets
-    from k2.streams.state import StreamPaths, read_json
+    from k2.streams.control import read_doc
 
     topic = settings.topic_for(exchange)
-    committed = committed_offsets(read_json(StreamPaths.of(settings, exchange).progress) or {}, topic)
+    committed = committed_offsets(read_doc(settings, exchange, "progress") or {}, topic)
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka.bootstrap_servers,

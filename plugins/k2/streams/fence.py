@@ -13,24 +13,18 @@ is no fence beyond the instance lock.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 from typing import Any
 
+from k2.lake.catalog_db import NAMESPACE, applies, connect, lock_key
 from k2.settings import LakeSettings
 
-NAMESPACE = 0x4B32  # "K2": the first of the lock's two keys, so K2's locks never meet another application's
-
-
-def applies(lake: LakeSettings) -> bool:
-    """Whether the catalog is a database every host reaches (PostgreSQL)."""
-    return lake.catalog_type != "rest" and lake.catalog_uri.startswith("postgresql")
+__all__ = ["NAMESPACE", "CatalogFence", "applies", "stream_key"]
 
 
 def stream_key(exchange: str) -> int:
-    """The lock's second key: stable across processes and releases (Python's hash() is not)."""
-    return int.from_bytes(hashlib.sha256(f"k2-bronze-{exchange}".encode()).digest()[:4], "big", signed=True)
+    return lock_key(f"k2-bronze-{exchange}")
 
 
 class CatalogFence:
@@ -89,21 +83,4 @@ class CatalogFence:
             self._conn = None
 
     def _connect(self):
-        import psycopg2
-        from sqlalchemy.engine import make_url
-
-        url = make_url(self.lake.catalog_uri)
-        return psycopg2.connect(
-            host=url.host,
-            port=url.port or 5432,
-            user=url.username,
-            password=url.password,
-            dbname=url.database,
-            application_name=self.name[:63],  # PostgreSQL keeps 63 bytes of it
-            connect_timeout=10,
-            # a dead peer is found in about a minute, not after the system's two hours
-            keepalives=1,
-            keepalives_idle=30,
-            keepalives_interval=10,
-            keepalives_count=3,
-        )
+        return connect(self.lake, self.name)

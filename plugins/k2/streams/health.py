@@ -40,10 +40,11 @@ class Observation:
 
 @dataclass
 class SupervisorState:
-    """What the supervisor remembers between checks (persisted in supervisor.json)."""
+    """What the supervisor remembers between checks (the control store's ``supervisor`` document)."""
 
     launched_at: float | None = None
     launcher_pgid: int | None = None
+    launcher_host: str | None = None  # process groups are signalled only there
     restarts: list[float] = field(default_factory=list)  # restart times, pruned to the last hour
     consecutive_failures: int = 0
     down_since: float | None = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import threading
 import time
 import traceback
@@ -27,10 +28,11 @@ from k2.lake.tables import bronze_table
 from k2.log import configure_logging, get_logger
 from k2.settings import Settings, load_settings
 from k2.streams.checkpoint import checkpoint_problem
+from k2.streams.control import ListenerMirror, StreamControl, stream_control
 from k2.streams.fence import CatalogFence
 from k2.streams.fence import applies as fence_applies
 from k2.streams.outage import BrokerWatch, KafkaOutage
-from k2.streams.state import InstanceLock, StreamPaths, lease_valid, write_json
+from k2.streams.state import InstanceLock, StreamPaths
 from k2.streams.upkeep import MetadataUpkeep
 
 log = get_logger("k2.bronze")
@@ -62,8 +64,10 @@ def run(settings: Settings, exchange_name: str) -> int:
     if not lock.acquire():
         log.error("bronze.already_running", exchange=exchange.name, holder=lock.holder_pid())
         return EXIT_ALREADY_RUNNING
+    control = stream_control(settings, exchange.name)
     status = {
         "exchange": exchange.name,
+        "host": socket.gethostname(),
         "pid": os.getpid(),
         "driver_pid": os.getppid(),
         "started_at": time.time(),
@@ -72,7 +76,10 @@ def run(settings: Settings, exchange_name: str) -> int:
 
     def set_status(state: str, **fields) -> None:
         status.update(state=state, updated_at=time.time(), **fields)
-        write_json(paths.status, status)
+        try:
+            control.write("status", status)
+        except Exception as exc:  # the store is the catalog's database: its outage is reported, not fatal here
+            log.warning("bronze.status_not_written", exchange=exchange.name, state=state, error=str(exc)[:500])
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -92,7 +99,16 @@ def run(settings: Settings, exchange_name: str) -> int:
             trigger_s=settings.streams.trigger_interval_s,
             max_offsets=settings.streams.max_offsets_per_trigger,
         )
-        reason = watch(query, paths, stop, set_status, housekeeping=upkeep, broker=broker_watch(settings), fence=fence)
+        reason = watch(
+            query,
+            control,
+            stop,
+            set_status,
+            housekeeping=upkeep,
+            broker=broker_watch(settings),
+            fence=fence,
+            mirror=ListenerMirror(paths, control),
+        )
         set_status("stopping", reason=reason)
         query.stop()
         set_status("stopped", reason=reason)
@@ -117,6 +133,7 @@ def run(settings: Settings, exchange_name: str) -> int:
     finally:
         if fence is not None:
             fence.release()
+        control.close()
         lock.release()
 
 
@@ -209,17 +226,19 @@ def stream_session_conf(settings: Settings) -> dict[str, str]:
 
 def watch(
     query,
-    paths: StreamPaths,
+    control: StreamControl,
     stop: threading.Event,
     set_status,
     housekeeping=lambda: None,
     every_s: float = WATCH_EVERY_S,
     broker: BrokerWatch | None = None,
     fence: CatalogFence | None = None,
+    mirror=lambda: None,
 ) -> str:
     """Block until the query ends or should end; returns why it should stop. ``housekeeping`` runs
-    every ``every_s`` alongside (it decides itself whether there is anything to do). Raises
-    StreamExit when ``broker`` says Kafka has been gone too long, or the ``fence`` is lost."""
+    every ``every_s`` alongside (it decides itself whether there is anything to do), and ``mirror``
+    publishes the listener's files to the control store. Raises StreamExit when ``broker`` says
+    Kafka has been gone too long, or the ``fence`` or the control store is lost."""
     while True:
         if query.awaitTermination(every_s):
             exc = query.exception()
@@ -228,16 +247,31 @@ def watch(
             return "query ended"
         if stop.is_set():
             return "SIGTERM"
-        if paths.stop_request.exists():
-            return "stop requested"
-        if paths.lease.exists() and not lease_valid(paths):
-            return "supervisor lease expired (DAG paused or supervisor gone)"
+        try:
+            reason = requested_stop(control)
+            mirror()
+        except Exception as exc:  # a store is the catalog's database (files do not fail like this)
+            raise catalog_gone(
+                f"the stream's control documents in the catalog's database are out of reach: {exc}"
+            ) from exc
+        if reason is not None:
+            return reason
         if broker is not None:
             broker.check()
         if fence is not None and not fence.check():  # another host may take the stream now: stop writing
             raise catalog_gone("the stream lost its fence: its session with the catalog's database ended")
         set_status("running", heartbeat_at=time.time())
         housekeeping()
+
+
+def requested_stop(control: StreamControl, now: float | None = None) -> str | None:
+    """Why the stream should stop by request: ``k2 stream stop``, or a lease no check renewed."""
+    if control.read("stop") is not None:
+        return "stop requested"
+    lease = control.read("lease")
+    if lease is not None and float(lease.get("expires_at", 0)) <= (now or time.time()):
+        return "supervisor lease expired (DAG paused or supervisor gone)"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

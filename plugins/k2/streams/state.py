@@ -19,7 +19,6 @@ import fcntl
 import json
 import os
 import struct
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,12 +164,3 @@ class InstanceLock:
         finally:
             os.close(fd)  # never held a lock on this fd, so closing it releases nothing
         return None if l_type == fcntl.F_UNLCK else pid
-
-
-def lease_valid(paths: StreamPaths, now: float | None = None) -> bool:
-    data = read_json(paths.lease)
-    return bool(data) and float(data.get("expires_at", 0)) > (now or time.time())
-
-
-def renew_lease(paths: StreamPaths, ttl_s: float, holder: str) -> None:
-    write_json(paths.lease, {"expires_at": time.time() + ttl_s, "holder": holder, "renewed_at": time.time()})

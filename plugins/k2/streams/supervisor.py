@@ -1,17 +1,20 @@
 """Keeps exactly one Bronze stream per exchange running: observe, decide (k2.streams.health), act.
 
 A check (``reconcile``) is one short step that a fresh process can take: all it remembers between
-checks is ``supervisor.json``, and the stream it launches is detached. The supervisor DAGs run one
-check per run; any number of checkers may overlap (a DAG run, ``k2 stream check``): a supervisor
-lock serialises them, and the job's own instance lock makes a second copy of the job exit at once.
+checks is the ``supervisor`` document (k2.streams.control: a file, or a row in the catalog's
+PostgreSQL database that checks on every host share), and the stream it launches is detached. The
+supervisor DAGs run one check per run; any number of checkers may overlap (a DAG run, ``k2 stream
+check``): the control store's exclusive lock serialises them, and the job's own instance lock (and
+fence) makes a second copy of the job exit at once. Processes are signalled only on the host that
+launched them: a check elsewhere sees the stream through the shared documents.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +25,7 @@ from typing import Any
 from k2.log import get_logger
 from k2.runtime.procs import group_alive
 from k2.settings import Settings
+from k2.streams.control import CHECKER, renew_lease, stream_control
 from k2.streams.health import (
     DEPENDENCY_OUTAGES,
     Action,
@@ -31,9 +35,12 @@ from k2.streams.health import (
     SupervisorState,
     decide,
 )
-from k2.streams.state import InstanceLock, StreamPaths, read_json, renew_lease, write_json
+from k2.streams.state import InstanceLock, StreamPaths
 
 log = get_logger(__name__)
+
+# a running job rewrites its status every k2.streams.job.WATCH_EVERY_S: older than this, it is not beating
+HEARTBEAT_MAX_AGE_S = 30.0
 
 AlertCallback = Callable[[str, str, str], None]  # (severity, exchange, message)
 
@@ -89,42 +96,54 @@ class StreamSupervisor:
         self.alert = alert
         self.clock = clock
         self.instance = InstanceLock(self.paths.lock)
+        self.control = stream_control(settings, exchange)
+        self.host = socket.gethostname()
         self._children: list[subprocess.Popen] = []
         self._consumer: Any = None
 
     # --- state -----------------------------------------------------------------------------------
-    def query_running(self, max_heartbeat_age_s: float = 30.0) -> bool:
+    def query_running(self, status: dict | None = None) -> bool:
         """The job's own word: its streaming query started and its watch loop still beats (every
         k2.streams.job.WATCH_EVERY_S), whether or not the topic has anything new."""
-        status = read_json(self.paths.status) or {}
+        if status is None:
+            status = self.control.read("status") or {}
         beat = status.get("heartbeat_at") or status.get("updated_at")
-        return status.get("state") == "running" and beat is not None and self.clock() - beat < max_heartbeat_age_s
+        return status.get("state") == "running" and beat is not None and self.clock() - beat < HEARTBEAT_MAX_AGE_S
+
+    def running_pid(self, status: dict) -> int | None:
+        """The job's pid: this host's instance lock holder, else a job on another host whose status
+        still beats (it holds the fence there; its own host's checks signal it)."""
+        local = self.instance.holder_pid()
+        if local is not None:
+            return local
+        elsewhere = status.get("host") not in (None, self.host)
+        return status.get("pid") if elsewhere and self.query_running(status) else None
 
     def load_state(self) -> SupervisorState:
-        data = read_json(self.paths.supervisor) or {}
+        data = self.control.read("supervisor") or {}
         known = SupervisorState.__dataclass_fields__
         return SupervisorState(**{k: v for k, v in data.items() if k in known})
 
     def save_state(self, state: SupervisorState) -> None:
-        write_json(self.paths.supervisor, asdict(state))
+        self.control.write("supervisor", asdict(state))
 
     # --- observing -------------------------------------------------------------------------------
     def observe(self, state: SupervisorState, known_lag: int | None = None) -> Observation:
         """``known_lag``: records waiting in Kafka, when the caller has just asked Kafka itself."""
         self._reap()
-        status = read_json(self.paths.status) or {}
-        progress = read_json(self.paths.progress) or {}
-        idle = read_json(self.paths.idle) or {}
+        status = self.control.read("status") or {}
+        progress = self.control.read("progress") or {}
+        idle = self.control.read("idle") or {}
         active = [t for t in (progress.get("completed_at"), idle.get("idle_at")) if t]
         return Observation(
             now=self.clock(),
-            running_pid=self.instance.holder_pid(),
-            launcher_alive=group_alive(state.launcher_pgid),
+            running_pid=self.running_pid(status),
+            launcher_alive=self._here(state) and group_alive(state.launcher_pgid),
             job_state=status.get("state"),
             failure_reason=status.get("reason") if status.get("state") == "failed" else None,
             last_active_at=max(active) if active else None,
             lag=self._lag(progress) if known_lag is None else known_lag,
-            stop_requested=self.paths.stop_request.exists(),
+            stop_requested=self.control.read("stop") is not None,
             exchange=self.exchange,
         )
 
@@ -141,11 +160,11 @@ class StreamSupervisor:
     # --- acting ----------------------------------------------------------------------------------
     def reconcile(self) -> StreamReport:
         """One supervision step. Serialised with other supervisors of the same stream."""
-        with self._supervisor_lock() as acquired:
+        with self.control.exclusive(CHECKER, wait=False) as acquired:
             if not acquired:
                 return self._report(None, Decision(Action.NONE, "another supervisor is checking"), self.load_state())
             state = self.load_state()
-            renew_lease(self.paths, self.settings.streams.lease_ttl_s, holder=f"supervisor:{os.getpid()}")
+            renew_lease(self.control, self.settings.streams.lease_ttl_s, holder=f"supervisor:{self.host}:{os.getpid()}")
             obs = self.observe(state)
             decision = decide(obs, state, self.policy)
             self._apply(decision, obs, state)
@@ -183,7 +202,7 @@ class StreamSupervisor:
                 state.consecutive_failures += 1
             state.down_since = None
             state.launched_at = now
-            state.launcher_pgid = self.launch()
+            state.launcher_pgid, state.launcher_host = self.launch(), self.host
         elif decision.action is Action.KILL:
             log.warning("stream.killing", exchange=self.exchange, reason=decision.reason, pid=obs.running_pid)
             self.kill(state, grace_s=5.0)
@@ -234,7 +253,7 @@ class StreamSupervisor:
     def kill(self, state: SupervisorState, grace_s: float = 10.0) -> None:
         """SIGTERM the job's process group, SIGKILL what is left after ``grace_s``."""
         pgid = state.launcher_pgid
-        if pgid is None:
+        if pgid is None or not self._here(state):  # another host's process group: its own checks see to it
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGTERM)
@@ -249,19 +268,19 @@ class StreamSupervisor:
 
     def request_stop(self, timeout_s: float = 60.0) -> bool:
         """Ask the job to stop cleanly (it finishes its batch); True once it is down."""
-        self.paths.stop_request.write_text(str(time.time()))
+        self.control.write("stop", {"requested_at": time.time(), "by": f"{self.host}:{os.getpid()}"})
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self._reap()
-            if self.instance.holder_pid() is None:
+            if self.running_pid(self.control.read("status") or {}) is None:
                 return True
             time.sleep(0.2)
         self.kill(self.load_state())
-        return self.instance.holder_pid() is None
+        return self.running_pid(self.control.read("status") or {}) is None
 
     def clear_stop(self) -> None:
         """Allow the stream to run again: drop a stop request and a previous give-up."""
-        self.paths.stop_request.unlink(missing_ok=True)
+        self.control.delete("stop")
         state = self.load_state()
         state.gave_up_at = state.gave_up_reason = None
         state.alerted, state.restarts, state.consecutive_failures = False, [], 0
@@ -293,31 +312,20 @@ class StreamSupervisor:
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
+        self.control.close()
 
     # --- helpers ---------------------------------------------------------------------------------
     def _reap(self) -> None:
         self._children = [p for p in self._children if p.poll() is None]
 
-    @contextlib.contextmanager
-    def _supervisor_lock(self):
-        path = self.paths.root / "supervisor.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+    def _here(self, state: SupervisorState) -> bool:
+        """Whether the launcher recorded in ``state`` ran on this host (older states: assumed so)."""
+        return state.launcher_host in (None, self.host)
 
     def _report(
         self, obs: Observation | None, decision: Decision, state: SupervisorState, *, acted: bool = True
     ) -> StreamReport:
-        progress = read_json(self.paths.progress) or {}
+        progress = self.control.read("progress") or {}
         now = self.clock()
         if state.gave_up_at is not None:
             shown = "given_up"

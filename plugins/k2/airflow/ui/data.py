@@ -6,9 +6,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from k2.docstore import opened
 from k2.log import get_logger
 from k2.monitoring.incidents import Incident, IncidentStore
 from k2.monitoring.report import STREAM_HEADERS, charts, measurements, stream_rows
+from k2.monitoring.shared import monitoring_docs
 from k2.quality.docs import Validation, recent_validations
 from k2.settings import Settings
 from k2.status import reconciliation_rows
@@ -33,7 +35,8 @@ class ViewData:
 
 
 def collect(settings: Settings, hours: float) -> ViewData:
-    incidents = sorted(IncidentStore(settings.monitoring_dir).load().open.values(), key=lambda i: i.opened_at)
+    with opened(monitoring_docs(settings)) as docs:
+        incidents = sorted(IncidentStore(docs).load().open.values(), key=lambda i: i.opened_at)
     drawn, points, error = _charts(settings, hours)
     return ViewData(
         generated_at=time.time(),
