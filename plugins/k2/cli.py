@@ -52,7 +52,12 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
     print_table(("component", "state", "where", "details"), stack_status(settings))
     print()
-    rows = stream_rows(settings)
+    try:
+        rows = stream_rows(settings)
+    except Exception as exc:  # monitoring's figures are in the catalog's database, which may be down
+        first = (settings.redact(str(exc)).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"streams: monitoring's latest figures are unreachable ({first[:160]})")
+        return 0
     if rows:
         print_table(STREAM_HEADERS, rows)
     else:

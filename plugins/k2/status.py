@@ -119,6 +119,9 @@ def _streams(settings: Settings) -> list[Row]:
         supervisor = StreamSupervisor(settings, exchange)
         try:
             r = supervisor.inspect()
+        except Exception as exc:  # the control store is the catalog's database, which may be down
+            rows.append((f"stream {exchange}", "unknown", f"bronze.{exchange}_trades", _unreachable(settings, exc)))
+            continue
         finally:
             supervisor.close()
         batch = "no batch yet" if r.batch_id is None else f"batch {r.batch_id} {r.last_batch_age_s:.0f}s ago"
@@ -139,8 +142,14 @@ def reconciliation_rows(settings: Settings) -> list[Row]:
     from k2.docstore import opened
     from k2.monitoring.shared import monitoring_docs
 
-    with opened(monitoring_docs(settings)) as docs:
-        latest = {m["exchange"]: m for m in (docs.read("latest") or {}).get("metrics", [])}
+    try:
+        with opened(monitoring_docs(settings)) as docs:
+            latest = {m["exchange"]: m for m in (docs.read("latest") or {}).get("metrics", [])}
+    except Exception as exc:  # as above
+        return [
+            (f"silver {ex}", "unknown", "ops.medallion_ledger", _unreachable(settings, exc))
+            for ex in settings.exchanges
+        ]
     rows = []
     for exchange in settings.exchanges:
         m = latest.get(exchange) or {}
@@ -245,3 +254,9 @@ def _spark(settings: Settings) -> Row:
         settings.spark.master,
         f"one driver per stream ({settings.streams.driver_memory}), {batch}, {ui}",
     )
+
+
+def _unreachable(settings: Settings, exc: Exception) -> str:
+    first = settings.redact(str(exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    fix = "`k2 up` starts K2's own PostgreSQL" if settings.postgres.embedded else "check the server of K2_CATALOG_URI"
+    return f"state in the catalog's database unreachable ({first[:160]}); {fix}"

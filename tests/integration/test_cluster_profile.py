@@ -258,7 +258,11 @@ def test_the_cluster_profile_runs_the_pipeline_through_a_broker_and_a_worker_kil
         assert postgres.pid() is None and airflow.redis.pid() is None
         assert not any(node.running for node in LocalSparkCluster(settings).nodes())
         assert not LocalKafka(settings).status().running
-        _assert_passwords_kept(home, postgres.password(), airflow.redis.password(), [down])
+        after = run_k2("status", env=env)  # everything down, the catalog's database too: said, not a crash
+        assert after.returncode == 0, after.stderr[-2000:]
+        stream_row = _status(after.stdout)[f"stream {EXCHANGE}"]
+        assert "unknown" in stream_row and "catalog's database unreachable" in stream_row, stream_row
+        _assert_passwords_kept(home, postgres.password(), airflow.redis.password(), [down, after])
 
         postgres.ensure_running()  # down kept the data: the catalog's tables and the Silver rows
         trades = load_catalog(settings.lake).load_table(SILVER_TRADES_ID).scan(selected_fields=("trade_id",))

@@ -165,3 +165,35 @@ def test_bronze_silver_and_gold_on_s3(
         keys = objects(s3_endpoint, f"warehouse/{table}/")
         assert any(k.endswith(".parquet") for k in keys) and any(k.endswith(".metadata.json") for k in keys), table
     assert not [p for p in (tmp_path / "home").rglob("*.parquet")]
+
+
+def test_a_corrupt_checkpoint_on_s3_is_reported_with_its_location_and_left_alone(
+    s3_endpoint: str, tmp_path: Path
+) -> None:
+    from k2.streams.checkpoint import checkpoint_problem
+
+    settings = Settings.from_env(
+        {
+            "K2_HOME": str(tmp_path / "home"),
+            "K2_S3_ENDPOINT": s3_endpoint,
+            "K2_S3_ACCESS_KEY_ID": KEY,
+            "K2_S3_SECRET_ACCESS_KEY": SECRET,
+            "K2_STREAM_CHECKPOINTS": f"s3a://{BUCKET}/checkpoints",
+        }
+    )
+    checkpoint = StreamPaths.of(settings, EXCHANGE).checkpoint
+    assert checkpoint_problem(checkpoint, settings.lake) is None  # first start: nothing there yet
+    client = s3_client(s3_endpoint)
+    prefix = f"checkpoints/{EXCHANGE}"
+    client.put_object(Bucket=BUCKET, Key=f"{prefix}/metadata", Body=b'{"id":"abc"}')
+    client.put_object(Bucket=BUCKET, Key=f"{prefix}/offsets/0", Body=b'v1\n{"batchWatermarkMs":0}\n{"t":{"0":5}}\n')
+    client.put_object(Bucket=BUCKET, Key=f"{prefix}/commits/0", Body=b'v1\n{"nextBatchWatermarkMs":0}\n')
+    assert checkpoint_problem(checkpoint, settings.lake) is None
+    client.put_object(Bucket=BUCKET, Key=f"{prefix}/offsets/1", Body=b'v1\n{"batchWatermarkMs":0\n\x00\x00')
+    problem = checkpoint_problem(checkpoint, settings.lake)
+    assert problem is not None and f"s3a://{BUCKET}/{prefix}/offsets/1 is corrupt" in problem.cause
+    move = f"aws s3 mv --recursive --endpoint-url {s3_endpoint} s3://{BUCKET}/{prefix} s3://{BUCKET}/{prefix}.broken"
+    assert move in problem.fix and "never deletes" in problem.fix
+    assert f"{prefix}/offsets/1" in objects(s3_endpoint, prefix)  # reported, not touched
+    client.put_object(Bucket=BUCKET, Key=f"{prefix}/metadata", Body=b"garbage")
+    assert f"s3a://{BUCKET}/{prefix}/metadata is unreadable" in checkpoint_problem(checkpoint, settings.lake).cause

@@ -160,3 +160,33 @@ def test_every_host_shares_the_control_documents_and_one_checker_runs_at_a_time(
         b.close()
         here.close()
         there.close()
+
+
+# a stream job as far as `k2 down` is concerned: holds the instance lock, stops cleanly on SIGTERM
+LOCK_HOLDER = """
+import signal, sys, time
+from pathlib import Path
+from k2.streams.state import InstanceLock
+lock = InstanceLock(Path(sys.argv[1]))
+assert lock.acquire()
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_stop_request_reaches_the_stream_here_while_the_catalogs_database_is_down(tmp_path: Path) -> None:
+    down = f"postgresql+psycopg2://k2:secret@127.0.0.1:{free_port()}/catalog"  # nothing listens there
+    settings = make_settings(tmp_path / "home", catalog_uri=down)
+    supervisor = StreamSupervisor(settings, "binance")
+    job = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(supervisor.paths.lock)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert job.stdout.readline().strip() == "held" and supervisor.instance.holder_pid() == job.pid
+        assert supervisor.request_stop(timeout_s=30)  # the store refused the request: SIGTERM instead
+        assert job.wait(10) == 0  # it stopped the clean way, not killed
+    finally:
+        job.kill()
+        job.wait(10)
+        supervisor.close()

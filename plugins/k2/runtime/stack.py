@@ -68,7 +68,9 @@ def bring_up(
         LocalSparkConnectServer(settings).start_in_background()
     _step(6)
     for exchange in settings.exchanges:  # a previous `k2 down` asked the streams to stay stopped
-        StreamSupervisor(settings, exchange).clear_stop()
+        supervisor = StreamSupervisor(settings, exchange)
+        supervisor.clear_stop()
+        supervisor.close()
     airflow = AirflowServices(settings)
     airflow.start()
     _step(7)
@@ -249,6 +251,8 @@ def bring_down(settings: Settings) -> list[tuple[str, str]]:
     supervisors = [StreamSupervisor(settings, exchange) for exchange in settings.exchanges]
     running = [s.instance.holder_pid() is not None for s in supervisors]
     procs.concurrently([s.request_stop for s in supervisors])  # each finishes its batch: together, not in turn
+    for s in supervisors:
+        s.close()  # their sessions with the catalog's database, which stops last
     results += [
         (f"stream {s.exchange}", "stopped" if r else "was not running")
         for s, r in zip(supervisors, running, strict=True)

@@ -174,8 +174,7 @@ def preflight(settings: Settings, paths: StreamPaths) -> None:
             reason="kafka_unreachable",
             exit_code=EXIT_UNAVAILABLE,
         )
-    # a checkpoint on S3 is read by Spark alone: a damaged one fails the query at its start
-    problem = checkpoint_problem(paths.local_checkpoint) if paths.local_checkpoint else None
+    problem = checkpoint_problem(paths.checkpoint, settings.lake)
     if problem is not None:
         raise StreamExit(problem.cause, problem.fix, reason="checkpoint_corrupt", exit_code=EXIT_CHECKPOINT)
 

@@ -10,6 +10,9 @@
   ``lease``             renewed by the supervisor; the job stops itself when it expires (DAG paused)
   ``stop``              an explicit stop request (``k2 stream stop``)
 ``$K2_HOME/checkpoints/<exchange>/`` is the Spark checkpoint, ``$K2_HOME/logs/streams/`` the logs.
+Readers go through k2.streams.control: with the catalog on PostgreSQL, status, progress, idle,
+supervisor, lease and stop are rows in its database instead, and only the lock, the listener's own
+files (copied there by the driver) and the logs stay on the host.
 """
 
 from __future__ import annotations

@@ -267,16 +267,35 @@ class StreamSupervisor:
         self._reap()
 
     def request_stop(self, timeout_s: float = 60.0) -> bool:
-        """Ask the job to stop cleanly (it finishes its batch); True once it is down."""
-        self.control.write("stop", {"requested_at": time.time(), "by": f"{self.host}:{os.getpid()}"})
+        """Ask the job to stop cleanly (it finishes its batch); True once this host's instance is
+        down. The request is a shared document, so an instance on another host stops too (within
+        its next watch). When the store cannot take it (its database is down), the instance here is
+        sent SIGTERM instead, which it handles the same way."""
+        try:
+            self.control.write("stop", {"requested_at": time.time(), "by": f"{self.host}:{os.getpid()}"})
+        except Exception as exc:
+            log.warning("stream.stop_not_recorded", exchange=self.exchange, error=f"{type(exc).__name__}: {exc}"[:300])
+            pid = self.instance.holder_pid()
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self._reap()
-            if self.running_pid(self.control.read("status") or {}) is None:
+            if self.instance.holder_pid() is None:
                 return True
             time.sleep(0.2)
-        self.kill(self.load_state())
-        return self.running_pid(self.control.read("status") or {}) is None
+        try:  # it did not stop in time: the process group its launcher started
+            self.kill(self.load_state())
+        except Exception:  # the store is out of reach: the job's own process, at least
+            pid = self.instance.holder_pid()
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+                wait_for_exit = time.monotonic() + 10
+                while time.monotonic() < wait_for_exit and self.instance.holder_pid() is not None:
+                    time.sleep(0.2)
+        return self.instance.holder_pid() is None
 
     def clear_stop(self) -> None:
         """Allow the stream to run again: drop a stop request and a previous give-up."""
