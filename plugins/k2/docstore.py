@@ -163,6 +163,11 @@ def doc_store(settings: Settings, scope: str, directory: Path, files: Mapping[st
     return FileDocs(directory, files)
 
 
+def shared_beyond_host(docs: DocStore) -> bool:
+    """Whether the documents live beyond this host's files."""
+    return not isinstance(docs, FileDocs)
+
+
 @contextlib.contextmanager
 def opened(store: DocStore) -> Iterator[DocStore]:
     try:

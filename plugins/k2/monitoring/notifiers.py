@@ -209,8 +209,8 @@ def _deliver(channel: Channel, alert: Alert, alerts: AlertSettings, sleep: Calla
 
 
 def outbox(settings: Settings) -> Outbox:
-    from k2.docstore import FileDocs
-    from k2.monitoring.shared import monitoring_docs, shared_beyond_host
+    from k2.docstore import FileDocs, shared_beyond_host
+    from k2.monitoring.shared import monitoring_docs
 
     docs = monitoring_docs(settings)
     return Outbox(docs, FileDocs(settings.monitoring_dir) if shared_beyond_host(docs) else None)

@@ -78,7 +78,7 @@ def write_textfile(
 ) -> None:
     """``k2.prom`` for a node exporter on this host; with ``docs`` shared beyond it, the same text
     there too, which the API server's /metrics serves on whichever host it runs."""
-    from k2.monitoring.shared import shared_beyond_host
+    from k2.docstore import shared_beyond_host
 
     text = render(metrics, incidents)
     path = settings.monitoring_dir / "k2.prom"
@@ -92,8 +92,8 @@ def write_textfile(
 
 def latest_text(settings: Settings) -> str | None:
     """The newest Prometheus text monitoring wrote, from the shared documents or this host's file."""
-    from k2.docstore import opened
-    from k2.monitoring.shared import monitoring_docs, shared_beyond_host
+    from k2.docstore import opened, shared_beyond_host
+    from k2.monitoring.shared import monitoring_docs
 
     with opened(monitoring_docs(settings)) as docs:
         if shared_beyond_host(docs):

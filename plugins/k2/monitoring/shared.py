@@ -6,14 +6,9 @@ host each runs on."""
 
 from __future__ import annotations
 
-from k2.docstore import DocStore, FileDocs, doc_store
+from k2.docstore import DocStore, doc_store
 from k2.settings import Settings
 
 
 def monitoring_docs(settings: Settings) -> DocStore:
     return doc_store(settings, "monitoring", settings.monitoring_dir)
-
-
-def shared_beyond_host(docs: DocStore) -> bool:
-    """Whether the documents live beyond this host's files (the Prometheus text then goes there too)."""
-    return not isinstance(docs, FileDocs)

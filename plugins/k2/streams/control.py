@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from k2.docstore import DocStore, FileDocs, doc_store
+from k2.docstore import DocStore, FileDocs, doc_store, shared_beyond_host
 from k2.settings import Settings
 from k2.streams.state import StreamPaths, read_json
 
@@ -44,11 +44,6 @@ def stream_control(settings: Settings, exchange: str) -> StreamControl:
     return doc_store(settings, f"stream/{exchange}", StreamPaths.of(settings, exchange).root, FILES)
 
 
-def lease_valid(control: StreamControl, now: float | None = None) -> bool:
-    data = control.read("lease")
-    return bool(data) and float(data.get("expires_at", 0)) > (now or time.time())
-
-
 def renew_lease(control: StreamControl, ttl_s: float, holder: str) -> None:
     control.write("lease", {"expires_at": time.time() + ttl_s, "holder": holder, "renewed_at": time.time()})
 
@@ -63,7 +58,7 @@ class ListenerMirror:
         self._seen: dict[str, float] = {}
 
     def __call__(self) -> None:
-        if isinstance(self.control, FileDocs):
+        if not shared_beyond_host(self.control):
             return
         for doc, path in (("progress", self.paths.progress), ("idle", self.paths.idle)):
             try:
