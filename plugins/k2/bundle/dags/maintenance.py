@@ -35,8 +35,10 @@ with DAG(
     description="Iceberg compaction, manifest rewrite, snapshot expiry and orphan removal on every K2 table",
     doc_md=DOC,
     # daily, off the hour so it does not meet the batch's start; no start date, so a newly unpaused DAG
-    # (`k2 up`) waits for the next 03:30 instead of running at once beside the first batch run
-    schedule=CronTriggerTimetable("30 3 * * *", timezone="UTC", run_immediately=False),
+    # (`k2 up`) waits for the next 03:30 instead of running at once beside the first batch run. Not
+    # run_immediately=False: Airflow 3.3 reads it as "if within a tenth of the period" and runs at once
+    # when unpaused before 05:54; a zero buffer is "never".
+    schedule=CronTriggerTimetable("30 3 * * *", timezone="UTC", run_immediately=timedelta(0)),
     catchup=False,
     max_active_runs=1,
     deadline=batch_deadline(settings.maintenance.deadline_min),
