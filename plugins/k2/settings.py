@@ -193,7 +193,12 @@ class SparkSettings(Section):
     )
     master_port: int = setting(7077, "Port of the embedded standalone master (on 127.0.0.1).", ge=1, le=65535)
     master_ui_port: int = setting(
-        8090, "Port of the embedded standalone master's web UI and JSON status (on 127.0.0.1).", ge=1, le=65535
+        8090,
+        "Port of the standalone master's web UI and JSON status: the embedded master's (on 127.0.0.1), or, when "
+        "K2_SPARK_MASTER names your own cluster, that master's (Spark's default is 8080). Checks on any host read the "
+        "cluster there and end a stalled stream's application through it.",
+        ge=1,
+        le=65535,
     )
     worker_cores: int = setting(
         4,

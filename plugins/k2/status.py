@@ -37,7 +37,7 @@ def _spark_cluster(settings: Settings) -> list[Row]:
         state = cluster.state()
         detail = (
             f"{state.alive_workers} workers alive, {state.cores_used}/{state.cores} slots used, "
-            f"{len(state.applications)} applications; UI http://{cluster.status_url.split('/')[2]}"
+            f"{len(state.applications)} applications; UI {cluster.master.ui_url}"
         )
     except (OSError, ValueError) as exc:
         detail = f"master not answering ({type(exc).__name__})"

@@ -4,7 +4,8 @@ three KRaft brokers (topics with replication 3, min.insync.replicas 2), a Spark 
 and Airflow's metadata DB), Redis and two Celery workers, each a process of its own. Feeds -> Bronze ->
 Silver -> Gold with the gates and monitoring. Under load one Kafka broker (the leader of a partition)
 and one Spark worker (the one running the stream's executor) die with SIGKILL: the stream goes on,
-Bronze holds every acknowledged Kafka offset once, and Silver holds each trade once. `k2 down` stops it
+Bronze holds every acknowledged Kafka offset once, and Silver holds each trade once. A check on
+another host ends the stream's application through the master, and the checks here start it again. `k2 down` stops it
 all, PostgreSQL last, and keeps the data; neither password is in any output, log or command line."""
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from k2.runtime.postgres import LocalPostgres
 from k2.runtime.spark_cluster import LocalSparkCluster
 from k2.settings import Settings
 from k2.streams.control import stream_control
+from k2.streams.supervisor import StreamSupervisor
 from tests.helpers import free_port, wait_for
 from tests.integration.stream_support import EXCHANGE, BackgroundFeed, bronze_coordinates, running_job
 from tests.integration.test_bronze_streams import end_offsets
@@ -94,7 +96,7 @@ def _executed(log_text: str) -> set[tuple[str, str, str]]:
 
 @pytest.mark.timeout(1200)
 def test_the_cluster_profile_runs_the_pipeline_through_a_broker_and_a_worker_killed_under_load(
-    tmp_path: Path, jars
+    tmp_path: Path, jars, request: pytest.FixtureRequest
 ) -> None:
     from confluent_kafka.admin import AdminClient, ConfigResource
 
@@ -115,6 +117,7 @@ def test_the_cluster_profile_runs_the_pipeline_through_a_broker_and_a_worker_kil
     )
     settings = Settings.from_env(env)
     postgres, airflow = LocalPostgres(settings), AirflowServices(settings)
+    request.addfinalizer(postgres.reset)  # as root its data directory is outside tmp_path: gone however the test ends
     outputs = []
     try:
         started = time.monotonic()
@@ -203,6 +206,18 @@ def test_the_cluster_profile_runs_the_pipeline_through_a_broker_and_a_worker_kil
                 "k2_medallion", run_id, {"start": start.isoformat(), "end": stop.isoformat(), "catch_up": False}
             )
 
+        # meanwhile a check on another host judges the stream stalled: the driver's process group is not
+        # its own, so it ends the application through the master; the scheduled checks here start it again
+        first_app = control.read("status")["spark_app_id"]
+        elsewhere = StreamSupervisor(settings, EXCHANGE)
+        elsewhere.host = "another-host"
+        try:
+            assert elsewhere.kill_elsewhere(elsewhere.load_state(), "stalled (a drill)")
+        finally:
+            elsewhere.close()
+        ended_at = time.time()
+        assert first_app not in cluster.state().applications
+
         def finished() -> dict[str, str] | None:
             states = {run_id: api.run_state("k2_medallion", run_id) for run_id in runs}
             return states if all(s in ("success", "failed") for s in states.values()) else None
@@ -211,6 +226,14 @@ def test_the_cluster_profile_runs_the_pipeline_through_a_broker_and_a_worker_kil
         print(f"both runs finished: {time.monotonic() - started:.1f} s")
         logs = {n: (airflow.log_dir / f"celery-worker-{n}.log").read_text(errors="replace") for n in (1, 2)}
         assert states == dict.fromkeys(runs, "success"), {n: text[-3000:] for n, text in logs.items()}
+
+        def restarted() -> dict | None:
+            status = control.read("status") or {}
+            return status if status.get("state") == "running" and status["started_at"] > ended_at else None
+
+        status = wait_for(restarted, 300, "the scheduled checks to start the stream again", interval=1)
+        assert status["spark_app_id"] != first_app and status["spark_app_id"] in cluster.state().applications
+        print(f"stream restarted after the master ended it: {time.monotonic() - started:.1f} s")
         silver_report = api.return_value("k2_medallion", "cluster_0", f"{EXCHANGE}.silver")
         assert silver_report["silver_new"] > 0 and silver_report["quality"], silver_report  # gated
 
@@ -249,26 +272,23 @@ def test_the_cluster_profile_runs_the_pipeline_through_a_broker_and_a_worker_kil
         stopping = time.monotonic()
         down = run_k2("down", env=env)
         print(f"k2 down: {time.monotonic() - stopping:.1f} s")
-    try:
-        assert down.returncode == 0, down.stderr[-2000:]
-        results = dict(line.split(None, 1) for line in down.stdout.splitlines()[2:] if line.strip())
-        assert "celery-worker-1, celery-worker-2 stopped" in results["airflow"]
-        assert results["redis"].strip() == "stopped" and results["postgres"].strip() == "stopped"
-        assert list(results)[-1] == "postgres"  # after everything that used it
-        assert postgres.pid() is None and airflow.redis.pid() is None
-        assert not any(node.running for node in LocalSparkCluster(settings).nodes())
-        assert not LocalKafka(settings).status().running
-        after = run_k2("status", env=env)  # everything down, the catalog's database too: said, not a crash
-        assert after.returncode == 0, after.stderr[-2000:]
-        stream_row = _status(after.stdout)[f"stream {EXCHANGE}"]
-        assert "unknown" in stream_row and "catalog's database unreachable" in stream_row, stream_row
-        _assert_passwords_kept(home, postgres.password(), airflow.redis.password(), [down, after])
+    assert down.returncode == 0, down.stderr[-2000:]
+    results = dict(line.split(None, 1) for line in down.stdout.splitlines()[2:] if line.strip())
+    assert "celery-worker-1, celery-worker-2 stopped" in results["airflow"]
+    assert results["redis"].strip() == "stopped" and results["postgres"].strip() == "stopped"
+    assert list(results)[-1] == "postgres"  # after everything that used it
+    assert postgres.pid() is None and airflow.redis.pid() is None
+    assert not any(node.running for node in LocalSparkCluster(settings).nodes())
+    assert not LocalKafka(settings).status().running
+    after = run_k2("status", env=env)  # everything down, the catalog's database too: said, not a crash
+    assert after.returncode == 0, after.stderr[-2000:]
+    stream_row = _status(after.stdout)[f"stream {EXCHANGE}"]
+    assert "unknown" in stream_row and "catalog's database unreachable" in stream_row, stream_row
+    _assert_passwords_kept(home, postgres.password(), airflow.redis.password(), [down, after])
 
-        postgres.ensure_running()  # down kept the data: the catalog's tables and the Silver rows
-        trades = load_catalog(settings.lake).load_table(SILVER_TRADES_ID).scan(selected_fields=("trade_id",))
-        assert trades.to_arrow().num_rows == len(keys)
-    finally:
-        postgres.reset()  # as root its data directory is outside tmp_path
+    postgres.ensure_running()  # down kept the data: the catalog's tables and the Silver rows
+    trades = load_catalog(settings.lake).load_table(SILVER_TRADES_ID).scan(selected_fields=("trade_id",))
+    assert trades.to_arrow().num_rows == len(keys)
 
 
 def _assert_passwords_kept(home: Path, pg_password: str, redis_password: str, outputs: list) -> None:

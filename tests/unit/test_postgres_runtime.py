@@ -75,3 +75,17 @@ def test_processes_generating_the_password_at_once_all_get_the_same_one(tmp_path
         values = set(pool.map(lambda _: superuser_password(tmp_path), range(32)))
     assert len(values) == 1 and (tmp_path / "postgres" / "password").read_text().strip() in values
     assert sorted(p.name for p in (tmp_path / "postgres").iterdir()) == ["password"]  # no temporary file left
+
+
+def test_a_data_directory_older_than_k2_homes_password_is_told_from_one_made_with_it(tmp_path: Path) -> None:
+    from k2.runtime.postgres import outlived_its_password
+
+    data, password = tmp_path / "data", tmp_path / "password"
+    data.mkdir()
+    password.write_text("first")
+    (data / "PG_VERSION").write_text("15\n")  # initdb after the password was made: its own
+    os.utime(password, (1_000, 1_000))
+    assert not outlived_its_password(data, password)
+    os.utime(password, (2_000_000_000, 2_000_000_000))  # a password made after initdb: K2_HOME made anew
+    assert outlived_its_password(data, password)
+    assert not outlived_its_password(tmp_path / "none", password)  # no server yet: initdb makes one

@@ -40,6 +40,19 @@ def test_the_cluster_profile_gives_the_scale_out_form_and_explicit_variables_win
         Settings.from_env({"K2_HOME": str(tmp_path), "K2_PROFILE": "kubernetes"})
 
 
+def test_a_standalone_master_is_reached_on_its_ui_port_and_only_a_standalone_master(tmp_path: Path) -> None:
+    from k2.runtime.spark_master import SparkMaster
+
+    def master(**env: str) -> SparkMaster | None:
+        return SparkMaster.of(Settings.from_env({"K2_HOME": str(tmp_path), **env}))
+
+    assert master() is None  # local mode: no master to ask
+    assert master(K2_SPARK_WORKERS="2", K2_SPARK_MASTER_UI_PORT="18090").ui_url == "http://127.0.0.1:18090"
+    ha = master(K2_SPARK_MASTER="spark://m1.internal:7077,m2.internal:7077", K2_SPARK_MASTER_UI_PORT="8080")
+    assert ha.ui_url == "http://m1.internal:8080"
+    assert master(K2_SPARK_MASTER="yarn") is None
+
+
 def test_environment_overrides_are_parsed_by_type(tmp_path: Path) -> None:
     s = Settings.from_env(
         {

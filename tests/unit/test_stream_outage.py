@@ -42,3 +42,31 @@ def test_a_broker_that_answers_in_between_starts_the_count_again() -> None:
 
 def test_a_short_allowance_is_probed_at_least_three_times() -> None:
     assert BrokerWatch(lambda: True, allowed_s=20, every_s=15).every_s == pytest.approx(20 / 3)
+
+
+class WaitingQuery:
+    """A streaming query that waits for data: it never ends by itself."""
+
+    def awaitTermination(self, timeout_s: float) -> bool:  # pyspark's name
+        return False
+
+
+def test_a_query_waiting_for_data_under_an_ended_application_stops_the_stream(tmp_path) -> None:
+    import threading
+
+    from k2.docstore import FileDocs
+    from k2.streams.job import StreamExit, watch
+
+    looks = []
+    ended = iter([False, False, True])
+    with pytest.raises(StreamExit) as stopped:
+        watch(
+            WaitingQuery(),
+            FileDocs(tmp_path),  # no stop request, no lease
+            threading.Event(),
+            lambda state, **fields: looks.append(state),
+            every_s=0,
+            application_ended=lambda: next(ended),
+        )
+    assert stopped.value.reason == "application_ended" and "master" in stopped.value.cause
+    assert looks == ["running", "running"]  # it beat while the application lived

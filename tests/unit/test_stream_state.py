@@ -62,3 +62,29 @@ def test_checkpoint_checks(tmp_path: Path) -> None:
     assert (cp / "offsets" / "1").exists()  # reported, not touched
     (cp / "metadata").write_text("garbage")
     assert "metadata" in checkpoint_problem(cp).cause
+
+
+def test_a_launch_on_another_host_is_given_its_start_up_time_before_a_check_here_starts_a_copy(
+    tmp_path: Path,
+) -> None:
+    from k2.streams.health import SupervisorState
+    from k2.streams.supervisor import StreamSupervisor
+
+    now = [1_000_000.0]
+    settings = Settings.from_env({"K2_HOME": str(tmp_path), "K2_STREAM_START_TIMEOUT_S": "180"})
+    supervisor = StreamSupervisor(settings, "binance", clock=lambda: now[0])
+    supervisor.save_state(SupervisorState(launched_at=now[0], launcher_pgid=4242, launcher_host="another-host"))
+    try:
+        # that host's job has not written a word yet, then says it is starting: either way, starting
+        assert supervisor.inspect(known_lag=5).action == "none" and supervisor.inspect(known_lag=5).state == "starting"
+        supervisor.control.write("status", {"state": "starting", "host": "another-host", "started_at": now[0] + 2})
+        now[0] += 100
+        assert supervisor.inspect(known_lag=5).reason == "starting"
+        now[0] += 81  # its start-up time has run out without a running job: down, restarted after back-off
+        late = supervisor.inspect(known_lag=5)
+        assert (late.state, late.action) == ("down", "wait") and "restart in" in late.reason
+        now[0] -= 170  # that job failed: no need to wait for the time to run out
+        supervisor.control.write("status", {"state": "failed", "host": "another-host", "started_at": now[0] - 5})
+        assert supervisor.inspect(known_lag=5).state == "down"
+    finally:
+        supervisor.close()

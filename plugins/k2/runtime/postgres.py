@@ -66,6 +66,16 @@ def superuser_password(home: Path) -> str:
     return generated_secret(password_file(home), lambda: secrets.token_hex(24))  # URL-safe as it is
 
 
+def outlived_its_password(data_dir: Path, password_file: Path) -> bool:
+    """Whether ``data_dir`` was initialised before K2_HOME's password file was made: initdb takes the
+    password from that file, so a newer file holds a password the server never had (K2_HOME was
+    made anew at the same path)."""
+    version = data_dir / "PG_VERSION"
+    if not (password_file.is_file() and version.is_file()):
+        return False
+    return password_file.stat().st_mtime > version.stat().st_mtime
+
+
 def embedded_uri(home: Path, port: int, database: str, driver: str = "psycopg2") -> str:
     """SQLAlchemy URL of a database of K2_HOME's server; it carries the password. With
     K2_POSTGRES_EMBEDDED, K2_CATALOG_URI and K2_AIRFLOW_DB_URI default to these."""
@@ -126,8 +136,17 @@ class LocalPostgres:
         """Initialised, running, accepting the password, with K2's databases; idempotent."""
         if self.pid() is None:
             procs.require_free_port(HOST, self.port, "K2_POSTGRES_PORT")
+            self.password()  # generated now if K2_HOME has none yet
             if not (self.data_dir / "PG_VERSION").is_file():
                 self._initdb()
+            elif self.root != self.state_dir and outlived_its_password(self.data_dir, self.password_file):
+                # as root the data directory is outside K2_HOME and outlives it
+                raise K2Error(
+                    f"the PostgreSQL data directory {self.root} was made for an earlier K2_HOME at "
+                    f"{self.settings.home}, whose password file went with it: the server would refuse this one",
+                    f"remove it to start afresh (`rm -rf {self.root}`; its catalog named that K2_HOME's files), "
+                    "or put the earlier K2_HOME back.",
+                )
             self._start()
         self._wait_ready(timeout_s)
         self._create_databases()

@@ -10,11 +10,9 @@ killing a worker's process group is what losing that host does to a cluster.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import psutil
 from k2.errors import K2Error
 from k2.log import get_logger
 from k2.runtime import procs
+from k2.runtime.spark_master import ClusterState, SparkMaster
 from k2.settings import Settings
 
 log = get_logger(__name__)
@@ -40,16 +39,6 @@ class NodeStatus:
     log_file: Path
 
 
-@dataclass(frozen=True)
-class ClusterState:
-    """What the master says (its JSON status): live workers and running applications."""
-
-    alive_workers: int
-    cores: int
-    cores_used: int
-    applications: dict[str, str]  # application id -> name
-
-
 class LocalSparkCluster:
     """Start, stop and inspect the embedded standalone cluster of ``settings``' state directory."""
 
@@ -58,7 +47,7 @@ class LocalSparkCluster:
         self.spark = settings.spark
         self.dir = settings.home / "spark-cluster"
         self.url = f"spark://{HOST}:{self.spark.master_port}"
-        self.status_url = f"http://{HOST}:{self.spark.master_ui_port}/json/"
+        self.master = SparkMaster(f"http://{HOST}:{self.spark.master_ui_port}")
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def ensure_running(self, timeout_s: float = 120.0) -> ClusterState:
@@ -122,15 +111,7 @@ class LocalSparkCluster:
         ]
 
     def state(self) -> ClusterState:
-        with urllib.request.urlopen(self.status_url, timeout=5) as response:
-            status = json.load(response)
-        alive = [w for w in status.get("workers", []) if w.get("state") == "ALIVE"]
-        return ClusterState(
-            alive_workers=len(alive),
-            cores=sum(w["cores"] for w in alive),
-            cores_used=sum(w["coresused"] for w in alive),
-            applications={a["id"]: a["name"] for a in status.get("activeapps", [])},
-        )
+        return self.master.state()
 
     def executor_worker(self, app_name: str) -> int | None:
         """The number of the worker running an executor of the application named ``app_name``."""

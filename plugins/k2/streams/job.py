@@ -91,7 +91,10 @@ def run(settings: Settings, exchange_name: str) -> int:
         preflight(settings, paths)
         spark, query = start_query(settings, exchange.name, paths)
         upkeep = MetadataUpkeep(spark, settings, bronze_table(exchange.name).identifier)
-        set_status("running", query_id=str(query.id), run_id=str(query.runId))
+        # the application id lets a check on another host end it through a standalone master
+        set_status(
+            "running", query_id=str(query.id), run_id=str(query.runId), spark_app_id=spark.sparkContext.applicationId
+        )
         log.info(
             "bronze.running",
             exchange=exchange.name,
@@ -108,6 +111,7 @@ def run(settings: Settings, exchange_name: str) -> int:
             broker=broker_watch(settings),
             fence=fence,
             mirror=ListenerMirror(paths, control),
+            application_ended=spark.sparkContext._jsc.sc().isStopped,
         )
         set_status("stopping", reason=reason)
         query.stop()
@@ -233,17 +237,27 @@ def watch(
     broker: BrokerWatch | None = None,
     fence: CatalogFence | None = None,
     mirror=lambda: None,
+    application_ended=lambda: False,
 ) -> str:
     """Block until the query ends or should end; returns why it should stop. ``housekeeping`` runs
     every ``every_s`` alongside (it decides itself whether there is anything to do), and ``mirror``
     publishes the listener's files to the control store. Raises StreamExit when ``broker`` says
-    Kafka has been gone too long, or the ``fence`` or the control store is lost."""
+    Kafka has been gone too long, the ``fence`` or the control store is lost, or the Spark
+    application has ended under a query that waits for data (it would fail only at its next batch)."""
     while True:
         if query.awaitTermination(every_s):
             exc = query.exception()
             if exc is not None:
                 raise RuntimeError(f"streaming query failed: {exc}")
             return "query ended"
+        if application_ended():
+            raise StreamExit(
+                "the stream's Spark application ended: its master removed it (a check on another host ended it "
+                "through the master, or the master lost it)",
+                "nothing to do: the supervisor starts the stream again from its checkpoint.",
+                reason="application_ended",
+                exit_code=1,
+            )
         if stop.is_set():
             return "SIGTERM"
         try:

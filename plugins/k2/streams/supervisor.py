@@ -6,7 +6,8 @@ PostgreSQL database that checks on every host share), and the stream it launches
 supervisor DAGs run one check per run; any number of checkers may overlap (a DAG run, ``k2 stream
 check``): the control store's exclusive lock serialises them, and the job's own instance lock (and
 fence) makes a second copy of the job exit at once. Processes are signalled only on the host that
-launched them: a check elsewhere sees the stream through the shared documents.
+launched them: a check elsewhere sees the stream through the shared documents, and ends a stalled one
+through the standalone Spark master its driver uses (k2.runtime.spark_master).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from k2.log import get_logger
 from k2.runtime.procs import group_alive
+from k2.runtime.spark_master import SparkMaster
 from k2.settings import Settings
 from k2.streams.control import CHECKER, renew_lease, stream_control
 from k2.streams.health import (
@@ -138,7 +140,7 @@ class StreamSupervisor:
         return Observation(
             now=self.clock(),
             running_pid=self.running_pid(status),
-            launcher_alive=self._here(state) and group_alive(state.launcher_pgid),
+            launcher_alive=self._launcher_alive(state, status),
             job_state=status.get("state"),
             failure_reason=status.get("reason") if status.get("state") == "failed" else None,
             last_active_at=max(active) if active else None,
@@ -204,8 +206,11 @@ class StreamSupervisor:
             state.launched_at = now
             state.launcher_pgid, state.launcher_host = self.launch(), self.host
         elif decision.action is Action.KILL:
-            log.warning("stream.killing", exchange=self.exchange, reason=decision.reason, pid=obs.running_pid)
-            self.kill(state, grace_s=5.0)
+            if self._here(state):
+                log.warning("stream.killing", exchange=self.exchange, reason=decision.reason, pid=obs.running_pid)
+                self.kill(state, grace_s=5.0)
+            else:
+                self.kill_elsewhere(state, decision.reason)
             state.down_since = now
         elif decision.action is Action.GIVE_UP:
             state.gave_up_at, state.gave_up_reason = now, decision.reason
@@ -265,6 +270,24 @@ class StreamSupervisor:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signal.SIGKILL)
         self._reap()
+
+    def kill_elsewhere(self, state: SupervisorState, reason: str) -> bool:
+        """End a stream whose driver runs on another host: through the standalone Spark master, which
+        removes its application (the driver's process exits there). Without a master (local mode on
+        that host), or when it does not answer, it is left to that host's own checks. True once the
+        master no longer runs the application."""
+        app_id = (self.control.read("status") or {}).get("spark_app_id")
+        master = SparkMaster.of(self.settings)
+        where = {"exchange": self.exchange, "host": state.launcher_host, "reason": reason}
+        if master is None or not app_id:
+            log.warning("stream.kill_left_to_its_host", **where, why="its driver is out of this host's reach")
+            return False
+        log.warning("stream.killing_through_master", **where, app_id=app_id, master=master.ui_url)
+        try:
+            return master.kill_application(app_id)
+        except (OSError, ValueError) as exc:
+            log.warning("stream.master_unreachable", **where, master=master.ui_url, error=str(exc)[:300])
+            return False
 
     def request_stop(self, timeout_s: float = 60.0) -> bool:
         """Ask the job to stop cleanly (it finishes its batch); True once this host's instance is
@@ -336,6 +359,18 @@ class StreamSupervisor:
     # --- helpers ---------------------------------------------------------------------------------
     def _reap(self) -> None:
         self._children = [p for p in self._children if p.poll() is None]
+
+    def _launcher_alive(self, state: SupervisorState, status: dict) -> bool:
+        """Whether the last launch may still be starting: here, its process group lives; on another
+        host, the job it launched has not ended and the start-up time has not run out (until then a
+        check here would start a second copy, which the fence would only turn into a standby)."""
+        if self._here(state):
+            return group_alive(state.launcher_pgid)
+        if state.launched_at is None:
+            return False
+        if status.get("started_at", 0) >= state.launched_at and status.get("state") not in ("starting", "running"):
+            return False  # that job has ended
+        return self.clock() - state.launched_at < self.policy.start_timeout_s
 
     def _here(self, state: SupervisorState) -> bool:
         """Whether the launcher recorded in ``state`` ran on this host (older states: assumed so)."""
