@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -80,3 +81,16 @@ def _cpus() -> int:
     import os
 
     return os.cpu_count() or 1
+
+
+def jit_seconds(pid: int) -> float:
+    """Seconds a JVM has spent compiling (HotSpot's java.ci.totalTime, read with the JDK's jcmd); 0
+    when it cannot be read. A JVM compiles for minutes after it starts: CPU measured early includes it."""
+    try:
+        out = subprocess.run(["jcmd", str(pid), "PerfCounter.print"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 0.0
+    counters = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    if "java.ci.totalTime" not in counters:
+        return 0.0
+    return int(counters["java.ci.totalTime"]) / int(counters["sun.os.hrt.frequency"])

@@ -28,6 +28,7 @@ bar <= 5 min after `k2 up` starts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -40,7 +41,7 @@ from pathlib import Path
 
 import bronze_stream
 import psutil
-from _harness import embedded_broker, free_port, progress, write_results
+from _harness import embedded_broker, free_port, jit_seconds, progress, write_results
 from latency import LatencyCollector
 
 from k2 import dag_ids
@@ -229,12 +230,29 @@ def stream_cpu_share(settings: Settings, home: Path, sample_s: float) -> dict:
                 procs.stop(feed_pid_file(settings, exchange))
             time.sleep(10)  # the last records are committed before the idle sample
         progress(f"stream CPU at {label.replace('_', ' ')}: sampling {sample_s:.0f}s")
+        jvms = stream_jvms(home)
+        compiled = {ex: jit_seconds(pid) for ex, pid in jvms.items()}
         cpu = CpuSampler(home)
         cpu.start()
         time.sleep(sample_s)
         used = cpu.stop()
         shares[label] = {ex: round(used.get(f"stream_{ex}", 0.0) / sample_s, 3) for ex in EXCHANGES}
+        # the part of it each stream's JVM spent compiling (a young JVM compiles for minutes)
+        shares[f"{label}_jit"] = {
+            ex: round((jit_seconds(pid) - compiled[ex]) / sample_s, 3) for ex, pid in jvms.items()
+        }
     return shares
+
+
+def stream_jvms(home: Path) -> dict[str, int]:
+    """Each stream's JVM (its Spark driver), by exchange."""
+    found = {}
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            kind = component(proc, str(home))
+            if kind and kind.startswith("stream_") and proc.name() == "java":
+                found[kind.removeprefix("stream_")] = proc.pid
+    return found
 
 
 def full_stack(result: dict, window_s: float, warmup_s: float, run_timeout_s: float, idle_s: float = 60.0) -> None:
