@@ -29,6 +29,7 @@ from k2.lake.catalog import load_catalog
 from k2.lake.names import SILVER_TRADES_ID
 from k2.lake.tables import all_tables
 from k2.monitoring.metrics import kafka_lag
+from k2.quality.docs import recent_validations
 from k2.runtime.airflow import AirflowServices
 from k2.runtime.airflow_api import AirflowApi
 from k2.runtime.broker import LocalKafka
@@ -236,6 +237,8 @@ def test_the_cluster_profile_runs_the_pipeline_through_a_broker_and_a_worker_kil
         print(f"stream restarted after the master ended it: {time.monotonic() - started:.1f} s")
         silver_report = api.return_value("k2_medallion", "cluster_0", f"{EXCHANGE}.silver")
         assert silver_report["silver_new"] > 0 and silver_report["quality"], silver_report  # gated
+        published = recent_validations(settings)  # every gate's, from the catalog's database: any host's view
+        assert {f"silver.{EXCHANGE}", f"gold_1m.{EXCHANGE}"} <= {v.suite for v in published if v.page}
 
         silver = load_catalog(settings.lake).load_table(SILVER_TRADES_ID).scan().to_arrow()
         keys = list(zip(silver["symbol"].to_pylist(), silver["trade_id"].to_pylist(), strict=True))

@@ -57,7 +57,12 @@ class Validation:
 
 
 def recent_validations(settings: Settings, limit: int = 30) -> list[Validation]:
-    """The latest ``limit`` validations, newest first (a result's folder is named by its run time)."""
+    """The latest ``limit`` validations, newest first (a result's folder is named by its run time):
+    those every host published (k2.quality.shared) with the catalog on PostgreSQL, else this host's."""
+    from k2.quality import shared
+
+    if shared.applies(settings):
+        return shared.recent(settings, limit)
     root = results_dir(settings)
     if not root.is_dir():
         return []
@@ -65,6 +70,11 @@ def recent_validations(settings: Settings, limit: int = 30) -> list[Validation]:
     files = sorted(files, key=lambda p: (p.parent.name, str(p)), reverse=True)[:limit]
     docs = data_docs_dir(settings) / "validations"
     return [_validation(path, path.relative_to(root), docs) for path in files]
+
+
+def validation_of(settings: Settings, result: Path) -> Validation:
+    """The validation whose GX result file is ``result`` (under results_dir)."""
+    return _validation(result, result.relative_to(results_dir(settings)), data_docs_dir(settings) / "validations")
 
 
 def _validation(path: Path, relative: Path, docs: Path) -> Validation:

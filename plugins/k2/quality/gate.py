@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from k2.errors import K2Error
 from k2.log import get_logger
-from k2.quality.docs import DOCS_INDEX_REFRESH_S, data_docs_dir_of, quality_root
+from k2.quality import shared
+from k2.quality.docs import DOCS_INDEX_REFRESH_S, data_docs_dir_of, quality_root, results_dir
 from k2.quality.suites import load_suite
 from k2.settings import Settings
 
@@ -104,6 +105,8 @@ def validate(
         result = checkpoint.run(batch_parameters={"dataframe": data}, run_id=RunIdentifier(run_name=run_name))
         ((result_id, suite_result),) = result.run_results.items()
         docs = _build_docs(context, result_id, root)
+        if shared.applies(settings):
+            _publish(settings, result_id)
     report = QualityReport(
         layer,
         exchange,
@@ -200,6 +203,16 @@ def _finding(result) -> Finding:
         sample = outcome.get("partial_unexpected_list") or []
         return Finding(name, severity, f"{outcome['unexpected_count']} unexpected rows, e.g. {sample[:3]}")
     return Finding(name, severity, f"observed {outcome.get('observed_value')!r}")
+
+
+def _publish(settings: Settings, result_id) -> None:
+    """Every host's view lists this validation (k2.quality.shared); a failure is logged, and the
+    result stays in this host's GX stores."""
+    *folders, batch = result_id.to_tuple()  # GX's store layout: suite parts / run name / run time / batch.json
+    try:
+        shared.publish(settings, results_dir(settings).joinpath(*folders, f"{batch}.json"))
+    except Exception as exc:
+        log.warning("quality.not_published", error=str(exc)[:500])
 
 
 def _build_docs(context, result_id, root: Path) -> str:

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from k2.airflow.ui.data import collect
 from k2.airflow.ui.page import render
+from k2.quality import shared
 from k2.quality.docs import data_docs_dir, data_docs_file
 from k2.settings import load_settings
 
@@ -56,9 +57,14 @@ def view(request: Request, hours: float = Query(1.0, gt=0, le=168)) -> HTMLRespo
 
 
 @app.get("/docs/{path:path}")
-def data_docs(path: str) -> FileResponse:
-    """A file of the Data Docs site (pages, their styles and images); nothing outside it."""
-    target = data_docs_file(data_docs_dir(load_settings()), path)
-    if target is None:
+def data_docs(path: str) -> Response:
+    """A file of the Data Docs site (pages, their styles and images); nothing outside it. A page
+    a gate on another host published (k2.quality.shared) comes from the document store."""
+    settings = load_settings()
+    target = data_docs_file(data_docs_dir(settings), path)
+    if target is not None:
+        return FileResponse(target, headers=DOCS_HEADERS)
+    html = shared.page(settings, path) if shared.applies(settings) else None
+    if html is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such Data Docs file")
-    return FileResponse(target, headers=DOCS_HEADERS)
+    return HTMLResponse(html, headers=DOCS_HEADERS)
