@@ -30,7 +30,7 @@ from k2.jvm import installed_jars, require_java
 from k2.kafka.clients import broker_reachable
 from k2.kafka.topics import min_insync_replicas
 from k2.log import get_logger
-from k2.runtime.procs import concurrently, require_free_port
+from k2.runtime.procs import concurrently, log_tail, require_free_port
 from k2.settings import Settings
 
 log = get_logger(__name__)
@@ -278,13 +278,8 @@ class LocalKafkaBroker:
             "raise K2_KAFKA_START_TIMEOUT_S on a slow machine, or see the broker log.",
         )
 
-    def _log_tail(self, lines: int = 20) -> str:
-        parts = []
-        for name in ("server.log", "stdout.log"):
-            path = self.log_dir / name
-            if path.exists():
-                parts += path.read_text(errors="replace").splitlines()[-lines:]
-        return "\n".join(parts[-lines:]) or "(no log output)"
+    def _log_tail(self) -> str:
+        return log_tail(self.log_dir / "server.log", self.log_dir / "stdout.log")
 
     # --- stop ------------------------------------------------------------------------------------
     def stop(self) -> bool:

@@ -263,8 +263,9 @@ class LocalPostgres:
         while time.monotonic() < deadline:
             if self.pid() is None:
                 raise K2Error(
-                    f"the PostgreSQL server exited while starting (see {self.log_file})",
-                    "fix the cause in that log (a port in use: K2_POSTGRES_PORT), then start again.",
+                    f"the PostgreSQL server exited while starting; the end of {self.log_file}:\n"
+                    + procs.log_tail(self.log_file),
+                    "fix the cause above (a port in use: K2_POSTGRES_PORT), then start again.",
                 )
             try:
                 self.connect().close()

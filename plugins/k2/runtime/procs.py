@@ -37,6 +37,15 @@ def require_free_port(host: str, port: int, setting: str) -> None:
             ) from exc
 
 
+def log_tail(*paths: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of these logs, for an error that says why a server did not start."""
+    tail: list[str] = []
+    for path in paths:
+        if path.exists():
+            tail += path.read_text(errors="replace").splitlines()[-lines:]
+    return "\n".join(tail[-lines:]) or "(no log output)"
+
+
 def spawn(cmd: list[str], *, pid_file: Path, log_file: Path, env: dict[str, str] | None = None, nice: int = 0) -> int:
     """Start ``cmd`` in its own session (it outlives the caller), ``nice`` steps below the caller's
     priority (k2.runtime.priority); returns its pid."""
