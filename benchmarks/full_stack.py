@@ -11,8 +11,9 @@
    Reported: per stream p50/p99 Kafka-timestamp-to-Iceberg-commit over the window and per minute,
    lag (sampled every 10 s: max, per minute, at the end), each batch and maintenance task's queue
    wait and run time, Silver+Gold throughput, CPU seconds per component (broker, each stream,
-   batch Spark, Airflow, feeds, sampled every 2 s from the process table). Before the load, each
-   stream's CPU share is sampled at `k2 up`'s feed rate (200 msg/s) and with the feeds stopped.
+   batch Spark, Airflow, feeds, sampled every 2 s from the process table). Each stream's CPU share
+   is sampled at `k2 up`'s feed rate (200 msg/s) and with the feeds stopped twice: before the load
+   (JVMs minutes old, still JIT-compiling) and after the runs (JVMs as old as the benchmark).
 3. baseline (same run, first): the same streams and feeds with Airflow absent
    (benchmarks/bronze_stream.py's latency phase), so the full stack's overhead is a ratio.
 
@@ -212,6 +213,24 @@ def switch_feeds(settings: Settings, duration_s: float) -> None:
         start_feed(settings, exchange, rate=rate, duration_s=duration_s)
 
 
+def restore_feeds(settings: Settings) -> None:
+    """`k2 up`'s own feeds again, at K2_FEED_SIM_RATE, in place of the load."""
+    for exchange in EXCHANGES:
+        procs.stop(feed_pid_file(settings, exchange))
+        start_feed(settings, exchange)
+
+
+def caught_up(settings: Settings, exchange: str, timeout_s: float) -> None:
+    """Until the stream has committed all but a second of its feed (the load's backlog is gone)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        records, _ = kafka_lag(settings, exchange)
+        if records is not None and records <= settings.airflow.feed_sim_rate:
+            return
+        time.sleep(5)
+    progress(f"{exchange}: still behind after {timeout_s:.0f}s; sampling its CPU anyway")
+
+
 def wait_run(api: AirflowApi, dag_id: str, run_id: str, timeout_s: float) -> str:
     deadline = time.monotonic() + timeout_s
     state = ""
@@ -328,6 +347,11 @@ def full_stack(result: dict, window_s: float, warmup_s: float, run_timeout_s: fl
             runs[dag_id] = {"run_id": run_id, "state": state, "tasks": task_timings(api.task_instances(dag_id, run_id))}
         result["runs"] = runs
         result["batch"] = batch_throughput(api, medallion_run, runs[dag_ids.MEDALLION]["tasks"], conf)
+        # again with the streams' JVMs as old as a running installation's: their JIT is done
+        restore_feeds(settings)
+        for exchange in EXCHANGES:
+            caught_up(settings, exchange, timeout_s=600)
+        result["stream_cpu_share_warm"] = stream_cpu_share(settings, home, idle_s)
     finally:
         progress("down: `k2 down`")
         bring_down(settings)
@@ -335,16 +359,21 @@ def full_stack(result: dict, window_s: float, warmup_s: float, run_timeout_s: fl
 
 def batch_throughput(api: AirflowApi, run_id: str, tasks: dict[str, dict], conf: dict) -> dict:
     """Trades the run's Silver tasks took in, over the wall time of its Silver and Gold tasks."""
-    items = 0
+    items, steps = 0, {}
     for exchange in EXCHANGES:
-        if tasks.get(f"{exchange}.silver", {}).get("state") == "success":
-            items += int((api.return_value(dag_ids.MEDALLION, run_id, f"{exchange}.silver") or {}).get("items", 0))
+        for layer in ("silver", "gold"):
+            if tasks.get(f"{exchange}.{layer}", {}).get("state") != "success":
+                continue
+            report = api.return_value(dag_ids.MEDALLION, run_id, f"{exchange}.{layer}") or {}
+            items += int(report.get("items", 0))
+            steps[f"{exchange}.{layer}"] = report.get("steps_s")  # where each task's time went
     busy = sum(t["run_s"] or 0 for name, t in tasks.items() if name.endswith((".silver", ".gold")))
     return {
         "interval": f"{conf['start']} -> {conf['end']}",
         "trades": items,
         "silver_gold_s": round(busy, 1),
         "trades_per_s": round(items / busy) if busy else None,
+        "steps_s": steps,
     }
 
 
@@ -372,7 +401,8 @@ def report(results: dict) -> None:
         print(f"{dag_id} {run['state']}: {json.dumps(run['tasks'])}")
     print(f"batch: {json.dumps(full.get('batch'))}")
     print(f"CPU seconds in the window: {json.dumps(full.get('cpu_s_window'))}")
-    print(f"stream CPU (share of a core): {json.dumps(full.get('stream_cpu_share'))}")
+    print(f"stream CPU (share of a core), after `k2 up`: {json.dumps(full.get('stream_cpu_share'))}")
+    print(f"stream CPU (share of a core), after the load: {json.dumps(full.get('stream_cpu_share_warm'))}")
 
 
 def main(argv: list[str] | None = None) -> int:

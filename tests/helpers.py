@@ -27,17 +27,31 @@ def free_port() -> int:
     """A free port for a test's server, outside the kernel's ephemeral range: a port from there can
     be taken, between this check and the server's bind, by any process's outgoing connection or
     port-0 listener (a Kafka client, a Spark driver), and the server then fails to start."""
+    return free_port_block(1)
+
+
+def free_port_block(count: int) -> int:
+    """The first of ``count`` consecutive free loopback ports (Kafka node n uses base + n - 1), from
+    the same range as ``free_port`` and never handed out twice in one session."""
     ephemeral = _ephemeral_ports()
-    candidates = [p for p in range(20000, 32768) if p not in ephemeral and p not in _handed_out]
-    for port in random.sample(candidates, len(candidates)):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _handed_out.add(port)  # never twice in one session, even once the first server stopped
-        return port
-    raise AssertionError("no free port between 20000 and 32767 outside the ephemeral range")
+    bases = [
+        base
+        for base in range(20000, 32768 - count)
+        if not any(p in ephemeral or p in _handed_out for p in range(base, base + count))
+    ]
+    for base in random.sample(bases, len(bases)):
+        ports = range(base, base + count)
+        if any(p in _handed_out for p in ports):  # a block handed out since the list was made
+            continue
+        try:
+            for port in ports:
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        _handed_out.update(ports)
+        return base
+    raise AssertionError(f"no {count} consecutive free ports between 20000 and 32767 outside the ephemeral range")
 
 
 def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:

@@ -15,7 +15,6 @@ import datetime as dt
 import os
 import re
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from k2.runtime.spark_cluster import LocalSparkCluster
 from k2.settings import Settings
 from k2.streams.control import stream_control
 from k2.streams.supervisor import StreamSupervisor
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, free_port_block, wait_for
 from tests.integration.stream_support import EXCHANGE, BackgroundFeed, bronze_coordinates, running_job
 from tests.integration.test_bronze_streams import end_offsets
 from tests.integration.test_cli import assert_no_wildcard_listeners, run_k2, stack_env
@@ -47,25 +46,6 @@ pytestmark = pytest.mark.integration
 
 PASSWORD_FILES = ("postgres/password", "redis/password", "redis/redis.conf")
 STREAM_APP = f"k2-bronze-{EXCHANGE}"
-
-
-def free_port_block(count: int, avoid: set[int] = frozenset()) -> int:
-    """The first of ``count`` consecutive free loopback ports (Kafka node n uses base + n - 1)."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        ports = range(base, base + count)
-        if base + count > 65535 or avoid & set(ports):
-            continue
-        try:
-            for port in ports:
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 def _status(stdout: str) -> dict[str, str]:
@@ -108,7 +88,7 @@ def test_the_cluster_profile_runs_the_pipeline_through_a_broker_and_a_worker_kil
         K2_PROFILE="cluster",  # the one setting; the rest are this test's own ports and a small machine's memory
         K2_EXCHANGES=EXCHANGE,
         K2_KAFKA_PORT=str(kafka_port),
-        K2_KAFKA_CONTROLLER_PORT=str(free_port_block(3, avoid=set(range(kafka_port, kafka_port + 3)))),
+        K2_KAFKA_CONTROLLER_PORT=str(free_port_block(3)),
         K2_SPARK_MASTER_PORT=str(free_port()),
         K2_SPARK_MASTER_UI_PORT=str(free_port()),
         K2_POSTGRES_PORT=str(free_port()),
@@ -121,7 +101,7 @@ def test_the_cluster_profile_runs_the_pipeline_through_a_broker_and_a_worker_kil
     request.addfinalizer(postgres.reset)  # as root its data directory is outside tmp_path: gone however the test ends
     outputs = []
     try:
-        started = time.monotonic()
+        started, up_at = time.monotonic(), dt.datetime.now(dt.UTC)
         up = run_k2("up", "--no-feeds", "--no-wait", env=env, timeout=600)
         print(f"k2 up: {time.monotonic() - started:.1f} s")
         outputs.append(up)
@@ -196,9 +176,11 @@ def test_the_cluster_profile_runs_the_pipeline_through_a_broker_and_a_worker_kil
 
         # the batch on the cluster from the Celery workers: the window of load, and an hour without data
         api = AirflowApi(airflow)
-        # k2_maintenance is unpaused, but its first run waits for the next 03:30 (no Spark maintenance
-        # beside the first batch runs)
-        assert airflow.dag_runs("k2_maintenance") == []
+        # k2_maintenance is unpaused, but its first run waits for the next 03:30 UTC (no Spark
+        # maintenance beside the first batch runs), unless the test spans that time
+        next_0330 = up_at.replace(hour=3, minute=30, second=0, microsecond=0)
+        next_0330 += dt.timedelta(days=1) if next_0330 <= up_at else dt.timedelta(0)
+        assert airflow.dag_runs("k2_maintenance") == [] or dt.datetime.now(dt.UTC) >= next_0330
         window_end = dt.datetime.now(dt.UTC)
         empty_hour = window_start.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=2)
         runs = {"cluster_0": (window_start, window_end), "cluster_1": (empty_hour, empty_hour + dt.timedelta(hours=1))}

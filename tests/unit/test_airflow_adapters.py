@@ -10,7 +10,7 @@ import pytest
 
 from k2.jvm import maven_profiles
 from k2.lake.maintenance import MaintenanceReport, TableMaintenance
-from k2.medallion.reports import GoldReport, SilverReport, medallion_report
+from k2.medallion.reports import GoldReport, SilverReport, medallion_report, timed
 from k2.settings import Settings
 from k2.spark import STREAM, spark_job
 
@@ -174,6 +174,22 @@ def test_job_reports_survive_the_process_boundary(tmp_path: Path) -> None:
     maintenance.write(tmp_path / "m.json")
     assert MaintenanceReport.read(tmp_path / "m.json") == maintenance
     assert maintenance.failed == ["bronze.x"]
+
+
+def test_a_runs_report_says_where_its_pieces_time_went() -> None:
+    total = GoldReport("kraken", "a", "c")
+    for piece_steps in ({"touched": 1.25, "gates": 2.0}, {"touched": 0.5, "merge": 3.0}):
+        piece = GoldReport("kraken", "a", "b")
+        for name, seconds in piece_steps.items():
+            piece.steps_s[name] = seconds
+        total.add(piece)
+    assert total.steps_s == {"touched": 1.75, "gates": 2.0, "merge": 3.0}
+    assert 'steps_s={"touched": 1.75, "gates": 2.0, "merge": 3.0}' in total.lines()
+    steps: dict[str, float] = {}
+    with pytest.raises(RuntimeError), timed(steps, "write"):  # a failed step still counts its time
+        raise RuntimeError
+    assert set(steps) == {"write"} and steps["write"] >= 0
+    assert medallion_report(total.to_dict()).steps_s == total.steps_s
 
 
 def test_connect_hook_runs_jobs_on_the_embedded_server_with_its_token(tmp_path: Path, monkeypatch) -> None:

@@ -11,7 +11,7 @@ from k2.lake.names import GOLD_INTERVAL_NAMES, qualified
 from k2.lake.tables import SILVER_TRADES, gold_table
 from k2.medallion.interval import Interval
 from k2.medallion.lakeio import between, held_locally, merge_bars
-from k2.medallion.reports import GoldReport
+from k2.medallion.reports import GoldReport, timed
 from k2.settings import LakeSettings, Settings
 
 if TYPE_CHECKING:
@@ -124,11 +124,16 @@ def run_gold(spark: SparkSession, settings: Settings, interval: Interval, gate: 
     silver = spark.table(qualified(settings.lake.catalog_name, SILVER_TRADES.identifier)).where(
         F.col("exchange") == interval.exchange
     )
-    touched = touched_minutes(silver, interval)
+    steps = report.steps_s
+    with timed(steps, "touched"):
+        touched = touched_minutes(silver, interval)
     if not touched:
         return report
-    bars = recompute_bars(spark, settings.lake, interval, silver, touched, F.current_timestamp())
-    for name, frame in bars.items():  # every gate passes before any bar is published
-        report.quality[name] = gate(f"gold_{name}", frame, interval)
-    report.bars = publish(spark, settings.lake, interval.exchange, bars, touched)
+    with timed(steps, "recompute"):
+        bars = recompute_bars(spark, settings.lake, interval, silver, touched, F.current_timestamp())
+    with timed(steps, "gates"):
+        for name, frame in bars.items():  # every gate passes before any bar is published
+            report.quality[name] = gate(f"gold_{name}", frame, interval)
+    with timed(steps, "merge"):
+        report.bars = publish(spark, settings.lake, interval.exchange, bars, touched)
     return report

@@ -4,10 +4,28 @@ operator that submitted it (and returned as its XCom)."""
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from k2.reports import JsonReport
+
+
+@contextmanager
+def timed(steps: dict[str, float], name: str) -> Iterator[None]:
+    """Adds the block's wall time to ``steps[name]``: where a task's time went, in its log and XCom."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        steps[name] = round(steps.get(name, 0.0) + time.monotonic() - started, 2)
+
+
+def add_steps(total: dict[str, float], piece: dict[str, float]) -> None:
+    for name, seconds in piece.items():
+        total[name] = round(total.get(name, 0.0) + seconds, 2)
 
 
 @dataclass
@@ -36,6 +54,7 @@ class SilverReport(JsonReport):
     gaps_closed: int = 0  # recorded gaps whose missing ids are in Silver now
     pieces: list[str] = field(default_factory=list)  # ranges of Bronze ingestion time processed
     pieces_left: int = 0  # ranges a catch-up left to the next runs
+    steps_s: dict[str, float] = field(default_factory=dict)  # step -> wall seconds (k2.medallion.silver)
 
     COUNTS = (
         "bronze_rows",
@@ -59,6 +78,7 @@ class SilverReport(JsonReport):
         for reason, n in piece.dead_letter_reasons.items():
             self.dead_letter_reasons[reason] = self.dead_letter_reasons.get(reason, 0) + n
         self.quality.update(_per_piece(piece))
+        add_steps(self.steps_s, piece.steps_s)
 
     def balances(self) -> bool:
         return self.silver_new + self.duplicates + self.dead_letters == self.items
@@ -76,7 +96,7 @@ class SilverReport(JsonReport):
             f"reasons={json.dumps(self.dead_letter_reasons, sort_keys=True)} "
             f"connection_events={self.connection_events} gaps_open={self.gaps_open} gaps_closed={self.gaps_closed}"
         )
-        return [counts, *_pieces_line(self), *quality_lines(self.quality)]
+        return [counts, *_steps_line(self), *_pieces_line(self), *quality_lines(self.quality)]
 
 
 @dataclass
@@ -90,14 +110,17 @@ class GoldReport(JsonReport):
     layer: str = "gold"
     pieces: list[str] = field(default_factory=list)
     pieces_left: int = 0
+    steps_s: dict[str, float] = field(default_factory=dict)  # step -> wall seconds (k2.medallion.gold)
 
     def add(self, piece: GoldReport) -> None:
         for width, n in piece.bars.items():
             self.bars[width] = self.bars.get(width, 0) + n
         self.quality.update(_per_piece(piece))
+        add_steps(self.steps_s, piece.steps_s)
 
     def lines(self) -> list[str]:
-        return [f"bars={json.dumps(self.bars, sort_keys=True)}", *_pieces_line(self), *quality_lines(self.quality)]
+        bars = f"bars={json.dumps(self.bars, sort_keys=True)}"
+        return [bars, *_steps_line(self), *_pieces_line(self), *quality_lines(self.quality)]
 
 
 MedallionReport = SilverReport | GoldReport
@@ -110,6 +133,10 @@ def medallion_report(data: dict[str, Any]) -> MedallionReport:
 def _per_piece(piece: SilverReport | GoldReport) -> dict[str, dict[str, Any]]:
     """A piece's gate results, keyed by layer and piece when the run had several."""
     return {f"{layer} {piece.start}..{piece.end}": result for layer, result in piece.quality.items()}
+
+
+def _steps_line(report: SilverReport | GoldReport) -> list[str]:
+    return [f"steps_s={json.dumps(report.steps_s)}"] if report.steps_s else []
 
 
 def _pieces_line(report: SilverReport | GoldReport) -> list[str]:

@@ -25,7 +25,7 @@ from k2.lake.names import qualified
 from k2.lake.tables import DEAD_LETTER, SILVER_TRADES, bronze_table
 from k2.medallion.interval import Interval
 from k2.medallion.lakeio import append, between, materialize
-from k2.medallion.reports import SilverReport
+from k2.medallion.reports import SilverReport, timed
 from k2.settings import LakeSettings, Settings
 
 if TYPE_CHECKING:
@@ -218,21 +218,30 @@ def run_silver(spark: SparkSession, settings: Settings, interval: Interval, gate
     exchange = get_exchange(interval.exchange)
     now = F.current_timestamp()
     report = SilverReport(exchange.name, interval.start.isoformat(), interval.end.isoformat())
+    steps, lake = report.steps_s, settings.lake
     # read once: the gate, the events and the classification all pass over these rows
-    bronze = materialize(read_bronze(spark, settings.lake, exchange, interval))
-    report.quality["bronze"] = gate("bronze", bronze, interval)
-    events, rest = split_connection_events(bronze)
-    report.connection_events = write_connection_events(spark, settings.lake, exchange.name, events)
-    classified = classify_items(settings, exchange, rest)
+    with timed(steps, "read_bronze"):
+        bronze = materialize(read_bronze(spark, lake, exchange, interval))
+    with timed(steps, "gate_bronze"):
+        report.quality["bronze"] = gate("bronze", bronze, interval)
+    with timed(steps, "connection_events"):
+        events, rest = split_connection_events(bronze)
+        report.connection_events = write_connection_events(spark, lake, exchange.name, events)
+    with timed(steps, "classify"):
+        classified = classify_items(settings, exchange, rest)
     del bronze, events, rest  # the classified rows are kept from here on; Spark Connect frees the rest
-    accounting = account(classified)
-    known = known_trades(spark, settings.lake, exchange.name, classified, accounting.valid_span)
-    known_dead = known_dead_letters(spark, settings.lake, exchange.name, classified, accounting.kafka_span)
+    with timed(steps, "account"):
+        accounting = account(classified)
+        known = known_trades(spark, lake, exchange.name, classified, accounting.valid_span)
+        known_dead = known_dead_letters(spark, lake, exchange.name, classified, accounting.kafka_span)
     # computed once for the gate and the write (Silver itself may move under a concurrent run's commit)
-    trades = materialize(new_trades(spark, settings.lake, exchange.name, classified, accounting.valid_span, now))
-    dead = new_dead_letters(spark, settings.lake, exchange.name, classified, accounting.kafka_span, now)
-    report.quality["silver"] = gate("silver", trades, interval)
-    report.silver_new, report.dead_letters_new = write(settings.lake, trades, dead, interval.label)
+    with timed(steps, "new_trades"):
+        trades = materialize(new_trades(spark, lake, exchange.name, classified, accounting.valid_span, now))
+        dead = new_dead_letters(spark, lake, exchange.name, classified, accounting.kafka_span, now)
+    with timed(steps, "gate_silver"):
+        report.quality["silver"] = gate("silver", trades, interval)
+    with timed(steps, "write"):
+        report.silver_new, report.dead_letters_new = write(lake, trades, dead, interval.label)
     counts = dict(accounting.counts)
     counts.pop(None, None)
     # connection events are Bronze rows too: Silver accounts for them in ops.connection_events
@@ -243,7 +252,8 @@ def run_silver(spark: SparkSession, settings: Settings, interval: Interval, gate
     report.dead_letters, report.dead_letters_known = sum(counts.values()), known_dead
     report.dead_letter_reasons = {str(k): v for k, v in counts.items()}
     check_accounting(report, interval)
-    report.gaps_open, report.gaps_closed = record_gaps(spark, settings, exchange.name, accounting.valid_span)
+    with timed(steps, "gaps"):
+        report.gaps_open, report.gaps_closed = record_gaps(spark, settings, exchange.name, accounting.valid_span)
     return report
 
 
