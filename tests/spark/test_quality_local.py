@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from k2.quality import validate
+from k2.quality.gate import LIMIT_SCANS_ALL_PARTITIONS
 from k2.settings import Settings
 
 T0 = dt.datetime(2026, 11, 30, 10, tzinfo=dt.UTC)
@@ -58,8 +59,11 @@ def settings(tmp_path: Path) -> Settings:
     return Settings.from_env({}, home=tmp_path)
 
 
-def findings(spark, settings: Settings, rows: list[tuple], *, local: bool) -> tuple[bool, set[str]]:
+def findings(
+    spark, settings: Settings, rows: list[tuple], *, local: bool, partitions: int = 0
+) -> tuple[bool, set[str]]:
     frame = spark.createDataFrame(rows, SCHEMA)
+    frame = frame.repartition(partitions) if partitions else frame
     report = validate("gold_1m", frame, settings=settings, exchange="binance", run_name=f"t{local}", local=local)
     # the detail's count, not its sample: pandas shows timestamps as Timestamp(...), Spark as datetime(...)
     return report.passed, {f"{f.severity} {f.expectation} {f.detail.split(',')[0]}" for f in report.failures}
@@ -79,3 +83,16 @@ def test_local_validation_finds_what_spark_finds(spark, settings: Settings) -> N
 def test_a_clean_small_frame_passes_in_process(spark, settings: Settings) -> None:
     passed, found = findings(spark, settings, [bar(m) for m in range(5)], local=True)
     assert passed and found == set()
+
+
+def test_spark_validation_finds_the_same_in_a_frame_of_many_partitions_and_restores_the_session(
+    spark, settings: Settings
+) -> None:
+    # GX's unexpected-values LIMITs run over every partition at once during a Spark validation
+    (key,) = LIMIT_SCANS_ALL_PARTITIONS
+    before = spark.conf.get(key)
+    rows = [bar(m) for m in range(100, 140)] + BAD_BARS
+    spread = findings(spark, settings, rows, local=False, partitions=8)
+    assert spread == findings(spark, settings, rows, local=True)
+    assert not spread[0] and any("trade_count" in f for f in spread[1])
+    assert spark.conf.get(key) == before

@@ -8,7 +8,7 @@ import fcntl
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +31,11 @@ LOCAL_DATASOURCE = "k2_local"
 # Spark job per metric (k2.quality.local); larger ones where they are, in Spark
 LOCAL_MAX_ROWS = 50_000
 BATCH_DEFINITION = "whole_dataframe"
+# GX looks for each expectation's unexpected values with a LIMIT, which Spark runs as a job over one
+# partition, then more jobs over four times as many until it has the rows: a passing expectation has
+# none, so every partition at once (a few rows each) saves those jobs (Silver's suite on 2M rows:
+# 18 Spark jobs instead of 26, 10.9 s instead of 13.1 s)
+LIMIT_SCANS_ALL_PARTITIONS = {"spark.sql.limit.initialNumPartitions": "100000"}
 
 
 @dataclass(frozen=True)
@@ -102,7 +107,8 @@ def validate(
             data = head.to_pandas() if local else frame
         context = _runtime_context(root)
         checkpoint = _checkpoint(context, load_suite(settings.batch.expectations_dir, layer, exchange), local=local)
-        result = checkpoint.run(batch_parameters={"dataframe": data}, run_id=RunIdentifier(run_name=run_name))
+        with nullcontext() if local else _session_conf(frame, LIMIT_SCANS_ALL_PARTITIONS):
+            result = checkpoint.run(batch_parameters={"dataframe": data}, run_id=RunIdentifier(run_name=run_name))
         ((result_id, suite_result),) = result.run_results.items()
         docs = _build_docs(context, result_id, root)
         if shared.applies(settings):
@@ -231,6 +237,23 @@ def _build_docs(context, result_id, root: Path) -> str:
     except Exception as exc:  # docs are a convenience; the stored result is what counts
         log.warning("quality.docs_unavailable", error=str(exc))
         return ""
+
+
+@contextmanager
+def _session_conf(frame: DataFrame, values: dict[str, str]) -> Iterator[None]:
+    """``values`` set in the frame's Spark session while the block runs, the previous ones restored."""
+    conf = frame.sparkSession.conf
+    previous = {key: conf.get(key, None) for key in values}
+    for key, value in values.items():
+        conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                conf.unset(key)
+            else:
+                conf.set(key, value)
 
 
 @contextmanager
