@@ -488,6 +488,10 @@ def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
     import k2.query as q
     from k2.query.output import write
 
+    if args.what == "serve":
+        from k2.query.live.server import serve
+
+        return serve(settings)
     split = [s.strip() for s in (args.symbol or "").split(",") if s.strip()] or None
     exchanges = [s.strip() for s in (args.exchange or "").split(",") if s.strip()] or None
     when = {"since": args.since, "start": args.start, "end": args.end, "settings": settings}
@@ -570,9 +574,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "query",
         cmd_query,
-        "Trades, OHLCV bars or SQL over them, to the last second: Silver/Gold, then Bronze and the Kafka tail.",
+        "Trades, OHLCV bars or SQL over them, to the last second: Silver/Gold, then Bronze and the Kafka tail; "
+        "serve: run the query server (`k2 up` starts it) that judges each Kafka record once, for fast answers.",
     )
-    p.add_argument("what", choices=("trades", "bars", "sql"), help="trades, bars (--interval) or sql QUERY")
+    p.add_argument(
+        "what", choices=("trades", "bars", "sql", "serve"), help="trades, bars (--interval), sql QUERY or serve"
+    )
     p.add_argument("sql", nargs="?", help="sql: the query; views trades, bars_1m, bars_5m, bars_1h, bars_1d")
     p.add_argument("--exchange", help="exchanges, comma-separated (default: all)")
     p.add_argument("--symbol", help="symbols, comma-separated, as the exchange spells them or BASE-QUOTE")

@@ -421,6 +421,13 @@ class BatchSettings(Section):
         key="query_tail_timeout_s",
         gt=0,
     )
+    query_server: bool = setting(
+        True,
+        "`k2 up` starts the query server (`k2 query serve`): it judges each Kafka record once, on arrival, so "
+        "queries (`k2 query trades`, bars, sql) answer from judged rows; false: every query judges the "
+        "unprocessed records itself.",
+        key="query_server",
+    )
     settle_timeout_s: float = setting(
         1800.0,
         "How long the batch waits for Bronze to hold every record ingested in its interval before it fails "

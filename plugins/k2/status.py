@@ -19,6 +19,7 @@ def stack_status(settings: Settings) -> list[Row]:
         _airflow(settings),
         *_celery(settings),
         *_feeds(settings),
+        _query_server(settings),
         *_streams(settings),
         *reconciliation_rows(settings),
     ]
@@ -109,6 +110,31 @@ def _feeds(settings: Settings) -> list[Row]:
             )
         )
     return rows
+
+
+def _query_server(settings: Settings) -> Row:
+    """Whether queries (`k2 query trades`) are answered by the server, and what its store holds per exchange."""
+    from k2.query.live.protocol import ask, socket_path
+    from k2.runtime import procs
+    from k2.runtime.stack import query_server_pid_file
+
+    pid = procs.running_pid(query_server_pid_file(settings))
+    if not pid:
+        fix = "start it with `k2 up`" if settings.batch.query_server else "off (K2_QUERY_SERVER=false)"
+        return ("query server", "stopped", "-", f"queries judge unprocessed records themselves; {fix}")
+    detail = "starting"
+    try:
+        answer = ask(settings, {"op": "status"})
+    except (OSError, K2Error) as exc:
+        answer, detail = None, f"not answering: {exc}"
+    if answer is not None:
+        detail = "; ".join(
+            f"{ex}: {f['candidates']:,} judged trades"
+            + (", caught up" if f["caught_up"] else ", catching up")
+            + (f", answered without it: {f['unusable']}" if f["unusable"] else "")
+            for ex, f in answer[1]["feeds"].items()
+        )
+    return ("query server", f"running (pid {pid})", str(socket_path(settings)), detail)
 
 
 def _streams(settings: Settings) -> list[Row]:

@@ -21,6 +21,7 @@ from k2.lake.catalog import load_catalog
 from k2.lake.names import SILVER_TRADES_ID, gold_id
 from k2.lake.tables import all_tables
 from k2.monitoring.incidents import IncidentStore
+from k2.query.live.protocol import ask
 from k2.settings import Settings, is_loopback
 from tests.conftest import make_settings
 from tests.helpers import free_port
@@ -94,6 +95,13 @@ def test_up_status_down(tmp_path: Path, jars) -> None:
             assert "running (pid" in table[f"feed {exchange}"]
             assert "running (pid" in table[f"stream {exchange}"] and "batch " in table[f"stream {exchange}"]
         assert "event=broker.ready" in up.stderr  # structured progress on stderr
+        # the query server followed both topics since the feeds started: a query's unprocessed part
+        # comes from the records it judged on arrival
+        assert "running (pid" in table["query"] and table["query"].count(", caught up") == 2, table["query"]
+        served = run_k2("query", "trades", "--since", "30m", "--format", "csv", env=env)
+        assert served.returncode == 0 and len(served.stdout.splitlines()) > 1, served.stderr
+        answered = ask(Settings.from_env(env), {"op": "status"})[1]["answered"]
+        assert answered == {"live": 2, "local": 0}, answered  # one per exchange, none judged at query time
         # the batch's warm Spark runtime: on loopback, its token 0600 and on no command line
         assert "batch jobs on Spark Connect 127.0.0.1:" in table["spark"] and "running (pid" in table["spark"]
         token_file = tmp_path / "home" / "run" / "spark-connect.token"
@@ -141,6 +149,7 @@ def test_up_status_down(tmp_path: Path, jars) -> None:
     assert down.returncode == 0 and "stopped" in down.stdout
     results = dict(line.split(None, 1) for line in down.stdout.splitlines()[2:] if line.strip())
     assert "stopped" in results["airflow"] and "stopped" in results["kafka"]
+    assert results["query"].split() == ["server", "stopped"]
     assert results["spark-connect"].strip() == "stopped"
     status = run_k2("kafka", "status", env=env)
     assert status.returncode == 3 and "stopped" in status.stdout

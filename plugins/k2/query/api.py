@@ -68,7 +68,7 @@ def trades(
 ) -> pa.Table:
     """Trades with an event time in the window (symbols as the exchange spells them or BASE-QUOTE)."""
     begin, stop = window(since, start, end)
-    return hybrid.trades(settings or load_settings(), _exchanges(exchanges), symbols or None, begin, stop)
+    return _trades(settings or load_settings(), _exchanges(exchanges), symbols or None, begin, stop)
 
 
 def bars(
@@ -86,7 +86,27 @@ def bars(
         raise K2Error(f"no bar interval {interval!r}", f"use one of: {', '.join(WIDTHS)}.")
     begin, stop = window(since, start, end)
     symbols = [_normalised(s) for s in symbols] if symbols else None
-    return hybrid.bars(settings or load_settings(), interval, _exchanges(exchanges), symbols, begin, stop)
+    return _bars(settings or load_settings(), interval, _exchanges(exchanges), symbols, begin, stop)
+
+
+def _served(settings: Settings, request: dict) -> pa.Table | None:
+    """The query server's answer (``k2 query serve``, which `k2 up` starts), or None without one."""
+    from k2.query.live.protocol import ask
+
+    answer = ask(settings, request)
+    return None if answer is None else answer[0]
+
+
+def _trades(settings: Settings, exchanges: list[str], symbols: list[str] | None, begin, stop) -> pa.Table:
+    request = {"op": "trades", "exchanges": exchanges, "symbols": symbols, "start": begin, "end": stop}
+    served = _served(settings, request)
+    return served if served is not None else hybrid.trades(settings, exchanges, symbols, begin, stop)
+
+
+def _bars(settings: Settings, interval: str, exchanges: list[str], symbols: list[str] | None, begin, stop):
+    request = {"op": "bars", "interval": interval, "exchanges": exchanges, "symbols": symbols}
+    served = _served(settings, request | {"start": begin, "end": stop})
+    return served if served is not None else hybrid.bars(settings, interval, exchanges, symbols, begin, stop)
 
 
 def _normalised(symbol: str) -> str:
@@ -124,11 +144,11 @@ def connect(
     names = _exchanges(exchanges)
     tables = {}
     if "trades" in views:
-        tables["trades"] = hybrid.trades(settings, names, symbols or None, begin, stop)
+        tables["trades"] = _trades(settings, names, symbols or None, begin, stop)
     bar_symbols = [_normalised(s) for s in symbols] if symbols else None
     for interval in WIDTHS:
         if f"bars_{interval}" in views:
-            tables[f"bars_{interval}"] = hybrid.bars(settings, interval, names, bar_symbols, begin, stop)
+            tables[f"bars_{interval}"] = _bars(settings, interval, names, bar_symbols, begin, stop)
     for name, table in tables.items():
         con.register(f"_{name}", table)
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}")

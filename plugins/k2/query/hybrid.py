@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -128,15 +129,26 @@ def fresh_trades(
     return Fresh(trades.cast(TRADES_SCHEMA), bronze_rows, kafka_rows, judged, seconds)
 
 
+# (settings, exchange, start, end, symbols) -> Fresh: judged here, or by a query server's store
+FreshSource = Callable[[Settings, str, dt.datetime, dt.datetime, "list[str] | None"], Fresh]
+
+
 def _fresh(
-    settings: Settings, exchanges: list[str], symbols: list[str] | None, start: dt.datetime, end: dt.datetime
+    settings: Settings,
+    exchanges: list[str],
+    symbols: list[str] | None,
+    start: dt.datetime,
+    end: dt.datetime,
+    fresh: FreshSource,
 ) -> pa.Table:
-    tables = [fresh_trades(settings, exchange, start, end, symbols).trades for exchange in exchanges]
+    tables = [fresh(settings, exchange, start, end, symbols).trades for exchange in exchanges]
     return pa.concat_tables(tables) if tables else TRADES_SCHEMA.empty_table()
 
 
 def _not_in(fresh: pa.Table, silver: pa.Table) -> pa.Table:
     """Fresh trades Silver does not hold already (a duplicate across batches is dropped there too)."""
+    if not silver.num_rows or not fresh.num_rows:  # the usual case at the live edge: the batch lags it
+        return fresh.cast(TRADES_SCHEMA)
     con = _connect()
     try:
         con.register("_fresh", fresh)
@@ -157,13 +169,18 @@ def _sorted(table: pa.Table) -> pa.Table:
 
 
 def trades(
-    settings: Settings, exchanges: list[str], symbols: list[str] | None, start: dt.datetime, end: dt.datetime
+    settings: Settings,
+    exchanges: list[str],
+    symbols: list[str] | None,
+    start: dt.datetime,
+    end: dt.datetime,
+    fresh: FreshSource = fresh_trades,
 ) -> pa.Table:
     """Every trade of the exchanges and symbols with an event time in [start, end), to the last record
     in Kafka, as Silver holds (or after its next run will hold) them."""
     silver = _silver(settings, exchanges, symbols, start, end)
-    fresh = _not_in(_fresh(settings, exchanges, symbols, start, end), silver)
-    return _sorted(pa.concat_tables([silver, fresh]))
+    unprocessed = _not_in(_fresh(settings, exchanges, symbols, start, end, fresh), silver)
+    return _sorted(pa.concat_tables([silver, unprocessed]))
 
 
 def bars(
@@ -173,6 +190,7 @@ def bars(
     symbols: list[str] | None,
     start: dt.datetime,
     end: dt.datetime,
+    fresh: FreshSource = fresh_trades,
 ) -> pa.Table:
     """OHLCV bars starting in [start, end): Gold's where Gold has every trade of the bar, computed on
     the fly (same definition as Gold) where one of its trades is not in Gold yet: fresh ones, and
@@ -187,7 +205,7 @@ def bars(
         since = GreaterThanOrEqual("bronze_ingested_at", not_in_gold[0][0].isoformat())
         rows = _silver(settings, [exchange], symbols, first, last, since).to_pylist()
         late += [r for r in rows if sources.in_ranges(r["bronze_ingested_at"], not_in_gold)]
-    fresh_all = _fresh(settings, exchanges, symbols, first, last)
+    fresh_all = _fresh(settings, exchanges, symbols, first, last, fresh)
     dirty = {(r["exchange"], r["symbol"], _floor(r["event_time"], width)) for r in late}
     dirty |= _bar_keys(fresh_all, width)
     gold = sources.gold_bars(settings, interval, exchanges, symbols, first, end)

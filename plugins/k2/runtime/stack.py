@@ -24,7 +24,7 @@ STEPS = (
     "Airflow",
     "supervisor DAGs",
     "Bronze streams",
-    "simulated feeds",
+    "simulated feeds and the query server",
     "batch DAGs: first Bronze -> Silver -> Gold run",
 )
 MONITORING_AND_BATCH_DAGS = (dag_ids.MONITORING, dag_ids.MEDALLION)
@@ -85,6 +85,8 @@ def bring_up(
     if feeds:
         for exchange in settings.exchanges:
             start_feed(settings, exchange)
+    if settings.batch.query_server:
+        start_query_server(settings)
     _step(10)
     unpause_dags(airflow, settings, list(MONITORING_AND_BATCH_DAGS))
     if wait_for_streams and first_batch:
@@ -174,6 +176,20 @@ def start_feed(
     log.info("feed.spawned", exchange=exchange, pid=pid, rate=rate)
 
 
+def query_server_pid_file(settings: Settings):
+    return settings.run_dir / "query-server.pid"
+
+
+def start_query_server(settings: Settings) -> None:
+    """``k2 query serve``, detached (it follows the topics from where Silver's work ends)."""
+    pid_file = query_server_pid_file(settings)
+    if procs.running_pid(pid_file):
+        return
+    command = [sys.executable, "-m", "k2.cli", "query", "serve"]
+    pid = procs.spawn(command, pid_file=pid_file, log_file=settings.logs_dir / "query" / "server.log")
+    log.info("query_server.spawned", pid=pid)
+
+
 def wait_streams_running(settings: Settings, timeout_s: float = 420.0) -> None:
     """Until every stream's own job says its query runs (Spark's start-up takes a while). Not until
     data arrives: a stream restarted on a quiet topic is ready with nothing to commit."""
@@ -233,7 +249,7 @@ def _appended_since(table, since_ms: int) -> bool:
 
 
 def bring_down(settings: Settings) -> list[tuple[str, str]]:
-    """Stop feeds, streams (cleanly), Airflow (with its Celery workers, then Redis), the Spark Connect
+    """Stop feeds, the query server, streams (cleanly), Airflow (with its Celery workers, then Redis), the Spark Connect
     server, the broker and, last, K2's PostgreSQL server, which all of them used. Data stays."""
     from k2.runtime.airflow import AirflowServices
     from k2.runtime.broker import LocalKafka
@@ -248,6 +264,8 @@ def bring_down(settings: Settings) -> list[tuple[str, str]]:
         (f"feed {e}", "stopped" if stopped else "was not running")
         for e, stopped in zip(settings.exchanges, feeds, strict=True)
     ]
+    stopped_query = procs.stop(query_server_pid_file(settings))
+    results.append(("query server", "stopped" if stopped_query else "was not running"))
     supervisors = [StreamSupervisor(settings, exchange) for exchange in settings.exchanges]
     running = [s.instance.holder_pid() is not None for s in supervisors]
     procs.concurrently([s.request_stop for s in supervisors])  # each finishes its batch: together, not in turn

@@ -1,0 +1,330 @@
+"""``k2 query serve``: consumes each exchange's topic from where Silver's work ends, judges each record
+once into a ``LiveStore``, and answers ``k2.query`` over a Unix socket (only K2's user can connect:
+0600, in K2_HOME). A query's unprocessed part comes from the store, to the end offsets Kafka holds
+when it arrives; an exchange the store cannot answer for exactly (still catching up, records Kafka
+no longer holds, a hole in Silver's coverage) is answered the way a query without the server is."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import socketserver
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from k2.errors import K2Error
+from k2.log import get_logger
+from k2.private import private_dir
+from k2.query import hybrid
+from k2.query.live.boundary import Processed, coverage_end, processed
+from k2.query.live.protocol import read_request, socket_path, write_error, write_table
+from k2.query.live.store import LiveStore
+from k2.query.sources import RECORD_SCHEMA, _headers
+from k2.settings import Settings
+
+log = get_logger(__name__)
+REFRESH_S = 5.0  # how often the server looks for a new batch in the ledger
+
+
+@dataclass
+class Feed:
+    """One exchange's topic as the server follows it."""
+
+    exchange: str
+    topic: str
+    processed: Processed | None = None
+    positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset to judge
+    caught_up: bool = False  # reached the end offsets found when it started
+    unusable: str = ""  # why the store cannot answer for this exchange
+    judged: int = 0
+
+
+class QueryServer:
+    def __init__(self, settings: Settings, store_dir: Path | None = None) -> None:
+        self.settings = settings
+        self.socket = socket_path(settings)
+        self.store_dir = store_dir or settings.home / "query"
+        self.feeds = {ex: Feed(ex, settings.topic_for(ex)) for ex in settings.exchanges}
+        self.answered = {"live": 0, "local": 0}
+        self._changed = threading.Condition()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._server: socketserver.ThreadingUnixStreamServer | None = None
+        self._ends: dict[str, Any] = {}  # exchange -> confluent_kafka.Consumer for end offsets
+        self._ends_lock = threading.Lock()
+        self.store: LiveStore | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        shutil.rmtree(self.store_dir, ignore_errors=True)  # a cache: rebuilt from Kafka at every start
+        private_dir(self.store_dir)
+        self.store = LiveStore(self.settings, self.store_dir / "live.duckdb")
+        for feed in self.feeds.values():
+            self._spawn(f"k2-query-{feed.exchange}", self._follow, feed)
+        self._spawn("k2-query-ledger", self._refresh)
+        private_dir(self.socket.parent)
+        self.socket.unlink(missing_ok=True)
+        server = _Server(str(self.socket), _Handler)
+        server.owner = self
+        self.socket.chmod(0o600)
+        self._server = server
+        self._spawn("k2-query-socket", server.serve_forever)
+        log.info("query.serving", socket=str(self.socket), exchanges=list(self.feeds))
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._changed:
+            self._changed.notify_all()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        for consumer in self._ends.values():
+            consumer.close()
+        self.socket.unlink(missing_ok=True)
+        if self.store is not None:
+            self.store.close()
+        shutil.rmtree(self.store_dir, ignore_errors=True)
+        log.info("query.stopped", answered=self.answered)
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Until every exchange's store has caught up (or cannot be used), for tests and `k2 up`."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: all(f.caught_up or f.unusable for f in self.feeds.values()),
+                timeout=max(0.0, deadline - time.monotonic()),
+            )
+
+    def _spawn(self, name: str, target, *args) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    # --- following the topics ----------------------------------------------------------------------
+    def _boundary(self, feed: Feed) -> Processed | None:
+        """Silver's coverage, retried until the catalog answers (or the server stops)."""
+        while not self._stopping.is_set():
+            try:
+                return processed(self.settings, feed.exchange)
+            except Exception as exc:  # the catalog may still be starting: try again
+                log.warning("query.coverage_unknown", exchange=feed.exchange, error=str(exc))
+                self._stopping.wait(REFRESH_S)
+        return None
+
+    def _follow(self, feed: Feed) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        boundary = self._boundary(feed)
+        if boundary is None:
+            return
+        consumer = Consumer(self._consumer_conf(feed))
+        try:
+            partitions = self._partitions(consumer, feed)
+            if partitions is None:
+                return
+            starts, ends = {}, {}
+            for p in partitions:
+                low, ends[p] = consumer.get_watermark_offsets(TopicPartition(feed.topic, p), timeout=10)
+                starts[p] = max(boundary.offsets.get(p, low), low)
+                if boundary.offsets.get(p, low) < low:
+                    self._set(feed, unusable=f"Kafka no longer holds offsets {boundary.offsets[p]}-{low - 1} "
+                              f"of partition {p}, which Silver has not processed")  # fmt: skip
+            with self._changed:
+                feed.processed, feed.positions = boundary, dict(starts)
+            consumer.assign([TopicPartition(feed.topic, p, starts[p]) for p in partitions])
+            log.info("query.following", exchange=feed.exchange, topic=feed.topic, start_offsets=starts)
+            while not self._stopping.is_set():
+                self._judge(feed, consumer.consume(20_000, timeout=0.05))
+                if not feed.caught_up and all(feed.positions[p] >= ends[p] for p in partitions):
+                    self._set(feed, caught_up=True)
+                    log.info("query.caught_up", exchange=feed.exchange, candidates=self.store.rows(feed.exchange))
+        except Exception as exc:
+            log.exception("query.follow_failed", exchange=feed.exchange)
+            self._set(feed, unusable=f"following {feed.topic} failed: {exc}")
+        finally:
+            consumer.close()
+
+    def _consumer_conf(self, feed: Feed) -> dict[str, Any]:
+        return {
+            "bootstrap.servers": self.settings.kafka.bootstrap_servers,
+            "group.id": f"k2-query-{feed.exchange}",
+            "enable.auto.commit": False,
+            "log_level": 0,
+        }
+
+    def _partitions(self, consumer, feed: Feed) -> list[int] | None:
+        while not self._stopping.is_set():
+            try:
+                return sorted(consumer.list_topics(feed.topic, timeout=10).topics[feed.topic].partitions)
+            except Exception as exc:  # the broker may still be starting
+                log.warning("query.topic_unreadable", topic=feed.topic, error=str(exc))
+                self._stopping.wait(REFRESH_S)
+        return None
+
+    def _judge(self, feed: Feed, messages: list) -> None:
+        columns: dict[str, list] = {name: [] for name in RECORD_SCHEMA.names}
+        reached: dict[int, int] = {}
+        for msg in messages:
+            if msg.error():
+                continue
+            reached[msg.partition()] = msg.offset() + 1
+            values = (
+                feed.topic,
+                msg.partition(),
+                msg.offset(),
+                dt.datetime.fromtimestamp(msg.timestamp()[1] / 1000, dt.UTC),
+                None,
+                msg.value(),
+                _headers(msg.headers()),
+            )
+            for name, value in zip(RECORD_SCHEMA.names, values, strict=True):
+                columns[name].append(value)
+        if not reached:
+            return
+        self.store.add(feed.exchange, pa.Table.from_pydict(columns, schema=RECORD_SCHEMA))
+        with self._changed:
+            feed.positions.update(reached)
+            feed.judged += sum(1 for m in messages if not m.error())
+            self._changed.notify_all()
+
+    def _set(self, feed: Feed, **changes) -> None:
+        with self._changed:
+            for name, value in changes.items():
+                setattr(feed, name, value)
+            self._changed.notify_all()
+
+    def _refresh(self) -> None:
+        """Follows Silver's coverage: after a batch, the store forgets what Silver now holds."""
+        while not self._stopping.wait(REFRESH_S):
+            for feed in self.feeds.values():
+                if feed.processed is None:
+                    continue
+                try:
+                    until, _ = coverage_end(self.settings, feed.exchange)
+                    if until == feed.processed.covered_until:
+                        continue
+                    boundary = processed(self.settings, feed.exchange)
+                    with self._changed:
+                        feed.processed = boundary
+                    forgotten = self.store.prune(feed.exchange, boundary.offsets) if boundary.exact else 0
+                    log.info(
+                        "query.silver_advanced", exchange=feed.exchange, covered_until=until.isoformat(),
+                        forgotten=forgotten, exact=boundary.exact, reason=boundary.reason or None,
+                    )  # fmt: skip
+                except Exception as exc:  # the old coverage stays in force: it only errs low
+                    log.warning("query.coverage_unknown", exchange=feed.exchange, error=str(exc))
+
+    # --- answering ---------------------------------------------------------------------------------
+    def fresh(
+        self, settings: Settings, exchange: str, start: dt.datetime, end: dt.datetime, symbols: list[str] | None
+    ) -> hybrid.Fresh:
+        """``hybrid.fresh_trades`` from the store when it holds every unprocessed record up to the end
+        offsets Kafka has now; computed the way a query without the server does otherwise."""
+        feed = self.feeds.get(exchange)
+        clock = time.perf_counter()
+        if feed is not None and self._reached_end(feed):
+            offsets = feed.processed.offsets
+            table = self.store.first_copies(exchange, start, end, symbols, offsets)
+            self.answered["live"] += 1
+            return hybrid.Fresh(table.cast(hybrid.TRADES_SCHEMA), seconds={"live": time.perf_counter() - clock})
+        self.answered["local"] += 1
+        return hybrid.fresh_trades(settings, exchange, start, end, symbols)
+
+    def _reached_end(self, feed: Feed) -> bool:
+        if not feed.caught_up or feed.unusable or feed.processed is None or not feed.processed.exact:
+            return False
+        ends = self._end_offsets(feed)
+        with self._changed:
+            return (
+                self._changed.wait_for(
+                    lambda: all(feed.positions.get(p, 0) >= end for p, end in ends.items()) or bool(feed.unusable),
+                    timeout=self.settings.batch.query_tail_timeout_s,
+                )
+                and not feed.unusable
+            )
+
+    def _end_offsets(self, feed: Feed) -> dict[int, int]:
+        from confluent_kafka import Consumer, TopicPartition
+
+        with self._ends_lock:  # one consumer per exchange asks for end offsets, one request at a time
+            consumer = self._ends.get(feed.exchange)
+            if consumer is None:
+                consumer = Consumer(self._consumer_conf(feed) | {"group.id": f"k2-query-ends-{feed.exchange}"})
+                self._ends[feed.exchange] = consumer
+            return {
+                p: consumer.get_watermark_offsets(TopicPartition(feed.topic, p), timeout=5, cached=False)[1]
+                for p in list(feed.positions)
+            }
+
+    def answer(self, request: dict[str, Any]) -> tuple[pa.Table, dict[str, Any]]:
+        op = request.get("op")
+        before = dict(self.answered)
+        begin, stop = (dt.datetime.fromisoformat(request[k]) for k in ("start", "end"))
+        exchanges, symbols = request["exchanges"], request.get("symbols")
+        if op == "trades":
+            table = hybrid.trades(self.settings, exchanges, symbols, begin, stop, fresh=self.fresh)
+        elif op == "bars":
+            table = hybrid.bars(self.settings, request["interval"], exchanges, symbols, begin, stop, fresh=self.fresh)
+        else:
+            raise K2Error(f"the query server has no operation {op!r}", "ask for trades, bars or status.")
+        return table, {k: self.answered[k] - before[k] for k in self.answered}
+
+    def status(self) -> dict[str, Any]:
+        with self._changed:
+            feeds = {
+                ex: {
+                    "caught_up": f.caught_up,
+                    "unusable": f.unusable or None,
+                    "judged": f.judged,
+                    "covered_until": f.processed.covered_until.isoformat() if f.processed else None,
+                }
+                for ex, f in self.feeds.items()
+            }
+        for ex in feeds:
+            feeds[ex]["candidates"] = self.store.rows(ex)
+        return {"feeds": feeds, "answered": dict(self.answered)}
+
+
+class _Server(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+    owner: QueryServer
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        owner: QueryServer = self.server.owner  # type: ignore[attr-defined]
+        try:
+            request = read_request(self.rfile)
+            if request.get("op") == "status":
+                write_table(self.wfile, None, owner.status())
+                return
+            table, served = owner.answer(request)
+            write_table(self.wfile, table, {"served": served})
+        except K2Error as exc:
+            write_error(self.wfile, exc.cause, exc.fix)
+        except Exception as exc:
+            log.exception("query.failed")
+            write_error(self.wfile, f"the query server failed: {exc}", "", fallback=True)
+
+
+def serve(settings: Settings) -> int:
+    """Runs the server until SIGTERM or SIGINT."""
+    import signal
+
+    server = QueryServer(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server.start()
+    try:
+        stop.wait()
+    finally:
+        server.stop()
+    return 0

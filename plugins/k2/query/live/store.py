@@ -1,0 +1,188 @@
+"""The judged records a query server keeps: each exchange's valid trade candidates (Silver's rules,
+``k2.medallion.duckdb``) with their Kafka coordinates, in a DuckDB database of its own. Records are
+judged once, on arrival; a query selects typed candidates and chooses first copies among them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from pathlib import Path
+
+import pyarrow as pa
+
+from k2.exchanges import get_exchange, known_symbols
+from k2.exchanges.duckdb import lit
+from k2.medallion import duckdb as silver_sql
+from k2.query.sources import sql_time
+from k2.settings import Settings
+
+# what a query needs of a valid candidate (k2.medallion.duckdb.CLASSIFIED less the texts and verdicts)
+KEPT = (
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+    "kafka_timestamp",
+    "item_index",
+    "exchange_symbol",
+    "trade_id",
+    "event_time",
+    "taker_side",
+    "symbol",
+    "price",
+    "quantity",
+    "quote_amount",
+)
+Offsets = dict[int, int]  # partition -> offset
+
+
+def _table(exchange: str) -> str:
+    return f"live_{exchange}"
+
+
+class LiveStore:
+    """Valid candidates per exchange. Thread-safe: each call works on a cursor of its own."""
+
+    def __init__(self, settings: Settings, path: Path | None = None, memory_limit: str = "1GB") -> None:
+        import duckdb
+
+        self._settings = settings
+        self._db = duckdb.connect(str(path) if path else ":memory:")
+        self._db.execute("SET TimeZone = 'UTC'")
+        self._db.execute(f"SET memory_limit = {lit(memory_limit)}")  # a long backlog spills to the file
+        self._judges = {}
+        self._lock = threading.Lock()
+        batch = settings.batch
+        self._lead_s, self._age_s = batch.silver_max_event_lead_s, batch.silver_max_event_age_s
+        columns = dict(zip(silver_sql.CLASSIFIED.names, silver_sql.CLASSIFIED.types, strict=True))
+        # contested: a copy that may not be its trade's only one (see add), ranked among its copies at query time
+        ddl = ", ".join(f"{name} {_duck_type(columns[name])}" for name in KEPT) + ", contested BOOLEAN"
+        self._highest: dict[str, dict[str, int]] = {ex: {} for ex in settings.exchanges}
+        for exchange in settings.exchanges:
+            ex = get_exchange(exchange)
+            self._judges[exchange] = (ex.rules, known_symbols(settings, ex))
+            self._db.execute(f"CREATE TABLE IF NOT EXISTS {_table(exchange)} ({ddl})")
+
+    def _cursor(self):
+        with self._lock:
+            cursor = self._db.cursor()
+        cursor.execute("SET TimeZone = 'UTC'")
+        return cursor
+
+    def add(self, exchange: str, records: pa.Table) -> int:
+        """Judges ``records`` (``k2.query.sources.RECORD_SCHEMA``) and keeps their valid candidates;
+        returns how many it kept. Connection events are dropped, as Silver routes them elsewhere."""
+        rules, symbols = self._judges[exchange]
+        con = self._cursor()
+        try:
+            con.register("_arrived", records)
+            con.execute("CREATE TEMP TABLE _records AS SELECT * FROM _arrived")
+            con.unregister("_arrived")
+            silver_sql.drop_connection_events(con, "_records")
+            judged = silver_sql.classify(con, "_records", exchange, rules, symbols, self._lead_s, self._age_s)
+            return self._keep(con, exchange, judged)
+        finally:
+            con.close()
+
+    def _keep(self, con, exchange: str, judged: str) -> int:
+        """Inserts the valid candidates of ``judged``, each marked contested unless it is certainly the
+        first copy of its trade to arrive: a numeric id above every id this symbol had before, and
+        alone in its poll. Of any two copies of a trade, the later to arrive is so marked, so a trade
+        without a contested copy has one copy only, and a query takes it without ranking."""
+        highest = self._highest[exchange]
+        known = " ".join(f"WHEN {lit(symbol)} THEN {top}" for symbol, top in highest.items())
+        above = f"CASE symbol {known} END" if known else "NULL::BIGINT"
+        con.execute(
+            f"""CREATE TEMP TABLE _valid AS SELECT {", ".join(KEPT)}, TRY_CAST(trade_id AS BIGINT) AS _id
+            FROM {judged} WHERE reason IS NULL"""
+        )
+        kept = con.execute(
+            f"""INSERT INTO {_table(exchange)} SELECT {", ".join(KEPT)},
+              _id IS NULL OR _id <= coalesce({above}, -1) OR count(*) OVER (PARTITION BY symbol, trade_id) > 1
+            FROM _valid"""
+        ).fetchall()[0][0]
+        for symbol, top in con.execute("SELECT symbol, max(_id) FROM _valid GROUP BY symbol").fetchall():
+            if top is not None:
+                highest[symbol] = max(top, highest.get(symbol, top))
+        con.execute("DROP TABLE _valid")
+        return int(kept)
+
+    def prune(self, exchange: str, below: Offsets) -> int:
+        """Forgets the candidates of records before ``below`` (Silver has processed them)."""
+        if not below:
+            return 0
+        con = self._cursor()
+        try:
+            return int(
+                con.execute(
+                    f"DELETE FROM {_table(exchange)} t USING ({_offsets_sql(below)}) b(p, o) "
+                    "WHERE t.kafka_partition = b.p AND t.kafka_offset < b.o"
+                ).fetchall()[0][0]
+            )
+        finally:
+            con.close()
+
+    def rows(self, exchange: str) -> int:
+        con = self._cursor()
+        try:
+            return int(con.execute(f"SELECT count(*) FROM {_table(exchange)}").fetchall()[0][0])
+        finally:
+            con.close()
+
+    def first_copies(
+        self,
+        exchange: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        symbols: list[str] | None,
+        from_offsets: Offsets,
+    ) -> pa.Table:
+        """The valid first copies (Silver's rank: partition, offset, item) with an event time in
+        [start, end), among the candidates of records at or after ``from_offsets``. A valid trade's
+        Kafka timestamp lies in [event time - lead, event time + age], so only candidates stamped in
+        [start - lead, end + age) can be one of the window's; and only the trades with a contested
+        copy are ranked."""
+        since = start - dt.timedelta(seconds=self._lead_s)
+        until = end + dt.timedelta(seconds=self._age_s)
+        inside = f"event_time >= {sql_time(start)} AND event_time < {sql_time(end)}"
+        wanted = ""
+        if symbols:
+            listed = ", ".join(lit(s) for s in symbols)
+            wanted = f"AND (symbol IN ({listed}) OR exchange_symbol IN ({listed}))"
+        offsets = _offsets_sql(from_offsets) if from_offsets else "SELECT NULL::INTEGER, NULL::BIGINT WHERE false"
+        rank = "row_number() OVER (PARTITION BY symbol, trade_id ORDER BY kafka_partition, kafka_offset, item_index)"
+        # each part reads the table itself: a shared CTE over every candidate in the range is materialised
+        copies = f"""(SELECT t.* FROM {_table(exchange)} t LEFT JOIN b ON t.kafka_partition = b.p
+          WHERE t.kafka_offset >= coalesce(b.o, 0)
+            AND kafka_timestamp >= {sql_time(since)} AND kafka_timestamp < {sql_time(until)} {wanted})"""
+        sql = f"""
+WITH b(p, o) AS ({offsets}),
+disputed AS (SELECT DISTINCT symbol, trade_id FROM {copies} WHERE contested),
+firsts AS (
+  SELECT * FROM {copies} ANTI JOIN disputed USING (symbol, trade_id) WHERE {inside} AND NOT contested
+  UNION ALL BY NAME
+  SELECT * FROM (SELECT * FROM {copies} SEMI JOIN disputed USING (symbol, trade_id) QUALIFY {rank} = 1)
+  WHERE {inside}
+)
+SELECT {lit(exchange)} AS exchange, symbol, exchange_symbol, trade_id, event_time, price, quantity, quote_amount,
+  taker_side, kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, NULL::TIMESTAMPTZ AS bronze_ingested_at
+FROM firsts"""
+        con = self._cursor()
+        try:
+            return con.sql(sql).to_arrow_table()
+        finally:
+            con.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _offsets_sql(offsets: Offsets) -> str:
+    return "VALUES " + ", ".join(f"({int(p)}, {int(o)})" for p, o in sorted(offsets.items()))
+
+
+def _duck_type(kind: pa.DataType) -> str:
+    if pa.types.is_timestamp(kind):
+        return "TIMESTAMPTZ"
+    if pa.types.is_decimal(kind):
+        return f"DECIMAL({kind.precision},{kind.scale})"
+    return {pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.string(): "VARCHAR"}[kind]

@@ -1,0 +1,186 @@
+"""The query server's pure parts: its store judges records once and then answers exactly as judging
+them at query time does (Silver's rules, first copies in Kafka order), from any offsets on; it
+forgets what Silver has processed; and the socket protocol's framing and paths."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import socketserver
+import threading
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from k2.errors import K2Error
+from k2.exchanges import get_exchange, known_symbols
+from k2.medallion import duckdb as silver_sql
+from k2.query.live import protocol
+from k2.query.live.store import LiveStore
+from k2.query.sources import RECORD_SCHEMA, sql_time
+from k2.settings import Settings
+
+UTC = dt.UTC
+T = dt.datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+TOPIC = "t.binance.raw"
+
+
+def binance(t: int, price: str, seconds: float, symbol: str = "BTCUSDT") -> bytes:
+    when = int((T + dt.timedelta(seconds=seconds)).timestamp() * 1000)
+    data = {"e": "trade", "E": when + 1, "s": symbol, "t": t, "p": price, "q": "0.5", "T": when, "m": False}
+    return json.dumps({"stream": f"{symbol.lower()}@trade", "data": data}).encode()
+
+
+# (partition, offset, value, Kafka timestamp in seconds from T)
+RECORDS = [
+    (0, 0, binance(1, "100.0", 5), 6),
+    (0, 1, binance(2, "101.0", 30), 31),
+    (1, 0, binance(1, "100.5", 5), 7),  # a copy of 1 in a later partition: not its first copy
+    (0, 2, binance(3, "abc", 40), 41),  # poison
+    (1, 1, binance(4, "99.0", 50, "ETHUSDT"), 51),
+    (0, 3, binance(5, "102.0", 70), 71),  # after the window
+    (0, 4, binance(2, "101.5", 30), 72),  # a late copy of 2
+    (1, 2, b'{"result":null,"id":1}', 73),  # a subscription answer: no trade
+    (1, 3, binance(6, "103.0", 20), 20 - 400),  # stamped more than the lead before its event: invalid
+]
+
+
+def records(rows=RECORDS) -> pa.Table:
+    columns = list(zip(*rows, strict=True))
+    return pa.table(
+        {
+            "kafka_topic": [TOPIC] * len(rows),
+            "kafka_partition": pa.array(columns[0], pa.int32()),
+            "kafka_offset": pa.array(columns[1], pa.int64()),
+            "kafka_timestamp": [T + dt.timedelta(seconds=s) for s in columns[3]],
+            "ingested_at": [None] * len(rows),
+            "value": pa.array(columns[2], pa.binary()),
+            "headers": [[] for _ in rows],
+        },
+        schema=RECORD_SCHEMA,
+    )
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings.from_env({}, home=tmp_path, exchanges=["binance"])
+
+
+def at_query_time(settings: Settings, table: pa.Table, start, end, symbols) -> list[tuple]:
+    """What a query without the server answers: the same rules over the raw records, at query time."""
+    ex = get_exchange("binance")
+    lead, age = settings.batch.silver_max_event_lead_s, settings.batch.silver_max_event_age_s
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("_raw", table)
+        con.execute("CREATE TEMP TABLE _records AS SELECT * FROM _raw")
+        window = (sql_time(start), sql_time(end))
+        judged = silver_sql.classify_window(
+            con, "_records", "binance", ex.rules, known_symbols(settings, ex), lead, age, window
+        )
+        listed = ", ".join(f"'{s}'" for s in symbols or ())
+        wanted = f"AND (symbol IN ({listed}) OR exchange_symbol IN ({listed}))" if symbols else ""
+        rows = con.sql(
+            f"SELECT trade_id, kafka_partition, kafka_offset, price FROM ({silver_sql.first_copies_sql(judged)}) "
+            f"WHERE event_time >= {window[0]} AND event_time < {window[1]} {wanted}"
+        ).fetchall()
+    return sorted(rows)
+
+
+def served(store: LiveStore, start, end, symbols, offsets) -> list[tuple]:
+    table = store.first_copies("binance", start, end, symbols, offsets)
+    return sorted(
+        zip(
+            *(table.column(c).to_pylist() for c in ("trade_id", "kafka_partition", "kafka_offset", "price")),
+            strict=True,
+        )
+    )
+
+
+@pytest.mark.parametrize("symbols", [None, ["BTCUSDT"], ["ETH-USDT"]])
+def test_the_store_answers_as_judging_at_query_time(settings, symbols) -> None:
+    store = LiveStore(settings)
+    for half in (RECORDS[:4], RECORDS[4:]):  # judged as they arrive, in two polls
+        store.add("binance", records(half))
+    assert store.rows("binance") == 6  # valid candidates only: not the poison, the answer or the stale one
+    window = (T, T + dt.timedelta(seconds=60))
+    expected = at_query_time(settings, records(), *window, symbols)
+    assert served(store, *window, symbols, {}) == expected
+    assert expected  # the comparison is about trades, not two empty answers
+    if symbols is None:
+        assert [(t, p, o) for t, p, o, _ in expected] == [("1", 0, 0), ("2", 0, 1), ("4", 1, 1)]
+
+
+def test_from_offsets_on_the_first_copy_left_counts(settings) -> None:
+    """After Silver processed partition 0 up to offset 2, trade 2's first unprocessed copy is the late
+    one, as a query over the unprocessed records alone finds."""
+    store = LiveStore(settings)
+    store.add("binance", records())
+    window = (T, T + dt.timedelta(seconds=60))
+    left = [r for r in RECORDS if r[0] == 1 or r[1] >= 2]
+    assert served(store, *window, None, {0: 2}) == at_query_time(settings, records(left), *window, None)
+    assert ("2", 0, 4) in [r[:3] for r in served(store, *window, None, {0: 2})]
+
+
+def test_the_store_forgets_what_silver_processed(settings) -> None:
+    store = LiveStore(settings)
+    store.add("binance", records())
+    assert store.prune("binance", {0: 4}) == 3  # partition 0's offsets 0, 1, 3 (2 was poison)
+    assert store.rows("binance") == 3
+    assert store.prune("binance", {}) == 0
+
+
+def test_answers_are_framed_as_a_json_line_then_arrow(tmp_path) -> None:
+    table = pa.table({"trade_id": ["1", "2"]})
+    stream = io.BytesIO()
+    protocol.write_table(stream, table, {"served": {"live": 1}})
+    stream.seek(0)
+    header = json.loads(stream.readline())
+    assert header == {"ok": True, "table": True, "served": {"live": 1}}
+    assert pa.ipc.open_stream(stream).read_all().equals(table)
+    stream = io.BytesIO()
+    protocol.write_error(stream, "the lake has no table silver.trades", "run `k2 lake init`.")
+    assert json.loads(stream.getvalue())["fix"] == "run `k2 lake init`."
+
+
+def test_without_a_server_a_query_is_answered_in_process(tmp_path) -> None:
+    settings = Settings.from_env({}, home=tmp_path)
+    assert protocol.ask(settings, {"op": "status"}) is None
+    protocol.socket_path(settings).parent.mkdir(parents=True)
+    protocol.socket_path(settings).touch()  # a file left by a server that died: no one listens
+    assert protocol.ask(settings, {"op": "status"}) is None
+
+
+def test_a_home_too_deep_for_a_socket_gets_a_private_path_elsewhere(tmp_path) -> None:
+    deep = Settings.from_env({}, home=tmp_path / ("x" * 120))
+    path = protocol.socket_path(deep)
+    assert len(str(path)) <= 100 and path != deep.run_dir / "query.sock"
+    assert protocol.socket_path(Settings.from_env({}, home=tmp_path / ("x" * 120))) == path
+    assert protocol.socket_path(Settings.from_env({}, home=tmp_path)) == tmp_path / "run" / "query.sock"
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_a_server_error_is_raised_with_its_fix_or_answered_in_process(tmp_path, fallback: bool) -> None:
+    settings = Settings.from_env({}, home=tmp_path)
+    path = protocol.socket_path(settings)
+    path.parent.mkdir(parents=True)
+
+    class Failing(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            protocol.read_request(self.rfile)
+            protocol.write_error(
+                self.wfile, "the lake has no table silver.trades", "run `k2 lake init`.", fallback=fallback
+            )
+
+    with socketserver.UnixStreamServer(str(path), Failing) as server:
+        thread = threading.Thread(target=server.handle_request)
+        thread.start()
+        if fallback:  # the server failed unexpectedly: the query is answered without it
+            assert protocol.ask(settings, {"op": "trades"}) is None
+        else:
+            with pytest.raises(K2Error) as info:
+                protocol.ask(settings, {"op": "trades"})
+            assert (info.value.cause, info.value.fix) == ("the lake has no table silver.trades", "run `k2 lake init`.")
+        thread.join(10)
