@@ -9,6 +9,7 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import reduce
 
 import pyarrow as pa
 
@@ -195,18 +196,21 @@ def bars(
     """OHLCV bars starting in [start, end): Gold's where Gold has every trade of the bar, computed on
     the fly (same definition as Gold) where one of its trades is not in Gold yet: fresh ones, and
     Silver's from ingestion ranges Gold has not covered."""
-    from pyiceberg.expressions import GreaterThanOrEqual
+    from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan, Or
 
     width = dt.timedelta(seconds=WIDTHS[interval])
     first, last = _floor(start, width), _floor(end - dt.timedelta(microseconds=1), width) + width
-    late = []
+    dirty: set[tuple[str, str, dt.datetime]] = set()
     for exchange in exchanges:
+        # Silver's trades from ingestion ranges Gold has not covered: their bars are not final in Gold
         not_in_gold = sources.gaps(ledger.covered(settings.lake, "gold", exchange))
-        since = GreaterThanOrEqual("bronze_ingested_at", not_in_gold[0][0].isoformat())
-        rows = _silver(settings, [exchange], symbols, first, last, since).to_pylist()
-        late += [r for r in rows if sources.in_ranges(r["bronze_ingested_at"], not_in_gold)]
+        column = "bronze_ingested_at"
+        ingested = [
+            And(GreaterThanOrEqual(column, start.isoformat()), LessThan(column, end.isoformat()))
+            for start, end in not_in_gold
+        ]
+        dirty |= _bar_keys(_silver(settings, [exchange], symbols, first, last, reduce(Or, ingested)), width)
     fresh_all = _fresh(settings, exchanges, symbols, first, last, fresh)
-    dirty = {(r["exchange"], r["symbol"], _floor(r["event_time"], width)) for r in late}
     dirty |= _bar_keys(fresh_all, width)
     gold = sources.gold_bars(settings, interval, exchanges, symbols, first, end)
     columns = [c for c in gold.schema.names if c != "computed_at"]

@@ -5,6 +5,7 @@ tail past the offsets the Bronze stream has committed (by its progress file)."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ import pyarrow as pa
 from k2.errors import K2Error
 from k2.lake.tables import SILVER_TRADES, bronze_table, gold_table
 from k2.medallion.coverage import Range, merge
-from k2.settings import Settings
+from k2.settings import LakeSettings, Settings
 
 FAR = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
 TIME = pa.timestamp("us", tz="UTC")
@@ -42,14 +43,17 @@ def gaps(covered: list[Range]) -> list[Range]:
     return [*out, (cursor, FAR)]
 
 
-def in_ranges(moment: dt.datetime | None, ranges: list[Range]) -> bool:
-    return moment is not None and any(start <= moment < end for start, end in ranges)
-
-
 def _catalog(settings: Settings):
+    return _opened_catalog(settings.lake)
+
+
+@functools.lru_cache(maxsize=8)
+def _opened_catalog(lake: LakeSettings):
+    """One catalog per lake and process: opening one (its database engine, the SQLite checks) costs
+    tens of milliseconds, which a query server would pay at every query. Thread-safe (SQLAlchemy)."""
     from k2.lake.catalog import load_catalog
 
-    return load_catalog(settings.lake)
+    return load_catalog(lake)
 
 
 def _table(settings: Settings, identifier: str):

@@ -24,11 +24,15 @@ from k2.query import hybrid
 from k2.query.live.boundary import Processed, coverage_end, processed
 from k2.query.live.protocol import read_request, socket_path, write_error, write_table
 from k2.query.live.store import LiveStore
-from k2.query.sources import RECORD_SCHEMA, _headers
+from k2.query.sources import HEADERS, RECORD_SCHEMA, TIME, _headers
 from k2.settings import Settings
 
 log = get_logger(__name__)
 REFRESH_S = 5.0  # how often the server looks for a new batch in the ledger
+# records wait this long to be judged together, unless a query waits for them: each judging has a
+# fixed cost (a dozen DuckDB statements) that polls every 50 ms would pay 20 times a second
+JUDGE_EVERY_S = 1.0
+JUDGE_AT_MOST = 50_000
 
 
 @dataclass
@@ -42,6 +46,7 @@ class Feed:
     caught_up: bool = False  # reached the end offsets found when it started
     unusable: str = ""  # why the store cannot answer for this exchange
     judged: int = 0
+    waiting: int = 0  # queries waiting for the store to reach Kafka's end offsets
 
 
 class QueryServer:
@@ -57,6 +62,7 @@ class QueryServer:
         self._server: socketserver.ThreadingUnixStreamServer | None = None
         self._ends: dict[str, Any] = {}  # exchange -> confluent_kafka.Consumer for end offsets
         self._ends_lock = threading.Lock()
+        self._request = threading.local()  # what the request a thread answers has used
         self.store: LiveStore | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -140,8 +146,13 @@ class QueryServer:
                 feed.processed, feed.positions = boundary, dict(starts)
             consumer.assign([TopicPartition(feed.topic, p, starts[p]) for p in partitions])
             log.info("query.following", exchange=feed.exchange, topic=feed.topic, start_offsets=starts)
+            arrived, since = [], time.monotonic()
             while not self._stopping.is_set():
-                self._judge(feed, consumer.consume(20_000, timeout=0.05))
+                arrived += consumer.consume(20_000, timeout=0.05)
+                due = time.monotonic() - since >= JUDGE_EVERY_S or len(arrived) >= JUDGE_AT_MOST or feed.waiting
+                if arrived and due:
+                    self._judge(feed, arrived)
+                    arrived, since = [], time.monotonic()
                 if not feed.caught_up and all(feed.positions[p] >= ends[p] for p in partitions):
                     self._set(feed, caught_up=True)
                     log.info("query.caught_up", exchange=feed.exchange, candidates=self.store.rows(feed.exchange))
@@ -169,29 +180,27 @@ class QueryServer:
         return None
 
     def _judge(self, feed: Feed, messages: list) -> None:
-        columns: dict[str, list] = {name: [] for name in RECORD_SCHEMA.names}
-        reached: dict[int, int] = {}
-        for msg in messages:
-            if msg.error():
-                continue
-            reached[msg.partition()] = msg.offset() + 1
-            values = (
-                feed.topic,
-                msg.partition(),
-                msg.offset(),
-                dt.datetime.fromtimestamp(msg.timestamp()[1] / 1000, dt.UTC),
-                None,
-                msg.value(),
-                _headers(msg.headers()),
-            )
-            for name, value in zip(RECORD_SCHEMA.names, values, strict=True):
-                columns[name].append(value)
-        if not reached:
+        good = [m for m in messages if not m.error()]
+        if not good:
             return
-        self.store.add(feed.exchange, pa.Table.from_pydict(columns, schema=RECORD_SCHEMA))
+        partitions, offsets = [m.partition() for m in good], [m.offset() for m in good]
+        stamps = pa.array([m.timestamp()[1] for m in good], pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
+        columns = {
+            "kafka_topic": pa.array([feed.topic] * len(good), pa.string()),
+            "kafka_partition": pa.array(partitions, pa.int32()),
+            "kafka_offset": pa.array(offsets, pa.int64()),
+            "kafka_timestamp": stamps.cast(TIME),
+            "ingested_at": pa.nulls(len(good), TIME),
+            "value": pa.array([m.value() for m in good], pa.binary()),
+            "headers": pa.array([_headers(m.headers()) for m in good], HEADERS),
+        }
+        self.store.add(feed.exchange, pa.table(columns, schema=RECORD_SCHEMA))
+        reached: dict[int, int] = {}
+        for partition, offset in zip(partitions, offsets, strict=True):
+            reached[partition] = offset + 1  # a partition's messages arrive in offset order
         with self._changed:
             feed.positions.update(reached)
-            feed.judged += sum(1 for m in messages if not m.error())
+            feed.judged += len(good)
             self._changed.notify_all()
 
     def _set(self, feed: Feed, **changes) -> None:
@@ -229,13 +238,21 @@ class QueryServer:
         offsets Kafka has now; computed the way a query without the server does otherwise."""
         feed = self.feeds.get(exchange)
         clock = time.perf_counter()
-        if feed is not None and self._reached_end(feed):
-            offsets = feed.processed.offsets
-            table = self.store.first_copies(exchange, start, end, symbols, offsets)
-            self.answered["live"] += 1
-            return hybrid.Fresh(table.cast(hybrid.TRADES_SCHEMA), seconds={"live": time.perf_counter() - clock})
-        self.answered["local"] += 1
-        return hybrid.fresh_trades(settings, exchange, start, end, symbols)
+        live = feed is not None and self._reached_end(feed)
+        waited = time.perf_counter()
+        if live:
+            table = self.store.first_copies(exchange, start, end, symbols, feed.processed.offsets)
+            seconds = {"reach_end": waited - clock, "store": time.perf_counter() - waited}
+            answer = hybrid.Fresh(table.cast(hybrid.TRADES_SCHEMA), seconds=seconds)
+        else:
+            answer = hybrid.fresh_trades(settings, exchange, start, end, symbols)
+        request = self._request
+        with self._changed:
+            self.answered["live" if live else "local"] += 1
+        request.served["live" if live else "local"] += 1
+        for step, spent in answer.seconds.items():
+            request.seconds[step] = request.seconds.get(step, 0.0) + spent
+        return answer
 
     def _reached_end(self, feed: Feed) -> bool:
         if not feed.caught_up or feed.unusable or feed.processed is None or not feed.processed.exact:
@@ -264,8 +281,10 @@ class QueryServer:
             }
 
     def answer(self, request: dict[str, Any]) -> tuple[pa.Table, dict[str, Any]]:
+        """The table a request asks for, and how its unprocessed part was answered: per exchange from
+        the store (live) or judged now (local), and the seconds of its fresh steps."""
         op = request.get("op")
-        before = dict(self.answered)
+        self._request.served, self._request.seconds = {"live": 0, "local": 0}, {}
         begin, stop = (dt.datetime.fromisoformat(request[k]) for k in ("start", "end"))
         exchanges, symbols = request["exchanges"], request.get("symbols")
         if op == "trades":
@@ -274,7 +293,8 @@ class QueryServer:
             table = hybrid.bars(self.settings, request["interval"], exchanges, symbols, begin, stop, fresh=self.fresh)
         else:
             raise K2Error(f"the query server has no operation {op!r}", "ask for trades, bars or status.")
-        return table, {k: self.answered[k] - before[k] for k in self.answered}
+        fresh_s = {step: round(spent, 3) for step, spent in self._request.seconds.items()}
+        return table, {"served": self._request.served, "fresh_s": fresh_s}
 
     def status(self) -> dict[str, Any]:
         with self._changed:
@@ -305,8 +325,11 @@ class _Handler(socketserver.StreamRequestHandler):
             if request.get("op") == "status":
                 write_table(self.wfile, None, owner.status())
                 return
-            table, served = owner.answer(request)
-            write_table(self.wfile, table, {"served": served})
+            clock = time.perf_counter()
+            table, how = owner.answer(request)
+            seconds = round(time.perf_counter() - clock, 3)
+            write_table(self.wfile, table, how | {"seconds": seconds})
+            log.info("query.answered", op=request.get("op"), rows=table.num_rows, seconds=seconds, **how)
         except K2Error as exc:
             write_error(self.wfile, exc.cause, exc.fix)
         except Exception as exc:
