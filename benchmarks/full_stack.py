@@ -73,6 +73,8 @@ def component(proc: psutil.Process, home: str) -> str | None:
         return "broker"
     if " feed " in f"{cmd} " and "k2.cli" in cmd:
         return "feeds"
+    if "k2.cli query serve" in cmd:
+        return "query_server"
     for exchange in EXCHANGES:
         if f"k2-bronze-{exchange}" in cmd or f"bronze_ingest.py --exchange {exchange}" in cmd:
             return f"stream_{exchange}"
