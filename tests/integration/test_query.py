@@ -17,6 +17,7 @@ from k2.lake.tables import SILVER_TRADES, gold_table
 from k2.medallion.interval import Interval
 from k2.medallion.job import run
 from k2.streams.state import StreamPaths
+from tests.helpers import wait_for
 from tests.integration.medallion_fixtures import binance, own_lake, write_bronze
 
 pytestmark = pytest.mark.integration
@@ -196,6 +197,15 @@ def test_spanning_window_equals_the_next_batch(spark, lake) -> None:
     assert (minute_1["trade_count"], str(minute_1["low"]).rstrip("0")) == (3, "97.")
 
 
+def add_partition(settings) -> None:
+    from confluent_kafka.admin import AdminClient, NewPartitions
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    topic = settings.topic_for("binance")
+    partitions = len(admin.list_topics(topic, timeout=10).topics[topic].partitions)
+    admin.create_partitions([NewPartitions(topic, partitions + 1)])[topic].result(timeout=30)
+
+
 def btc_trades(settings, window) -> list[dict]:
     return q.trades(["binance"], ["BTCUSDT"], start=window[0], end=window[1], settings=settings).to_pylist()
 
@@ -217,6 +227,11 @@ def served_answers(settings, window) -> dict:
             "bars": {i: hybrid_bars(settings, i, *window) for i in ("1m", "5m", "1h")},
         }
         assert server.answered["local"] == 0 and server.answered["live"] == 5, server.answered
+        # a partition added while it runs is not followed: the exchange is judged at query time instead
+        add_partition(settings)
+        wait_for(lambda: server.status()["feeds"]["binance"]["unusable"], 30, "the server to give up the store")
+        assert hybrid_trades(settings, *window) == answers["trades"]
+        assert server.answered["local"] == 1, server.answered
         return answers
     finally:
         server.stop()

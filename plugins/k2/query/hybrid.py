@@ -179,9 +179,11 @@ def trades(
 ) -> pa.Table:
     """Every trade of the exchanges and symbols with an event time in [start, end), to the last record
     in Kafka, as Silver holds (or after its next run will hold) them."""
+    # Silver after the fresh part: a batch that commits in between leaves its trades in both, and the
+    # merge drops the fresh copies; read the other way round, they would be in neither
+    unprocessed = _fresh(settings, exchanges, symbols, start, end, fresh)
     silver = _silver(settings, exchanges, symbols, start, end)
-    unprocessed = _not_in(_fresh(settings, exchanges, symbols, start, end, fresh), silver)
-    return _sorted(pa.concat_tables([silver, unprocessed]))
+    return _sorted(pa.concat_tables([silver, _not_in(unprocessed, silver)]))
 
 
 def bars(

@@ -216,6 +216,7 @@ class QueryServer:
                 if feed.processed is None:
                     continue
                 try:
+                    self._check_partitions(feed)
                     until, _ = coverage_end(self.settings, feed.exchange)
                     if until == feed.processed.covered_until:
                         continue
@@ -268,17 +269,37 @@ class QueryServer:
             )
 
     def _end_offsets(self, feed: Feed) -> dict[int, int]:
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import TopicPartition
 
         with self._ends_lock:  # one consumer per exchange asks for end offsets, one request at a time
-            consumer = self._ends.get(feed.exchange)
-            if consumer is None:
-                consumer = Consumer(self._consumer_conf(feed) | {"group.id": f"k2-query-ends-{feed.exchange}"})
-                self._ends[feed.exchange] = consumer
+            consumer = self._ends_consumer(feed)
             return {
                 p: consumer.get_watermark_offsets(TopicPartition(feed.topic, p), timeout=5, cached=False)[1]
                 for p in list(feed.positions)
             }
+
+    def _ends_consumer(self, feed: Feed):  # -> confluent_kafka.Consumer, with _ends_lock held
+        from confluent_kafka import Consumer
+
+        if feed.exchange not in self._ends:
+            self._ends[feed.exchange] = Consumer(
+                self._consumer_conf(feed) | {"group.id": f"k2-query-ends-{feed.exchange}"}
+            )
+        return self._ends[feed.exchange]
+
+    def _check_partitions(self, feed: Feed) -> None:
+        """A partition added to the topic after the server started is not followed: say so, and
+        answer for the exchange without the store until a restart."""
+        with self._ends_lock:
+            now = set(self._ends_consumer(feed).list_topics(feed.topic, timeout=5).topics[feed.topic].partitions)
+        added = sorted(now - set(feed.positions))
+        if feed.positions and added and not feed.unusable:
+            self._set(
+                feed,
+                unusable=f"{feed.topic} has partitions {added} the server does not follow; "
+                "restart K2 (`k2 down`, then `k2 up`) to follow them",
+            )
+            log.warning("query.partitions_added", topic=feed.topic, partitions=added)
 
     def answer(self, request: dict[str, Any]) -> tuple[pa.Table, dict[str, Any]]:
         """The table a request asks for, and how its unprocessed part was answered: per exchange from
