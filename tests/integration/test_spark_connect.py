@@ -1,8 +1,11 @@
 """The embedded Spark Connect server that runs the batch: started on demand by the first job,
-shared by the next, and a killed task's Spark work is interrupted on the server, not left running."""
+shared by the next, a killed task's Spark work is interrupted on the server, not left running, and
+a job whose server dies fails at once."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -43,6 +46,13 @@ def idle(pid: int, window_s: float = 2.0) -> bool:
     return cpu_seconds(pid) - before < 0.3 * window_s
 
 
+def submit(hook: K2SparkConnectHook, failure: list[BaseException]) -> None:
+    try:
+        hook.submit()
+    except BaseException as exc:  # a kill makes it fail: the test checks how
+        failure.append(exc)
+
+
 def test_jobs_start_the_server_share_it_and_a_killed_job_is_interrupted_on_it(
     tmp_path: Path, jars, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -65,14 +75,7 @@ def test_jobs_start_the_server_share_it_and_a_killed_job_is_interrupted_on_it(
             settings, name="endless", application=application, application_args=["endless", str(marker)]
         )
         failure: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                endless.submit()
-            except BaseException as exc:  # the kill makes it fail: checked below
-                failure.append(exc)
-
-        worker = threading.Thread(target=run)
+        worker = threading.Thread(target=submit, args=(endless, failure))
         worker.start()
         wait_for(marker.exists, 120, "the endless job to start its query")
         wait_for(lambda: not idle(first.pid), 60, "the server to work on the endless query")
@@ -84,6 +87,23 @@ def test_jobs_start_the_server_share_it_and_a_killed_job_is_interrupted_on_it(
 
         K2SparkConnectHook(settings, name="next", application=application, application_args=["short"]).submit()
         assert server.status().pid == first.pid  # the same warm server, still up
+
+        # the server dies under a running job (out of memory, kill -9): the job fails at once, saying
+        # so, instead of its client retrying for minutes; the next job (the task's retry) starts it again
+        marker = tmp_path / "doomed-started"
+        doomed = K2SparkConnectHook(
+            settings, name="doomed", application=application, application_args=["endless", str(marker)]
+        )
+        failure.clear()
+        worker = threading.Thread(target=submit, args=(doomed, failure))
+        worker.start()
+        wait_for(marker.exists, 120, "the doomed job to start its query")
+        os.kill(first.pid, signal.SIGKILL)
+        worker.join(60)
+        assert not worker.is_alive() and failure, "the job still waits on a dead server"
+        assert f"server (pid {first.pid}) exited while doomed ran" in str(failure[0])
+        K2SparkConnectHook(settings, name="retry", application=application, application_args=["short"]).submit()
+        assert server.status().running and server.status().pid != first.pid
     finally:
         server.stop()
     assert not server.status().running

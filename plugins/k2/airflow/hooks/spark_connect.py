@@ -3,6 +3,7 @@ Spark provider's SparkConnectHook, with K2's defaults)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from k2.settings import Settings
 from k2.spark import REMOTE_ENV
 
 INTERRUPT_TIMEOUT_S = 15.0
+SERVER_CHECK_S = 5.0  # how often a running job looks whether the embedded server it runs on still runs
 
 
 class K2SparkConnectHook(SettingsDefaultConnection, SparkConnectHook):
@@ -75,11 +77,14 @@ class K2SparkConnectHook(SettingsDefaultConnection, SparkConnectHook):
         return f"{self.get_connection_url()};session_id={self.session_id}"
 
     def submit(self) -> None:
-        """Runs the job to its end, its output in the task log; raises if it failed."""
+        """Runs the job to its end, its output in the task log; raises if it failed, or at once if
+        the embedded server it runs on exits meanwhile."""
+        server, serving = None, None
         if self.settings.spark.connect_embedded:
             from k2.runtime.spark_connect import LocalSparkConnectServer
 
-            LocalSparkConnectServer(self.settings).ensure_running()
+            server = LocalSparkConnectServer(self.settings)
+            serving = server.ensure_running().pid
         env = {**os.environ, REMOTE_ENV: self.session_url()}
         cmd = [sys.executable, str(self.application), *self.application_args]
         self.log.info("running %s on Spark Connect (session %s)", self.name, self.session_id)
@@ -94,11 +99,35 @@ class K2SparkConnectHook(SettingsDefaultConnection, SparkConnectHook):
             preexec_fn=lower_priority(self.nice) if self.nice else None,
         )
         assert self._process.stdout is not None
-        for line in self._process.stdout:
-            self.log.info("%s", line.rstrip())
-        code = self._process.wait()
+        ended, lost = threading.Event(), []
+        if server is not None:
+            threading.Thread(target=self._watch, args=(server, serving, ended, lost), daemon=True).start()
+        try:
+            for line in self._process.stdout:
+                self.log.info("%s", line.rstrip())
+            code = self._process.wait()
+        finally:
+            ended.set()
+        if lost:
+            raise AirflowException(lost[0])
         if code != 0:
             raise AirflowException(f"{self.name} exited with code {code}; its output is above")
+
+    def _watch(self, server, serving: int | None, ended: threading.Event, lost: list[str]) -> None:
+        """Ends the job when the server it runs on exits (out of memory, killed): its client would
+        retry the connection for minutes, and the task would wait for its execution timeout."""
+        process = self._process
+        while not ended.wait(SERVER_CHECK_S):
+            if server.status().pid == serving:
+                continue
+            lost.append(
+                f"the Spark Connect server (pid {serving}) exited while {self.name} ran; its log: "
+                f"{server.log_file}. The task's retry starts the server again."
+            )
+            self.log.error("%s", lost[0])
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            return
 
     def on_kill(self) -> None:
         """Interrupts the job's Spark operations on the server, then stops its client process."""
