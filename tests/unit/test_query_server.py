@@ -9,6 +9,7 @@ import io
 import json
 import socketserver
 import threading
+from decimal import Decimal
 
 import duckdb
 import pyarrow as pa
@@ -16,9 +17,12 @@ import pytest
 
 from k2.errors import K2Error
 from k2.exchanges import get_exchange, known_symbols
+from k2.feeds.events import CONNECTED, CONNECTION_KIND, KIND_HEADER, ConnectionEvent
 from k2.medallion import duckdb as silver_sql
 from k2.query.live import protocol
-from k2.query.live.store import LiveStore
+from k2.query.live.boundary import Processed
+from k2.query.live.server import QueryServer, judging_due
+from k2.query.live.store import LiveStore, _may_hold_events
 from k2.query.sources import RECORD_SCHEMA, sql_time
 from k2.settings import Settings
 
@@ -47,7 +51,7 @@ RECORDS = [
 ]
 
 
-def records(rows=RECORDS) -> pa.Table:
+def records(rows=RECORDS, headers: list[list[dict]] | None = None) -> pa.Table:
     columns = list(zip(*rows, strict=True))
     return pa.table(
         {
@@ -57,7 +61,7 @@ def records(rows=RECORDS) -> pa.Table:
             "kafka_timestamp": [T + dt.timedelta(seconds=s) for s in columns[3]],
             "ingested_at": [None] * len(rows),
             "value": pa.array(columns[2], pa.binary()),
-            "headers": [[] for _ in rows],
+            "headers": headers or [[] for _ in rows],
         },
         schema=RECORD_SCHEMA,
     )
@@ -130,6 +134,43 @@ def test_the_store_forgets_what_silver_processed(settings) -> None:
     assert store.prune("binance", {0: 4}) == 3  # partition 0's offsets 0, 1, 3 (2 was poison)
     assert store.rows("binance") == 3
     assert store.prune("binance", {}) == 0
+
+
+def test_a_poll_with_a_connection_event_keeps_its_trades(settings) -> None:
+    """Only a poll whose records carry the event header takes the events' path; either way its
+    trades are judged, and the event is no candidate."""
+    store = LiveStore(settings)
+    event = ConnectionEvent(CONNECTED, T, 1).payload()
+    marked = [{"key": KIND_HEADER, "value": CONNECTION_KIND}]
+    polled = records([(0, 0, event, 1), (0, 1, binance(1, "100.0", 5), 6)], headers=[marked, []])
+    assert _may_hold_events(polled) and not _may_hold_events(records())
+    assert store.add("binance", polled) == 1
+    assert store.add("binance", records([(0, 2, binance(2, "101.0", 6), 7)])) == 1  # a poll without events
+    window = (T, T + dt.timedelta(seconds=60))
+    assert served(store, *window, None, {}) == [("1", 0, 1, Decimal("100.0")), ("2", 0, 2, Decimal("101.0"))]
+
+
+def test_a_waiting_query_has_the_follower_judge_what_it_has_at_once(settings) -> None:
+    """A query waits for the records up to Kafka's end offsets; while it waits the follower judges
+    without gathering a second's worth first, and the query goes on once they are judged."""
+    server = QueryServer(settings)
+    feed = server.feeds["binance"]
+    feed.caught_up, feed.processed, feed.positions = True, Processed(T), {0: 4}
+    server._end_offsets = lambda _feed: {0: 10}  # Kafka's end offsets when the query arrives
+    assert not judging_due(feed, arrived=10, gathered_s=0.1)
+    answer: list[bool] = []
+    query = threading.Thread(target=lambda: answer.append(server._reached_end(feed)))
+    query.start()
+    with server._changed:
+        assert server._changed.wait_for(lambda: feed.waiting == 1, timeout=30)
+    assert judging_due(feed, arrived=10, gathered_s=0.1)
+    with server._changed:  # the follower judged offsets 4-9
+        feed.positions[0] = 10
+        server._changed.notify_all()
+    query.join(timeout=30)
+    assert answer == [True]
+    assert feed.waiting == 0
+    assert not judging_due(feed, arrived=10, gathered_s=0.1)
 
 
 def test_answers_are_framed_as_a_json_line_then_arrow(tmp_path) -> None:

@@ -48,6 +48,20 @@ CLASSIFIED = pa.schema(
 )
 
 
+def duck_type(kind: pa.DataType) -> str:
+    """DuckDB's name of the types K2's Arrow schemas use."""
+    if pa.types.is_timestamp(kind):
+        return "TIMESTAMPTZ" if kind.tz else "TIMESTAMP"
+    if pa.types.is_decimal(kind):
+        return f"DECIMAL({kind.precision},{kind.scale})"
+    return {pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.string(): "VARCHAR", pa.bool_(): "BOOLEAN"}[kind]
+
+
+def columns_ddl(schema: pa.Schema, names: tuple[str, ...] | None = None) -> str:
+    """``name TYPE, ...`` of ``schema``'s columns (``names`` of them, in that order)."""
+    return ", ".join(f"{name} {duck_type(schema.field(name).type)}" for name in names or schema.names)
+
+
 def _condition(check: SilverCheck, lead_s: int, age_s: int) -> str:
     """The SQL form of each test k2.medallion.rules names (NULL counts as passed, as in Spark)."""
     column, number = check.column, check.column.replace("_text", "")
@@ -174,7 +188,7 @@ def classify(
     classifier = Classifier(exchange, rules, symbols, lead_s, age_s)
     con.register("_python", _python_outcomes(classifier, left))
     sql = classified_sql("(SELECT * FROM _candidates WHERE handled)", exchange, rules, symbols, lead_s, age_s)
-    con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {into} AS SELECT * FROM ({sql}) LIMIT 0")
+    con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {into} ({columns_ddl(CLASSIFIED)})")  # unplanned: its types
     con.execute(f"INSERT INTO {into} BY NAME {sql} UNION ALL BY NAME SELECT * FROM _python")
     con.execute("DROP TABLE _candidates")
     con.unregister("_python")

@@ -49,6 +49,11 @@ class Feed:
     waiting: int = 0  # queries waiting for the store to reach Kafka's end offsets
 
 
+def judging_due(feed: Feed, arrived: int, gathered_s: float) -> bool:
+    """Judge now: a second's records are in, enough of them, or a query waits for them."""
+    return gathered_s >= JUDGE_EVERY_S or arrived >= JUDGE_AT_MOST or feed.waiting > 0
+
+
 class QueryServer:
     def __init__(self, settings: Settings, store_dir: Path | None = None) -> None:
         self.settings = settings
@@ -149,8 +154,7 @@ class QueryServer:
             arrived, since = [], time.monotonic()
             while not self._stopping.is_set():
                 arrived += consumer.consume(20_000, timeout=0.05)
-                due = time.monotonic() - since >= JUDGE_EVERY_S or len(arrived) >= JUDGE_AT_MOST or feed.waiting
-                if arrived and due:
+                if arrived and judging_due(feed, len(arrived), time.monotonic() - since):
                     self._judge(feed, arrived)
                     arrived, since = [], time.monotonic()
                 if not feed.caught_up and all(feed.positions[p] >= ends[p] for p in partitions):
@@ -260,13 +264,17 @@ class QueryServer:
             return False
         ends = self._end_offsets(feed)
         with self._changed:
-            return (
-                self._changed.wait_for(
-                    lambda: all(feed.positions.get(p, 0) >= end for p, end in ends.items()) or bool(feed.unusable),
-                    timeout=self.settings.batch.query_tail_timeout_s,
+            feed.waiting += 1  # the follower judges what it has at once instead of gathering a second's worth
+            try:
+                return (
+                    self._changed.wait_for(
+                        lambda: all(feed.positions.get(p, 0) >= end for p, end in ends.items()) or bool(feed.unusable),
+                        timeout=self.settings.batch.query_tail_timeout_s,
+                    )
+                    and not feed.unusable
                 )
-                and not feed.unusable
-            )
+            finally:
+                feed.waiting -= 1
 
     def _end_offsets(self, feed: Feed) -> dict[int, int]:
         from confluent_kafka import TopicPartition

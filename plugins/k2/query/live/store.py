@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from k2.exchanges import get_exchange, known_symbols
 from k2.exchanges.duckdb import lit
+from k2.feeds.events import CONNECTION_KIND, KIND_HEADER
 from k2.medallion import duckdb as silver_sql
 from k2.query.sources import sql_time
 from k2.settings import Settings
@@ -54,9 +55,8 @@ class LiveStore:
         self._lock = threading.Lock()
         batch = settings.batch
         self._lead_s, self._age_s = batch.silver_max_event_lead_s, batch.silver_max_event_age_s
-        columns = dict(zip(silver_sql.CLASSIFIED.names, silver_sql.CLASSIFIED.types, strict=True))
         # contested: a copy that may not be its trade's only one (see add), ranked among its copies at query time
-        ddl = ", ".join(f"{name} {_duck_type(columns[name])}" for name in KEPT) + ", contested BOOLEAN"
+        ddl = silver_sql.columns_ddl(silver_sql.CLASSIFIED, KEPT) + ", contested BOOLEAN"
         self._highest: dict[str, dict[str, int]] = {ex: {} for ex in settings.exchanges}
         for exchange in settings.exchanges:
             ex = get_exchange(exchange)
@@ -77,11 +77,14 @@ class LiveStore:
         con = self._adder(exchange)
         con.register("_arrived", records)
         try:
-            con.execute("CREATE OR REPLACE TEMP TABLE _records AS SELECT * FROM _arrived")
+            source = "_arrived"
+            if _may_hold_events(records):  # rare: most polls are judged straight from Arrow, uncopied
+                con.execute("CREATE OR REPLACE TEMP TABLE _records AS SELECT * FROM _arrived")
+                silver_sql.drop_connection_events(con, "_records")
+                source = "_records"
+            judged = silver_sql.classify(con, source, exchange, rules, symbols, self._lead_s, self._age_s)
         finally:
             con.unregister("_arrived")
-        silver_sql.drop_connection_events(con, "_records")
-        judged = silver_sql.classify(con, "_records", exchange, rules, symbols, self._lead_s, self._age_s)
         try:
             return self._keep(con, exchange, judged)
         finally:
@@ -102,19 +105,15 @@ class LiveStore:
         highest = self._highest[exchange]
         known = " ".join(f"WHEN {lit(symbol)} THEN {top}" for symbol, top in highest.items())
         above = f"CASE symbol {known} END" if known else "NULL::BIGINT"
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE _valid AS SELECT {", ".join(KEPT)}, TRY_CAST(trade_id AS BIGINT) AS _id
-            FROM {judged} WHERE reason IS NULL"""
-        )
+        valid = f"(SELECT *, TRY_CAST(trade_id AS BIGINT) AS _id FROM {judged} WHERE reason IS NULL)"
         kept = con.execute(
             f"""INSERT INTO {_table(exchange)} SELECT {", ".join(KEPT)},
               _id IS NULL OR _id <= coalesce({above}, -1) OR count(*) OVER (PARTITION BY symbol, trade_id) > 1
-            FROM _valid"""
+            FROM {valid}"""
         ).fetchall()[0][0]
-        for symbol, top in con.execute("SELECT symbol, max(_id) FROM _valid GROUP BY symbol").fetchall():
+        for symbol, top in con.execute(f"SELECT symbol, max(_id) FROM {valid} GROUP BY symbol").fetchall():
             if top is not None:
                 highest[symbol] = max(top, highest.get(symbol, top))
-        con.execute("DROP TABLE _valid")
         return int(kept)
 
     def prune(self, exchange: str, below: Offsets) -> int:
@@ -193,9 +192,16 @@ def _offsets_sql(offsets: Offsets) -> str:
     return "VALUES " + ", ".join(f"({int(p)}, {int(o)})" for p, o in sorted(offsets.items()))
 
 
-def _duck_type(kind: pa.DataType) -> str:
-    if pa.types.is_timestamp(kind):
-        return "TIMESTAMPTZ"
-    if pa.types.is_decimal(kind):
-        return f"DECIMAL({kind.precision},{kind.scale})"
-    return {pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.string(): "VARCHAR"}[kind]
+def _may_hold_events(records: pa.Table) -> bool:
+    """Whether a record carries the connection-event header (``k2.feeds.events``): only those may be
+    events, which ``drop_connection_events`` then decides by the one rule."""
+    import pyarrow.compute as pc
+
+    headers = pc.list_flatten(records.column("headers"))
+    if not len(headers):
+        return False
+    marked = pc.and_(
+        pc.equal(pc.struct_field(headers, "key"), KIND_HEADER),
+        pc.equal(pc.struct_field(headers, "value"), pa.scalar(CONNECTION_KIND, pa.binary())),
+    )
+    return bool(pc.any(marked).as_py())
