@@ -208,7 +208,8 @@ class SparkSettings(Section):
     )
     worker_memory: str = setting("4g", "Memory each embedded worker may give its executors.")
     driver_memory: str = setting(
-        "3g", "Driver memory of the batch (in local mode, all of Spark's memory: Silver caches an interval's rows)."
+        "3g",
+        "Driver memory of the batch (in local mode, all of Spark's memory; Silver keeps an interval's rows on disk).",
     )
     local_fs: str = setting(
         "nio",

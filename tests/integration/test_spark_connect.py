@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from k2.airflow.hooks.spark_connect import K2SparkConnectHook
-from k2.runtime.spark_connect import LocalSparkConnectServer
+from k2.runtime.spark_connect import EXIT_ON_OOM, LocalSparkConnectServer
 from tests.conftest import make_settings
 from tests.helpers import wait_for
 
@@ -69,6 +69,8 @@ def test_jobs_start_the_server_share_it_and_a_killed_job_is_interrupted_on_it(
         first = server.status()
         assert first.running  # the first job started it
         assert server.token_file.stat().st_mode & 0o777 == 0o600
+        # out of heap it exits (for the watch below) instead of serving clients with a stopped context
+        assert any(EXIT_ON_OOM in arg for arg in psutil.Process(first.pid).cmdline())
 
         marker = tmp_path / "endless-started"
         endless = K2SparkConnectHook(

@@ -34,7 +34,8 @@ log = get_logger(__name__)
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 TOKEN_ENV = "SPARK_CONNECT_AUTHENTICATE_TOKEN"  # read by the server (and by pyspark's client)
 HOST = "127.0.0.1"
-CLIENT_HOST = "localhost"  # pyspark sends a token without TLS only to a host named localhost
+CLIENT_HOST = "localhost"
+EXIT_ON_OOM = "-XX:+ExitOnOutOfMemoryError"  # pyspark sends a token without TLS only to a host named localhost
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,9 @@ class LocalSparkConnectServer:
         conf = server_conf(self.settings, "k2-spark-connect")
         conf.pop("spark.app.name")
         conf.update({"spark.connect.grpc.binding.address": HOST, "spark.connect.grpc.binding.port": str(self.port)})
+        # out of heap, a JVM can outlive its stopped SparkContext and keep accepting clients it
+        # cannot serve; exiting lets the running job's watch fail its task, whose retry starts anew
+        conf["spark.driver.extraJavaOptions"] = f"{conf['spark.driver.extraJavaOptions']} {EXIT_ON_OOM}"
         master = conf.pop("spark.master")
         args = [arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")]
         cmd = [SPARK_SUBMIT, "--master", master, "--name", "k2-spark-connect", "--class", SERVER_CLASS, *args]
