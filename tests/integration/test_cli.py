@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,9 +23,11 @@ from k2.lake.names import SILVER_TRADES_ID, gold_id
 from k2.lake.tables import all_tables
 from k2.monitoring.incidents import IncidentStore
 from k2.query.live.protocol import ask
+from k2.runtime import procs
+from k2.runtime.stack import query_server_pid_file
 from k2.settings import Settings, is_loopback
 from tests.conftest import make_settings
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -100,8 +103,23 @@ def test_up_status_down(tmp_path: Path, jars) -> None:
         assert "running (pid" in table["query"] and table["query"].count(", caught up") == 2, table["query"]
         served = run_k2("query", "trades", "--since", "30m", "--format", "csv", env=env)
         assert served.returncode == 0 and len(served.stdout.splitlines()) > 1, served.stderr
-        answered = ask(Settings.from_env(env), {"op": "status"})[1]["answered"]
+        settings = Settings.from_env(env)
+        answered = ask(settings, {"op": "status"})[1]["answered"]
         assert answered == {"live": 2, "local": 0}, answered  # one per exchange, none judged at query time
+        # killed, the server is started again by the next query, which is answered without it meanwhile
+        server_pid = procs.running_pid(query_server_pid_file(settings))
+        os.kill(server_pid, signal.SIGKILL)
+        wait_for(lambda: procs.running_pid(query_server_pid_file(settings)) is None, 30, "the server to die")
+        meanwhile = run_k2("query", "trades", "--since", "30m", "--format", "csv", env=env)
+        assert meanwhile.returncode == 0 and len(meanwhile.stdout.splitlines()) > 1, meanwhile.stderr
+        assert "query_server.restarting" in meanwhile.stderr
+        wait_for(lambda: procs.running_pid(query_server_pid_file(settings)), 30, "the query server to start again")
+
+        def caught_up() -> bool:
+            answer = ask(settings, {"op": "status"})
+            return answer is not None and all(f["caught_up"] for f in answer[1]["feeds"].values())
+
+        wait_for(caught_up, 180, "the restarted query server to catch up")
         # the batch's warm Spark runtime: on loopback, its token 0600 and on no command line
         assert "batch jobs on Spark Connect 127.0.0.1:" in table["spark"] and "running (pid" in table["spark"]
         token_file = tmp_path / "home" / "run" / "spark-connect.token"

@@ -7,8 +7,11 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
 import socketserver
+import subprocess
 import threading
+import time
 from decimal import Decimal
 
 import duckdb
@@ -24,6 +27,7 @@ from k2.query.live.boundary import Processed
 from k2.query.live.server import QueryServer, judging_due
 from k2.query.live.store import LiveStore, _may_hold_events
 from k2.query.sources import RECORD_SCHEMA, sql_time
+from k2.runtime import stack
 from k2.settings import Settings
 
 UTC = dt.UTC
@@ -192,6 +196,27 @@ def test_without_a_server_a_query_is_answered_in_process(tmp_path) -> None:
     protocol.socket_path(settings).parent.mkdir(parents=True)
     protocol.socket_path(settings).touch()  # a file left by a server that died: no one listens
     assert protocol.ask(settings, {"op": "status"}) is None
+
+
+def test_a_query_restarts_a_server_that_died_but_not_one_k2_down_stopped(tmp_path, monkeypatch) -> None:
+    started: list[Settings] = []
+    monkeypatch.setattr(stack, "start_query_server", started.append)
+    settings = Settings.from_env({}, home=tmp_path)
+    pid_file = stack.query_server_pid_file(settings)
+    pid_file.parent.mkdir(parents=True)
+    assert not stack.revive_query_server(settings)  # no pid file: `k2 down` stopped it, or none was started
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    pid_file.write_text(str(dead.pid))
+    assert not stack.revive_query_server(settings)  # started moments ago: a server failing at its start
+    an_hour_ago = time.time() - 3600
+    os.utime(pid_file, (an_hour_ago, an_hour_ago))
+    off = Settings.from_env({"K2_QUERY_SERVER": "false"}, home=tmp_path)
+    assert not stack.revive_query_server(off) and not started
+    assert stack.revive_query_server(settings) and started == [settings]
+    pid_file.write_text(str(os.getpid()))  # a live process
+    os.utime(pid_file, (an_hour_ago, an_hour_ago))
+    assert not stack.revive_query_server(settings) and len(started) == 1
 
 
 def test_a_home_too_deep_for_a_socket_gets_a_private_path_elsewhere(tmp_path) -> None:

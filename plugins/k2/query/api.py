@@ -94,7 +94,12 @@ def _served(settings: Settings, request: dict) -> pa.Table | None:
     from k2.query.live.protocol import ask
 
     answer = ask(settings, request)
-    return None if answer is None else answer[0]
+    if answer is None:
+        from k2.runtime.stack import revive_query_server
+
+        revive_query_server(settings)  # when `k2 up` started one that has died
+        return None
+    return answer[0]
 
 
 def _trades(settings: Settings, exchanges: list[str], symbols: list[str] | None, begin, stop) -> pa.Table:

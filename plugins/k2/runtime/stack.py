@@ -186,8 +186,43 @@ def start_query_server(settings: Settings) -> None:
     if procs.running_pid(pid_file):
         return
     command = [sys.executable, "-m", "k2.cli", "query", "serve"]
-    pid = procs.spawn(command, pid_file=pid_file, log_file=settings.logs_dir / "query" / "server.log")
+    pid = procs.spawn(command, pid_file=pid_file, log_file=query_server_log(settings))
     log.info("query_server.spawned", pid=pid)
+
+
+def query_server_log(settings: Settings):
+    return settings.logs_dir / "query" / "server.log"
+
+
+REVIVE_AFTER_S = 60.0  # a server that exits sooner after its start is not started again by every query
+
+
+def revive_query_server(settings: Settings) -> bool:
+    """Starts the query server again when `k2 up` started it and it has exited since (killed, out of
+    memory): its pid file outlived it, as `k2 down` removes the file. One starter at a time; not
+    again within REVIVE_AFTER_S of the last start, so a server failing at start-up is not started
+    by every query. True if it was started."""
+    import fcntl
+
+    pid_file = query_server_pid_file(settings)
+    if not settings.batch.query_server or not pid_file.exists():
+        return False
+    with (settings.run_dir / "query-server.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            started_s_ago = time.time() - pid_file.stat().st_mtime
+        except FileNotFoundError:  # `k2 down` meanwhile
+            return False
+        if procs.running_pid(pid_file) or started_s_ago < REVIVE_AFTER_S:
+            return False
+        log.warning(
+            "query_server.restarting",
+            cause="the query server exited without `k2 down`",
+            log=str(query_server_log(settings)),
+            fix="nothing to do: this query is answered without it, the next ones by it once it has caught up",
+        )
+        start_query_server(settings)
+        return True
 
 
 def wait_streams_running(settings: Settings, timeout_s: float = 420.0) -> None:
