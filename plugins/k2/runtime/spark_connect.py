@@ -34,8 +34,8 @@ log = get_logger(__name__)
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 TOKEN_ENV = "SPARK_CONNECT_AUTHENTICATE_TOKEN"  # read by the server (and by pyspark's client)
 HOST = "127.0.0.1"
-CLIENT_HOST = "localhost"
-EXIT_ON_OOM = "-XX:+ExitOnOutOfMemoryError"  # pyspark sends a token without TLS only to a host named localhost
+CLIENT_HOST = "localhost"  # pyspark sends a token without TLS only to a host named localhost
+EXIT_ON_OOM = "-XX:+ExitOnOutOfMemoryError"
 
 
 @dataclass(frozen=True)
