@@ -13,7 +13,7 @@ import pytest
 
 from k2.errors import K2Error
 from k2.query.api import window
-from k2.query.bars import compute_bars, vwap
+from k2.query.bars import compute_bars, merge_bars, partials, vwap
 from k2.query.hybrid import TRADES_SCHEMA
 from k2.query.output import write
 from k2.query.sources import FAR, KeyFilter, gaps
@@ -107,6 +107,35 @@ def test_bars_follow_event_time_then_numeric_trade_id() -> None:
     assert first["vwap"] == D("100.25")  # (100 + 202 + 99) / 4 and first["bar_end"] == T + dt.timedelta(minutes=1)
     (hour,) = compute_bars(table, "1h")
     assert (hour["open"], hour["close"], hour["trade_count"]) == (D(101), D(105), 4)
+
+
+def test_bars_merged_from_parts_of_their_minutes_equal_bars_of_all_their_trades() -> None:
+    """A bar whose minutes come from different places (Silver, a query server's store), or whose
+    minute is split between two disjoint sets of trades, merges to the bar of all its trades."""
+    rows = [
+        trade("10", 5, "100", "1", "buy"),
+        trade("9", 5, "101", "2", "sell"),
+        trade("11", 59.5, "99", "1", "sell"),
+        trade("12", 60, "105", "1", "buy"),
+        trade("13", 61, "104", "3", "sell"),
+        trade("x", 130, "103", "1", "buy"),  # not numeric: the bars it is in cannot be complete
+        trade("15", 3000, "102", "1", "buy"),
+    ]
+    table = pa.Table.from_pylist(rows, schema=TRADES_SCHEMA.remove(TRADES_SCHEMA.names.index("kafka_topic")))
+
+    def merged(interval: str, *parts: pa.Table) -> list[dict]:
+        bars = merge_bars(pa.concat_tables([partials(part) for part in parts]), interval)
+        return sorted(bars, key=lambda bar: (bar["symbol"], bar["bar_start"]))
+
+    for interval in ("1m", "5m", "1h"):
+        whole = merged(interval, table)
+        assert whole == sorted(compute_bars(table, interval), key=lambda bar: (bar["symbol"], bar["bar_start"]))
+        assert merged(interval, table.slice(0, 3), table.slice(3)) == whole, interval  # minutes apart
+        assert merged(interval, table.take([0, 2, 4]), table.take([1, 3, 5, 6])) == whole, interval  # minutes split
+    hour = {b["bar_start"]: b for b in compute_bars(table, "1h")}[T]
+    assert (hour["open"], hour["close"], hour["trade_count"], hour["complete"]) == (D(101), D(102), 7, None)
+    (first,) = [b for b in compute_bars(table, "1m") if b["bar_start"] == T]
+    assert (first["first_trade_id"], first["last_trade_id"], first["complete"]) == ("9", "11", True)
 
 
 def test_outputs(tmp_path, capsys) -> None:

@@ -22,11 +22,12 @@ from k2.errors import K2Error
 from k2.exchanges import get_exchange, known_symbols
 from k2.feeds.events import CONNECTED, CONNECTION_KIND, KIND_HEADER, ConnectionEvent
 from k2.medallion import duckdb as silver_sql
+from k2.query.bars import partials
 from k2.query.live import protocol
 from k2.query.live.boundary import Processed
-from k2.query.live.server import QueryServer, judging_due
+from k2.query.live.server import JUDGE_AT, JUDGE_EVERY_S, QueryServer, judging_due
 from k2.query.live.store import LiveStore, _may_hold_events
-from k2.query.sources import RECORD_SCHEMA, sql_time
+from k2.query.sources import RECORD_SCHEMA, from_messages, sql_time
 from k2.runtime import stack
 from k2.settings import Settings
 
@@ -121,6 +122,58 @@ def test_the_store_answers_as_judging_at_query_time(settings, symbols) -> None:
         assert [(t, p, o) for t, p, o, _ in expected] == [("1", 0, 0), ("2", 0, 1), ("4", 1, 1)]
 
 
+def test_the_store_aggregates_minute_partials_of_its_first_copies(settings) -> None:
+    store = LiveStore(settings)
+    store.add("binance", records())
+    window = (T, T + dt.timedelta(seconds=60))
+    firsts = store.first_copies("binance", *window, None, {})
+    minutes = store.minute_partials("binance", *window, None, {})
+    by_symbol = lambda table: sorted(table.to_pylist(), key=lambda m: m["symbol"])  # noqa: E731
+    assert [m["symbol"] for m in by_symbol(minutes)] == ["BTC-USDT", "ETH-USDT"]
+    assert by_symbol(minutes) == by_symbol(partials(firsts))
+    assert sum(m["trade_count"] for m in by_symbol(minutes)) == firsts.num_rows == 3
+
+
+class Message:
+    """What the server reads of a ``confluent_kafka.Message``."""
+
+    def __init__(self, offset: int, value: bytes, headers: list[tuple[str, bytes]] | None) -> None:
+        self._offset, self._value, self._headers = offset, value, headers
+
+    def partition(self) -> int:
+        return 1
+
+    def offset(self) -> int:
+        return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return 1, int(T.timestamp() * 1000) + self._offset
+
+    def value(self) -> bytes:
+        return self._value
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers
+
+
+def test_messages_become_records_keeping_only_the_connection_event_mark() -> None:
+    plain = [("exchange", b"binance"), ("received_at", b"1")]
+    messages = [
+        Message(7, binance(1, "100.0", 5), plain),
+        Message(8, b'{"event":"connected"}', [*plain, (KIND_HEADER, CONNECTION_KIND)]),
+        Message(9, binance(2, "100.0", 6), None),
+    ]
+    table = from_messages(TOPIC, messages)
+    assert table.schema == RECORD_SCHEMA
+    rows = table.to_pylist()
+    coordinates = [(r["kafka_topic"], r["kafka_partition"], r["kafka_offset"]) for r in rows]
+    assert coordinates == [(TOPIC, 1, 7), (TOPIC, 1, 8), (TOPIC, 1, 9)]
+    assert [r["headers"] for r in rows] == [[], [{"key": KIND_HEADER, "value": CONNECTION_KIND}], []]
+    assert rows[1]["kafka_timestamp"] == T + dt.timedelta(milliseconds=8)
+    assert rows[0]["value"] == messages[0].value() and rows[2]["ingested_at"] is None
+    assert _may_hold_events(table) and not _may_hold_events(table.slice(2))
+
+
 def test_from_offsets_on_the_first_copy_left_counts(settings) -> None:
     """After Silver processed partition 0 up to offset 2, trade 2's first unprocessed copy is the late
     one, as a query over the unprocessed records alone finds."""
@@ -154,27 +207,35 @@ def test_a_poll_with_a_connection_event_keeps_its_trades(settings) -> None:
     assert served(store, *window, None, {}) == [("1", 0, 1, Decimal("100.0")), ("2", 0, 2, Decimal("101.0"))]
 
 
-def test_a_waiting_query_has_the_follower_judge_what_it_has_at_once(settings) -> None:
-    """A query waits for the records up to Kafka's end offsets; while it waits the follower judges
-    without gathering a second's worth first, and the query goes on once they are judged."""
+def test_a_waiting_query_has_the_follower_judge_once_what_it_waits_for(settings) -> None:
+    """A query waits for the records up to Kafka's end offsets; while it waits the follower judges as
+    soon as they have arrived (or nothing more does), without gathering more first, and
+    the query goes on once they are judged."""
     server = QueryServer(settings)
     feed = server.feeds["binance"]
     feed.caught_up, feed.processed, feed.positions = True, Processed(T), {0: 4}
     server._end_offsets = lambda _feed: {0: 10}  # Kafka's end offsets when the query arrives
-    assert not judging_due(feed, arrived=10, gathered_s=0.1)
+    assert server._wanted(feed) is None
+    assert not judging_due(6, 0.1, None, {0: 10})
+    assert judging_due(6, JUDGE_EVERY_S, None, {0: 10})  # waited long enough
+    assert judging_due(JUDGE_AT, 0.1, None, {0: 10})  # enough of them
     answer: list[bool] = []
     query = threading.Thread(target=lambda: answer.append(server._reached_end(feed)))
     query.start()
     with server._changed:
         assert server._changed.wait_for(lambda: feed.waiting == 1, timeout=30)
-    assert judging_due(feed, arrived=10, gathered_s=0.1)
+    wanted = server._wanted(feed)
+    assert wanted == {0: 10}
+    assert not judging_due(3, 0.1, wanted, {0: 7})  # offsets 4-6 arrived: 7-9 are on their way
+    assert judging_due(6, 0.1, wanted, {0: 10})
+    assert judging_due(3, 0.1, wanted, {})  # a poll that brought nothing: judge what there is
     with server._changed:  # the follower judged offsets 4-9
         feed.positions[0] = 10
         server._changed.notify_all()
     query.join(timeout=30)
     assert answer == [True]
-    assert feed.waiting == 0
-    assert not judging_due(feed, arrived=10, gathered_s=0.1)
+    assert feed.waiting == 0 and not feed.wanted
+    assert server._wanted(feed) is None
 
 
 def test_answers_are_framed_as_a_json_line_then_arrow(tmp_path) -> None:

@@ -107,9 +107,16 @@ def _shown(check: SilverCheck, lead_s: int, age_s: int) -> str:
 
 
 def classified_sql(
-    candidates: str, exchange: str, rules: TradeRules, symbols: dict[str, str], lead_s: int, age_s: int
+    candidates: str,
+    exchange: str,
+    rules: TradeRules,
+    symbols: dict[str, str],
+    lead_s: int,
+    age_s: int,
+    details: bool = True,
 ) -> str:
-    """SQL over plain candidates -> CLASSIFIED's columns: Silver's typed values, reason and detail."""
+    """SQL over plain candidates -> CLASSIFIED's columns: Silver's typed values, reason and detail
+    (left NULL without ``details``: a caller that keeps only valid candidates spares planning it)."""
     mapped = " ".join(f"WHEN {lit(raw)} THEN {lit(norm)}" for raw, norm in sorted(symbols.items()))
     symbol = f"CASE exchange_symbol {mapped} END" if symbols else "NULL::VARCHAR"
     words = names(exchange, rules.payload_fields)
@@ -119,6 +126,7 @@ def classified_sql(
         f"{lit(c.prefix.format(**words))} || {_shown(c, lead_s, age_s)} || {lit(c.suffix.format(**words))}"
         for c in CHECKS
     )
+    detail = f"CASE WHEN parse_error IS NOT NULL THEN parse_detail {detail} END" if details else "NULL::VARCHAR"
     limit = "CAST('100000000000000000000' AS DECIMAL(38,16))"  # MONEY holds |x| < 1e20
     return f"""
 WITH typed AS (
@@ -132,7 +140,7 @@ WITH typed AS (
 )
 SELECT {", ".join(CLASSIFIED.names[:-2])},
   CASE WHEN parse_error IS NOT NULL THEN parse_error {reason} END AS reason,
-  CASE WHEN parse_error IS NOT NULL THEN parse_detail {detail} END AS detail
+  {detail} AS detail
 FROM valued
 """
 
@@ -175,11 +183,16 @@ def classify(
     lead_s: int,
     age_s: int,
     into: str = "_classified",
+    details: bool = True,
 ) -> str:
     """Classifies every candidate of the records in the relation ``records`` (RECORD_COLUMNS) as Silver
     would: DuckDB for the canonical, plain messages, Python for the others. Adds them to the temporary
-    table ``into`` (created if need be, with CLASSIFIED's columns) and returns its name."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _candidates AS {candidates_sql(rules, records)}")
+    table ``into`` (created if need be, with CLASSIFIED's columns) and returns its name. Without
+    ``details``, the DuckDB part leaves ``detail`` NULL."""
+    # without the payloads: what is left of a record is read from ``records``
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _candidates AS SELECT * EXCLUDE (value) FROM ({candidates_sql(rules, records)})"
+    )
     left = con.sql(
         f"SELECT {', '.join(RECORD_COLUMNS)} FROM {records} ANTI JOIN "
         "(SELECT kafka_topic, kafka_partition, kafka_offset FROM _candidates WHERE handled) "
@@ -187,7 +200,8 @@ def classify(
     ).to_arrow_table()
     classifier = Classifier(exchange, rules, symbols, lead_s, age_s)
     con.register("_python", _python_outcomes(classifier, left))
-    sql = classified_sql("(SELECT * FROM _candidates WHERE handled)", exchange, rules, symbols, lead_s, age_s)
+    handled = "(SELECT * FROM _candidates WHERE handled)"
+    sql = classified_sql(handled, exchange, rules, symbols, lead_s, age_s, details)
     con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {into} ({columns_ddl(CLASSIFIED)})")  # unplanned: its types
     con.execute(f"INSERT INTO {into} BY NAME {sql} UNION ALL BY NAME SELECT * FROM _python")
     con.execute("DROP TABLE _candidates")

@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from k2.errors import K2Error
+from k2.feeds.events import CONNECTION_KIND, KIND_HEADER
 from k2.lake.tables import SILVER_TRADES, bronze_table, gold_table
 from k2.medallion.coverage import Range, merge
 from k2.settings import LakeSettings, Settings
@@ -243,6 +244,33 @@ def kafka_tail(settings: Settings, exchange: str, keys: KeyFilter | None = None)
         return Tail(records, committed, ends)
     finally:
         consumer.close()
+
+
+def from_messages(topic: str, messages: list) -> pa.Table:
+    """Kafka messages (``confluent_kafka.Message``, none an error) as RECORD_SCHEMA rows. Of their
+    headers only the connection-event mark is kept: it is the one header judging reads
+    (``k2.feeds.events``), and turning every record's headers into Arrow costs more than judging it."""
+    import numpy as np
+
+    mark = (KIND_HEADER, CONNECTION_KIND)
+    marked = np.fromiter((mark in (m.headers() or ()) for m in messages), bool, len(messages))
+    ends = np.concatenate([[0], np.cumsum(marked)]).astype(np.int32)
+    count = int(ends[-1])
+    marks = pa.StructArray.from_arrays(
+        [pa.array([KIND_HEADER] * count, pa.string()), pa.array([CONNECTION_KIND] * count, pa.binary())],
+        fields=list(HEADERS.value_type),
+    )
+    stamps = pa.array([m.timestamp()[1] for m in messages], pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
+    columns = {
+        "kafka_topic": pa.array([topic] * len(messages), pa.string()),
+        "kafka_partition": pa.array([m.partition() for m in messages], pa.int32()),
+        "kafka_offset": pa.array([m.offset() for m in messages], pa.int64()),
+        "kafka_timestamp": stamps.cast(TIME),
+        "ingested_at": pa.nulls(len(messages), TIME),
+        "value": pa.array([m.value() for m in messages], pa.binary()),
+        "headers": pa.ListArray.from_arrays(pa.array(ends), marks, type=HEADERS),
+    }
+    return pa.table(columns, schema=RECORD_SCHEMA)
 
 
 def _headers(headers: list[tuple[str, bytes]] | None) -> list[dict[str, Any]]:

@@ -21,18 +21,23 @@ from k2.errors import K2Error
 from k2.log import get_logger
 from k2.private import private_dir
 from k2.query import hybrid
+from k2.query.bars import partials
 from k2.query.live.boundary import Processed, coverage_end, processed
 from k2.query.live.protocol import read_request, socket_path, write_error, write_table
 from k2.query.live.store import LiveStore
-from k2.query.sources import HEADERS, RECORD_SCHEMA, TIME, _headers
+from k2.query.sources import from_messages
 from k2.settings import Settings
 
 log = get_logger(__name__)
 REFRESH_S = 5.0  # how often the server looks for a new batch in the ledger
-# records wait this long to be judged together, unless a query waits for them: each judging has a
-# fixed cost (a dozen DuckDB statements) that polls every 50 ms would pay 20 times a second
-JUDGE_EVERY_S = 1.0
-JUDGE_AT_MOST = 50_000
+# records are judged together once this many have arrived, or after this long: a judging round has a
+# fixed cost (a dozen DuckDB statements, 15 ms on an idle core and ten times that on loaded ones),
+# which rounds of a few hundred records (a quiet feed) would pay again and again; a query that waits
+# for records has them judged as soon as they arrive, whatever these say
+JUDGE_AT = 10_000
+JUDGE_EVERY_S = 5.0
+# a query read across a batch's commit is answered again (bars read the store after Silver)
+ANSWER_ATTEMPTS = 3
 
 
 @dataclass
@@ -46,12 +51,22 @@ class Feed:
     caught_up: bool = False  # reached the end offsets found when it started
     unusable: str = ""  # why the store cannot answer for this exchange
     judged: int = 0
+    rounds: int = 0  # judgings, and the seconds they took: what a waiting query waits for
+    judging_s: float = 0.0
     waiting: int = 0  # queries waiting for the store to reach Kafka's end offsets
+    wanted: dict[int, int] = field(default_factory=dict)  # partition -> the end offset they wait for
 
 
-def judging_due(feed: Feed, arrived: int, gathered_s: float) -> bool:
-    """Judge now: a second's records are in, enough of them, or a query waits for them."""
-    return gathered_s >= JUDGE_EVERY_S or arrived >= JUDGE_AT_MOST or feed.waiting > 0
+def judging_due(arrived: int, gathered_s: float, wanted: dict[int, int] | None, reached: dict[int, int]) -> bool:
+    """Judge now: enough records are in, or they have waited long enough, or a query waits (``wanted``: the end
+    offsets it waits for) and they have arrived (``reached``: next offset per partition), or nothing
+    more has (an empty ``reached``). Judging once what a query waits for, not at every poll on the
+    way, spares the query a round's fixed cost per poll."""
+    if arrived >= JUDGE_AT or gathered_s >= JUDGE_EVERY_S:
+        return True
+    if wanted is None:
+        return False
+    return not reached or all(reached.get(p, 0) >= end for p, end in wanted.items())
 
 
 class QueryServer:
@@ -152,9 +167,17 @@ class QueryServer:
             consumer.assign([TopicPartition(feed.topic, p, starts[p]) for p in partitions])
             log.info("query.following", exchange=feed.exchange, topic=feed.topic, start_offsets=starts)
             arrived, since = [], time.monotonic()
+            reached: dict[int, int] = {}  # next offset per partition after the records arrived so far
             while not self._stopping.is_set():
-                arrived += consumer.consume(20_000, timeout=0.05)
-                if arrived and judging_due(feed, len(arrived), time.monotonic() - since):
+                polled = consumer.consume(20_000, timeout=0.05)
+                arrived += polled
+                for message in polled:
+                    if not message.error():
+                        reached[message.partition()] = message.offset() + 1
+                wanted = self._wanted(feed)
+                gathered_s, latest = time.monotonic() - since, reached if polled else {}
+                # catching up, each poll is judged at once: it is large, and `k2 up` waits for it
+                if arrived and (not feed.caught_up or judging_due(len(arrived), gathered_s, wanted, latest)):
                     self._judge(feed, arrived)
                     arrived, since = [], time.monotonic()
                 if not feed.caught_up and all(feed.positions[p] >= ends[p] for p in partitions):
@@ -165,6 +188,13 @@ class QueryServer:
             self._set(feed, unusable=f"following {feed.topic} failed: {exc}")
         finally:
             consumer.close()
+
+    def _wanted(self, feed: Feed) -> dict[int, int] | None:
+        """The end offsets waiting queries need and the store has not reached; None: no query waits."""
+        with self._changed:
+            if not feed.waiting:
+                return None
+            return {p: end for p, end in feed.wanted.items() if feed.positions.get(p, 0) < end}
 
     def _consumer_conf(self, feed: Feed) -> dict[str, Any]:
         return {
@@ -187,24 +217,16 @@ class QueryServer:
         good = [m for m in messages if not m.error()]
         if not good:
             return
-        partitions, offsets = [m.partition() for m in good], [m.offset() for m in good]
-        stamps = pa.array([m.timestamp()[1] for m in good], pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
-        columns = {
-            "kafka_topic": pa.array([feed.topic] * len(good), pa.string()),
-            "kafka_partition": pa.array(partitions, pa.int32()),
-            "kafka_offset": pa.array(offsets, pa.int64()),
-            "kafka_timestamp": stamps.cast(TIME),
-            "ingested_at": pa.nulls(len(good), TIME),
-            "value": pa.array([m.value() for m in good], pa.binary()),
-            "headers": pa.array([_headers(m.headers()) for m in good], HEADERS),
-        }
-        self.store.add(feed.exchange, pa.table(columns, schema=RECORD_SCHEMA))
-        reached: dict[int, int] = {}
-        for partition, offset in zip(partitions, offsets, strict=True):
-            reached[partition] = offset + 1  # a partition's messages arrive in offset order
+        clock = time.perf_counter()
+        records = from_messages(feed.topic, good)
+        self.store.add(feed.exchange, records)
+        last = records.group_by("kafka_partition").aggregate([("kafka_offset", "max")]).to_pydict()
+        reached = {p: o + 1 for p, o in zip(last["kafka_partition"], last["kafka_offset_max"], strict=True)}
         with self._changed:
             feed.positions.update(reached)
             feed.judged += len(good)
+            feed.rounds += 1
+            feed.judging_s += time.perf_counter() - clock
             self._changed.notify_all()
 
     def _set(self, feed: Feed, **changes) -> None:
@@ -241,9 +263,8 @@ class QueryServer:
     ) -> hybrid.Fresh:
         """``hybrid.fresh_trades`` from the store when it holds every unprocessed record up to the end
         offsets Kafka has now; computed the way a query without the server does otherwise."""
-        feed = self.feeds.get(exchange)
-        clock = time.perf_counter()
-        live = feed is not None and self._reached_end(feed)
+        feed, clock = self.feeds.get(exchange), time.perf_counter()
+        live = self._live(feed)
         waited = time.perf_counter()
         if live:
             table = self.store.first_copies(exchange, start, end, symbols, feed.processed.offsets)
@@ -251,20 +272,52 @@ class QueryServer:
             answer = hybrid.Fresh(table.cast(hybrid.TRADES_SCHEMA), seconds=seconds)
         else:
             answer = hybrid.fresh_trades(settings, exchange, start, end, symbols)
+        self._count(live, answer.seconds)
+        return answer
+
+    def fresh_minutes(
+        self, settings: Settings, exchange: str, start: dt.datetime, end: dt.datetime, symbols: list[str] | None
+    ) -> pa.Table:
+        """The minute partials (``k2.query.bars``) of what ``fresh`` gives, aggregated in the store."""
+        feed, clock = self.feeds.get(exchange), time.perf_counter()
+        live = self._live(feed)
+        waited = time.perf_counter()
+        if live:
+            table = self.store.minute_partials(exchange, start, end, symbols, feed.processed.offsets)
+            seconds = {"reach_end": waited - clock, "store": time.perf_counter() - waited}
+        else:
+            judged = hybrid.fresh_trades(settings, exchange, start, end, symbols)
+            table, seconds = partials(judged.trades), judged.seconds
+        self._count(live, seconds)
+        return table
+
+    def _live(self, feed: Feed | None) -> bool:
+        """Whether the store answers for the feed's exchange: it reached Kafka's end offsets, once per
+        request (a later read of the store holds at least as much)."""
+        if feed is None:
+            return False
+        reached = self._request.reached
+        if feed.exchange not in reached:
+            reached[feed.exchange] = self._reached_end(feed)
+        return reached[feed.exchange] and not feed.unusable
+
+    def _count(self, live: bool, seconds: dict[str, float]) -> None:
         request = self._request
         with self._changed:
             self.answered["live" if live else "local"] += 1
         request.served["live" if live else "local"] += 1
-        for step, spent in answer.seconds.items():
+        for step, spent in seconds.items():
             request.seconds[step] = request.seconds.get(step, 0.0) + spent
-        return answer
 
     def _reached_end(self, feed: Feed) -> bool:
         if not feed.caught_up or feed.unusable or feed.processed is None or not feed.processed.exact:
             return False
         ends = self._end_offsets(feed)
         with self._changed:
-            feed.waiting += 1  # the follower judges what it has at once instead of gathering a second's worth
+            # the follower judges these once they arrive instead of gathering more
+            feed.waiting += 1
+            for partition, end in ends.items():
+                feed.wanted[partition] = max(end, feed.wanted.get(partition, 0))
             try:
                 return (
                     self._changed.wait_for(
@@ -275,6 +328,8 @@ class QueryServer:
                 )
             finally:
                 feed.waiting -= 1
+                if not feed.waiting:
+                    feed.wanted.clear()
 
     def _end_offsets(self, feed: Feed) -> dict[int, int]:
         from confluent_kafka import TopicPartition
@@ -313,17 +368,30 @@ class QueryServer:
         """The table a request asks for, and how its unprocessed part was answered: per exchange from
         the store (live) or judged now (local), and the seconds of its fresh steps."""
         op = request.get("op")
+        if op not in ("trades", "bars"):
+            raise K2Error(f"the query server has no operation {op!r}", "ask for trades, bars or status.")
         self._request.served, self._request.seconds = {"live": 0, "local": 0}, {}
+        self._request.reached = {}  # exchange -> whether its store reached Kafka's end offsets
         begin, stop = (dt.datetime.fromisoformat(request[k]) for k in ("start", "end"))
         exchanges, symbols = request["exchanges"], request.get("symbols")
-        if op == "trades":
-            table = hybrid.trades(self.settings, exchanges, symbols, begin, stop, fresh=self.fresh)
-        elif op == "bars":
-            table = hybrid.bars(self.settings, request["interval"], exchanges, symbols, begin, stop, fresh=self.fresh)
-        else:
-            raise K2Error(f"the query server has no operation {op!r}", "ask for trades, bars or status.")
+        for _ in range(ANSWER_ATTEMPTS):
+            boundaries = self._boundaries()
+            if op == "trades":
+                table = hybrid.trades(self.settings, exchanges, symbols, begin, stop, fresh=self.fresh)
+            else:
+                interval, minutes = request["interval"], self.fresh_minutes
+                table = hybrid.bars(self.settings, interval, exchanges, symbols, begin, stop, self.fresh, minutes)
+            if self._boundaries() == boundaries:
+                break
+            # a batch was committed meanwhile: the store and Silver may have been read either side of it
+            log.info("query.batch_meanwhile", op=op)
+            self._request.reached = {}
         fresh_s = {step: round(spent, 3) for step, spent in self._request.seconds.items()}
         return table, {"served": self._request.served, "fresh_s": fresh_s}
+
+    def _boundaries(self) -> list[Processed | None]:
+        with self._changed:
+            return [feed.processed for feed in self.feeds.values()]
 
     def status(self) -> dict[str, Any]:
         with self._changed:
@@ -332,6 +400,8 @@ class QueryServer:
                     "caught_up": f.caught_up,
                     "unusable": f.unusable or None,
                     "judged": f.judged,
+                    "rounds": f.rounds,
+                    "judging_s": round(f.judging_s, 3),
                     "covered_until": f.processed.covered_until.isoformat() if f.processed else None,
                 }
                 for ex, f in self.feeds.items()

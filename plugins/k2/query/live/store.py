@@ -14,6 +14,7 @@ from k2.exchanges import get_exchange, known_symbols
 from k2.exchanges.duckdb import lit
 from k2.feeds.events import CONNECTION_KIND, KIND_HEADER
 from k2.medallion import duckdb as silver_sql
+from k2.query.bars import partials_sql
 from k2.query.sources import sql_time
 from k2.settings import Settings
 
@@ -82,7 +83,8 @@ class LiveStore:
                 con.execute("CREATE OR REPLACE TEMP TABLE _records AS SELECT * FROM _arrived")
                 silver_sql.drop_connection_events(con, "_records")
                 source = "_records"
-            judged = silver_sql.classify(con, source, exchange, rules, symbols, self._lead_s, self._age_s)
+            lead_age = (self._lead_s, self._age_s)  # the store keeps valid candidates: no details to word
+            judged = silver_sql.classify(con, source, exchange, rules, symbols, *lead_age, details=False)
         finally:
             con.unregister("_arrived")
         try:
@@ -106,10 +108,11 @@ class LiveStore:
         known = " ".join(f"WHEN {lit(symbol)} THEN {top}" for symbol, top in highest.items())
         above = f"CASE symbol {known} END" if known else "NULL::BIGINT"
         valid = f"(SELECT *, TRY_CAST(trade_id AS BIGINT) AS _id FROM {judged} WHERE reason IS NULL)"
+        twice = f"(SELECT symbol, trade_id, true AS twice FROM {valid} GROUP BY ALL HAVING count(*) > 1)"
         kept = con.execute(
             f"""INSERT INTO {_table(exchange)} SELECT {", ".join(KEPT)},
-              _id IS NULL OR _id <= coalesce({above}, -1) OR count(*) OVER (PARTITION BY symbol, trade_id) > 1
-            FROM {valid}"""
+              _id IS NULL OR _id <= coalesce({above}, -1) OR coalesce(twice, false)
+            FROM {valid} LEFT JOIN {twice} USING (symbol, trade_id)"""
         ).fetchall()[0][0]
         for symbol, top in con.execute(f"SELECT symbol, max(_id) FROM {valid} GROUP BY symbol").fetchall():
             if top is not None:
@@ -147,10 +150,33 @@ class LiveStore:
         from_offsets: Offsets,
     ) -> pa.Table:
         """The valid first copies (Silver's rank: partition, offset, item) with an event time in
-        [start, end), among the candidates of records at or after ``from_offsets``. A valid trade's
-        Kafka timestamp lies in [event time - lead, event time + age], so only candidates stamped in
-        [start - lead, end + age) can be one of the window's; and only the trades with a contested
-        copy are ranked."""
+        [start, end), among the candidates of records at or after ``from_offsets``."""
+        return self._select(self._first_copies_sql(exchange, start, end, symbols, from_offsets))
+
+    def minute_partials(
+        self,
+        exchange: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        symbols: list[str] | None,
+        from_offsets: Offsets,
+    ) -> pa.Table:
+        """``k2.query.bars.partials`` of ``first_copies``, aggregated where the trades are."""
+        return self._select(partials_sql(f"({self._first_copies_sql(exchange, start, end, symbols, from_offsets)})"))
+
+    def _select(self, sql: str) -> pa.Table:
+        con = self._cursor()
+        try:
+            return con.sql(sql).to_arrow_table()
+        finally:
+            con.close()
+
+    def _first_copies_sql(
+        self, exchange: str, start: dt.datetime, end: dt.datetime, symbols: list[str] | None, from_offsets: Offsets
+    ) -> str:
+        """A valid trade's Kafka timestamp lies in [event time - lead, event time + age], so only
+        candidates stamped in [start - lead, end + age) can be one of the window's; and only the
+        trades with a contested copy are ranked."""
         since = start - dt.timedelta(seconds=self._lead_s)
         until = end + dt.timedelta(seconds=self._age_s)
         inside = f"event_time >= {sql_time(start)} AND event_time < {sql_time(end)}"
@@ -164,7 +190,7 @@ class LiveStore:
         copies = f"""(SELECT t.* FROM {_table(exchange)} t LEFT JOIN b ON t.kafka_partition = b.p
           WHERE t.kafka_offset >= coalesce(b.o, 0)
             AND kafka_timestamp >= {sql_time(since)} AND kafka_timestamp < {sql_time(until)} {wanted})"""
-        sql = f"""
+        return f"""
 WITH b(p, o) AS ({offsets}),
 disputed AS (SELECT DISTINCT symbol, trade_id FROM {copies} WHERE contested),
 firsts AS (
@@ -176,11 +202,6 @@ firsts AS (
 SELECT {lit(exchange)} AS exchange, symbol, exchange_symbol, trade_id, event_time, price, quantity, quote_amount,
   taker_side, kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, NULL::TIMESTAMPTZ AS bronze_ingested_at
 FROM firsts"""
-        con = self._cursor()
-        try:
-            return con.sql(sql).to_arrow_table()
-        finally:
-            con.close()
 
     def close(self) -> None:
         for cursor in self._adders.values():
