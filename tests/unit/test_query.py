@@ -14,7 +14,7 @@ import pytest
 from k2.errors import K2Error
 from k2.query.api import window
 from k2.query.bars import compute_bars, merge_bars, partials, vwap
-from k2.query.hybrid import TRADES_SCHEMA
+from k2.query.hybrid import TRADES_SCHEMA, Fresh, _combined
 from k2.query.output import write
 from k2.query.sources import FAR, KeyFilter, gaps
 
@@ -136,6 +136,38 @@ def test_bars_merged_from_parts_of_their_minutes_equal_bars_of_all_their_trades(
     assert (hour["open"], hour["close"], hour["trade_count"], hour["complete"]) == (D(101), D(102), 7, None)
     (first,) = [b for b in compute_bars(table, "1m") if b["bar_start"] == T]
     assert (first["first_trade_id"], first["last_trade_id"], first["complete"]) == ("9", "11", True)
+
+
+def test_fresh_minutes_merge_with_silver_dropping_copies_of_its_trades() -> None:
+    """Bars over Silver's trades and fresh minute partials: a minute Silver has trades in, or whose
+    fresh trades include a (mis-stamped) copy of a Silver trade, is aggregated from its trades with
+    that copy dropped, as the next batch drops it; the other fresh minutes are taken as they are."""
+    silver = pa.Table.from_pylist(
+        [trade("1", 5, "100", "1", "buy"), trade("2", 50, "101", "1", "sell")], schema=TRADES_SCHEMA
+    )
+    fresh = pa.Table.from_pylist(
+        [
+            trade("3", 55, "102", "1", "buy"),  # beside Silver's trades in minute 0
+            trade("4", 70, "103", "1", "buy"),  # minute 1: fresh only
+            trade("2", 130, "999", "5", "buy"),  # a copy of Silver's trade 2, stamped in minute 2
+            trade("5", 140, "104", "1", "sell"),
+        ],
+        schema=TRADES_SCHEMA,
+    )
+    windows = []
+
+    def judged(settings, exchange: str, start, end, symbols) -> Fresh:
+        windows.append((start, end))
+        inside = [r for r in fresh.to_pylist() if start <= r["event_time"] < end]
+        return Fresh(pa.Table.from_pylist(inside, schema=TRADES_SCHEMA))
+
+    every = _combined(None, partials(fresh), silver, None, judged)
+    kept = [r for r in fresh.to_pylist() if r["price"] != D("999")]
+    expected = compute_bars(pa.concat_tables([silver, pa.Table.from_pylist(kept, schema=TRADES_SCHEMA)]), "1m")
+    by_start = lambda bars: sorted(bars, key=lambda b: b["bar_start"])  # noqa: E731
+    assert by_start(merge_bars(every, "1m")) == by_start(expected)
+    assert [b["trade_count"] for b in by_start(expected)] == [3, 1, 1]
+    assert windows == [(T, T + dt.timedelta(minutes=3))]  # minutes 0 and 2 read as trades, after Silver
 
 
 def test_outputs(tmp_path, capsys) -> None:

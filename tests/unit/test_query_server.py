@@ -22,7 +22,7 @@ from k2.errors import K2Error
 from k2.exchanges import get_exchange, known_symbols
 from k2.feeds.events import CONNECTED, CONNECTION_KIND, KIND_HEADER, ConnectionEvent
 from k2.medallion import duckdb as silver_sql
-from k2.query.bars import partials
+from k2.query.bars import merge_bars, partials
 from k2.query.live import protocol
 from k2.query.live.boundary import Processed
 from k2.query.live.server import JUDGE_AT, JUDGE_EVERY_S, QueryServer, judging_due
@@ -132,6 +132,47 @@ def test_the_store_aggregates_minute_partials_of_its_first_copies(settings) -> N
     assert [m["symbol"] for m in by_symbol(minutes)] == ["BTC-USDT", "ETH-USDT"]
     assert by_symbol(minutes) == by_symbol(partials(firsts))
     assert sum(m["trade_count"] for m in by_symbol(minutes)) == firsts.num_rows == 3
+
+
+def test_kept_minute_partials_equal_aggregating_the_first_copies(settings) -> None:
+    """Partials kept per judging round (k2.query.live.minutes) give what aggregating the store's
+    first copies gives: over rounds, with contested copies, for a symbol, from offsets Silver has
+    reached in the middle of a round, and after the store forgot what Silver processed."""
+    store = LiveStore(settings)
+    window = (T, T + dt.timedelta(minutes=2))
+
+    def by_minute(table: pa.Table) -> list[dict]:  # kept partials may split a minute by round: merged
+        return sorted(merge_bars(table, "1m"), key=lambda m: (m["symbol"], m["bar_start"]))
+
+    def same(offsets: dict[int, int], symbols: list[str] | None = None) -> list[dict]:
+        expected = by_minute(partials(store.first_copies("binance", *window, symbols, offsets)))
+        assert by_minute(store.minute_partials("binance", *window, symbols, offsets)) == expected
+        return expected
+
+    store.add("binance", records(RECORDS[:4]))  # trade 1 twice, in two partitions: contested
+    assert sum(m["trade_count"] for m in same({})) == 2
+    store.add("binance", records(RECORDS[4:]))  # trade 2's late copy: contested too
+    minute_one = [(0, 10, binance(20, "110.0", 65), 66), (1, 10, binance(21, "111.0", 70), 71)]
+    store.add("binance", records(minute_one))  # plain first copies, one minute later
+    whole = same({})
+    assert [(m["symbol"], m["trade_count"]) for m in whole] == [("BTC-USDT", 2), ("BTC-USDT", 3), ("ETH-USDT", 1)]
+    assert same({}, ["BTCUSDT"]) == [m for m in whole if m["symbol"] == "BTC-USDT"]
+    assert same({}, ["ETH-USDT"]) == [m for m in whole if m["symbol"] == "ETH-USDT"]
+    assert store._minutes["binance"]._aggregated == 3  # every round's partials are kept
+    # trade 30 arrives in partition 1, then a copy at a lower partition: that copy is its first (Silver's
+    # rank), so the kept partial of the first arrival's round no longer holds for the minute
+    store.add("binance", records([(1, 11, binance(30, "120.0", 80), 81)]))
+    assert max(m["high"] for m in same({})) == Decimal("120")
+    store.add("binance", records([(0, 12, binance(30, "121.0", 80), 82)]))
+    whole = same({})
+    assert max(m["high"] for m in whole) == Decimal("121")
+    assert same({0: 2, 1: 1}) != whole  # Silver processed part of the first round
+    store.prune("binance", {0: 2, 1: 1})
+    assert same({0: 2, 1: 1})
+    # not whole minutes: aggregated from the first copies
+    half = (T, T + dt.timedelta(seconds=90))
+    firsts = store.first_copies("binance", *half, None, {0: 2})
+    assert by_minute(store.minute_partials("binance", *half, None, {0: 2})) == by_minute(partials(firsts))
 
 
 class Message:

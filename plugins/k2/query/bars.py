@@ -18,6 +18,7 @@ import pyarrow as pa
 from k2.exchanges.duckdb import lit
 from k2.gaps.detect import NUMERIC_ID
 from k2.lake.names import BAR_WIDTHS_S
+from k2.query import duck
 
 WIDTHS = dict(BAR_WIDTHS_S)
 _CTX = Context(prec=200, rounding=ROUND_HALF_UP)
@@ -26,7 +27,7 @@ _LIMIT = Decimal(10) ** 20
 MINUTE_US = 60_000_000  # the finest bar: every width is whole minutes, aligned to the epoch
 # a minute's part of a bar, per exchange and symbol: what merging it with the bar's other minutes needs
 PARTIALS_SQL = """
-SELECT exchange, symbol, (epoch_us(event_time) // {minute_us}) * {minute_us} AS minute_us,
+SELECT {keys}exchange, symbol, {minute} AS minute_us,
        min(event_time) AS open_time,
        first(trade_id ORDER BY event_time, length(trade_id), trade_id) AS open_id,
        first(price ORDER BY event_time, length(trade_id), trade_id) AS open,
@@ -60,9 +61,16 @@ FROM {partials} GROUP BY ALL
 """
 
 
-def partials_sql(trades: str) -> str:
-    """SQL: the minute partials (PARTIALS_SQL) of the trades in the relation ``trades``."""
-    return PARTIALS_SQL.format(trades=trades, minute_us=MINUTE_US, numeric=lit(NUMERIC_ID))
+def minute_of(column: str) -> str:
+    """SQL: the start of the minute a time lies in, in microseconds since the epoch."""
+    return f"(epoch_us({column}) // {MINUTE_US}) * {MINUTE_US}"
+
+
+def partials_sql(trades: str, keys: tuple[str, ...] = ()) -> str:
+    """SQL: the minute partials (PARTIALS_SQL) of the trades in the relation ``trades``; ``keys``:
+    columns of it to group by first as well (they lead the result's columns)."""
+    leading = "".join(f"{key}, " for key in keys)
+    return PARTIALS_SQL.format(trades=trades, keys=leading, minute=minute_of("event_time"), numeric=lit(NUMERIC_ID))
 
 
 def vwap(quote: Decimal | None, base: Decimal | None, low: Decimal, high: Decimal) -> Decimal | None:
@@ -85,21 +93,15 @@ def vwap(quote: Decimal | None, base: Decimal | None, low: Decimal, high: Decima
 def partials(trades: pa.Table) -> pa.Table:
     """The minute partials of ``trades`` (exchange, symbol, event time, trade id, price, quantity,
     quote amount, taker side)."""
-    import duckdb
-
-    with duckdb.connect() as con:
-        con.execute("SET TimeZone = 'UTC'")
+    with duck.cursor() as con:
         con.register("_trades", trades)
         return con.sql(partials_sql("_trades")).to_arrow_table()
 
 
 def merge_bars(minutes: pa.Table, interval: str) -> list[dict[str, Any]]:
     """The bars of ``interval`` from minute partials (each minute's at most once)."""
-    import duckdb
-
     width = WIDTHS[interval]
-    with duckdb.connect() as con:
-        con.execute("SET TimeZone = 'UTC'")
+    with duck.cursor() as con:
         con.register("_partials", minutes)
         rows = con.sql(MERGE_SQL.format(us=width * 1_000_000, partials="_partials")).to_arrow_table().to_pylist()
     out = []

@@ -18,7 +18,7 @@ from k2.exchanges.duckdb import lit
 from k2.medallion import duckdb as silver_sql
 from k2.medallion import ledger
 from k2.query import bars as bar_sql
-from k2.query import sources
+from k2.query import duck, sources
 from k2.query.bars import WIDTHS, merge_bars
 from k2.settings import Settings
 
@@ -57,11 +57,7 @@ class Fresh:
 
 
 def _connect():  # -> duckdb.DuckDBPyConnection
-    import duckdb
-
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    return con
+    return duck.cursor()
 
 
 def fresh_trades(
@@ -251,16 +247,23 @@ def _combined(
     settings: Settings, minutes: pa.Table, silver: pa.Table, symbols: list[str] | None, fresh: FreshSource
 ) -> pa.Table:
     """Minute partials of Silver's trades and the fresh ones together. A minute that Silver has trades
-    in is aggregated from its trades, fresh and Silver's, with a fresh copy of a trade Silver holds
-    dropped (as the next batch drops it); the fresh partials of the other minutes are taken as they
-    are. The fresh trades of shared minutes are read after Silver, as in ``trades``."""
+    in, or whose fresh trades may hold a copy of one of Silver's (an id not above Silver's highest
+    for the symbol, or one not numeric: ids grow with time, so only a replayed or mis-stamped copy
+    does this), is aggregated from its trades, fresh and Silver's, with a fresh copy of a trade
+    Silver holds dropped (as the next batch drops it); the fresh partials of the other minutes are
+    taken as they are. The fresh trades of those minutes are read after Silver, as in ``trades``."""
     import pyarrow.compute as pc
 
-    shared = bar_sql.partials(silver).select(["exchange", "symbol", "minute_us"])
+    minute = bar_sql.minute_of("event_time")
     con = _connect()
     try:
         con.register("_minutes", minutes)
-        con.register("_shared", shared)
+        con.register("_silver", silver)
+        highest = "SELECT exchange, symbol, max(TRY_CAST(trade_id AS HUGEINT)) AS top FROM _silver GROUP BY ALL"
+        shared = f"""SELECT DISTINCT exchange, symbol, {minute} AS minute_us FROM _silver
+          UNION SELECT exchange, symbol, minute_us FROM _minutes JOIN ({highest}) USING (exchange, symbol)
+          WHERE NOT coalesce(numeric_ids, false) OR TRY_CAST(lowest_id AS HUGEINT) <= top"""
+        con.execute(f"CREATE TEMP TABLE _shared AS {shared}")
         key = "USING (exchange, symbol, minute_us)"
         alone = con.sql(f"SELECT * FROM _minutes ANTI JOIN _shared {key}").to_arrow_table()
         wanted = con.sql(f"SELECT * FROM _minutes SEMI JOIN _shared {key}").to_arrow_table()
@@ -270,7 +273,6 @@ def _combined(
             window = (_from_us(lo.as_py()), _from_us(hi.as_py() + bar_sql.MINUTE_US))
             exchanges = sorted(set(wanted.column("exchange").to_pylist()))
             con.register("_fresh", _fresh(settings, exchanges, symbols, *window, fresh))
-            minute = f"epoch_us(event_time) // {bar_sql.MINUTE_US} * {bar_sql.MINUTE_US}"
             raw = con.sql(
                 f"SELECT * FROM (SELECT *, {minute} AS minute_us FROM _fresh) SEMI JOIN _shared {key}"
             ).to_arrow_table()

@@ -15,6 +15,7 @@ from k2.exchanges.duckdb import lit
 from k2.feeds.events import CONNECTION_KIND, KIND_HEADER
 from k2.medallion import duckdb as silver_sql
 from k2.query.bars import partials_sql
+from k2.query.live.minutes import MinutePartials
 from k2.query.sources import sql_time
 from k2.settings import Settings
 
@@ -56,13 +57,16 @@ class LiveStore:
         self._lock = threading.Lock()
         batch = settings.batch
         self._lead_s, self._age_s = batch.silver_max_event_lead_s, batch.silver_max_event_age_s
-        # contested: a copy that may not be its trade's only one (see add), ranked among its copies at query time
-        ddl = silver_sql.columns_ddl(silver_sql.CLASSIFIED, KEPT) + ", contested BOOLEAN"
+        # contested: a copy that may not be its trade's only one (see add), ranked among its copies at
+        # query time; round: the judging that kept it (k2.query.live.minutes keeps partials per round)
+        ddl = silver_sql.columns_ddl(silver_sql.CLASSIFIED, KEPT) + ", contested BOOLEAN, round BIGINT"
         self._highest: dict[str, dict[str, int]] = {ex: {} for ex in settings.exchanges}
+        self._minutes = {ex: MinutePartials(ex, _table(ex)) for ex in settings.exchanges}
         for exchange in settings.exchanges:
             ex = get_exchange(exchange)
             self._judges[exchange] = (ex.rules, known_symbols(settings, ex))
-            self._db.execute(f"CREATE TABLE IF NOT EXISTS {_table(exchange)} ({ddl})")
+            self._db.execute(f"CREATE TABLE {_table(exchange)} ({ddl})")
+            self._minutes[exchange].create(self._db)
 
     def _cursor(self):
         with self._lock:
@@ -87,10 +91,13 @@ class LiveStore:
             judged = silver_sql.classify(con, source, exchange, rules, symbols, *lead_age, details=False)
         finally:
             con.unregister("_arrived")
+        minutes = self._minutes[exchange]
         try:
-            return self._keep(con, exchange, judged)
+            kept = self._keep(con, exchange, judged, minutes.judged + 1)
         finally:
             con.execute(f"DELETE FROM {judged}")  # classify adds to it: it is kept, empty, for the next poll
+        minutes.judged += 1
+        return kept
 
     def _adder(self, exchange: str):
         """The exchange's own cursor for judging: its temporary tables outlive a poll, which spares
@@ -99,7 +106,7 @@ class LiveStore:
             self._adders[exchange] = self._cursor()
         return self._adders[exchange]
 
-    def _keep(self, con, exchange: str, judged: str) -> int:
+    def _keep(self, con, exchange: str, judged: str, round_: int) -> int:
         """Inserts the valid candidates of ``judged``, each marked contested unless it is certainly the
         first copy of its trade to arrive: a numeric id above every id this symbol had before, and
         alone in its poll. Of any two copies of a trade, the later to arrive is so marked, so a trade
@@ -111,7 +118,7 @@ class LiveStore:
         twice = f"(SELECT symbol, trade_id, true AS twice FROM {valid} GROUP BY ALL HAVING count(*) > 1)"
         kept = con.execute(
             f"""INSERT INTO {_table(exchange)} SELECT {", ".join(KEPT)},
-              _id IS NULL OR _id <= coalesce({above}, -1) OR coalesce(twice, false)
+              _id IS NULL OR _id <= coalesce({above}, -1) OR coalesce(twice, false), {int(round_)}
             FROM {valid} LEFT JOIN {twice} USING (symbol, trade_id)"""
         ).fetchall()[0][0]
         for symbol, top in con.execute(f"SELECT symbol, max(_id) FROM {valid} GROUP BY symbol").fetchall():
@@ -123,14 +130,15 @@ class LiveStore:
         """Forgets the candidates of records before ``below`` (Silver has processed them)."""
         if not below:
             return 0
-        con = self._cursor()
+        con, minutes = self._cursor(), self._minutes[exchange]
         try:
-            return int(
-                con.execute(
+            with minutes.lock:
+                deleted = con.execute(
                     f"DELETE FROM {_table(exchange)} t USING ({_offsets_sql(below)}) b(p, o) "
                     "WHERE t.kafka_partition = b.p AND t.kafka_offset < b.o"
                 ).fetchall()[0][0]
-            )
+                minutes.forget(con, _offsets_sql(below))
+            return int(deleted)
         finally:
             con.close()
 
@@ -161,8 +169,21 @@ class LiveStore:
         symbols: list[str] | None,
         from_offsets: Offsets,
     ) -> pa.Table:
-        """``k2.query.bars.partials`` of ``first_copies``, aggregated where the trades are."""
-        return self._select(partials_sql(f"({self._first_copies_sql(exchange, start, end, symbols, from_offsets)})"))
+        """``k2.query.bars.partials`` of ``first_copies``, aggregated where the trades are: over whole
+        minutes, mostly from partials kept since an earlier query (``k2.query.live.minutes``)."""
+
+        def firsts(begin: dt.datetime, until: dt.datetime) -> str:
+            return self._first_copies_sql(exchange, begin, until, symbols, from_offsets)
+
+        if any(t.timestamp() % 60 for t in (start, end)):  # not whole minutes: none kept apply
+            return self._select(partials_sql(f"({firsts(start, end)})"))
+        copies = self._copies_sql(exchange, start, end, symbols, from_offsets)
+        con = self._cursor()
+        try:
+            below = _below_sql(from_offsets)
+            return self._minutes[exchange].read(con, start, end, _wanted_sql(symbols), below, copies, firsts)
+        finally:
+            con.close()
 
     def _select(self, sql: str) -> pa.Table:
         con = self._cursor()
@@ -171,28 +192,29 @@ class LiveStore:
         finally:
             con.close()
 
+    def _copies_sql(
+        self, exchange: str, start: dt.datetime, end: dt.datetime, symbols: list[str] | None, from_offsets: Offsets
+    ) -> str:
+        """SQL: the candidates that may be a first copy of a trade with an event time in [start, end):
+        a valid trade's Kafka timestamp lies in [event time - lead, event time + age], so only those
+        stamped in [start - lead, end + age), from ``from_offsets`` on."""
+        since = start - dt.timedelta(seconds=self._lead_s)
+        until = end + dt.timedelta(seconds=self._age_s)
+        return f"""(SELECT t.* FROM {_table(exchange)} t LEFT JOIN ({_below_sql(from_offsets)}) b(p, o)
+          ON t.kafka_partition = b.p WHERE t.kafka_offset >= coalesce(b.o, 0)
+            AND kafka_timestamp >= {sql_time(since)} AND kafka_timestamp < {sql_time(until)}
+            AND {_wanted_sql(symbols)})"""
+
     def _first_copies_sql(
         self, exchange: str, start: dt.datetime, end: dt.datetime, symbols: list[str] | None, from_offsets: Offsets
     ) -> str:
-        """A valid trade's Kafka timestamp lies in [event time - lead, event time + age], so only
-        candidates stamped in [start - lead, end + age) can be one of the window's; and only the
-        trades with a contested copy are ranked."""
-        since = start - dt.timedelta(seconds=self._lead_s)
-        until = end + dt.timedelta(seconds=self._age_s)
+        """Only the trades with a contested copy are ranked among their copies."""
         inside = f"event_time >= {sql_time(start)} AND event_time < {sql_time(end)}"
-        wanted = ""
-        if symbols:
-            listed = ", ".join(lit(s) for s in symbols)
-            wanted = f"AND (symbol IN ({listed}) OR exchange_symbol IN ({listed}))"
-        offsets = _offsets_sql(from_offsets) if from_offsets else "SELECT NULL::INTEGER, NULL::BIGINT WHERE false"
         rank = "row_number() OVER (PARTITION BY symbol, trade_id ORDER BY kafka_partition, kafka_offset, item_index)"
-        # each part reads the table itself: a shared CTE over every candidate in the range is materialised
-        copies = f"""(SELECT t.* FROM {_table(exchange)} t LEFT JOIN b ON t.kafka_partition = b.p
-          WHERE t.kafka_offset >= coalesce(b.o, 0)
-            AND kafka_timestamp >= {sql_time(since)} AND kafka_timestamp < {sql_time(until)} {wanted})"""
+        # each part reads the candidates itself: a shared CTE over every one in the range is materialised
+        copies = self._copies_sql(exchange, start, end, symbols, from_offsets)
         return f"""
-WITH b(p, o) AS ({offsets}),
-disputed AS (SELECT DISTINCT symbol, trade_id FROM {copies} WHERE contested),
+WITH disputed AS (SELECT DISTINCT symbol, trade_id FROM {copies} WHERE contested),
 firsts AS (
   SELECT * FROM {copies} ANTI JOIN disputed USING (symbol, trade_id) WHERE {inside} AND NOT contested
   UNION ALL BY NAME
@@ -211,6 +233,19 @@ FROM firsts"""
 
 def _offsets_sql(offsets: Offsets) -> str:
     return "VALUES " + ", ".join(f"({int(p)}, {int(o)})" for p, o in sorted(offsets.items()))
+
+
+def _below_sql(offsets: Offsets) -> str:
+    """SQL rows (partition, offset), none for no offsets."""
+    return _offsets_sql(offsets) if offsets else "SELECT NULL::INTEGER, NULL::BIGINT WHERE false"
+
+
+def _wanted_sql(symbols: list[str] | None) -> str:
+    """SQL: a candidate of ``symbols`` (as the exchange spells them or as K2 does); every one without."""
+    if not symbols:
+        return "true"
+    listed = ", ".join(lit(s) for s in symbols)
+    return f"(symbol IN ({listed}) OR exchange_symbol IN ({listed}))"
 
 
 def _may_hold_events(records: pa.Table) -> bool:
