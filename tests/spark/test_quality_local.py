@@ -96,3 +96,57 @@ def test_spark_validation_finds_the_same_in_a_frame_of_many_partitions_and_resto
     assert spread == findings(spark, settings, rows, local=True)
     assert not spread[0] and any("trade_count" in f for f in spread[1])
     assert spark.conf.get(key) == before
+
+
+SILVER_SCHEMA = (
+    "exchange string, symbol string, exchange_symbol string, trade_id string, event_time timestamp, "
+    "price decimal(38,18), quantity decimal(38,18), quote_amount decimal(38,18), taker_side string, "
+    "kafka_topic string, kafka_partition int, kafka_offset bigint, kafka_timestamp timestamp, "
+    "bronze_ingested_at timestamp, processed_at timestamp"
+)
+
+
+def silver_trade(trade_id: int, side: str = "buy") -> tuple:
+    price, quantity = Decimal("10.5"), Decimal(trade_id % 7 + 1)
+    kafka = ("k2.trades.binance", 0, trade_id, T0)
+    trade = ("binance", "BTC-USDT", "BTCUSDT", str(trade_id), T0, price, quantity, price * quantity, side)
+    return (*trade, *kafka, T0, T0)
+
+
+def spark_jobs_of_validation(spark, settings: Settings, rows: list[tuple], group: str):
+    spark.sparkContext.setJobGroup(group, "a Silver validation")
+    try:
+        frame = spark.createDataFrame(rows, SILVER_SCHEMA)
+        report = validate("silver", frame, settings=settings, exchange="binance", run_name=group, local=False)
+    finally:
+        spark.sparkContext.setJobGroup(None, None)
+    return report, len(spark.sparkContext.statusTracker().getJobIdsForGroup(group))
+
+
+def test_spark_validation_runs_no_job_for_the_samples_of_passing_expectations(spark, settings: Settings) -> None:
+    """Stock GX runs one job per map expectation for its unexpected values (19 in Silver's suite)
+    even when their count, computed beforehand, is 0 (k2.quality.spark_metrics)."""
+    import json
+
+    map_expectations = 19  # 13 not-null, 3 between, in-set, regex, compound-unique
+    report, jobs = spark_jobs_of_validation(spark, settings, [silver_trade(i) for i in range(50)], "k2-clean")
+    assert report.passed and not report.failures and report.evaluated == map_expectations + 2
+    assert jobs < map_expectations / 2, jobs
+    # the stored result keeps SUMMARY's shape: a passing map expectation has count 0 and no sample
+    (stored,) = [p for p in (settings.home / "quality").rglob("*.json") if "k2-clean" in str(p)]
+    results = json.loads(stored.read_text())["results"]
+    in_set = next(r for r in results if r["expectation_config"]["type"] == "expect_column_values_to_be_in_set")
+    assert in_set["result"]["unexpected_count"] == 0 and in_set["result"]["partial_unexpected_list"] == []
+
+    rows = [silver_trade(i) for i in range(50)] + [silver_trade(50, side="hold"), silver_trade(49)]
+    report, failing_jobs = spark_jobs_of_validation(spark, settings, rows, "k2-bad")
+    details = {f.expectation: f.detail for f in report.critical}
+    assert details == {
+        "expect_column_values_to_be_in_set(column=taker_side)": "1 unexpected rows, e.g. ['hold']",
+        "expect_compound_columns_to_be_unique(column_list=['exchange', 'symbol', 'trade_id'])": (
+            "2 unexpected rows, e.g. [{'exchange': 'binance', 'symbol': 'BTC-USDT', 'trade_id': '49'}, "
+            "{'exchange': 'binance', 'symbol': 'BTC-USDT', 'trade_id': '49'}]"
+        ),
+    }
+    # sample jobs for the two failing expectations only (the compound one's window may take two)
+    assert jobs < failing_jobs <= jobs + 4

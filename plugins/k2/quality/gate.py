@@ -167,6 +167,10 @@ def _checkpoint(context, suite, *, local: bool):
 
     if local:
         import k2.quality.local  # noqa: F401  (registers the pandas query metrics)
+    else:
+        from k2.quality.spark_metrics import install
+
+        install()
     try:
         source = context.data_sources.get(LOCAL_DATASOURCE if local else DATASOURCE)
     except KeyError:
