@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from k2.errors import K2Error
 from k2.settings import Settings, mask_url_password
 
@@ -128,13 +130,19 @@ def _query_server(settings: Settings) -> Row:
     except (OSError, K2Error) as exc:
         answer, detail = None, f"not answering: {exc}"
     if answer is not None:
-        detail = "; ".join(
-            f"{ex}: {f['candidates']:,} judged trades"
-            + (", caught up" if f["caught_up"] else ", catching up")
-            + (f", answered without it: {f['unusable']}" if f["unusable"] else "")
-            for ex, f in answer[1]["feeds"].items()
-        )
+        detail = "; ".join(_query_feed(ex, f) for ex, f in answer[1]["feeds"].items())
     return ("query server", f"running (pid {pid})", str(socket_path(settings)), detail)
+
+
+def _query_feed(exchange: str, feed: dict[str, Any]) -> str:
+    """One exchange's store: what it holds, and its judging rounds (what a waiting query waits for)."""
+    rounds = feed.get("rounds", 0)
+    return (
+        f"{exchange}: {feed['candidates']:,} judged trades"
+        + (", caught up" if feed["caught_up"] else ", catching up")
+        + (f", {rounds:,} judging rounds of {feed['judging_s'] / rounds * 1000:.0f} ms on average" if rounds else "")
+        + (f", answered without it: {feed['unusable']}" if feed["unusable"] else "")
+    )
 
 
 def _streams(settings: Settings) -> list[Row]:

@@ -4,6 +4,7 @@ lives when K2 runs as root, and the URLs it hands out."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from k2.errors import K2Error
 from k2.runtime.postgres import LocalPostgres, find_bin_dir
 from k2.settings import Settings
+from tests.helpers import free_port
 
 
 def _fake_bin(tmp_path: Path) -> Path:
@@ -89,3 +91,22 @@ def test_a_data_directory_older_than_k2_homes_password_is_told_from_one_made_wit
     os.utime(password, (2_000_000_000, 2_000_000_000))  # a password made after initdb: K2_HOME made anew
     assert outlived_its_password(data, password)
     assert not outlived_its_password(tmp_path / "none", password)  # no server yet: initdb makes one
+
+
+def test_a_server_whose_command_line_reads_empty_mid_exec_is_waited_for_not_called_gone(tmp_path: Path) -> None:
+    # while setpriv execs postgres, /proc/<pid>/cmdline reads empty for a moment: the start-up wait
+    # must judge by the process being alive, or it reports a live server as "exited while starting"
+    server = LocalPostgres(Settings.from_env({}, home=tmp_path, postgres_port=free_port()))
+    stand_in = subprocess.Popen(["sleep", "60"])  # alive, its command line not naming the data dir
+    try:
+        server.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        server.pid_file.write_text(str(stand_in.pid))
+        assert server.pid() is None  # what the reuse check makes of it
+        with pytest.raises(K2Error, match="did not accept connections"):
+            server._wait_ready(timeout_s=1.0)
+        stand_in.kill()
+        stand_in.wait()
+        with pytest.raises(K2Error, match="exited while starting"):
+            server._wait_ready(timeout_s=5.0)
+    finally:
+        stand_in.kill()

@@ -25,7 +25,7 @@ from k2.medallion import duckdb as silver_sql
 from k2.query.bars import merge_bars, partials
 from k2.query.live import protocol
 from k2.query.live.boundary import Processed
-from k2.query.live.server import JUDGE_AT, JUDGE_EVERY_S, QueryServer, judging_due
+from k2.query.live.follower import JUDGE_AT, JUDGE_EVERY_S, Followers, judging_due
 from k2.query.live.store import LiveStore, _may_hold_events
 from k2.query.sources import RECORD_SCHEMA, from_messages, sql_time
 from k2.runtime import stack
@@ -252,31 +252,31 @@ def test_a_waiting_query_has_the_follower_judge_once_what_it_waits_for(settings)
     """A query waits for the records up to Kafka's end offsets; while it waits the follower judges as
     soon as they have arrived (or nothing more does), without gathering more first, and
     the query goes on once they are judged."""
-    server = QueryServer(settings)
-    feed = server.feeds["binance"]
+    followers = Followers(settings)
+    feed = followers.feeds["binance"]
     feed.caught_up, feed.processed, feed.positions = True, Processed(T), {0: 4}
-    server._end_offsets = lambda _feed: {0: 10}  # Kafka's end offsets when the query arrives
-    assert server._wanted(feed) is None
+    followers._end_offsets = lambda _feed: {0: 10}  # Kafka's end offsets when the query arrives
+    assert followers.wanted(feed) is None
     assert not judging_due(6, 0.1, None, {0: 10})
     assert judging_due(6, JUDGE_EVERY_S, None, {0: 10})  # waited long enough
     assert judging_due(JUDGE_AT, 0.1, None, {0: 10})  # enough of them
     answer: list[bool] = []
-    query = threading.Thread(target=lambda: answer.append(server._reached_end(feed)))
+    query = threading.Thread(target=lambda: answer.append(followers.reached_end(feed)))
     query.start()
-    with server._changed:
-        assert server._changed.wait_for(lambda: feed.waiting == 1, timeout=30)
-    wanted = server._wanted(feed)
+    with followers.changed:
+        assert followers.changed.wait_for(lambda: feed.waiting == 1, timeout=30)
+    wanted = followers.wanted(feed)
     assert wanted == {0: 10}
     assert not judging_due(3, 0.1, wanted, {0: 7})  # offsets 4-6 arrived: 7-9 are on their way
     assert judging_due(6, 0.1, wanted, {0: 10})
     assert judging_due(3, 0.1, wanted, {})  # a poll that brought nothing: judge what there is
-    with server._changed:  # the follower judged offsets 4-9
+    with followers.changed:  # the follower judged offsets 4-9
         feed.positions[0] = 10
-        server._changed.notify_all()
+        followers.changed.notify_all()
     query.join(timeout=30)
     assert answer == [True]
     assert feed.waiting == 0 and not feed.wanted
-    assert server._wanted(feed) is None
+    assert followers.wanted(feed) is None
 
 
 def test_answers_are_framed_as_a_json_line_then_arrow(tmp_path) -> None:
@@ -352,3 +352,16 @@ def test_a_server_error_is_raised_with_its_fix_or_answered_in_process(tmp_path, 
                 protocol.ask(settings, {"op": "trades"})
             assert (info.value.cause, info.value.fix) == ("the lake has no table silver.trades", "run `k2 lake init`.")
         thread.join(10)
+
+
+def test_status_shows_each_store_and_its_judging_rounds() -> None:
+    from k2.status import _query_feed
+
+    feed = {"candidates": 12_345, "caught_up": True, "unusable": None, "rounds": 40, "judging_s": 2.0}
+    assert _query_feed("binance", feed) == (
+        "binance: 12,345 judged trades, caught up, 40 judging rounds of 50 ms on average"
+    )
+    starting = feed | {"caught_up": False, "rounds": 0, "judging_s": 0.0, "unusable": "following failed"}
+    assert _query_feed("kraken", starting) == (
+        "kraken: 12,345 judged trades, catching up, answered without it: following failed"
+    )

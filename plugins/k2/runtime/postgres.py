@@ -261,7 +261,9 @@ class LocalPostgres:
         deadline = time.monotonic() + timeout_s
         error = ""
         while time.monotonic() < deadline:
-            if self.pid() is None:
+            # alive is enough here: the pid file was just written, and while setpriv execs the server
+            # its command line reads empty for a moment, so pid()'s reuse check would call it gone
+            if procs.running_pid(self.pid_file) is None:
                 raise K2Error(
                     f"the PostgreSQL server exited while starting; the end of {self.log_file}:\n"
                     + procs.log_tail(self.log_file),

@@ -70,7 +70,7 @@ class LocalSparkCluster:
         deadline = time.monotonic() + timeout_s
         state = None
         while time.monotonic() < deadline:
-            if not self._node_running("master"):
+            if procs.running_pid(self._pid_file("master")) is None:  # (mid-exec, its command line may read empty)
                 raise K2Error(
                     f"the Spark master exited while starting (see {self._log('master')})",
                     "fix the cause in that log (a port in use: K2_SPARK_MASTER_PORT, K2_SPARK_MASTER_UI_PORT), "

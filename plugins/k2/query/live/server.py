@@ -11,9 +11,9 @@ import shutil
 import socketserver
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -22,51 +22,15 @@ from k2.log import get_logger
 from k2.private import private_dir
 from k2.query import hybrid
 from k2.query.bars import partials
-from k2.query.live.boundary import Processed, coverage_end, processed
+from k2.query.live.follower import Feed, Followers
 from k2.query.live.protocol import read_request, socket_path, write_error, write_table
 from k2.query.live.store import LiveStore
-from k2.query.sources import from_messages
 from k2.settings import Settings
 
 log = get_logger(__name__)
-REFRESH_S = 5.0  # how often the server looks for a new batch in the ledger
-# records are judged together once this many have arrived, or after this long: a judging round has a
-# fixed cost (a dozen DuckDB statements, 15 ms on an idle core and ten times that on loaded ones),
-# which rounds of a few hundred records (a quiet feed) would pay again and again; a query that waits
-# for records has them judged as soon as they arrive, whatever these say
-JUDGE_AT = 10_000
-JUDGE_EVERY_S = 5.0
+Answer = TypeVar("Answer")
 # a query read across a batch's commit is answered again (bars read the store after Silver)
 ANSWER_ATTEMPTS = 3
-
-
-@dataclass
-class Feed:
-    """One exchange's topic as the server follows it."""
-
-    exchange: str
-    topic: str
-    processed: Processed | None = None
-    positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset to judge
-    caught_up: bool = False  # reached the end offsets found when it started
-    unusable: str = ""  # why the store cannot answer for this exchange
-    judged: int = 0
-    rounds: int = 0  # judgings, and the seconds they took: what a waiting query waits for
-    judging_s: float = 0.0
-    waiting: int = 0  # queries waiting for the store to reach Kafka's end offsets
-    wanted: dict[int, int] = field(default_factory=dict)  # partition -> the end offset they wait for
-
-
-def judging_due(arrived: int, gathered_s: float, wanted: dict[int, int] | None, reached: dict[int, int]) -> bool:
-    """Judge now: enough records are in, or they have waited long enough, or a query waits (``wanted``: the end
-    offsets it waits for) and they have arrived (``reached``: next offset per partition), or nothing
-    more has (an empty ``reached``). Judging once what a query waits for, not at every poll on the
-    way, spares the query a round's fixed cost per poll."""
-    if arrived >= JUDGE_AT or gathered_s >= JUDGE_EVERY_S:
-        return True
-    if wanted is None:
-        return False
-    return not reached or all(reached.get(p, 0) >= end for p, end in wanted.items())
 
 
 class QueryServer:
@@ -74,14 +38,11 @@ class QueryServer:
         self.settings = settings
         self.socket = socket_path(settings)
         self.store_dir = store_dir or settings.home / "query"
-        self.feeds = {ex: Feed(ex, settings.topic_for(ex)) for ex in settings.exchanges}
+        self.followers = Followers(settings)
+        self.feeds = self.followers.feeds
         self.answered = {"live": 0, "local": 0}
-        self._changed = threading.Condition()
-        self._stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
         self._server: socketserver.ThreadingUnixStreamServer | None = None
-        self._ends: dict[str, Any] = {}  # exchange -> confluent_kafka.Consumer for end offsets
-        self._ends_lock = threading.Lock()
+        self._serving: threading.Thread | None = None
         self._request = threading.local()  # what the request a thread answers has used
         self.store: LiveStore | None = None
 
@@ -90,29 +51,22 @@ class QueryServer:
         shutil.rmtree(self.store_dir, ignore_errors=True)  # a cache: rebuilt from Kafka at every start
         private_dir(self.store_dir)
         self.store = LiveStore(self.settings, self.store_dir / "live.duckdb")
-        for feed in self.feeds.values():
-            self._spawn(f"k2-query-{feed.exchange}", self._follow, feed)
-        self._spawn("k2-query-ledger", self._refresh)
+        self.followers.start(self.store)
         private_dir(self.socket.parent)
         self.socket.unlink(missing_ok=True)
         server = _Server(str(self.socket), _Handler)
         server.owner = self
         self.socket.chmod(0o600)
         self._server = server
-        self._spawn("k2-query-socket", server.serve_forever)
+        self._serving = threading.Thread(target=server.serve_forever, name="k2-query-socket", daemon=True)
+        self._serving.start()
         log.info("query.serving", socket=str(self.socket), exchanges=list(self.feeds))
 
     def stop(self) -> None:
-        self._stopping.set()
-        with self._changed:
-            self._changed.notify_all()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
-        for thread in self._threads:
-            thread.join(timeout=30)
-        for consumer in self._ends.values():
-            consumer.close()
+        self.followers.stop()
         self.socket.unlink(missing_ok=True)
         if self.store is not None:
             self.store.close()
@@ -121,141 +75,7 @@ class QueryServer:
 
     def wait_ready(self, timeout_s: float) -> bool:
         """Until every exchange's store has caught up (or cannot be used), for tests and `k2 up`."""
-        deadline = time.monotonic() + timeout_s
-        with self._changed:
-            return self._changed.wait_for(
-                lambda: all(f.caught_up or f.unusable for f in self.feeds.values()),
-                timeout=max(0.0, deadline - time.monotonic()),
-            )
-
-    def _spawn(self, name: str, target, *args) -> None:
-        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
-        thread.start()
-        self._threads.append(thread)
-
-    # --- following the topics ----------------------------------------------------------------------
-    def _boundary(self, feed: Feed) -> Processed | None:
-        """Silver's coverage, retried until the catalog answers (or the server stops)."""
-        while not self._stopping.is_set():
-            try:
-                return processed(self.settings, feed.exchange)
-            except Exception as exc:  # the catalog may still be starting: try again
-                log.warning("query.coverage_unknown", exchange=feed.exchange, error=str(exc))
-                self._stopping.wait(REFRESH_S)
-        return None
-
-    def _follow(self, feed: Feed) -> None:
-        from confluent_kafka import Consumer, TopicPartition
-
-        boundary = self._boundary(feed)
-        if boundary is None:
-            return
-        consumer = Consumer(self._consumer_conf(feed))
-        try:
-            partitions = self._partitions(consumer, feed)
-            if partitions is None:
-                return
-            starts, ends = {}, {}
-            for p in partitions:
-                low, ends[p] = consumer.get_watermark_offsets(TopicPartition(feed.topic, p), timeout=10)
-                starts[p] = max(boundary.offsets.get(p, low), low)
-                if boundary.offsets.get(p, low) < low:
-                    self._set(feed, unusable=f"Kafka no longer holds offsets {boundary.offsets[p]}-{low - 1} "
-                              f"of partition {p}, which Silver has not processed")  # fmt: skip
-            with self._changed:
-                feed.processed, feed.positions = boundary, dict(starts)
-            consumer.assign([TopicPartition(feed.topic, p, starts[p]) for p in partitions])
-            log.info("query.following", exchange=feed.exchange, topic=feed.topic, start_offsets=starts)
-            arrived, since = [], time.monotonic()
-            reached: dict[int, int] = {}  # next offset per partition after the records arrived so far
-            while not self._stopping.is_set():
-                polled = consumer.consume(20_000, timeout=0.05)
-                arrived += polled
-                for message in polled:
-                    if not message.error():
-                        reached[message.partition()] = message.offset() + 1
-                wanted = self._wanted(feed)
-                gathered_s, latest = time.monotonic() - since, reached if polled else {}
-                # catching up, each poll is judged at once: it is large, and `k2 up` waits for it
-                if arrived and (not feed.caught_up or judging_due(len(arrived), gathered_s, wanted, latest)):
-                    self._judge(feed, arrived)
-                    arrived, since = [], time.monotonic()
-                if not feed.caught_up and all(feed.positions[p] >= ends[p] for p in partitions):
-                    self._set(feed, caught_up=True)
-                    log.info("query.caught_up", exchange=feed.exchange, candidates=self.store.rows(feed.exchange))
-        except Exception as exc:
-            log.exception("query.follow_failed", exchange=feed.exchange)
-            self._set(feed, unusable=f"following {feed.topic} failed: {exc}")
-        finally:
-            consumer.close()
-
-    def _wanted(self, feed: Feed) -> dict[int, int] | None:
-        """The end offsets waiting queries need and the store has not reached; None: no query waits."""
-        with self._changed:
-            if not feed.waiting:
-                return None
-            return {p: end for p, end in feed.wanted.items() if feed.positions.get(p, 0) < end}
-
-    def _consumer_conf(self, feed: Feed) -> dict[str, Any]:
-        return {
-            "bootstrap.servers": self.settings.kafka.bootstrap_servers,
-            "group.id": f"k2-query-{feed.exchange}",
-            "enable.auto.commit": False,
-            "log_level": 0,
-        }
-
-    def _partitions(self, consumer, feed: Feed) -> list[int] | None:
-        while not self._stopping.is_set():
-            try:
-                return sorted(consumer.list_topics(feed.topic, timeout=10).topics[feed.topic].partitions)
-            except Exception as exc:  # the broker may still be starting
-                log.warning("query.topic_unreadable", topic=feed.topic, error=str(exc))
-                self._stopping.wait(REFRESH_S)
-        return None
-
-    def _judge(self, feed: Feed, messages: list) -> None:
-        good = [m for m in messages if not m.error()]
-        if not good:
-            return
-        clock = time.perf_counter()
-        records = from_messages(feed.topic, good)
-        self.store.add(feed.exchange, records)
-        last = records.group_by("kafka_partition").aggregate([("kafka_offset", "max")]).to_pydict()
-        reached = {p: o + 1 for p, o in zip(last["kafka_partition"], last["kafka_offset_max"], strict=True)}
-        with self._changed:
-            feed.positions.update(reached)
-            feed.judged += len(good)
-            feed.rounds += 1
-            feed.judging_s += time.perf_counter() - clock
-            self._changed.notify_all()
-
-    def _set(self, feed: Feed, **changes) -> None:
-        with self._changed:
-            for name, value in changes.items():
-                setattr(feed, name, value)
-            self._changed.notify_all()
-
-    def _refresh(self) -> None:
-        """Follows Silver's coverage: after a batch, the store forgets what Silver now holds."""
-        while not self._stopping.wait(REFRESH_S):
-            for feed in self.feeds.values():
-                if feed.processed is None:
-                    continue
-                try:
-                    self._check_partitions(feed)
-                    until, _ = coverage_end(self.settings, feed.exchange)
-                    if until == feed.processed.covered_until:
-                        continue
-                    boundary = processed(self.settings, feed.exchange)
-                    with self._changed:
-                        feed.processed = boundary
-                    forgotten = self.store.prune(feed.exchange, boundary.offsets) if boundary.exact else 0
-                    log.info(
-                        "query.silver_advanced", exchange=feed.exchange, covered_until=until.isoformat(),
-                        forgotten=forgotten, exact=boundary.exact, reason=boundary.reason or None,
-                    )  # fmt: skip
-                except Exception as exc:  # the old coverage stays in force: it only errs low
-                    log.warning("query.coverage_unknown", exchange=feed.exchange, error=str(exc))
+        return self.followers.wait_ready(timeout_s)
 
     # --- answering ---------------------------------------------------------------------------------
     def fresh(
@@ -263,33 +83,51 @@ class QueryServer:
     ) -> hybrid.Fresh:
         """``hybrid.fresh_trades`` from the store when it holds every unprocessed record up to the end
         offsets Kafka has now; computed the way a query without the server does otherwise."""
-        feed, clock = self.feeds.get(exchange), time.perf_counter()
-        live = self._live(feed)
-        waited = time.perf_counter()
-        if live:
-            table = self.store.first_copies(exchange, start, end, symbols, feed.processed.offsets)
-            seconds = {"reach_end": waited - clock, "store": time.perf_counter() - waited}
-            answer = hybrid.Fresh(table.cast(hybrid.TRADES_SCHEMA), seconds=seconds)
-        else:
+
+        def from_store(offsets: dict[int, int]) -> hybrid.Fresh:
+            table = self.store.first_copies(exchange, start, end, symbols, offsets)
+            return hybrid.Fresh(table.cast(hybrid.TRADES_SCHEMA))
+
+        def judged_now() -> tuple[hybrid.Fresh, dict[str, float]]:
             answer = hybrid.fresh_trades(settings, exchange, start, end, symbols)
-        self._count(live, answer.seconds)
+            return answer, answer.seconds
+
+        answer, seconds = self._served(exchange, from_store, judged_now)
+        answer.seconds = seconds
         return answer
 
     def fresh_minutes(
         self, settings: Settings, exchange: str, start: dt.datetime, end: dt.datetime, symbols: list[str] | None
     ) -> pa.Table:
         """The minute partials (``k2.query.bars``) of what ``fresh`` gives, aggregated in the store."""
+
+        def judged_now() -> tuple[pa.Table, dict[str, float]]:
+            answer = hybrid.fresh_trades(settings, exchange, start, end, symbols)
+            return partials(answer.trades), answer.seconds
+
+        table, _ = self._served(
+            exchange, lambda offsets: self.store.minute_partials(exchange, start, end, symbols, offsets), judged_now
+        )
+        return table
+
+    def _served(
+        self,
+        exchange: str,
+        from_store: Callable[[dict[int, int]], Answer],
+        judged_now: Callable[[], tuple[Answer, dict[str, float]]],
+    ) -> tuple[Answer, dict[str, float]]:
+        """``from_store`` (given the offsets Silver has processed) once the store holds what Kafka has
+        now, else ``judged_now``; the answer and its steps' seconds, counted for the request."""
         feed, clock = self.feeds.get(exchange), time.perf_counter()
         live = self._live(feed)
         waited = time.perf_counter()
         if live:
-            table = self.store.minute_partials(exchange, start, end, symbols, feed.processed.offsets)
+            answer = from_store(feed.processed.offsets)
             seconds = {"reach_end": waited - clock, "store": time.perf_counter() - waited}
         else:
-            judged = hybrid.fresh_trades(settings, exchange, start, end, symbols)
-            table, seconds = partials(judged.trades), judged.seconds
+            answer, seconds = judged_now()
         self._count(live, seconds)
-        return table
+        return answer, seconds
 
     def _live(self, feed: Feed | None) -> bool:
         """Whether the store answers for the feed's exchange: it reached Kafka's end offsets, once per
@@ -298,71 +136,16 @@ class QueryServer:
             return False
         reached = self._request.reached
         if feed.exchange not in reached:
-            reached[feed.exchange] = self._reached_end(feed)
+            reached[feed.exchange] = self.followers.reached_end(feed)
         return reached[feed.exchange] and not feed.unusable
 
     def _count(self, live: bool, seconds: dict[str, float]) -> None:
         request = self._request
-        with self._changed:
+        with self.followers.changed:
             self.answered["live" if live else "local"] += 1
         request.served["live" if live else "local"] += 1
         for step, spent in seconds.items():
             request.seconds[step] = request.seconds.get(step, 0.0) + spent
-
-    def _reached_end(self, feed: Feed) -> bool:
-        if not feed.caught_up or feed.unusable or feed.processed is None or not feed.processed.exact:
-            return False
-        ends = self._end_offsets(feed)
-        with self._changed:
-            # the follower judges these once they arrive instead of gathering more
-            feed.waiting += 1
-            for partition, end in ends.items():
-                feed.wanted[partition] = max(end, feed.wanted.get(partition, 0))
-            try:
-                return (
-                    self._changed.wait_for(
-                        lambda: all(feed.positions.get(p, 0) >= end for p, end in ends.items()) or bool(feed.unusable),
-                        timeout=self.settings.batch.query_tail_timeout_s,
-                    )
-                    and not feed.unusable
-                )
-            finally:
-                feed.waiting -= 1
-                if not feed.waiting:
-                    feed.wanted.clear()
-
-    def _end_offsets(self, feed: Feed) -> dict[int, int]:
-        from confluent_kafka import TopicPartition
-
-        with self._ends_lock:  # one consumer per exchange asks for end offsets, one request at a time
-            consumer = self._ends_consumer(feed)
-            return {
-                p: consumer.get_watermark_offsets(TopicPartition(feed.topic, p), timeout=5, cached=False)[1]
-                for p in list(feed.positions)
-            }
-
-    def _ends_consumer(self, feed: Feed):  # -> confluent_kafka.Consumer, with _ends_lock held
-        from confluent_kafka import Consumer
-
-        if feed.exchange not in self._ends:
-            self._ends[feed.exchange] = Consumer(
-                self._consumer_conf(feed) | {"group.id": f"k2-query-ends-{feed.exchange}"}
-            )
-        return self._ends[feed.exchange]
-
-    def _check_partitions(self, feed: Feed) -> None:
-        """A partition added to the topic after the server started is not followed: say so, and
-        answer for the exchange without the store until a restart."""
-        with self._ends_lock:
-            now = set(self._ends_consumer(feed).list_topics(feed.topic, timeout=5).topics[feed.topic].partitions)
-        added = sorted(now - set(feed.positions))
-        if feed.positions and added and not feed.unusable:
-            self._set(
-                feed,
-                unusable=f"{feed.topic} has partitions {added} the server does not follow; "
-                "restart K2 (`k2 down`, then `k2 up`) to follow them",
-            )
-            log.warning("query.partitions_added", topic=feed.topic, partitions=added)
 
     def answer(self, request: dict[str, Any]) -> tuple[pa.Table, dict[str, Any]]:
         """The table a request asks for, and how its unprocessed part was answered: per exchange from
@@ -375,13 +158,13 @@ class QueryServer:
         begin, stop = (dt.datetime.fromisoformat(request[k]) for k in ("start", "end"))
         exchanges, symbols = request["exchanges"], request.get("symbols")
         for _ in range(ANSWER_ATTEMPTS):
-            boundaries = self._boundaries()
+            boundaries = self.followers.boundaries()
             if op == "trades":
                 table = hybrid.trades(self.settings, exchanges, symbols, begin, stop, fresh=self.fresh)
             else:
                 interval, minutes = request["interval"], self.fresh_minutes
                 table = hybrid.bars(self.settings, interval, exchanges, symbols, begin, stop, self.fresh, minutes)
-            if self._boundaries() == boundaries:
+            if self.followers.boundaries() == boundaries:
                 break
             # a batch was committed meanwhile: the store and Silver may have been read either side of it
             log.info("query.batch_meanwhile", op=op)
@@ -389,26 +172,8 @@ class QueryServer:
         fresh_s = {step: round(spent, 3) for step, spent in self._request.seconds.items()}
         return table, {"served": self._request.served, "fresh_s": fresh_s}
 
-    def _boundaries(self) -> list[Processed | None]:
-        with self._changed:
-            return [feed.processed for feed in self.feeds.values()]
-
     def status(self) -> dict[str, Any]:
-        with self._changed:
-            feeds = {
-                ex: {
-                    "caught_up": f.caught_up,
-                    "unusable": f.unusable or None,
-                    "judged": f.judged,
-                    "rounds": f.rounds,
-                    "judging_s": round(f.judging_s, 3),
-                    "covered_until": f.processed.covered_until.isoformat() if f.processed else None,
-                }
-                for ex, f in self.feeds.items()
-            }
-        for ex in feeds:
-            feeds[ex]["candidates"] = self.store.rows(ex)
-        return {"feeds": feeds, "answered": dict(self.answered)}
+        return {"feeds": self.followers.status(), "answered": dict(self.answered)}
 
 
 class _Server(socketserver.ThreadingUnixStreamServer):
