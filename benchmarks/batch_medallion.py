@@ -1,13 +1,15 @@
 """Silver + Gold for N Bronze trades on local[2], against DuckDB running the same transformation
 in SQL over the same Parquet files, in the same run.
 
-    .venv/bin/python benchmarks/batch_medallion.py [--trades 10000000]
+    .venv/bin/python benchmarks/batch_medallion.py [--trades 10000000] [--gates]
 
 Both engines parse the same Bronze payloads, validate them with the same rules, de-duplicate per
 (exchange, symbol, trade id), write Silver, then build 1m bars and roll them up to 5m, 1h and 1d,
 writing every result. Spark runs K2's own job (spark_jobs/medallion.py: MERGE into Iceberg);
 DuckDB writes Parquet files. Prints a table, writes benchmarks/results/batch_medallion.json.
-Target (issue 6): Spark within 3x DuckDB's time.
+Target (issue 6): Spark within 3x DuckDB's time. With ``--gates`` Spark runs K2's Great
+Expectations gates too (DuckDB has none), and the table adds what each gate's steps cost against
+the rest of its task, measured in the same run (issue 14: Silver's gate adds <= 25% on 10M trades).
 """
 
 from __future__ import annotations
@@ -70,16 +72,17 @@ def fill_bronze(settings: Settings, trades: int, chunk: int = 1_000_000) -> list
     return [task.file.file_path.removeprefix("file://") for task in table.scan().plan_files()]
 
 
-def run_spark(settings: Settings, interval: Interval) -> dict:
-    from k2.medallion.job import run
+def run_spark(settings: Settings, interval: Interval, gated: bool) -> dict:
+    from k2.medallion.job import quality_gate, run
     from k2.spark import build_spark_session
 
+    gate = quality_gate(settings) if gated else lambda *_: {}
     spark = build_spark_session(settings, "k2-bench-medallion")
     try:
         started = time.perf_counter()
-        silver = run(spark, settings, "silver", interval, gate=lambda *_: {})
+        silver = run(spark, settings, "silver", interval, gate=gate)
         silver_s = time.perf_counter() - started
-        gold = run(spark, settings, "gold", interval, gate=lambda *_: {})
+        gold = run(spark, settings, "gold", interval, gate=gate)
         total = time.perf_counter() - started
     finally:
         spark.stop()
@@ -90,7 +93,16 @@ def run_spark(settings: Settings, interval: Interval) -> dict:
         "silver_rows": silver.silver_new,
         "dead_letters": silver.dead_letters,
         "bars": gold.bars,
+        "steps_s": {"silver": silver.steps_s, "gold": gold.steps_s},
     }
+
+
+def gate_share(steps_s: dict[str, float]) -> dict[str, float]:
+    """A task's gate steps (``gate_*``) in seconds and as a share of its other steps: what the
+    gates add to the task's time."""
+    gates = sum(v for k, v in steps_s.items() if k.startswith("gate"))
+    rest = sum(v for k, v in steps_s.items() if not k.startswith("gate"))
+    return {"gates_s": round(gates, 2), "rest_s": round(rest, 2), "adds": round(gates / rest, 3) if rest else 0.0}
 
 
 DUCKDB_SQL = """
@@ -176,6 +188,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trades", type=int, default=10_000_000)
     parser.add_argument("--driver-memory", default="8g")
+    parser.add_argument("--gates", action="store_true", help="run K2's quality gates in Spark's tasks too")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="k2-bench-batch-") as home:
         settings = Settings.from_env(
@@ -194,8 +207,8 @@ def main() -> None:
         out = Path(home) / "duckdb"
         out.mkdir()
         duck = run_duckdb(files, out)
-        progress("Spark (K2's job, local mode): Silver + Gold into Iceberg")
-        spark = run_spark(settings, interval)
+        progress(f"Spark (K2's job, local mode{', gated' if args.gates else ''}): Silver + Gold into Iceberg")
+        spark = run_spark(settings, interval, args.gates)
     ratio = spark["seconds"] / duck["seconds"]
     results = {
         "trades": args.trades,
@@ -205,12 +218,21 @@ def main() -> None:
         "target_ratio": 3.0,
         "met": ratio <= 3.0,
         "rows_per_s": {"spark": round(args.trades / spark["seconds"]), "duckdb": round(args.trades / duck["seconds"])},
+        "gates": args.gates,
     }
+    if args.gates:
+        results["gate_share"] = {task: gate_share(steps) for task, steps in spark["steps_s"].items()}
     print(f"{'engine':<8} {'seconds':>9} {'trades/s':>10} {'silver rows':>12}")
     for name in ("spark", "duckdb"):
         r = results[name]
         print(f"{name:<8} {r['seconds']:>9.1f} {results['rows_per_s'][name]:>10,} {r['silver_rows']:>12,}")
     print(f"Spark / DuckDB = {ratio:.2f} (target <= 3.0: {'met' if results['met'] else 'NOT met'})")
+    for task, share in results.get("gate_share", {}).items():
+        target = " (target <= 25%)" if task == "silver" else ""
+        print(
+            f"{task} gates {share['gates_s']:.1f} s on {share['rest_s']:.1f} s of its other steps: "
+            f"+{share['adds']:.0%}{target}"
+        )
     print(f"results: {write_results('batch_medallion', results)}")
 
 

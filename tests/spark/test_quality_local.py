@@ -150,3 +150,15 @@ def test_spark_validation_runs_no_job_for_the_samples_of_passing_expectations(sp
     }
     # sample jobs for the two failing expectations only (the compound one's window may take two)
     assert jobs < failing_jobs <= jobs + 4
+
+
+def test_spark_between_on_decimals_compares_exactly(spark, settings: Settings) -> None:
+    """Silver's ``price > 0`` on a decimal column, its bound a decimal (k2.quality.spark_metrics):
+    a zero price fails, the smallest price the column holds passes."""
+    tiny = Decimal("0.000000000000000001")
+    rows = [silver_trade(i) for i in range(10)]
+    rows += [(*silver_trade(10)[:5], Decimal(0), *silver_trade(10)[6:])]
+    rows += [(*silver_trade(11)[:5], tiny, Decimal(1), tiny, *silver_trade(11)[8:])]
+    report, _ = spark_jobs_of_validation(spark, settings, rows, "k2-between")
+    details = {f.expectation: f.detail for f in report.critical}
+    assert details == {"expect_column_values_to_be_between(column=price)": "1 unexpected rows, e.g. [Decimal('0E-18')]"}

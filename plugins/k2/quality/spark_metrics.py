@@ -9,6 +9,16 @@ most of its time (2M rows, local[2]: 11.2 s; 3.2 s without them).
 ``install`` makes each Spark ``unexpected_values`` metric depend on its expectation's
 ``unexpected_count`` (the same metric, so GX computes it once) and return no values, without a job,
 when that count is 0. A failing expectation gets its sample as before: same results, same Data Docs.
+
+It also gives ``column_values.between`` on a decimal column (prices, quantities, amounts) a decimal
+bound where the suite has a number: Spark then compares decimals, where a float bound made it turn
+every value into a double first (Silver's three such expectations on 10M rows, local[2]: 3.0 s
+instead of 10.5 s; its suite's aggregate job 4 s instead of 13.5 s). The comparison is exact
+instead of in doubles; a bound the column's type cannot hold exactly is left as it is.
+
+(GX's window for ``compound_columns.unique`` stays: a count grouped on the key measured slower on
+Bronze's rows, 9.2 s against 7.0 s on 10M, which arrive nearly sorted by their Kafka coordinates.)
+
 It relies on GX 1.x's metric registry and dependency protocol (``MetricProvider`` docs); where these
 differ, nothing is changed and validations run as GX ships them.
 """
@@ -27,6 +37,8 @@ ENGINE = "SparkDFExecutionEngine"
 VALUES = ".unexpected_values"
 COUNT = ".unexpected_count"
 DEPENDENCY = "unexpected_count"
+BETWEEN_CONDITION = "column_values.between.condition"
+BOUNDS = ("min_value", "max_value")
 
 _installed = False
 
@@ -67,8 +79,17 @@ def install() -> None:
             metric_class, values = provider
             definition["providers"][ENGINE] = (metric_class, skipping_when_none(values))
             wrapped += 1
+    decimal_bounds = _replace(_registered_metrics, BETWEEN_CONDITION, with_decimal_bounds)
     _installed = True
-    log.debug("quality.spark_metrics_installed", metrics=wrapped)
+    log.debug("quality.spark_metrics_installed", metrics=wrapped, decimal_bounds=decimal_bounds)
+
+
+def _replace(registry: dict, name: str, replace: Callable[[Callable], Callable]) -> bool:
+    provider = registry.get(name, {}).get("providers", {}).get(ENGINE)
+    if provider is None:
+        return False
+    registry[name]["providers"][ENGINE] = (provider[0], replace(provider[1]))
+    return True
 
 
 def skipping_when_none(values: Callable[..., list]) -> Callable[..., list]:
@@ -81,3 +102,40 @@ def skipping_when_none(values: Callable[..., list]) -> Callable[..., list]:
         return values(*args, metrics=metrics, **kwargs)
 
     return provider
+
+
+def with_decimal_bounds(condition: Callable[..., Any]) -> Callable[..., Any]:
+    """GX's between condition, given decimal bounds when its column is a decimal."""
+
+    @wraps(condition)
+    def provider(cls: type, execution_engine: Any, metric_domain_kwargs: dict, metric_value_kwargs: dict, **kwargs):
+        data, _, accessor = execution_engine.get_compute_domain(metric_domain_kwargs, domain_type="column")
+        kind = data.schema[accessor["column"]].dataType
+        bounds = {k: decimal_bound(metric_value_kwargs[k], kind) for k in BOUNDS if k in metric_value_kwargs}
+        return condition(
+            cls=cls,
+            execution_engine=execution_engine,
+            metric_domain_kwargs=metric_domain_kwargs,
+            metric_value_kwargs={**metric_value_kwargs, **bounds},
+            **kwargs,
+        )
+
+    return provider
+
+
+def decimal_bound(bound: Any, kind: Any) -> Any:
+    """``bound`` as a ``Decimal`` a column of Spark type ``kind`` compares exactly against, when
+    ``kind`` is a decimal type that holds it; else ``bound`` unchanged."""
+    from decimal import Decimal
+
+    from pyspark.sql.types import DecimalType
+
+    if not isinstance(kind, DecimalType) or isinstance(bound, bool) or not isinstance(bound, int | float):
+        return bound
+    exact = Decimal(repr(bound)) if isinstance(bound, float) else Decimal(bound)
+    if not exact.is_finite():
+        return bound
+    _, digits, exponent = exact.normalize().as_tuple()
+    integral = max(len(digits) + exponent, 0)
+    fits = -exponent <= kind.scale and integral <= kind.precision - kind.scale
+    return exact if fits or exact.is_zero() else bound
