@@ -98,8 +98,8 @@ def run_spark(settings: Settings, interval: Interval, gated: bool) -> dict:
 
 
 def gate_share(steps_s: dict[str, float]) -> dict[str, float]:
-    """A task's gate steps (``gate_*``) in seconds and as a share of its other steps: what the
-    gates add to the task's time."""
+    """A task's gate steps (Silver's ``gate_bronze`` and ``gate_silver``, Gold's ``gates``) in
+    seconds and as a share of its other steps: what the gates add to the task's time."""
     gates = sum(v for k, v in steps_s.items() if k.startswith("gate"))
     rest = sum(v for k, v in steps_s.items() if not k.startswith("gate"))
     return {"gates_s": round(gates, 2), "rest_s": round(rest, 2), "adds": round(gates / rest, 3) if rest else 0.0}

@@ -1,4 +1,4 @@
-"""Spark validations without a job per passing expectation.
+"""Spark validations without a job per passing expectation, and decimals compared as decimals.
 
 For each map expectation (not-null, between, in-set, regex, compound-unique), GX's Spark engine
 computes the unexpected count (bundled with the others into a few aggregate jobs), then looks for a
@@ -72,19 +72,15 @@ def install() -> None:
         return dependencies
 
     MapMetricProvider._get_evaluation_dependencies = classmethod(with_count)
-    wrapped = 0
-    for name, definition in _registered_metrics.items():
-        provider = definition.get("providers", {}).get(ENGINE)
-        if name.endswith(VALUES) and provider is not None:
-            metric_class, values = provider
-            definition["providers"][ENGINE] = (metric_class, skipping_when_none(values))
-            wrapped += 1
+    values_metrics = [name for name in _registered_metrics if name.endswith(VALUES)]
+    wrapped = sum(_replace(_registered_metrics, name, skipping_when_none) for name in values_metrics)
     decimal_bounds = _replace(_registered_metrics, BETWEEN_CONDITION, with_decimal_bounds)
     _installed = True
     log.debug("quality.spark_metrics_installed", metrics=wrapped, decimal_bounds=decimal_bounds)
 
 
 def _replace(registry: dict, name: str, replace: Callable[[Callable], Callable]) -> bool:
+    """Wraps metric ``name``'s Spark provider with ``replace``; False when GX has none."""
     provider = registry.get(name, {}).get("providers", {}).get(ENGINE)
     if provider is None:
         return False
