@@ -175,6 +175,25 @@ def test_kept_minute_partials_equal_aggregating_the_first_copies(settings) -> No
     assert by_minute(store.minute_partials("binance", *half, None, {0: 2})) == by_minute(partials(firsts))
 
 
+def test_rounds_kept_before_a_bars_query_give_what_aggregating_at_query_time_gives(settings) -> None:
+    """The server keeps each round's minute partials every few seconds (the follower's refresh), so
+    a bars query after a quiet spell reads them instead of aggregating every round since."""
+    store = LiveStore(settings)
+    store.add("binance", records(RECORDS[:4]))
+    store.add("binance", records(RECORDS[4:]))
+    minutes = store._minutes["binance"]
+    assert minutes._aggregated == 0  # nothing kept before it is asked
+    store.keep_minutes("binance")
+    assert minutes._aggregated == 2
+    kept = store._select(f"SELECT count(*) AS n FROM {minutes.parts}").column("n")[0].as_py()
+    assert kept > 0
+    window = (T, T + dt.timedelta(minutes=2))
+    merged = lambda table: sorted(merge_bars(table, "1m"), key=lambda m: (m["symbol"], m["bar_start"]))  # noqa: E731
+    expected = merged(partials(store.first_copies("binance", *window, None, {})))
+    assert merged(store.minute_partials("binance", *window, None, {})) == expected
+    assert sum(m["trade_count"] for m in expected) == 4  # the first copies of the two minutes
+
+
 class Message:
     """What the server reads of a ``confluent_kafka.Message``."""
 

@@ -16,7 +16,7 @@ from k2.query.sources import from_messages
 from k2.settings import Settings
 
 log = get_logger(__name__)
-REFRESH_S = 5.0  # how often the server looks for a new batch in the ledger
+REFRESH_S = 5.0  # how often the server looks for a new batch in the ledger and keeps minute partials
 # records are judged together once this many have arrived, or after this long: a judging round has a
 # fixed cost (a dozen DuckDB statements, 15 ms on an idle core and ten times that on loaded ones),
 # which rounds of a few hundred records (a quiet feed) would pay again and again; a query that waits
@@ -217,11 +217,16 @@ class Followers:
             self.changed.notify_all()
 
     def _refresh(self) -> None:
-        """Follows Silver's coverage: after a batch, the store forgets what Silver now holds."""
+        """Follows Silver's coverage: after a batch, the store forgets what Silver now holds. Keeps
+        the minute partials of the rounds judged meanwhile, so a bars query finds few to aggregate."""
         while not self._stopping.wait(REFRESH_S):
             for feed in self.feeds.values():
                 if feed.processed is None:
                     continue
+                try:
+                    self.store.keep_minutes(feed.exchange)
+                except Exception as exc:  # the next bars query aggregates them instead
+                    log.warning("query.minutes_not_kept", exchange=feed.exchange, error=str(exc))
                 try:
                     self._check_partitions(feed)
                     until, _ = coverage_end(self.settings, feed.exchange)

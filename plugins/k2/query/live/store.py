@@ -126,6 +126,14 @@ class LiveStore:
                 highest[symbol] = max(top, highest.get(symbol, top))
         return int(kept)
 
+    def keep_minutes(self, exchange: str) -> None:
+        """Keeps the minute partials of the rounds judged since the last call (``MinutePartials.keep``)."""
+        con = self._cursor()
+        try:
+            self._minutes[exchange].keep(con)
+        finally:
+            con.close()
+
     def prune(self, exchange: str, below: Offsets) -> int:
         """Forgets the candidates of records before ``below`` (Silver has processed them)."""
         if not below:
