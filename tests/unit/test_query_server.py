@@ -108,6 +108,11 @@ def served(store: LiveStore, start, end, symbols, offsets) -> list[tuple]:
     )
 
 
+def by_minute(table: pa.Table) -> list[dict]:
+    """Minute partials merged per symbol and minute (kept partials may split a minute by round)."""
+    return sorted(merge_bars(table, "1m"), key=lambda m: (m["symbol"], m["bar_start"]))
+
+
 @pytest.mark.parametrize("symbols", [None, ["BTCUSDT"], ["ETH-USDT"]])
 def test_the_store_answers_as_judging_at_query_time(settings, symbols) -> None:
     store = LiveStore(settings)
@@ -140,9 +145,6 @@ def test_kept_minute_partials_equal_aggregating_the_first_copies(settings) -> No
     reached in the middle of a round, and after the store forgot what Silver processed."""
     store = LiveStore(settings)
     window = (T, T + dt.timedelta(minutes=2))
-
-    def by_minute(table: pa.Table) -> list[dict]:  # kept partials may split a minute by round: merged
-        return sorted(merge_bars(table, "1m"), key=lambda m: (m["symbol"], m["bar_start"]))
 
     def same(offsets: dict[int, int], symbols: list[str] | None = None) -> list[dict]:
         expected = by_minute(partials(store.first_copies("binance", *window, symbols, offsets)))
@@ -188,9 +190,8 @@ def test_rounds_kept_before_a_bars_query_give_what_aggregating_at_query_time_giv
     kept = store._select(f"SELECT count(*) AS n FROM {minutes.parts}").column("n")[0].as_py()
     assert kept > 0
     window = (T, T + dt.timedelta(minutes=2))
-    merged = lambda table: sorted(merge_bars(table, "1m"), key=lambda m: (m["symbol"], m["bar_start"]))  # noqa: E731
-    expected = merged(partials(store.first_copies("binance", *window, None, {})))
-    assert merged(store.minute_partials("binance", *window, None, {})) == expected
+    expected = by_minute(partials(store.first_copies("binance", *window, None, {})))
+    assert by_minute(store.minute_partials("binance", *window, None, {})) == expected
     assert sum(m["trade_count"] for m in expected) == 4  # the first copies of the two minutes
 
 
