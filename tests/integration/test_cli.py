@@ -69,6 +69,8 @@ def test_up_status_down(tmp_path: Path, jars) -> None:
         # (a stream that runs may not have committed yet), so a new user sees Silver and Gold at once
         assert "event=batch.finished" in up.stderr and "state=success" in up.stderr
         assert "streams.no_rows_yet" not in up.stderr
+        # the batch server read Bronze and Silver once while the streams committed their first rows
+        assert "event=spark_connect.warmed_up" in up.stderr, up.stderr
         # the feeds started once the streams consumed: no record waited out a stream's start, so
         # monitoring (it measured during the first batch) opened no critical latency incident
         monitoring = tmp_path / "home" / "monitoring"

@@ -152,6 +152,37 @@ def test_spark_validation_runs_no_job_for_the_samples_of_passing_expectations(sp
     assert jobs < failing_jobs <= jobs + 4
 
 
+def test_compound_unique_partitions_by_the_key_and_finds_what_gx_finds(spark, settings: Settings) -> None:
+    """K2's compound-unique condition (k2.quality.spark_metrics) partitions by the key's columns; GX's
+    by a struct of them. Duplicates with a null in the key are found alike, and a key of nulls only
+    is left out alike (GX's ``all_values_are_missing``)."""
+    from great_expectations.expectations.registry import _registered_metrics
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from k2.quality.spark_metrics import COMPOUND_UNIQUE_CONDITION, ENGINE
+
+    def with_key(trade_id: int, symbol: str | None, trade: str | None) -> tuple:
+        row = list(silver_trade(trade_id))
+        row[1], row[3] = symbol, trade
+        return tuple(row)
+
+    keyed = [("BTC-USDT", "1"), ("BTC-USDT", "1"), (None, "2"), (None, "2"), (None, "3"), ("ETH-USDT", "1")]
+    rows = [with_key(i, *key) for i, key in enumerate(keyed)] + [(None,) * 15, (None,) * 15]
+    report, _ = spark_jobs_of_validation(spark, settings, rows, "k2-unique")
+    # GX's own condition, on the rows its domain keeps
+    frame = spark.createDataFrame(rows, SILVER_SCHEMA).where(
+        "NOT (exchange IS NULL AND symbol IS NULL AND trade_id IS NULL)"
+    )
+    struct = F.struct("exchange", "symbol", "trade_id")
+    expected = frame.withColumn("copies", F.count(F.lit(1)).over(Window.partitionBy(struct))).where("copies > 1")
+    details = {f.expectation: f.detail for f in report.critical}
+    detail = details["expect_compound_columns_to_be_unique(column_list=['exchange', 'symbol', 'trade_id'])"]
+    assert expected.count() == 4 and detail.startswith("4 unexpected rows"), detail
+    provider = _registered_metrics[COMPOUND_UNIQUE_CONDITION]["providers"][ENGINE][1]
+    assert provider.__module__ == "k2.quality.spark_metrics"  # the one validated above is K2's
+
+
 def test_spark_between_on_decimals_compares_exactly(spark, settings: Settings) -> None:
     """Silver's ``price > 0`` on a decimal column, its bound a decimal (k2.quality.spark_metrics):
     a zero price fails, the smallest price the column holds passes."""

@@ -101,10 +101,10 @@ def validate(
         from great_expectations.core.run_identifier import RunIdentifier
 
         data = frame
-        if local is not False:  # one pass decides and, for a small frame, collects (Arrow: decimals stay exact)
-            head = (frame if local else frame.limit(LOCAL_MAX_ROWS + 1)).toArrow()
-            local = local or head.num_rows <= LOCAL_MAX_ROWS
-            data = head.to_pandas() if local else frame
+        if local is None:  # counted, not collected: 50,001 Bronze rows took 1.6 s to collect on 10M
+            local = frame.limit(LOCAL_MAX_ROWS + 1).count() <= LOCAL_MAX_ROWS
+        if local:  # Arrow: decimals stay exact
+            data = frame.toArrow().to_pandas()
         context = _runtime_context(root)
         checkpoint = _checkpoint(context, load_suite(settings.batch.expectations_dir, layer, exchange), local=local)
         with nullcontext() if local else _session_conf(frame, LIMIT_SCANS_ALL_PARTITIONS):

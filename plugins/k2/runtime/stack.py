@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+import threading
 import time
 
 from k2 import dag_ids
@@ -90,10 +91,28 @@ def bring_up(
     _step(10)
     unpause_dags(airflow, settings, list(MONITORING_AND_BATCH_DAGS))
     if wait_for_streams and first_batch:
+        warming = _warm_batch_server(settings)
         if feeds:  # a running stream may not have committed yet: the first run would find Bronze empty
             wait_first_rows(settings, feeds_started_ms)
+        if warming is not None:
+            warming.join(timeout=WARM_UP_WAIT_S)
         run_first_batch(airflow)
     unpause_dags(airflow, settings, [MAINTENANCE_DAG])
+
+
+WARM_UP_WAIT_S = 60.0  # the first run waits this long at most for the warm-up (40 s on a busy `k2 up`)
+
+
+def _warm_batch_server(settings: Settings) -> threading.Thread | None:
+    """Warms the embedded Spark Connect server up (``k2.runtime.spark_connect.warm_up``) while the
+    streams commit their first rows; None when the batch runs elsewhere."""
+    if not settings.spark.connect_embedded:
+        return None
+    from k2.runtime.spark_connect import warm_up
+
+    thread = threading.Thread(target=warm_up, args=(settings,), name="k2-spark-connect-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def run_first_batch(airflow, timeout_s: float = 1200.0) -> None:
