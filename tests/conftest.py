@@ -70,9 +70,27 @@ def spark(settings: Settings, jars, catalog) -> Iterator:
     if os.environ.get(ON_SPARK_CONNECT) == "1":
         yield from _spark_connect_session(settings)
         return
+    _end_a_jvm_without_jars()
     session = build_spark_session(settings, "k2-tests")
     yield session
     session.stop()
+
+
+def _end_a_jvm_without_jars() -> None:
+    """The Spark unit tier (tests/spark) starts Spark's JVM without K2's jars and stops only its
+    session: run before the integration tests (``pytest tests/spark tests/integration``), a new
+    session in that JVM could not load the Iceberg catalog. End that JVM (it exits when its stdin
+    closes), so the next session starts one with the jars."""
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    if gateway is None or SparkContext._active_spark_context is not None:
+        return
+    gateway.shutdown()
+    if getattr(gateway, "proc", None) is not None:
+        gateway.proc.stdin.close()
+        gateway.proc.wait(timeout=60)
+    SparkContext._gateway = SparkContext._jvm = None
 
 
 ON_SPARK_CONNECT = "TESTS_ON_SPARK_CONNECT"
