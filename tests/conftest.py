@@ -97,17 +97,13 @@ ON_SPARK_CONNECT = "TESTS_ON_SPARK_CONNECT"
 
 
 def _spark_connect_session(settings: Settings) -> Iterator:
-    from pyspark.sql import SparkSession
-
     from k2.runtime.spark_connect import LocalSparkConnectServer
-    from k2.spark import session_conf
+    from k2.spark import remote_session
 
     server = LocalSparkConnectServer(settings)
     server.ensure_running()
     try:
-        session = SparkSession.builder.remote(server.client_url()).create()
-        for key, value in session_conf(settings).items():
-            session.conf.set(key, value)
+        session = remote_session(settings, server.client_url())
         assert session.version.startswith("4.")  # a Connect session answers through the server
         yield session
         session.stop()

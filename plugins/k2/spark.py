@@ -155,9 +155,15 @@ def batch_session(settings: Settings, app_name: str) -> SparkSession:
     remote = os.environ.get(REMOTE_ENV)
     if not remote:
         return build_spark_session(settings, app_name)
+    return remote_session(settings, remote)
+
+
+def remote_session(settings: Settings, url: str) -> SparkSession:
+    """A new Spark Connect client session on the server at ``url`` with K2's session settings: the
+    server's own conf is shared by all its clients, so each session sets what K2's jobs rely on."""
     from pyspark.sql import SparkSession
 
-    session = SparkSession.builder.remote(remote).create()
+    session = SparkSession.builder.remote(url).create()
     for key, value in session_conf(settings).items():
         session.conf.set(key, value)
     return session

@@ -31,6 +31,20 @@ def test_restart_waits_out_an_exponential_backoff() -> None:
     assert [backoff_s(POLICY, n) for n in range(1, 7)] == [2, 4, 8, 16, 30, 30]
 
 
+def test_the_backoff_counts_from_the_last_heartbeat_since_the_launch() -> None:
+    # killed 20 s before the check that sees it down: its 2 s back-off is over, so restart now
+    state = SupervisorState(launched_at=NOW - 300)
+    assert decide(replace(DOWN, last_seen_at=NOW - 20), state, POLICY).action is Action.START
+    # died 1 s ago: wait out the rest of the back-off
+    assert decide(replace(DOWN, last_seen_at=NOW - 1), state, POLICY).retry_at == NOW + 1
+    # a heartbeat from before the launch (the new launch never beat) or from a clock ahead says nothing
+    for seen in (NOW - 400, NOW + 50):
+        assert decide(replace(DOWN, last_seen_at=seen), state, POLICY).retry_at == NOW + 2
+    # a check's own record of the moment comes first
+    recorded = SupervisorState(launched_at=NOW - 300, down_since=NOW - 1)
+    assert decide(replace(DOWN, last_seen_at=NOW - 20), recorded, POLICY).action is Action.WAIT
+
+
 def test_gives_up_after_too_many_restarts_in_an_hour() -> None:
     state = SupervisorState(launched_at=NOW - 10, restarts=[NOW - 3000, NOW - 2000, NOW - 100])
     assert decide(DOWN, state, POLICY).action is Action.GIVE_UP

@@ -160,20 +160,16 @@ def warm_up(settings: Settings) -> None:
     of its own, so the first batch task finds the Iceberg catalog's and the Parquet read path's
     classes loaded and compiled: `k2 up`'s first Silver task read its Bronze rows in 14.2 s cold, 1.9 s
     after the warm-up (2026-12-04). A failure is logged: the task then pays it as before."""
-    from pyspark.sql import SparkSession
-
     from k2.lake.names import bronze_id, qualified
     from k2.lake.tables import SILVER_TRADES
-    from k2.spark import session_conf
+    from k2.spark import remote_session
 
     started = time.monotonic()
     server = LocalSparkConnectServer(settings)
     try:
         server.ensure_running()
-        spark = SparkSession.builder.remote(server.client_url()).create()
+        spark = remote_session(settings, server.client_url())
         try:
-            for key, value in session_conf(settings).items():
-                spark.conf.set(key, value)
             catalog = settings.lake.catalog_name
             for table in [*(bronze_id(ex) for ex in settings.exchanges), SILVER_TRADES.identifier]:
                 spark.table(qualified(catalog, table)).limit(1).collect()

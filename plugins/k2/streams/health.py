@@ -36,6 +36,7 @@ class Observation:
     lag: int | None  # Kafka end offsets minus the stream's committed offsets (None: unknown)
     stop_requested: bool
     exchange: str = ""  # named in the commands a decision tells the operator to run
+    last_seen_at: float | None = None  # the job's last heartbeat or status write: last known alive
 
 
 @dataclass
@@ -103,8 +104,7 @@ def decide(obs: Observation, state: SupervisorState, policy: Policy) -> Decision
         return Decision(
             Action.GIVE_UP, f"{len(recent)} restarts within the last hour (limit {policy.max_restarts_per_hour})"
         )
-    down_since = state.down_since if state.down_since is not None else obs.now
-    retry_at = down_since + backoff_s(policy, state.consecutive_failures + 1)
+    retry_at = went_down_at(obs, state) + backoff_s(policy, state.consecutive_failures + 1)
     if obs.now < retry_at:
         why = f"waiting out an outage: {outage}" if outage else "down"
         return Decision(Action.WAIT, f"{why}, restart in {retry_at - obs.now:.1f}s (back-off)", retry_at)
@@ -112,6 +112,18 @@ def decide(obs: Observation, state: SupervisorState, policy: Policy) -> Decision
         return Decision(Action.START, f"{outage}: try again (outages do not count as restarts)")
     what = obs.failure_reason or obs.job_state or "process gone"
     return Decision(Action.START, f"not running ({what}): restart")
+
+
+def went_down_at(obs: Observation, state: SupervisorState) -> float:
+    """When the stream went down, which its back-off counts from: as a check recorded it, else its
+    last sign of life since its launch (a kill -9 or a crash ends its heartbeats), else now. Counting
+    from the first check that saw it down made a 2 s back-off cost a whole check interval (30 s)."""
+    if state.down_since is not None:
+        return state.down_since
+    seen = obs.last_seen_at
+    if seen is not None and state.launched_at is not None and state.launched_at <= seen <= obs.now:
+        return seen
+    return obs.now
 
 
 def _judge_running(obs: Observation, state: SupervisorState, policy: Policy) -> Decision:

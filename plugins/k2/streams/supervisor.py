@@ -36,6 +36,7 @@ from k2.streams.health import (
     Policy,
     SupervisorState,
     decide,
+    went_down_at,
 )
 from k2.streams.state import InstanceLock, StreamPaths
 
@@ -147,6 +148,7 @@ class StreamSupervisor:
             lag=self._lag(progress) if known_lag is None else known_lag,
             stop_requested=self.control.read("stop") is not None,
             exchange=self.exchange,
+            last_seen_at=max((status[k] for k in ("heartbeat_at", "updated_at") if status.get(k)), default=None),
         )
 
     def _lag(self, progress: dict) -> int | None:
@@ -195,7 +197,7 @@ class StreamSupervisor:
                 self.alert("warning", self.exchange, f"Bronze stream {self.exchange} runs again after: {state.outage}")
                 state.outage = None
         elif decision.action is Action.WAIT and state.down_since is None:
-            state.down_since = now
+            state.down_since = went_down_at(obs, state)
             log.warning("stream.down", exchange=self.exchange, reason=decision.reason)
         elif decision.action is Action.START:
             if state.launched_at is not None:
