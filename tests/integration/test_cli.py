@@ -17,15 +17,14 @@ import psutil
 import pytest
 
 from k2 import dag_ids
-from k2.docstore import FileDocs
 from k2.lake.catalog import load_catalog
-from k2.lake.names import SILVER_TRADES_ID, gold_id
+from k2.lake.names import SILVER_TRADES_ID, bronze_id, gold_id
 from k2.lake.tables import all_tables
-from k2.monitoring.incidents import IncidentStore
 from k2.query.live.protocol import ask
 from k2.runtime import procs
 from k2.runtime.stack import query_server_pid_file
 from k2.settings import Settings, is_loopback
+from k2.streams.control import stream_control
 from tests.conftest import make_settings
 from tests.helpers import free_port, wait_for
 
@@ -71,13 +70,15 @@ def test_up_status_down(tmp_path: Path, jars) -> None:
         assert "streams.no_rows_yet" not in up.stderr
         # the batch server read Bronze and Silver once while the streams committed their first rows
         assert "event=spark_connect.warmed_up" in up.stderr, up.stderr
-        # the feeds started once the streams consumed: no record waited out a stream's start, so
-        # monitoring (it measured during the first batch) opened no critical latency incident
-        monitoring = tmp_path / "home" / "monitoring"
-        assert (monitoring / "latest.json").is_file()
-        incidents = IncidentStore(FileDocs(monitoring)).load().open.values()
-        assert not [i for i in incidents if i.metric == "latency_p99_s" and i.severity == "critical"], incidents
+        # the feeds started once the streams ran: no record waited out a stream's JVM start (whether
+        # monitoring then opens a latency incident depends on the machine's speed: see the README)
+        assert (tmp_path / "home" / "monitoring" / "latest.json").is_file()  # monitoring measured
         catalog = load_catalog(Settings.from_env(env).lake)
+        for exchange in ("binance", "kraken"):
+            started = stream_control(Settings.from_env(env), exchange).read("status")["started_at"]
+            stamps = catalog.load_table(bronze_id(exchange)).scan(selected_fields=("kafka_timestamp",)).to_arrow()
+            first = min(stamps.column("kafka_timestamp").to_pylist())
+            assert first.timestamp() > started, (exchange, first, started)
         silver = catalog.load_table(SILVER_TRADES_ID).scan(selected_fields=("exchange",)).to_arrow()
         bars = catalog.load_table(gold_id("1m")).scan(selected_fields=("exchange", "trade_count")).to_arrow()
         assert set(silver.column("exchange").to_pylist()) == {"binance", "kraken"}
