@@ -42,6 +42,12 @@ from k2.streams.state import InstanceLock, StreamPaths
 
 log = get_logger(__name__)
 
+
+def last_beat(status: dict) -> float | None:
+    """The job's last sign of life: its watch loop's heartbeat or its last status write."""
+    return max((status[k] for k in ("heartbeat_at", "updated_at") if status.get(k)), default=None)
+
+
 # a running job rewrites its status every k2.streams.job.WATCH_EVERY_S: older than this, it is not beating
 HEARTBEAT_MAX_AGE_S = 30.0
 
@@ -110,7 +116,7 @@ class StreamSupervisor:
         k2.streams.job.WATCH_EVERY_S), whether or not the topic has anything new."""
         if status is None:
             status = self.control.read("status") or {}
-        beat = status.get("heartbeat_at") or status.get("updated_at")
+        beat = last_beat(status)
         return status.get("state") == "running" and beat is not None and self.clock() - beat < HEARTBEAT_MAX_AGE_S
 
     def running_pid(self, status: dict) -> int | None:
@@ -148,7 +154,7 @@ class StreamSupervisor:
             lag=self._lag(progress) if known_lag is None else known_lag,
             stop_requested=self.control.read("stop") is not None,
             exchange=self.exchange,
-            last_seen_at=max((status[k] for k in ("heartbeat_at", "updated_at") if status.get(k)), default=None),
+            last_seen_at=last_beat(status),
         )
 
     def _lag(self, progress: dict) -> int | None:
