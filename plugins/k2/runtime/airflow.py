@@ -29,7 +29,7 @@ from k2.errors import K2Error
 from k2.log import get_logger
 from k2.private import private_dir, restrict_file, write_private
 from k2.resources import DAGS_DIR
-from k2.runtime import procs
+from k2.runtime import airflow_sqlite, procs
 from k2.runtime.redis import LocalRedis
 from k2.settings import Settings
 
@@ -109,6 +109,8 @@ class AirflowServices:
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             }
         )
+        if airflow_sqlite.database_file(self.settings.airflow.db_uri):
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] = airflow_sqlite.CONNECT_ARGS_PATH
         if self.redis is not None:  # broker URL and result backend carry passwords: environment only
             env["AIRFLOW__CELERY__BROKER_URL"] = self.redis.url()
             env["AIRFLOW__CELERY__RESULT_BACKEND"] = "db+" + self.settings.airflow.db_uri
@@ -169,6 +171,8 @@ class AirflowServices:
                 f"`airflow db migrate` failed:\n{(result.stderr or result.stdout)[-2000:]}",
                 "check K2_AIRFLOW_DB_URI and that the database is reachable.",
             )
+        if db_file := airflow_sqlite.database_file(self.settings.airflow.db_uri):
+            log.info("airflow.sqlite", journal_mode=airflow_sqlite.use_wal(db_file))
 
     def start(self, timeout_s: float = 180.0) -> None:
         running = [c.name for c in self.status() if c.pid]
