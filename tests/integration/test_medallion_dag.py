@@ -25,6 +25,7 @@ from k2.monitoring.prometheus import write_textfile
 from k2.monitoring.scrape_auth import scrape_token
 from k2.quality.docs import data_docs_dir
 from k2.runtime.airflow import AirflowServices
+from k2.runtime.airflow_api import AirflowApi
 from k2.settings import Settings
 from k2.streams.state import StreamPaths, read_json
 from k2.streams.supervisor import StreamSupervisor
@@ -70,15 +71,13 @@ def produce_hour(settings: Settings, hour: dt.datetime, first_id: int) -> int:
     return len(records)
 
 
-def dag_runs(airflow: AirflowServices) -> dict[str, dict]:
-    return {r["run_id"]: r for r in airflow.dag_runs("k2_medallion")}
-
-
-def finished(airflow: AirflowServices, expected: int) -> dict[str, dict] | None:
-    runs = dag_runs(airflow)
-    failed = [r for r in runs.values() if r["state"] == "failed"]
-    assert not failed, f"k2_medallion runs failed: {failed}; logs in {airflow.log_dir}"
-    done = {k: r for k, r in runs.items() if r["state"] == "success"}
+def finished(api: AirflowApi, expected: int) -> dict[str, str] | None:
+    """The succeeded runs once there are ``expected`` (polled through the REST API: an `airflow` CLI
+    process costs 4 s of CPU, taken from the tasks under test)."""
+    runs = api.dag_runs("k2_medallion")
+    failed = [r for r, state in runs.items() if state == "failed"]
+    assert not failed, f"k2_medallion runs failed: {failed}; logs in {api.airflow.log_dir}"
+    done = {r: state for r, state in runs.items() if state == "success"}
     return done if len(done) >= expected else None
 
 
@@ -111,6 +110,7 @@ def test_backfill_deadline_alerts_and_maintenance_through_airflow(
         monkeypatch.setenv("K2_BATCH_INGEST_GRACE_S", "0")  # the backfilled hours end before the bursts came
         airflow = WithoutScheduledRuns(stream_settings)
         airflow.start()
+        api = AirflowApi(airflow)
         try:
             # Airflow's own backfill: one run per hourly data interval, logical dates = interval starts
             airflow.cli(
@@ -125,12 +125,12 @@ def test_backfill_deadline_alerts_and_maintenance_through_airflow(
                 "--max-active-runs",
                 "2",
             )
-            airflow.cli("dags", "unpause", "-y", "k2_medallion")  # tasks of paused DAGs never start
+            api.unpause("k2_medallion")  # tasks of paused DAGs never start
             wait_for(
-                lambda: len([r for r in (finished(airflow, 3) or {}) if r.startswith("backfill__")]) == 3,
+                lambda: len([r for r in (finished(api, 3) or {}) if r.startswith("backfill__")]) == 3,
                 900,
                 "three backfill runs to succeed",
-                interval=5,
+                interval=2,
             )
             catalog = load_catalog(stream_settings.lake)
             assert catalog.load_table("silver.trades").scan().to_arrow().num_rows == 0
@@ -140,8 +140,8 @@ def test_backfill_deadline_alerts_and_maintenance_through_airflow(
             )
             # this hour's run, triggered by hand: everything the stream ingested, stamps regardless
             conf = {"start": this_hour.isoformat(), "end": dt.datetime.now(dt.UTC).isoformat()}
-            airflow.cli("dags", "trigger", "k2_medallion", "--run-id", "manual__this_hour", "--conf", json.dumps(conf))
-            wait_for(lambda: "manual__this_hour" in (finished(airflow, 4) or {}), 900, "this hour's run", interval=5)
+            api.trigger("k2_medallion", "manual__this_hour", conf)
+            wait_for(lambda: "manual__this_hour" in (finished(api, 4) or {}), 900, "this hour's run", interval=2)
 
             silver = catalog.load_table("silver.trades").scan().to_arrow()
             dead = catalog.load_table("silver.dead_letter").scan().to_arrow()
@@ -153,14 +153,13 @@ def test_backfill_deadline_alerts_and_maintenance_through_airflow(
             )
             minute_bars = catalog.load_table("gold.ohlcv_1m").scan().to_arrow()
             assert minute_bars.num_rows == 3 * TRADES_PER_HOUR  # one trade every two minutes
-            assert sorted(dag_runs(airflow)) == sorted(
-                [*(r for r in dag_runs(airflow) if r.startswith("backfill__")), "manual__this_hour"]
-            )
+            runs = api.dag_runs("k2_medallion")
+            assert sorted(runs) == sorted([*(r for r in runs if r.startswith("backfill__")), "manual__this_hour"])
 
             # one deadline alert per overrunning run, through the webhook channel, never repeated
             wait_for(lambda: len(hook.alerts("deadline k2_medallion")) >= 4, 120, "four deadline alerts", interval=1)
             messages = [a["message"] for a in hook.alerts("deadline k2_medallion")]
-            assert sorted(m.split()[1] for m in messages) == sorted(dag_runs(airflow)), messages
+            assert sorted(m.split()[1] for m in messages) == sorted(runs), messages
             assert all("past its deadline" in m for m in messages)
 
             # the API server serves the monitoring figures to Prometheus (k2/airflow/plugin.py)
@@ -255,12 +254,13 @@ def test_hours_ingested_while_the_dag_was_paused_are_processed_by_the_first_run_
     monkeypatch.setenv("K2_BATCH_INGEST_GRACE_S", "0")
     airflow = AirflowServices(stream_settings)
     airflow.start()
+    api = AirflowApi(airflow)
     try:
-        airflow.cli("dags", "unpause", "-y", "k2_medallion")  # catchup=False: one run, the latest interval
-        done = wait_for(lambda: finished(airflow, 1), 600, "the first run after unpausing", interval=5)
+        api.unpause("k2_medallion")  # catchup=False: one run, the latest interval
+        done = wait_for(lambda: finished(api, 1), 600, "the first run after unpausing", interval=2)
         # not one per paused hour; a later hour's run joins only if an hour turned during the test
         hours_turned = (dt.datetime.now(dt.UTC) - this_hour) // dt.timedelta(hours=1)
-        runs = dag_runs(airflow)
+        runs = api.dag_runs("k2_medallion")
         assert 1 <= len(runs) <= 1 + hours_turned and all(r.startswith("scheduled__") for r in runs), runs
         assert next(iter(done)).startswith("scheduled__")
     finally:

@@ -77,6 +77,11 @@ class AirflowApi:
             if "answered 409" not in exc.cause:
                 raise
 
+    def dag_runs(self, dag_id: str) -> dict[str, str]:
+        """Every run of the DAG: its run id and state."""
+        runs = self._send("GET", f"/api/v2/dags/{urllib.parse.quote(dag_id)}/dagRuns?limit=1000")["dag_runs"]
+        return {r["dag_run_id"]: r["state"] for r in runs}
+
     def run_state(self, dag_id: str, run_id: str) -> str:
         return self._send("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").get("state", "")
 
