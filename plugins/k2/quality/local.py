@@ -10,6 +10,7 @@ as Spark defines it. Same expectations, same severities, same stored results and
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from great_expectations.constants import MAX_RESULT_RECORDS
@@ -28,15 +29,24 @@ BATCH_VIEW = "k2_batch"
 SPARK_MACROS = ("CREATE MACRO unix_timestamp(t) AS CAST(floor(epoch(t)) AS BIGINT)",)
 
 
+@cache
+def _database():
+    """One in-memory DuckDB database per process, with the Spark macros: opening one costs about
+    15 ms, a cursor on it 0.1 ms, and a gate runs a query per metric (17 for a Gold suite)."""
+    import duckdb
+
+    database = duckdb.connect()
+    for macro in SPARK_MACROS:
+        database.execute(macro)
+    return database
+
+
 def _query(cls: Any, execution_engine: PandasExecutionEngine, domain: dict, value_kwargs: dict, *, count: bool):
     """The expectation's query, run in DuckDB on the batch: its rows (as a cursor), or their count."""
-    import duckdb
     import pyarrow as pa
 
     frame, _, _ = execution_engine.get_compute_domain(domain, domain_type=MetricDomainTypes.TABLE)
-    connection = duckdb.connect()
-    for macro in SPARK_MACROS:
-        connection.execute(macro)
+    connection = _database().cursor()  # its own connection: the view it registers is its own
     connection.register(BATCH_VIEW, pa.Table.from_pandas(frame, preserve_index=False))
     query = cls._format_query(cls._get_query_from_metric_value_kwargs(value_kwargs), batch=BATCH_VIEW)
     return connection.execute(f"SELECT count(*) FROM ({query})" if count else query)

@@ -51,7 +51,8 @@ def load_suite(project_dir: Path, layer: str, exchange: str) -> ExpectationSuite
             "restore it from git or fix its JSON (K2_EXPECTATIONS_DIR points at the project)",
         ) from exc
     rules = [{k: v for k, v in e.items() if k != "id"} for e in spec.get("expectations", [])]
-    suite = gx.ExpectationSuite(name=f"{layer}.{exchange}", expectations=rules, meta=spec.get("meta") or {})
     columns = [c.name for c in table_for(layer, exchange).columns]
-    suite.add_expectation(gxe.ExpectTableColumnsToMatchSet(column_set=columns, exact_match=True, severity="critical"))
-    return suite
+    schema = gxe.ExpectTableColumnsToMatchSet(column_set=columns, exact_match=True, severity="critical")
+    # passed in, not added after: GX's add_expectation also writes to a stored suite of the same
+    # name, which would gain a copy of the schema expectation at every load
+    return gx.ExpectationSuite(name=f"{layer}.{exchange}", expectations=[*rules, schema], meta=spec.get("meta") or {})
