@@ -13,6 +13,7 @@ from pathlib import Path
 from k2.errors import K2Error
 from k2.log import get_logger
 from k2.reports import JsonReport
+from k2.runtime import airflow_sqlite
 from k2.settings import Settings, mask_url_password
 
 log = get_logger(__name__)
@@ -112,8 +113,8 @@ def airflow_db_clean_command(settings: Settings) -> tuple[list[str], dict[str, s
     before = time.time() - settings.maintenance.airflow_db_retention_days * DAY_S
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(before))
     airflow = str(Path(sys.executable).parent / "airflow")
-    env = {k: v for k, v in os.environ.items() if "SQL_ALCHEMY_CONN" not in k}
-    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = uri
+    env = {k: v for k, v in os.environ.items() if k not in airflow_sqlite.DATABASE_KEYS}
+    env.update(airflow_sqlite.database_env(uri))
     command = [airflow, "db", "clean", "--clean-before-timestamp", stamp, "--tables", ",".join(AIRFLOW_HISTORY_TABLES),
                "--skip-archive", "--error-on-cleanup-failure", "--yes"]  # fmt: skip
     return command, env, stamp

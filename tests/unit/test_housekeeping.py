@@ -10,6 +10,7 @@ import pytest
 
 from k2 import housekeeping
 from k2.errors import K2Error
+from k2.runtime import airflow_sqlite
 from k2.settings import Settings
 
 OLD = time.time() - 40 * housekeeping.DAY_S
@@ -101,3 +102,15 @@ def test_db_clean_under_k2s_own_postgresql_gets_that_database(tmp_path: Path, mo
     assert settings.airflow.db_uri.endswith("@127.0.0.1:15435/airflow")
     password = (tmp_path / "postgres" / "password").read_text().strip()
     assert password not in " ".join(command)
+
+
+def test_db_clean_on_sqlite_waits_out_a_held_lock_like_every_airflow_process(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "airflow-db-not-allowed:///")
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "elsewhere.ARGS")
+    uri = f"sqlite:///{tmp_path / 'airflow.db'}"
+    _, env, _ = housekeeping.airflow_db_clean_command(Settings.from_env({}, home=tmp_path, airflow_db_uri=uri))
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == uri
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] == airflow_sqlite.CONNECT_ARGS_PATH
+    postgres = Settings.from_env({}, home=tmp_path, airflow_db_uri="postgresql+psycopg2://airflow@127.0.0.1/airflow")
+    _, env, _ = housekeeping.airflow_db_clean_command(postgres)
+    assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS" not in env  # sqlite3's arguments are not psycopg2's

@@ -87,7 +87,6 @@ class AirflowServices:
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.settings.airflow.admin_user}:admin",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.settings.airflow.db_uri,
                 "AIRFLOW__API__HOST": self.settings.airflow.host,
                 "AIRFLOW__API__PORT": str(self.settings.airflow.port),
                 "AIRFLOW__API__BASE_URL": self.url,
@@ -109,8 +108,7 @@ class AirflowServices:
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             }
         )
-        if airflow_sqlite.database_file(self.settings.airflow.db_uri):
-            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] = airflow_sqlite.CONNECT_ARGS_PATH
+        env.update(airflow_sqlite.database_env(self.settings.airflow.db_uri))
         if self.redis is not None:  # broker URL and result backend carry passwords: environment only
             env["AIRFLOW__CELERY__BROKER_URL"] = self.redis.url()
             env["AIRFLOW__CELERY__RESULT_BACKEND"] = "db+" + self.settings.airflow.db_uri

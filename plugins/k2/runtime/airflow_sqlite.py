@@ -17,6 +17,21 @@ from pathlib import Path
 BUSY_TIMEOUT_S = 60.0
 CONNECT_ARGS: dict[str, object] = {"timeout": BUSY_TIMEOUT_S}
 CONNECT_ARGS_PATH = f"{__name__}.CONNECT_ARGS"
+# what names an Airflow process's metadata DB and how it connects, in its environment
+DATABASE_KEYS = tuple(
+    f"AIRFLOW__{section}__SQL_ALCHEMY_{key}"
+    for section in ("DATABASE", "CORE")
+    for key in ("CONN", "CONN_CMD", "CONN_SECRET", "CONNECT_ARGS")
+)
+
+
+def database_env(uri: str) -> dict[str, str]:
+    """The environment that points an Airflow process at ``uri``; SQLite gets the busy timeout.
+    A caller replaces every DATABASE_KEYS entry with it."""
+    env = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": uri}
+    if database_file(uri):
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] = CONNECT_ARGS_PATH
+    return env
 
 
 def database_file(uri: str) -> Path | None:
