@@ -306,7 +306,7 @@ def full_stack(result: dict, window_s: float, warmup_s: float, run_timeout_s: fl
         result["cpu_s_during_up"] = cpu_up.stop()
         result["stream_cpu_share"] = stream_cpu_share(settings, home, idle_s)
         airflow = AirflowServices(settings)
-        api = AirflowApi(airflow)
+        api = AirflowApi.of(airflow)
         load_started = dt.datetime.now(dt.UTC)
         switch_feeds(settings, warmup_s + window_s + 600)
         progress(f"load: feeds at {RATES}, warming up {warmup_s:.0f}s")

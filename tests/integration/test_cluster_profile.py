@@ -175,7 +175,7 @@ def test_the_cluster_profile_runs_the_pipeline_through_a_broker_and_a_worker_kil
         print(f"Bronze complete ({len(coords)} records): {time.monotonic() - started:.1f} s")
 
         # the batch on the cluster from the Celery workers: the window of load, and an hour without data
-        api = AirflowApi(airflow)
+        api = AirflowApi.of(airflow)
         # k2_maintenance is unpaused, but its first run waits for the next 03:30 UTC (no Spark
         # maintenance beside the first batch runs), unless the test spans that time
         next_0330 = up_at.replace(hour=3, minute=30, second=0, microsecond=0)

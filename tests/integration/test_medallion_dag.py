@@ -110,7 +110,7 @@ def test_backfill_deadline_alerts_and_maintenance_through_airflow(
         monkeypatch.setenv("K2_BATCH_INGEST_GRACE_S", "0")  # the backfilled hours end before the bursts came
         airflow = WithoutScheduledRuns(stream_settings)
         airflow.start()
-        api = AirflowApi(airflow)
+        api = AirflowApi.of(airflow)
         try:
             # Airflow's own backfill: one run per hourly data interval, logical dates = interval starts
             airflow.cli(
@@ -254,7 +254,7 @@ def test_hours_ingested_while_the_dag_was_paused_are_processed_by_the_first_run_
     monkeypatch.setenv("K2_BATCH_INGEST_GRACE_S", "0")
     airflow = AirflowServices(stream_settings)
     airflow.start()
-    api = AirflowApi(airflow)
+    api = AirflowApi.of(airflow)
     try:
         api.unpause("k2_medallion")  # catchup=False: one run, the latest interval
         done = wait_for(lambda: finished(api, 1), 600, "the first run after unpausing", interval=2)

@@ -21,11 +21,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pytest
 
+from k2.errors import K2Error
+from k2.runtime.airflow_api import AirflowApi
 from tests.helpers import free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -90,7 +93,6 @@ class Installation:
     venv: Path
     work: Path  # the working directory: outside the checkout
     env: dict[str, str]
-    token: list[str] = field(default_factory=list)  # the REST API's, once logged in
 
     def run(self, tool: str, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
         result = subprocess.run(
@@ -110,22 +112,14 @@ class Installation:
     def python(self, code: str, *args: str) -> dict:
         return json.loads(self.run("python", "-c", code, *args).stdout.strip().splitlines()[-1])
 
-    def api(self, method: str, path: str, body: dict | None = None) -> dict:
-        """A call to the running Airflow's REST API as its default admin (SimpleAuthManager's generated
-        password): polling through it costs the tasks under test no `airflow` CLI process (4 s of CPU)."""
-        base = self.env["AIRFLOW__API__BASE_URL"]
-        if not self.token:
-            passwords = Path(self.env["AIRFLOW_HOME"], "simple_auth_manager_passwords.json.generated")
-            login = {"username": "admin", "password": json.loads(passwords.read_text())["admin"]}
-            self.token.append(_http("POST", f"{base}/auth/token", login, {})["access_token"])
-        return _http(method, f"{base}{path}", body, {"Authorization": f"Bearer {self.token[0]}"})
-
-
-def _http(method: str, url: str, body: dict | None, headers: dict[str, str]) -> dict:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data, {"Content-Type": "application/json", **headers}, method=method)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"{}")
+    @cached_property
+    def api(self) -> AirflowApi:
+        """The running Airflow's REST API as its default admin (SimpleAuthManager's generated password):
+        polling through it costs the tasks under test no `airflow` CLI process (4 s of CPU)."""
+        passwords = Path(self.env["AIRFLOW_HOME"], "simple_auth_manager_passwords.json.generated")
+        return AirflowApi(
+            self.env["AIRFLOW__API__BASE_URL"], lambda: ("admin", json.loads(passwords.read_text())["admin"])
+        )
 
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -303,9 +297,9 @@ def test_airflow_init_and_the_plugin_in_the_fresh_airflow(installation: Installa
 
 def unpaused(installation: Installation) -> bool:
     try:
-        installation.api("PATCH", "/api/v2/dags/k2_medallion", {"is_paused": False})
-    except urllib.error.HTTPError as exc:
-        if exc.code != 404:  # not registered yet
+        installation.api.unpause("k2_medallion")
+    except K2Error as exc:
+        if "answered 404" not in exc.cause:  # 404: not registered yet
             raise
         return False
     return True
@@ -326,7 +320,7 @@ def test_one_medallion_run_from_the_installed_wheel(installation: Installation, 
         installation.run("airflow", "dags", "trigger", "k2_medallion", "--run-id", "wheel", "--conf", json.dumps(conf))
 
         def finished() -> str | None:
-            state = installation.api("GET", "/api/v2/dags/k2_medallion/dagRuns/wheel")["state"]
+            state = installation.api.run_state("k2_medallion", "wheel")
             return state if state in ("success", "failed") else None
 
         state = wait_for(finished, 600, "the k2_medallion run to finish", interval=2)

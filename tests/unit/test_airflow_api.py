@@ -52,7 +52,7 @@ def api_for(fake: FakeAirflow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     airflow = AirflowServices(Settings.from_env({}, home=tmp_path, airflow_port=fake.port))
     airflow.home.mkdir(parents=True)
     airflow.passwords_file.write_text(json.dumps({"admin": "pw"}))
-    return AirflowApi(airflow)
+    return AirflowApi.of(airflow)
 
 
 def test_a_server_error_is_retried_until_the_call_goes_through(tmp_path: Path, monkeypatch) -> None:

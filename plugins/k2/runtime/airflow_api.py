@@ -4,10 +4,12 @@ instead of an `airflow` CLI process, which costs seconds of CPU each on a small 
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from k2.errors import K2Error
@@ -18,13 +20,37 @@ log = get_logger(__name__)
 
 
 class AirflowApi:
-    def __init__(self, airflow: AirflowServices, timeout_s: float = 30.0) -> None:
-        self.airflow, self.timeout_s = airflow, timeout_s
+    """Calls to the API server at ``url`` as the user ``credentials()`` names (username, password),
+    read at the first call; ``logs`` is where an operator looks when a call fails."""
+
+    def __init__(
+        self,
+        url: str,
+        credentials: Callable[[], tuple[str, str]],
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        logs: str = "the Airflow API server's log",
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.url, self.credentials, self.ssl_context = url, credentials, ssl_context
+        self.logs, self.timeout_s = logs, timeout_s
         self._token = ""
+
+    @classmethod
+    def of(cls, airflow: AirflowServices, timeout_s: float = 30.0) -> AirflowApi:
+        """The API of the Airflow K2 runs, as its admin."""
+        return cls(
+            airflow.url,
+            lambda: (airflow.settings.airflow.admin_user, airflow.password()),
+            ssl_context=airflow.ssl_context(),
+            logs=str(airflow.log_dir),
+            timeout_s=timeout_s,
+        )
 
     def _token_now(self) -> str:
         if not self._token:
-            body = {"username": self.airflow.settings.airflow.admin_user, "password": self.airflow.password()}
+            username, password = self.credentials()
+            body = {"username": username, "password": password}
             self._token = self._send("POST", "/auth/token", body, auth=False)["access_token"]
         return self._token
 
@@ -49,8 +75,8 @@ class AirflowApi:
         if auth:
             headers["Authorization"] = f"Bearer {self._token_now()}"
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"{self.airflow.url}{path}", data, headers, method=method)
-        with urllib.request.urlopen(request, timeout=self.timeout_s, context=self.airflow.ssl_context()) as response:
+        request = urllib.request.Request(f"{self.url}{path}", data, headers, method=method)
+        with urllib.request.urlopen(request, timeout=self.timeout_s, context=self.ssl_context) as response:
             return json.loads(response.read() or b"{}")
 
     def _error(self, method: str, path: str, exc: Exception) -> K2Error:
@@ -58,7 +84,7 @@ class AirflowApi:
         code = getattr(exc, "code", "no answer")
         return K2Error(
             f"Airflow API {method} {path} answered {code}: {detail}",
-            f"check the API server log in {self.airflow.log_dir}.",
+            f"check the API server log in {self.logs}.",
         )
 
     def dag_ids(self) -> set[str]:

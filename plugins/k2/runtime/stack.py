@@ -120,7 +120,7 @@ def run_first_batch(airflow, timeout_s: float = 1200.0) -> None:
     a k2_medallion run from the start of the hour to now, waited for."""
     from k2.runtime.airflow_api import AirflowApi
 
-    api = AirflowApi(airflow)
+    api = AirflowApi.of(airflow)
     now = dt.datetime.now(dt.UTC)
     start = now.replace(minute=0, second=0, microsecond=0)
     if now - start < dt.timedelta(minutes=5):  # just past the hour: the streams' first records are before it
@@ -154,7 +154,7 @@ def unpause_dags(airflow, settings: Settings, dag_ids: list[str], timeout_s: flo
     """Unpause each DAG once the DAG processor has registered it."""
     from k2.runtime.airflow_api import AirflowApi
 
-    api = AirflowApi(airflow)
+    api = AirflowApi.of(airflow)
     pending = list(dag_ids)
     deadline = time.monotonic() + timeout_s
     while pending:
