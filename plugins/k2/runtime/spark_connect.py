@@ -36,6 +36,8 @@ TOKEN_ENV = "SPARK_CONNECT_AUTHENTICATE_TOKEN"  # read by the server (and by pys
 HOST = "127.0.0.1"
 CLIENT_HOST = "localhost"  # pyspark sends a token without TLS only to a host named localhost
 EXIT_ON_OOM = "-XX:+ExitOnOutOfMemoryError"
+HOME_CONF = "spark.k2.home"  # on the server's command line: which state directory it belongs to
+PORT_CONF = "spark.connect.grpc.binding.port"
 
 
 @dataclass(frozen=True)
@@ -81,18 +83,25 @@ class LocalSparkConnectServer:
         return self.status()
 
     def start_in_background(self) -> None:
-        """Starts the server unless it runs (one starter at a time per state directory); no wait."""
+        """Starts the server unless it runs (one starter at a time per state directory); no wait.
+        This state directory's server on another port (K2_SPARK_CONNECT_PORT changed) is stopped
+        first: left running, it would hold its memory with nothing left to stop it."""
         with self._locked():
+            pid, port = self._server()
+            if pid is not None and port != self.port:
+                log.warning("spark_connect.port_changed", pid=pid, port=port, configured_port=self.port)
+                procs.stop(self.pid_file)
             if self._live_pid() is None:
                 self._spawn()
 
     def stop(self) -> bool:
         """SIGTERM, then SIGKILL after 30 s; running jobs fail (their tasks retry). False if none ran."""
         with self._locked():
-            if self._live_pid() is None:
+            pid, _ = self._server()
+            if pid is None:
                 self.pid_file.unlink(missing_ok=True)
                 return False
-            log.info("spark_connect.stopping", pid=self._live_pid())
+            log.info("spark_connect.stopping", pid=pid)
             return procs.stop(self.pid_file)
 
     # --- internals ---------------------------------------------------------------------------------
@@ -103,7 +112,8 @@ class LocalSparkConnectServer:
         job = spark_job(self.settings, name="k2-spark-connect", application=Path("spark-internal"))
         conf = server_conf(self.settings, "k2-spark-connect")
         conf.pop("spark.app.name")
-        conf.update({"spark.connect.grpc.binding.address": HOST, "spark.connect.grpc.binding.port": str(self.port)})
+        conf.update({"spark.connect.grpc.binding.address": HOST, PORT_CONF: str(self.port)})
+        conf[HOME_CONF] = str(self.settings.home)
         # out of heap, a JVM can outlive its stopped SparkContext and keep accepting clients it
         # cannot serve; exiting lets the running job's watch fail its task, whose retry starts anew
         conf["spark.driver.extraJavaOptions"] = f"{conf['spark.driver.extraJavaOptions']} {EXIT_ON_OOM}"
@@ -138,14 +148,24 @@ class LocalSparkConnectServer:
             log.info("spark_connect.accepting", seconds_waited=round(time.monotonic() - started, 1))
 
     def _live_pid(self) -> int | None:
+        """The server's pid if it runs on the configured port."""
+        pid, port = self._server()
+        return pid if port == self.port else None
+
+    def _server(self) -> tuple[int | None, int | None]:
+        """The pid file's process and its port, if it is this state directory's server (one started
+        before servers carried their state directory counts by its port); else (None, None)."""
         pid = procs.running_pid(self.pid_file)
         if pid is None:
-            return None
+            return None, None
         with contextlib.suppress(psutil.Error):
             cmdline = psutil.Process(pid).cmdline()
-            if SERVER_CLASS in cmdline and f"spark.connect.grpc.binding.port={self.port}" in cmdline:
-                return pid
-        return None  # the pid was reused by another process
+            confs = dict(arg.split("=", 1) for arg in cmdline if "=" in arg and arg.startswith("spark."))
+            port = int(confs[PORT_CONF]) if confs.get(PORT_CONF, "").isdigit() else None
+            ours = confs.get(HOME_CONF) == str(self.settings.home) or (HOME_CONF not in confs and port == self.port)
+            if SERVER_CLASS in cmdline and ours:
+                return pid, port
+        return None, None  # the pid was reused by another process
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
