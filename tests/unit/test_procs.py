@@ -1,7 +1,9 @@
-"""Stopping a service that waits for its children: the children's process groups go first."""
+"""Stopping a service that waits for its children: the children's process groups go first; a pid
+file whose pid now names another process is stale."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -71,3 +73,20 @@ def test_a_group_whose_leader_is_a_zombie_is_not_alive() -> None:
         live.wait()
         done.wait()
     assert not procs.group_alive(live.pid)
+
+
+def test_a_pid_file_older_than_its_process_is_stale_and_stopping_it_signals_nobody(tmp_path: Path) -> None:
+    # after a reboot or a container restart the file's pid names whatever process got it since
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        pid_file = tmp_path / "svc.pid"
+        pid_file.write_text(str(stranger.pid))
+        assert procs.running_pid(pid_file) == stranger.pid  # written after the process started: its own
+        written_before = psutil.Process(stranger.pid).create_time() - 3600
+        os.utime(pid_file, (written_before, written_before))
+        assert procs.running_pid(pid_file) is None
+        assert procs.stop(pid_file, timeout_s=2) is False
+        assert stranger.poll() is None and not pid_file.exists()  # left running; the stale file gone
+    finally:
+        stranger.kill()
+        stranger.wait()

@@ -46,6 +46,10 @@ def log_tail(*paths: Path, lines: int = 20) -> str:
     return "\n".join(tail[-lines:]) or "(no log output)"
 
 
+# psutil derives a process's creation time from the boot time, which Linux gives in whole seconds
+PID_CLOCK_SLACK_S = 2.0
+
+
 def spawn(cmd: list[str], *, pid_file: Path, log_file: Path, env: dict[str, str] | None = None, nice: int = 0) -> int:
     """Start ``cmd`` in its own session (it outlives the caller), ``nice`` steps below the caller's
     priority (k2.runtime.priority); returns its pid."""
@@ -66,11 +70,18 @@ def spawn(cmd: list[str], *, pid_file: Path, log_file: Path, env: dict[str, str]
 
 
 def running_pid(pid_file: Path) -> int | None:
-    """The pid in ``pid_file`` if that process is alive (zombies count as gone)."""
+    """The pid in ``pid_file`` if that process is alive (zombies count as gone) and is the one the
+    file was written for. A pid file outlives a reboot or a container restart, whose processes
+    reuse low pids: a process created after the file was written is another one, and stopping
+    "it" would signal a stranger's whole session."""
     try:
+        written = pid_file.stat().st_mtime
         pid = int(pid_file.read_text().strip())
-        return pid if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE else None
-    except (OSError, ValueError, psutil.NoSuchProcess):
+        proc = psutil.Process(pid)
+        if proc.create_time() > written + PID_CLOCK_SLACK_S:
+            return None
+        return pid if proc.status() != psutil.STATUS_ZOMBIE else None
+    except (OSError, ValueError, psutil.Error):
         return None
 
 
