@@ -10,6 +10,7 @@ import json
 import os
 import socketserver
 import subprocess
+import sys
 import threading
 import time
 from decimal import Decimal
@@ -336,9 +337,14 @@ def test_a_query_restarts_a_server_that_died_but_not_one_k2_down_stopped(tmp_pat
     off = Settings.from_env({"K2_QUERY_SERVER": "false"}, home=tmp_path)
     assert not stack.revive_query_server(off) and not started
     assert stack.revive_query_server(settings) and started == [settings]
-    pid_file.write_text(str(os.getpid()))  # a live process
-    os.utime(pid_file, (an_hour_ago, an_hour_ago))
-    assert not stack.revive_query_server(settings) and len(started) == 1
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        pid_file.write_text(str(live.pid))  # written once it started, as `k2 up` writes it
+        monkeypatch.setattr(stack, "REVIVE_AFTER_S", 0.0)  # however long ago that was
+        assert not stack.revive_query_server(settings) and len(started) == 1  # running: left alone
+    finally:
+        live.kill()
+        live.wait()
 
 
 def test_a_home_too_deep_for_a_socket_gets_a_private_path_elsewhere(tmp_path) -> None:
