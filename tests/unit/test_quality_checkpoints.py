@@ -32,7 +32,8 @@ def _checkpoint(settings: Settings):
     root = quality_root(settings)
     root.mkdir(parents=True, exist_ok=True)
     suite = load_suite(settings.batch.expectations_dir, LAYER, EXCHANGE)
-    return gate._checkpoint(gate._runtime_context(root), suite, local=True), len(suite.expectations)
+    checkpoint, stored = gate._checkpoint(gate._runtime_context(root), suite, local=True)
+    return checkpoint, stored, len(suite.expectations)
 
 
 def _stored_suite(settings: Settings) -> Path:
@@ -50,18 +51,20 @@ def _failed(checkpoint, frame: pd.DataFrame) -> set[str]:
 
 
 def test_unchanged_rules_use_the_stored_checkpoint_and_the_suite_never_grows(settings: Settings) -> None:
-    first, rules = _checkpoint(settings)
+    first, stored_now, rules = _checkpoint(settings)
     stored = _stored_suite(settings)
     written = stored.stat().st_mtime_ns
+    assert stored_now
     for _ in range(3):
-        again, _ = _checkpoint(settings)
+        again, stored_now, _ = _checkpoint(settings)
+        assert not stored_now
     assert stored.stat().st_mtime_ns == written  # not stored again
     assert len(json.loads(stored.read_text())["expectations"]) == rules  # no copy of the schema rule
     assert again.validation_definitions[0].suite.id == first.validation_definitions[0].suite.id
 
 
 def test_edited_rules_are_stored_and_apply_at_the_next_gate(settings: Settings) -> None:
-    checkpoint, rules = _checkpoint(settings)
+    checkpoint, _, rules = _checkpoint(settings)
     nameless = pd.DataFrame({"symbol": [None]})
     assert "expect_column_values_to_not_be_null(column=symbol):critical" in _failed(checkpoint, nameless)
 
@@ -70,7 +73,8 @@ def test_edited_rules_are_stored_and_apply_at_the_next_gate(settings: Settings) 
     spec["expectations"] = [{**e, "severity": "warning"} if e["kwargs"] == NULL_SYMBOL["kwargs"] and
                             e["type"] == NULL_SYMBOL["type"] else e for e in spec["expectations"]]  # fmt: skip
     spec_file.write_text(json.dumps(spec))
-    edited, _ = _checkpoint(settings)
+    edited, stored_now, _ = _checkpoint(settings)
+    assert stored_now
     failed = _failed(edited, nameless)
     assert "expect_column_values_to_not_be_null(column=symbol):warning" in failed
     assert "expect_column_values_to_not_be_null(column=symbol):critical" not in failed
@@ -83,6 +87,6 @@ def test_a_checkpoint_stored_otherwise_is_stored_again(settings: Settings) -> No
     document = json.loads(stored.read_text())
     document["result_format"] = {"result_format": "COMPLETE"}
     stored.write_text(json.dumps(document))
-    checkpoint, _ = _checkpoint(settings)
-    assert checkpoint.result_format == gate.RESULT_FORMAT
+    checkpoint, stored_now, _ = _checkpoint(settings)
+    assert stored_now and checkpoint.result_format == gate.RESULT_FORMAT
     assert json.loads(stored.read_text())["result_format"] == gate.RESULT_FORMAT

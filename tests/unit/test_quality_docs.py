@@ -22,13 +22,13 @@ def _validate(settings: Settings, run_name: str) -> str:
     root = quality_root(settings)
     root.mkdir(parents=True, exist_ok=True)
     context = gate._runtime_context(root)
-    checkpoint = gate._checkpoint(
+    checkpoint, stored = gate._checkpoint(
         context, load_suite(settings.batch.expectations_dir, "gold_1m", "binance"), local=True
     )
     result = checkpoint.run(batch_parameters={"dataframe": pd.DataFrame({"symbol": ["BTC-USDT"]})},
                             run_id=RunIdentifier(run_name=run_name))  # fmt: skip
     ((result_id, _),) = result.run_results.items()
-    return gate._build_docs(context, result_id, root)
+    return gate._build_docs(context, result_id, root, suite_changed=stored)
 
 
 def test_each_validation_gets_its_page_and_the_index_is_rebuilt_only_when_stale(tmp_path: Path, monkeypatch) -> None:
@@ -51,3 +51,17 @@ def test_each_validation_gets_its_page_and_the_index_is_rebuilt_only_when_stale(
     os.utime(index, (stale, stale))
     _validate(settings, "r3")
     assert all(run in index.read_text() for run in ("r1", "r2", "r3"))  # stale: rebuilt with every result
+
+
+def test_the_suite_page_is_rebuilt_only_when_the_suite_was_stored_or_has_none(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("GX_ANALYTICS_ENABLED", "false")
+    settings = Settings.from_env({}, home=tmp_path)
+    suite_page = data_docs_dir(settings) / "expectations" / "gold_1m" / "binance.html"
+    _validate(settings, "r1")
+    built = suite_page.stat().st_mtime_ns
+    second = _validate(settings, "r2")
+    assert Path(second.removeprefix("file://")).is_file()  # the validation's own page, always
+    assert suite_page.stat().st_mtime_ns == built  # same rules: the suite's page as it was
+    suite_page.unlink()
+    _validate(settings, "r3")
+    assert suite_page.is_file()  # missing: built again

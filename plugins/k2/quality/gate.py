@@ -108,11 +108,12 @@ def validate(
         if local:  # Arrow: decimals stay exact
             data = frame.toArrow().to_pandas()
         context = _runtime_context(root)
-        checkpoint = _checkpoint(context, load_suite(settings.batch.expectations_dir, layer, exchange), local=local)
+        suite = load_suite(settings.batch.expectations_dir, layer, exchange)
+        checkpoint, stored = _checkpoint(context, suite, local=local)
         with nullcontext() if local else _session_conf(frame, LIMIT_SCANS_ALL_PARTITIONS):
             result = checkpoint.run(batch_parameters={"dataframe": data}, run_id=RunIdentifier(run_name=run_name))
         ((result_id, suite_result),) = result.run_results.items()
-        docs = _build_docs(context, result_id, root)
+        docs = _build_docs(context, result_id, root, suite_changed=stored)
         if shared.applies(settings):
             _publish(settings, result_id)
     report = QualityReport(
@@ -162,11 +163,11 @@ def _runtime_context(root: Path):
     return context
 
 
-def _checkpoint(context, suite, *, local: bool):
-    """The checkpoint for one suite and engine, created on first use; the suite is refreshed from
-    the project every run, so edited rules apply at once. A stored checkpoint whose suite already
-    holds these rules is used as it is: storing the suite again compares every expectation with
-    every other (0.15 s a gate on an idle core, 0.5 s on a loaded one)."""
+def _checkpoint(context, suite, *, local: bool) -> tuple[Any, bool]:
+    """The checkpoint for one suite and engine, and whether it was stored now. Created on first use;
+    the suite is refreshed from the project every run, so edited rules apply at once. A stored
+    checkpoint whose suite already holds these rules is used as it is: storing the suite again
+    compares every expectation with every other (0.15 s a gate on an idle core, 0.5 s on a loaded one)."""
     import great_expectations as gx
 
     if local:
@@ -178,7 +179,7 @@ def _checkpoint(context, suite, *, local: bool):
     name = f"{suite.name}.local" if local else suite.name
     stored = _stored_checkpoint(context, name)
     if stored is not None and _rules(stored.validation_definitions[0].suite) == _rules(suite):
-        return stored
+        return stored, False
     try:
         source = context.data_sources.get(LOCAL_DATASOURCE if local else DATASOURCE)
     except KeyError:
@@ -198,9 +199,8 @@ def _checkpoint(context, suite, *, local: bool):
     definition = context.validation_definitions.add_or_update(
         gx.ValidationDefinition(name=name, data=batch, suite=suite)
     )
-    return context.checkpoints.add_or_update(
-        gx.Checkpoint(name=name, validation_definitions=[definition], result_format=RESULT_FORMAT)
-    )
+    checkpoint = gx.Checkpoint(name=name, validation_definitions=[definition], result_format=RESULT_FORMAT)
+    return context.checkpoints.add_or_update(checkpoint), True
 
 
 def _stored_checkpoint(context, name: str):
@@ -249,16 +249,20 @@ def _publish(settings: Settings, result_id) -> None:
         log.warning("quality.not_published", error=str(exc)[:500])
 
 
-def _build_docs(context, result_id, root: Path) -> str:
-    """This validation's Data Docs page (0.18 s), and its URL. The index lists every stored result, so
-    rebuilding it grows with the retention (12.9 s for 400 results; 30 days hold about 8,600): the
-    gates rebuild it when missing or older than DOCS_INDEX_REFRESH_S, the daily housekeeping always,
-    and K2's own view (k2.quality.docs.recent_validations) lists the latest at once."""
-    index = data_docs_dir_of(root) / "index.html"
+def _build_docs(context, result_id, root: Path, *, suite_changed: bool = True) -> str:
+    """This validation's Data Docs page (0.11 s), its suite's page when the suite was stored now or
+    has none (0.09 s more), and the page's URL. The index lists every stored result, so rebuilding
+    it grows with the retention (12.9 s for 400 results; 30 days hold about 8,600): the gates
+    rebuild it when missing or older than DOCS_INDEX_REFRESH_S, the daily housekeeping always, and
+    K2's own view (k2.quality.docs.recent_validations) lists the latest at once."""
+    site = data_docs_dir_of(root)
+    index = site / "index.html"
     try:
         stale = not index.is_file() or time.time() - index.stat().st_mtime > DOCS_INDEX_REFRESH_S
-        # the page links to its suite's page: both, each O(1)
-        resources = [result_id, result_id.expectation_suite_identifier]
+        suite_id = result_id.expectation_suite_identifier
+        suite_page = site.joinpath("expectations", *suite_id.to_tuple()).with_suffix(".html")
+        # the validation page links to its suite's page
+        resources = [result_id, suite_id] if suite_changed or not suite_page.is_file() else [result_id]
         context.build_data_docs(resource_identifiers=resources, build_index=stale)
         sites = context.get_docs_sites_urls(resource_identifier=result_id)
         return next((s["site_url"] for s in sites if s.get("site_url")), "")
