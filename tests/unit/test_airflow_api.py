@@ -1,8 +1,10 @@
-"""The stack's Airflow API client: a locked SQLite answers 500, and the call is retried."""
+"""The stack's Airflow API client: a locked SQLite answers 500, or an answer does not come in time,
+and the call is retried."""
 
 from __future__ import annotations
 
 import json
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -17,10 +19,12 @@ from tests.fakes import LoopbackServer
 
 
 class FakeAirflow(LoopbackServer):
-    """Answers /auth/token, then ``failures`` 500s, then 200 (or ``final`` for POSTs)."""
+    """Answers /auth/token, then ``failures`` 500s, then 200 (or ``final`` for POSTs). With
+    ``stalls``, the first call after the token waits until ``released`` is set before answering."""
 
-    def __init__(self, failures: int, final: int = 200) -> None:
+    def __init__(self, failures: int, final: int = 200, stalls: bool = False) -> None:
         self.calls: list[tuple[str, str]] = []
+        self.released = threading.Event()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -29,6 +33,9 @@ class FakeAirflow(LoopbackServer):
                 fake.calls.append((self.command, self.path))
                 if self.path == "/auth/token":
                     code, body = 201, {"access_token": "t"}
+                elif stalls and len(fake.calls) == 2:
+                    fake.released.wait(30)  # the client gave up meanwhile; this answer reaches nobody
+                    code, body = 500, {}
                 elif len(fake.calls) - 1 <= failures:
                     code, body = 500, {"detail": "database is locked"}
                 else:
@@ -47,12 +54,12 @@ class FakeAirflow(LoopbackServer):
         self.serve(self.server)
 
 
-def api_for(fake: FakeAirflow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AirflowApi:
+def api_for(fake: FakeAirflow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **kwargs: float) -> AirflowApi:
     monkeypatch.setattr("time.sleep", lambda _s: None)  # the back-off itself is not under test
     airflow = AirflowServices(Settings.from_env({}, home=tmp_path, airflow_port=fake.port))
     airflow.home.mkdir(parents=True)
     airflow.passwords_file.write_text(json.dumps({"admin": "pw"}))
-    return AirflowApi.of(airflow)
+    return AirflowApi.of(airflow, **kwargs)
 
 
 def test_a_server_error_is_retried_until_the_call_goes_through(tmp_path: Path, monkeypatch) -> None:
@@ -72,3 +79,20 @@ def test_a_trigger_whose_run_already_exists_is_done(tmp_path: Path, monkeypatch)
     with FakeAirflow(failures=1, final=409) as fake:
         api_for(fake, tmp_path, monkeypatch).trigger("k2_medallion", "k2_up__x")
     assert fake.calls[-1] == ("POST", "/api/v2/dags/k2_medallion/dagRuns")
+
+
+def test_an_answer_that_does_not_come_in_time_is_asked_again(tmp_path: Path, monkeypatch) -> None:
+    # urlopen raises a timeout while reading the answer unwrapped (not as a URLError)
+    with FakeAirflow(failures=0, stalls=True) as fake:
+        try:
+            api_for(fake, tmp_path, monkeypatch, timeout_s=0.5).unpause("k2_monitoring")
+        finally:
+            fake.released.set()
+    assert fake.calls == [("POST", "/auth/token")] + [("PATCH", "/api/v2/dags/k2_monitoring")] * 2
+
+
+def test_a_client_waits_longer_than_a_locked_sqlite_makes_the_server_wait() -> None:
+    from k2.runtime import airflow_sqlite
+    from k2.runtime.airflow_api import DEFAULT_TIMEOUT_S
+
+    assert DEFAULT_TIMEOUT_S > airflow_sqlite.BUSY_TIMEOUT_S

@@ -3,6 +3,7 @@ instead of an `airflow` CLI process, which costs seconds of CPU each on a small 
 
 from __future__ import annotations
 
+import http.client
 import json
 import ssl
 import time
@@ -14,9 +15,13 @@ from typing import Any
 
 from k2.errors import K2Error
 from k2.log import get_logger
+from k2.runtime import airflow_sqlite
 from k2.runtime.airflow import AirflowServices
 
 log = get_logger(__name__)
+# on SQLite a request may wait out the metadata DB's busy timeout before it answers 500: a client
+# that gave up sooner would abandon a call that was about to answer
+DEFAULT_TIMEOUT_S = airflow_sqlite.BUSY_TIMEOUT_S + 30.0
 
 
 class AirflowApi:
@@ -30,14 +35,14 @@ class AirflowApi:
         *,
         ssl_context: ssl.SSLContext | None = None,
         logs: str = "the Airflow API server's log",
-        timeout_s: float = 30.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.url, self.credentials, self.ssl_context = url, credentials, ssl_context
         self.logs, self.timeout_s = logs, timeout_s
         self._token = ""
 
     @classmethod
-    def of(cls, airflow: AirflowServices, timeout_s: float = 30.0) -> AirflowApi:
+    def of(cls, airflow: AirflowServices, timeout_s: float = DEFAULT_TIMEOUT_S) -> AirflowApi:
         """The API of the Airflow K2 runs, as its admin."""
         return cls(
             airflow.url,
@@ -56,12 +61,15 @@ class AirflowApi:
 
     def _send(self, method: str, path: str, body: dict | None = None, *, auth: bool = True, attempts: int = 5) -> Any:
         """One API call; a server error (on SQLite: "database is locked" while the scheduler
-        writes) or a refused connection is retried with back-off, since every call is idempotent."""
+        writes), a refused or dropped connection or an answer that does not come in time is retried
+        with back-off, since every call is idempotent."""
         delay = 1.0
         for attempt in range(1, attempts + 1):
             try:
                 return self._send_once(method, path, body, auth=auth)
-            except (urllib.error.HTTPError, urllib.error.URLError) as exc:
+            # OSError: urllib's URLError and HTTPError, and a timeout or reset while the answer is read,
+            # which urlopen raises unwrapped
+            except (OSError, http.client.HTTPException) as exc:
                 code = getattr(exc, "code", None)
                 if (code is not None and code < 500) or attempt == attempts:
                     raise self._error(method, path, exc) from exc
@@ -80,12 +88,11 @@ class AirflowApi:
             return json.loads(response.read() or b"{}")
 
     def _error(self, method: str, path: str, exc: Exception) -> K2Error:
-        detail = exc.read()[:500].decode(errors="replace") if isinstance(exc, urllib.error.HTTPError) else str(exc)
-        code = getattr(exc, "code", "no answer")
-        return K2Error(
-            f"Airflow API {method} {path} answered {code}: {detail}",
-            f"check the API server log in {self.logs}.",
-        )
+        if isinstance(exc, urllib.error.HTTPError):
+            what = f"answered {exc.code}: {exc.read()[:500].decode(errors='replace')}"
+        else:
+            what = f"got no answer: {exc or type(exc).__name__}"
+        return K2Error(f"Airflow API {method} {path} {what}", f"check the API server log in {self.logs}.")
 
     def dag_ids(self) -> set[str]:
         """DAGs the DAG processor has registered."""
