@@ -36,9 +36,12 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="session")
 def jars(settings: Settings):
+    from k2.class_archive import ensure_class_archive
     from k2.jvm import ensure_jars
 
-    return ensure_jars(settings)
+    resolved = ensure_jars(settings)
+    ensure_class_archive(settings)  # as `k2 jars` does: every Spark JVM the tests start maps it
+    return resolved
 
 
 @pytest.fixture(scope="session")

@@ -64,3 +64,14 @@ def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def maps_file(pid: int, path: Path) -> bool:
+    """Whether the process ``pid`` or one of its children (spark-submit runs the JVM as its child
+    or execs it) has ``path`` mapped into memory: a JVM maps the class archive it accepted."""
+    import psutil
+
+    process = psutil.Process(pid)
+    return any(
+        str(path) in Path(f"/proc/{p.pid}/maps").read_text() for p in [process, *process.children(recursive=True)]
+    )

@@ -109,9 +109,11 @@ def cmd_thresholds(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_jars(settings: Settings, args: argparse.Namespace) -> int:
+    from k2.class_archive import ensure_class_archive
     from k2.jvm import STREAM_LISTENER_MODULE, compiled_jar, ensure_jars, local_fs_jar
 
     jars = ensure_jars(settings, force=args.force)
+    archive = ensure_class_archive(settings)
     print_table(
         ("module", "jars", "directory"),
         [
@@ -123,6 +125,7 @@ def cmd_jars(settings: Settings, args: argparse.Namespace) -> int:
                 1 if compiled_jar(settings.jvm, STREAM_LISTENER_MODULE) else 0,
                 settings.jvm.jars_dir / STREAM_LISTENER_MODULE,
             ),
+            ("class-archive", 1 if archive else 0, archive or "not built: see the log above"),
         ],
     )
     return 0

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from k2 import class_archive
 from k2.jvm import LOCAL_FS_CLASS, installed_jars, local_fs_jar, stream_listener_jar
 from k2.lake.catalog import spark_catalog_conf
 from k2.private import write_private
@@ -64,7 +65,8 @@ def server_conf(settings: Settings, app_name: str, *, ui: bool | None = None, ro
         # of bytecode to the interpreter. Silver's parse and validation (every field's JSON type and
         # range, in the stage that reads Bronze) generate 12-17 KB: on 2M Binance trades, Silver took
         # 37 s interpreted, 30 s compiled (benchmarks/batch_medallion.py, 2 cores).
-        "spark.driver.extraJavaOptions": HUGE_METHODS,
+        # the driver maps the classes every JVM loads from K2's shared archive, once `k2 jars` built it
+        "spark.driver.extraJavaOptions": f"{HUGE_METHODS} {class_archive.java_options(settings)}".strip(),
         "spark.executor.extraJavaOptions": HUGE_METHODS,
     }
     conf.update(resource_conf(settings, role))

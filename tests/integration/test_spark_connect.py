@@ -14,9 +14,10 @@ import psutil
 import pytest
 
 from k2.airflow.hooks.spark_connect import K2SparkConnectHook
+from k2.class_archive import archive_path
 from k2.runtime.spark_connect import EXIT_ON_OOM, LocalSparkConnectServer
 from tests.conftest import make_settings
-from tests.helpers import wait_for
+from tests.helpers import maps_file, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -71,6 +72,7 @@ def test_jobs_start_the_server_share_it_and_a_killed_job_is_interrupted_on_it(
         assert server.token_file.stat().st_mode & 0o777 == 0o600
         # out of heap it exits (for the watch below) instead of serving clients with a stopped context
         assert any(EXIT_ON_OOM in arg for arg in psutil.Process(first.pid).cmdline())
+        assert maps_file(first.pid, archive_path(settings))  # it started on K2's class archive
 
         marker = tmp_path / "endless-started"
         endless = K2SparkConnectHook(

@@ -17,7 +17,7 @@ from k2.settings import Settings
 log = get_logger(__name__)
 
 STEPS = (
-    "JVM artifacts",
+    "JVM artifacts and the Spark class archive",
     "Kafka broker",
     "topics",
     "PostgreSQL (if K2_POSTGRES_EMBEDDED) and Iceberg tables",
@@ -39,6 +39,7 @@ def _step(n: int) -> None:
 def bring_up(
     settings: Settings, *, feeds: bool = True, wait_for_streams: bool = True, first_batch: bool = True
 ) -> None:
+    from k2.class_archive import ensure_class_archive
     from k2.jvm import ensure_jars
     from k2.kafka.topics import ensure_topics
     from k2.lake.catalog import load_catalog
@@ -53,6 +54,7 @@ def bring_up(
     private_dir(settings.home)  # before anything writes there: catalog, Airflow DB, secrets
     _step(1)
     ensure_jars(settings)
+    ensure_class_archive(settings)
     _step(2)
     if settings.kafka.embedded:
         LocalKafka(settings).ensure_running()
