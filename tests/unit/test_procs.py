@@ -90,3 +90,19 @@ def test_a_pid_file_older_than_its_process_is_stale_and_stopping_it_signals_nobo
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_a_pid_is_owned_only_by_the_process_whose_command_line_names_it(tmp_path: Path) -> None:
+    # a pid file names a live process started after it was written, but another program or another
+    # state directory's: not this service's, whatever the pid
+    state = tmp_path / "home"
+    service = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(60)", str(state)])
+    try:
+        pid_file = tmp_path / "svc.pid"
+        pid_file.write_text(str(service.pid))
+        assert procs.owned_pid(pid_file, "time.sleep", str(state)) == service.pid
+        assert procs.owned_pid(pid_file, "time.sleep", str(tmp_path / "other-home")) is None
+        assert procs.owned_pid(pid_file, "SparkConnectServer", str(state)) is None
+    finally:
+        service.kill()
+        service.wait()

@@ -32,8 +32,8 @@ def _checkpoint(settings: Settings):
     root = quality_root(settings)
     root.mkdir(parents=True, exist_ok=True)
     suite = load_suite(settings.batch.expectations_dir, LAYER, EXCHANGE)
-    checkpoint, stored = gate._checkpoint(gate._runtime_context(root), suite, local=True)
-    return checkpoint, stored, len(suite.expectations)
+    prepared = gate._checkpoint(gate._runtime_context(root), suite, local=True)
+    return prepared.checkpoint, prepared.stored_now, len(suite.expectations)
 
 
 def _stored_suite(settings: Settings) -> Path:

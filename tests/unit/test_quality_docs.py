@@ -22,13 +22,11 @@ def _validate(settings: Settings, run_name: str) -> str:
     root = quality_root(settings)
     root.mkdir(parents=True, exist_ok=True)
     context = gate._runtime_context(root)
-    checkpoint, stored = gate._checkpoint(
-        context, load_suite(settings.batch.expectations_dir, "gold_1m", "binance"), local=True
-    )
-    result = checkpoint.run(batch_parameters={"dataframe": pd.DataFrame({"symbol": ["BTC-USDT"]})},
+    prepared = gate._checkpoint(context, load_suite(settings.batch.expectations_dir, "gold_1m", "binance"), local=True)
+    result = prepared.checkpoint.run(batch_parameters={"dataframe": pd.DataFrame({"symbol": ["BTC-USDT"]})},
                             run_id=RunIdentifier(run_name=run_name))  # fmt: skip
     ((result_id, _),) = result.run_results.items()
-    return gate._build_docs(context, result_id, root, suite_changed=stored)
+    return gate._build_docs(context, result_id, root, suite_changed=prepared.stored_now)
 
 
 def test_each_validation_gets_its_page_and_the_index_is_rebuilt_only_when_stale(tmp_path: Path, monkeypatch) -> None:

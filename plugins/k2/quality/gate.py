@@ -109,11 +109,13 @@ def validate(
             data = frame.toArrow().to_pandas()
         context = _runtime_context(root)
         suite = load_suite(settings.batch.expectations_dir, layer, exchange)
-        checkpoint, stored = _checkpoint(context, suite, local=local)
+        prepared = _checkpoint(context, suite, local=local)
         with nullcontext() if local else _session_conf(frame, LIMIT_SCANS_ALL_PARTITIONS):
-            result = checkpoint.run(batch_parameters={"dataframe": data}, run_id=RunIdentifier(run_name=run_name))
+            result = prepared.checkpoint.run(
+                batch_parameters={"dataframe": data}, run_id=RunIdentifier(run_name=run_name)
+            )
         ((result_id, suite_result),) = result.run_results.items()
-        docs = _build_docs(context, result_id, root, suite_changed=stored)
+        docs = _build_docs(context, result_id, root, suite_changed=prepared.stored_now)
         if shared.applies(settings):
             _publish(settings, result_id)
     report = QualityReport(
@@ -163,7 +165,13 @@ def _runtime_context(root: Path):
     return context
 
 
-def _checkpoint(context, suite, *, local: bool) -> tuple[Any, bool]:
+@dataclass(frozen=True)
+class _Prepared:
+    checkpoint: Any  # great_expectations.Checkpoint, imported in the task only
+    stored_now: bool  # the suite (and so its Data Docs page) changed
+
+
+def _checkpoint(context, suite, *, local: bool) -> _Prepared:
     """The checkpoint for one suite and engine, and whether it was stored now. Created on first use;
     the suite is refreshed from the project every run, so edited rules apply at once. A stored
     checkpoint whose suite already holds these rules is used as it is: storing the suite again
@@ -179,7 +187,7 @@ def _checkpoint(context, suite, *, local: bool) -> tuple[Any, bool]:
     name = f"{suite.name}.local" if local else suite.name
     stored = _stored_checkpoint(context, name)
     if stored is not None and _rules(stored.validation_definitions[0].suite) == _rules(suite):
-        return stored, False
+        return _Prepared(stored, stored_now=False)
     try:
         source = context.data_sources.get(LOCAL_DATASOURCE if local else DATASOURCE)
     except KeyError:
@@ -200,7 +208,7 @@ def _checkpoint(context, suite, *, local: bool) -> tuple[Any, bool]:
         gx.ValidationDefinition(name=name, data=batch, suite=suite)
     )
     checkpoint = gx.Checkpoint(name=name, validation_definitions=[definition], result_format=RESULT_FORMAT)
-    return context.checkpoints.add_or_update(checkpoint), True
+    return _Prepared(context.checkpoints.add_or_update(checkpoint), stored_now=True)
 
 
 def _stored_checkpoint(context, name: str):

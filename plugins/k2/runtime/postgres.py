@@ -32,8 +32,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 from k2.errors import K2Error
 from k2.log import get_logger
 from k2.private import generated_secret, write_private
@@ -187,13 +185,7 @@ class LocalPostgres:
 
     # --- inspection --------------------------------------------------------------------------------
     def pid(self) -> int | None:
-        pid = procs.running_pid(self.pid_file)
-        if pid is None:
-            return None
-        with contextlib.suppress(psutil.Error):
-            if str(self.data_dir) in " ".join(psutil.Process(pid).cmdline()):
-                return pid
-        return None  # the pid was reused by another process
+        return procs.owned_pid(self.pid_file, str(self.data_dir))
 
     def status(self) -> PostgresStatus:
         pid = self.pid()

@@ -85,6 +85,18 @@ def running_pid(pid_file: Path) -> int | None:
         return None
 
 
+def owned_pid(pid_file: Path, *markers: str) -> int | None:
+    """``running_pid``, if that process's command line holds every one of ``markers`` (its program,
+    its state directory): a pid the file names may since belong to another process."""
+    pid = running_pid(pid_file)
+    if pid is None:
+        return None
+    with contextlib.suppress(psutil.Error):
+        if all(marker in " ".join(psutil.Process(pid).cmdline()) for marker in markers):
+            return pid
+    return None
+
+
 def stop(pid_file: Path, timeout_s: float = 30.0) -> bool:
     """SIGTERM the process group, SIGKILL it after ``timeout_s``, then whatever else still runs in the
     process's session (e.g. Airflow task workers and their spark-submit, which make their own process

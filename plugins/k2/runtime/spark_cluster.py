@@ -139,14 +139,7 @@ class LocalSparkCluster:
         return self._live_pid(name) is not None
 
     def _live_pid(self, name: str) -> int | None:
-        pid = procs.running_pid(self._pid_file(name))
-        if pid is None:
-            return None
-        with contextlib.suppress(psutil.Error):
-            cmdline = " ".join(psutil.Process(pid).cmdline())
-            if (MASTER_CLASS if name == "master" else WORKER_CLASS) in cmdline and str(self.dir) in cmdline:
-                return pid
-        return None  # the pid was reused by another process
+        return procs.owned_pid(self._pid_file(name), MASTER_CLASS if name == "master" else WORKER_CLASS, str(self.dir))
 
     def _spawn(self, name: str, main_class: str, *args: str) -> None:
         bin_dir = Path(sys.executable).parent

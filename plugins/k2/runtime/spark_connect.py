@@ -155,17 +155,16 @@ class LocalSparkConnectServer:
     def _server(self) -> tuple[int | None, int | None]:
         """The pid file's process and its port, if it is this state directory's server (one started
         before servers carried their state directory counts by its port); else (None, None)."""
-        pid = procs.running_pid(self.pid_file)
+        pid = procs.owned_pid(self.pid_file, SERVER_CLASS)
         if pid is None:
             return None, None
         with contextlib.suppress(psutil.Error):
             cmdline = psutil.Process(pid).cmdline()
             confs = dict(arg.split("=", 1) for arg in cmdline if "=" in arg and arg.startswith("spark."))
             port = int(confs[PORT_CONF]) if confs.get(PORT_CONF, "").isdigit() else None
-            ours = confs.get(HOME_CONF) == str(self.settings.home) or (HOME_CONF not in confs and port == self.port)
-            if SERVER_CLASS in cmdline and ours:
+            if confs.get(HOME_CONF) == str(self.settings.home) or (HOME_CONF not in confs and port == self.port):
                 return pid, port
-        return None, None  # the pid was reused by another process
+        return None, None  # another state directory's server
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
