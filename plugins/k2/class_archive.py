@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from k2.errors import K2Error
-from k2.jvm import installed_jars, local_fs_jar, pyspark_home, pyspark_version, stream_listener_jar
+from k2.jvm import installed_jars, local_fs_jar, pyspark_home, pyspark_version
 from k2.log import get_logger
 from k2.resources import spark_job_file
 from k2.settings import Settings
@@ -118,7 +118,6 @@ def _train(settings: Settings, work: Path, archive: Path) -> subprocess.Complete
     job = spark_job(training, name="k2-class-archive", application=spark_job_file(TRAINING), role=STREAM)
     options = f"{job.conf['spark.driver.extraJavaOptions']} -XX:ArchiveClassesAtExit={archive} {_QUIET}"
     job = dataclasses.replace(job, conf={**job.conf, "spark.driver.extraJavaOptions": options}, args=(str(work),))
-    stream_listener_jar(settings.jvm)  # the stream's jars are there: a K2Error saying `k2 jars` if not
     env = {key: value for key, value in os.environ.items() if not key.startswith("K2_")}
     env.update(job.env, K2_HOME=str(training.home), K2_JARS_DIR=str(settings.jvm.jars_dir))
     env.update(K2_JAVA=settings.jvm.java, K2_SPARK_LOCAL_FS=settings.spark.local_fs)
