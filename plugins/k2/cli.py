@@ -367,8 +367,10 @@ def cmd_airflow(settings: Settings, args: argparse.Namespace) -> int:
 
         print(DAGS_DIR)
         return 0
-    from k2.airflow.install import init_airflow
+    from k2.airflow.install import init_airflow, migrate_database
 
+    if args.migrate:
+        migrate_database()
     print_table(("kind", "name", "action", "detail"), init_airflow(settings))
     return 0
 
@@ -646,6 +648,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("init", "dags-folder"),
         help="init: create or align K2's pools and variables in the Airflow of this environment (idempotent; "
         "needs `airflow db migrate` first); dags-folder: print the directory of K2's DAG files",
+    )
+    p.add_argument(
+        "--migrate",
+        action="store_true",
+        help="with init: run `airflow db migrate` first, in the same process (as `k2 up` does)",
     )
     add("settings", cmd_settings, "Show every K2_* setting with its value and meaning.")
     return parser

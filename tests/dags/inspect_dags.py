@@ -16,12 +16,13 @@ def main(dags_folder: str) -> None:
     report: dict = {"files": {}, "dags": {}, "import_errors": {}}
     for path in sorted(Path(dags_folder).glob("*.py")):
         before = set(sys.modules)
-        started = time.perf_counter()
+        # CPU seconds, not wall time: what a DAG file costs the DAG processor, whatever else runs
+        started = time.process_time()
         bag = DagBag(dag_folder=str(path))
-        elapsed = time.perf_counter() - started
+        spent = time.process_time() - started
         loaded = set(sys.modules) - before
         report["files"][path.name] = {
-            "parse_s": elapsed,
+            "parse_cpu_s": spent,
             "heavy_modules": sorted({m.split(".")[0] for m in loaded if m.split(".")[0] in HEAVY}),
         }
         report["import_errors"].update(bag.import_errors)

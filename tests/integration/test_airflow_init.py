@@ -84,3 +84,20 @@ def test_init_creates_and_aligns_pools_and_variables_idempotently(tmp_path: Path
     # a deployment that runs spark-submit and defines the connection itself: init names it as kept
     defined = {**env, "K2_SPARK_CONNECT": "off", "AIRFLOW_CONN_K2_SPARK": "spark://spark-master:7077"}
     assert rows(run("k2", "airflow", "init", env=defined, cwd=tmp_path).stdout)[("connection", "k2_spark")] == "kept"
+
+
+@pytest.mark.timeout(300)
+def test_init_with_migrate_prepares_a_new_database_in_one_process(tmp_path: Path) -> None:
+    # what `k2 up` runs: `airflow db migrate` and the init in one process
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "K2_"))},
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "K2_HOME": str(tmp_path / "k2"),
+    }
+    prepared = run("k2", "airflow", "init", "--migrate", env=env, cwd=tmp_path)
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    assert rows(prepared.stdout)[("pool", "k2_spark")] == "created"
+    assert {"k2_spark": 1, "k2_maintenance": 1}.items() <= pools(env, tmp_path).items()
+    again = run("k2", "airflow", "init", "--migrate", env=env, cwd=tmp_path)  # a migrated DB: nothing to do
+    assert again.returncode == 0 and rows(again.stdout)[("pool", "k2_spark")] == "unchanged", again.stderr[-2000:]

@@ -157,20 +157,6 @@ class AirflowServices:
         return passwords[user]
 
     # --- lifecycle -------------------------------------------------------------------------------
-    def migrate(self) -> None:
-        private_dir(self.home)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log.info("airflow.migrating", db=self.settings.airflow.db_uri.split("@")[-1])
-        result = subprocess.run(
-            [self._airflow(), "db", "migrate"], env=self.environment(), capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0:
-            raise K2Error(
-                f"`airflow db migrate` failed:\n{(result.stderr or result.stdout)[-2000:]}",
-                "check K2_AIRFLOW_DB_URI and that the database is reachable.",
-            )
-        if db_file := airflow_sqlite.database_file(self.settings.airflow.db_uri):
-            log.info("airflow.sqlite", journal_mode=airflow_sqlite.use_wal(db_file))
 
     def start(self, timeout_s: float = 180.0) -> None:
         running = [c.name for c in self.status() if c.pid]
@@ -182,8 +168,7 @@ class AirflowServices:
         if LOG_SERVER not in running:
             port = self.settings.airflow.log_server_port
             procs.require_free_port(self.settings.airflow.host, port, "K2_AIRFLOW_LOG_SERVER_PORT")
-        self.migrate()
-        self.init()
+        self.init(migrate=True)
         env = self.environment()
         for name in self.components:
             if name in running:
@@ -199,20 +184,28 @@ class AirflowServices:
             log.info("airflow.started", component=name, pid=pid, log=str(self.log_dir / f"{name}.log"))
         self.wait_ready(timeout_s)
 
-    def init(self) -> None:
-        """K2's pools and variables in this Airflow: `k2 airflow init`, run in Airflow's environment."""
+    def init(self, *, migrate: bool = False) -> None:
+        """K2's pools and variables in this Airflow: `k2 airflow init`, run in Airflow's environment;
+        with ``migrate``, after `airflow db migrate` in the same process."""
+        private_dir(self.home)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if migrate:
+            log.info("airflow.migrating", db=self.settings.airflow.db_uri.split("@")[-1])
         result = subprocess.run(
-            [sys.executable, "-m", "k2.cli", "airflow", "init"],
+            [sys.executable, "-m", "k2.cli", "airflow", "init", *(["--migrate"] if migrate else [])],
             env=self.environment(),
             capture_output=True,
             text=True,
             check=False,
         )
         if result.returncode != 0:
+            step = "`airflow db migrate` then `k2 airflow init`" if migrate else "`k2 airflow init`"
             raise K2Error(
-                f"`k2 airflow init` failed:\n{(result.stderr or result.stdout)[-2000:]}",
-                f"see the Airflow logs in {self.log_dir}; `k2 airflow init` may be run again by itself.",
+                f"{step} failed:\n{(result.stderr or result.stdout)[-2000:]}",
+                "check K2_AIRFLOW_DB_URI and that the database is reachable; `k2 down` then `k2 up` retries.",
             )
+        if migrate and (db_file := airflow_sqlite.database_file(self.settings.airflow.db_uri)):
+            log.info("airflow.sqlite", journal_mode=airflow_sqlite.use_wal(db_file))
         rows = result.stdout.strip().splitlines()[2:]  # below the table's header and rule
         log.info("airflow.initialised", report="; ".join(" ".join(row.split()) for row in rows))
 
