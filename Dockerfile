@@ -28,7 +28,8 @@ RUN python -m venv /opt/k2/venv \
  && /opt/k2/venv/bin/pip install --no-cache-dir /dist/k2_lakehouse-*.whl psycopg2-binary==2.9.10 \
  && /opt/k2/venv/bin/pip uninstall -y build
 # the jars with the S3 profile (S3 file IO), selected by K2_WAREHOUSE; the PostgreSQL JDBC driver is always in
-RUN K2_HOME=/tmp/k2 K2_JARS_DIR=/opt/k2/jars K2_WAREHOUSE=s3://k2-lake/warehouse \
+# (no Spark class archive: it is valid only for the JDK that builds it, and this stage's is not the runtime's)
+RUN K2_HOME=/tmp/k2 K2_JARS_DIR=/opt/k2/jars K2_WAREHOUSE=s3://k2-lake/warehouse K2_SPARK_CLASS_ARCHIVE=false \
     /opt/k2/venv/bin/k2 jars \
  && rm -rf /root/.m2 /tmp/k2
 
@@ -44,6 +45,7 @@ ENV PATH=/opt/k2/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     K2_HOME=/opt/k2/home \
     K2_JARS_DIR=/opt/k2/jars \
+    K2_SPARK_CLASS_ARCHIVE=false \
     AIRFLOW_HOME=/opt/k2/home/airflow \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/k2/dags \
     AIRFLOW__CORE__LOAD_EXAMPLES=False

@@ -14,6 +14,7 @@ new one; until then, or if it cannot be built, the JVMs simply start without it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -59,6 +60,8 @@ def archive_path(settings: Settings) -> Path:
 
 def java_options(settings: Settings) -> str:
     """The driver JVM options that use the archive, or nothing while there is none."""
+    if not settings.spark.class_archive:
+        return ""
     try:
         archive = archive_path(settings)
     except (K2Error, OSError):  # jars not resolved yet: the JVM's own start will say so
@@ -69,23 +72,29 @@ def java_options(settings: Settings) -> str:
 def ensure_class_archive(settings: Settings) -> Path | None:
     """The archive for this JDK, pyspark and class path, built now if missing (30-60 s); None
     when it cannot be built (logged with the cause: K2 runs as well without it, only slower)."""
+    if not settings.spark.class_archive:
+        return None
     archive = archive_path(settings)
     if archive.is_file():
         return archive
-    archive.parent.mkdir(parents=True, exist_ok=True)
     partial = archive.with_name(f"{archive.name}.{os.getpid()}.partial")
     log.info("class_archive.building", archive=str(archive), expected="30-60 s, once per JDK and pyspark")
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="k2-class-archive-") as work:
-        result = _train(settings, Path(work), partial)
+    try:
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="k2-class-archive-") as work:
+            result = _train(settings, Path(work), partial)
+    except OSError as exc:  # a jars directory this user cannot write, say
+        result = subprocess.CompletedProcess([], -1, str(exc), "")
     if result.returncode != 0 or not partial.is_file():
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            partial.unlink()
         log.warning(
             "class_archive.not_built",
             returncode=result.returncode,
             output=result.stdout[-1500:],
             consequence="Spark JVMs start without it, about 30% more CPU each",
-            fix="run `k2 jars` again; JDK 13+ is needed",
+            fix="run `k2 jars` again (JDK 13+, a writable K2_JARS_DIR), or set K2_SPARK_CLASS_ARCHIVE=false",
         )
         return None
     partial.replace(archive)

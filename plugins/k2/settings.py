@@ -217,6 +217,11 @@ class SparkSettings(Section):
         "files); hadoop, Hadoop's own.",
         choices=("nio", "hadoop"),
     )
+    class_archive: bool = setting(
+        True,
+        "Build (`k2 jars`, `k2 up`) and use a class-data sharing archive of the classes Spark's driver JVMs load at "
+        "start; false: JVMs start without it (for an image whose runtime JDK differs from the one building it).",
+    )
     cores_max: int = setting(
         0,
         "spark.cores.max of the batch and maintenance jobs on a Spark cluster (one Spark Connect server, or each "

@@ -268,6 +268,9 @@ def test_the_wheel_carries_everything_and_nothing_comes_from_the_checkout(instal
     jars = installation.run("k2", "jars", timeout=600).stdout
     assert f"{installation.env['K2_JARS_DIR']}/kafka-broker" in jars
     assert len(list(Path(installation.env["K2_JARS_DIR"], "spark-connectors").glob("*.jar"))) >= 5
+    # and the Spark JVMs' class archive, trained by the installed spark_jobs/class_archive.py
+    archives = list(Path(installation.env["K2_JARS_DIR"], "class-archive").glob("spark-*.jsa"))
+    assert len(archives) == 1 and str(archives[0]) in jars, jars
 
 
 def test_the_installed_dags_import_cleanly(installation: Installation, tmp_path: Path) -> None:

@@ -71,3 +71,21 @@ def test_a_new_archive_replaces_its_installations_old_ones(archive: Path, monkey
     monkeypatch.setattr(class_archive, "_train", built)
     assert class_archive.ensure_class_archive(Settings.from_env({})) == archive
     assert sorted(archive.parent.iterdir()) == [archive, other_installation]
+
+
+def test_switched_off_nothing_is_built_or_used(archive: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive.parent.mkdir()
+    archive.write_bytes(b"archive")
+    monkeypatch.setattr(class_archive, "_train", lambda *_: pytest.fail("built although switched off"))
+    settings = Settings.from_env({"K2_SPARK_CLASS_ARCHIVE": "false"})
+    assert class_archive.ensure_class_archive(settings) is None
+    assert "SharedArchiveFile" not in server_conf(settings, "k2-test")["spark.driver.extraJavaOptions"]
+
+
+def test_a_jars_directory_it_cannot_write_is_logged_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocked = tmp_path / "read-only" / "class-archive" / "spark-venv-new.jsa"
+    (tmp_path / "read-only").write_text("a file where the directory would be")
+    monkeypatch.setattr(class_archive, "archive_path", lambda _settings: blocked)
+    with capture_logs() as logs:
+        assert class_archive.ensure_class_archive(Settings.from_env({})) is None
+    assert [entry["event"] for entry in logs][-1] == "class_archive.not_built"
