@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -245,11 +244,10 @@ def assert_secrets_kept(home: Path, outputs: list[subprocess.CompletedProcess]) 
 
 
 def test_jars_is_a_fast_no_op_when_resolved(jars) -> None:
-    # Maven is made unreachable: an up-to-date resolution must not need it
-    started = time.monotonic()
+    # Maven is made unreachable: an up-to-date resolution must not need it, nor build the class archive
     result = run_k2("jars", env={"K2_MAVEN": "/nonexistent/mvn"})
     assert result.returncode == 0, result.stderr
-    assert time.monotonic() - started < 10
+    assert "class_archive.building" not in result.stderr
     assert "spark-connectors" in result.stdout
 
 
