@@ -35,14 +35,19 @@ def pools(env: dict[str, str], cwd: Path) -> dict[str, int]:
     return {p["pool"]: int(p["slots"]) for p in json.loads(listed.stdout)}
 
 
-@pytest.mark.timeout(300)
-def test_init_creates_and_aligns_pools_and_variables_idempotently(tmp_path: Path) -> None:
-    env = {
+def fresh_airflow(tmp_path: Path) -> dict[str, str]:
+    """An environment naming an Airflow and a K2 state directory of their own, nothing of the caller's."""
+    return {
         **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "K2_"))},
         "AIRFLOW_HOME": str(tmp_path / "airflow"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "K2_HOME": str(tmp_path / "k2"),
     }
+
+
+@pytest.mark.timeout(300)
+def test_init_creates_and_aligns_pools_and_variables_idempotently(tmp_path: Path) -> None:
+    env = fresh_airflow(tmp_path)
     refused = run("k2", "airflow", "init", env=env, cwd=tmp_path)
     assert refused.returncode == 2
     assert "cannot write to Airflow's metadata database sqlite:///" in refused.stderr
@@ -89,12 +94,7 @@ def test_init_creates_and_aligns_pools_and_variables_idempotently(tmp_path: Path
 @pytest.mark.timeout(300)
 def test_init_with_migrate_prepares_a_new_database_in_one_process(tmp_path: Path) -> None:
     # what `k2 up` runs: `airflow db migrate` and the init in one process
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "K2_"))},
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "K2_HOME": str(tmp_path / "k2"),
-    }
+    env = fresh_airflow(tmp_path)
     prepared = run("k2", "airflow", "init", "--migrate", env=env, cwd=tmp_path)
     assert prepared.returncode == 0, prepared.stderr[-2000:]
     assert rows(prepared.stdout)[("pool", "k2_spark")] == "created"
