@@ -206,7 +206,10 @@ class AirflowServices:
             )
         if migrate and (db_file := airflow_sqlite.database_file(self.settings.airflow.db_uri)):
             log.info("airflow.sqlite", journal_mode=airflow_sqlite.use_wal(db_file))
-        rows = result.stdout.strip().splitlines()[2:]  # below the table's header and rule
+        # the table's rows, below its header and rule (`airflow db migrate` may print before it)
+        lines = result.stdout.strip().splitlines()
+        header = next((i for i, line in enumerate(lines) if line.split()[:3] == ["kind", "name", "action"]), 0)
+        rows = lines[header + 2 :]
         log.info("airflow.initialised", report="; ".join(" ".join(row.split()) for row in rows))
 
     def wait_ready(self, timeout_s: float) -> None:
