@@ -367,11 +367,11 @@ def cmd_airflow(settings: Settings, args: argparse.Namespace) -> int:
 
         print(DAGS_DIR)
         return 0
-    from k2.airflow.install import init_airflow, migrate_database
+    from k2.airflow.install import INIT_COLUMNS, init_airflow, migrate_database
 
     if args.migrate:
         migrate_database()
-    print_table(("kind", "name", "action", "detail"), init_airflow(settings))
+    print_table(INIT_COLUMNS, init_airflow(settings))
     return 0
 
 

@@ -21,6 +21,8 @@ from k2.errors import K2Error
 from k2.monitoring.thresholds import VARIABLE_KEY as THRESHOLDS_VARIABLE
 from k2.settings import Settings, mask_secret
 
+INIT_COLUMNS = ("kind", "name", "action", "detail")  # `k2 airflow init`'s table, read back by k2 up
+
 
 @dataclass(frozen=True)
 class PoolSpec:

@@ -25,6 +25,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from k2.airflow.install import INIT_COLUMNS
 from k2.errors import K2Error
 from k2.log import get_logger
 from k2.private import private_dir, restrict_file, write_private
@@ -208,7 +209,7 @@ class AirflowServices:
             log.info("airflow.sqlite", journal_mode=airflow_sqlite.use_wal(db_file))
         # the table's rows, below its header and rule (`airflow db migrate` may print before it)
         lines = result.stdout.strip().splitlines()
-        header = next((i for i, line in enumerate(lines) if line.split()[:3] == ["kind", "name", "action"]), 0)
+        header = next((i for i, line in enumerate(lines) if tuple(line.split()) == INIT_COLUMNS), 0)
         rows = lines[header + 2 :]
         log.info("airflow.initialised", report="; ".join(" ".join(row.split()) for row in rows))
 
