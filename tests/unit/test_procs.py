@@ -3,7 +3,9 @@ file whose pid now names another process is stale."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -87,6 +89,41 @@ def test_a_pid_file_older_than_its_process_is_stale_and_stopping_it_signals_nobo
         assert procs.running_pid(pid_file) is None
         assert procs.stop(pid_file, timeout_s=2) is False
         assert stranger.poll() is None and not pid_file.exists()  # left running; the stale file gone
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_clock_jump_does_not_make_a_live_service_a_stranger(tmp_path: Path) -> None:
+    # after a host suspend and resume psutil's create_time moves past the pid file's mtime; the start
+    # ticks spawn() records still name the service, so `k2 down` stops it rather than calling it gone
+    pid_file = tmp_path / "svc.pid"
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    pid = procs.spawn(sleeper, pid_file=pid_file, log_file=tmp_path / "svc.log")
+    try:
+        written_before = psutil.Process(pid).create_time() - 3600
+        os.utime(pid_file, (written_before, written_before))
+        assert procs.running_pid(pid_file) == pid
+        assert procs.stop(pid_file, timeout_s=5) is True
+        wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_pid_file_whose_start_ticks_differ_names_a_stranger(tmp_path: Path) -> None:
+    # the pid was reused: same number, another process (its start ticks are not the recorded ones)
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        pid_file = tmp_path / "svc.pid"
+        procs.write_pid_file(pid_file, stranger.pid)
+        assert procs.running_pid(pid_file) == stranger.pid
+        ticks = procs.start_ticks(stranger.pid)
+        assert ticks is not None
+        pid_file.write_text(f"{stranger.pid}\n{ticks - 100}\n")
+        assert procs.running_pid(pid_file) is None
+        assert procs.stop(pid_file, timeout_s=2) is False
+        assert stranger.poll() is None and not pid_file.exists()
     finally:
         stranger.kill()
         stranger.wait()

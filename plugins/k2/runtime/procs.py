@@ -46,7 +46,7 @@ def log_tail(*paths: Path, lines: int = 20) -> str:
     return "\n".join(tail[-lines:]) or "(no log output)"
 
 
-# psutil derives a process's creation time from the boot time, which Linux gives in whole seconds
+# for pid files without start ticks: psutil derives a creation time from the boot time, in whole seconds
 PID_CLOCK_SLACK_S = 2.0
 
 
@@ -65,23 +65,48 @@ def spawn(cmd: list[str], *, pid_file: Path, log_file: Path, env: dict[str, str]
             start_new_session=True,
             preexec_fn=lower_priority(nice) if nice else None,
         )
-    pid_file.write_text(str(proc.pid))
+    write_pid_file(pid_file, proc.pid)
     return proc.pid
+
+
+def write_pid_file(pid_file: Path, pid: int) -> None:
+    """The pid on the first line (what `kill $(head -1 FILE)` needs), then the process's start time in
+    clock ticks since boot: with the pid, an identity no reboot, pid reuse or clock jump can fake."""
+    ticks = start_ticks(pid)
+    pid_file.write_text(f"{pid}\n{ticks}\n" if ticks is not None else f"{pid}\n")
+
+
+def start_ticks(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (after the parenthesised command name, which may hold spaces);
+    None off Linux or once the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def running_pid(pid_file: Path) -> int | None:
     """The pid in ``pid_file`` if that process is alive (zombies count as gone) and is the one the
     file was written for. A pid file outlives a reboot or a container restart, whose processes
-    reuse low pids: a process created after the file was written is another one, and stopping
-    "it" would signal a stranger's whole session."""
+    reuse low pids: stopping "its" process would then signal a stranger's whole session.
+
+    Identity is the start ticks the file records. Wall-clock times cannot decide it: psutil's
+    ``create_time`` is boot time + ticks, and a suspended and resumed host (VM pause, laptop sleep)
+    moves the boot time forward, so every long-running process would look newer than its own file
+    (`k2 down` once left a whole stack running that way). Only files without ticks (written by an
+    older K2) fall back to that comparison."""
     try:
-        written = pid_file.stat().st_mtime
-        pid = int(pid_file.read_text().strip())
+        lines = pid_file.read_text().split()
+        pid = int(lines[0])
         proc = psutil.Process(pid)
-        if proc.create_time() > written + PID_CLOCK_SLACK_S:
+        if len(lines) > 1:
+            if start_ticks(pid) != int(lines[1]):
+                return None
+        elif proc.create_time() > pid_file.stat().st_mtime + PID_CLOCK_SLACK_S:
             return None
         return pid if proc.status() != psutil.STATUS_ZOMBIE else None
-    except (OSError, ValueError, psutil.Error):
+    except (OSError, ValueError, IndexError, psutil.Error):
         return None
 
 
