@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from k2.errors import K2Error
+from k2.runtime import procs
 from k2.runtime.postgres import LocalPostgres, find_bin_dir
 from k2.settings import Settings
 from tests.helpers import free_port
@@ -100,7 +101,7 @@ def test_a_server_whose_command_line_reads_empty_mid_exec_is_waited_for_not_call
     stand_in = subprocess.Popen(["sleep", "60"])  # alive, its command line not naming the data dir
     try:
         server.pid_file.parent.mkdir(parents=True, exist_ok=True)
-        server.pid_file.write_text(str(stand_in.pid))
+        procs.write_pid_file(server.pid_file, stand_in.pid)
         assert server.pid() is None  # what the reuse check makes of it
         with pytest.raises(K2Error, match="did not accept connections"):
             server._wait_ready(timeout_s=1.0)

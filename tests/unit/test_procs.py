@@ -136,7 +136,7 @@ def test_a_pid_is_owned_only_by_the_process_whose_command_line_names_it(tmp_path
     service = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(60)", str(state)])
     try:
         pid_file = tmp_path / "svc.pid"
-        pid_file.write_text(str(service.pid))
+        procs.write_pid_file(pid_file, service.pid)
         assert procs.owned_pid(pid_file, "time.sleep", str(state)) == service.pid
         assert procs.owned_pid(pid_file, "time.sleep", str(tmp_path / "other-home")) is None
         assert procs.owned_pid(pid_file, "SparkConnectServer", str(state)) is None

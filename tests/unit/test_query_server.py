@@ -29,7 +29,7 @@ from k2.query.live.boundary import Processed
 from k2.query.live.follower import JUDGE_AT, JUDGE_EVERY_S, Followers, judging_due
 from k2.query.live.store import LiveStore, _may_hold_events
 from k2.query.sources import RECORD_SCHEMA, from_messages, sql_time
-from k2.runtime import stack
+from k2.runtime import procs, stack
 from k2.settings import Settings
 
 UTC = dt.UTC
@@ -339,7 +339,7 @@ def test_a_query_restarts_a_server_that_died_but_not_one_k2_down_stopped(tmp_pat
     assert stack.revive_query_server(settings) and started == [settings]
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        pid_file.write_text(str(live.pid))  # written once it started, as `k2 up` writes it
+        procs.write_pid_file(pid_file, live.pid)  # written once it started, as `k2 up` writes it
         monkeypatch.setattr(stack, "REVIVE_AFTER_S", 0.0)  # however long ago that was
         assert not stack.revive_query_server(settings) and len(started) == 1  # running: left alone
     finally:

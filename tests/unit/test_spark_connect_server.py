@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from k2.runtime import procs
 from k2.runtime.spark_connect import HOME_CONF, PORT_CONF, SERVER_CLASS, LocalSparkConnectServer
 from k2.settings import Settings
 from tests.helpers import wait_for
@@ -57,7 +58,7 @@ def test_this_directorys_server_on_another_port_is_stopped_before_a_new_one_star
     spawned: list[int] = []
     connect = server(tmp_path, monkeypatch, spawned)
     old = stand_in(stand_ins, tmp_path, PORT + 1)  # started before K2_SPARK_CONNECT_PORT changed
-    connect.pid_file.write_text(str(old.pid))
+    procs.write_pid_file(connect.pid_file, old.pid)
     assert not connect.status().running  # not on the configured port
     connect.start_in_background()
     wait_for(lambda: gone(old), 30, "the server on the old port to stop")
@@ -69,7 +70,7 @@ def test_down_stops_this_directorys_server_on_another_port(
 ) -> None:
     connect = server(tmp_path, monkeypatch, [])
     old = stand_in(stand_ins, tmp_path, PORT + 1)
-    connect.pid_file.write_text(str(old.pid))
+    procs.write_pid_file(connect.pid_file, old.pid)
     assert connect.stop()
     wait_for(lambda: gone(old), 30, "the server on the old port to stop")
 
@@ -80,7 +81,7 @@ def test_another_directorys_server_is_left_alone(
     spawned: list[int] = []
     connect = server(tmp_path / "mine", monkeypatch, spawned)
     theirs = stand_in(stand_ins, tmp_path / "theirs", PORT + 1)
-    connect.pid_file.write_text(str(theirs.pid))  # a stale pid file whose pid now is another server
+    procs.write_pid_file(connect.pid_file, theirs.pid)  # a stale pid file whose pid now is another server
     connect.start_in_background()
     assert spawned == [1] and not connect.stop()
     assert psutil.Process(theirs.pid).is_running() and not gone(theirs)
