@@ -7,9 +7,11 @@ from decimal import Decimal as D
 
 import pytest
 
+from k2.lake.names import qualified
+from k2.lake.tables import all_tables
 from k2.medallion.interval import Interval
 from k2.medallion.job import quality_gate, run
-from k2.medallion.silver import SilverAccountingError
+from k2.medallion.silver import SilverAccountingError, rehearse
 from k2.quality import QualityGateFailed
 from tests.integration.medallion_fixtures import at, binance, kraken, naive, own_lake, table_rows, write_bronze
 
@@ -262,6 +264,19 @@ def test_critical_quality_failure_blocks_gold(spark, lake) -> None:
     assert "gold_1m.binance" in message and "volume_base" in message and "nothing was published" in message
     assert {t: spark.sql(f"SELECT count(*) FROM {t}.snapshots").first()[0] for t in gold_tables} == snapshots
     assert spark.table(gold_tables[0]).count() == 0
+
+
+def test_the_silver_rehearsal_runs_every_step_and_writes_nothing(spark, lake) -> None:
+    # the Spark Connect warm-up rehearses Silver on live rows (k2.runtime.spark_connect.warm_up)
+    def snapshots() -> dict[str, int]:
+        tables = [qualified(lake.lake.catalog_name, t.identifier) for t in all_tables(lake)]
+        return {t: spark.sql(f"SELECT count(*) FROM {t}.snapshots").first()[0] for t in tables}
+
+    before = snapshots()
+    for interval in (H10, KRAKEN_H10):
+        rehearse(spark, lake, interval)
+    assert snapshots() == before
+    assert table_rows(spark, lake, "silver.trades") == []
 
 
 def test_empty_interval_is_known_from_metadata_alone(lake) -> None:

@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 
 from k2.lake.names import BAR_WIDTHS_S
 from k2.lake.tables import gold_table
+from k2.medallion.lakeio import held_locally
 from k2.medallion.transforms.gold import bar_start, minute_bars, roll_up, vwap
 from tests.spark.frames import MONEY_TYPE, TRADE_SCHEMA, UTC, at, micros, trade, utc
 
@@ -207,6 +208,21 @@ def test_bars_equal_aggregating_the_trades_directly(random_minutes: tuple[list[t
     if width == "1m":  # single trades are complete, most minutes of random ids not
         assert {r.complete for r in rows} == {True, False}
     assert all(utc(r.bar_end) - utc(r.bar_start) == dt.timedelta(seconds=BAR_WIDTHS_S[width]) for r in rows)
+
+
+def test_widths_held_in_one_job_are_each_widths_own_rows(
+    spark: SparkSession, random_minutes: tuple[list[tuple], DataFrame]
+) -> None:
+    # Gold holds its coarser widths' bars with one Spark job (k2.medallion.lakeio.held_locally)
+    _, minute = random_minutes
+    frames = {width: roll_up(minute, width, F.lit(COMPUTED_AT)) for width in list(BAR_WIDTHS_S)[1:]}
+    held = held_locally(spark, frames)
+    assert list(held) == list(frames)
+    for width, frame in frames.items():
+        expected = sorted(tuple(r) for r in frame.collect())
+        assert held[width].rows.num_rows == len(expected) > 0
+        assert sorted(tuple(r) for r in held[width].frame.collect()) == expected
+        assert held[width].frame.schema == frame.schema
 
 
 # Ids 7..12 of BTC-USDT over three minutes, 10 missing; "x1" is an id that is no integer (ETH-USDT)

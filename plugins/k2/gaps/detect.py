@@ -141,12 +141,24 @@ def reconcile(found: DataFrame, recorded_open: DataFrame, now: Column) -> DataFr
 def record_gaps(spark, settings, exchange: str, span: tuple | None) -> tuple[int, int]:
     """Finds the gaps around the interval's trades (event-time ``span``, the Silver run's valid span)
     and merges them into ``ops.trade_gaps``; returns (open gaps found, gaps closed now)."""
+    from k2.lake.names import TRADE_GAPS_ID, qualified
+
+    if span is None:
+        return 0, 0
+    rows = gaps_around(spark, settings, exchange, span)
+    opened, closed = gap_counts(rows)
+    if opened or closed:  # no gap around the interval: nothing to commit
+        merge_gaps(spark, rows, qualified(settings.lake.catalog_name, TRADE_GAPS_ID))
+    return opened, closed
+
+
+def gaps_around(spark, settings, exchange: str, span: tuple) -> DataFrame:
+    """The gaps found around ``span`` reconciled with those recorded (new, changed, closed), computed
+    once; reads only."""
     from pyspark.sql import functions as F
 
     from k2.lake.names import CONNECTION_EVENTS_ID, SILVER_TRADES_ID, TRADE_GAPS_ID, qualified
 
-    if span is None:
-        return 0, 0
     catalog = settings.lake.catalog_name
     window = dt.timedelta(seconds=settings.batch.gaps_neighbour_window_s)
     lo, hi = span[0] - window, span[1] + window
@@ -166,13 +178,17 @@ def record_gaps(spark, settings, exchange: str, span: tuple | None) -> tuple[int
         & (F.col("after_time") >= F.lit(lo))
         & (F.col("before_time") <= F.lit(hi))
     )
-    rows = reconcile(found, recorded, F.current_timestamp()).localCheckpoint()  # computed once
+    return reconcile(found, recorded, F.current_timestamp()).localCheckpoint()
+
+
+def gap_counts(rows: DataFrame) -> tuple[int, int]:
+    """(open, closed) among reconciled gap rows."""
+    from pyspark.sql import functions as F
+
     counts = rows.agg(
         F.count_if(F.col("closed_at").isNull()).alias("open"),
         F.count_if(F.col("closed_at").isNotNull()).alias("closed"),
     ).first()
-    if counts["open"] or counts["closed"]:  # no gap around the interval: nothing to commit
-        merge_gaps(spark, rows, qualified(catalog, TRADE_GAPS_ID))
     return counts["open"], counts["closed"]
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from k2.lake.names import GOLD_INTERVAL_NAMES, qualified
 from k2.lake.tables import SILVER_TRADES, gold_table
 from k2.medallion.interval import Interval
-from k2.medallion.lakeio import between, held_locally, merge_bars
+from k2.medallion.lakeio import Held, between, held_locally, merge_bars
 from k2.medallion.reports import GoldReport, timed
 from k2.settings import LakeSettings, Settings
 
@@ -55,10 +55,11 @@ def touched_minutes(silver: DataFrame, interval: Interval) -> list:
 
 def recompute_bars(
     spark: SparkSession, lake: LakeSettings, interval: Interval, silver: DataFrame, touched: list, now: Column
-) -> dict[str, DataFrame]:
+) -> dict[str, Held]:
     """Every bar of every width that holds a touched minute, held in the driver (bars are small: they
     feed the roll-ups, the gates and the MERGE, which cannot plan a source that still reads other
-    Iceberg tables through a cached relation)."""
+    Iceberg tables through a cached relation): the 1m bars in one Spark job, the coarser widths,
+    rolled up from them, in another."""
     from pyspark.sql import functions as F
 
     from k2.medallion.transforms.gold import BAR_KEY, INTERVAL_SECONDS, bar_start, minute_bars, roll_up
@@ -72,8 +73,9 @@ def recompute_bars(
         .join(F.broadcast(keys_1m.withColumnRenamed("bar_start", "_bar")), ["exchange", "symbol", "_bar"], "left_semi")
         .drop("_bar")
     )
-    bars = {"1m": held_locally(spark, minute_bars(trades, now))}
+    bars = held_locally(spark, {"1m": minute_bars(trades, now)})
     gold_1m = spark.table(qualified(lake.catalog_name, gold_table("1m").identifier))
+    coarser = {}
     for name in GOLD_INTERVAL_NAMES[1:]:
         seconds = INTERVAL_SECONDS[name]
         first = floor_time(lo, dt.timedelta(seconds=seconds))
@@ -83,31 +85,31 @@ def recompute_bars(
             (F.col("exchange") == interval.exchange)
             & (F.col("bar_start") >= F.lit(first))
             & (F.col("bar_start") < F.lit(hi + dt.timedelta(seconds=seconds)))
-        ).join(bars["1m"].select(*BAR_KEY), list(BAR_KEY), "left_anti")
+        ).join(bars["1m"].frame.select(*BAR_KEY), list(BAR_KEY), "left_anti")
         minutes = (
-            others.unionByName(bars["1m"])
+            others.unionByName(bars["1m"].frame)
             .withColumn("_bar", bar_start(F.col("bar_start"), name))
             .join(F.broadcast(coarse), ["exchange", "symbol", "_bar"], "left_semi")
             .drop("_bar")
         )
-        bars[name] = held_locally(spark, roll_up(minutes, name, now))
-    return bars
+        coarser[name] = roll_up(minutes, name, now)
+    return bars | held_locally(spark, coarser)  # the roll-ups in one job
 
 
 def publish(
-    spark: SparkSession, lake: LakeSettings, exchange: str, bars: dict[str, DataFrame], touched: list
+    spark: SparkSession, lake: LakeSettings, exchange: str, bars: dict[str, Held], touched: list
 ) -> dict[str, int]:
     """MERGE each width's bars into its table; returns bars per width."""
     from k2.medallion.transforms.gold import BAR_KEY, INTERVAL_SECONDS, MEASURES
 
     lo, hi = span_of(touched)
     counts = {}
-    for name, frame in bars.items():
-        counts[name] = frame.count()
+    for name, held in bars.items():
+        counts[name] = held.rows.num_rows
         width = dt.timedelta(seconds=INTERVAL_SECONDS[name])
         merge_bars(
             spark,
-            frame,
+            held.frame,
             qualified(lake.catalog_name, gold_table(name).identifier),
             exchange,
             (floor_time(lo, width), hi + width),
@@ -132,8 +134,8 @@ def run_gold(spark: SparkSession, settings: Settings, interval: Interval, gate: 
     with timed(steps, "recompute"):
         bars = recompute_bars(spark, settings.lake, interval, silver, touched, F.current_timestamp())
     with timed(steps, "gates"):
-        for name, frame in bars.items():  # every gate passes before any bar is published
-            report.quality[name] = gate(f"gold_{name}", frame, interval)
+        for name, held in bars.items():  # every gate passes before any bar is published
+            report.quality[name] = gate(f"gold_{name}", held.rows, interval)
     with timed(steps, "merge"):
         report.bars = publish(spark, settings.lake, interval.exchange, bars, touched)
     return report

@@ -21,20 +21,27 @@ from k2.reports import EXIT_FAILED_FOR_GOOD, JobFailure
 from k2.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
     from k2.medallion.coverage import Piece
 
 log = get_logger("k2.medallion")
 
-# (layer, frame about to be written, interval) -> the gate's summary; raises to publish nothing
-Gate = Callable[[str, "DataFrame", Interval], dict[str, Any]]
+# (layer, frame about to be written or the Arrow rows of a small one, interval) -> the gate's
+# summary; raises to publish nothing
+Gate = Callable[[str, "DataFrame | pa.Table", Interval], dict[str, Any]]
 
 
 def quality_gate(settings: Settings) -> Gate:
-    def gate(layer: str, frame: DataFrame, interval: Interval) -> dict[str, Any]:
+    """The gate of a batch task; GX starts importing now, behind the task's first Spark work."""
+    from k2.quality import preload
+
+    preload()
+
+    def gate(layer: str, frame: DataFrame | pa.Table, interval: Interval) -> dict[str, Any]:
         """GX reads the frame once per metric, and the caller then publishes it or parses it: callers
-        pass frames computed once (k2.medallion.lakeio.materialize)."""
+        pass frames computed once (k2.medallion.lakeio.materialize) or rows held in the driver."""
         from k2.monitoring.alerts import send_alert
         from k2.quality import enforce, validate
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import Column, DataFrame, SparkSession
 
 
@@ -33,12 +35,38 @@ def materialize(frame: DataFrame) -> DataFrame:
     return frame.localCheckpoint(eager=True, storageLevel=StorageLevel.DISK_ONLY)
 
 
-def held_locally(spark: SparkSession, frame: DataFrame) -> DataFrame:
-    """A small ``frame`` (Gold bars) computed once and held by the driver as a local relation: the
-    roll-ups, the gate and the MERGE then read it without a Spark job each, and without the block
+HELD_TAG = "_k2_frame"  # which frame of ``held_locally``'s union a row belongs to
+
+
+@dataclass(frozen=True)
+class Held:
+    """A small frame's rows, computed once and held by the driver, and a DataFrame over them (a
+    local relation): the roll-ups and the MERGE read the frame without a Spark job each, the gate
+    and the counts read the rows without a round trip to the server."""
+
+    rows: pa.Table
+    frame: DataFrame
+
+
+def held_locally(spark: SparkSession, frames: dict[str, DataFrame]) -> dict[str, Held]:
+    """Small frames of one schema (Gold bars of several widths) computed in one Spark job, not one
+    each (on small bars a job's cost is mostly fixed), and held by the driver, without the block
     storage of a checkpoint (measured on an hour of 100 trades: Gold's four localCheckpoints took
     4.1 s of its 15.4 s)."""
-    return spark.createDataFrame(frame.toArrow(), schema=frame.schema)
+    from functools import reduce
+
+    import pyarrow.compute as pc
+    from pyspark.sql import functions as F
+
+    tagged = [frame.withColumn(HELD_TAG, F.lit(name)) for name, frame in frames.items()]
+    union = reduce(lambda a, b: a.unionByName(b), tagged)
+    schema = union.drop(HELD_TAG).schema
+    rows = union.toArrow()
+    held = {}
+    for name in frames:
+        part = rows.filter(pc.equal(rows[HELD_TAG], name)).drop_columns([HELD_TAG])
+        held[name] = Held(part, spark.createDataFrame(part, schema=schema))
+    return held
 
 
 def append(frame: DataFrame, table: str) -> None:

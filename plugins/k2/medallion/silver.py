@@ -257,6 +257,21 @@ def run_silver(spark: SparkSession, settings: Settings, interval: Interval, gate
     return report
 
 
+def rehearse(spark: SparkSession, settings: Settings, interval: Interval) -> None:
+    """Silver's reads and transforms over the interval's Bronze rows, writing nothing: the Spark
+    Connect server loads, analyses and compiles each plan's classes once, before the first task
+    needs them (k2.runtime.spark_connect.warm_up). `k2 up`'s first Silver task paid about 20 s more
+    than the next one on as many rows (classify 8.6 s against 3.3 s, gaps 6.0 against 2.7)."""
+    from k2.gaps.detect import gap_counts, gaps_around
+    from k2.medallion.transforms.events import to_connection_events
+
+    exchange = get_exchange(interval.exchange)
+    events, rest = split_connection_events(read_bronze(spark, settings.lake, exchange, interval))
+    to_connection_events(events, exchange.name).count()
+    accounting = account(classify_items(settings, exchange, rest))
+    gap_counts(gaps_around(spark, settings, exchange.name, accounting.valid_span or (interval.start, interval.end)))
+
+
 def split_connection_events(bronze: DataFrame) -> tuple[DataFrame, DataFrame]:
     """(connection events, every other row): events go to ``ops.connection_events``, never into the
     trades or the dead letters (k2.feeds.events)."""
