@@ -71,7 +71,8 @@ def spawn(cmd: list[str], *, pid_file: Path, log_file: Path, env: dict[str, str]
 
 def write_pid_file(pid_file: Path, pid: int) -> None:
     """The pid on the first line (what `kill $(head -1 FILE)` needs), then the process's start time in
-    clock ticks since boot: with the pid, an identity no reboot, pid reuse or clock jump can fake."""
+    clock ticks since boot: with the pid, an identity a clock jump cannot move, and that a reused pid
+    (after a reboot or a container restart) would have to match to the tick."""
     ticks = start_ticks(pid)
     pid_file.write_text(f"{pid}\n{ticks}\n" if ticks is not None else f"{pid}\n")
 
