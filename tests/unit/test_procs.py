@@ -133,13 +133,14 @@ def test_a_pid_is_owned_only_by_the_process_whose_command_line_names_it(tmp_path
     # a pid file names a live process started after it was written, but another program or another
     # state directory's: not this service's, whatever the pid
     state = tmp_path / "home"
-    service = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(60)", str(state)])
+    pid_file = tmp_path / "svc.pid"
+    sleeper = [sys.executable, "-c", "import time, sys; time.sleep(60)", str(state)]
+    # spawn returns once the program's command line is readable (it is empty for a moment after exec)
+    pid = procs.spawn(sleeper, pid_file=pid_file, log_file=tmp_path / "svc.log")
     try:
-        pid_file = tmp_path / "svc.pid"
-        procs.write_pid_file(pid_file, service.pid)
-        assert procs.owned_pid(pid_file, "time.sleep", str(state)) == service.pid
+        assert procs.owned_pid(pid_file, "time.sleep", str(state)) == pid
         assert procs.owned_pid(pid_file, "time.sleep", str(tmp_path / "other-home")) is None
         assert procs.owned_pid(pid_file, "SparkConnectServer", str(state)) is None
     finally:
-        service.kill()
-        service.wait()
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
