@@ -85,25 +85,3 @@ def test_status_shows_the_embedded_postgres_the_broker_and_each_worker_without_p
     assert LocalPostgres(settings).password() not in text
     plain = Settings.from_env({}, home=tmp_path / "plain")
     assert postgres_rows(plain) == [] and celery_rows(plain) == []
-
-
-def test_the_components_that_fork_tasks_run_airflow_with_the_task_modules_imported(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    from k2.runtime.airflow import PRELOADED
-
-    airflow = AirflowServices(_celery(tmp_path))
-    forking = {name for name in airflow.components if airflow._command(name)[:3] == list(PRELOADED)}
-    assert forking == {"scheduler", "celery-worker-1", "celery-worker-2", "celery-worker-3"}
-    # the preloading entry point hands its arguments to Airflow's own CLI, modules imported first
-    entry = "k2.runtime.airflow_preload"
-    probe = f"import runpy, sys; sys.argv = ['x', 'version']; runpy.run_module('{entry}', run_name='__main__')"
-    shown = subprocess.run(
-        [sys.executable, "-c", f"{probe}; print('great_expectations' in sys.modules)"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert shown.returncode == 0, shown.stderr[-2000:]
-    import airflow as airflow_package
-
-    assert shown.stdout.split() == [airflow_package.__version__, "True"]

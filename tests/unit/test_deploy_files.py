@@ -129,8 +129,7 @@ def test_services_start_in_order(rendered) -> None:
     for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
         assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
     assert "mc mb --ignore-existing k2/k2-lake" in " ".join(services["minio-init"]["command"])
-    # the scheduler forks the tasks: started as `k2 up` starts it, Great Expectations imported first
-    assert services["airflow-scheduler"]["command"] == ["python", "-m", "k2.runtime.airflow_preload", "scheduler"]
+    assert services["airflow-scheduler"]["command"] == ["airflow", "scheduler"]
 
 
 def test_secrets_come_from_the_env_file_only(rendered) -> None:

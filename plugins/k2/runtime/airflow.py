@@ -304,22 +304,16 @@ class AirflowServices:
     def _command(self, name: str) -> list[str]:
         if name == LOG_SERVER:
             return [sys.executable, "-m", "k2.runtime.airflow_logs"]
-        if name == "scheduler":  # forks the tasks with the LocalExecutor
-            return [*PRELOADED, name, "--skip-serve-logs"]  # logs served by LOG_SERVER on loopback
-        if name == "triggerer":
+        if name in ("scheduler", "triggerer"):  # logs served by LOG_SERVER on loopback
             return [self._airflow(), name, "--skip-serve-logs"]
         if name.startswith(CELERY_WORKER):
-            return [*PRELOADED, "celery", "worker", "--celery-hostname", worker_hostname(name),
+            return [self._airflow(), "celery", "worker", "--celery-hostname", worker_hostname(name),
                     "--concurrency", str(self.settings.airflow.celery_concurrency), "--skip-serve-logs",
                     "--without-gossip", "--without-mingle"]  # fmt: skip
         return [self._airflow(), name]
 
     def _airflow(self) -> str:
         return str(Path(sys.executable).parent / "airflow")
-
-
-# an Airflow command with K2's task modules imported before it forks its tasks
-PRELOADED = (sys.executable, "-m", "k2.runtime.airflow_preload")
 
 
 def worker_hostname(component: str) -> str:
