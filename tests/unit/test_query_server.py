@@ -391,3 +391,29 @@ def test_status_shows_each_store_and_its_judging_rounds() -> None:
     assert _query_feed("kraken", starting) == (
         "kraken: 12,345 judged trades, catching up, answered without it: following failed"
     )
+
+
+def test_the_objects_a_judging_round_holds_start_no_garbage_collection() -> None:
+    """In a process of its own: `collect_less` changes the interpreter's collector for good."""
+    code = """
+import gc
+from k2.query.live.follower import JUDGE_AT
+from k2.query.live.server import collect_less
+
+started = []
+gc.callbacks.append(lambda phase, info: started.append(info["generation"]) if phase == "start" else None)
+
+def a_round():
+    started.clear()
+    held = [[offset] for offset in range(2 * JUDGE_AT)]  # GC-tracked, as Kafka messages are
+    del held
+    return len(started)
+
+before = a_round()
+collect_less()
+print(before, a_round(), gc.get_freeze_count() > 0)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    before, after, frozen = out.stdout.split()
+    assert int(before) > 0  # Python's defaults collect many times over one round
+    assert (int(after), frozen) == (0, "True")

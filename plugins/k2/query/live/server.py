@@ -7,6 +7,7 @@ no longer holds, a hole in Silver's coverage) is answered the way a query withou
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import shutil
 import socketserver
 import threading
@@ -31,6 +32,10 @@ log = get_logger(__name__)
 Answer = TypeVar("Answer")
 # a query read across a batch's commit is answered again (bars read the store after Silver)
 ANSWER_ATTEMPTS = 3
+# allocations (less deallocations) between young-generation collections: above the Kafka messages a
+# judging round holds (JUDGE_AT, a catching-up poll of 20,000), so they die by reference count
+# before a collection can promote them (see collect_less)
+YOUNG_GC_THRESHOLD = 100_000
 
 
 class QueryServer:
@@ -201,6 +206,18 @@ class _Handler(socketserver.StreamRequestHandler):
             write_error(self.wfile, f"the query server failed: {exc}", "", fallback=True)
 
 
+def collect_less() -> None:
+    """Spares the server Python's cyclic garbage collections over its judging rounds. With the default
+    threshold (700) the Kafka messages a round holds until it is judged (10,000 a second from Binance)
+    were promoted to the oldest generation, and full collections over every object the process holds
+    ran every few seconds: 27% of the server's CPU in a py-spy profile under load. The messages hold no
+    cycles; they are freed by reference count once judged. The objects of its start-up (modules,
+    settings) are frozen: no collection looks at them again."""
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_GC_THRESHOLD, middle, old)
+
+
 def serve(settings: Settings) -> int:
     """Runs the server until SIGTERM or SIGINT."""
     import signal
@@ -210,6 +227,7 @@ def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     server.start()
+    collect_less()
     try:
         stop.wait()
     finally:
