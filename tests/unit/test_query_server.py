@@ -116,7 +116,7 @@ def by_minute(table: pa.Table) -> list[dict]:
 
 @pytest.mark.parametrize("symbols", [None, ["BTCUSDT"], ["ETH-USDT"]])
 def test_the_store_answers_as_judging_at_query_time(settings, symbols) -> None:
-    store = LiveStore(settings)
+    store = LiveStore(settings, settings.home / "spill")
     for half in (RECORDS[:4], RECORDS[4:]):  # judged as they arrive, in two polls
         store.add("binance", records(half))
     assert store.rows("binance") == 6  # valid candidates only: not the poison, the answer or the stale one
@@ -129,7 +129,7 @@ def test_the_store_answers_as_judging_at_query_time(settings, symbols) -> None:
 
 
 def test_the_store_aggregates_minute_partials_of_its_first_copies(settings) -> None:
-    store = LiveStore(settings)
+    store = LiveStore(settings, settings.home / "spill")
     store.add("binance", records())
     window = (T, T + dt.timedelta(seconds=60))
     firsts = store.first_copies("binance", *window, None, {})
@@ -144,7 +144,7 @@ def test_kept_minute_partials_equal_aggregating_the_first_copies(settings) -> No
     """Partials kept per judging round (k2.query.live.minutes) give what aggregating the store's
     first copies gives: over rounds, with contested copies, for a symbol, from offsets Silver has
     reached in the middle of a round, and after the store forgot what Silver processed."""
-    store = LiveStore(settings)
+    store = LiveStore(settings, settings.home / "spill")
     window = (T, T + dt.timedelta(minutes=2))
 
     def same(offsets: dict[int, int], symbols: list[str] | None = None) -> list[dict]:
@@ -181,7 +181,7 @@ def test_kept_minute_partials_equal_aggregating_the_first_copies(settings) -> No
 def test_rounds_kept_before_a_bars_query_give_what_aggregating_at_query_time_gives(settings) -> None:
     """The server keeps each round's minute partials every few seconds (the follower's refresh), so
     a bars query after a quiet spell reads them instead of aggregating every round since."""
-    store = LiveStore(settings)
+    store = LiveStore(settings, settings.home / "spill")
     store.add("binance", records(RECORDS[:4]))
     store.add("binance", records(RECORDS[4:]))
     minutes = store._minutes["binance"]
@@ -239,7 +239,7 @@ def test_messages_become_records_keeping_only_the_connection_event_mark() -> Non
 def test_from_offsets_on_the_first_copy_left_counts(settings) -> None:
     """After Silver processed partition 0 up to offset 2, trade 2's first unprocessed copy is the late
     one, as a query over the unprocessed records alone finds."""
-    store = LiveStore(settings)
+    store = LiveStore(settings, settings.home / "spill")
     store.add("binance", records())
     window = (T, T + dt.timedelta(seconds=60))
     left = [r for r in RECORDS if r[0] == 1 or r[1] >= 2]
@@ -248,7 +248,7 @@ def test_from_offsets_on_the_first_copy_left_counts(settings) -> None:
 
 
 def test_the_store_forgets_what_silver_processed(settings) -> None:
-    store = LiveStore(settings)
+    store = LiveStore(settings, settings.home / "spill")
     store.add("binance", records())
     assert store.prune("binance", {0: 4}) == 3  # partition 0's offsets 0, 1, 3 (2 was poison)
     assert store.rows("binance") == 3
@@ -258,7 +258,7 @@ def test_the_store_forgets_what_silver_processed(settings) -> None:
 def test_a_poll_with_a_connection_event_keeps_its_trades(settings) -> None:
     """Only a poll whose records carry the event header takes the events' path; either way its
     trades are judged, and the event is no candidate."""
-    store = LiveStore(settings)
+    store = LiveStore(settings, settings.home / "spill")
     event = ConnectionEvent(CONNECTED, T, 1).payload()
     marked = [{"key": KIND_HEADER, "value": CONNECTION_KIND}]
     polled = records([(0, 0, event, 1), (0, 1, binance(1, "100.0", 5), 6)], headers=[marked, []])
@@ -417,3 +417,19 @@ print(before, a_round(), gc.get_freeze_count() > 0)
     before, after, frozen = out.stdout.split()
     assert int(before) > 0  # Python's defaults collect many times over one round
     assert (int(after), frozen) == (0, "True")
+
+
+def test_a_backlog_beyond_the_store_s_memory_spills_to_its_directory_and_is_answered(settings, tmp_path) -> None:
+    spill = tmp_path / "spill"
+    store = LiveStore(settings, spill, memory_limit="16MB")
+    count = 100_000  # more than 16 MB of kept candidates
+    rows = [(i % 3, i // 3, binance(i + 1, "100.0", 5 + i / count * 50), 6 + i / count * 50) for i in range(count)]
+    try:
+        for first in range(0, count, JUDGE_AT * 5):
+            store.add("binance", records(rows[first : first + JUDGE_AT * 5]))
+        assert store.rows("binance") == count
+        assert any(spill.iterdir()), "nothing spilled: the store held it all in memory"
+        answer = store.first_copies("binance", T, T + dt.timedelta(seconds=60), ["BTCUSDT"], {})
+        assert answer.num_rows == count
+    finally:
+        store.close()

@@ -55,7 +55,7 @@ class QueryServer:
     def start(self) -> None:
         shutil.rmtree(self.store_dir, ignore_errors=True)  # a cache: rebuilt from Kafka at every start
         private_dir(self.store_dir)
-        self.store = LiveStore(self.settings, self.store_dir / "live.duckdb")
+        self.store = LiveStore(self.settings, self.store_dir / "spill")
         self.followers.start(self.store)
         private_dir(self.socket.parent)
         self.socket.unlink(missing_ok=True)

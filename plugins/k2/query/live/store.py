@@ -45,13 +45,16 @@ def _table(exchange: str) -> str:
 class LiveStore:
     """Valid candidates per exchange. Thread-safe: each call works on a cursor of its own."""
 
-    def __init__(self, settings: Settings, path: Path | None = None, memory_limit: str = "1GB") -> None:
+    def __init__(self, settings: Settings, spill_dir: Path, memory_limit: str = "1GB") -> None:
         import duckdb
 
         self._settings = settings
-        self._db = duckdb.connect(str(path) if path else ":memory:")
+        # in memory: a database file would write its log and sync it at every round, for a cache that
+        # is rebuilt from Kafka at each start; past memory_limit, a long backlog spills to spill_dir
+        # (named: DuckDB's default for an in-memory database is .tmp in the working directory)
+        self._db = duckdb.connect(":memory:", config={"temp_directory": str(spill_dir)})
         self._db.execute("SET TimeZone = 'UTC'")
-        self._db.execute(f"SET memory_limit = {lit(memory_limit)}")  # a long backlog spills to the file
+        self._db.execute(f"SET memory_limit = {lit(memory_limit)}")
         self._judges = {}
         self._adders: dict[str, duckdb.DuckDBPyConnection] = {}
         self._lock = threading.Lock()
