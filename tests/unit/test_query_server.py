@@ -78,6 +78,13 @@ def settings(tmp_path) -> Settings:
     return Settings.from_env({}, home=tmp_path, exchanges=["binance"])
 
 
+@pytest.fixture
+def store(settings):
+    store = LiveStore(settings, settings.home / "spill")
+    yield store
+    store.close()
+
+
 def at_query_time(settings: Settings, table: pa.Table, start, end, symbols) -> list[tuple]:
     """What a query without the server answers: the same rules over the raw records, at query time."""
     ex = get_exchange("binance")
@@ -115,8 +122,7 @@ def by_minute(table: pa.Table) -> list[dict]:
 
 
 @pytest.mark.parametrize("symbols", [None, ["BTCUSDT"], ["ETH-USDT"]])
-def test_the_store_answers_as_judging_at_query_time(settings, symbols) -> None:
-    store = LiveStore(settings, settings.home / "spill")
+def test_the_store_answers_as_judging_at_query_time(settings, store, symbols) -> None:
     for half in (RECORDS[:4], RECORDS[4:]):  # judged as they arrive, in two polls
         store.add("binance", records(half))
     assert store.rows("binance") == 6  # valid candidates only: not the poison, the answer or the stale one
@@ -128,8 +134,7 @@ def test_the_store_answers_as_judging_at_query_time(settings, symbols) -> None:
         assert [(t, p, o) for t, p, o, _ in expected] == [("1", 0, 0), ("2", 0, 1), ("4", 1, 1)]
 
 
-def test_the_store_aggregates_minute_partials_of_its_first_copies(settings) -> None:
-    store = LiveStore(settings, settings.home / "spill")
+def test_the_store_aggregates_minute_partials_of_its_first_copies(store) -> None:
     store.add("binance", records())
     window = (T, T + dt.timedelta(seconds=60))
     firsts = store.first_copies("binance", *window, None, {})
@@ -140,11 +145,10 @@ def test_the_store_aggregates_minute_partials_of_its_first_copies(settings) -> N
     assert sum(m["trade_count"] for m in by_symbol(minutes)) == firsts.num_rows == 3
 
 
-def test_kept_minute_partials_equal_aggregating_the_first_copies(settings) -> None:
+def test_kept_minute_partials_equal_aggregating_the_first_copies(store) -> None:
     """Partials kept per judging round (k2.query.live.minutes) give what aggregating the store's
     first copies gives: over rounds, with contested copies, for a symbol, from offsets Silver has
     reached in the middle of a round, and after the store forgot what Silver processed."""
-    store = LiveStore(settings, settings.home / "spill")
     window = (T, T + dt.timedelta(minutes=2))
 
     def same(offsets: dict[int, int], symbols: list[str] | None = None) -> list[dict]:
@@ -178,10 +182,9 @@ def test_kept_minute_partials_equal_aggregating_the_first_copies(settings) -> No
     assert by_minute(store.minute_partials("binance", *half, None, {0: 2})) == by_minute(partials(firsts))
 
 
-def test_rounds_kept_before_a_bars_query_give_what_aggregating_at_query_time_gives(settings) -> None:
+def test_rounds_kept_before_a_bars_query_give_what_aggregating_at_query_time_gives(store) -> None:
     """The server keeps each round's minute partials every few seconds (the follower's refresh), so
     a bars query after a quiet spell reads them instead of aggregating every round since."""
-    store = LiveStore(settings, settings.home / "spill")
     store.add("binance", records(RECORDS[:4]))
     store.add("binance", records(RECORDS[4:]))
     minutes = store._minutes["binance"]
@@ -236,10 +239,9 @@ def test_messages_become_records_keeping_only_the_connection_event_mark() -> Non
     assert _may_hold_events(table) and not _may_hold_events(table.slice(2))
 
 
-def test_from_offsets_on_the_first_copy_left_counts(settings) -> None:
+def test_from_offsets_on_the_first_copy_left_counts(settings, store) -> None:
     """After Silver processed partition 0 up to offset 2, trade 2's first unprocessed copy is the late
     one, as a query over the unprocessed records alone finds."""
-    store = LiveStore(settings, settings.home / "spill")
     store.add("binance", records())
     window = (T, T + dt.timedelta(seconds=60))
     left = [r for r in RECORDS if r[0] == 1 or r[1] >= 2]
@@ -247,18 +249,16 @@ def test_from_offsets_on_the_first_copy_left_counts(settings) -> None:
     assert ("2", 0, 4) in [r[:3] for r in served(store, *window, None, {0: 2})]
 
 
-def test_the_store_forgets_what_silver_processed(settings) -> None:
-    store = LiveStore(settings, settings.home / "spill")
+def test_the_store_forgets_what_silver_processed(store) -> None:
     store.add("binance", records())
     assert store.prune("binance", {0: 4}) == 3  # partition 0's offsets 0, 1, 3 (2 was poison)
     assert store.rows("binance") == 3
     assert store.prune("binance", {}) == 0
 
 
-def test_a_poll_with_a_connection_event_keeps_its_trades(settings) -> None:
+def test_a_poll_with_a_connection_event_keeps_its_trades(store) -> None:
     """Only a poll whose records carry the event header takes the events' path; either way its
     trades are judged, and the event is no candidate."""
-    store = LiveStore(settings, settings.home / "spill")
     event = ConnectionEvent(CONNECTED, T, 1).payload()
     marked = [{"key": KIND_HEADER, "value": CONNECTION_KIND}]
     polled = records([(0, 0, event, 1), (0, 1, binance(1, "100.0", 5), 6)], headers=[marked, []])
