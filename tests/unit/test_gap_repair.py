@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from k2.cli import _gaps_to_repair, build_parser
+from k2.cli import build_parser
+from k2.cli.gaps import gaps_to_repair
 from k2.errors import K2Error
 from k2.exchanges import RestPage, RestRateLimited, RestTrade, get_exchange
 from k2.exchanges.tail import parse_payload
@@ -358,7 +359,7 @@ def args(*argv: str):
 
 def test_a_range_on_the_command_line_is_one_gap(tmp_path) -> None:
     settings = Settings.from_env({"K2_HOME": str(tmp_path)})
-    [g] = _gaps_to_repair(
+    [g] = gaps_to_repair(
         settings,
         args(
             "--exchange",
@@ -409,7 +410,7 @@ def test_a_range_on_the_command_line_is_one_gap(tmp_path) -> None:
 )
 def test_bad_command_lines_name_the_fix(tmp_path, argv: tuple[str, ...], message: str) -> None:
     with pytest.raises(K2Error, match=re.escape(message)):
-        _gaps_to_repair(Settings.from_env({"K2_HOME": str(tmp_path)}), args(*argv))
+        gaps_to_repair(Settings.from_env({"K2_HOME": str(tmp_path)}), args(*argv))
 
 
 # --- the Airflow task -------------------------------------------------------------------------------

@@ -142,7 +142,7 @@ def test_describe_lists_every_setting_and_masks_secrets(tmp_path: Path) -> None:
 
 
 def test_k2_settings_masks_passwords_in_urls_and_the_whole_webhook(tmp_path: Path, capsys, monkeypatch) -> None:
-    from k2.cli import cmd_settings
+    from k2.cli.stack import cmd_settings
 
     s = Settings.from_env(
         {},

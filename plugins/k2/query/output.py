@@ -16,7 +16,7 @@ def write(table: pa.Table, fmt: str, output: str | None, limit: int) -> None:
     if fmt in ("parquet", "arrow") and not output:
         raise K2Error(f"--format {fmt} writes a file", f"add --output FILE, e.g. --output result.{fmt}.")
     if fmt == "table":
-        from k2.cli import print_table
+        from k2.cli.table import print_table
 
         shown = table.slice(0, limit) if limit else table
         rows = [tuple(_cell(v) for v in row.values()) for row in shown.to_pylist()]
