@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+import warnings
 
 import pytest
 
@@ -81,7 +82,9 @@ def produce(settings, records: list[tuple[bytes, float]]) -> list[tuple[int, int
     """Publishes to partition 0 with the given Kafka timestamps; (partition, offset, iso ts, value) each."""
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "enable.idempotence": True})
+    producer = Producer(
+        {"bootstrap.servers": settings.kafka.bootstrap_servers, "enable.idempotence": True, "log_level": 0}
+    )
     delivered: list = []
     topic = settings.topic_for("binance")
     for value, seconds in records:
@@ -149,12 +152,8 @@ def hybrid_bars(settings, interval, start, end) -> list[dict]:
     return sorted(rows, key=lambda r: (r["symbol"], r["bar_start"]))
 
 
-@pytest.fixture
-def lake(spark, kafka_broker, settings, tmp_path):
-    port = int(settings.kafka.bootstrap_servers.rsplit(":", 1)[1])
-    scoped = own_lake(
-        spark, tmp_path / "home", kafka_port=port, topic_template=f"q-{uuid.uuid4().hex[:8]}.{{exchange}}.raw"
-    )
+def filled(spark, scoped):
+    """A in Silver and Gold, B in Bronze only, C in Kafka only; the settings and C's records."""
     ensure_topics(scoped)
     a, b, c = produce(scoped, GROUP_A), produce(scoped, GROUP_B), produce(scoped, GROUP_C)
     to_bronze(spark, scoped, a, s(50))
@@ -162,6 +161,27 @@ def lake(spark, kafka_broker, settings, tmp_path):
     committed(scoped, b[-1][1] + 1)  # C waits in Kafka
     batch(spark, scoped, 0)
     return scoped, c
+
+
+@pytest.fixture
+def lake(spark, kafka_broker, settings, tmp_path):
+    port = int(settings.kafka.bootstrap_servers.rsplit(":", 1)[1])
+    topics = f"q-{uuid.uuid4().hex[:8]}.{{exchange}}.raw"
+    return filled(spark, own_lake(spark, tmp_path / "home", kafka_port=port, topic_template=topics))
+
+
+@pytest.fixture
+def lake_on_own_broker(spark, jars, tmp_path):
+    """The same lake on a broker of the test's own, which the test stops (the session's serves the others)."""
+    from k2.runtime.broker import LocalKafkaBroker
+
+    scoped = own_lake(spark, tmp_path / "home")
+    broker = LocalKafkaBroker(scoped)
+    broker.start()
+    try:
+        yield filled(spark, scoped), broker
+    finally:
+        broker.stop()
 
 
 def test_processed_window_equals_silver_and_gold(lake) -> None:
@@ -237,3 +257,34 @@ def served_answers(settings, window) -> dict:
         return answers
     finally:
         server.stop()
+
+
+def test_with_kafka_out_of_reach_a_query_answers_from_the_lake_and_says_what_it_lacks(lake_on_own_broker) -> None:
+    from k2.query.live.server import QueryServer
+
+    (settings, in_kafka_only), broker = lake_on_own_broker
+    window = (T, T + 2 * HOUR)
+    whole = hybrid_trades(settings, *window)
+    server = QueryServer(settings)
+    server.start()
+    try:
+        assert server.wait_ready(60), server.status()
+        broker.stop()
+        # the store read every record before the broker went: the answer is whole, but cannot know it
+        with pytest.warns(q.PartialAnswer, match="lacks binance's records the query server had not read") as warned:
+            assert hybrid_trades(settings, *window) == whole
+        assert "k2 kafka start" in warned[0].message.fix
+    finally:
+        server.stop()
+    # without the server: Silver and Bronze answer, C (only in Kafka) is missing, and the answer says so
+    kafka_only = {(p, o) for p, o, _, _ in in_kafka_only}
+    with pytest.warns(q.PartialAnswer, match="lacks binance's records past Bronze's last commit"):
+        assert hybrid_trades(settings, *window) == [t for t in whole if (t[10], t[11]) not in kafka_only]
+    with pytest.warns(q.PartialAnswer):
+        bars = hybrid_bars(settings, "1m", *window)
+    minute_1 = next(r for r in bars if r["bar_start"] == T + s(60) and r["symbol"] == "BTC-USDT")
+    assert minute_1["trade_count"] == 2  # 3 from Silver, 6 from Bronze; 8 is in Kafka only
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", q.PartialAnswer)
+        with pytest.raises(q.PartialAnswer, match="cannot read topic"):
+            hybrid_trades(settings, *window)

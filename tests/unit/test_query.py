@@ -161,13 +161,14 @@ def test_fresh_minutes_merge_with_silver_dropping_copies_of_its_trades() -> None
         inside = [r for r in fresh.to_pylist() if start <= r["event_time"] < end]
         return Fresh(pa.Table.from_pylist(inside, schema=TRADES_SCHEMA))
 
-    every = _combined(None, partials(fresh), silver, None, judged)
+    every, missing = _combined(None, partials(fresh), silver, None, judged)
     kept = [r for r in fresh.to_pylist() if r["price"] != D("999")]
     expected = compute_bars(pa.concat_tables([silver, pa.Table.from_pylist(kept, schema=TRADES_SCHEMA)]), "1m")
     by_start = lambda bars: sorted(bars, key=lambda b: b["bar_start"])  # noqa: E731
     assert by_start(merge_bars(every, "1m")) == by_start(expected)
     assert [b["trade_count"] for b in by_start(expected)] == [3, 1, 1]
     assert windows == [(T, T + dt.timedelta(minutes=3))]  # minutes 0 and 2 read as trades, after Silver
+    assert missing == []
 
 
 def test_outputs(tmp_path, capsys) -> None:
@@ -184,3 +185,21 @@ def test_outputs(tmp_path, capsys) -> None:
         assert pa.ipc.open_file(source).read_all().equals(table)
     with pytest.raises(K2Error, match="writes a file"):
         write(table, "parquet", None, 0)
+
+
+def test_what_a_partial_answer_lacks_crosses_the_query_server_s_socket_with_it() -> None:
+    import io
+
+    from k2.query.hybrid import PartialAnswer, noted, partial_notes
+    from k2.query.live.protocol import write_table
+
+    lacking = [PartialAnswer("binance's tail unread", "start the broker"), PartialAnswer("kraken's", "the same")]
+    table = noted(noted(TRADES_SCHEMA.empty_table(), lacking[:1]), lacking)  # noted twice: each note once
+    stream = io.BytesIO()
+    write_table(stream, table, {})
+    stream.seek(0)
+    stream.readline()  # the header
+    received = pa.ipc.open_stream(stream).read_all()
+    assert [(n.cause, n.fix) for n in partial_notes(received)] == [(n.cause, n.fix) for n in lacking]
+    assert partial_notes(TRADES_SCHEMA.empty_table()) == []
+    assert noted(TRADES_SCHEMA.empty_table(), []).schema.metadata is None

@@ -123,6 +123,8 @@ def cmd_stream(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
+    import warnings
+
     import k2.query as q
     from k2.query.output import write
 
@@ -130,21 +132,30 @@ def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
         from k2.query.live.server import serve
 
         return serve(settings)
+    with warnings.catch_warnings(record=True) as warned:
+        # --complete: a partial answer (the broker out of reach) is an error, not a warning
+        warnings.simplefilter("error" if args.complete else "always", q.PartialAnswer)
+        table = _query(q, settings, args)
+    write(table, args.format, args.output, args.limit)
+    for warning in warned:
+        if isinstance(warning.message, q.PartialAnswer):
+            print(f"k2: warning: {warning.message.cause}\nk2: fix: {warning.message.fix}", file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    return 0
+
+
+def _query(q, settings: Settings, args: argparse.Namespace):  # q: k2.query -> pyarrow.Table
     split = [s.strip() for s in (args.symbol or "").split(",") if s.strip()] or None
     exchanges = [s.strip() for s in (args.exchange or "").split(",") if s.strip()] or None
     when = {"since": args.since, "start": args.start, "end": args.end, "settings": settings}
     if args.what == "trades":
-        table = q.trades(exchanges, split, **when)
-    elif args.what == "bars":
-        table = q.bars(args.interval, exchanges, split, **when)
-    else:
-        if not args.sql:
-            raise K2Error(
-                "`k2 query sql` needs a query", 'e.g. `k2 query sql "SELECT count(*) FROM trades" --since 5m`.'
-            )
-        table = q.sql(args.sql, exchanges, split, **when)
-    write(table, args.format, args.output, args.limit)
-    return 0
+        return q.trades(exchanges, split, **when)
+    if args.what == "bars":
+        return q.bars(args.interval, exchanges, split, **when)
+    if not args.sql:
+        raise K2Error("`k2 query sql` needs a query", 'e.g. `k2 query sql "SELECT count(*) FROM trades" --since 5m`.')
+    return q.sql(args.sql, exchanges, split, **when)
 
 
 def register(add: Add) -> None:
@@ -200,3 +211,9 @@ def register(add: Add) -> None:
     p.add_argument("--format", default="table", choices=("table", "csv", "parquet", "arrow"), help="output format")
     p.add_argument("--output", help="file to write (parquet and arrow need one; csv defaults to stdout)")
     p.add_argument("--limit", type=int, default=50, help="table: rows to print (0: all)")
+    p.add_argument(
+        "--complete",
+        action="store_true",
+        help="fail rather than answer without the Kafka tail when the broker is out of reach (default: answer "
+        "from the lake and warn)",
+    )

@@ -6,10 +6,15 @@ and SQL over them in DuckDB (the k2 command's query subcommand).
     >>> q.trades(["binance"], ["BTCUSDT"], since="60s")                 # pyarrow.Table
     >>> q.bars("1m", ["binance"], ["BTC-USDT"], since="1h").to_pandas()
     >>> q.sql("SELECT symbol, count(*) AS n FROM trades GROUP BY 1", ["binance"], since="5m")
+
+With the broker out of reach, an answer holds what Silver, Gold and Bronze hold and warns
+``q.PartialAnswer`` (``q.partial_notes(table)`` lists what it lacks); to fail instead:
+``warnings.simplefilter("error", q.PartialAnswer)``.
 """
 
 from __future__ import annotations
 
 from k2.query.api import bars, connect, sql, trades, window
+from k2.query.hybrid import PartialAnswer, partial_notes
 
-__all__ = ["bars", "connect", "sql", "trades", "window"]
+__all__ = ["PartialAnswer", "bars", "connect", "partial_notes", "sql", "trades", "window"]

@@ -1,9 +1,11 @@
-"""The Python API of ``k2.query``: a time window in, Arrow tables out."""
+"""The Python API of ``k2.query``: a time window in, Arrow tables out. An answer Kafka could not
+complete (the broker out of reach) holds what the lake holds and warns ``PartialAnswer``."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import warnings
 
 import pyarrow as pa
 
@@ -105,13 +107,20 @@ def _served(settings: Settings, request: dict) -> pa.Table | None:
 def _trades(settings: Settings, exchanges: list[str], symbols: list[str] | None, begin, stop) -> pa.Table:
     request = {"op": "trades", "exchanges": exchanges, "symbols": symbols, "start": begin, "end": stop}
     served = _served(settings, request)
-    return served if served is not None else hybrid.trades(settings, exchanges, symbols, begin, stop)
+    return _warned(served if served is not None else hybrid.trades(settings, exchanges, symbols, begin, stop))
 
 
 def _bars(settings: Settings, interval: str, exchanges: list[str], symbols: list[str] | None, begin, stop):
     request = {"op": "bars", "interval": interval, "exchanges": exchanges, "symbols": symbols}
     served = _served(settings, request | {"start": begin, "end": stop})
-    return served if served is not None else hybrid.bars(settings, interval, exchanges, symbols, begin, stop)
+    return _warned(served if served is not None else hybrid.bars(settings, interval, exchanges, symbols, begin, stop))
+
+
+def _warned(table: pa.Table) -> pa.Table:
+    """Warns what a partial answer lacks (``hybrid.PartialAnswer``, one warning per note)."""
+    for note in hybrid.partial_notes(table):
+        warnings.warn(note, stacklevel=4)
+    return table
 
 
 def _normalised(symbol: str) -> str:

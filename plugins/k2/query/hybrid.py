@@ -1,11 +1,15 @@
 """Hybrid answers: Silver/Gold for what the batch has processed, the same rules (compiled to DuckDB
 SQL, ``k2.medallion.duckdb``, with Python for the records SQL leaves) over unprocessed Bronze rows and
 the Kafka tail for the rest, merged so that a result reaches the last record Kafka holds and equals
-what Silver/Gold will hold after the next batch."""
+what Silver/Gold will hold after the next batch.
+
+Kafka out of reach degrades an answer instead of failing it: it then holds what Silver, Gold and
+Bronze hold, and says so (``PartialAnswer``, in the table's schema metadata, ``partial_notes``)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +17,7 @@ from functools import reduce
 
 import pyarrow as pa
 
+from k2.errors import K2Error
 from k2.exchanges import get_exchange, known_symbols
 from k2.exchanges.duckdb import lit
 from k2.medallion import duckdb as silver_sql
@@ -54,6 +59,36 @@ class Fresh:
     kafka_rows: int = 0
     judged: int = 0  # candidates judged in full (the rest were skipped by the window's first pass)
     seconds: dict[str, float] = field(default_factory=dict)  # per step: kafka, bronze_plan, bronze_read, rules
+    missing: list[PartialAnswer] = field(default_factory=list)  # parts not read (the Kafka tail)
+
+
+class PartialAnswer(K2Error, UserWarning):
+    """An answer without a part K2 could not read: the Kafka tail past Bronze's last commit, while the
+    broker is out of reach. Warned by ``k2.query``; ``warnings.simplefilter("error", PartialAnswer)``
+    (``k2 query trades --complete``) raises it instead."""
+
+
+PARTIAL_KEY = b"k2.partial"  # schema metadata: the notes of a partial answer, as JSON
+
+
+def noted(table: pa.Table, notes: list[PartialAnswer]) -> pa.Table:
+    """``table`` carrying ``notes`` (and those it carried) in its schema metadata: they cross the
+    query server's socket with it."""
+    every = _unique([*partial_notes(table), *notes])
+    if not every:
+        return table
+    text = json.dumps([{"cause": n.cause, "fix": n.fix} for n in every])
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), PARTIAL_KEY: text.encode()})
+
+
+def partial_notes(table: pa.Table) -> list[PartialAnswer]:
+    """What a partial answer lacks, from its schema metadata (none for a whole answer)."""
+    text = (table.schema.metadata or {}).get(PARTIAL_KEY)
+    return [PartialAnswer(n["cause"], n["fix"]) for n in json.loads(text)] if text else []
+
+
+def _unique(notes: list[PartialAnswer]) -> list[PartialAnswer]:
+    return list({(n.cause, n.fix): n for n in notes}.values())
 
 
 def _connect():  # -> duckdb.DuckDBPyConnection
@@ -79,11 +114,17 @@ def fresh_trades(
         wanted = {s for s, n in symbol_map.items() if s in symbols or n in symbols}
         keys = sources.KeyFilter(frozenset(s.encode() for s in wanted), frozenset(s.encode() for s in symbol_map))
     clock = time.perf_counter()
-    tail = sources.kafka_tail(settings, exchange, keys)
+    missing = []
+    try:
+        tail = sources.kafka_tail(settings, exchange, keys).records
+    except sources.TailUnreadable as exc:  # degrade: Bronze's records still answer
+        tail = []
+        lacking = f"the answer lacks {exchange}'s records past Bronze's last commit: {exc.cause}"
+        missing.append(PartialAnswer(lacking, exc.fix))
     after_tail = time.perf_counter()
     con = _connect()
     try:
-        con.register("_tail", pa.Table.from_pylist(tail.records, schema=sources.RECORD_SCHEMA))
+        con.register("_tail", pa.Table.from_pylist(tail, schema=sources.RECORD_SCHEMA))
         bronze = sources.bronze_relation(con, settings, exchange, since, unprocessed, keys)
         planned = time.perf_counter()
         con.execute(f"CREATE TEMP TABLE _bronze AS SELECT * FROM {bronze}")
@@ -124,7 +165,7 @@ def fresh_trades(
         "rules": time.perf_counter() - after_bronze,
     }
     seconds = {k: round(v, 3) for k, v in steps.items()}
-    return Fresh(trades.cast(TRADES_SCHEMA), bronze_rows, kafka_rows, judged, seconds)
+    return Fresh(trades.cast(TRADES_SCHEMA), bronze_rows, kafka_rows, judged, seconds, missing)
 
 
 # (settings, exchange, start, end, symbols) -> Fresh: judged here, or by a query server's store
@@ -140,9 +181,12 @@ def _fresh(
     start: dt.datetime,
     end: dt.datetime,
     fresh: FreshSource,
-) -> pa.Table:
-    tables = [fresh(settings, exchange, start, end, symbols).trades for exchange in exchanges]
-    return pa.concat_tables(tables) if tables else TRADES_SCHEMA.empty_table()
+) -> tuple[pa.Table, list[PartialAnswer]]:
+    """The exchanges' fresh trades, and what they lack."""
+    answers = [fresh(settings, exchange, start, end, symbols) for exchange in exchanges]
+    tables = [a.trades for a in answers]
+    missing = [note for a in answers for note in a.missing]
+    return (pa.concat_tables(tables) if tables else TRADES_SCHEMA.empty_table()), missing
 
 
 def _not_in(fresh: pa.Table, silver: pa.Table) -> pa.Table:
@@ -186,9 +230,9 @@ def trades(
     in Kafka, as Silver holds (or after its next run will hold) them."""
     # Silver after the fresh part: a batch that commits in between leaves its trades in both, and the
     # merge drops the fresh copies; read the other way round, they would be in neither
-    unprocessed = _fresh(settings, exchanges, symbols, start, end, fresh)
+    unprocessed, missing = _fresh(settings, exchanges, symbols, start, end, fresh)
     silver = _silver(settings, exchanges, symbols, start, end)
-    return _sorted(pa.concat_tables([silver, _not_in(unprocessed, silver)]))
+    return noted(_sorted(pa.concat_tables([silver, _not_in(unprocessed, silver)])), missing)
 
 
 def bars(
@@ -220,8 +264,9 @@ def bars(
             for start, end in not_in_gold
         ]
         dirty |= _bar_keys(_silver(settings, [exchange], symbols, first, last, reduce(Or, ingested)), width)
+    missing: list[PartialAnswer] = []
     if fresh_minutes is None:
-        judged = _fresh(settings, exchanges, symbols, first, last, fresh)
+        judged, missing = _fresh(settings, exchanges, symbols, first, last, fresh)
         minutes = bar_sql.partials(judged)
         fresh = _within(judged)
     else:
@@ -236,25 +281,28 @@ def bars(
         span = (min(k[2] for k in dirty), max(k[2] for k in dirty) + width)
         dirty_symbols = sorted({k[1] for k in dirty})
         silver = _silver(settings, exchanges, dirty_symbols, *span)
-        every = _combined(settings, minutes, silver, symbols, fresh)
+        every, lacking = _combined(settings, minutes, silver, symbols, fresh)
+        missing += lacking
         computed = [r for r in merge_bars(every, interval) if (r["exchange"], r["symbol"], r["bar_start"]) in dirty]
     rows = kept + [{c: r[c] for c in columns} for r in computed if r["bar_start"] < end]
     out = pa.Table.from_pylist(rows, schema=pa.schema([gold.schema.field(c) for c in columns]))
-    return out.sort_by([("bar_start", "ascending"), ("exchange", "ascending"), ("symbol", "ascending")])
+    return noted(out.sort_by([("bar_start", "ascending"), ("exchange", "ascending"), ("symbol", "ascending")]), missing)
 
 
 def _combined(
     settings: Settings, minutes: pa.Table, silver: pa.Table, symbols: list[str] | None, fresh: FreshSource
-) -> pa.Table:
+) -> tuple[pa.Table, list[PartialAnswer]]:
     """Minute partials of Silver's trades and the fresh ones together. A minute that Silver has trades
     in, or whose fresh trades may hold a copy of one of Silver's (an id not above Silver's highest
     for the symbol, or one not numeric: ids grow with time, so only a replayed or mis-stamped copy
     does this), is aggregated from its trades, fresh and Silver's, with a fresh copy of a trade
     Silver holds dropped (as the next batch drops it); the fresh partials of the other minutes are
-    taken as they are. The fresh trades of those minutes are read after Silver, as in ``trades``."""
+    taken as they are. The fresh trades of those minutes are read after Silver, as in ``trades``.
+    Returns the partials and what the fresh trades lack."""
     import pyarrow.compute as pc
 
     minute = bar_sql.minute_of("event_time")
+    missing: list[PartialAnswer] = []
     con = _connect()
     try:
         con.register("_minutes", minutes)
@@ -272,7 +320,8 @@ def _combined(
             lo, hi = pc.min_max(wanted.column("minute_us")).values()
             window = (_from_us(lo.as_py()), _from_us(hi.as_py() + bar_sql.MINUTE_US))
             exchanges = sorted(set(wanted.column("exchange").to_pylist()))
-            con.register("_fresh", _fresh(settings, exchanges, symbols, *window, fresh))
+            trades, missing = _fresh(settings, exchanges, symbols, *window, fresh)
+            con.register("_fresh", trades)
             raw = con.sql(
                 f"SELECT * FROM (SELECT *, {minute} AS minute_us FROM _fresh) SEMI JOIN _shared {key}"
             ).to_arrow_table()
@@ -281,7 +330,7 @@ def _combined(
             parts.append(bar_sql.partials(silver))
     finally:
         con.close()
-    return pa.concat_tables(parts)
+    return pa.concat_tables(parts), missing
 
 
 def _within(judged: pa.Table) -> FreshSource:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,6 +176,11 @@ class KeyFilter:
         return key is None or key in self.wanted or key not in self.known
 
 
+class TailUnreadable(K2Error):
+    """Kafka did not give the records past Bronze's last commit (the broker down, the topic missing,
+    the tail not read in time): a query answers without them (``k2.query.hybrid``)."""
+
+
 @dataclass(frozen=True)
 class Tail:
     records: list[dict[str, Any]]
@@ -182,16 +188,50 @@ class Tail:
     ends: dict[int, int]  # partition -> end offset when read
 
 
-def kafka_tail(settings: Settings, exchange: str, keys: KeyFilter | None = None) -> Tail:
-    """Records past the Bronze stream's committed offsets, up to the end offsets at call time."""
-    import time
+UNREACHABLE_S = 5.0
+KAFKA_FIX = "start the broker and topics (`k2 kafka start`, `k2 kafka topics`, or `k2 up`), then query again."
 
+
+@dataclass
+class Outage:
+    """Kafka not answering, remembered for ``UNREACHABLE_S``: a query that finds the broker down waits
+    for it once, not once per exchange (each wait is a request timeout of several seconds)."""
+
+    servers: str
+    since: float = float("-inf")  # time.monotonic() of the last failure
+    why: str = ""
+
+    def check(self, topic: str) -> None:
+        """Raises ``TailUnreadable`` if Kafka did not answer a moment ago."""
+        if time.monotonic() - self.since < UNREACHABLE_S:
+            raise self.error(topic)
+
+    def record(self, topic: str, exc: Exception) -> TailUnreadable:
+        self.since, self.why = time.monotonic(), str(exc)
+        return self.error(topic)
+
+    def error(self, topic: str) -> TailUnreadable:
+        return TailUnreadable(f"cannot read topic {topic} from Kafka at {self.servers}: {self.why}", KAFKA_FIX)
+
+
+_outages: dict[str, Outage] = {}
+
+
+def outage(servers: str) -> Outage:
+    """This process's record of Kafka at ``servers`` not answering."""
+    return _outages.setdefault(servers, Outage(servers))
+
+
+def kafka_tail(settings: Settings, exchange: str, keys: KeyFilter | None = None) -> Tail:
+    """Records past the Bronze stream's committed offsets, up to the end offsets at call time.
+    Raises ``TailUnreadable`` when Kafka does not give them."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     from k2.kafka.lag import committed_offsets
     from k2.streams.control import read_doc
 
-    topic = settings.topic_for(exchange)
+    topic, down = settings.topic_for(exchange), outage(settings.kafka.bootstrap_servers)
+    down.check(topic)
     committed = committed_offsets(read_doc(settings, exchange, "progress") or {}, topic)
     consumer = Consumer(
         {
@@ -204,15 +244,12 @@ def kafka_tail(settings: Settings, exchange: str, keys: KeyFilter | None = None)
     try:
         try:
             partitions = consumer.list_topics(topic, timeout=5).topics[topic].partitions
+            starts, ends = {}, {}
+            for p in partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
+                starts[p], ends[p] = max(committed.get(p, low), low), high
         except KafkaException as exc:
-            raise K2Error(
-                f"cannot read topic {topic} from Kafka at {settings.kafka.bootstrap_servers}: {exc}",
-                "start the broker and topics (`k2 kafka start`, `k2 kafka topics`, or `k2 up`), then query again.",
-            ) from None
-        starts, ends = {}, {}
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
-            starts[p], ends[p] = max(committed.get(p, low), low), high
+            raise down.record(topic, exc) from None
         todo = {p for p in partitions if starts[p] < ends[p]}
         consumer.assign([TopicPartition(topic, p, starts[p]) for p in todo])
         timeout_s = settings.batch.query_tail_timeout_s
@@ -236,7 +273,7 @@ def kafka_tail(settings: Settings, exchange: str, keys: KeyFilter | None = None)
                     )
                 )
         if todo:
-            raise K2Error(
+            raise TailUnreadable(
                 f"the Kafka tail of {topic} was not read to its end within {timeout_s:.0f}s",
                 "check that the broker answers (`k2 kafka status`) and the stream runs (`k2 stream status`); "
                 "a long tail needs a larger K2_QUERY_TAIL_TIMEOUT_S.",

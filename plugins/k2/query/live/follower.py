@@ -13,7 +13,7 @@ from k2.kafka.topics import admin_client
 from k2.log import get_logger
 from k2.query.live.boundary import Processed, coverage_end, processed
 from k2.query.live.store import LiveStore
-from k2.query.sources import from_messages
+from k2.query.sources import from_messages, outage
 from k2.settings import Settings
 
 log = get_logger(__name__)
@@ -244,7 +244,8 @@ class Followers:
 
     def reached_end(self, feed: Feed) -> bool:
         """Waits until the store holds the feed's records up to the end offsets Kafka has now (False:
-        it cannot answer for the exchange, or did not get there within the query's tail timeout)."""
+        it cannot answer for the exchange, or did not get there within the query's tail timeout).
+        Raises ``TailUnreadable`` when Kafka does not say its end offsets."""
         if not feed.caught_up or feed.unusable or feed.processed is None or not feed.processed.exact:
             return False
         ends = self._end_offsets(feed)
@@ -268,16 +269,22 @@ class Followers:
 
     def _end_offsets(self, feed: Feed) -> dict[int, int]:
         """Kafka's end offsets of the feed's partitions, all in one request: asked one partition at a
-        time, a query waited for three round trips to a broker that shares loaded cores."""
-        from confluent_kafka import IsolationLevel, TopicPartition
+        time, a query waited for three round trips to a broker that shares loaded cores. Raises
+        ``TailUnreadable`` when Kafka does not answer."""
+        from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
         from confluent_kafka.admin import OffsetSpec
 
+        down = outage(self.settings.kafka.bootstrap_servers)
+        down.check(feed.topic)
         # read_committed, as the follower's consumer reads: the end it can reach
         wanted = {TopicPartition(feed.topic, p): OffsetSpec.latest() for p in list(feed.positions)}
         futures = self._admin_client().list_offsets(
             wanted, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=5
         )
-        return {tp.partition: future.result().offset for tp, future in futures.items()}
+        try:
+            return {tp.partition: future.result().offset for tp, future in futures.items()}
+        except KafkaException as exc:
+            raise down.record(feed.topic, exc) from None
 
     def _admin_client(self):  # -> confluent_kafka.admin.AdminClient, thread-safe once made
         with self._admin_lock:

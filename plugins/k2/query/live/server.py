@@ -26,6 +26,7 @@ from k2.query.bars import partials
 from k2.query.live.follower import Feed, Followers
 from k2.query.live.protocol import read_request, socket_path, write_error, write_table
 from k2.query.live.store import LiveStore
+from k2.query.sources import TailUnreadable
 from k2.settings import Settings
 
 log = get_logger(__name__)
@@ -108,6 +109,7 @@ class QueryServer:
 
         def judged_now() -> tuple[pa.Table, dict[str, float]]:
             answer = hybrid.fresh_trades(settings, exchange, start, end, symbols)
+            self._request.missing += answer.missing
             return partials(answer.trades), answer.seconds
 
         table, _ = self._served(
@@ -136,12 +138,18 @@ class QueryServer:
 
     def _live(self, feed: Feed | None) -> bool:
         """Whether the store answers for the feed's exchange: it reached Kafka's end offsets, once per
-        request (a later read of the store holds at least as much)."""
+        request (a later read of the store holds at least as much). With Kafka out of reach, the store
+        answers with what it holds, and the answer says what it lacks."""
         if feed is None:
             return False
         reached = self._request.reached
         if feed.exchange not in reached:
-            reached[feed.exchange] = self.followers.reached_end(feed)
+            try:
+                reached[feed.exchange] = self.followers.reached_end(feed)
+            except TailUnreadable as exc:
+                lacking = f"the answer lacks {feed.exchange}'s records the query server had not read: {exc.cause}"
+                self._request.missing.append(hybrid.PartialAnswer(lacking, exc.fix))
+                reached[feed.exchange] = feed.caught_up and feed.processed is not None and feed.processed.exact
         return reached[feed.exchange] and not feed.unusable
 
     def _count(self, live: bool, seconds: dict[str, float]) -> None:
@@ -160,6 +168,7 @@ class QueryServer:
             raise K2Error(f"the query server has no operation {op!r}", "ask for trades, bars or status.")
         self._request.served, self._request.seconds = {"live": 0, "local": 0}, {}
         self._request.reached = {}  # exchange -> whether its store reached Kafka's end offsets
+        self._request.missing = []  # what the answer lacks (hybrid.PartialAnswer)
         begin, stop = (dt.datetime.fromisoformat(request[k]) for k in ("start", "end"))
         exchanges, symbols = request["exchanges"], request.get("symbols")
         for _ in range(ANSWER_ATTEMPTS):
@@ -175,7 +184,7 @@ class QueryServer:
             log.info("query.batch_meanwhile", op=op)
             self._request.reached = {}
         fresh_s = {step: round(spent, 3) for step, spent in self._request.seconds.items()}
-        return table, {"served": self._request.served, "fresh_s": fresh_s}
+        return hybrid.noted(table, self._request.missing), {"served": self._request.served, "fresh_s": fresh_s}
 
     def status(self) -> dict[str, Any]:
         return {"feeds": self.followers.status(), "answered": dict(self.answered)}
