@@ -190,8 +190,8 @@ def test_outputs(tmp_path, capsys) -> None:
 def test_what_a_partial_answer_lacks_crosses_the_query_server_s_socket_with_it() -> None:
     import io
 
-    from k2.query.hybrid import PartialAnswer, noted, partial_notes
     from k2.query.live.protocol import write_table
+    from k2.query.partial import PartialAnswer, noted, partial_notes
 
     lacking = [PartialAnswer("binance's tail unread", "start the broker"), PartialAnswer("kraken's", "the same")]
     table = noted(noted(TRADES_SCHEMA.empty_table(), lacking[:1]), lacking)  # noted twice: each note once

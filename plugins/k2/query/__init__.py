@@ -15,6 +15,6 @@ With the broker out of reach, an answer holds what Silver, Gold and Bronze hold 
 from __future__ import annotations
 
 from k2.query.api import bars, connect, sql, trades, window
-from k2.query.hybrid import PartialAnswer, partial_notes
+from k2.query.partial import PartialAnswer, partial_notes
 
 __all__ = ["PartialAnswer", "bars", "connect", "partial_notes", "sql", "trades", "window"]

@@ -13,6 +13,7 @@ from k2.errors import K2Error
 from k2.exchanges import available
 from k2.query import hybrid
 from k2.query.bars import WIDTHS
+from k2.query.partial import partial_notes
 from k2.settings import Settings, load_settings
 
 _DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
@@ -117,8 +118,8 @@ def _bars(settings: Settings, interval: str, exchanges: list[str], symbols: list
 
 
 def _warned(table: pa.Table) -> pa.Table:
-    """Warns what a partial answer lacks (``hybrid.PartialAnswer``, one warning per note)."""
-    for note in hybrid.partial_notes(table):
+    """Warns what a partial answer lacks (``k2.query.partial.PartialAnswer``, one warning per note)."""
+    for note in partial_notes(table):
         warnings.warn(note, stacklevel=4)
     return table
 

@@ -4,12 +4,11 @@ the Kafka tail for the rest, merged so that a result reaches the last record Kaf
 what Silver/Gold will hold after the next batch.
 
 Kafka out of reach degrades an answer instead of failing it: it then holds what Silver, Gold and
-Bronze hold, and says so (``PartialAnswer``, in the table's schema metadata, ``partial_notes``)."""
+Bronze hold, and says so (``k2.query.partial``)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +16,6 @@ from functools import reduce
 
 import pyarrow as pa
 
-from k2.errors import K2Error
 from k2.exchanges import get_exchange, known_symbols
 from k2.exchanges.duckdb import lit
 from k2.medallion import duckdb as silver_sql
@@ -25,6 +23,7 @@ from k2.medallion import ledger
 from k2.query import bars as bar_sql
 from k2.query import duck, sources
 from k2.query.bars import WIDTHS, merge_bars
+from k2.query.partial import PartialAnswer, noted
 from k2.settings import Settings
 
 MONEY = pa.decimal128(38, 18)
@@ -60,35 +59,6 @@ class Fresh:
     judged: int = 0  # candidates judged in full (the rest were skipped by the window's first pass)
     seconds: dict[str, float] = field(default_factory=dict)  # per step: kafka, bronze_plan, bronze_read, rules
     missing: list[PartialAnswer] = field(default_factory=list)  # parts not read (the Kafka tail)
-
-
-class PartialAnswer(K2Error, UserWarning):
-    """An answer without a part K2 could not read: the Kafka tail past Bronze's last commit, while the
-    broker is out of reach. Warned by ``k2.query``; ``warnings.simplefilter("error", PartialAnswer)``
-    (``k2 query trades --complete``) raises it instead."""
-
-
-PARTIAL_KEY = b"k2.partial"  # schema metadata: the notes of a partial answer, as JSON
-
-
-def noted(table: pa.Table, notes: list[PartialAnswer]) -> pa.Table:
-    """``table`` carrying ``notes`` (and those it carried) in its schema metadata: they cross the
-    query server's socket with it."""
-    every = _unique([*partial_notes(table), *notes])
-    if not every:
-        return table
-    text = json.dumps([{"cause": n.cause, "fix": n.fix} for n in every])
-    return table.replace_schema_metadata({**(table.schema.metadata or {}), PARTIAL_KEY: text.encode()})
-
-
-def partial_notes(table: pa.Table) -> list[PartialAnswer]:
-    """What a partial answer lacks, from its schema metadata (none for a whole answer)."""
-    text = (table.schema.metadata or {}).get(PARTIAL_KEY)
-    return [PartialAnswer(n["cause"], n["fix"]) for n in json.loads(text)] if text else []
-
-
-def _unique(notes: list[PartialAnswer]) -> list[PartialAnswer]:
-    return list({(n.cause, n.fix): n for n in notes}.values())
 
 
 def _connect():  # -> duckdb.DuckDBPyConnection

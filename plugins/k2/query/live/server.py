@@ -26,6 +26,7 @@ from k2.query.bars import partials
 from k2.query.live.follower import Feed, Followers
 from k2.query.live.protocol import read_request, socket_path, write_error, write_table
 from k2.query.live.store import LiveStore
+from k2.query.partial import PartialAnswer, noted
 from k2.query.sources import TailUnreadable
 from k2.settings import Settings
 
@@ -148,7 +149,7 @@ class QueryServer:
                 reached[feed.exchange] = self.followers.reached_end(feed)
             except TailUnreadable as exc:
                 lacking = f"the answer lacks {feed.exchange}'s records the query server had not read: {exc.cause}"
-                self._request.missing.append(hybrid.PartialAnswer(lacking, exc.fix))
+                self._request.missing.append(PartialAnswer(lacking, exc.fix))
                 reached[feed.exchange] = feed.caught_up and feed.processed is not None and feed.processed.exact
         return reached[feed.exchange] and not feed.unusable
 
@@ -168,7 +169,7 @@ class QueryServer:
             raise K2Error(f"the query server has no operation {op!r}", "ask for trades, bars or status.")
         self._request.served, self._request.seconds = {"live": 0, "local": 0}, {}
         self._request.reached = {}  # exchange -> whether its store reached Kafka's end offsets
-        self._request.missing = []  # what the answer lacks (hybrid.PartialAnswer)
+        self._request.missing = []  # what the answer lacks (k2.query.partial)
         begin, stop = (dt.datetime.fromisoformat(request[k]) for k in ("start", "end"))
         exchanges, symbols = request["exchanges"], request.get("symbols")
         for _ in range(ANSWER_ATTEMPTS):
@@ -184,7 +185,7 @@ class QueryServer:
             log.info("query.batch_meanwhile", op=op)
             self._request.reached = {}
         fresh_s = {step: round(spent, 3) for step, spent in self._request.seconds.items()}
-        return hybrid.noted(table, self._request.missing), {"served": self._request.served, "fresh_s": fresh_s}
+        return noted(table, self._request.missing), {"served": self._request.served, "fresh_s": fresh_s}
 
     def status(self) -> dict[str, Any]:
         return {"feeds": self.followers.status(), "answered": dict(self.answered)}
