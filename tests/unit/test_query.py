@@ -203,3 +203,31 @@ def test_what_a_partial_answer_lacks_crosses_the_query_server_s_socket_with_it()
     assert [(n.cause, n.fix) for n in partial_notes(received)] == [(n.cause, n.fix) for n in lacking]
     assert partial_notes(TRADES_SCHEMA.empty_table()) == []
     assert noted(TRADES_SCHEMA.empty_table(), []).schema.metadata is None
+
+
+def test_k2_query_prints_what_a_partial_answer_lacks_and_complete_makes_it_an_error(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    import warnings
+
+    import k2.query
+    from k2.cli import build_parser
+    from k2.cli.pipeline import cmd_query
+    from k2.query.partial import PartialAnswer
+    from k2.settings import Settings
+
+    def partial_trades(*args, **kwargs) -> pa.Table:
+        warnings.warn(PartialAnswer("the answer lacks binance's tail", "start the broker"), stacklevel=2)
+        return pa.table({"n": [1]})
+
+    settings = Settings.from_env({"K2_HOME": str(tmp_path)})
+    monkeypatch.setattr(k2.query, "trades", partial_trades)
+    args = build_parser().parse_args(["query", "trades", "--since", "1m", "--format", "csv"])
+    assert cmd_query(settings, args) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ['"n"', "1"]  # Arrow's CSV quotes names
+    assert "k2: warning: the answer lacks binance's tail\nk2: fix: start the broker" in err
+    complete = build_parser().parse_args(["query", "trades", "--since", "1m", "--complete"])
+    with pytest.raises(PartialAnswer, match="lacks binance's tail") as raised:  # main prints it as k2: error
+        cmd_query(settings, complete)
+    assert raised.value.fix == "start the broker" and capsys.readouterr().out == ""
