@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from k2.errors import K2Error
@@ -194,6 +195,8 @@ def reconciliation_rows(settings: Settings) -> list[Row]:
             continue
         gaps = [f"{name} {m[name]}" for name in ("bronze_gap_rows", "silver_gap_rows") if (m.get(name) or 0) > 0]
         age = m.get("unprocessed_age_s")
+        # the figures are the last monitoring run's: a batch that finished since is not in them yet
+        measured = f", measured {time.time() - m['measured_at']:.0f}s ago" if m.get("measured_at") else ""
         rows.append(
             (
                 f"silver {exchange}",
@@ -201,7 +204,7 @@ def reconciliation_rows(settings: Settings) -> list[Row]:
                 "ops.medallion_ledger",
                 f"Kafka {m.get('kafka_committed')} = Bronze {m['bronze_rows']} = Silver accounted "
                 f"{m['silver_accounted_rows']} + waiting {m['unprocessed_rows']} "
-                f"(oldest {'?' if age is None else f'{age / 60:.0f} min'})",
+                f"(oldest {'?' if age is None else f'{age / 60:.0f} min'}){measured}",
             )
         )
     return rows
