@@ -42,6 +42,12 @@ class Feed:
     waiting: int = 0  # queries waiting for the store to reach Kafka's end offsets
     wanted: dict[int, int] = field(default_factory=dict)  # partition -> the end offset they wait for
 
+    @property
+    def answerable(self) -> bool:
+        """Whether the store can answer for the exchange with what it holds: it caught up, nothing made
+        it unusable, and Silver's coverage ends at known offsets."""
+        return self.caught_up and not self.unusable and self.processed is not None and self.processed.exact
+
 
 def judging_due(arrived: int, gathered_s: float, wanted: dict[int, int] | None, reached: dict[int, int]) -> bool:
     """Judge now: enough records are in, or they have waited long enough, or a query waits (``wanted``: the end
@@ -246,7 +252,7 @@ class Followers:
         """Waits until the store holds the feed's records up to the end offsets Kafka has now (False:
         it cannot answer for the exchange, or did not get there within the query's tail timeout).
         Raises ``TailUnreadable`` when Kafka does not say its end offsets."""
-        if not feed.caught_up or feed.unusable or feed.processed is None or not feed.processed.exact:
+        if not feed.answerable:
             return False
         ends = self._end_offsets(feed)
         with self.changed:
