@@ -139,9 +139,10 @@ def test_bars_merged_from_parts_of_their_minutes_equal_bars_of_all_their_trades(
 
 
 def test_fresh_minutes_merge_with_silver_dropping_copies_of_its_trades() -> None:
-    """Bars over Silver's trades and fresh minute partials: a minute Silver has trades in, or whose
-    fresh trades include a (mis-stamped) copy of a Silver trade, is aggregated from its trades with
-    that copy dropped, as the next batch drops it; the other fresh minutes are taken as they are."""
+    """Bars over Silver's trades and fresh minute partials: a minute whose fresh trades include a
+    (mis-stamped) copy of a Silver trade is aggregated from its trades with that copy dropped, as the
+    next batch drops it; the other fresh minutes are taken as they are, beside Silver's trades of the
+    same minute (ids above Silver's highest: no copy of one of its trades)."""
     silver = pa.Table.from_pylist(
         [trade("1", 5, "100", "1", "buy"), trade("2", 50, "101", "1", "sell")], schema=TRADES_SCHEMA
     )
@@ -167,7 +168,7 @@ def test_fresh_minutes_merge_with_silver_dropping_copies_of_its_trades() -> None
     by_start = lambda bars: sorted(bars, key=lambda b: b["bar_start"])  # noqa: E731
     assert by_start(merge_bars(every, "1m")) == by_start(expected)
     assert [b["trade_count"] for b in by_start(expected)] == [3, 1, 1]
-    assert windows == [(T, T + dt.timedelta(minutes=3))]  # minutes 0 and 2 read as trades, after Silver
+    assert windows == [(T + dt.timedelta(minutes=2), T + dt.timedelta(minutes=3))]  # only minute 2 as trades
     assert missing == []
 
 

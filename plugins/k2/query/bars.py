@@ -24,6 +24,8 @@ WIDTHS = dict(BAR_WIDTHS_S)
 _CTX = Context(prec=200, rounding=ROUND_HALF_UP)
 _LIMIT = Decimal(10) ** 20
 
+# the trade columns PARTIALS_SQL reads
+PARTIAL_INPUTS = ("exchange", "symbol", "event_time", "trade_id", "price", "quantity", "quote_amount", "taker_side")
 MINUTE_US = 60_000_000  # the finest bar: every width is whole minutes, aligned to the epoch
 # a minute's part of a bar, per exchange and symbol: what merging it with the bar's other minutes needs
 PARTIALS_SQL = """

@@ -46,6 +46,7 @@ TRADES_SCHEMA = pa.schema(
         ("bronze_ingested_at", TIME),
     ]
 )
+TRADE_COLUMNS = tuple(TRADES_SCHEMA.names)
 
 
 @dataclass
@@ -173,9 +174,12 @@ def _not_in(fresh: pa.Table, silver: pa.Table) -> pa.Table:
     return kept.cast(TRADES_SCHEMA)
 
 
-def _silver(settings: Settings, exchanges, symbols, start, end, extra=None) -> pa.Table:
-    table = sources.silver_trades(settings, exchanges, symbols, start, end, extra)
-    return table.select(TRADES_SCHEMA.names).cast(TRADES_SCHEMA)
+def _silver(
+    settings: Settings, exchanges, symbols, start, end, extra=None, columns: tuple[str, ...] = TRADE_COLUMNS
+) -> pa.Table:
+    """Silver's trades as TRADES_SCHEMA types, of ``columns`` only (Parquet decodes no others)."""
+    table = sources.silver_trades(settings, exchanges, symbols, start, end, extra, columns)
+    return table.select(list(columns)).cast(pa.schema([TRADES_SCHEMA.field(c) for c in columns]))
 
 
 def _sorted(table: pa.Table) -> pa.Table:
@@ -233,7 +237,8 @@ def bars(
             And(GreaterThanOrEqual(column, start.isoformat()), LessThan(column, end.isoformat()))
             for start, end in not_in_gold
         ]
-        dirty |= _bar_keys(_silver(settings, [exchange], symbols, first, last, reduce(Or, ingested)), width)
+        keys = ("exchange", "symbol", "event_time")
+        dirty |= _bar_keys(_silver(settings, [exchange], symbols, first, last, reduce(Or, ingested), keys), width)
     missing: list[PartialAnswer] = []
     if fresh_minutes is None:
         judged, missing = _fresh(settings, exchanges, symbols, first, last, fresh)
@@ -250,7 +255,7 @@ def bars(
         # every trade of the dirty bars: Silver's over their span, and the fresh ones
         span = (min(k[2] for k in dirty), max(k[2] for k in dirty) + width)
         dirty_symbols = sorted({k[1] for k in dirty})
-        silver = _silver(settings, exchanges, dirty_symbols, *span)
+        silver = _silver(settings, exchanges, dirty_symbols, *span, columns=bar_sql.PARTIAL_INPUTS)
         every, lacking = _combined(settings, minutes, silver, symbols, fresh)
         missing += lacking
         computed = [r for r in merge_bars(every, interval) if (r["exchange"], r["symbol"], r["bar_start"]) in dirty]
@@ -262,13 +267,14 @@ def bars(
 def _combined(
     settings: Settings, minutes: pa.Table, silver: pa.Table, symbols: list[str] | None, fresh: FreshSource
 ) -> tuple[pa.Table, list[PartialAnswer]]:
-    """Minute partials of Silver's trades and the fresh ones together. A minute that Silver has trades
-    in, or whose fresh trades may hold a copy of one of Silver's (an id not above Silver's highest
-    for the symbol, or one not numeric: ids grow with time, so only a replayed or mis-stamped copy
-    does this), is aggregated from its trades, fresh and Silver's, with a fresh copy of a trade
-    Silver holds dropped (as the next batch drops it); the fresh partials of the other minutes are
-    taken as they are. The fresh trades of those minutes are read after Silver, as in ``trades``.
-    Returns the partials and what the fresh trades lack."""
+    """Minute partials of Silver's trades and the fresh ones together. A minute whose fresh trades may
+    hold a copy of one of Silver's (an id not above Silver's highest for the symbol, or one not
+    numeric: ids grow with time, so only a replayed or mis-stamped copy does this) is aggregated
+    from its fresh trades with a copy of a trade Silver holds dropped (as the next batch drops it);
+    the fresh partials of the other minutes are taken as they are, beside Silver's partials of the
+    same minute: their trades are not Silver's, and partials of disjoint trades merge exactly. The
+    fresh trades of those minutes are read after Silver, as in ``trades``. Returns the partials and
+    what the fresh trades lack."""
     import pyarrow.compute as pc
 
     minute = bar_sql.minute_of("event_time")
@@ -278,8 +284,7 @@ def _combined(
         con.register("_minutes", minutes)
         con.register("_silver", silver)
         highest = "SELECT exchange, symbol, max(TRY_CAST(trade_id AS HUGEINT)) AS top FROM _silver GROUP BY ALL"
-        shared = f"""SELECT DISTINCT exchange, symbol, {minute} AS minute_us FROM _silver
-          UNION SELECT exchange, symbol, minute_us FROM _minutes JOIN ({highest}) USING (exchange, symbol)
+        shared = f"""SELECT DISTINCT exchange, symbol, minute_us FROM _minutes JOIN ({highest}) USING (exchange, symbol)
           WHERE NOT coalesce(numeric_ids, false) OR TRY_CAST(lowest_id AS HUGEINT) <= top"""
         con.execute(f"CREATE TEMP TABLE _shared AS {shared}")
         key = "USING (exchange, symbol, minute_us)"
@@ -295,7 +300,8 @@ def _combined(
             raw = con.sql(
                 f"SELECT * FROM (SELECT *, {minute} AS minute_us FROM _fresh) SEMI JOIN _shared {key}"
             ).to_arrow_table()
-            parts.append(bar_sql.partials(pa.concat_tables([silver, _not_in(raw.drop(["minute_us"]), silver)])))
+            kept = _not_in(raw.drop(["minute_us"]), silver).select(silver.schema.names)
+            parts.append(bar_sql.partials(pa.concat_tables([silver, kept])))
         else:
             parts.append(bar_sql.partials(silver))
     finally:

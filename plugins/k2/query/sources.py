@@ -80,6 +80,7 @@ def silver_trades(
     start: dt.datetime,
     end: dt.datetime,
     extra: Any = None,
+    columns: tuple[str, ...] = ("*",),
 ) -> pa.Table:
     from pyiceberg.expressions import And, GreaterThanOrEqual, In, LessThan, Or
 
@@ -89,7 +90,7 @@ def silver_trades(
         where = And(where, Or(In("symbol", symbols), In("exchange_symbol", symbols)))
     if extra is not None:
         where = And(where, extra)
-    return scan(settings, SILVER_TRADES.identifier, where)
+    return scan(settings, SILVER_TRADES.identifier, where, columns)
 
 
 def gold_bars(

@@ -150,7 +150,7 @@ class QueryServer:
             except TailUnreadable as exc:
                 lacking = f"the answer lacks {feed.exchange}'s records the query server had not read: {exc.cause}"
                 self._request.missing.append(PartialAnswer(lacking, exc.fix))
-                reached[feed.exchange] = feed.caught_up and feed.processed is not None and feed.processed.exact
+                reached[feed.exchange] = feed.answerable
         return reached[feed.exchange] and not feed.unusable
 
     def _count(self, live: bool, seconds: dict[str, float]) -> None:
@@ -208,7 +208,8 @@ class _Handler(socketserver.StreamRequestHandler):
             table, how = owner.answer(request)
             seconds = round(time.perf_counter() - clock, 3)
             write_table(self.wfile, table, how | {"seconds": seconds})
-            log.info("query.answered", op=request.get("op"), rows=table.num_rows, seconds=seconds, **how)
+            sent_s = round(time.perf_counter() - clock - seconds, 3)
+            log.info("query.answered", op=request.get("op"), rows=table.num_rows, seconds=seconds, sent_s=sent_s, **how)
         except K2Error as exc:
             write_error(self.wfile, exc.cause, exc.fix)
         except Exception as exc:
