@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from k2.errors import K2Error
@@ -175,6 +174,7 @@ def _streams(settings: Settings) -> list[Row]:
 def reconciliation_rows(settings: Settings) -> list[Row]:
     """Per exchange, what the last monitoring run reconciled (k2.monitoring.reconcile)."""
     from k2.docstore import opened
+    from k2.monitoring.report import measured_ago
     from k2.monitoring.shared import monitoring_docs
 
     try:
@@ -196,7 +196,7 @@ def reconciliation_rows(settings: Settings) -> list[Row]:
         gaps = [f"{name} {m[name]}" for name in ("bronze_gap_rows", "silver_gap_rows") if (m.get(name) or 0) > 0]
         age = m.get("unprocessed_age_s")
         # the figures are the last monitoring run's: a batch that finished since is not in them yet
-        measured = f", measured {time.time() - m['measured_at']:.0f}s ago" if m.get("measured_at") else ""
+        measured = f", measured {measured_ago(m)}" if m.get("measured_at") else ""
         rows.append(
             (
                 f"silver {exchange}",

@@ -28,6 +28,11 @@ STREAM_HEADERS = (
 NO_MEASUREMENT = "no monitoring measurement yet (the k2_monitoring DAG runs every minute; `k2 monitor` measures now)"
 
 
+def measured_ago(measurement: dict[str, Any]) -> str:
+    """How long ago a monitoring measurement (a row of the latest document) was taken: "42s ago"."""
+    return f"{time.time() - measurement['measured_at']:.0f}s ago"
+
+
 def _fmt(value: Any, digits: int = 1) -> str:
     if value is None:
         return "-"
@@ -52,7 +57,7 @@ def stream_rows(settings: Settings) -> list[tuple[str, ...]]:
                 _fmt(m["throughput_rows_per_s"]),
                 _fmt(m["restarts_1h"]),
                 ", ".join(open_) or "none",
-                f"{time.time() - m['measured_at']:.0f}s ago",
+                measured_ago(m),
             )
         )
     return rows
