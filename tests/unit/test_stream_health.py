@@ -135,3 +135,28 @@ def test_an_outage_alerts_once_when_it_starts_and_once_when_the_stream_is_back(t
     back = replace(UP, now=NOW + 60, last_active_at=NOW + 59)
     supervisor._apply(Decision(Action.NONE, "running"), back, state)
     assert len(alerts) == 2 and "runs again" in alerts[1][1] and state.outage is None
+
+
+def test_a_stream_is_ready_for_data_once_its_first_trigger_since_its_start_is_done(tmp_path) -> None:
+    """`k2 up` starts the feeds then: a new topic's first batch (empty, on a cold JVM) is behind it."""
+    import time
+
+    from k2.settings import Settings
+    from k2.streams.supervisor import StreamSupervisor
+
+    supervisor = StreamSupervisor(Settings.from_env({}, home=tmp_path), "binance")
+    started = time.time()
+    try:
+        assert not supervisor.first_trigger_done()  # no job yet
+        supervisor.control.write("status", {"state": "running", "started_at": started, "heartbeat_at": started})
+        supervisor.control.write("progress", {"batch_id": 7, "completed_at": started - 60})  # the previous job's
+        assert not supervisor.first_trigger_done()
+        supervisor.control.write("idle", {"idle_at": started + 1})  # a restart with nothing new to read
+        assert supervisor.first_trigger_done()
+        supervisor.control.write("idle", {"idle_at": started - 30})
+        supervisor.control.write("progress", {"batch_id": 0, "completed_at": started + 2})  # a new topic's first
+        assert supervisor.first_trigger_done()
+        supervisor.control.write("status", {"state": "failed", "started_at": started, "heartbeat_at": started})
+        assert not supervisor.first_trigger_done()
+    finally:
+        supervisor.close()

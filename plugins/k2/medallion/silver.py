@@ -196,20 +196,24 @@ def known_dead_letters(
 
 
 def write(lake: LakeSettings, trades: DataFrame, dead: DataFrame, label: str) -> tuple[int, int]:
-    """Appends both; returns the numbers of trades and dead letters, counted while they are written."""
+    """Appends both (materialized: the same rows however often they are read); returns the numbers
+    of trades and dead letters, counted while they are written."""
+    catalog = lake.catalog_name
+    new = _append_counted(trades, qualified(catalog, SILVER_TRADES.identifier), f"silver_new_{label}")
+    rejected = _append_counted(dead, qualified(catalog, DEAD_LETTER.identifier), f"silver_dead_{label}")
+    return new, rejected
+
+
+def _append_counted(frame: DataFrame, table: str, name: str) -> int:
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
-    written, rejected = Observation(f"silver_new_{label}"), Observation(f"silver_dead_{label}")
-    append(
-        trades.observe(written, F.count(F.lit(1)).alias("rows")),
-        qualified(lake.catalog_name, SILVER_TRADES.identifier),
-    )
-    append(
-        dead.observe(rejected, F.count(F.lit(1)).alias("rows")),
-        qualified(lake.catalog_name, DEAD_LETTER.identifier),
-    )
-    return written.get["rows"], rejected.get["rows"]
+    observation = Observation(name)
+    append(frame.observe(observation, F.count(F.lit(1)).alias("rows")), table)
+    metrics = observation.get
+    # a Spark Connect 4.1 server waits 100 ms for a command's observed metrics, then answers without
+    # them (SPARK-54279): under `k2 up`'s load it did, and the task failed after its write
+    return metrics["rows"] if "rows" in metrics else frame.count()
 
 
 def run_silver(spark: SparkSession, settings: Settings, interval: Interval, gate: Gate) -> SilverReport:
@@ -237,7 +241,7 @@ def run_silver(spark: SparkSession, settings: Settings, interval: Interval, gate
     # computed once for the gate and the write (Silver itself may move under a concurrent run's commit)
     with timed(steps, "new_trades"):
         trades = materialize(new_trades(spark, lake, exchange.name, classified, accounting.valid_span, now))
-        dead = new_dead_letters(spark, lake, exchange.name, classified, accounting.kafka_span, now)
+        dead = materialize(new_dead_letters(spark, lake, exchange.name, classified, accounting.kafka_span, now))
     with timed(steps, "gate_silver"):
         report.quality["silver"] = gate("silver", trades, interval)
     with timed(steps, "write"):

@@ -93,9 +93,11 @@ def bring_up(
     _step(10)
     unpause_dags(airflow, settings, list(MONITORING_AND_BATCH_DAGS))
     if wait_for_streams and first_batch:
-        warming = _warm_batch_server(settings)
         if feeds:  # a running stream may not have committed yet: the first run would find Bronze empty
             wait_first_rows(settings, feeds_started_ms)
+        # after the streams' first commits: beside them, the warm-up's jobs slowed the first batch
+        # with data to 8.4 s, and its records' latency opened a warning in the first minute
+        warming = _warm_batch_server(settings)
         if warming is not None:
             warming.join(timeout=WARM_UP_WAIT_S)
         run_first_batch(airflow)
@@ -106,8 +108,8 @@ WARM_UP_WAIT_S = 60.0  # the first run waits this long at most for the warm-up (
 
 
 def _warm_batch_server(settings: Settings) -> threading.Thread | None:
-    """Warms the embedded Spark Connect server up (``k2.runtime.spark_connect.warm_up``) while the
-    streams commit their first rows; None when the batch runs elsewhere."""
+    """Warms the embedded Spark Connect server up (``k2.runtime.spark_connect.warm_up``) in the
+    background; None when the batch runs elsewhere."""
     if not settings.spark.connect_embedded:
         return None
     from k2.runtime.spark_connect import warm_up
@@ -247,8 +249,10 @@ def revive_query_server(settings: Settings) -> bool:
 
 
 def wait_streams_running(settings: Settings, timeout_s: float = 420.0) -> None:
-    """Until every stream's own job says its query runs (Spark's start-up takes a while). Not until
-    data arrives: a stream restarted on a quiet topic is ready with nothing to commit."""
+    """Until every stream's own job says its query runs (Spark's start-up takes a while) and has
+    finished its first trigger: on a new topic that is an empty batch paying the JVM's cold start
+    (6 s on a busy `k2 up`), which records published meanwhile waited out, opening a latency warning
+    in the first minute. Not until data arrives: a stream restarted on a quiet topic is ready idle."""
     from k2.streams.supervisor import StreamSupervisor
 
     supervisors = {ex: StreamSupervisor(settings, ex) for ex in settings.exchanges}
@@ -257,7 +261,7 @@ def wait_streams_running(settings: Settings, timeout_s: float = 420.0) -> None:
     try:
         while True:
             reports = {ex: s.inspect() for ex, s in supervisors.items()}
-            ready = [ex for ex, r in reports.items() if r.state == "running" and supervisors[ex].query_running()]
+            ready = [ex for ex, r in reports.items() if r.state == "running" and supervisors[ex].first_trigger_done()]
             if len(ready) == len(reports):
                 return
             if time.monotonic() > deadline:

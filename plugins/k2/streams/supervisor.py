@@ -119,6 +119,15 @@ class StreamSupervisor:
         beat = last_beat(status)
         return status.get("state") == "running" and beat is not None and self.clock() - beat < HEARTBEAT_MAX_AGE_S
 
+    def first_trigger_done(self) -> bool:
+        """The job's query runs and finished its first trigger since the job started: it completed a
+        batch (on a new topic an empty one, which pays the JVM's cold start) or found nothing new."""
+        status = self.control.read("status") or {}
+        started = status.get("started_at") or 0
+        progress, idle = self.control.read("progress") or {}, self.control.read("idle") or {}
+        finished = (progress.get("completed_at"), idle.get("idle_at"))
+        return self.query_running(status) and any(t and t >= started for t in finished)
+
     def running_pid(self, status: dict) -> int | None:
         """The job's pid: this host's instance lock holder, else a job on another host whose status
         still beats (it holds the fence there; its own host's checks signal it)."""
