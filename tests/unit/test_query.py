@@ -14,7 +14,7 @@ import pytest
 from k2.errors import K2Error
 from k2.query.api import window
 from k2.query.bars import compute_bars, merge_bars, partials, vwap
-from k2.query.hybrid import TRADES_SCHEMA, Fresh, _combined
+from k2.query.hybrid import TRADES_SCHEMA, Fresh, _combined, _sorted
 from k2.query.output import write
 from k2.query.sources import FAR, KeyFilter, gaps
 
@@ -170,6 +170,26 @@ def test_fresh_minutes_merge_with_silver_dropping_copies_of_its_trades() -> None
     assert [b["trade_count"] for b in by_start(expected)] == [3, 1, 1]
     assert windows == [(T + dt.timedelta(minutes=2), T + dt.timedelta(minutes=3))]  # only minute 2 as trades
     assert missing == []
+
+
+SORTED = [("aardvark", "9", 5), ("binance", "1", 5), ("binance", "2", 5), ("binance", "10", 7)]
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        [0, 1, 2, 3],  # in order: kept as it is, unsorted
+        [1, 0, 2, 3],  # a tie of event times broken by the exchange
+        [0, 2, 1, 3],  # a tie broken by the trade id
+        [0, 3, 1, 2],  # "10" sorts before "2" as text, but it is later
+    ],
+)
+def test_trades_are_ordered_by_event_time_exchange_and_trade_id_and_sorted_only_when_not(order) -> None:
+    rows = [{**trade(t, seconds, "100", "1", "buy"), "exchange": ex} for ex, t, seconds in (SORTED[i] for i in order)]
+    table = pa.concat_tables([pa.Table.from_pylist(r, schema=TRADES_SCHEMA) for r in (rows[:2], rows[2:])])
+    answer = _sorted(table)
+    assert [(r["exchange"], r["trade_id"]) for r in answer.to_pylist()] == [(ex, t) for ex, t, _ in SORTED]
+    assert (answer is table) == (order == [0, 1, 2, 3])
 
 
 def test_outputs(tmp_path, capsys) -> None:

@@ -182,14 +182,36 @@ def _silver(
     return table.select(list(columns)).cast(pa.schema([TRADES_SCHEMA.field(c) for c in columns]))
 
 
+SORT_KEYS = ("event_time", "exchange", "trade_id")  # the order of a trades answer
+
+
 def _sorted(table: pa.Table) -> pa.Table:
-    """By event time, exchange and trade id. Sorting the keys as contiguous arrays, then taking the
-    rows, is several times faster than ``sort_by`` over the chunks of a few hundred thousand rows."""
+    """By SORT_KEYS. A query server's answer for one symbol mostly comes in that order already, and
+    checking it costs a seventh of sorting. Otherwise the keys are sorted as contiguous arrays and
+    the rows taken: several times faster than ``sort_by`` over the chunks of a few hundred thousand."""
     import pyarrow.compute as pc
 
-    keys = ("event_time", "exchange", "trade_id")
-    order = pc.sort_indices(table.select(keys).combine_chunks(), sort_keys=[(k, "ascending") for k in keys])
-    return table.take(order)
+    keys = table.select(SORT_KEYS).combine_chunks()
+    if _in_order(keys):
+        return table
+    return table.take(pc.sort_indices(keys, sort_keys=[(k, "ascending") for k in SORT_KEYS]))
+
+
+def _in_order(keys: pa.Table) -> bool:
+    """Whether each row's keys are at most the next row's (compared in order; none is null)."""
+    import pyarrow.compute as pc
+
+    if keys.num_rows < 2:
+        return True
+    ordered = None
+    for name in reversed(keys.schema.names):  # the last key decides a tie of all the others
+        column = keys.column(name)
+        this, after = column.slice(0, keys.num_rows - 1), column.slice(1)
+        if ordered is None:
+            ordered = pc.less_equal(this, after)
+        else:
+            ordered = pc.or_(pc.less(this, after), pc.and_(pc.equal(this, after), ordered))
+    return bool(pc.all(ordered.fill_null(False)).as_py())
 
 
 def trades(
