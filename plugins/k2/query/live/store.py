@@ -177,10 +177,11 @@ class LiveStore:
         copies = self._copies_sql(exchange, start, end, symbols, from_offsets)
         con = self._cursor()
         try:
-            disputed = bool(con.execute(f"SELECT 1 FROM {copies} WHERE contested LIMIT 1").fetchall())
-            return con.sql(
-                self._first_copies_sql(exchange, start, end, symbols, from_offsets, disputed)
-            ).to_arrow_table()
+            if con.execute(f"SELECT 1 FROM {copies} WHERE contested LIMIT 1").fetchall():
+                sql = self._first_copies_sql(exchange, start, end, symbols, from_offsets)
+            else:  # every candidate is its trade's only copy
+                sql = _as_trades(exchange, f"SELECT * FROM {copies} WHERE {_inside(start, end)}")
+            return con.sql(sql).to_arrow_table()
         finally:
             con.close()
 
@@ -231,37 +232,39 @@ class LiveStore:
             AND {_wanted_sql(symbols)})"""
 
     def _first_copies_sql(
-        self,
-        exchange: str,
-        start: dt.datetime,
-        end: dt.datetime,
-        symbols: list[str] | None,
-        from_offsets: Offsets,
-        disputed: bool = True,
+        self, exchange: str, start: dt.datetime, end: dt.datetime, symbols: list[str] | None, from_offsets: Offsets
     ) -> str:
-        """Only the trades with a contested copy are ranked among their copies; without ``disputed``
-        (no copy in the range is contested), every candidate is its trade's only copy."""
-        inside = f"event_time >= {sql_time(start)} AND event_time < {sql_time(end)}"
+        """Only the trades with a contested copy are ranked among their copies."""
+        inside = _inside(start, end)
         rank = "row_number() OVER (PARTITION BY symbol, trade_id ORDER BY kafka_partition, kafka_offset, item_index)"
         # each part reads the candidates itself: a shared CTE over every one in the range is materialised
         copies = self._copies_sql(exchange, start, end, symbols, from_offsets)
-        firsts = f"SELECT * FROM {copies} WHERE {inside}"
-        if disputed:
-            firsts = f"""WITH disputed AS (SELECT DISTINCT symbol, trade_id FROM {copies} WHERE contested)
+        return _as_trades(
+            exchange,
+            f"""WITH disputed AS (SELECT DISTINCT symbol, trade_id FROM {copies} WHERE contested)
   SELECT * FROM {copies} ANTI JOIN disputed USING (symbol, trade_id) WHERE {inside} AND NOT contested
   UNION ALL BY NAME
   SELECT * FROM (SELECT * FROM {copies} SEMI JOIN disputed USING (symbol, trade_id) QUALIFY {rank} = 1)
-  WHERE {inside}"""
-        return f"""
-WITH firsts AS ({firsts})
-SELECT {lit(exchange)} AS exchange, symbol, exchange_symbol, trade_id, event_time, price, quantity, quote_amount,
-  taker_side, kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, NULL::TIMESTAMPTZ AS bronze_ingested_at
-FROM firsts"""
+  WHERE {inside}""",
+        )
 
     def close(self) -> None:
         for cursor in self._adders.values():
             cursor.close()
         self._db.close()
+
+
+def _inside(start: dt.datetime, end: dt.datetime) -> str:
+    return f"event_time >= {sql_time(start)} AND event_time < {sql_time(end)}"
+
+
+def _as_trades(exchange: str, firsts: str) -> str:
+    """SQL: the first copies ``firsts`` (SQL) in ``k2.query.hybrid.TRADES_SCHEMA``'s columns."""
+    return f"""
+WITH firsts AS ({firsts})
+SELECT {lit(exchange)} AS exchange, symbol, exchange_symbol, trade_id, event_time, price, quantity, quote_amount,
+  taker_side, kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, NULL::TIMESTAMPTZ AS bronze_ingested_at
+FROM firsts"""
 
 
 def _offsets_sql(offsets: Offsets) -> str:
