@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from _harness import embedded_broker, progress, write_results
+from _harness import RESULTS_DIR, embedded_broker, progress, write_results
 from bronze_stream import Supervisors, configure, wait
 
 import k2.query as q
@@ -63,6 +66,10 @@ def run_batch(settings, start: dt.datetime, end: dt.datetime) -> dict:
 def stats(seconds: list[float]) -> dict:
     ms = np.array(seconds) * 1000
     return {"p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1)}
+
+
+def _ms(seconds: list[float]) -> list[float]:
+    return [round(s * 1000, 1) for s in seconds]
 
 
 def measure(settings, repeats: int) -> dict:
@@ -104,7 +111,7 @@ def measure(settings, repeats: int) -> dict:
         served_how = _served_how(settings, *name_request)
         out[name] = {
             "target_ms": target_ms,
-            **{kind: {**stats(t), "rows": rows[kind]} for kind, t in times.items()},
+            **{kind: {**stats(t), "rows": rows[kind], "all_ms": _ms(t)} for kind, t in times.items()},
             # how the server answered: from its store (live) or judging at query time (local)
             "server_answers": {k: after[k] - before[k] for k in after},
             "served_how": served_how,  # one more served query: its seconds in the server, fresh steps
@@ -117,14 +124,55 @@ def measure(settings, repeats: int) -> dict:
 
 def start_server(settings) -> subprocess.Popen:
     """``k2 query serve`` in a process of its own, as `k2 up` starts it, once it has caught up."""
-    log = (Path(settings.home) / "query-server.log").open("w")
-    server = subprocess.Popen([sys.executable, "-m", "k2.cli", "query", "serve"], stdout=log, stderr=log)
+    log = server_log(settings).open("w")
+    # its answers' steps, for server_steps, written as they happen
+    env = os.environ | {"K2_LOG_LEVEL": "INFO", "K2_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
+    server = subprocess.Popen([sys.executable, "-m", "k2.cli", "query", "serve"], stdout=log, stderr=log, env=env)
     wait(
         lambda: server.poll() is None and all(f["caught_up"] for f in server_status(settings)["feeds"].values()),
         120,
         "the query server to follow both topics",
     )
     return server
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    server.terminate()
+    server.wait(60)
+
+
+def server_log(settings) -> Path:
+    return Path(settings.home) / "query-server.log"
+
+
+def server_steps(settings) -> dict:
+    """Per operation, the server's own seconds for each answer it logged (``query.answered``): in all,
+    waiting for its store to reach Kafka's end offsets, reading the store, and handing the table over.
+    What a served query's time adds to them is the client's: connecting, asking, mapping the table."""
+    answered: dict[str, dict[str, list[float]]] = {}
+    for event in _json_objects(server_log(settings).read_text()):
+        if event.get("event") != "query.answered":
+            continue
+        steps = {"seconds": event["seconds"], "sent_s": event["sent_s"], **event.get("fresh_s", {})}
+        for step, value in steps.items():
+            answered.setdefault(event["op"], {}).setdefault(step, []).append(value)
+    return {op: {step: {**stats(v), "all_ms": _ms(v)} for step, v in steps.items()} for op, steps in answered.items()}
+
+
+def _json_objects(text: str):
+    """The JSON objects in a log, also where two threads' lines ran together on one line."""
+    decoder = json.JSONDecoder()
+    for line in text.splitlines():
+        at = line.find("{")
+        while at != -1:
+            try:
+                event, end = decoder.raw_decode(line, at)
+            except ValueError:
+                at = line.find("{", at + 1)
+                continue
+            if isinstance(event, dict):
+                yield event
+            at = line.find("{", end)
 
 
 def _served_how(settings, op: str, interval: str | None, seconds: int) -> dict:
@@ -231,10 +279,13 @@ def main() -> None:
             results["trades_60s"]["no_server_steps"] = breakdown(settings)
             results["bars_1m_1h"]["no_server_steps"] = bars_breakdown(settings)
             results["server"] = server_status(settings) | {"cpu_share": cpu_share(server)}
+            stop_server(server)  # its log complete: the last answers' lines may follow their answers
+            server = None
+            results["server_steps"] = server_steps(settings)
+            shutil.copy(server_log(settings), RESULTS_DIR / "query-server.log")  # for a look at its answers
         finally:
             if server is not None:
-                server.terminate()
-                server.wait(60)
+                stop_server(server)
             procs.stop_all([feed_pid_file(settings, exchange) for exchange in RATES])
             supervisors.shutdown()
     results |= {
@@ -253,6 +304,9 @@ def main() -> None:
             verdict = f"<= {results[name]['target_ms']} ms: {'met' if results[name]['met'] else 'NOT met'}"
             target = verdict if kind == "served" else ""
             print(f"{name:<12} {kind:<13} {r['p50_ms']:>9} {r['p99_ms']:>9} {r['rows']:>8}  {target}")
+    for op, steps in results["server_steps"].items():
+        figures = (f"{step} p50/p99 {v['p50_ms']}/{v['p99_ms']} ms" for step, v in steps.items())
+        print(f"server, {op}: " + ", ".join(figures))
     print(f"results: {path}")
 
 

@@ -209,18 +209,20 @@ def test_outputs(tmp_path, capsys) -> None:
 
 
 def test_what_a_partial_answer_lacks_crosses_the_query_server_s_socket_with_it() -> None:
-    import io
+    import os
+    import socket
 
-    from k2.query.live.protocol import write_table
+    from k2.query.live import protocol
     from k2.query.partial import PartialAnswer, noted, partial_notes
 
     lacking = [PartialAnswer("binance's tail unread", "start the broker"), PartialAnswer("kraken's", "the same")]
     table = noted(noted(TRADES_SCHEMA.empty_table(), lacking[:1]), lacking)  # noted twice: each note once
-    stream = io.BytesIO()
-    write_table(stream, table, {})
-    stream.seek(0)
-    stream.readline()  # the header
-    received = pa.ipc.open_stream(stream).read_all()
+    server, client = socket.socketpair()
+    with server, client:
+        protocol.send_answer(server, table, {})
+        _, fds = protocol._read_line(client)
+        received = protocol.mapped_table(fds[0])
+        os.close(fds[0])
     assert [(n.cause, n.fix) for n in partial_notes(received)] == [(n.cause, n.fix) for n in lacking]
     assert partial_notes(TRADES_SCHEMA.empty_table()) == []
     assert noted(TRADES_SCHEMA.empty_table(), []).schema.metadata is None

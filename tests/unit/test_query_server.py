@@ -5,9 +5,9 @@ forgets what Silver has processed; and the socket protocol's framing and paths."
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import os
+import socket
 import socketserver
 import subprocess
 import sys
@@ -276,13 +276,13 @@ def test_a_waiting_query_has_the_follower_judge_once_what_it_waits_for(settings)
     followers = Followers(settings)
     feed = followers.feeds["binance"]
     feed.caught_up, feed.processed, feed.positions = True, Processed(T), {0: 4}
-    followers._end_offsets = lambda _feed: {0: 10}  # Kafka's end offsets when the query arrives
     assert followers.wanted(feed) is None
     assert not judging_due(6, 0.1, None, {0: 10})
     assert judging_due(6, JUDGE_EVERY_S, None, {0: 10})  # waited long enough
     assert judging_due(JUDGE_AT, 0.1, None, {0: 10})  # enough of them
     answer: list[bool] = []
-    query = threading.Thread(target=lambda: answer.append(followers.reached_end(feed)))
+    ends = {0: 10}  # Kafka's end offsets when the query arrives
+    query = threading.Thread(target=lambda: answer.append(followers.reached_end(feed, ends)))
     query.start()
     with followers.changed:
         assert followers.changed.wait_for(lambda: feed.waiting == 1, timeout=30)
@@ -300,17 +300,21 @@ def test_a_waiting_query_has_the_follower_judge_once_what_it_waits_for(settings)
     assert followers.wanted(feed) is None
 
 
-def test_answers_are_framed_as_a_json_line_then_arrow(tmp_path) -> None:
+def test_an_answer_is_a_json_line_carrying_its_table_in_a_memory_file(tmp_path, monkeypatch) -> None:
     table = pa.table({"trade_id": ["1", "2"]})
-    stream = io.BytesIO()
-    protocol.write_table(stream, table, {"served": {"live": 1}})
-    stream.seek(0)
-    header = json.loads(stream.readline())
-    assert header == {"ok": True, "table": True, "served": {"live": 1}}
-    assert pa.ipc.open_stream(stream).read_all().equals(table)
-    stream = io.BytesIO()
-    protocol.write_error(stream, "the lake has no table silver.trades", "run `k2 lake init`.")
-    assert json.loads(stream.getvalue())["fix"] == "run `k2 lake init`."
+    server, client = socket.socketpair()
+    with server, client:
+        protocol.send_answer(server, table, {"served": {"live": 1}})
+        line, fds = protocol._read_line(client)
+        assert json.loads(line) == {"ok": True, "table": True, "served": {"live": 1}}
+        assert len(fds) == 1
+        received = protocol.mapped_table(fds[0])
+        os.close(fds[0])  # the mapping outlives the descriptor
+        assert received.equals(table)
+        protocol.send_error(server, "the lake has no table silver.trades", "run `k2 lake init`.")
+        assert json.loads(protocol._read_line(client)[0])["fix"] == "run `k2 lake init`."
+        protocol.send_answer(server, None, {"feeds": {}})  # a status: no table, no file
+        assert protocol._read_line(client) == (b'{"ok": true, "table": false, "feeds": {}}\n', [])
 
 
 def test_without_a_server_a_query_is_answered_in_process(tmp_path) -> None:
@@ -361,11 +365,11 @@ def test_a_server_error_is_raised_with_its_fix_or_answered_in_process(tmp_path, 
     path = protocol.socket_path(settings)
     path.parent.mkdir(parents=True)
 
-    class Failing(socketserver.StreamRequestHandler):
+    class Failing(socketserver.BaseRequestHandler):
         def handle(self) -> None:
-            protocol.read_request(self.rfile)
-            protocol.write_error(
-                self.wfile, "the lake has no table silver.trades", "run `k2 lake init`.", fallback=fallback
+            protocol.read_request(self.request)
+            protocol.send_error(
+                self.request, "the lake has no table silver.trades", "run `k2 lake init`.", fallback=fallback
             )
 
     with socketserver.UnixStreamServer(str(path), Failing) as server:

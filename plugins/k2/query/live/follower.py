@@ -22,8 +22,11 @@ REFRESH_S = 5.0  # how often the server looks for a new batch in the ledger and 
 # fixed cost (a dozen DuckDB statements, 15 ms on an idle core and ten times that on loaded ones),
 # which rounds of a few hundred records (a quiet feed) would pay again and again; a query that waits
 # for records has them judged as soon as they arrive, whatever these say
-JUDGE_AT = 10_000
+JUDGE_AT = 5_000
 JUDGE_EVERY_S = 5.0
+# how long a poll waits for records: a query's end offsets are seen after a poll, so a waiting query
+# waits half of it on average (a poll returns after this long with at most a few hundred records)
+POLL_S = 0.02
 
 
 @dataclass
@@ -155,7 +158,7 @@ class Followers:
             arrived, since = [], time.monotonic()
             reached: dict[int, int] = {}  # next offset per partition after the records arrived so far
             while not self._stopping.is_set():
-                polled = consumer.consume(20_000, timeout=0.05)
+                polled = consumer.consume(20_000, timeout=POLL_S)
                 arrived += polled
                 for message in polled:
                     if not message.error():
@@ -248,13 +251,12 @@ class Followers:
                 except Exception as exc:  # the old coverage stays in force: it only errs low
                     log.warning("query.coverage_unknown", exchange=feed.exchange, error=str(exc))
 
-    def reached_end(self, feed: Feed) -> bool:
-        """Waits until the store holds the feed's records up to the end offsets Kafka has now (False:
-        it cannot answer for the exchange, or did not get there within the query's tail timeout).
-        Raises ``TailUnreadable`` when Kafka does not say its end offsets."""
+    def reached_end(self, feed: Feed, ends: dict[int, int]) -> bool:
+        """Waits until the store holds the feed's records up to ``ends``, the end offsets Kafka had when
+        the query came (``end_offsets``). False: it cannot answer for the exchange, or did not get
+        there within the query's tail timeout."""
         if not feed.answerable:
             return False
-        ends = self._end_offsets(feed)
         with self.changed:
             # the follower judges these once they arrive instead of gathering more
             feed.waiting += 1
@@ -273,7 +275,7 @@ class Followers:
                 if not feed.waiting:
                     feed.wanted.clear()
 
-    def _end_offsets(self, feed: Feed) -> dict[int, int]:
+    def end_offsets(self, feed: Feed) -> dict[int, int]:
         """Kafka's end offsets of the feed's partitions, all in one request: asked one partition at a
         time, a query waited for three round trips to a broker that shares loaded cores. Raises
         ``TailUnreadable`` when Kafka does not answer."""

@@ -24,7 +24,7 @@ from k2.private import private_dir
 from k2.query import hybrid
 from k2.query.bars import partials
 from k2.query.live.follower import Feed, Followers
-from k2.query.live.protocol import read_request, socket_path, write_error, write_table
+from k2.query.live.protocol import read_request, send_answer, send_error, socket_path
 from k2.query.live.store import LiveStore
 from k2.query.partial import PartialAnswer, noted
 from k2.query.sources import TailUnreadable
@@ -146,7 +146,11 @@ class QueryServer:
         reached = self._request.reached
         if feed.exchange not in reached:
             try:
-                reached[feed.exchange] = self.followers.reached_end(feed)
+                clock = time.perf_counter()
+                ends = self.followers.end_offsets(feed) if feed.answerable else None
+                # of the wait for the store, the broker's answer (the rest: the follower's poll and round)
+                self._request.seconds["end_offsets"] = time.perf_counter() - clock
+                reached[feed.exchange] = ends is not None and self.followers.reached_end(feed, ends)
             except TailUnreadable as exc:
                 lacking = f"the answer lacks {feed.exchange}'s records the query server had not read: {exc.cause}"
                 self._request.missing.append(PartialAnswer(lacking, exc.fix))
@@ -196,25 +200,26 @@ class _Server(socketserver.ThreadingUnixStreamServer):
     owner: QueryServer
 
 
-class _Handler(socketserver.StreamRequestHandler):
+class _Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         owner: QueryServer = self.server.owner  # type: ignore[attr-defined]
+        sock = self.request
         try:
-            request = read_request(self.rfile)
+            request = read_request(sock)
             if request.get("op") == "status":
-                write_table(self.wfile, None, owner.status())
+                send_answer(sock, None, owner.status())
                 return
             clock = time.perf_counter()
             table, how = owner.answer(request)
             seconds = round(time.perf_counter() - clock, 3)
-            write_table(self.wfile, table, how | {"seconds": seconds})
+            send_answer(sock, table, how | {"seconds": seconds})
             sent_s = round(time.perf_counter() - clock - seconds, 3)
             log.info("query.answered", op=request.get("op"), rows=table.num_rows, seconds=seconds, sent_s=sent_s, **how)
         except K2Error as exc:
-            write_error(self.wfile, exc.cause, exc.fix)
+            send_error(sock, exc.cause, exc.fix)
         except Exception as exc:
             log.exception("query.failed")
-            write_error(self.wfile, f"the query server failed: {exc}", "", fallback=True)
+            send_error(sock, f"the query server failed: {exc}", "", fallback=True)
 
 
 def collect_less() -> None:
