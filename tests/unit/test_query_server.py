@@ -317,6 +317,27 @@ def test_an_answer_is_a_json_line_carrying_its_table_in_a_memory_file(tmp_path, 
         assert protocol._read_line(client) == (b'{"ok": true, "table": false, "feeds": {}}\n', [])
 
 
+def test_an_answer_is_complete_once_its_line_is_sent_whenever_the_client_leaves(monkeypatch) -> None:
+    """A client reads the line and its descriptor, then closes: the server sends nothing more (a send
+    after that fails with a broken pipe, which turned answered queries into logged failures)."""
+    server, client = socket.socketpair()
+    real_send_fds = socket.send_fds
+    received: list[tuple[bytes, list[int]]] = []
+
+    def sent_then_client_left(sock, buffers, fds):
+        sent = real_send_fds(sock, buffers, fds)
+        received.append(protocol._read_line(client))
+        client.close()
+        return sent
+
+    monkeypatch.setattr(socket, "send_fds", sent_then_client_left)
+    with server:
+        protocol.send_answer(server, pa.table({"trade_id": ["1"]}), {"served": {"live": 1}})
+    ((line, fds),) = received
+    assert json.loads(line)["ok"] and len(fds) == 1
+    os.close(fds[0])
+
+
 def test_without_a_server_a_query_is_answered_in_process(tmp_path) -> None:
     settings = Settings.from_env({}, home=tmp_path)
     assert protocol.ask(settings, {"op": "status"}) is None

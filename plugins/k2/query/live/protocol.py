@@ -50,7 +50,8 @@ def send_answer(sock: socket.socket, table: pa.Table | None, header: dict[str, A
     fd = table_file(table)
     try:
         sent = socket.send_fds(sock, [line], [fd])
-        sock.sendall(line[sent:])
+        if sent < len(line):  # the descriptor went with the first byte: the rest of a long line
+            sock.sendall(line[sent:])
     finally:
         os.close(fd)
 

@@ -203,23 +203,33 @@ class _Server(socketserver.ThreadingUnixStreamServer):
 class _Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         owner: QueryServer = self.server.owner  # type: ignore[attr-defined]
-        sock = self.request
         try:
-            request = read_request(sock)
+            request = read_request(self.request)
             if request.get("op") == "status":
-                send_answer(sock, None, owner.status())
+                self._reply(send_answer, None, owner.status())
                 return
             clock = time.perf_counter()
             table, how = owner.answer(request)
             seconds = round(time.perf_counter() - clock, 3)
-            send_answer(sock, table, how | {"seconds": seconds})
-            sent_s = round(time.perf_counter() - clock - seconds, 3)
-            log.info("query.answered", op=request.get("op"), rows=table.num_rows, seconds=seconds, sent_s=sent_s, **how)
+            if self._reply(send_answer, table, how | {"seconds": seconds}):
+                sent_s = round(time.perf_counter() - clock - seconds, 3)
+                log.info(
+                    "query.answered", op=request.get("op"), rows=table.num_rows, seconds=seconds, sent_s=sent_s, **how
+                )
         except K2Error as exc:
-            send_error(sock, exc.cause, exc.fix)
+            self._reply(send_error, exc.cause, exc.fix)
         except Exception as exc:
             log.exception("query.failed")
-            send_error(sock, f"the query server failed: {exc}", "", fallback=True)
+            self._reply(send_error, f"the query server failed: {exc}", "", fallback=True)
+
+    def _reply(self, send: Callable[..., None], *args: Any, **kwargs: Any) -> bool:
+        """Sends an answer; False when the client had gone (its timeout, an interrupt): nothing to do."""
+        try:
+            send(self.request, *args, **kwargs)
+            return True
+        except ConnectionError as exc:
+            log.warning("query.client_left", error=str(exc))
+            return False
 
 
 def collect_less() -> None:
