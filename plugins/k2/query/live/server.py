@@ -149,7 +149,8 @@ class QueryServer:
                 clock = time.perf_counter()
                 ends = self.followers.end_offsets(feed) if feed.answerable else None
                 # of the wait for the store, the broker's answer (the rest: the follower's poll and round)
-                self._request.seconds["end_offsets"] = time.perf_counter() - clock
+                spent = self._request.seconds.get("end_offsets", 0.0) + time.perf_counter() - clock
+                self._request.seconds["end_offsets"] = spent
                 reached[feed.exchange] = ends is not None and self.followers.reached_end(feed, ends)
             except TailUnreadable as exc:
                 lacking = f"the answer lacks {feed.exchange}'s records the query server had not read: {exc.cause}"
