@@ -206,13 +206,18 @@ def k2_processes(home: Path) -> list[psutil.Process]:
     return found
 
 
+def listening(proc: psutil.Process) -> set[tuple[int, str, str, int]]:
+    """The process's listening sockets; none once it has exited (a short-lived child, such as an
+    Airflow task's, can end between being listed and being looked at)."""
+    try:
+        name, connections = proc.name(), proc.net_connections(kind="inet")
+    except psutil.NoSuchProcess:
+        return set()
+    return {(proc.pid, name, c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN}
+
+
 def assert_no_wildcard_listeners(home: Path) -> None:
-    listeners = {
-        (proc.pid, proc.name(), conn.laddr.ip, conn.laddr.port)
-        for proc in k2_processes(home)
-        for conn in proc.net_connections(kind="inet")
-        if conn.status == psutil.CONN_LISTEN
-    }
+    listeners = {entry for proc in k2_processes(home) for entry in listening(proc)}
     assert len(listeners) >= 4  # broker, Airflow API server, log server, Spark Connect at least
     exposed = {entry for entry in listeners if not is_loopback(entry[2])}
     assert not exposed, f"K2 processes listening beyond loopback: {exposed}"
