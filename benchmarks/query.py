@@ -107,14 +107,11 @@ def measure(settings, repeats: int) -> dict:
                 times[kind].append(time.perf_counter() - started)
                 rows[kind] = table.num_rows
         after = server_status(settings)["answered"]
-        name_request = {"trades_60s": ("trades", None, 60), "bars_1m_1h": ("bars", "1m", 3600)}[name]
-        served_how = _served_how(settings, *name_request)
         out[name] = {
             "target_ms": target_ms,
             **{kind: {**stats(t), "rows": rows[kind], "all_ms": _ms(t)} for kind, t in times.items()},
             # how the server answered: from its store (live) or judging at query time (local)
-            "server_answers": {k: after[k] - before[k] for k in after},
-            "served_how": served_how,  # one more served query: its seconds in the server, fresh steps
+            "server_answers": {k: after[k] - before[k] for k in after},  # each one's steps: server_steps
         }
         out[name]["met"] = out[name]["served"]["p99_ms"] <= target_ms
         progress(f"{name}: {out[name]}")
@@ -173,14 +170,6 @@ def _json_objects(text: str):
             if isinstance(event, dict):
                 yield event
             at = line.find("{", end)
-
-
-def _served_how(settings, op: str, interval: str | None, seconds: int) -> dict:
-    end = dt.datetime.now(dt.UTC)
-    symbols = ["BTCUSDT"] if op == "trades" else ["BTC-USDT"]
-    request = {"op": op, "interval": interval, "exchanges": ["binance"], "symbols": symbols}
-    answer = ask(settings, request | {"start": end - dt.timedelta(seconds=seconds), "end": end})
-    return answer[1] if answer else {}
 
 
 def cpu_share(process: subprocess.Popen) -> float:

@@ -232,6 +232,7 @@ def btc_trades(settings, window) -> list[dict]:
 
 def served_answers(settings, window) -> dict:
     """The same queries through a query server (k2 query serve), which judged the records on arrival."""
+    from k2.query.live import protocol
     from k2.query.live.server import QueryServer
 
     server = QueryServer(settings)
@@ -249,6 +250,12 @@ def served_answers(settings, window) -> dict:
         # two trades queries, and each bars query twice: its minutes' partials, then the trades of
         # the minutes Silver has trades in too (the hour holds Silver's and fresh trades)
         assert server.answered["local"] == 0 and server.answered["live"] == 2 + 3 * 2, server.answered
+        # an answer's header: where its fresh part came from and the seconds of each step of it
+        request = {"op": "trades", "exchanges": ["binance"], "symbols": None, "start": window[0], "end": window[1]}
+        how = protocol.ask(settings, request)[1]
+        steps = how["fresh_s"]
+        assert how["served"] == {"live": 1, "local": 0} and set(steps) == {"end_offsets", "reach_end", "store"}, how
+        assert steps["reach_end"] >= steps["end_offsets"], how  # the broker's answer is part of the wait
         # a partition added while it runs is not followed: the exchange is judged at query time instead
         add_partition(settings)
         wait_for(lambda: server.status()["feeds"]["binance"]["unusable"], 30, "the server to give up the store")

@@ -24,6 +24,7 @@ from k2.exchanges import get_exchange, known_symbols
 from k2.feeds.events import CONNECTED, CONNECTION_KIND, KIND_HEADER, ConnectionEvent
 from k2.medallion import duckdb as silver_sql
 from k2.query.bars import merge_bars, partials
+from k2.query.hybrid import TRADES_SCHEMA
 from k2.query.live import protocol
 from k2.query.live.boundary import Processed
 from k2.query.live.follower import JUDGE_AT, JUDGE_EVERY_S, Followers, judging_due
@@ -116,6 +117,23 @@ def served(store: LiveStore, start, end, symbols, offsets) -> list[tuple]:
     )
 
 
+def test_the_store_answers_in_the_trades_schema_whatever_symbols_are_asked(settings, store) -> None:
+    """The store keeps symbols and sides as enumerations of the known texts: an answer still carries
+    plain strings, and a symbol the exchange does not know selects nothing instead of failing."""
+    store.add("binance", records())
+    window = (T, T + dt.timedelta(seconds=60))
+    answers = {str(s): store.first_copies("binance", *window, s, {}) for s in (None, ["BTCUSDT"], ["DOGE-EUR"])}
+    for answer in answers.values():
+        assert answer.schema == TRADES_SCHEMA
+    assert answers["None"].num_rows == 3 and answers["['DOGE-EUR']"].num_rows == 0
+    assert set(answers["None"].column("exchange").to_pylist()) == {"binance"}
+    assert set(answers["None"].column("kafka_topic").to_pylist()) == {settings.topic_for("binance")}
+    assert set(answers["['BTCUSDT']"].column("symbol").to_pylist()) == {"BTC-USDT"}
+    minutes = store.minute_partials("binance", *window, ["DOGE-EUR"], {})
+    assert minutes.num_rows == 0 and minutes.schema.field("symbol").type == pa.string()
+    assert store.minute_partials("binance", *window, None, {}).schema.field("symbol").type == pa.string()
+
+
 def by_minute(table: pa.Table) -> list[dict]:
     """Minute partials merged per symbol and minute (kept partials may split a minute by round)."""
     return sorted(merge_bars(table, "1m"), key=lambda m: (m["symbol"], m["bar_start"]))
@@ -191,7 +209,7 @@ def test_rounds_kept_before_a_bars_query_give_what_aggregating_at_query_time_giv
     assert minutes._aggregated == 0  # nothing kept before it is asked
     store.keep_minutes("binance")
     assert minutes._aggregated == 2
-    kept = store._select(f"SELECT count(*) AS n FROM {minutes.parts}").column("n")[0].as_py()
+    kept = store._cursor().execute(f"SELECT count(*) FROM {minutes.parts}").fetchall()[0][0]
     assert kept > 0
     window = (T, T + dt.timedelta(minutes=2))
     expected = by_minute(partials(store.first_copies("binance", *window, None, {})))

@@ -12,7 +12,8 @@ import shutil
 import socketserver
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -92,50 +93,47 @@ class QueryServer:
         offsets Kafka has now; computed the way a query without the server does otherwise."""
 
         def from_store(offsets: dict[int, int]) -> hybrid.Fresh:
-            table = self.store.first_copies(exchange, start, end, symbols, offsets)
-            return hybrid.Fresh(table.cast(hybrid.TRADES_SCHEMA))
+            return hybrid.Fresh(self.store.first_copies(exchange, start, end, symbols, offsets))
 
-        def judged_now() -> tuple[hybrid.Fresh, dict[str, float]]:
+        def judged_now() -> hybrid.Fresh:
             answer = hybrid.fresh_trades(settings, exchange, start, end, symbols)
-            return answer, answer.seconds
+            self._add_seconds(answer.seconds)
+            return answer
 
-        answer, seconds = self._served(exchange, from_store, judged_now)
-        answer.seconds = seconds
-        return answer
+        return self._served(exchange, from_store, judged_now)
 
     def fresh_minutes(
         self, settings: Settings, exchange: str, start: dt.datetime, end: dt.datetime, symbols: list[str] | None
     ) -> pa.Table:
         """The minute partials (``k2.query.bars``) of what ``fresh`` gives, aggregated in the store."""
 
-        def judged_now() -> tuple[pa.Table, dict[str, float]]:
+        def judged_now() -> pa.Table:
             answer = hybrid.fresh_trades(settings, exchange, start, end, symbols)
+            self._add_seconds(answer.seconds)
             self._request.missing += answer.missing
-            return partials(answer.trades), answer.seconds
+            return partials(answer.trades)
 
-        table, _ = self._served(
+        return self._served(
             exchange, lambda offsets: self.store.minute_partials(exchange, start, end, symbols, offsets), judged_now
         )
-        return table
 
     def _served(
-        self,
-        exchange: str,
-        from_store: Callable[[dict[int, int]], Answer],
-        judged_now: Callable[[], tuple[Answer, dict[str, float]]],
-    ) -> tuple[Answer, dict[str, float]]:
+        self, exchange: str, from_store: Callable[[dict[int, int]], Answer], judged_now: Callable[[], Answer]
+    ) -> Answer:
         """``from_store`` (given the offsets Silver has processed) once the store holds what Kafka has
-        now, else ``judged_now``; the answer and its steps' seconds, counted for the request."""
-        feed, clock = self.feeds.get(exchange), time.perf_counter()
-        live = self._live(feed)
-        waited = time.perf_counter()
+        now, else ``judged_now``; counted for the request, with its steps' seconds."""
+        feed = self.feeds.get(exchange)
+        with self._timed("reach_end"):  # the broker's end offsets (end_offsets), the follower's poll and round
+            live = self._live(feed)
         if live:
-            answer = from_store(feed.processed.offsets)
-            seconds = {"reach_end": waited - clock, "store": time.perf_counter() - waited}
+            with self._timed("store"):
+                answer = from_store(feed.processed.offsets)
         else:
-            answer, seconds = judged_now()
-        self._count(live, seconds)
-        return answer, seconds
+            answer = judged_now()
+        with self.followers.changed:
+            self.answered["live" if live else "local"] += 1
+        self._request.served["live" if live else "local"] += 1
+        return answer
 
     def _live(self, feed: Feed | None) -> bool:
         """Whether the store answers for the feed's exchange: it reached Kafka's end offsets, once per
@@ -146,11 +144,8 @@ class QueryServer:
         reached = self._request.reached
         if feed.exchange not in reached:
             try:
-                clock = time.perf_counter()
-                ends = self.followers.end_offsets(feed) if feed.answerable else None
-                # of the wait for the store, the broker's answer (the rest: the follower's poll and round)
-                spent = self._request.seconds.get("end_offsets", 0.0) + time.perf_counter() - clock
-                self._request.seconds["end_offsets"] = spent
+                with self._timed("end_offsets"):
+                    ends = self.followers.end_offsets(feed) if feed.answerable else None
                 reached[feed.exchange] = ends is not None and self.followers.reached_end(feed, ends)
             except TailUnreadable as exc:
                 lacking = f"the answer lacks {feed.exchange}'s records the query server had not read: {exc.cause}"
@@ -158,13 +153,18 @@ class QueryServer:
                 reached[feed.exchange] = feed.answerable
         return reached[feed.exchange] and not feed.unusable
 
-    def _count(self, live: bool, seconds: dict[str, float]) -> None:
-        request = self._request
-        with self.followers.changed:
-            self.answered["live" if live else "local"] += 1
-        request.served["live" if live else "local"] += 1
+    @contextmanager
+    def _timed(self, step: str) -> Iterator[None]:
+        """Adds the block's seconds to the request's ``step`` (summed over the request's exchanges)."""
+        clock = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._add_seconds({step: time.perf_counter() - clock})
+
+    def _add_seconds(self, seconds: dict[str, float]) -> None:
         for step, spent in seconds.items():
-            request.seconds[step] = request.seconds.get(step, 0.0) + spent
+            self._request.seconds[step] = self._request.seconds.get(step, 0.0) + spent
 
     def answer(self, request: dict[str, Any]) -> tuple[pa.Table, dict[str, Any]]:
         """The table a request asks for, and how its unprocessed part was answered: per exchange from

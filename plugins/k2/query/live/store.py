@@ -9,12 +9,15 @@ import threading
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from k2.exchanges import get_exchange, known_symbols
 from k2.exchanges.duckdb import lit
 from k2.feeds.events import CONNECTION_KIND, KIND_HEADER
 from k2.medallion import duckdb as silver_sql
+from k2.medallion.rules import SIDES
 from k2.query.bars import partials_sql
+from k2.query.hybrid import TRADES_SCHEMA
 from k2.query.live.minutes import MinutePartials
 from k2.query.sources import sql_time
 from k2.settings import Settings
@@ -35,6 +38,8 @@ KEPT = (
     "quantity",
     "quote_amount",
 )
+# what an answer's trades take from the store; the rest of TRADES_SCHEMA is the same for every row
+READ = tuple(name for name in TRADES_SCHEMA.names if name in KEPT and name != "kafka_topic")
 Offsets = dict[int, int]  # partition -> offset
 
 
@@ -60,15 +65,14 @@ class LiveStore:
         self._lock = threading.Lock()
         batch = settings.batch
         self._lead_s, self._age_s = batch.silver_max_event_lead_s, batch.silver_max_event_age_s
-        # contested: a copy that may not be its trade's only one (see add), ranked among its copies at
-        # query time; round: the judging that kept it (k2.query.live.minutes keeps partials per round)
-        ddl = silver_sql.columns_ddl(silver_sql.CLASSIFIED, KEPT) + ", contested BOOLEAN, round BIGINT"
         self._highest: dict[str, dict[str, int]] = {ex: {} for ex in settings.exchanges}
         self._minutes = {ex: MinutePartials(ex, _table(ex)) for ex in settings.exchanges}
+        self._topics = {ex: settings.topic_for(ex) for ex in settings.exchanges}
         for exchange in settings.exchanges:
             ex = get_exchange(exchange)
-            self._judges[exchange] = (ex.rules, known_symbols(settings, ex))
-            self._db.execute(f"CREATE TABLE {_table(exchange)} ({ddl})")
+            symbols = known_symbols(settings, ex)
+            self._judges[exchange] = (ex.rules, symbols)
+            self._db.execute(f"CREATE TABLE {_table(exchange)} ({_columns_ddl(symbols)})")
             self._minutes[exchange].create(self._db)
 
     def _cursor(self):
@@ -170,20 +174,36 @@ class LiveStore:
         from_offsets: Offsets,
     ) -> pa.Table:
         """The valid first copies (Silver's rank: partition, offset, item) with an event time in
-        [start, end), among the candidates of records at or after ``from_offsets``. Without a
-        contested copy among them (the usual case), in the order the store keeps them: a symbol's
-        trades are then mostly in event-time order already, which spares the caller's sort most of
-        its work."""
+        [start, end), among the candidates of records at or after ``from_offsets``, in TRADES_SCHEMA.
+        Without a contested copy among them (the usual case), in the order the store keeps them: a
+        symbol's trades are then mostly in event-time order already, which spares the caller's sort
+        most of its work."""
         copies = self._copies_sql(exchange, start, end, symbols, from_offsets)
         con = self._cursor()
         try:
-            if con.execute(f"SELECT 1 FROM {copies} WHERE contested LIMIT 1").fetchall():
-                sql = self._first_copies_sql(exchange, start, end, symbols, from_offsets)
-            else:  # every candidate is its trade's only copy
-                sql = _as_trades(exchange, f"SELECT * FROM {copies} WHERE {_inside(start, end)}")
-            return con.sql(sql).to_arrow_table()
+            # one read: a copy in the window with no contested one among them is its trade's only copy
+            # (a contested copy of a trade whose first copy lies outside the window is in it, and is seen)
+            read = ", ".join(READ)
+            table = con.sql(f"SELECT {read}, contested FROM {copies} WHERE {_inside(start, end)}").to_arrow_table()
+            if table.num_rows and pc.any(table.column("contested")).as_py():
+                ranked = self._ranked_sql(exchange, start, end, symbols, from_offsets)
+                table = con.sql(f"SELECT {read} FROM ({ranked})").to_arrow_table()
+            return self._as_trades(exchange, table)
         finally:
             con.close()
+
+    def _as_trades(self, exchange: str, table: pa.Table) -> pa.Table:
+        """``table``'s READ columns as TRADES_SCHEMA: the columns every row shares are made here, not
+        converted from the database row by row (a tenth of a large answer's read), and the store's
+        enumerated texts become plain strings."""
+        rows = table.num_rows
+        shared = {
+            "exchange": pa.repeat(pa.scalar(exchange), rows),
+            "kafka_topic": pa.repeat(pa.scalar(self._topics[exchange]), rows),
+            "bronze_ingested_at": pa.nulls(rows, TRADES_SCHEMA.field("bronze_ingested_at").type),
+        }
+        columns = [shared[name] if name in shared else table.column(name) for name in TRADES_SCHEMA.names]
+        return pa.Table.from_arrays(columns, names=TRADES_SCHEMA.names).cast(TRADES_SCHEMA)
 
     def minute_partials(
         self,
@@ -197,22 +217,18 @@ class LiveStore:
         minutes, mostly from partials kept since an earlier query (``k2.query.live.minutes``)."""
 
         def firsts(begin: dt.datetime, until: dt.datetime) -> str:
-            return self._first_copies_sql(exchange, begin, until, symbols, from_offsets)
+            ranked = self._ranked_sql(exchange, begin, until, symbols, from_offsets)
+            return f"SELECT {lit(exchange)} AS exchange, * FROM ({ranked})"
 
-        if any(t.timestamp() % 60 for t in (start, end)):  # not whole minutes: none kept apply
-            return self._select(partials_sql(f"({firsts(start, end)})"))
-        copies = self._copies_sql(exchange, start, end, symbols, from_offsets)
         con = self._cursor()
         try:
-            below = _below_sql(from_offsets)
-            return self._minutes[exchange].read(con, start, end, _wanted_sql(symbols), below, copies, firsts)
-        finally:
-            con.close()
-
-    def _select(self, sql: str) -> pa.Table:
-        con = self._cursor()
-        try:
-            return con.sql(sql).to_arrow_table()
+            if any(t.timestamp() % 60 for t in (start, end)):  # not whole minutes: none kept apply
+                table = con.sql(partials_sql(f"({firsts(start, end)})")).to_arrow_table()
+            else:
+                copies = self._copies_sql(exchange, start, end, symbols, from_offsets)
+                below = _below_sql(from_offsets)
+                table = self._minutes[exchange].read(con, start, end, _wanted_sql(symbols), below, copies, firsts)
+            return _plain(table)
         finally:
             con.close()
 
@@ -231,22 +247,20 @@ class LiveStore:
             AND kafka_timestamp >= {sql_time(since)} AND kafka_timestamp < {sql_time(until)}
             AND {_wanted_sql(symbols)})"""
 
-    def _first_copies_sql(
+    def _ranked_sql(
         self, exchange: str, start: dt.datetime, end: dt.datetime, symbols: list[str] | None, from_offsets: Offsets
     ) -> str:
-        """Only the trades with a contested copy are ranked among their copies."""
+        """SQL: the first copies with an event time in [start, end), with the store's columns. Only the
+        trades with a contested copy are ranked among their copies."""
         inside = _inside(start, end)
         rank = "row_number() OVER (PARTITION BY symbol, trade_id ORDER BY kafka_partition, kafka_offset, item_index)"
         # each part reads the candidates itself: a shared CTE over every one in the range is materialised
         copies = self._copies_sql(exchange, start, end, symbols, from_offsets)
-        return _as_trades(
-            exchange,
-            f"""WITH disputed AS (SELECT DISTINCT symbol, trade_id FROM {copies} WHERE contested)
+        return f"""WITH disputed AS (SELECT DISTINCT symbol, trade_id FROM {copies} WHERE contested)
   SELECT * FROM {copies} ANTI JOIN disputed USING (symbol, trade_id) WHERE {inside} AND NOT contested
   UNION ALL BY NAME
   SELECT * FROM (SELECT * FROM {copies} SEMI JOIN disputed USING (symbol, trade_id) QUALIFY {rank} = 1)
-  WHERE {inside}""",
-        )
+  WHERE {inside}"""
 
     def close(self) -> None:
         for cursor in self._adders.values():
@@ -258,13 +272,26 @@ def _inside(start: dt.datetime, end: dt.datetime) -> str:
     return f"event_time >= {sql_time(start)} AND event_time < {sql_time(end)}"
 
 
-def _as_trades(exchange: str, firsts: str) -> str:
-    """SQL: the first copies ``firsts`` (SQL) in ``k2.query.hybrid.TRADES_SCHEMA``'s columns."""
-    return f"""
-WITH firsts AS ({firsts})
-SELECT {lit(exchange)} AS exchange, symbol, exchange_symbol, trade_id, event_time, price, quantity, quote_amount,
-  taker_side, kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, NULL::TIMESTAMPTZ AS bronze_ingested_at
-FROM firsts"""
+def _columns_ddl(symbols: dict[str, str]) -> str:
+    """The candidates' columns (k2.medallion.duckdb.CLASSIFIED's KEPT), and contested, a copy that may
+    not be its trade's only one (see ``add``), ranked among its copies at query time; round, the
+    judging that kept it (k2.query.live.minutes keeps partials per round). A valid candidate's
+    symbols and side are among a few known texts: kept as enumerations, a query compares and reads
+    them as small numbers (a third of a large answer's read, idle)."""
+    texts = {"symbol": set(symbols.values()), "exchange_symbol": set(symbols), "taker_side": set(SIDES)}
+    ddl = [
+        f"{column} ENUM({', '.join(map(lit, sorted(texts[column])))})"
+        if texts.get(column)
+        else silver_sql.columns_ddl(silver_sql.CLASSIFIED, (column,))
+        for column in KEPT
+    ]
+    return ", ".join([*ddl, "contested BOOLEAN", "round BIGINT"])
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """``table`` with its enumerated columns (dictionaries) as plain ones."""
+    schema = pa.schema([f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in table.schema])
+    return table.cast(schema)
 
 
 def _offsets_sql(offsets: Offsets) -> str:
@@ -287,8 +314,6 @@ def _wanted_sql(symbols: list[str] | None) -> str:
 def _may_hold_events(records: pa.Table) -> bool:
     """Whether a record carries the connection-event header (``k2.feeds.events``): only those may be
     events, which ``drop_connection_events`` then decides by the one rule."""
-    import pyarrow.compute as pc
-
     headers = pc.list_flatten(records.column("headers"))
     if not len(headers):
         return False
