@@ -20,7 +20,7 @@ from k2.lake.catalog import load_catalog
 from k2.lake.names import qualified
 from k2.lake.tables import bronze_table, ensure_tables
 from k2.spark import STREAM, build_spark_session
-from k2.streams.upkeep import upkeep
+from k2.streams.upkeep import quiet_commit_retries, upkeep
 from tests.conftest import make_settings
 from tests.helpers import wait_for
 from tests.integration.medallion_fixtures import binance, write_bronze
@@ -50,7 +50,8 @@ def main(home: str) -> None:
     ensure_jars(settings)
     ensure_tables(load_catalog(settings.lake), [bronze_table("binance")])
     spark = build_spark_session(settings, "k2-upkeep-probe", role=STREAM)
-    spark.sparkContext.setLogLevel("ERROR")
+    spark.sparkContext.setLogLevel("WARN")  # as a stream logs
+    quiet_commit_retries(spark)  # as a stream does (k2.streams.job)
     name = qualified(settings.lake.catalog_name, BRONZE)
     # Spark's batch append merges manifests past 100; the stream's fast append never does
     spark.sql(f"ALTER TABLE {name} SET TBLPROPERTIES ('commit.manifest-merge.enabled'='false')")
@@ -104,6 +105,11 @@ def main(home: str) -> None:
                 "before": before,
                 "first_rows_after": checksum(spark, name, f"kafka_offset < {FIRST * SIZE}"),
                 "offsets": [r[0] for r in spark.sql(f"SELECT kafka_offset FROM {name} ORDER BY 1").collect()],
+                "retries_logged_at": str(
+                    spark.sparkContext._jvm.org.apache.logging.log4j.LogManager.getLogger(
+                        "org.apache.iceberg.util.Tasks"
+                    ).getLevel()
+                ),
             },
             default=str,
         )
