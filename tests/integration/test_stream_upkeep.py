@@ -51,5 +51,6 @@ def test_upkeep_merges_manifests_expires_snapshots_and_keeps_every_row(jars, tmp
     assert out["offsets"] == list(range((FIRST + CONCURRENT) * SIZE))
     # a commit that met the other thread's is retried on the new metadata and done; Iceberg logs each
     # retry as a warning with a 70-line stack trace, which a stream's log no longer carries
-    assert out["retries_logged_at"] == "ERROR"
+    # (k2.streams.jvm_logs)
+    assert set(out["levels"].values()) == {"ERROR"}, out["levels"]
     assert "Retrying task" not in probe.stderr and "CommitFailedException" not in probe.stderr, probe.stderr[-3000:]

@@ -20,7 +20,8 @@ from k2.lake.catalog import load_catalog
 from k2.lake.names import qualified
 from k2.lake.tables import bronze_table, ensure_tables
 from k2.spark import STREAM, build_spark_session
-from k2.streams.upkeep import quiet_commit_retries, upkeep
+from k2.streams.jvm_logs import QUIETED, quiet_stream_logs
+from k2.streams.upkeep import upkeep
 from tests.conftest import make_settings
 from tests.helpers import wait_for
 from tests.integration.medallion_fixtures import binance, write_bronze
@@ -51,7 +52,7 @@ def main(home: str) -> None:
     ensure_tables(load_catalog(settings.lake), [bronze_table("binance")])
     spark = build_spark_session(settings, "k2-upkeep-probe", role=STREAM)
     spark.sparkContext.setLogLevel("WARN")  # as a stream logs
-    quiet_commit_retries(spark)  # as a stream does (k2.streams.job)
+    quiet_stream_logs(spark)  # as a stream does (k2.streams.job)
     name = qualified(settings.lake.catalog_name, BRONZE)
     # Spark's batch append merges manifests past 100; the stream's fast append never does
     spark.sql(f"ALTER TABLE {name} SET TBLPROPERTIES ('commit.manifest-merge.enabled'='false')")
@@ -91,6 +92,7 @@ def main(home: str) -> None:
     run_upkeep()  # the writer is done: everything it added gets merged too
 
     table.refresh()
+    log4j = spark.sparkContext._jvm.org.apache.logging.log4j
     snapshots = [(s.snapshotId(), s.timestampMillis(), s.operation()) for s in table.snapshots()]
     print(
         json.dumps(
@@ -105,11 +107,7 @@ def main(home: str) -> None:
                 "before": before,
                 "first_rows_after": checksum(spark, name, f"kafka_offset < {FIRST * SIZE}"),
                 "offsets": [r[0] for r in spark.sql(f"SELECT kafka_offset FROM {name} ORDER BY 1").collect()],
-                "retries_logged_at": str(
-                    spark.sparkContext._jvm.org.apache.logging.log4j.LogManager.getLogger(
-                        "org.apache.iceberg.util.Tasks"
-                    ).getLevel()
-                ),
+                "levels": {n: str(log4j.LogManager.getLogger(n).getLevel()) for n in QUIETED},
             },
             default=str,
         )

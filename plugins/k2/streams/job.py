@@ -31,9 +31,10 @@ from k2.streams.checkpoint import checkpoint_problem
 from k2.streams.control import ListenerMirror, StreamControl, stream_control
 from k2.streams.fence import CatalogFence
 from k2.streams.fence import applies as fence_applies
+from k2.streams.jvm_logs import quiet_stream_logs
 from k2.streams.outage import BrokerWatch, KafkaOutage
 from k2.streams.state import InstanceLock, StreamPaths
-from k2.streams.upkeep import MetadataUpkeep, quiet_commit_retries
+from k2.streams.upkeep import MetadataUpkeep
 
 log = get_logger("k2.bronze")
 
@@ -91,7 +92,7 @@ def run(settings: Settings, exchange_name: str) -> int:
         preflight(settings, paths)
         spark, query = start_query(settings, exchange.name, paths)
         upkeep = MetadataUpkeep(spark, settings, bronze_table(exchange.name).identifier)
-        quiet_commit_retries(spark)
+        quiet_stream_logs(spark)
         # the application id lets a check on another host end it through a standalone master
         set_status(
             "running", query_id=str(query.id), run_id=str(query.runId), spark_app_id=spark.sparkContext.applicationId

@@ -92,17 +92,6 @@ class MetadataUpkeep:
         )
 
 
-def quiet_commit_retries(spark: SparkSession) -> None:
-    """Iceberg logs every commit it retries as a warning with a stack trace (``Tasks``, 70 lines):
-    the upkeep's commits and the stream's own, one a second, conflict about once a run, and each is
-    retried on the new metadata and done. A commit that fails for good still raises: the upkeep's
-    is logged (bronze.upkeep_failed), the stream's fails its query, which the supervisor restarts."""
-    jvm = spark.sparkContext._jvm
-    jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
-        "org.apache.iceberg.util.Tasks", jvm.org.apache.logging.log4j.Level.ERROR
-    )
-
-
 def _first_line(exc: BaseException) -> str:
     java = getattr(exc, "java_exception", None)
     text = str(java.toString()) if java is not None else str(exc)
