@@ -92,7 +92,6 @@ def run(settings: Settings, exchange_name: str) -> int:
         preflight(settings, paths)
         spark, query = start_query(settings, exchange.name, paths)
         upkeep = MetadataUpkeep(spark, settings, bronze_table(exchange.name).identifier)
-        quiet_stream_logs(spark)
         # the application id lets a check on another host end it through a standalone master
         set_status(
             "running", query_id=str(query.id), run_id=str(query.runId), spark_app_id=spark.sparkContext.applicationId
@@ -219,6 +218,7 @@ def start_query(settings: Settings, exchange: str, paths: StreamPaths):
             exit_code=EXIT_UNAVAILABLE,
         ) from exc
     add_progress_listener(spark, settings, paths)
+    quiet_stream_logs(spark)
     return spark, start_bronze_query(spark, settings, exchange, paths.checkpoint)
 
 
