@@ -10,8 +10,8 @@ if TYPE_CHECKING:
 
 QUIETED = (
     # every commit Iceberg retries, as a warning with a 70-line stack trace: the upkeep's commits
-    # (k2.streams.upkeep) and the stream's own, one a second, meet about once an upkeep run, and the
-    # one that lost is retried on the new metadata and done. A commit that fails for good still
+    # (k2.streams.upkeep) and the stream's own, one a second, meet now and then, and the one that
+    # lost is retried on the new metadata and done. A commit that fails for good still
     # raises: the upkeep's is logged (bronze.upkeep_failed), the stream's fails its query, which the
     # supervisor restarts and reports
     "org.apache.iceberg.util.Tasks",

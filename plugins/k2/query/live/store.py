@@ -276,8 +276,9 @@ def _columns_ddl(symbols: dict[str, str]) -> str:
     """The candidates' columns (k2.medallion.duckdb.CLASSIFIED's KEPT), and contested, a copy that may
     not be its trade's only one (see ``add``), ranked among its copies at query time; round, the
     judging that kept it (k2.query.live.minutes keeps partials per round). A valid candidate's
-    symbols and side are among a few known texts: kept as enumerations, a query compares and reads
-    them as small numbers (a third of a large answer's read, idle)."""
+    symbols and side are among a few known texts (the others are dead letters): kept as
+    enumerations, a query compares and reads them as small numbers (900,000 trades, idle: 62 ->
+    51 ms, the cast back to strings included)."""
     texts = {"symbol": set(symbols.values()), "exchange_symbol": set(symbols), "taker_side": set(SIDES)}
     ddl = [
         f"{column} ENUM({', '.join(map(lit, sorted(texts[column])))})"
