@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import socket
 import socketserver
 import subprocess
@@ -139,13 +140,33 @@ def by_minute(table: pa.Table) -> list[dict]:
     return sorted(merge_bars(table, "1m"), key=lambda m: (m["symbol"], m["bar_start"]))
 
 
+def in_exchange_layout(rows: list[tuple]) -> list[tuple]:
+    """``rows`` with their trades in Binance's own layout (compact, every key in its order), which the
+    store's SQL judges; the other records stay as they are, for Python."""
+
+    def compact(value: bytes) -> bytes:
+        message = json.loads(value)
+        if "data" not in message:
+            return value
+        message["data"]["M"] = True
+        return json.dumps(message, separators=(",", ":")).encode()
+
+    return [(partition, offset, compact(value), at) for partition, offset, value, at in rows]
+
+
+@pytest.mark.parametrize("layout", ["spaced", "exchange"])
 @pytest.mark.parametrize("symbols", [None, ["BTCUSDT"], ["ETH-USDT"]])
-def test_the_store_answers_as_judging_at_query_time(settings, store, symbols) -> None:
-    for half in (RECORDS[:4], RECORDS[4:]):  # judged as they arrive, in two polls
-        store.add("binance", records(half))
+def test_the_store_answers_as_judging_at_query_time(settings, store, symbols, layout: str) -> None:
+    """Whether a poll's records are judged by SQL (the exchange's layout), by Python (any other JSON)
+    or by both (poison beside the exchange's layout), the store keeps what judging at query time finds."""
+    rows = RECORDS if layout == "spaced" else in_exchange_layout(RECORDS)
+    canonical = [re.fullmatch(get_exchange("binance").rules.canonical, v.decode()) is not None for _, _, v, _ in rows]
+    assert sum(canonical) == (0 if layout == "spaced" else 8)  # every trade message, the poison's too
+    for poll in (rows[:3], rows[3:]):  # judged as they arrive, in two polls (the first all valid trades)
+        store.add("binance", records(poll))
     assert store.rows("binance") == 6  # valid candidates only: not the poison, the answer or the stale one
     window = (T, T + dt.timedelta(seconds=60))
-    expected = at_query_time(settings, records(), *window, symbols)
+    expected = at_query_time(settings, records(rows), *window, symbols)
     assert served(store, *window, symbols, {}) == expected
     assert expected  # the comparison is about trades, not two empty answers
     if symbols is None:

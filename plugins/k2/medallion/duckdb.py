@@ -174,6 +174,43 @@ def drop_connection_events(con, records: str) -> int:
     return len(events)
 
 
+def judged(
+    con,  # duckdb.DuckDBPyConnection
+    records: str,
+    exchange: str,
+    rules: TradeRules,
+    symbols: dict[str, str],
+    lead_s: int,
+    age_s: int,
+    details: bool = True,
+) -> str:
+    """Classifies every candidate of the records in the relation ``records`` (RECORD_COLUMNS) as Silver
+    would: DuckDB for the canonical, plain messages, Python for the others. Returns SQL of them, with
+    CLASSIFIED's columns, over temporary objects of ``con`` that ``release_judged`` drops: a caller
+    reads them where it keeps them, in one statement. Without ``details``, the DuckDB part leaves
+    ``detail`` NULL."""
+    # without the payloads: what is left of a record is read from ``records``
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _candidates AS SELECT * EXCLUDE (value) FROM ({candidates_sql(rules, records)})"
+    )
+    left = con.sql(
+        f"SELECT {', '.join(RECORD_COLUMNS)} FROM {records} ANTI JOIN "
+        "(SELECT kafka_topic, kafka_partition, kafka_offset FROM _candidates WHERE handled) "
+        "USING (kafka_topic, kafka_partition, kafka_offset)"
+    ).to_arrow_table()
+    sql = classified_sql("(SELECT * FROM _candidates WHERE handled)", exchange, rules, symbols, lead_s, age_s, details)
+    if not left.num_rows:  # the usual case: the exchange's own messages, all judged by the SQL
+        return sql
+    con.register("_python", _python_outcomes(Classifier(exchange, rules, symbols, lead_s, age_s), left))
+    return f"{sql} UNION ALL BY NAME SELECT * FROM _python"
+
+
+def release_judged(con) -> None:  # con: duckdb.DuckDBPyConnection
+    """Drops what ``judged`` made."""
+    con.execute("DROP TABLE IF EXISTS _candidates")
+    con.unregister("_python")
+
+
 def classify(
     con,  # duckdb.DuckDBPyConnection
     records: str,
@@ -185,27 +222,14 @@ def classify(
     into: str = "_classified",
     details: bool = True,
 ) -> str:
-    """Classifies every candidate of the records in the relation ``records`` (RECORD_COLUMNS) as Silver
-    would: DuckDB for the canonical, plain messages, Python for the others. Adds them to the temporary
-    table ``into`` (created if need be, with CLASSIFIED's columns) and returns its name. Without
-    ``details``, the DuckDB part leaves ``detail`` NULL."""
-    # without the payloads: what is left of a record is read from ``records``
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _candidates AS SELECT * EXCLUDE (value) FROM ({candidates_sql(rules, records)})"
-    )
-    left = con.sql(
-        f"SELECT {', '.join(RECORD_COLUMNS)} FROM {records} ANTI JOIN "
-        "(SELECT kafka_topic, kafka_partition, kafka_offset FROM _candidates WHERE handled) "
-        "USING (kafka_topic, kafka_partition, kafka_offset)"
-    ).to_arrow_table()
-    classifier = Classifier(exchange, rules, symbols, lead_s, age_s)
-    con.register("_python", _python_outcomes(classifier, left))
-    handled = "(SELECT * FROM _candidates WHERE handled)"
-    sql = classified_sql(handled, exchange, rules, symbols, lead_s, age_s, details)
-    con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {into} ({columns_ddl(CLASSIFIED)})")  # unplanned: its types
-    con.execute(f"INSERT INTO {into} BY NAME {sql} UNION ALL BY NAME SELECT * FROM _python")
-    con.execute("DROP TABLE _candidates")
-    con.unregister("_python")
+    """``judged``, added to the temporary table ``into`` (created if need be, with CLASSIFIED's
+    columns); returns its name."""
+    sql = judged(con, records, exchange, rules, symbols, lead_s, age_s, details)
+    try:
+        con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {into} ({columns_ddl(CLASSIFIED)})")  # unplanned: its types
+        con.execute(f"INSERT INTO {into} BY NAME {sql}")
+    finally:
+        release_judged(con)
     return into
 
 

@@ -19,7 +19,7 @@ from k2.settings import Settings
 log = get_logger(__name__)
 REFRESH_S = 5.0  # how often the server looks for a new batch in the ledger and keeps minute partials
 # records are judged together once this many have arrived, or after this long: a judging round has a
-# fixed cost (a dozen DuckDB statements, 15 ms on an idle core and ten times that on loaded ones),
+# fixed cost (five DuckDB statements, 15 ms on an idle core and several times that on loaded ones),
 # which rounds of a few hundred records (a quiet feed) would pay again and again; a query that waits
 # for records has them judged as soon as they arrive, whatever these say
 JUDGE_AT = 5_000

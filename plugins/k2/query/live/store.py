@@ -22,9 +22,9 @@ from k2.query.live.minutes import MinutePartials
 from k2.query.sources import sql_time
 from k2.settings import Settings
 
-# what a query needs of a valid candidate (k2.medallion.duckdb.CLASSIFIED less the texts and verdicts)
+# what a query needs of a valid candidate (k2.medallion.duckdb.CLASSIFIED less the texts and verdicts,
+# and the topic: one per exchange, made for a whole answer in Arrow)
 KEPT = (
-    "kafka_topic",
     "kafka_partition",
     "kafka_offset",
     "kafka_timestamp",
@@ -39,7 +39,7 @@ KEPT = (
     "quote_amount",
 )
 # what an answer's trades take from the store; the rest of TRADES_SCHEMA is the same for every row
-READ = tuple(name for name in TRADES_SCHEMA.names if name in KEPT and name != "kafka_topic")
+READ = tuple(name for name in TRADES_SCHEMA.names if name in KEPT)
 Offsets = dict[int, int]  # partition -> offset
 
 
@@ -95,44 +95,45 @@ class LiveStore:
                 silver_sql.drop_connection_events(con, "_records")
                 source = "_records"
             lead_age = (self._lead_s, self._age_s)  # the store keeps valid candidates: no details to word
-            judged = silver_sql.classify(con, source, exchange, rules, symbols, *lead_age, details=False)
+            judged = silver_sql.judged(con, source, exchange, rules, symbols, *lead_age, details=False)
+            kept = self._keep(con, exchange, judged, self._minutes[exchange].judged + 1)
         finally:
+            silver_sql.release_judged(con)
             con.unregister("_arrived")
-        minutes = self._minutes[exchange]
-        try:
-            kept = self._keep(con, exchange, judged, minutes.judged + 1)
-        finally:
-            con.execute(f"DELETE FROM {judged}")  # classify adds to it: it is kept, empty, for the next poll
-        minutes.judged += 1
+        self._minutes[exchange].judged += 1
         return kept
 
     def _adder(self, exchange: str):
-        """The exchange's own cursor for judging: its temporary tables outlive a poll, which spares
-        creating them at every poll (a fifth of a small poll's cost)."""
+        """The exchange's own cursor for judging, kept from poll to poll."""
         if exchange not in self._adders:
             self._adders[exchange] = self._cursor()
         return self._adders[exchange]
 
     def _keep(self, con, exchange: str, judged: str, round_: int) -> int:
-        """Inserts the valid candidates of ``judged``, each marked contested unless it is certainly the
-        first copy of its trade to arrive: a numeric id above every id this symbol had before, and
+        """Inserts the valid candidates of ``judged`` (SQL), each marked contested unless it is certainly
+        the first copy of its trade to arrive: a numeric id above every id this symbol had before, and
         alone in its poll. Of any two copies of a trade, the later to arrive is so marked, so a trade
         without a contested copy has one copy only, and a query takes it without ranking. Stored in
-        event-time order within the round: read back, a symbol's trades are mostly in order already."""
+        event-time order within the round: read back, a symbol's trades are mostly in order already.
+        One statement, which also returns what the next round's marks need: a statement costs more
+        than a poll's rows (judging 500 Binance records idle took 22.1 ms in nine statements, 16.7 ms
+        in five; 2,500 records 30.9 and 22.9 ms)."""
         highest = self._highest[exchange]
         known = " ".join(f"WHEN {lit(symbol)} THEN {top}" for symbol, top in highest.items())
         above = f"CASE symbol {known} END" if known else "NULL::BIGINT"
-        valid = f"(SELECT *, TRY_CAST(trade_id AS BIGINT) AS _id FROM {judged} WHERE reason IS NULL)"
-        twice = f"(SELECT symbol, trade_id, true AS twice FROM {valid} GROUP BY ALL HAVING count(*) > 1)"
-        kept = con.execute(
-            f"""INSERT INTO {_table(exchange)} SELECT {", ".join(KEPT)},
+        valid = f"SELECT *, TRY_CAST(trade_id AS BIGINT) AS _id FROM ({judged}) WHERE reason IS NULL"
+        twice = "(SELECT symbol, trade_id, true AS twice FROM valid GROUP BY ALL HAVING count(*) > 1)"
+        inserted = con.sql(
+            f"""INSERT INTO {_table(exchange)} WITH valid AS MATERIALIZED ({valid}) SELECT {", ".join(KEPT)},
               _id IS NULL OR _id <= coalesce({above}, -1) OR coalesce(twice, false), {int(round_)}
-            FROM {valid} LEFT JOIN {twice} USING (symbol, trade_id) ORDER BY event_time, trade_id"""
-        ).fetchall()[0][0]
-        for symbol, top in con.execute(f"SELECT symbol, max(_id) FROM {valid} GROUP BY symbol").fetchall():
+            FROM valid LEFT JOIN {twice} USING (symbol, trade_id) ORDER BY event_time, trade_id
+            RETURNING symbol::VARCHAR AS symbol, TRY_CAST(trade_id AS BIGINT) AS id"""
+        ).to_arrow_table()
+        tops = inserted.group_by("symbol").aggregate([("id", "max")]).to_pydict()
+        for symbol, top in zip(tops["symbol"], tops["id_max"], strict=True):
             if top is not None:
                 highest[symbol] = max(top, highest.get(symbol, top))
-        return int(kept)
+        return inserted.num_rows
 
     def keep_minutes(self, exchange: str) -> None:
         """Keeps the minute partials of the rounds judged since the last call (``MinutePartials.keep``)."""
