@@ -188,10 +188,16 @@ def judged(
     would: DuckDB for the canonical, plain messages, Python for the others. Returns SQL of them, with
     CLASSIFIED's columns, over temporary objects of ``con`` that ``release_judged`` drops: a caller
     reads them where it keeps them, in one statement. Without ``details``, the DuckDB part leaves
-    ``detail`` NULL."""
+    ``detail`` NULL and gives a JSON number's text as written: Spark's text of it (as Java writes the
+    double) only ever shows in details, and a judged candidate's number is never missing either way.
+    Writing it as Java does took a sixth of judging Kraken's records (two numbers a trade; 2,500
+    records idle: 74-77 ms with it, 62-64 ms without)."""
     # without the payloads: what is left of a record is read from ``records``
+    texts = "" if details else ", price_literal AS price_text, quantity_literal AS quantity_text"
+    dropped = "value" if details else "value, price_text, quantity_text"
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _candidates AS SELECT * EXCLUDE (value) FROM ({candidates_sql(rules, records)})"
+        f"CREATE OR REPLACE TEMP TABLE _candidates AS SELECT * EXCLUDE ({dropped}){texts} "
+        f"FROM ({candidates_sql(rules, records)})"
     )
     left = con.sql(
         f"SELECT {', '.join(RECORD_COLUMNS)} FROM {records} ANTI JOIN "
