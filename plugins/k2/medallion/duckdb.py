@@ -10,6 +10,7 @@ branch of ``quote_amount`` gives. Records the SQL compiler leaves go through ``k
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -174,16 +175,19 @@ def drop_connection_events(con, records: str) -> int:
     return len(events)
 
 
-def judged(
-    con,  # duckdb.DuckDBPyConnection
-    records: str,
-    exchange: str,
-    rules: TradeRules,
-    symbols: dict[str, str],
-    lead_s: int,
-    age_s: int,
-    details: bool = True,
-) -> str:
+@dataclass(frozen=True)
+class Judging:
+    """What judging an exchange's records needs: its rules, its symbols (exchange symbol -> K2's) and
+    Silver's bounds on an event time's lead and age over the Kafka timestamp."""
+
+    exchange: str
+    rules: TradeRules
+    symbols: dict[str, str]
+    lead_s: int
+    age_s: int
+
+
+def judged(con, records: str, judging: Judging, details: bool = True) -> str:  # con: duckdb.DuckDBPyConnection
     """Classifies every candidate of the records in the relation ``records`` (RECORD_COLUMNS) as Silver
     would: DuckDB for the canonical, plain messages, Python for the others. Returns SQL of them, with
     CLASSIFIED's columns, over temporary objects of ``con`` that ``release_judged`` drops: a caller
@@ -197,17 +201,18 @@ def judged(
     dropped = "value" if details else "value, price_text, quantity_text"
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE _candidates AS SELECT * EXCLUDE ({dropped}){texts} "
-        f"FROM ({candidates_sql(rules, records)})"
+        f"FROM ({candidates_sql(judging.rules, records)})"
     )
     left = con.sql(
         f"SELECT {', '.join(RECORD_COLUMNS)} FROM {records} ANTI JOIN "
         "(SELECT kafka_topic, kafka_partition, kafka_offset FROM _candidates WHERE handled) "
         "USING (kafka_topic, kafka_partition, kafka_offset)"
     ).to_arrow_table()
-    sql = classified_sql("(SELECT * FROM _candidates WHERE handled)", exchange, rules, symbols, lead_s, age_s, details)
+    j, handled = judging, "(SELECT * FROM _candidates WHERE handled)"
+    sql = classified_sql(handled, j.exchange, j.rules, j.symbols, j.lead_s, j.age_s, details)
     if not left.num_rows:  # the usual case: the exchange's own messages, all judged by the SQL
         return sql
-    con.register("_python", _python_outcomes(Classifier(exchange, rules, symbols, lead_s, age_s), left))
+    con.register("_python", _python_outcomes(Classifier(j.exchange, j.rules, j.symbols, j.lead_s, j.age_s), left))
     return f"{sql} UNION ALL BY NAME SELECT * FROM _python"
 
 
@@ -230,7 +235,7 @@ def classify(
 ) -> str:
     """``judged``, added to the temporary table ``into`` (created if need be, with CLASSIFIED's
     columns); returns its name."""
-    sql = judged(con, records, exchange, rules, symbols, lead_s, age_s, details)
+    sql = judged(con, records, Judging(exchange, rules, symbols, lead_s, age_s), details)
     try:
         con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {into} ({columns_ddl(CLASSIFIED)})")  # unplanned: its types
         con.execute(f"INSERT INTO {into} BY NAME {sql}")

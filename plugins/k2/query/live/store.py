@@ -60,7 +60,7 @@ class LiveStore:
         self._db = duckdb.connect(":memory:", config={"temp_directory": str(spill_dir)})
         self._db.execute("SET TimeZone = 'UTC'")
         self._db.execute(f"SET memory_limit = {lit(memory_limit)}")
-        self._judges = {}
+        self._judges: dict[str, silver_sql.Judging] = {}
         self._adders: dict[str, duckdb.DuckDBPyConnection] = {}
         self._lock = threading.Lock()
         batch = settings.batch
@@ -71,7 +71,7 @@ class LiveStore:
         for exchange in settings.exchanges:
             ex = get_exchange(exchange)
             symbols = known_symbols(settings, ex)
-            self._judges[exchange] = (ex.rules, symbols)
+            self._judges[exchange] = silver_sql.Judging(exchange, ex.rules, symbols, self._lead_s, self._age_s)
             self._db.execute(f"CREATE TABLE {_table(exchange)} ({_columns_ddl(symbols)})")
             self._minutes[exchange].create(self._db)
 
@@ -85,7 +85,6 @@ class LiveStore:
         """Judges ``records`` (``k2.query.sources.RECORD_SCHEMA``) and keeps their valid candidates;
         returns how many it kept. Connection events are dropped, as Silver routes them elsewhere.
         One thread per exchange calls it (the server's follower of that topic)."""
-        rules, symbols = self._judges[exchange]
         con = self._adder(exchange)
         con.register("_arrived", records)
         try:
@@ -94,8 +93,8 @@ class LiveStore:
                 con.execute("CREATE OR REPLACE TEMP TABLE _records AS SELECT * FROM _arrived")
                 silver_sql.drop_connection_events(con, "_records")
                 source = "_records"
-            lead_age = (self._lead_s, self._age_s)  # the store keeps valid candidates: no details to word
-            judged = silver_sql.judged(con, source, exchange, rules, symbols, *lead_age, details=False)
+            # the store keeps valid candidates: no details to word
+            judged = silver_sql.judged(con, source, self._judges[exchange], details=False)
             kept = self._keep(con, exchange, judged, self._minutes[exchange].judged + 1)
         finally:
             silver_sql.release_judged(con)
