@@ -143,17 +143,34 @@ def server_log(settings) -> Path:
 
 
 def server_steps(settings) -> dict:
-    """Per operation, the server's own seconds for each answer it logged (``query.answered``): in all,
-    waiting for its store to reach Kafka's end offsets, reading the store, and handing the table over.
-    What a served query's time adds to them is the client's: connecting, asking, mapping the table."""
+    """Per operation, the server's own seconds for each answer it logged (``query.answered``): reading
+    the request, answering (in all; of which waiting for its store to reach Kafka's end offsets and
+    reading the store) and handing the table over."""
     answered: dict[str, dict[str, list[float]]] = {}
     for event in _json_objects(server_log(settings).read_text()):
         if event.get("event") != "query.answered":
             continue
-        steps = {"seconds": event["seconds"], "sent_s": event["sent_s"], **event.get("fresh_s", {})}
+        steps = {
+            "request_s": event["request_s"],
+            "seconds": event["seconds"],
+            "sent_s": event["sent_s"],
+            **event.get("fresh_s", {}),
+        }
         for step, value in steps.items():
             answered.setdefault(event["op"], {}).setdefault(step, []).append(value)
     return {op: {step: {**stats(v), "all_ms": _ms(v)} for step, v in steps.items()} for op, steps in answered.items()}
+
+
+def outside_server(served_ms: list[float], steps: dict) -> dict | None:
+    """Each served query's time less the server's handler (reading the request, answering, handing the
+    table over): connecting and the handler thread's start, the request's and the answer's way through
+    the socket, mapping the table. Matched by order: the measured queries are the operation's first
+    answers (the breakdowns after them may ask more); None when the server logged fewer."""
+    if len(steps["seconds"]["all_ms"]) < len(served_ms):
+        return None
+    handler = [sum(steps[s]["all_ms"][i] for s in ("request_s", "seconds", "sent_s")) for i in range(len(served_ms))]
+    outside = [(client - server) / 1000 for client, server in zip(served_ms, handler, strict=True)]
+    return {**stats(outside), "all_ms": _ms(outside)}
 
 
 def _json_objects(text: str):
@@ -271,6 +288,10 @@ def main() -> None:
             stop_server(server)  # its log complete: the last answers' lines may follow their answers
             server = None
             results["server_steps"] = server_steps(settings)
+            for name, op in (("trades_60s", "trades"), ("bars_1m_1h", "bars")):
+                steps = results["server_steps"].get(op)
+                served_ms = results[name]["served"]["all_ms"]
+                results[name]["served"]["outside_server"] = outside_server(served_ms, steps) if steps else None
             shutil.copy(server_log(settings), RESULTS_DIR / "query-server.log")  # for a look at its answers
         finally:
             if server is not None:
@@ -296,6 +317,10 @@ def main() -> None:
     for op, steps in results["server_steps"].items():
         figures = (f"{step} p50/p99 {v['p50_ms']}/{v['p99_ms']} ms" for step, v in steps.items())
         print(f"server, {op}: " + ", ".join(figures))
+    for name in ("trades_60s", "bars_1m_1h"):
+        outside = results[name]["served"]["outside_server"]
+        if outside:
+            print(f"{name} served, outside the server's handler: p50/p99 {outside['p50_ms']}/{outside['p99_ms']} ms")
     print(f"results: {path}")
 
 

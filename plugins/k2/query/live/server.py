@@ -204,19 +204,22 @@ class _Server(socketserver.ThreadingUnixStreamServer):
 class _Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         owner: QueryServer = self.server.owner  # type: ignore[attr-defined]
+        began = time.perf_counter()  # the connection accepted and its thread started
         try:
             request = read_request(self.request)
             if request.get("op") == "status":
                 self._reply(send_answer, None, owner.status())
                 return
             clock = time.perf_counter()
+            request_s = round(clock - began, 3)
             table, how = owner.answer(request)
             seconds = round(time.perf_counter() - clock, 3)
             if self._reply(send_answer, table, how | {"seconds": seconds}):
                 sent_s = round(time.perf_counter() - clock - seconds, 3)
                 log.info(
-                    "query.answered", op=request.get("op"), rows=table.num_rows, seconds=seconds, sent_s=sent_s, **how
-                )
+                    "query.answered", op=request.get("op"), rows=table.num_rows, request_s=request_s,
+                    seconds=seconds, sent_s=sent_s, **how,
+                )  # fmt: skip
         except K2Error as exc:
             self._reply(send_error, exc.cause, exc.fix)
         except Exception as exc:
