@@ -21,7 +21,7 @@ from k2.exchanges.duckdb import candidates_sql
 from k2.feeds.events import connection_event
 from k2.medallion import duckdb as silver_sql
 from k2.medallion.silver import split_connection_events
-from k2.medallion.tail import Classifier, first_copies
+from k2.medallion.tail import Classifier, Judging, first_copies
 from k2.medallion.transforms.silver import classify, rank_copies, to_trades
 from k2.query.sources import HEADERS
 from tests.spark import test_poison_records as poison
@@ -140,9 +140,14 @@ def spark_rows(
     return rows, {(t.kafka_offset, t.symbol, t.trade_id, t.quote_amount) for t in trades}, routed
 
 
+def judging_for(name: str) -> Judging:
+    """The Spark compiler's rules for ``name`` (poison.rules_for), as the other two compilers take them."""
+    rules = poison.rules_for(name)
+    return Judging(name, get_exchange(name).rules, rules.symbols, rules.max_event_lead_s, rules.max_event_age_s)
+
+
 def python_rows(name: str, payloads: list[bytes | None], headers: list[list]) -> tuple[dict, set, set]:
-    exchange, rules = get_exchange(name), poison.rules_for(name)
-    tail = Classifier(name, exchange.rules, rules.symbols, rules.max_event_lead_s, rules.max_event_age_s)
+    tail = Classifier(judging_for(name))
     records = [
         {
             "kafka_topic": f"k2.{name}.raw",
@@ -182,8 +187,7 @@ def records_table(name: str, payloads: list[bytes | None], headers: list[list] |
 def duckdb_rows(name: str, payloads: list[bytes | None], headers: list[list]) -> tuple[dict, set, list, set]:
     """Through k2.query's path: connection events dropped, then DuckDB for canonical, plain messages,
     Python for the rest. Also the reasons of the candidates DuckDB judged itself, and the events."""
-    exchange, rules = get_exchange(name), poison.rules_for(name)
-    lead, age = rules.max_event_lead_s, rules.max_event_age_s
+    judging = judging_for(name)
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
         con.register("_given", records_table(name, payloads, headers))
@@ -191,14 +195,14 @@ def duckdb_rows(name: str, payloads: list[bytes | None], headers: list[list]) ->
         silver_sql.drop_connection_events(con, "records")
         left = {r[0] for r in con.sql("SELECT kafka_offset FROM records").fetchall()}
         routed = set(range(len(payloads))) - left
-        table = silver_sql.classify(con, "records", name, exchange.rules, rules.symbols, lead, age)
+        table = silver_sql.classify(con, "records", judging)
         rows = {
             (r["kafka_offset"], r["item_index"]): r
             for r in con.sql(f"SELECT * FROM {table}").to_arrow_table().to_pylist()
         }
         kept = con.sql(silver_sql.first_copies_sql(table)).to_arrow_table().to_pylist()
-        handled = f"(SELECT * FROM ({candidates_sql(exchange.rules, 'records')}) WHERE handled)"
-        judged = silver_sql.classified_sql(handled, name, exchange.rules, rules.symbols, lead, age)
+        handled = f"(SELECT * FROM ({candidates_sql(judging.rules, 'records')}) WHERE handled)"
+        judged = silver_sql.classified_sql(handled, judging)
         reasons = [r[0] for r in con.sql(f"SELECT reason FROM ({judged})").fetchall()]
     return rows, {(t["kafka_offset"], t["symbol"], t["trade_id"], t["quote_amount"]) for t in kept}, reasons, routed
 
@@ -240,7 +244,7 @@ def test_spark_and_tail_compilers_agree(spark: SparkSession, name: str) -> None:
 def test_a_window_skips_only_records_that_cannot_bear_on_it(name: str) -> None:
     """k2.query judges only the records that can matter to a window's first copies: the same trades
     as judging every record, for windows around, inside, after and beside the corpus's trades."""
-    exchange, rules = get_exchange(name), poison.rules_for(name)
+    judging = judging_for(name)
     records = records_table(name, corpus(name))
     base = KAFKA_TS.replace(second=0)
     skipped = 0
@@ -251,11 +255,10 @@ def test_a_window_skips_only_records_that_cannot_bear_on_it(name: str) -> None:
             with duckdb.connect() as con:
                 con.execute("SET TimeZone = 'UTC'")
                 con.register("records", records)
-                args = (con, "records", name, exchange.rules, rules.symbols, rules.max_event_lead_s)
                 if narrowed:
-                    table = silver_sql.classify_window(*args, rules.max_event_age_s, window)
+                    table = silver_sql.classify_window(con, "records", judging, window)
                 else:
-                    table = silver_sql.classify(*args, rules.max_event_age_s)
+                    table = silver_sql.classify(con, "records", judging)
                 inside = f"event_time >= {window[0]} AND event_time < {window[1]}"
                 kept = f"SELECT * FROM ({silver_sql.first_copies_sql(table)}) WHERE {inside}"
                 trades = con.sql(f"SELECT kafka_offset, item_index, symbol, trade_id, price FROM ({kept})").fetchall()

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pytest
 
 from k2.errors import K2Error
-from k2.exchanges import get_exchange, known_symbols
+from k2.exchanges import get_exchange
 from k2.feeds.events import CONNECTED, CONNECTION_KIND, KIND_HEADER, ConnectionEvent
 from k2.feeds.simulator import TradeSimulator
 from k2.medallion import duckdb as silver_sql
@@ -90,16 +90,12 @@ def store(settings):
 
 def at_query_time(settings: Settings, table: pa.Table, start, end, symbols, exchange: str = "binance") -> list[tuple]:
     """What a query without the server answers: the same rules over the raw records, at query time."""
-    ex = get_exchange(exchange)
-    lead, age = settings.batch.silver_max_event_lead_s, settings.batch.silver_max_event_age_s
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
         con.register("_raw", table)
         con.execute("CREATE TEMP TABLE _records AS SELECT * FROM _raw")
         window = (sql_time(start), sql_time(end))
-        judged = silver_sql.classify_window(
-            con, "_records", exchange, ex.rules, known_symbols(settings, ex), lead, age, window
-        )
+        judged = silver_sql.classify_window(con, "_records", silver_sql.judging_of(settings, exchange), window)
         listed = ", ".join(f"'{s}'" for s in symbols or ())
         wanted = f"AND (symbol IN ({listed}) OR exchange_symbol IN ({listed}))" if symbols else ""
         rows = con.sql(

@@ -10,16 +10,16 @@ branch of ``quote_amount`` gives. Records the SQL compiler leaves go through ``k
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
+from k2.exchanges import get_exchange, known_symbols
 from k2.exchanges.duckdb import RECORD_COLUMNS, candidates_sql, lit, trade_keys_sql
-from k2.exchanges.rules import TradeRules
 from k2.feeds.events import CONNECTION_KIND, KIND_HEADER, connection_event
 from k2.medallion.rules import CHECKS, SIDES, TESTS, SilverCheck, names, time_relation
-from k2.medallion.tail import Classifier
+from k2.medallion.tail import Classifier, Judging
+from k2.settings import Settings
 
 MONEY_TYPE = "DECIMAL(38,18)"
 MONEY = pa.decimal128(38, 18)
@@ -107,20 +107,13 @@ def _shown(check: SilverCheck, lead_s: int, age_s: int) -> str:
     return f"coalesce(substr({value}, 1, 100), 'nothing')"
 
 
-def classified_sql(
-    candidates: str,
-    exchange: str,
-    rules: TradeRules,
-    symbols: dict[str, str],
-    lead_s: int,
-    age_s: int,
-    details: bool = True,
-) -> str:
+def classified_sql(candidates: str, judging: Judging, details: bool = True) -> str:
     """SQL over plain candidates -> CLASSIFIED's columns: Silver's typed values, reason and detail
     (left NULL without ``details``: a caller that keeps only valid candidates spares planning it)."""
-    mapped = " ".join(f"WHEN {lit(raw)} THEN {lit(norm)}" for raw, norm in sorted(symbols.items()))
-    symbol = f"CASE exchange_symbol {mapped} END" if symbols else "NULL::VARCHAR"
-    words = names(exchange, rules.payload_fields)
+    lead_s, age_s = judging.lead_s, judging.age_s
+    mapped = " ".join(f"WHEN {lit(raw)} THEN {lit(norm)}" for raw, norm in sorted(judging.symbols.items()))
+    symbol = f"CASE exchange_symbol {mapped} END" if judging.symbols else "NULL::VARCHAR"
+    words = names(judging.exchange, judging.rules.payload_fields)
     reason = " ".join(f"WHEN {_condition(c, lead_s, age_s)} THEN {lit(c.code)}" for c in CHECKS)
     detail = " ".join(
         f"WHEN {_condition(c, lead_s, age_s)} THEN "
@@ -175,16 +168,11 @@ def drop_connection_events(con, records: str) -> int:
     return len(events)
 
 
-@dataclass(frozen=True)
-class Judging:
-    """What judging an exchange's records needs: its rules, its symbols (exchange symbol -> K2's) and
-    Silver's bounds on an event time's lead and age over the Kafka timestamp."""
-
-    exchange: str
-    rules: TradeRules
-    symbols: dict[str, str]
-    lead_s: int
-    age_s: int
+def judging_of(settings: Settings, exchange: str) -> Judging:
+    """How Silver judges ``exchange``'s records under ``settings``."""
+    ex, batch = get_exchange(exchange), settings.batch
+    symbols = known_symbols(settings, ex)
+    return Judging(exchange, ex.rules, symbols, batch.silver_max_event_lead_s, batch.silver_max_event_age_s)
 
 
 def judged(con, records: str, judging: Judging, details: bool = True) -> str:  # con: duckdb.DuckDBPyConnection
@@ -208,11 +196,10 @@ def judged(con, records: str, judging: Judging, details: bool = True) -> str:  #
         "(SELECT kafka_topic, kafka_partition, kafka_offset FROM _candidates WHERE handled) "
         "USING (kafka_topic, kafka_partition, kafka_offset)"
     ).to_arrow_table()
-    j, handled = judging, "(SELECT * FROM _candidates WHERE handled)"
-    sql = classified_sql(handled, j.exchange, j.rules, j.symbols, j.lead_s, j.age_s, details)
+    sql = classified_sql("(SELECT * FROM _candidates WHERE handled)", judging, details)
     if not left.num_rows:  # the usual case: the exchange's own messages, all judged by the SQL
         return sql
-    con.register("_python", _python_outcomes(Classifier(j.exchange, j.rules, j.symbols, j.lead_s, j.age_s), left))
+    con.register("_python", _python_outcomes(Classifier(judging), left))
     return f"{sql} UNION ALL BY NAME SELECT * FROM _python"
 
 
@@ -225,17 +212,13 @@ def release_judged(con) -> None:  # con: duckdb.DuckDBPyConnection
 def classify(
     con,  # duckdb.DuckDBPyConnection
     records: str,
-    exchange: str,
-    rules: TradeRules,
-    symbols: dict[str, str],
-    lead_s: int,
-    age_s: int,
+    judging: Judging,
     into: str = "_classified",
     details: bool = True,
 ) -> str:
     """``judged``, added to the temporary table ``into`` (created if need be, with CLASSIFIED's
     columns); returns its name."""
-    sql = judged(con, records, Judging(exchange, rules, symbols, lead_s, age_s), details)
+    sql = judged(con, records, judging, details)
     try:
         con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {into} ({columns_ddl(CLASSIFIED)})")  # unplanned: its types
         con.execute(f"INSERT INTO {into} BY NAME {sql}")
@@ -247,11 +230,7 @@ def classify(
 def classify_window(
     con,  # duckdb.DuckDBPyConnection
     records: str,
-    exchange: str,
-    rules: TradeRules,
-    symbols: dict[str, str],
-    lead_s: int,
-    age_s: int,
+    judging: Judging,
     window: tuple[str, str],
 ) -> str:
     """``classify`` for the records that can bear on the valid first copies with an event time in
@@ -265,10 +244,8 @@ def classify_window(
     inside = f"event_time >= {start} AND event_time < {end}"
     position = "kafka_topic, kafka_partition, kafka_offset"
     early = f"(SELECT * FROM {records} WHERE kafka_timestamp < {start})"
-    classify(
-        con, f"(SELECT * FROM {records} WHERE kafka_timestamp >= {start})", exchange, rules, symbols, lead_s, age_s
-    )
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _keys AS {trade_keys_sql(rules, early)}")
+    classify(con, f"(SELECT * FROM {records} WHERE kafka_timestamp >= {start})", judging)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _keys AS {trade_keys_sql(judging.rules, early)}")
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE _ids AS SELECT trade_id FROM _keys WHERE {inside} "
         f"UNION SELECT trade_id FROM _classified WHERE reason IS NULL AND {inside}"
@@ -280,7 +257,7 @@ def classify_window(
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE _needed AS SELECT * FROM {early} SEMI JOIN ({needed}) USING ({position})"
     )
-    classify(con, "_needed", exchange, rules, symbols, lead_s, age_s)
+    classify(con, "_needed", judging)
     # ids of valid window trades the first pass did not see (in records it could not read)
     unseen = f"SELECT trade_id FROM _classified WHERE reason IS NULL AND {inside} EXCEPT SELECT trade_id FROM _ids"
     more = (
@@ -289,7 +266,7 @@ def classify_window(
     )
     con.execute(f"CREATE OR REPLACE TEMP TABLE _more AS {more}")
     if con.sql("SELECT count(*) FROM _more").fetchall()[0][0]:
-        classify(con, "_more", exchange, rules, symbols, lead_s, age_s)
+        classify(con, "_more", judging)
     for table in ("_keys", "_ids", "_needed", "_more"):
         con.execute(f"DROP TABLE {table}")
     return "_classified"

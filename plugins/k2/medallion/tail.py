@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 from typing import Any
 
@@ -118,22 +119,34 @@ def _shown(check: SilverCheck, row: dict[str, Any], lead_s: int, age_s: int) -> 
     return "nothing" if value is None else value[:100]
 
 
+@dataclass(frozen=True)
+class Judging:
+    """What judging an exchange's records needs, in each compiler but Spark's: its rules, its symbols
+    (exchange symbol -> K2's) and Silver's bounds on an event time's lead and age over the Kafka
+    timestamp."""
+
+    exchange: str
+    rules: TradeRules
+    symbols: dict[str, str]
+    lead_s: int
+    age_s: int
+
+
 class Classifier:
     """Silver's outcome for each candidate of one exchange, as the batch would decide it."""
 
-    def __init__(self, exchange: str, rules: TradeRules, symbols: dict[str, str], lead_s: int, age_s: int) -> None:
-        self.exchange, self.rules, self.symbols = exchange, rules, symbols
-        self.lead_s, self.age_s = lead_s, age_s
-        self.lead, self.age = dt.timedelta(seconds=lead_s), dt.timedelta(seconds=age_s)
-        self.checks = [(c, compile_check(c, self.lead, self.age)) for c in CHECKS]
-        words = names(exchange, rules.payload_fields)
+    def __init__(self, judging: Judging) -> None:
+        self.judging = judging
+        lead, age = dt.timedelta(seconds=judging.lead_s), dt.timedelta(seconds=judging.age_s)
+        self.checks = [(c, compile_check(c, lead, age)) for c in CHECKS]
+        words = names(judging.exchange, judging.rules.payload_fields)
         self.prefix = {c.code: c.prefix.format(**words) for c in CHECKS}
         self.suffix = {c.code: c.suffix.format(**words) for c in CHECKS}
 
     def classify(self, row: dict[str, Any]) -> dict[str, Any]:
         """A candidate (Kafka coordinates + parse output) with symbol, price, quantity, quote_amount,
         reason and detail added."""
-        row["symbol"] = self.symbols.get(row["exchange_symbol"]) if row["exchange_symbol"] is not None else None
+        row["symbol"] = self.judging.symbols.get(row["exchange_symbol"]) if row["exchange_symbol"] is not None else None
         row["price"], row["quantity"] = money(row["price_text"]), money(row["quantity_text"])
         row["_quote"] = quote_amount(row["price"], row["quantity"])
         row["reason"] = row["detail"] = None
@@ -142,7 +155,7 @@ class Classifier:
             return row
         for check, failed in self.checks:
             if failed(row):
-                shown = _shown(check, row, self.lead_s, self.age_s)
+                shown = _shown(check, row, self.judging.lead_s, self.judging.age_s)
                 row["reason"] = check.code
                 row["detail"] = self.prefix[check.code] + shown + self.suffix[check.code]
                 break
@@ -157,7 +170,7 @@ class Classifier:
         for record in records:
             if connection_event(record) is not None:
                 continue
-            for item in parse_payload(self.rules, record["value"]):
+            for item in parse_payload(self.judging.rules, record["value"]):
                 out.append(self.classify({**record, **item}))
         return out
 

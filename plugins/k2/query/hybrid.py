@@ -16,7 +16,6 @@ from functools import reduce
 
 import pyarrow as pa
 
-from k2.exchanges import get_exchange, known_symbols
 from k2.exchanges.duckdb import lit
 from k2.medallion import duckdb as silver_sql
 from k2.medallion import ledger
@@ -74,12 +73,10 @@ def fresh_trades(
     shared rules (``k2.medallion.duckdb``). A valid trade's Kafka timestamp lies within Silver's
     window around its event time, so only records stamped in [start - lead, end + age) are read;
     every copy of a trade shares its Kafka key (the symbol), so a symbol query reads only its keys."""
-    batch = settings.batch
-    lead, age = dt.timedelta(seconds=batch.silver_max_event_lead_s), dt.timedelta(seconds=batch.silver_max_event_age_s)
-    since = (start - lead, end + age)
+    judging = silver_sql.judging_of(settings, exchange)
+    since = (start - dt.timedelta(seconds=judging.lead_s), end + dt.timedelta(seconds=judging.age_s))
     unprocessed = sources.gaps(ledger.covered(settings.lake, "silver", exchange))
-    ex = get_exchange(exchange)
-    symbol_map = known_symbols(settings, ex)
+    symbol_map = judging.symbols
     keys = None
     if symbols:
         wanted = {s for s, n in symbol_map.items() if s in symbols or n in symbols}
@@ -112,9 +109,8 @@ def fresh_trades(
         kafka_rows = con.sql("SELECT count(*) FROM _records").fetchall()[0][0] - bronze_rows
         silver_sql.drop_connection_events(con, "_records")
         after_bronze = time.perf_counter()
-        lead_s, age_s = batch.silver_max_event_lead_s, batch.silver_max_event_age_s
         window = (sources.sql_time(start), sources.sql_time(end))
-        classified = silver_sql.classify_window(con, "_records", exchange, ex.rules, symbol_map, lead_s, age_s, window)
+        classified = silver_sql.classify_window(con, "_records", judging, window)
         wanted_symbols = ""
         if symbols:
             listed = ", ".join(lit(s) for s in symbols)

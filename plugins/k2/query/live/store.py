@@ -11,7 +11,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from k2.exchanges import get_exchange, known_symbols
 from k2.exchanges.duckdb import lit
 from k2.feeds.events import CONNECTION_KIND, KIND_HEADER
 from k2.medallion import duckdb as silver_sql
@@ -63,15 +62,12 @@ class LiveStore:
         self._judges: dict[str, silver_sql.Judging] = {}
         self._adders: dict[str, duckdb.DuckDBPyConnection] = {}
         self._lock = threading.Lock()
-        batch = settings.batch
-        self._lead_s, self._age_s = batch.silver_max_event_lead_s, batch.silver_max_event_age_s
         self._highest: dict[str, dict[str, int]] = {ex: {} for ex in settings.exchanges}
         self._minutes = {ex: MinutePartials(ex, _table(ex)) for ex in settings.exchanges}
         self._topics = {ex: settings.topic_for(ex) for ex in settings.exchanges}
         for exchange in settings.exchanges:
-            ex = get_exchange(exchange)
-            symbols = known_symbols(settings, ex)
-            self._judges[exchange] = silver_sql.Judging(exchange, ex.rules, symbols, self._lead_s, self._age_s)
+            self._judges[exchange] = silver_sql.judging_of(settings, exchange)
+            symbols = self._judges[exchange].symbols
             self._db.execute(f"CREATE TABLE {_table(exchange)} ({_columns_ddl(symbols)})")
             self._minutes[exchange].create(self._db)
 
@@ -238,8 +234,9 @@ class LiveStore:
         """SQL: the candidates that may be a first copy of a trade with an event time in [start, end):
         a valid trade's Kafka timestamp lies in [event time - lead, event time + age], so only those
         stamped in [start - lead, end + age), from ``from_offsets`` on."""
-        since = start - dt.timedelta(seconds=self._lead_s)
-        until = end + dt.timedelta(seconds=self._age_s)
+        judging = self._judges[exchange]
+        since = start - dt.timedelta(seconds=judging.lead_s)
+        until = end + dt.timedelta(seconds=judging.age_s)
         # a filter, not a join: a scan that only filters keeps the rows in the order they were stored
         firsts = " ".join(f"WHEN {int(p)} THEN {int(o)}" for p, o in sorted(from_offsets.items()))
         first_offset = f"CASE kafka_partition {firsts} ELSE 0 END" if from_offsets else "0"
