@@ -81,19 +81,29 @@ def stream_settings(kafka_broker, settings: Settings, tmp_path: Path, monkeypatc
 
 
 class BackgroundFeed:
-    """Simulated load on the stream's topic until stopped."""
+    """Simulated load on the stream's topic until stopped. With ``client_log``, the Kafka client's
+    own account of its connections, leaders and producer id goes to that file (for a test whose
+    feed must outlive a broker restart: what it shows is what a failure needs)."""
 
-    def __init__(self, settings: Settings, rate: float) -> None:
+    PROGRESS_S = 10  # a delivery timeline in the test's log
+    CLOSE_S = 60  # TradeProducer.close's flush
+
+    def __init__(self, settings: Settings, rate: float, client_log: Path | None = None) -> None:
         self.stop_event = threading.Event()
         self.summary = None
         exchange = get_exchange(EXCHANGE)
-        producer = TradeProducer(settings, exchange, report_successes=False)
+        self.producer = TradeProducer(settings, exchange, report_successes=False, **_client_logging(client_log))
         self.thread = threading.Thread(
             target=lambda: setattr(
                 self,
                 "summary",
                 run_simulated_feed(
-                    producer, exchange, ["BTCUSDT", "ETHUSDT"], rate=rate, stop=self.stop_event, progress_every_s=3600
+                    self.producer,
+                    exchange,
+                    ["BTCUSDT", "ETHUSDT"],
+                    rate=rate,
+                    stop=self.stop_event,
+                    progress_every_s=self.PROGRESS_S,
                 ),
             ),
             daemon=True,
@@ -101,9 +111,34 @@ class BackgroundFeed:
         self.thread.start()
 
     def finish(self):
-        self.stop_event.set()
-        self.thread.join(60)
+        """The feed's summary, once its producer has flushed (or counted what it could not deliver)."""
+        self.stop()
+        if self.summary is None:
+            stats = self.producer.stats
+            raise AssertionError(
+                f"the feed did not finish within {self.CLOSE_S + 30} s: produced {stats.produced}, "
+                f"failed {stats.failed} {stats.errors}, still queued {self.producer.queue_length()}"
+            )
         return self.summary
+
+    def stop(self) -> None:
+        """Stops the feed and waits for its flush, without judging it (for cleanup)."""
+        self.stop_event.set()
+        self.thread.join(self.CLOSE_S + 30)
+
+
+def _client_logging(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    import logging
+
+    logger = logging.getLogger(f"k2.tests.kafka_client.{path}")
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    return {"logger": logger, "log_level": 7, "debug": "broker,topic,metadata,eos"}
 
 
 def running_job(where: StreamPaths | StreamControl, after: float = 0.0) -> dict | None:

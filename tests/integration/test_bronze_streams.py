@@ -109,7 +109,7 @@ def test_supervised_stream_survives_kills_and_a_stall_with_exactly_once_bronze(
             offsets = sorted(o for p, o in coords if p == partition)
             assert offsets == list(range(end)), f"partition {partition} is not contiguous"
     finally:
-        feed.finish()
+        feed.stop()
         log = checks.stop()
         StreamSupervisor(stream_settings, EXCHANGE).request_stop(timeout_s=60)
     # checks that each exited did the supervising: a launcher they left behind is nobody's child

@@ -83,7 +83,7 @@ def test_paused_stream_warns_escalates_once_and_resolves_once(
             )
         finally:
             if feed is not None:
-                feed.finish()
+                feed.stop()
             supervisor.request_stop(timeout_s=60)
             supervisor.close()
 

@@ -52,11 +52,11 @@ def own_broker(jars, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_a_broker_down_for_longer_than_the_stream_allows_is_waited_out_and_bronze_loses_nothing(
-    own_broker,
+    own_broker, tmp_path: Path
 ) -> None:
     settings, broker = own_broker
     paths = StreamPaths.of(settings, EXCHANGE)
-    feed = BackgroundFeed(settings, rate=500)
+    feed = BackgroundFeed(settings, rate=500, client_log=tmp_path / "feed-kafka-client.log")
     checks = Checks(every_s=3)
     try:
         wait_for(lambda: running_job(paths), 240, "the supervised stream's first batch")
@@ -87,7 +87,7 @@ def test_a_broker_down_for_longer_than_the_stream_allows_is_waited_out_and_bronz
         wait_for(lambda: (read_json(paths.supervisor) or {}).get("outage") is None, 60, "a check to end the outage")
         assert (read_json(paths.supervisor) or {}).get("gave_up_at") is None
     finally:
-        feed.finish()
+        feed.stop()
         log = checks.stop()  # the alerts, as the checks raised them
         StreamSupervisor(settings, EXCHANGE).request_stop(timeout_s=60)
     assert "is waiting: Kafka" in log or "is waiting: kafka" in log.lower(), log[-3000:]
