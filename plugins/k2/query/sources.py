@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,43 @@ def scan(settings: Settings, identifier: str, row_filter: Any, columns: tuple[st
     return _table(settings, identifier).scan(row_filter=row_filter, selected_fields=columns).to_arrow()
 
 
+_latest_lock = threading.Lock()
+# (table, metadata location, exchanges, day) -> latest event time; only the tables' current snapshots
+_latest: dict[tuple, dt.datetime | None] = {}
+
+
+def latest_event_time(table: Any, exchanges: list[str], since: dt.datetime) -> dt.datetime | None:
+    """An upper bound on the event times of the table's rows of ``exchanges`` that may lie at or after
+    ``since`` (None: no such row), from its data files' column bounds: reading the manifests of
+    ``since``'s day once per snapshot, not at every query. A query at the live edge, past what the
+    batch has written, then plans no scan at all (an empty plan of a few manifests cost 6 ms idle and
+    about 37 ms beside the streams)."""
+    from pyiceberg.conversions import from_bytes
+    from pyiceberg.expressions import And, GreaterThanOrEqual, In
+
+    day = since.replace(hour=0, minute=0, second=0, microsecond=0)
+    identifier, location = ".".join(table.name()), table.metadata_location
+    key = (identifier, location, tuple(sorted(exchanges)), day)
+    with _latest_lock:
+        if key in _latest:
+            return _latest[key]
+    field = table.schema().find_field("event_time")
+    where = And(In("exchange", exchanges), GreaterThanOrEqual("event_time", day.isoformat()))
+    latest: dt.datetime | None = None
+    for task in table.scan(row_filter=where).plan_files():
+        bound = (task.file.upper_bounds or {}).get(field.field_id)
+        if bound is None:  # a file without bounds may hold anything
+            latest = FAR
+            break
+        moment = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=from_bytes(field.field_type, bound))
+        latest = moment if latest is None else max(latest, moment)
+    with _latest_lock:
+        for old in [k for k in _latest if k[0] == identifier and k[1] != location]:
+            del _latest[old]
+        _latest[key] = latest
+    return latest
+
+
 def silver_trades(
     settings: Settings,
     exchanges: list[str],
@@ -82,15 +120,19 @@ def silver_trades(
     extra: Any = None,
     columns: tuple[str, ...] = ("*",),
 ) -> pa.Table:
-    from pyiceberg.expressions import And, GreaterThanOrEqual, In, LessThan, Or
+    from pyiceberg.expressions import AlwaysFalse, And, GreaterThanOrEqual, In, LessThan, Or
 
+    table = _table(settings, SILVER_TRADES.identifier)
+    latest = latest_event_time(table, exchanges, start)
+    if latest is None or latest < start:  # the usual case at the live edge: the batch has not reached it
+        return table.scan(row_filter=AlwaysFalse(), selected_fields=columns).to_arrow()
     where = And(In("exchange", exchanges), GreaterThanOrEqual("event_time", start.isoformat()))
     where = And(where, LessThan("event_time", end.isoformat()))
     if symbols:
         where = And(where, Or(In("symbol", symbols), In("exchange_symbol", symbols)))
     if extra is not None:
         where = And(where, extra)
-    return scan(settings, SILVER_TRADES.identifier, where, columns)
+    return table.scan(row_filter=where, selected_fields=columns).to_arrow()
 
 
 def gold_bars(
