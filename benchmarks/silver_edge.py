@@ -4,10 +4,12 @@ A narrow setting (no broker, no streams): a lake of its own whose Silver holds -
 commits per exchange (an hourly batch adds one an hour), each older than the window. Compared in
 the same run, alternating:
 
-- planned: the scan planned at every query (``k2.query.sources.scan``, what ``silver_trades`` did
-  before it read Silver's latest event time once per snapshot);
+- planned: the table loaded and the scan planned at every query (what ``silver_trades`` did before
+  it read Silver's latest event time once per snapshot);
 - silver_trades: as queries call it now (``k2.query.sources.latest_event_time`` decides that no
-  scan is needed).
+  scan is needed, and the table is parsed once per metadata file: ``k2.lake.current``);
+- load_table and current_table: the table alone, loaded by the catalog (its metadata JSON parsed)
+  and by ``k2.lake.current.CurrentTables`` (one row of the catalog read while it is unchanged).
 
     .venv/bin/python benchmarks/silver_edge.py [--commits 1 24] [--calls 40]
 
@@ -26,6 +28,7 @@ import pyarrow as pa
 from _harness import median, progress, timed, write_results
 
 from k2.lake.catalog import load_catalog
+from k2.lake.current import CurrentTables
 from k2.lake.tables import SILVER_TRADES, all_tables, ensure_tables
 from k2.query import hybrid, sources
 from k2.settings import Settings
@@ -69,14 +72,22 @@ def measure(commits: int, calls: int) -> dict:
                 Or(In("symbol", ["BTCUSDT"]), In("exchange_symbol", ["BTCUSDT"])),
             ),
         )
+        catalog = load_catalog(settings.lake)
+        current = CurrentTables(catalog)
         ways = {
-            "planned": lambda: sources.scan(settings, SILVER_TRADES.identifier, where, columns),
+            "planned": lambda: (
+                catalog.load_table(SILVER_TRADES.identifier).scan(row_filter=where, selected_fields=columns).to_arrow()
+            ),
             "silver_trades": lambda: sources.silver_trades(
                 settings, ["binance"], ["BTCUSDT"], start, end, None, columns
             ),
+            "load_table": lambda: catalog.load_table(SILVER_TRADES.identifier),
+            "current_table": lambda: current.load(SILVER_TRADES.identifier),
         }
         answers = {name: way() for name, way in ways.items()}
-        assert all(a.num_rows == 0 for a in answers.values()), "the window must be past Silver's trades"
+        assert all(answers[name].num_rows == 0 for name in ("planned", "silver_trades")), (
+            "the window must be past Silver's trades"
+        )
         assert answers["planned"].schema == answers["silver_trades"].schema
         seconds: dict[str, list[float]] = {name: [] for name in ways}
         for _ in range(calls):
@@ -95,9 +106,10 @@ def main() -> None:
         progress(f"Silver with {commits} commits of today")
         results["median_ms"][str(commits)] = measure(commits, args.calls)
     path = write_results("silver_edge", results)
-    print(f"{'commits':>8} {'planned ms':>11} {'silver_trades ms':>17}")
+    ways = ("planned", "silver_trades", "load_table", "current_table")
+    print(f"{'commits':>8} " + " ".join(f"{way + ' ms':>17}" for way in ways))
     for commits, medians in results["median_ms"].items():
-        print(f"{commits:>8} {medians['planned']:>11} {medians['silver_trades']:>17}")
+        print(f"{commits:>8} " + " ".join(f"{medians[way]:>17}" for way in ways))
     print(f"results: {path}")
 
 

@@ -5,6 +5,7 @@ the condition that a job runs."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import subprocess
 import sys
@@ -86,13 +87,14 @@ class BackgroundFeed:
     feed must outlive a broker restart: what it shows is what a failure needs)."""
 
     PROGRESS_S = 10  # a delivery timeline in the test's log
-    CLOSE_S = 60  # TradeProducer.close's flush
+    JOIN_S = TradeProducer.CLOSE_TIMEOUT_S + 30  # the producer's flush at close, and a margin
 
     def __init__(self, settings: Settings, rate: float, client_log: Path | None = None) -> None:
         self.stop_event = threading.Event()
         self.summary = None
         exchange = get_exchange(EXCHANGE)
-        self.producer = TradeProducer(settings, exchange, report_successes=False, **_client_logging(client_log))
+        logging_config, self._log_file = _client_logging(client_log)
+        self.producer = TradeProducer(settings, exchange, report_successes=False, **logging_config)
         self.thread = threading.Thread(
             target=lambda: setattr(
                 self,
@@ -116,7 +118,7 @@ class BackgroundFeed:
         if self.summary is None:
             stats = self.producer.stats
             raise AssertionError(
-                f"the feed did not finish within {self.CLOSE_S + 30} s: produced {stats.produced}, "
+                f"the feed did not finish within {self.JOIN_S:.0f} s: produced {stats.produced}, "
                 f"failed {stats.failed} {stats.errors}, still queued {self.producer.queue_length()}"
             )
         return self.summary
@@ -124,21 +126,22 @@ class BackgroundFeed:
     def stop(self) -> None:
         """Stops the feed and waits for its flush, without judging it (for cleanup)."""
         self.stop_event.set()
-        self.thread.join(self.CLOSE_S + 30)
+        self.thread.join(self.JOIN_S)
+        if self._log_file is not None and not self.thread.is_alive():  # the producer has closed
+            self._log_file.close()
 
 
-def _client_logging(path: Path | None) -> dict:
+def _client_logging(path: Path | None) -> tuple[dict, logging.Handler | None]:
+    """The producer's settings that send its debug log to ``path``, and the file's handler."""
     if path is None:
-        return {}
-    import logging
-
+        return {}, None
     logger = logging.getLogger(f"k2.tests.kafka_client.{path}")
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
-    return {"logger": logger, "log_level": 7, "debug": "broker,topic,metadata,eos"}
+    return {"logger": logger, "log_level": 7, "debug": "broker,topic,metadata,eos"}, handler
 
 
 def running_job(where: StreamPaths | StreamControl, after: float = 0.0) -> dict | None:

@@ -13,6 +13,7 @@ import pyarrow as pa
 from k2.lake.catalog import load_catalog
 from k2.lake.tables import SILVER_TRADES, all_tables, ensure_tables
 from k2.query import sources
+from k2.query.hybrid import TRADE_COLUMNS
 from k2.settings import Settings
 
 NOON = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
@@ -48,7 +49,10 @@ def test_silver_past_its_latest_event_plans_no_scan_and_misses_no_row(tmp_path: 
     assert sources.latest_event_time(silver, ["binance"], last_minute[0]) == NOON - dt.timedelta(hours=2)
     empty = sources.silver_trades(settings, ["binance"], ["BTCUSDT"], *last_minute)
     assert empty.num_rows == 0
-    assert empty.schema == silver.scan().to_arrow().schema  # the shape a scan gives
+    assert empty.schema.equals(silver.scan().to_arrow().schema, check_metadata=True)  # the shape a scan gives
+    some = sources.silver_trades(settings, ["binance"], None, *last_minute, columns=TRADE_COLUMNS)
+    assert some.num_rows == 0
+    assert some.schema.equals(silver.scan(selected_fields=TRADE_COLUMNS).to_arrow().schema, check_metadata=True)
     assert _ids(settings, NOON - dt.timedelta(hours=3), NOON) == ["0", "1", "2", "3", "4"]
 
     # a later commit's file reaches into the window: its bound is read at once, not a cached one

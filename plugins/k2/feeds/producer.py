@@ -58,6 +58,7 @@ class TradeProducer:
     """One exchange's producer. Call :meth:`publish` per message and :meth:`close` at the end."""
 
     _LOG_EVERY_FAILURE_UNTIL = 20
+    CLOSE_TIMEOUT_S = 60.0  # the flush at close: records still queued after it count as failed
 
     def __init__(
         self,
@@ -184,7 +185,7 @@ class TradeProducer:
                 payload=value[:200],
             )
 
-    def close(self, timeout: float = 60.0) -> DeliveryStats:
+    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> DeliveryStats:
         """Flush everything queued; records still undelivered afterwards are counted as failed."""
         remaining = self._producer.flush(timeout)
         stats = self._stats

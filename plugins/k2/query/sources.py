@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from k2.errors import K2Error
 from k2.feeds.events import CONNECTION_KIND, KIND_HEADER
+from k2.lake.current import CurrentTables
 from k2.lake.tables import SILVER_TRADES, bronze_table, gold_table
 from k2.medallion.coverage import Range, merge
 from k2.settings import LakeSettings, Settings
@@ -46,24 +47,20 @@ def gaps(covered: list[Range]) -> list[Range]:
     return [*out, (cursor, FAR)]
 
 
-def _catalog(settings: Settings):
-    return _opened_catalog(settings.lake)
-
-
 @functools.lru_cache(maxsize=8)
-def _opened_catalog(lake: LakeSettings):
+def _opened_tables(lake: LakeSettings) -> CurrentTables:
     """One catalog per lake and process: opening one (its database engine, the SQLite checks) costs
     tens of milliseconds, which a query server would pay at every query. Thread-safe (SQLAlchemy)."""
     from k2.lake.catalog import load_catalog
 
-    return load_catalog(lake)
+    return CurrentTables(load_catalog(lake))
 
 
 def _table(settings: Settings, identifier: str):
     from pyiceberg.exceptions import NoSuchTableError
 
     try:
-        return _catalog(settings).load_table(identifier)
+        return _opened_tables(settings.lake).load(identifier)
     except NoSuchTableError:
         raise K2Error(
             f"the lake has no table {identifier}", "create K2's tables with `k2 lake init` (or `k2 up`)."
@@ -80,11 +77,11 @@ _latest: dict[tuple, dt.datetime | None] = {}
 
 
 def latest_event_time(table: Any, exchanges: list[str], since: dt.datetime) -> dt.datetime | None:
-    """An upper bound on the event times of the table's rows of ``exchanges`` that may lie at or after
-    ``since`` (None: no such row), from its data files' column bounds: reading the manifests of
-    ``since``'s day once per snapshot, not at every query. A query at the live edge, past what the
-    batch has written, then plans no scan at all (an empty plan of a few manifests cost 6 ms idle and
-    about 37 ms beside the streams)."""
+    """An upper bound on the event times of Silver's rows (its ``event_time`` and ``exchange``
+    columns) of ``exchanges`` that may lie at or after ``since`` (None: no such row), from the data
+    files' column bounds: reading the manifests of ``since``'s day once per snapshot, not at every
+    query. A query at the live edge, past what the batch has written, then plans no scan at all (an
+    empty plan of a few manifests cost 6 ms idle and about 37 ms beside the streams)."""
     from pyiceberg.conversions import from_bytes
     from pyiceberg.expressions import And, GreaterThanOrEqual, In
 
@@ -120,12 +117,15 @@ def silver_trades(
     extra: Any = None,
     columns: tuple[str, ...] = ("*",),
 ) -> pa.Table:
-    from pyiceberg.expressions import AlwaysFalse, And, GreaterThanOrEqual, In, LessThan, Or
+    from pyiceberg.expressions import And, GreaterThanOrEqual, In, LessThan, Or
+    from pyiceberg.io.pyarrow import schema_to_pyarrow
 
     table = _table(settings, SILVER_TRADES.identifier)
     latest = latest_event_time(table, exchanges, start)
     if latest is None or latest < start:  # the usual case at the live edge: the batch has not reached it
-        return table.scan(row_filter=AlwaysFalse(), selected_fields=columns).to_arrow()
+        # the schema a scan's table has; an empty scan still reads the manifest list
+        projected = table.scan(selected_fields=columns).projection()
+        return schema_to_pyarrow(projected, include_field_ids=False).empty_table()
     where = And(In("exchange", exchanges), GreaterThanOrEqual("event_time", start.isoformat()))
     where = And(where, LessThan("event_time", end.isoformat()))
     if symbols:

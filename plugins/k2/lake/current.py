@@ -1,0 +1,53 @@
+"""Tables at their current metadata, each metadata file parsed once: a query server loads the same
+few tables at every query, and ``load_table`` parses the table's whole metadata JSON (every snapshot
+and log entry it keeps) each time, while the table changes once an hour (Silver, Gold) or a few
+times a minute (Bronze). With a SQL catalog, the metadata location is one indexed row to read; a
+REST catalog's table is loaded at every call."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.table import Table
+
+
+class CurrentTables:
+    """``load(identifier)`` is ``catalog.load_table(identifier)``, reusing the table it gave last time
+    while the catalog still points at the same metadata file. Thread-safe."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._lock = threading.Lock()
+        self._tables: dict[str, Table] = {}
+
+    def load(self, identifier: str) -> Table:
+        location = self._metadata_location(identifier)
+        with self._lock:
+            known = self._tables.get(identifier)
+        if known is not None and location is not None and known.metadata_location == location:
+            return known
+        table = self.catalog.load_table(identifier)  # raises NoSuchTableError, as the catalog does
+        with self._lock:
+            self._tables[identifier] = table
+        return table
+
+    def _metadata_location(self, identifier: str) -> str | None:
+        """The catalog's current metadata location of the table (None: unknown, or not a SQL catalog)."""
+        from pyiceberg.catalog.sql import IcebergTables, SqlCatalog
+        from sqlalchemy import select
+        from sqlalchemy.orm import Session
+
+        if not isinstance(self.catalog, SqlCatalog):
+            return None
+        namespace, name = identifier.rsplit(".", 1)
+        with Session(self.catalog.engine) as session:
+            return session.scalar(
+                select(IcebergTables.metadata_location).where(
+                    IcebergTables.catalog_name == self.catalog.name,
+                    IcebergTables.table_namespace == namespace,
+                    IcebergTables.table_name == name,
+                )
+            )
