@@ -6,17 +6,30 @@ REST catalog's table is loaded at every call."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import TYPE_CHECKING
+
+from k2.settings import LakeSettings
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
     from pyiceberg.table import Table
 
 
+@functools.lru_cache(maxsize=8)
+def tables_of(lake: LakeSettings) -> CurrentTables:
+    """One per lake and process, on one catalog: opening a catalog (its database engine, the SQLite
+    checks) costs tens of milliseconds, which a query server would pay at every query."""
+    from k2.lake.catalog import load_catalog
+
+    return CurrentTables(load_catalog(lake))
+
+
 class CurrentTables:
     """``load(identifier)`` is ``catalog.load_table(identifier)``, reusing the table it gave last time
-    while the catalog still points at the same metadata file. Thread-safe."""
+    while the catalog still points at the same metadata file. Thread-safe. For reading: a commit
+    through a shared table would change it under its other readers."""
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog

@@ -6,9 +6,11 @@ so the sensor and monitoring use it without a JVM."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from dataclasses import asdict, dataclass
 
+from k2.lake.current import tables_of
 from k2.lake.tables import MEDALLION_LEDGER, bronze_table
 from k2.medallion.coverage import Piece, Range, plan
 from k2.medallion.interval import Interval
@@ -37,11 +39,27 @@ def _table(lake: LakeSettings):
     return load_catalog(lake).load_table(MEDALLION_LEDGER.identifier)
 
 
-def entries(lake: LakeSettings, layer: str, exchange: str) -> list[LedgerEntry]:
-    from pyiceberg.expressions import And, EqualTo
+_read_lock = threading.Lock()
+_read: dict[LakeSettings, tuple[str, list[LedgerEntry]]] = {}  # lake -> (metadata location, entries)
 
-    rows = _table(lake).scan(row_filter=And(EqualTo("layer", layer), EqualTo("exchange", exchange))).to_arrow()
-    return [LedgerEntry(**row) for row in rows.to_pylist()]
+
+def _all_entries(lake: LakeSettings) -> list[LedgerEntry]:
+    """Every entry, read once per version of the ledger. Each recorded piece adds a manifest until the
+    daily maintenance merges them, and a read plans over all of them (about 200 ms idle after a day
+    of hourly runs), while a query server reads the ledger every few seconds and at every bars query."""
+    table = tables_of(lake).load(MEDALLION_LEDGER.identifier)
+    with _read_lock:
+        known = _read.get(lake)
+    if known is not None and known[0] == table.metadata_location:
+        return known[1]
+    read = [LedgerEntry(**row) for row in table.scan().to_arrow().to_pylist()]
+    with _read_lock:
+        _read[lake] = (table.metadata_location, read)
+    return read
+
+
+def entries(lake: LakeSettings, layer: str, exchange: str) -> list[LedgerEntry]:
+    return [e for e in _all_entries(lake) if e.layer == layer and e.exchange == exchange]
 
 
 def covered(lake: LakeSettings, layer: str, exchange: str) -> list[Range]:

@@ -5,7 +5,6 @@ tail past the offsets the Bronze stream has committed (by its progress file)."""
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import threading
 import time
 from dataclasses import dataclass
@@ -15,10 +14,10 @@ import pyarrow as pa
 
 from k2.errors import K2Error
 from k2.feeds.events import CONNECTION_KIND, KIND_HEADER
-from k2.lake.current import CurrentTables
+from k2.lake.current import tables_of
 from k2.lake.tables import SILVER_TRADES, bronze_table, gold_table
 from k2.medallion.coverage import Range, merge
-from k2.settings import LakeSettings, Settings
+from k2.settings import Settings
 
 FAR = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
 TIME = pa.timestamp("us", tz="UTC")
@@ -47,20 +46,11 @@ def gaps(covered: list[Range]) -> list[Range]:
     return [*out, (cursor, FAR)]
 
 
-@functools.lru_cache(maxsize=8)
-def _opened_tables(lake: LakeSettings) -> CurrentTables:
-    """One catalog per lake and process: opening one (its database engine, the SQLite checks) costs
-    tens of milliseconds, which a query server would pay at every query. Thread-safe (SQLAlchemy)."""
-    from k2.lake.catalog import load_catalog
-
-    return CurrentTables(load_catalog(lake))
-
-
 def _table(settings: Settings, identifier: str):
     from pyiceberg.exceptions import NoSuchTableError
 
     try:
-        return _opened_tables(settings.lake).load(identifier)
+        return tables_of(settings.lake).load(identifier)
     except NoSuchTableError:
         raise K2Error(
             f"the lake has no table {identifier}", "create K2's tables with `k2 lake init` (or `k2 up`)."
