@@ -57,6 +57,20 @@ def test_a_gold_table_of_an_older_release_gains_the_trade_id_and_completeness_co
 NEW_GOLD_COLUMNS = ("first_trade_id", "last_trade_id", "complete")
 
 
+def test_a_table_of_an_older_release_gains_the_properties_its_definition_declares(catalog) -> None:
+    from dataclasses import replace
+
+    from k2.lake.appends import APPENDED_OFTEN
+    from k2.lake.tables import STREAM_METRICS, TABLE_PROPERTIES
+
+    now = replace(STREAM_METRICS, name=f"stream_metrics_{uuid.uuid4().hex[:6]}")
+    before = replace(now, properties=dict(TABLE_PROPERTIES))
+    assert ensure_tables(catalog, [before]) == {now.identifier: "created"}
+    assert ensure_tables(catalog, [now]) == {now.identifier: "evolved: set " + ", ".join(sorted(APPENDED_OFTEN))}
+    assert APPENDED_OFTEN.items() <= catalog.load_table(now.identifier).properties.items()
+    assert ensure_tables(catalog, [now]) == {now.identifier: "exists"}
+
+
 def test_spark_writes_pyiceberg_reads_and_back(spark, settings: Settings) -> None:
     name = f"silver.interop_{uuid.uuid4().hex[:6]}"
     spark.sql(f"CREATE TABLE {name} (id BIGINT, price DECIMAL(38,18), note STRING) USING iceberg")

@@ -30,6 +30,7 @@ from pyiceberg.types import (
 )
 
 from k2.errors import K2Error
+from k2.lake.appends import APPENDED_OFTEN
 from k2.lake.names import (
     CONNECTION_EVENTS_ID,
     DEAD_LETTER_ID,
@@ -287,6 +288,7 @@ STREAM_METRICS = TableSpec(
     ),
     partitioning=(("measured_at", DayTransform),),
     doc="Operations: one row per exchange per monitoring run",
+    properties={**TABLE_PROPERTIES, **APPENDED_OFTEN},  # an append a minute
 )
 
 ALERT_EVENTS = TableSpec(
@@ -327,6 +329,7 @@ MEDALLION_LEDGER = TableSpec(
     ),
     partitioning=(("range_start", MonthTransform),),
     doc="Operations: every range of Bronze ingestion time each layer processed, with its accounting",
+    properties={**TABLE_PROPERTIES, **APPENDED_OFTEN},  # an append per layer and exchange each hour
 )
 
 CONNECTION_EVENTS = TableSpec(
@@ -386,7 +389,8 @@ def all_tables(settings: Settings) -> list[TableSpec]:
 
 
 def ensure_tables(catalog: Catalog, specs: list[TableSpec]) -> dict[str, str]:
-    """Create missing namespaces and tables; add columns a newer spec declares. name -> action."""
+    """Create missing namespaces and tables; add the columns and set the properties a newer spec
+    declares. name -> action."""
     from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
 
     actions: dict[str, str] = {}
@@ -429,8 +433,13 @@ def _evolve(table, spec: TableSpec, schema: Schema) -> str:
                 "migrate the table (Iceberg allows only widening type changes) or restore the definition.",
             )
     missing = [f.name for f in schema.fields if f.name not in have]
-    if not missing:
-        return "exists"
-    with table.update_schema() as update:
-        update.union_by_name(schema)
-    return "evolved: added " + ", ".join(missing)
+    if missing:
+        with table.update_schema() as update:
+            update.union_by_name(schema)
+    # properties a newer spec declares (the format version is the table's metadata, not a property)
+    changed = {k: v for k, v in spec.properties.items() if k != "format-version" and table.properties.get(k) != v}
+    if changed:
+        with table.transaction() as transaction:
+            transaction.set_properties(changed)
+    done = [f"added {', '.join(missing)}"] * bool(missing) + [f"set {', '.join(sorted(changed))}"] * bool(changed)
+    return "evolved: " + "; ".join(done) if done else "exists"

@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
+from k2.lake import appends
 from k2.lake.current import tables_of
 from k2.lake.tables import MEDALLION_LEDGER, bronze_table
 from k2.medallion.coverage import Piece, Range, plan
@@ -76,7 +77,7 @@ def record(lake: LakeSettings, entry: LedgerEntry, attempts: int = 20) -> None:
     for attempt in range(attempts):
         table = _table(lake)
         try:
-            table.append(pa.Table.from_pylist([row], schema=table.schema().as_arrow()))
+            appends.append(table, pa.Table.from_pylist([row], schema=table.schema().as_arrow()))
             return
         except CommitFailedException:
             if attempt == attempts - 1:

@@ -89,12 +89,12 @@ def _append(settings: Settings, identifier: str, rows: list[dict[str, Any]]) -> 
         return
     import pyarrow as pa
 
+    from k2.lake import appends
     from k2.lake.catalog import load_catalog
 
     try:
         table = load_catalog(settings.lake).load_table(identifier)
-        schema = table.schema().as_arrow()
-        table.append(pa.Table.from_pylist(rows, schema=schema))
+        appends.append(table, pa.Table.from_pylist(rows, schema=table.schema().as_arrow()))
     except Exception as exc:
         log.error(
             "monitor.history_write_failed", table=identifier, rows=len(rows), error=f"{type(exc).__name__}: {exc}"
