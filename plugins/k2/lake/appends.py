@@ -1,8 +1,9 @@
 """Small appends that keep a table's metadata bounded between the daily maintenance runs.
 
 Monitoring appends to ``ops.stream_metrics`` every minute. Each pyiceberg append adds a snapshot
-and, by default, a manifest that every later manifest list names: after a day, an append took
-0.68 s and a read of the last hour 1.95 s (beside a CI run), growing until the daily maintenance.
+and, by default, a manifest that every later manifest list names: after 720 minutes an append took
+476 ms and a read of the last hour 942 ms (benchmarks/ops_appends.py, idle), growing until the
+daily maintenance.
 Tables declared with ``APPENDED_OFTEN`` merge their small manifests on append (Iceberg's
 ``commit.manifest-merge.enabled``), and ``append`` expires their snapshots past the table's
 ``history.expire.*`` properties, as Iceberg's own expiry reads them."""

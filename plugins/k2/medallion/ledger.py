@@ -45,9 +45,10 @@ _read: dict[LakeSettings, tuple[str, list[LedgerEntry]]] = {}  # lake -> (metada
 
 
 def _all_entries(lake: LakeSettings) -> list[LedgerEntry]:
-    """Every entry, read once per version of the ledger. Each recorded piece adds a manifest until the
-    daily maintenance merges them, and a read plans over all of them (about 200 ms idle after a day
-    of hourly runs), while a query server reads the ledger every few seconds and at every bars query."""
+    """Every entry, read once per version of the ledger. Each recorded piece adds a small data file
+    until the daily compaction, and a read opens those of its layer and exchange (232 ms idle after
+    96 hourly runs, benchmarks/ledger_read.py), while a query server reads the ledger every few
+    seconds and at every bars query."""
     table = tables_of(lake).load(MEDALLION_LEDGER.identifier)
     with _read_lock:
         known = _read.get(lake)
