@@ -29,6 +29,8 @@ def test_postgresql_catalog_gets_jdbc_credentials(tmp_path: Path) -> None:
     assert conf["spark.sql.catalog.k2.uri"] == "jdbc:postgresql://db.internal:5433/lake"
     assert conf["spark.sql.catalog.k2.jdbc.user"] == "k2"
     assert conf["spark.sql.catalog.k2.jdbc.password"] == "pw"
+    # a catalog kept open (the query server's) survives a restart of the database server
+    assert pyiceberg_properties(s.lake)["pool_pre_ping"] == "true"
 
 
 def test_rest_catalog_with_s3_storage() -> None:

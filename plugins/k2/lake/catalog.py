@@ -39,7 +39,9 @@ def pyiceberg_properties(lake: LakeSettings) -> dict[str, str]:
         uri = lake.catalog_uri
         if sqlite_path(lake) is not None and "?" not in uri:
             uri += f"?timeout={SQLITE_BUSY_TIMEOUT_S}"  # wait for a concurrent commit, never fail on it
-        props.update(type="sql", uri=uri)
+        # a long-lived catalog (the query server's, k2.lake.current) outlives a restart of its
+        # database: each pooled connection is tested before use, not found dead by a query
+        props.update(type="sql", uri=uri, pool_pre_ping="true")
     if lake.warehouse.startswith(("s3://", "s3a://")):
         props.update(
             _drop_empty(
