@@ -2,19 +2,40 @@
 few tables at every query, and ``load_table`` parses the table's whole metadata JSON (every snapshot
 and log entry it keeps) each time, while the table changes once an hour (Silver, Gold) or a few
 times a minute (Bronze). With a SQL catalog, the metadata location is one indexed row to read; a
-REST catalog's table is loaded at every call."""
+REST catalog's table is loaded at every call. ``derived`` keeps what is computed from a table's
+current version (the ledger's entries, Silver's latest event time) the same way."""
 
 from __future__ import annotations
 
 import functools
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from k2.settings import LakeSettings
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
     from pyiceberg.table import Table
+
+Value = TypeVar("Value")
+_derived_lock = threading.Lock()
+# (table location, key) -> (metadata location it was computed at, value): one value per key, the latest
+_derived: dict[tuple[str, Hashable], tuple[str, Any]] = {}
+
+
+def derived(table: Table, key: Hashable, compute: Callable[[Table], Value]) -> Value:
+    """``compute(table)``, computed once per version of the table (its metadata location) and ``key``
+    (what else the value depends on). Thread-safe; two threads may compute the same value once each."""
+    slot = (table.location(), key)
+    with _derived_lock:
+        known = _derived.get(slot)
+    if known is not None and known[0] == table.metadata_location:
+        return known[1]
+    value = compute(table)
+    with _derived_lock:
+        _derived[slot] = (table.metadata_location, value)
+    return value
 
 
 @functools.lru_cache(maxsize=8)

@@ -6,12 +6,11 @@ so the sensor and monitoring use it without a JVM."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import time
 from dataclasses import asdict, dataclass
 
 from k2.lake import appends
-from k2.lake.current import tables_of
+from k2.lake.current import derived, tables_of
 from k2.lake.tables import MEDALLION_LEDGER, bronze_table
 from k2.medallion.coverage import Piece, Range, plan
 from k2.medallion.interval import Interval
@@ -40,24 +39,13 @@ def _table(lake: LakeSettings):
     return load_catalog(lake).load_table(MEDALLION_LEDGER.identifier)
 
 
-_read_lock = threading.Lock()
-_read: dict[LakeSettings, tuple[str, list[LedgerEntry]]] = {}  # lake -> (metadata location, entries)
-
-
 def _all_entries(lake: LakeSettings) -> list[LedgerEntry]:
     """Every entry, read once per version of the ledger. Each recorded piece adds a small data file
     until the daily compaction, and a read opens those of its layer and exchange (232 ms idle after
     96 hourly runs, benchmarks/ledger_read.py), while a query server reads the ledger every few
     seconds and at every bars query."""
     table = tables_of(lake).load(MEDALLION_LEDGER.identifier)
-    with _read_lock:
-        known = _read.get(lake)
-    if known is not None and known[0] == table.metadata_location:
-        return known[1]
-    read = [LedgerEntry(**row) for row in table.scan().to_arrow().to_pylist()]
-    with _read_lock:
-        _read[lake] = (table.metadata_location, read)
-    return read
+    return derived(table, "entries", lambda t: [LedgerEntry(**row) for row in t.scan().to_arrow().to_pylist()])
 
 
 def entries(lake: LakeSettings, layer: str, exchange: str) -> list[LedgerEntry]:
