@@ -61,10 +61,14 @@ def send_error(sock: socket.socket, cause: str, fix: str, *, fallback: bool = Fa
 
 
 def table_file(table: pa.Table) -> int:
-    """An anonymous memory file (closed on exec) holding ``table`` as an Arrow IPC stream; its descriptor."""
+    """An anonymous memory file (closed on exec) holding ``table`` as an Arrow IPC stream; its descriptor.
+    Arrow writes it through a file of its own opened on the memory file (``/proc/self/fd``), so the
+    whole write runs without the GIL: through a Python file object each of the stream's buffers took
+    the GIL, which the server's judging threads hold for long stretches
+    (benchmarks/answer_handover.py)."""
     fd = os.memfd_create("k2-query-answer", os.MFD_CLOEXEC)
     try:
-        with open(fd, "wb", closefd=False) as file, pa.ipc.new_stream(file, table.schema) as writer:
+        with pa.OSFile(f"/proc/self/fd/{fd}", "wb") as file, pa.ipc.new_stream(file, table.schema) as writer:
             writer.write_table(table)
     except BaseException:
         os.close(fd)
