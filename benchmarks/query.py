@@ -72,7 +72,14 @@ def _ms(seconds: list[float]) -> list[float]:
     return [round(s * 1000, 1) for s in seconds]
 
 
-def measure(settings, repeats: int) -> dict:
+def minor_faults(pid: int) -> int:
+    """The process's minor page faults so far (/proc/PID/stat): pages it touched for the first time
+    since the kernel gave them, each zeroed on the way."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[7])  # minflt, the stat file's tenth field
+
+
+def measure(settings, repeats: int, server_pid: int) -> dict:
     def window(seconds: int) -> tuple[dt.datetime, dt.datetime]:
         end = dt.datetime.now(dt.UTC)
         return end - dt.timedelta(seconds=seconds), end
@@ -98,13 +105,17 @@ def measure(settings, repeats: int) -> dict:
     out = {}
     for name, (paths, target_ms) in cases.items():
         times: dict[str, list[float]] = {kind: [] for kind in paths}
+        faults: list[int] = []  # the server's, over each served query
         rows = {}
         before = server_status(settings)["answered"]
         for _ in range(repeats):
             for kind, fn in paths.items():
+                before_faults = minor_faults(server_pid)
                 started = time.perf_counter()
                 table = fn()
                 times[kind].append(time.perf_counter() - started)
+                if kind == "served":
+                    faults.append(minor_faults(server_pid) - before_faults)
                 rows[kind] = table.num_rows
         after = server_status(settings)["answered"]
         out[name] = {
@@ -112,6 +123,7 @@ def measure(settings, repeats: int) -> dict:
             **{kind: {**stats(t), "rows": rows[kind], "all_ms": _ms(t)} for kind, t in times.items()},
             # how the server answered: from its store (live) or judging at query time (local)
             "server_answers": {k: after[k] - before[k] for k in after},  # each one's steps: server_steps
+            "server_minor_faults": {"median": int(np.median(faults)), "all": faults},
         }
         out[name]["met"] = out[name]["served"]["p99_ms"] <= target_ms
         progress(f"{name}: {out[name]}")
@@ -281,7 +293,7 @@ def main() -> None:
             wait(lambda: time.monotonic() > after, args.after_s + 10, "data after the batch")
             lag = {ex: sum(sources.kafka_tail(settings, ex).ends.values()) for ex in EXCHANGES}
             progress(f"measuring ({args.repeats} repeats each)")
-            results = measure(settings, args.repeats)
+            results = measure(settings, args.repeats, server.pid)
             results["trades_60s"]["no_server_steps"] = breakdown(settings)
             results["bars_1m_1h"]["no_server_steps"] = bars_breakdown(settings)
             results["server"] = server_status(settings) | {"cpu_share": cpu_share(server)}

@@ -35,6 +35,14 @@ class BatchSettings(Section):
         "unprocessed records itself.",
         key="query_server",
     )
+    query_recent_s: float = setting(
+        120.0,
+        "The query server keeps the trades of this many recent seconds (of Kafka time) ready in its answers' "
+        "form, so a query for the last minute takes them instead of reading its store: about 160 bytes a "
+        "trade, 190 MB at 10,000 trades/s; 0: answer every query from the store.",
+        key="query_recent_s",
+        ge=0,
+    )
     settle_timeout_s: float = setting(
         1800.0,
         "How long the batch waits for Bronze to hold every record ingested in its interval before it fails "

@@ -18,6 +18,7 @@ from k2.medallion.rules import SIDES
 from k2.query.bars import partials_sql
 from k2.query.hybrid import TRADES_SCHEMA
 from k2.query.live.minutes import MinutePartials
+from k2.query.live.recent import RecentTrades
 from k2.query.sources import sql_time
 from k2.settings import Settings
 
@@ -59,11 +60,16 @@ class LiveStore:
         self._db = duckdb.connect(":memory:", config={"temp_directory": str(spill_dir)})
         self._db.execute("SET TimeZone = 'UTC'")
         self._db.execute(f"SET memory_limit = {lit(memory_limit)}")
+        import os  # EXPERIMENT
+
+        if os.environ.get("K2_EXP_STORE_THREADS"):
+            self._db.execute(f"SET threads = {int(os.environ['K2_EXP_STORE_THREADS'])}")
         self._judges: dict[str, silver_sql.Judging] = {}
         self._adders: dict[str, duckdb.DuckDBPyConnection] = {}
         self._lock = threading.Lock()
         self._highest: dict[str, dict[str, int]] = {ex: {} for ex in settings.exchanges}
         self._minutes = {ex: MinutePartials(ex, _table(ex)) for ex in settings.exchanges}
+        self._recent = {ex: RecentTrades(settings.batch.query_recent_s) for ex in settings.exchanges}
         self._topics = {ex: settings.topic_for(ex) for ex in settings.exchanges}
         for exchange in settings.exchanges:
             self._judges[exchange] = silver_sql.judging_of(settings, exchange)
@@ -122,9 +128,12 @@ class LiveStore:
             f"""INSERT INTO {_table(exchange)} WITH valid AS MATERIALIZED ({valid}) SELECT {", ".join(KEPT)},
               _id IS NULL OR _id <= coalesce({above}, -1) OR coalesce(twice, false), {int(round_)}
             FROM valid LEFT JOIN {twice} USING (symbol, trade_id) ORDER BY event_time, trade_id
-            RETURNING symbol::VARCHAR AS symbol, TRY_CAST(trade_id AS BIGINT) AS id"""
+            RETURNING {", ".join(READ)}, contested, TRY_CAST(trade_id AS BIGINT) AS id"""
         ).to_arrow_table()
-        tops = inserted.group_by("symbol").aggregate([("id", "max")]).to_pydict()
+        trades = self._as_trades(exchange, inserted)
+        self._recent[exchange].add(trades, inserted.column("contested"))
+        tops = trades.append_column("id", inserted.column("id")).group_by("symbol").aggregate([("id", "max")])
+        tops = tops.to_pydict()
         for symbol, top in zip(tops["symbol"], tops["id_max"], strict=True):
             if top is not None:
                 highest[symbol] = max(top, highest.get(symbol, top))
@@ -173,7 +182,10 @@ class LiveStore:
         [start, end), among the candidates of records at or after ``from_offsets``, in TRADES_SCHEMA.
         Without a contested copy among them (the usual case), in the order the store keeps them: a
         symbol's trades are then mostly in event-time order already, which spares the caller's sort
-        most of its work."""
+        most of its work. A recent window comes from the trades kept in this form (``RecentTrades``)."""
+        recent = self._recent[exchange].trades(start, end, self._named(exchange, symbols), from_offsets)
+        if recent is not None:
+            return recent
         copies = self._copies_sql(exchange, start, end, symbols, from_offsets)
         con = self._cursor()
         try:
@@ -187,6 +199,13 @@ class LiveStore:
             return self._as_trades(exchange, table)
         finally:
             con.close()
+
+    def _named(self, exchange: str, symbols: list[str] | None) -> set[str]:
+        """K2's spelling of the exchange's symbols ``symbols`` names in either spelling (``_wanted_sql``)."""
+        known = self._judges[exchange].symbols  # the exchange's spelling -> K2's
+        if not symbols:
+            return set(known.values())
+        return {ours for theirs, ours in known.items() if theirs in symbols or ours in symbols}
 
     def _as_trades(self, exchange: str, table: pa.Table) -> pa.Table:
         """``table``'s READ columns as TRADES_SCHEMA: the columns every row shares are made here, not
