@@ -49,6 +49,10 @@ class RecentTrades:
         self._repeats: dict[object, pa.Array] = {}  # a SHARED column's value -> that value many times
         self._lock = threading.Lock()
 
+    @property
+    def keeping(self) -> bool:
+        return bool(self._keep)
+
     def add(self, trades: pa.Table, contested: pa.ChunkedArray) -> None:
         """Keeps a round's valid candidates (``trades`` in TRADES_SCHEMA, ``contested`` beside each) and
         lets go of the rounds older than ``keep_s`` behind the newest Kafka timestamp."""

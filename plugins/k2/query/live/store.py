@@ -116,7 +116,8 @@ class LiveStore:
         alone in its poll. Of any two copies of a trade, the later to arrive is so marked, so a trade
         without a contested copy has one copy only, and a query takes it without ranking. Stored in
         event-time order within the round: read back, a symbol's trades are mostly in order already.
-        One statement, which also returns what the next round's marks need: a statement costs more
+        One statement, which also returns what the next round's marks need (and the kept rows, for the
+        recent trades, ``RecentTrades``, when they are kept): a statement costs more
         than a poll's rows (judging 500 Binance records idle took 22.1 ms in nine statements, 16.7 ms
         in five; 2,500 records 30.9 and 22.9 ms)."""
         highest = self._highest[exchange]
@@ -124,16 +125,21 @@ class LiveStore:
         above = f"CASE symbol {known} END" if known else "NULL::BIGINT"
         valid = f"SELECT *, TRY_CAST(trade_id AS BIGINT) AS _id FROM ({judged}) WHERE reason IS NULL"
         twice = "(SELECT symbol, trade_id, true AS twice FROM valid GROUP BY ALL HAVING count(*) > 1)"
+        recent = self._recent[exchange]
+        returned = f"{', '.join(READ)}, contested" if recent.keeping else "symbol::VARCHAR AS symbol"
         inserted = con.sql(
             f"""INSERT INTO {_table(exchange)} WITH valid AS MATERIALIZED ({valid}) SELECT {", ".join(KEPT)},
               _id IS NULL OR _id <= coalesce({above}, -1) OR coalesce(twice, false), {int(round_)}
             FROM valid LEFT JOIN {twice} USING (symbol, trade_id) ORDER BY event_time, trade_id
-            RETURNING {", ".join(READ)}, contested, TRY_CAST(trade_id AS BIGINT) AS id"""
+            RETURNING {returned}, TRY_CAST(trade_id AS BIGINT) AS id"""
         ).to_arrow_table()
-        trades = self._as_trades(exchange, inserted)
-        self._recent[exchange].add(trades, inserted.column("contested"))
-        tops = trades.append_column("id", inserted.column("id")).group_by("symbol").aggregate([("id", "max")])
-        tops = tops.to_pydict()
+        symbols = inserted.column("symbol")
+        if recent.keeping:
+            trades = self._as_trades(exchange, inserted)
+            recent.add(trades, inserted.column("contested"))
+            symbols = trades.column("symbol")  # a plain string, as the marks keep it
+        ids = pa.table({"symbol": symbols, "id": inserted.column("id")})
+        tops = ids.group_by("symbol").aggregate([("id", "max")]).to_pydict()
         for symbol, top in zip(tops["symbol"], tops["id_max"], strict=True):
             if top is not None:
                 highest[symbol] = max(top, highest.get(symbol, top))
