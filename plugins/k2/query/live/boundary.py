@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 
 from k2.lake.tables import bronze_table
 from k2.medallion import ledger
+from k2.query.live import Offsets
 from k2.query.sources import gaps
 from k2.settings import Settings
-
-Offsets = dict[int, int]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ import pyarrow as pa
 from k2.exchanges.duckdb import lit
 from k2.query.bars import MINUTE_US, minute_of, partials_sql
 
-Offsets = dict[int, int]  # partition -> offset
 KEYS = ("round", "exchange_symbol")  # what kept partials are grouped by besides Gold's bar keys
 
 

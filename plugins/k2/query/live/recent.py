@@ -17,10 +17,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from k2.query.hybrid import TRADES_SCHEMA
+from k2.query.hybrid import TIME, TRADES_SCHEMA
+from k2.query.live import Offsets
 
-Offsets = dict[int, int]  # partition -> offset
-TIME = TRADES_SCHEMA.field("event_time").type
 # the columns with one value in a round of one symbol
 SHARED = ("exchange", "symbol", "kafka_topic", "bronze_ingested_at")
 
@@ -51,6 +50,7 @@ class RecentTrades:
 
     @property
     def keeping(self) -> bool:
+        """Whether it keeps any (``keep_s`` above 0)."""
         return bool(self._keep)
 
     def add(self, trades: pa.Table, contested: pa.ChunkedArray) -> None:

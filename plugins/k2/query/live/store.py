@@ -17,6 +17,7 @@ from k2.medallion import duckdb as silver_sql
 from k2.medallion.rules import SIDES
 from k2.query.bars import partials_sql
 from k2.query.hybrid import TRADES_SCHEMA
+from k2.query.live import Offsets
 from k2.query.live.minutes import MinutePartials
 from k2.query.live.recent import RecentTrades
 from k2.query.sources import sql_time
@@ -40,7 +41,6 @@ KEPT = (
 )
 # what an answer's trades take from the store; the rest of TRADES_SCHEMA is the same for every row
 READ = tuple(name for name in TRADES_SCHEMA.names if name in KEPT)
-Offsets = dict[int, int]  # partition -> offset
 
 
 def _table(exchange: str) -> str:
