@@ -60,10 +60,6 @@ class LiveStore:
         self._db = duckdb.connect(":memory:", config={"temp_directory": str(spill_dir)})
         self._db.execute("SET TimeZone = 'UTC'")
         self._db.execute(f"SET memory_limit = {lit(memory_limit)}")
-        import os  # EXPERIMENT
-
-        if os.environ.get("K2_EXP_STORE_THREADS"):
-            self._db.execute(f"SET threads = {int(os.environ['K2_EXP_STORE_THREADS'])}")
         self._judges: dict[str, silver_sql.Judging] = {}
         self._adders: dict[str, duckdb.DuckDBPyConnection] = {}
         self._lock = threading.Lock()
