@@ -11,6 +11,7 @@ import pytest
 
 from k2.exchanges import get_exchange
 from k2.feeds.simulator import TradeSimulator
+from k2.query.live.recent import MERGE_EVERY
 from k2.query.live.store import LiveStore
 from k2.query.sources import RECORD_SCHEMA
 from k2.settings import Settings
@@ -54,12 +55,14 @@ def polls(batches: int) -> list[pa.Table]:
     return out
 
 
-def stores(tmp_path, recent_s: float) -> tuple[LiveStore, LiveStore]:
-    """A store keeping ``recent_s`` seconds of recent trades, and one keeping none, fed the same polls."""
+def stores(tmp_path, recent_s: float, merge_every: int = MERGE_EVERY) -> tuple[LiveStore, LiveStore]:
+    """A store keeping ``recent_s`` seconds of recent trades, merged by ``merge_every`` rounds, and one
+    keeping none, fed the same polls."""
     made = []
     for name, keep in (("recent", recent_s), ("plain", 0)):
         settings = Settings.from_env({}, home=tmp_path / name, exchanges=["binance"], query_recent_s=keep)
         made.append(LiveStore(settings, tmp_path / name / "spill"))
+    made[0]._recent["binance"]._merge_every = merge_every
     for poll in polls(6):  # about a minute
         for store in made:
             store.add("binance", poll)
@@ -70,9 +73,10 @@ def rows(table: pa.Table) -> list[tuple]:
     return sorted(zip(*(table.column(c).to_pylist() for c in table.schema.names), strict=True))
 
 
-@pytest.fixture
-def pair(tmp_path):
-    recent, plain = stores(tmp_path, recent_s=600)
+# by 2: the six polls' rounds are kept merged in three chunks a symbol; by MERGE_EVERY: single, as judged
+@pytest.fixture(params=[2, MERGE_EVERY], ids=["merged", "single"])
+def pair(tmp_path, request):
+    recent, plain = stores(tmp_path, recent_s=600, merge_every=request.param)
     yield recent, plain
     recent.close()
     plain.close()
@@ -93,8 +97,21 @@ def test_recent_trades_answer_as_the_store_reads(pair, symbols, from_offsets) ->
             assert answer.num_rows > 100  # about trades, not two empty answers
 
 
-def test_a_window_reaching_trades_let_go_is_read_from_the_store(tmp_path) -> None:
-    recent, plain = stores(tmp_path, recent_s=20)  # about the last two polls kept
+def test_rounds_are_kept_merged_in_one_chunk(tmp_path) -> None:
+    recent, plain = stores(tmp_path, recent_s=600, merge_every=2)
+    try:
+        window = (T, T + dt.timedelta(minutes=2))
+        answer = recent._recent["binance"].trades(*window, {"BTC-USDT"}, {})
+        assert answer.column("price").num_chunks == 3  # six rounds, two by two
+        assert rows(answer) == rows(plain.first_copies("binance", *window, ["BTCUSDT"], {}))
+    finally:
+        recent.close()
+        plain.close()
+
+
+@pytest.mark.parametrize("merge_every", [2, MERGE_EVERY])
+def test_a_window_reaching_trades_let_go_is_read_from_the_store(tmp_path, merge_every) -> None:
+    recent, plain = stores(tmp_path, recent_s=20, merge_every=merge_every)  # about the last two polls kept
     try:
         late = (T + dt.timedelta(seconds=45), T + dt.timedelta(minutes=2))
         whole = (T, T + dt.timedelta(minutes=2))

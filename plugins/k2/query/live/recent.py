@@ -10,6 +10,7 @@ trade's only one (``LiveStore``'s contested), is answered from the store instead
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -22,6 +23,10 @@ from k2.query.live import Offsets
 
 # the columns with one value in a round of one symbol
 SHARED = ("exchange", "symbol", "kafka_topic", "bronze_ingested_at")
+# a symbol's rounds are merged into one chunk by this many: an answer of a few hundred chunks took its
+# Arrow stream 26 ms to write and its client 8 ms to map idle (245,000 trades in 601 chunks), against
+# 11 ms and 0.03 ms in one chunk; merging 16 rounds of BTCUSDT copies about 3 MB
+MERGE_EVERY = 16
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class _Round:
     newest_stamp: dt.datetime  # the latest Kafka timestamp: when the round may be let go
     contested: bool
     offsets: dict[int, tuple[int, int]]  # partition -> the round's lowest and highest offset (all symbols')
+    rounds: int = 1  # how many judging rounds it holds (merged, ``MERGE_EVERY``)
 
 
 class RecentTrades:
@@ -46,6 +52,7 @@ class RecentTrades:
         self._let_go_until: dt.datetime | None = None  # the latest event time among rounds let go
         self._newest_stamp: dt.datetime | None = None
         self._repeats: dict[object, pa.Array] = {}  # a SHARED column's value -> that value many times
+        self._merge_every = MERGE_EVERY
         self._lock = threading.Lock()
 
     @property
@@ -73,6 +80,38 @@ class RecentTrades:
                 if self._newest_stamp is None or one.newest_stamp > self._newest_stamp:
                     self._newest_stamp = one.newest_stamp
             self._let_go(self._newest_stamp - self._keep)
+        for symbol, _ in rounds:
+            self._merge(symbol)
+
+    def _merge(self, symbol: str) -> None:
+        """Merges the symbol's last ``MERGE_EVERY`` rounds into one chunk once they are all single and
+        uncontested (a contested round stays alone: it sends only the windows holding it to the store).
+        Made outside the lock, which readers take: only this thread (the follower's) changes the rounds."""
+        with self._lock:
+            rounds = self._rounds.get(symbol, deque())
+            run = list(itertools.islice(reversed(rounds), self._merge_every))
+        if len(run) < self._merge_every or any(r.rounds > 1 or r.contested for r in run):
+            return
+        run.reverse()
+        trades = self._shared(pa.concat_tables([r.trades for r in run]).combine_chunks())
+        offsets: dict[int, tuple[int, int]] = {}
+        for one in run:
+            for partition, (low, high) in one.offsets.items():
+                known = offsets.get(partition, (low, high))
+                offsets[partition] = (min(known[0], low), max(known[1], high))
+        merged = _Round(
+            trades,
+            min(r.first_event for r in run),
+            max(r.last_event for r in run),
+            max(r.newest_stamp for r in run),
+            False,
+            offsets,
+            len(run),
+        )
+        with self._lock:  # the run is the last rounds still: only this thread adds or lets go
+            for _ in run:
+                rounds.pop()
+            rounds.append(merged)
 
     def _round_of(self, trades: pa.Table, offsets: dict[int, tuple[int, int]]) -> tuple[str, _Round]:
         """One symbol's rows of a round (TRADES_SCHEMA and _contested) as a ``_Round``; ``offsets``, the
@@ -80,12 +119,17 @@ class RecentTrades:
         events = pc.min_max(trades.column("event_time"))
         stamp = pc.max(trades.column("kafka_timestamp")).as_py()
         contested = bool(pc.any(trades.column("_contested")).as_py())
-        kept = trades.drop_columns(["_contested"])
-        for name in SHARED:  # one value throughout: a slice of an array every round shares
-            column = kept.column(name)
-            kept = kept.set_column(kept.schema.get_field_index(name), name, self._repeated(column[0], len(column)))
+        kept = self._shared(trades.drop_columns(["_contested"]))
         one = _Round(kept, events["min"].as_py(), events["max"].as_py(), stamp, contested, offsets)
         return kept.column("symbol")[0].as_py(), one
+
+    def _shared(self, trades: pa.Table) -> pa.Table:
+        """``trades`` (of one symbol) with each SHARED column a slice of an array every round shares."""
+        for name in SHARED:
+            column = trades.column(name)
+            shared = self._repeated(column[0], len(column))
+            trades = trades.set_column(trades.schema.get_field_index(name), name, shared)
+        return trades
 
     def _repeated(self, value: pa.Scalar, length: int) -> pa.Array:
         """``value`` ``length`` times, sliced from one array per value: a round's exchange, topic and symbol
