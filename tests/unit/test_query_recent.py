@@ -11,7 +11,7 @@ import pytest
 
 from k2.exchanges import get_exchange
 from k2.feeds.simulator import TradeSimulator
-from k2.query.live.recent import MERGE_EVERY
+from k2.query.live.recent import MERGE_EVERY, MERGE_ROWS
 from k2.query.live.store import LiveStore
 from k2.query.sources import RECORD_SCHEMA
 from k2.settings import Settings
@@ -55,14 +55,16 @@ def polls(batches: int) -> list[pa.Table]:
     return out
 
 
-def stores(tmp_path, recent_s: float, merge_every: int = MERGE_EVERY) -> tuple[LiveStore, LiveStore]:
-    """A store keeping ``recent_s`` seconds of recent trades, merged by ``merge_every`` rounds, and one
-    keeping none, fed the same polls."""
+def stores(
+    tmp_path, recent_s: float, merge_every: int = MERGE_EVERY, merge_rows: int = MERGE_ROWS
+) -> tuple[LiveStore, LiveStore]:
+    """A store keeping ``recent_s`` seconds of recent trades, merged by ``merge_every`` rounds or
+    ``merge_rows`` trades, and one keeping none, fed the same polls."""
     made = []
     for name, keep in (("recent", recent_s), ("plain", 0)):
         settings = Settings.from_env({}, home=tmp_path / name, exchanges=["binance"], query_recent_s=keep)
         made.append(LiveStore(settings, tmp_path / name / "spill"))
-    made[0]._recent["binance"]._merge_every = merge_every
+    made[0]._recent["binance"]._merge_every, made[0]._recent["binance"]._merge_rows = merge_every, merge_rows
     for poll in polls(6):  # about a minute
         for store in made:
             store.add("binance", poll)
@@ -73,10 +75,14 @@ def rows(table: pa.Table) -> list[tuple]:
     return sorted(zip(*(table.column(c).to_pylist() for c in table.schema.names), strict=True))
 
 
-# by 2: the six polls' rounds are kept merged in three chunks a symbol; by MERGE_EVERY: single, as judged
-@pytest.fixture(params=[2, MERGE_EVERY], ids=["merged", "single"])
+# the six polls' rounds kept merged two by two, merged by 300 trades (BTCUSDT's rounds hold more: they
+# stay alone), or single, as judged (the defaults merge by more than six)
+MERGES = {"by_two": (2, MERGE_ROWS), "by_300_trades": (MERGE_EVERY, 300), "single": (MERGE_EVERY, MERGE_ROWS)}
+
+
+@pytest.fixture(params=list(MERGES))
 def pair(tmp_path, request):
-    recent, plain = stores(tmp_path, recent_s=600, merge_every=request.param)
+    recent, plain = stores(tmp_path, 600, *MERGES[request.param])
     yield recent, plain
     recent.close()
     plain.close()
@@ -109,9 +115,9 @@ def test_rounds_are_kept_merged_in_one_chunk(tmp_path) -> None:
         plain.close()
 
 
-@pytest.mark.parametrize("merge_every", [2, MERGE_EVERY])
-def test_a_window_reaching_trades_let_go_is_read_from_the_store(tmp_path, merge_every) -> None:
-    recent, plain = stores(tmp_path, recent_s=20, merge_every=merge_every)  # about the last two polls kept
+@pytest.mark.parametrize("merge", list(MERGES))
+def test_a_window_reaching_trades_let_go_is_read_from_the_store(tmp_path, merge) -> None:
+    recent, plain = stores(tmp_path, 20, *MERGES[merge])  # about the last two polls kept
     try:
         late = (T + dt.timedelta(seconds=45), T + dt.timedelta(minutes=2))
         whole = (T, T + dt.timedelta(minutes=2))

@@ -10,7 +10,6 @@ trade's only one (``LiveStore``'s contested), is answered from the store instead
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -23,10 +22,13 @@ from k2.query.live import Offsets
 
 # the columns with one value in a round of one symbol
 SHARED = ("exchange", "symbol", "kafka_topic", "bronze_ingested_at")
-# a symbol's rounds are merged into one chunk by this many: an answer of a few hundred chunks took its
-# Arrow stream 26 ms to write and its client 8 ms to map idle (245,000 trades in 601 chunks), against
-# 11 ms and 0.03 ms in one chunk; merging 16 rounds of BTCUSDT copies about 3 MB
+# a symbol's small rounds are merged into one chunk by this many, or once they hold this many trades:
+# an answer of a few hundred chunks took its Arrow stream 26 ms to write and its client 8 ms to map
+# idle (245,000 trades in 601 chunks), against 11 ms and 0.03 ms in one chunk. A round of this many
+# trades (a catching-up poll's) stays alone: a query's window cuts the chunks at its edges, which
+# copies their rows, so no chunk holds much more
 MERGE_EVERY = 16
+MERGE_ROWS = 16_384
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class RecentTrades:
         self._let_go_until: dt.datetime | None = None  # the latest event time among rounds let go
         self._newest_stamp: dt.datetime | None = None
         self._repeats: dict[object, pa.Array] = {}  # a SHARED column's value -> that value many times
-        self._merge_every = MERGE_EVERY
+        self._merge_every, self._merge_rows = MERGE_EVERY, MERGE_ROWS
         self._lock = threading.Lock()
 
     @property
@@ -84,13 +86,21 @@ class RecentTrades:
             self._merge(symbol)
 
     def _merge(self, symbol: str) -> None:
-        """Merges the symbol's last ``MERGE_EVERY`` rounds into one chunk once they are all single and
-        uncontested (a contested round stays alone: it sends only the windows holding it to the store).
-        Made outside the lock, which readers take: only this thread (the follower's) changes the rounds."""
+        """Merges the symbol's last small rounds into one chunk once they are ``MERGE_EVERY`` or hold
+        ``MERGE_ROWS`` trades. A contested round stays alone (it sends only the windows holding it to
+        the store), and so does a large one. Made outside the lock, which readers take: only this
+        thread (the follower's) changes the rounds."""
         with self._lock:
             rounds = self._rounds.get(symbol, deque())
-            run = list(itertools.islice(reversed(rounds), self._merge_every))
-        if len(run) < self._merge_every or any(r.rounds > 1 or r.contested for r in run):
+            run, held = [], 0
+            for one in reversed(rounds):
+                if one.rounds > 1 or one.contested or one.trades.num_rows >= self._merge_rows:
+                    break
+                run.append(one)
+                held += one.trades.num_rows
+                if len(run) == self._merge_every or held >= self._merge_rows:
+                    break
+        if len(run) < 2 or (len(run) < self._merge_every and held < self._merge_rows):
             return
         run.reverse()
         trades = self._shared(pa.concat_tables([r.trades for r in run]).combine_chunks())
