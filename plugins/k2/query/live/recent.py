@@ -86,42 +86,32 @@ class RecentTrades:
             self._merge(symbol)
 
     def _merge(self, symbol: str) -> None:
-        """Merges the symbol's last small rounds into one chunk once they are ``MERGE_EVERY`` or hold
-        ``MERGE_ROWS`` trades. A contested round stays alone (it sends only the windows holding it to
-        the store), and so does a large one. Made outside the lock, which readers take: only this
-        thread (the follower's) changes the rounds."""
+        """Merges the symbol's last small rounds into one chunk (``_mergeable``). Made outside the lock,
+        which readers take: only this thread (the follower's) changes the rounds."""
         with self._lock:
-            rounds = self._rounds.get(symbol, deque())
-            run, held = [], 0
-            for one in reversed(rounds):
-                if one.rounds > 1 or one.contested or one.trades.num_rows >= self._merge_rows:
-                    break
-                run.append(one)
-                held += one.trades.num_rows
-                if len(run) == self._merge_every or held >= self._merge_rows:
-                    break
-        if len(run) < 2 or (len(run) < self._merge_every and held < self._merge_rows):
+            run = self._mergeable(self._rounds[symbol])
+        if not run:
             return
-        run.reverse()
-        trades = self._shared(pa.concat_tables([r.trades for r in run]).combine_chunks())
-        offsets: dict[int, tuple[int, int]] = {}
-        for one in run:
-            for partition, (low, high) in one.offsets.items():
-                known = offsets.get(partition, (low, high))
-                offsets[partition] = (min(known[0], low), max(known[1], high))
-        merged = _Round(
-            trades,
-            min(r.first_event for r in run),
-            max(r.last_event for r in run),
-            max(r.newest_stamp for r in run),
-            False,
-            offsets,
-            len(run),
-        )
+        merged = _merged(run, self._shared(pa.concat_tables([r.trades for r in run]).combine_chunks()))
         with self._lock:  # the run is the last rounds still: only this thread adds or lets go
+            rounds = self._rounds[symbol]
             for _ in run:
                 rounds.pop()
             rounds.append(merged)
+
+    def _mergeable(self, rounds: deque[_Round]) -> list[_Round]:
+        """The last rounds, oldest first, once ``MERGE_EVERY`` of them or ``MERGE_ROWS`` trades are single,
+        small and uncontested; else none. A contested round stays alone (it sends only the windows that
+        hold it to the store), and so does a large one."""
+        run, held = [], 0
+        for one in reversed(rounds):
+            if one.rounds > 1 or one.contested or one.trades.num_rows >= self._merge_rows:
+                break
+            run.append(one)
+            held += one.trades.num_rows
+            if len(run) == self._merge_every or held >= self._merge_rows:
+                return run[::-1] if len(run) > 1 else []
+        return []
 
     def _round_of(self, trades: pa.Table, offsets: dict[int, tuple[int, int]]) -> tuple[str, _Round]:
         """One symbol's rows of a round (TRADES_SCHEMA and _contested) as a ``_Round``; ``offsets``, the
@@ -178,6 +168,17 @@ class RecentTrades:
                 trades = trades.filter(_at_or_above(trades, from_offsets))
             parts.append(trades)
         return pa.concat_tables(parts) if parts else TRADES_SCHEMA.empty_table()
+
+
+def _merged(run: list[_Round], trades: pa.Table) -> _Round:
+    """The rounds of ``run`` (one symbol's, in order) as one, holding ``trades``, their rows."""
+    offsets: dict[int, tuple[int, int]] = {}
+    for one in run:
+        for partition, (low, high) in one.offsets.items():
+            known = offsets.get(partition, (low, high))
+            offsets[partition] = (min(known[0], low), max(known[1], high))
+    first, last = min(r.first_event for r in run), max(r.last_event for r in run)
+    return _Round(trades, first, last, max(r.newest_stamp for r in run), False, offsets, len(run))
 
 
 def _offsets(trades: pa.Table) -> dict[int, tuple[int, int]]:
