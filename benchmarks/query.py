@@ -35,6 +35,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -111,18 +112,38 @@ def cases(settings) -> dict:
     }
 
 
+@dataclass
+class Timings:
+    """One path's queries: their seconds, the server's minor page faults over each (when its pid is
+    given), the last one's rows."""
+
+    seconds: list[float] = field(default_factory=list)
+    faults: list[int] = field(default_factory=list)
+    rows: int = 0
+
+    def time(self, query, server_pid: int | None) -> None:
+        before = minor_faults(server_pid) if server_pid else 0
+        started = time.perf_counter()
+        self.rows = query().num_rows
+        self.seconds.append(time.perf_counter() - started)
+        if server_pid:
+            self.faults.append(minor_faults(server_pid) - before)
+
+    def report(self) -> dict:
+        out = {**stats(self.seconds), "rows": self.rows, "all_ms": _ms(self.seconds)}
+        if self.faults:
+            out["server_minor_faults"] = {"median": int(np.median(self.faults)), "all": self.faults}
+        return out
+
+
 def paced(query, count: int, gap_s: float, rng: np.random.Generator, server_pid: int) -> dict:
     """``count`` served queries, each after a random pause of up to ``gap_s``: they arrive at any moment
     of the follower's rounds, as a user's do, and none right after a query that held both cores."""
-    times, faults, rows = [], [], 0
+    timings = Timings()
     for _ in range(count):
         time.sleep(rng.uniform(0, gap_s))  # pacing, not waiting for a condition
-        before = minor_faults(server_pid)
-        started = time.perf_counter()
-        rows = query().num_rows
-        times.append(time.perf_counter() - started)
-        faults.append(minor_faults(server_pid) - before)
-    return {**stats(times), "rows": rows, "all_ms": _ms(times), "server_minor_faults": _faults(faults)}
+        timings.time(query, server_pid)
+    return timings.report()
 
 
 def measure(settings, repeats: int, served: int, gap_s: float, rng: np.random.Generator, server_pid: int) -> dict:
@@ -133,33 +154,19 @@ def measure(settings, repeats: int, served: int, gap_s: float, rng: np.random.Ge
     for name, (paths, target_ms) in cases(settings).items():
         before = server_status(settings)["answered"]
         out[name] = {"target_ms": target_ms, "served": paced(paths["served"], served, gap_s, rng, server_pid)}
-        times: dict[str, list[float]] = {kind: [] for kind in paths}
-        faults: list[int] = []  # the server's, over each served query
-        rows = {}
+        turns = {kind: Timings() for kind in paths}
         for _ in range(repeats):
             for kind, fn in paths.items():
-                before_faults = minor_faults(server_pid)
-                started = time.perf_counter()
-                table = fn()
-                times[kind].append(time.perf_counter() - started)
-                if kind == "served":
-                    faults.append(minor_faults(server_pid) - before_faults)
-                rows[kind] = table.num_rows
+                turns[kind].time(fn, server_pid if kind == "served" else None)
         after = server_status(settings)["answered"]
-        times["served_after_no_server"] = times.pop("served")
-        rows["served_after_no_server"] = rows.pop("served")
-        out[name] |= {kind: {**stats(t), "rows": rows[kind], "all_ms": _ms(t)} for kind, t in times.items()}
-        out[name]["served_after_no_server"]["server_minor_faults"] = _faults(faults)
+        out[name]["served_after_no_server"] = turns.pop("served").report()
+        out[name] |= {kind: timings.report() for kind, timings in turns.items()}
         # how the server answered: from its store (live) or judging at query time (local)
         out[name]["server_answers"] = {k: after[k] - before[k] for k in after}  # each one's steps: server_steps
         out[name]["met"] = out[name]["served"]["p99_ms"] <= target_ms
         progress(f"{name}: {out[name]}")
         write_results("query", {"partial": True, **out})  # kept if a later case does not finish
     return out
-
-
-def _faults(faults: list[int]) -> dict:
-    return {"median": int(np.median(faults)), "all": faults}
 
 
 def start_server(settings, log_path: Path, extra: dict[str, str]) -> subprocess.Popen:
@@ -308,10 +315,11 @@ def served_run(settings, extra: dict[str, str], args, rng: np.random.Generator) 
     try:
         # a server that has just caught up has the records that came meanwhile still to judge: its first
         # answer waits for them (seconds), as one does after `k2 up`; reported apart
+        queries = cases(settings)
         started = time.perf_counter()
-        cases(settings)["trades_60s"][0]["served"]()
+        queries["trades_60s"][0]["served"]()
         out: dict = {"settings": extra, "first_trades_after_start_ms": _ms([time.perf_counter() - started])[0]}
-        for name, (paths, target_ms) in cases(settings).items():
+        for name, (paths, target_ms) in queries.items():
             out[name] = paced(paths["served"], args.served, args.gap_s, rng, server.pid)
             out[name]["met"] = out[name]["p99_ms"] <= target_ms
             progress(f"{extra or 'defaults'}, {name}: p50/p99 {out[name]['p50_ms']}/{out[name]['p99_ms']} ms")
