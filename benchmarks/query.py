@@ -175,7 +175,9 @@ def start_server(settings, log_path: Path, extra: dict[str, str]) -> subprocess.
     log = log_path.open("w")
     # its answers' steps, for server_steps, written as they happen
     env = os.environ | extra | {"K2_LOG_LEVEL": "INFO", "K2_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "k2.cli", "query", "serve"], stdout=log, stderr=log, env=env)
+    # in a session (and so a CPU scheduling group) of its own, as `k2 up` starts it (k2.runtime.procs)
+    command = [sys.executable, "-m", "k2.cli", "query", "serve"]
+    server = subprocess.Popen(command, stdout=log, stderr=log, env=env, start_new_session=True)
     wait(
         lambda: server.poll() is None and all(f["caught_up"] for f in server_status(settings)["feeds"].values()),
         300,
