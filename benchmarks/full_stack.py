@@ -12,9 +12,9 @@
    lag (sampled every 1.5-2.5 s at random: max, per-minute median and max, at the end), each
    batch and maintenance task's queue wait and run time, Silver+Gold throughput, CPU seconds per
    component (broker, each stream, batch Spark, Airflow, feeds, sampled every 2 s from the process
-   table). Each stream's CPU share
-   is sampled at `k2 up`'s feed rate (200 msg/s) and with the feeds stopped twice: before the load
-   (JVMs minutes old, still JIT-compiling) and after the runs (JVMs as old as the benchmark).
+   table). Each stream's CPU share is sampled at `k2 up`'s feed rate (200 msg/s) and with the feeds
+   stopped twice: before the load (JVMs minutes old, still JIT-compiling) and after the runs (JVMs
+   as old as the benchmark).
 3. baseline (same run, first): the same streams and feeds with Airflow absent
    (benchmarks/bronze_stream.py's latency phase), so the full stack's overhead is a ratio.
 
@@ -160,10 +160,10 @@ class LagSampler:
     """Each stream's lag (Kafka end offsets less its committed offsets) every 1.5-2.5 s, at random.
 
     Within a micro-batch cycle the lag swings by a trigger's worth of records (10,000 at 1 s): it
-    grows until the stream commits, then drops. Samples every 10 s taken the minute's last one at
-    a phase that drifted by the sampler's own overhead each time, so the per-minute figures rose
-    for minutes and fell back (a saw-tooth) while the stream kept up. Random spacing covers every
-    phase; a minute's median and maximum over its ~30 samples are what the report compares."""
+    grows until the stream commits, then drops. Sampled every 10 s (plus the sampler's own time),
+    a minute's last sample fell a little later in that cycle each minute, so the per-minute figures
+    rose for minutes and fell back, a saw-tooth, while the stream kept up. Random spacing covers
+    every phase; each minute's median and maximum over its ~30 samples are what the report gives."""
 
     def __init__(self, settings: Settings, seed: int = 14) -> None:
         import random
