@@ -174,18 +174,18 @@ class LagSampler:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        from k2.kafka.groups import bronze_group, group_offsets
-        from k2.kafka.lag import measure_lag, offsets_consumer
+        from k2.kafka.groups import bronze_group
+        from k2.kafka.lag import offsets_consumer
 
+        # one consumer per stream for the whole window: monitoring's measure, without its per-call consumer
         consumers = {ex: offsets_consumer(self.settings.kafka, bronze_group(ex)) for ex in EXCHANGES}
         try:
             while not self.stopped.wait(self.random.uniform(1.5, 2.5)):
                 for exchange, consumer in consumers.items():
-                    topic = self.settings.topic_for(exchange)
                     with contextlib.suppress(Exception):  # Kafka busy: this sample is missing, not wrong
-                        lag = measure_lag(consumer, topic, group_offsets(consumer, topic), with_age=False)
-                        if lag is not None:
-                            self.samples[exchange].append((time.time(), lag.records))
+                        records, _ = kafka_lag(self.settings, exchange, consumer, with_age=False)
+                        if records is not None:
+                            self.samples[exchange].append((time.time(), records))
         finally:
             for consumer in consumers.values():
                 consumer.close()

@@ -40,5 +40,6 @@ def test_waits_for_rows_committed_since_the_feeds_started_and_names_a_silent_fee
     _append(settings, "binance", 0)  # an empty commit: no rows yet
     _append(settings, "kraken", 2)
     assert wait_first_rows(settings, feeds_started_ms, timeout_s=0.5) == ["binance"]
+    assert wait_first_rows(settings, feeds_started_ms, ["kraken"], timeout_s=0.5) == []  # `k2 up`: one at a time
     _append(settings, "binance", 1)
     assert wait_first_rows(settings, feeds_started_ms, timeout_s=0.5) == []

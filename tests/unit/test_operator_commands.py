@@ -73,3 +73,9 @@ def test_the_check_rejects_a_command_the_cli_does_not_take() -> None:
 @pytest.mark.parametrize(("source", "command"), operator_commands())
 def test_every_command_an_operator_is_told_to_run_parses(source: str, command: str) -> None:
     assert parse_error(command) is None, f"{source}: `{command}` does not parse: {parse_error(command)}"
+
+
+def test_an_argument_a_command_does_not_take_is_reported_with_that_command_s_usage() -> None:
+    said = parse_error("k2 query bars --timeframe 1m --since 1h") or ""
+    assert "unrecognized arguments: --timeframe 1m" in said
+    assert said.startswith("usage: k2 query") and "--interval" in said  # what it does take

@@ -254,3 +254,18 @@ def test_k2_query_prints_what_a_partial_answer_lacks_and_complete_makes_it_an_er
     with pytest.raises(PartialAnswer, match="lacks binance's tail") as raised:  # main prints it as k2: error
         cmd_query(settings, complete)
     assert raised.value.fix == "start the broker" and capsys.readouterr().out == ""
+
+
+def test_k2_query_without_a_window_names_the_options_that_give_one(tmp_path) -> None:
+    from k2.cli import build_parser
+    from k2.cli.pipeline import cmd_query
+    from k2.errors import K2Error
+    from k2.settings import Settings
+
+    settings = Settings.from_env({"K2_HOME": str(tmp_path)})
+    for command in (["query", "sql", "SELECT count(*) FROM trades"], ["query", "bars"]):
+        with pytest.raises(K2Error, match="needs a time window") as raised:
+            cmd_query(settings, build_parser().parse_args(command))
+        assert "--since 5m" in raised.value.fix and "--start" in raised.value.fix
+    with pytest.raises(K2Error, match="needs a query"):  # the query is what it lacks first
+        cmd_query(settings, build_parser().parse_args(["query", "sql"]))

@@ -15,15 +15,26 @@ from k2.private import private_dir
 from k2.settings import Settings, load_settings
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports an argument a command does not take with that command's usage, which shows what it
+    does take, rather than the top level's, which lists only the commands."""
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            getattr(parsed, "command_parser", self).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="k2", description="K2 crypto market-data lakehouse. Settings come from K2_* variables (see `k2 settings`)."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Handler, help: str):
         p = sub.add_parser(name, help=help, description=help)
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, command_parser=p)
         return p
 
     for module in (stack, services, pipeline, gaps):

@@ -148,13 +148,18 @@ def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
 def _query(q, settings: Settings, args: argparse.Namespace):  # q: k2.query -> pyarrow.Table
     split = [s.strip() for s in (args.symbol or "").split(",") if s.strip()] or None
     exchanges = [s.strip() for s in (args.exchange or "").split(",") if s.strip()] or None
+    if args.what == "sql" and not args.sql:
+        raise K2Error("`k2 query sql` needs a query", 'e.g. `k2 query sql "SELECT count(*) FROM trades" --since 5m`.')
+    if not args.since and not args.start:
+        raise K2Error(
+            f"k2 query {args.what} needs a time window",
+            "add --since (a duration back from now, e.g. --since 5m) or --start (e.g. --start 2026-11-30T10:00:00Z).",
+        )
     when = {"since": args.since, "start": args.start, "end": args.end, "settings": settings}
     if args.what == "trades":
         return q.trades(exchanges, split, **when)
     if args.what == "bars":
         return q.bars(args.interval, exchanges, split, **when)
-    if not args.sql:
-        raise K2Error("`k2 query sql` needs a query", 'e.g. `k2 query sql "SELECT count(*) FROM trades" --since 5m`.')
     return q.sql(args.sql, exchanges, split, **when)
 
 

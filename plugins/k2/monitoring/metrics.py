@@ -209,25 +209,33 @@ def _event_times(exchange: Any, payload: bytes | None) -> list[int]:
         return []  # not a trade message: Silver routes it to the dead letters, latency ignores it
 
 
-def kafka_lag(settings: Settings, exchange: str) -> tuple[int | None, float | None]:
+def kafka_lag(
+    settings: Settings, exchange: str, consumer: Any = None, *, with_age: bool = True
+) -> tuple[int | None, float | None]:
     """Records in Kafka the stream has not committed, and the age of the oldest of them (0 when none
-    waits), from one look at the offsets; (None, None) when Kafka cannot be asked."""
+    waits; None without ``with_age``, which spares a fetch per lagging partition), from one look at
+    the offsets; (None, None) when Kafka cannot be asked. ``consumer`` (one ``offsets_consumer`` of
+    the stream's group, kept by a caller that samples often) is used and left open; without it one
+    is made and closed."""
     from k2.kafka.groups import bronze_group, group_offsets
     from k2.kafka.lag import committed_offsets, measure_lag, offsets_consumer
 
     topic = settings.topic_for(exchange)
-    # the stream's offsets as it published them to Kafka (any host reads them), else its progress file
-    consumer = offsets_consumer(settings.kafka, bronze_group(exchange))
+    owned = consumer is None
+    if owned:
+        consumer = offsets_consumer(settings.kafka, bronze_group(exchange))
     try:
+        # the stream's offsets as it published them to Kafka (any host reads them), else its progress file
         try:
             committed = group_offsets(consumer, topic)
         except Exception:  # Kafka unreachable: measure_lag says so below
             committed = {}
         if not committed:
             committed = committed_offsets(read_doc(settings, exchange, "progress") or {}, topic)
-        lag = measure_lag(consumer, topic, committed, with_age=True)
+        lag = measure_lag(consumer, topic, committed, with_age=with_age)
     finally:
-        consumer.close()
+        if owned:
+            consumer.close()
     return (None, None) if lag is None else (lag.records, lag.oldest_age_s)
 
 

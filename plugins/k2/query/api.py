@@ -43,7 +43,7 @@ def window(
             raise K2Error(f"{since!r} is not a duration", "use a number and a unit: 60s, 15m, 1h or 2d.")
         return stop - dt.timedelta(**{_UNITS[match[2]]: int(match[1])}), stop
     if not start:
-        raise K2Error("no time window given", "pass since (e.g. 60s) or a start time.")
+        raise K2Error("no time window given", "pass since (a duration, e.g. since='60s') or start (a time).")
     begin = _moment(start)
     if begin >= stop:
         raise K2Error(

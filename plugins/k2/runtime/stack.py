@@ -82,19 +82,27 @@ def bring_up(
     if wait_for_streams:
         wait_streams_running(settings)
     _step(9)
+    # Nothing but a feed starts beside a stream's first batch with data, which its cold JVM takes
+    # seconds over: that batch's records' latency is the first minute's p99, warned about at 10 s.
+    if settings.batch.query_server:  # ready first: its start (imports, catching up) stays off that batch
+        start_query_server(settings)
+        if wait_for_streams:
+            wait_query_server(settings)
     # feeds once the streams consume: records published before waited out the streams' start
     # (20-35 s) and opened a critical latency incident for each exchange at every `k2 up`
     feeds_started_ms = int(time.time() * 1000)
     if feeds:
         for exchange in settings.exchanges:
             start_feed(settings, exchange)
-    if settings.batch.query_server:
-        start_query_server(settings)
+            if wait_for_streams and first_batch:
+                # one stream's cold first batch at a time; and a running stream may not have
+                # committed yet: without its rows, the first batch run would find Bronze empty
+                wait_first_rows(settings, feeds_started_ms, [exchange])
     _step(10)
+    # after those batches: unpausing starts four task processes at once (monitoring's first run,
+    # the last hour's k2_medallion run)
     unpause_dags(airflow, settings, list(MONITORING_AND_BATCH_DAGS))
     if wait_for_streams and first_batch:
-        if feeds:  # a running stream may not have committed yet: the first run would find Bronze empty
-            wait_first_rows(settings, feeds_started_ms)
         # after the streams' first commits: beside them, the warm-up's jobs slowed the first batch
         # with data to 8.4 s, and its records' latency opened a warning in the first minute
         warming = _warm_batch_server(settings)
@@ -248,6 +256,23 @@ def revive_query_server(settings: Settings) -> bool:
         return True
 
 
+def wait_query_server(settings: Settings, timeout_s: float = 60.0) -> bool:
+    """Until the query server answers and has caught up with every topic (or found it cannot serve
+    one). A server not there by ``timeout_s`` is logged and waited for no longer: queries are answered
+    without it meanwhile. True when it was ready."""
+    from k2.query.live.protocol import ask
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        answer = ask(settings, {"op": "status"})
+        feeds = answer[1].get("feeds", {}) if answer is not None else {}
+        if feeds and all(f["caught_up"] or f["unusable"] for f in feeds.values()):
+            return True
+        time.sleep(0.5)
+    log.info("query_server.catching_up", waited_s=timeout_s, log=str(query_server_log(settings)))
+    return False
+
+
 def wait_streams_running(settings: Settings, timeout_s: float = 420.0) -> None:
     """Until every stream's own job says its query runs (Spark's start-up takes a while) and has
     finished its first trigger: on a new topic that is an empty batch paying the JVM's cold start
@@ -279,16 +304,18 @@ def wait_streams_running(settings: Settings, timeout_s: float = 420.0) -> None:
             s.close()
 
 
-def wait_first_rows(settings: Settings, since_ms: int, timeout_s: float = 180.0) -> list[str]:
-    """Until each Bronze table has an append with rows committed at or after ``since_ms`` (the feeds'
-    start), so that `k2 up`'s first batch has this session's trades. A feed still silent after
-    ``timeout_s`` is logged and waited for no longer: the batch runs with what Bronze has. Returns the
-    exchanges without rows."""
+def wait_first_rows(
+    settings: Settings, since_ms: int, exchanges: list[str] | None = None, timeout_s: float = 180.0
+) -> list[str]:
+    """Until each Bronze table (of ``exchanges``, default all) has an append with rows committed at or
+    after ``since_ms`` (the feeds' start), so that `k2 up`'s first batch has this session's trades. A
+    feed still silent after ``timeout_s`` is logged and waited for no longer: the batch runs with what
+    Bronze has. Returns the exchanges without rows."""
     from k2.lake.catalog import load_catalog
     from k2.lake.names import bronze_id
 
     catalog = load_catalog(settings.lake)
-    pending = list(settings.exchanges)
+    pending = list(exchanges or settings.exchanges)
     deadline = time.monotonic() + timeout_s
     while pending and time.monotonic() < deadline:
         pending = [ex for ex in pending if not _appended_since(catalog.load_table(bronze_id(ex)), since_ms)]
