@@ -264,7 +264,10 @@ def wait_query_server(settings: Settings, timeout_s: float = 60.0) -> bool:
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        answer = ask(settings, {"op": "status"})
+        try:
+            answer = ask(settings, {"op": "status"})
+        except OSError:  # a server still binding its socket, or one that died starting: not ready
+            answer = None
         feeds = answer[1].get("feeds", {}) if answer is not None else {}
         if feeds and all(f["caught_up"] or f["unusable"] for f in feeds.values()):
             return True
