@@ -13,6 +13,36 @@ import pytest
 from k2.settings import Settings
 from tests.helpers import free_port
 
+# The suite runs on two workers (pyproject: -n 2), in two lanes. The integration tests run one after
+# another on one worker: whole stacks, streams' latency and supervision deadlines want the machine as
+# they found it when serial. Beside them, on the other: the unit, DAG and Spark tests, and the
+# integration modules that mostly wait on Airflow's scheduler and spark-submit, with generous
+# deadlines. A serial run left a third of the two cores idle (vmstat over a CI run, 2026-12-07).
+BESIDE_THE_SERVICE_TESTS = ("test_medallion_dag.py", "test_wheel_install.py")
+
+
+def work_unit(nodeid: str) -> str:
+    """The tests one worker runs in order: the service tests, each module beside them (a module
+    fixture such as the wheel's installation is built once), the Spark tests (one local
+    SparkSession); any other test alone."""
+    path = nodeid.split("::", 1)[0]  # tests/<lane>/<name>
+    *_, lane, name = ["", "", *path.split("/")]
+    if lane == "integration":
+        return path if name in BESIDE_THE_SERVICE_TESTS else "tests/integration"
+    return "tests/spark" if lane == "spark" else nodeid
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log) -> object:
+    """xdist's scope scheduling, by ``work_unit`` (its xdist_group marks no longer reach the scheduler
+    under pytest 9.2: xdist 3.8 renames ``item._nodeid``, which pytest 9.2 no longer reads)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Lanes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return Lanes(config, log)
+
 
 def make_settings(home: Path, **overrides) -> Settings:
     """Settings isolated from the caller's K2_* environment, on free ports."""

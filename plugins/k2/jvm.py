@@ -8,6 +8,8 @@ produced, so a repeated ``k2 jars`` with nothing changed returns in milliseconds
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -15,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -114,7 +117,27 @@ def _read_stamp(jars_dir: Path) -> dict | None:
 
 
 def ensure_jars(settings: Settings, *, force: bool = False) -> JarSet:
-    """Resolve the JVM artifacts with Maven unless the last resolution is still valid."""
+    """Resolve the JVM artifacts with Maven unless the last resolution is still valid. One process at
+    a time per jars directory (two `k2` commands, or two test workers, asking at once): a resolution
+    deletes the previous one's jars first."""
+    with _resolution_lock(settings.jvm.jars_dir):
+        return _ensure_jars(settings, force=force)
+
+
+@contextlib.contextmanager
+def _resolution_lock(jars_dir: Path) -> Iterator[None]:
+    try:
+        jars_dir.mkdir(parents=True, exist_ok=True)
+        lock = (jars_dir / ".resolution.lock").open("a")
+    except OSError:  # a read-only, provisioned jars directory: nothing resolves into it
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _ensure_jars(settings: Settings, *, force: bool) -> JarSet:
     spark_version = pyspark_version()
     profiles = maven_profiles(settings)
     digest = _inputs_digest(spark_version, profiles)

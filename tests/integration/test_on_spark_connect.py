@@ -26,7 +26,8 @@ def test_the_medallion_tests_pass_on_spark_connect_in_a_process_outside_utc(tmp_
     env = {**os.environ, "TZ": "America/New_York", ON_SPARK_CONNECT: "1"}
     tests = ["tests/integration/test_medallion.py", "tests/integration/test_completeness.py"]
     report = tmp_path / "connect-run.xml"
-    pytest_args = ["-q", "-x", "-p", "no:cacheprovider", "-m", "integration", f"--junitxml={report}"]
+    # -n 0: one process (pyproject's -n 2 is for the whole suite), the server's only client
+    pytest_args = ["-q", "-x", "-n", "0", "-p", "no:cacheprovider", "-m", "integration", f"--junitxml={report}"]
     result = subprocess.run(
         [sys.executable, "-m", "pytest", *pytest_args, "--basetemp", str(tmp_path / "run"), *tests],
         cwd=Path(__file__).resolve().parents[2],  # the checkout: the test paths are relative to it

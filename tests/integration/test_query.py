@@ -238,7 +238,7 @@ def served_answers(settings, window) -> dict:
     server = QueryServer(settings)
     server.start()
     try:
-        assert server.wait_ready(60), server.status()
+        assert server.wait_ready(60) and server.status()["ready"], server.status()
         status = server.status()["feeds"]["binance"]
         # the valid candidates of records Silver has not processed: B's 6, 7, 2 and C's 8, 9, 7
         assert (status["caught_up"], status["unusable"], status["candidates"]) == (True, None, 6), status

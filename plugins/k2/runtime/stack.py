@@ -268,8 +268,7 @@ def wait_query_server(settings: Settings, timeout_s: float = 60.0) -> bool:
             answer = ask(settings, {"op": "status"})
         except OSError:  # a server still binding its socket, or one that died starting: not ready
             answer = None
-        feeds = answer[1].get("feeds", {}) if answer is not None else {}
-        if feeds and all(f["caught_up"] or f["unusable"] for f in feeds.values()):
+        if answer is not None and answer[1].get("ready"):
             return True
         time.sleep(0.5)
     log.info("query_server.catching_up", waited_s=timeout_s, log=str(query_server_log(settings)))

@@ -90,12 +90,18 @@ class Followers:
         for thread in self._threads:
             thread.join(timeout=30)
 
-    def wait_ready(self, timeout_s: float) -> bool:
-        """Until every exchange's store has caught up (or cannot be used), for tests and `k2 up`."""
+    def _ready(self) -> bool:
+        """Every exchange's store has caught up or cannot be used: the server answers as it will."""
+        return all(f.caught_up or f.unusable for f in self.feeds.values())
+
+    def ready(self) -> bool:
         with self.changed:
-            return self.changed.wait_for(
-                lambda: all(f.caught_up or f.unusable for f in self.feeds.values()), timeout=timeout_s
-            )
+            return self._ready()
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Until ready, for tests and the server's start-up."""
+        with self.changed:
+            return self.changed.wait_for(self._ready, timeout=timeout_s)
 
     def boundaries(self) -> list[Processed | None]:
         with self.changed:

@@ -193,7 +193,8 @@ class QueryServer:
         return noted(table, self._request.missing), {"served": self._request.served, "fresh_s": fresh_s}
 
     def status(self) -> dict[str, Any]:
-        return {"feeds": self.followers.status(), "answered": dict(self.answered)}
+        # `ready`: the one readiness rule, which `k2 up` waits for from another process
+        return {"feeds": self.followers.status(), "ready": self.followers.ready(), "answered": dict(self.answered)}
 
 
 class _Server(socketserver.ThreadingUnixStreamServer):
