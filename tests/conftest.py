@@ -4,6 +4,7 @@ Everything lives in a temporary K2_HOME, so tests never touch a developer's own 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +18,16 @@ from tests.helpers import free_port
 # another on one worker: whole stacks, streams' latency and supervision deadlines want the machine as
 # they found it when serial. Beside them, on the other: the unit, DAG and Spark tests, and the
 # integration modules that mostly wait on Airflow's scheduler and spark-submit, with generous
-# deadlines. A serial run left a third of the two cores idle (vmstat over a CI run, 2026-12-07).
-BESIDE_THE_SERVICE_TESTS = ("test_medallion_dag.py", "test_wheel_install.py")
+# deadlines, or on a server of their own. A serial run left a third of the two cores idle (vmstat
+# over a CI run, 2026-12-07); with only the first two modules beside, the second lane ran dry 24
+# minutes into a 37-minute run.
+BESIDE_THE_SERVICE_TESTS = (
+    "test_medallion_dag.py",
+    "test_wheel_install.py",
+    "test_query.py",
+    "test_s3_storage.py",
+    "test_spark_connect.py",
+)
 
 
 def work_unit(nodeid: str) -> str:
@@ -42,6 +51,11 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log) -> object:
             return work_unit(nodeid)
 
     return Lanes(config, log)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # py4j says goodbye at garbage collection, after pytest closed the streams logging writes to
+    logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 def make_settings(home: Path, **overrides) -> Settings:

@@ -3,7 +3,6 @@ catalog, no Kafka), on in-memory frames. Runs in seconds."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 import pytest
@@ -12,9 +11,6 @@ import pytest
 @pytest.fixture(scope="package")
 def spark() -> Iterator:
     from pyspark.sql import SparkSession
-
-    # py4j says goodbye at garbage collection, after pytest closed the streams logging writes to
-    logging.getLogger("py4j").setLevel(logging.WARNING)
 
     active = SparkSession.getActiveSession()
     if active is not None:  # an integration session already runs in this process: same semantics
