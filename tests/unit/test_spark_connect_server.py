@@ -37,6 +37,9 @@ def stand_in(started: list[subprocess.Popen], home: Path, port: int) -> subproce
         start_new_session=True,  # a process group of its own, as procs.spawn starts the server
     )
     started.append(proc)
+    # as procs.spawn does: Popen returns before Linux lays out the new command line, and until then
+    # the stand-in reads as a stranger (a CI run on two busy cores lost that race, 2026-12-07)
+    procs.wait_for_program(proc.pid)
     return proc
 
 

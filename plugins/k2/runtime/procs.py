@@ -66,11 +66,11 @@ def spawn(cmd: list[str], *, pid_file: Path, log_file: Path, env: dict[str, str]
             preexec_fn=lower_priority(nice) if nice else None,
         )
     write_pid_file(pid_file, proc.pid)
-    _wait_for_program(proc.pid)
+    wait_for_program(proc.pid)
     return proc.pid
 
 
-def _wait_for_program(pid: int, timeout_s: float = 10.0) -> None:
+def wait_for_program(pid: int, timeout_s: float = 10.0) -> None:
     """Until ``pid`` shows its new program's command line. Popen returns once exec closed the
     child's close-on-exec pipe, but Linux lays out the new command line a moment later: until then
     /proc/<pid>/cmdline is empty, and `owned_pid` would call the service a stranger. Returns at
