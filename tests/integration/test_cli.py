@@ -58,7 +58,7 @@ def run_k2(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.
     )
 
 
-@pytest.mark.timeout(1200)  # two `k2 up`s: 5-6 minutes, longer beside the other worker's tests
+@pytest.mark.timeout(1200)  # two `k2 up`s: 5-6 minutes alone, up to 11 beside the other worker's tests
 def test_up_status_down(tmp_path: Path, jars) -> None:
     env = stack_env(tmp_path / "home", K2_FEED_SIM_RATE="50", **SENTINEL_SECRETS)
     up = run_k2("up", env=env, timeout=900)
